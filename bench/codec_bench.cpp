@@ -1,0 +1,123 @@
+// Google Benchmark for the codec's hot paths, per (head_dim, bits, SIMD level).
+//   build/cpp-tests/turbokv_bench --benchmark_filter=Encode
+// Throughput is reported as vectors/s (items) and float32 input bytes/s.
+#include <benchmark/benchmark.h>
+
+#include <random>
+#include <vector>
+
+#include "turbokv/codec.hpp"
+
+using namespace turbokv;
+
+namespace {
+
+constexpr int64_t kVectors = 4096;
+
+struct Fixture {
+  Codec codec;
+  std::vector<float> x;
+  std::vector<uint8_t> codes, qjl, norms, residual_norms;
+  Fixture(int d, int bits, Mode mode, SimdLevel level)
+      : codec(CodecConfig{d, bits, mode, 0, NormDtype::kFloat32, false}, level),
+        x(kVectors * d),
+        codes(kVectors * codec.code_bytes()),
+        qjl(kVectors * codec.qjl_bytes()),
+        norms(kVectors * 4),
+        residual_norms(kVectors * 4) {
+    std::mt19937 gen(1);
+    std::normal_distribution<float> g;
+    for (float& v : x) v = g(gen);
+    codec.encode(x.data(), kVectors, d, out());
+  }
+  EncodedBuffers out() { return {codes.data(), norms.data(), qjl.data(), residual_norms.data()}; }
+  ConstEncodedBuffers in() { return {codes.data(), norms.data(), qjl.data(), residual_norms.data()}; }
+};
+
+bool skip_unsupported(benchmark::State& state, SimdLevel level) {
+  if (static_cast<int>(level) <= static_cast<int>(detect_simd())) return false;
+  state.SkipWithError("SIMD level not supported by this CPU");
+  return true;
+}
+
+void set_counters(benchmark::State& state, int d) {
+  state.SetItemsProcessed(state.iterations() * kVectors);
+  state.SetBytesProcessed(state.iterations() * kVectors * d * int64_t(sizeof(float)));
+}
+
+void BM_Rotate(benchmark::State& state) {
+  const int d = int(state.range(0));
+  const auto level = SimdLevel(state.range(2));
+  if (skip_unsupported(state, level)) return;
+  Fixture f(d, 4, Mode::kMse, level);
+  std::vector<float> y(d);
+  for (auto _ : state) {
+    for (int64_t i = 0; i < kVectors; ++i) f.codec.rotation().forward(f.x.data() + i * d, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_counters(state, d);
+}
+
+void BM_Encode(benchmark::State& state) {
+  const int d = int(state.range(0)), bits = int(state.range(1));
+  const auto level = SimdLevel(state.range(2));
+  if (skip_unsupported(state, level)) return;
+  Fixture f(d, bits, Mode(state.range(3)), level);
+  for (auto _ : state) {
+    f.codec.encode(f.x.data(), kVectors, d, f.out());
+    benchmark::DoNotOptimize(f.codes.data());
+  }
+  set_counters(state, d);
+}
+
+void BM_Decode(benchmark::State& state) {
+  const int d = int(state.range(0)), bits = int(state.range(1));
+  const auto level = SimdLevel(state.range(2));
+  if (skip_unsupported(state, level)) return;
+  Fixture f(d, bits, Mode(state.range(3)), level);
+  std::vector<float> out(kVectors * d);
+  for (auto _ : state) {
+    f.codec.decode(f.in(), kVectors, out.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+  set_counters(state, d);
+}
+
+// One query against kVectors keys (decode-time attention scoring).
+void BM_Scores(benchmark::State& state) {
+  const int d = int(state.range(0)), bits = int(state.range(1));
+  const auto level = SimdLevel(state.range(2));
+  if (skip_unsupported(state, level)) return;
+  Fixture f(d, bits, Mode(state.range(3)), level);
+  std::vector<float> s(kVectors);
+  for (auto _ : state) {
+    f.codec.scores(f.x.data(), 1, d, f.in(), kVectors, s.data());
+    benchmark::DoNotOptimize(s.data());
+  }
+  set_counters(state, d);
+}
+
+void codec_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"d", "bits", "simd", "prod"});
+  for (int level = 0; level <= 2; ++level) {
+    for (int d : {64, 96, 128, 256}) {
+      for (int bits : {2, 3, 4, 8}) b->Args({d, bits, level, 0});
+    }
+    b->Args({128, 4, level, 1});
+  }
+}
+
+void rotate_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"d", "bits", "simd"});
+  for (int level = 0; level <= 2; ++level) {
+    for (int d : {64, 96, 128, 256, 1024}) b->Args({d, 4, level});
+  }
+}
+
+}  // namespace
+
+BENCHMARK(BM_Rotate)->Apply(rotate_args);
+BENCHMARK(BM_Encode)->Apply(codec_args);
+BENCHMARK(BM_Decode)->Apply(codec_args);
+BENCHMARK(BM_Scores)->Apply(codec_args);
+BENCHMARK_MAIN();

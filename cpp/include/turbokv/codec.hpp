@@ -1,0 +1,116 @@
+// TurboQuant codec for one head_dim: encode vectors to packed codes, decode them, and score queries
+// against codes without decoding (paper, Algorithms 1 and 2).
+//
+// Stored per vector (all arrays caller-owned, one row per vector):
+//   codes           code_bytes() bytes: the packed b-bit (mse) or (b-1)-bit (prod) indices
+//   norms           float32 or float16: ||x|| (or ||x|| / ||u_hat|| with norm correction)
+//   qjl_signs       prod only, qjl_bytes() bytes: sign(S r) packed 1 bit per row of S
+//   residual_norms  prod only, same dtype as norms: ||r|| = ||u - u_hat|| of the unit vector
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "turbokv/codebook.hpp"
+#include "turbokv/qjl.hpp"
+#include "turbokv/rotation.hpp"
+#include "turbokv/simd.hpp"
+
+namespace turbokv {
+
+namespace kernels {
+struct KernelSet;
+}
+
+enum class Mode { kMse, kProd };
+enum class NormDtype { kFloat32, kFloat16 };
+
+struct CodecConfig {
+  int head_dim = 128;
+  int bits = 4;  // total bits per coordinate, 1..8; prod spends one of them on the QJL sketch
+  Mode mode = Mode::kMse;
+  uint64_t seed = 0;
+  NormDtype norm_dtype = NormDtype::kFloat32;
+  bool norm_correction = false;  // mse only: store ||x|| / ||u_hat|| so decoded norms are exact
+};
+
+struct EncodedBuffers {
+  uint8_t* codes = nullptr;
+  void* norms = nullptr;
+  uint8_t* qjl_signs = nullptr;
+  void* residual_norms = nullptr;
+};
+
+struct ConstEncodedBuffers {
+  const uint8_t* codes = nullptr;
+  const void* norms = nullptr;
+  const uint8_t* qjl_signs = nullptr;
+  const void* residual_norms = nullptr;
+};
+
+// Thrown by encode for NaN/Inf input (or a norm that overflows its storage type).
+class NonFiniteInput : public std::invalid_argument {
+ public:
+  NonFiniteInput(const std::string& what, int64_t row) : std::invalid_argument(what), row_(row) {}
+  int64_t row() const { return row_; }
+
+ private:
+  int64_t row_;
+};
+
+class Codec {
+ public:
+  explicit Codec(const CodecConfig& config, SimdLevel level = default_simd());
+
+  const CodecConfig& config() const { return config_; }
+  SimdLevel simd_level() const { return level_; }
+  int head_dim() const { return config_.head_dim; }
+  int mse_bits() const { return config_.mode == Mode::kProd ? config_.bits - 1 : config_.bits; }
+  size_t code_bytes() const;
+  size_t qjl_bytes() const;  // 0 in mse mode
+  size_t norm_bytes() const { return config_.norm_dtype == NormDtype::kFloat16 ? 2 : 4; }
+  size_t bytes_per_vector() const;
+  double bits_per_coordinate() const;
+
+  const Codebook& codebook() const { return *codebook_; }
+  const Rotation& rotation() const { return rotation_; }
+  const QjlSketch* qjl() const { return qjl_.empty() ? nullptr : &qjl_.front(); }
+
+  // Encodes n vectors; vector i starts at x + i * row_stride (in elements; may be negative).
+  // Throws NonFiniteInput naming the first bad vector; out is then partially written.
+  void encode(const float* x, int64_t n, int64_t row_stride, const EncodedBuffers& out) const;
+  void encode(const uint16_t* x_half, int64_t n, int64_t row_stride,
+              const EncodedBuffers& out) const;
+
+  // out: n x head_dim float32.
+  void decode(const ConstEncodedBuffers& in, int64_t n, float* out) const;
+
+  // out[a * n + j] = <q_a, decode(key j)>, computed from the codes: the query is rotated once and
+  // each key costs a table lookup per coordinate (plus a signed sum of the sketch in prod mode).
+  // Query a starts at q + a * q_stride.
+  void scores(const float* q, int64_t m, int64_t q_stride, const ConstEncodedBuffers& keys,
+              int64_t n, float* out) const;
+
+ private:
+  template <typename T>
+  void encode_rows(const T* x, int64_t n, int64_t row_stride, const EncodedBuffers& out) const;
+  void encode_one(const float* x, int64_t row, std::vector<float>& scratch, std::vector<uint8_t>& idx,
+                  const EncodedBuffers& out) const;
+  void store_norm(void* base, int64_t row, float value) const;
+  float load_norm(const void* base, int64_t row) const;
+
+  CodecConfig config_;
+  SimdLevel level_;
+  const kernels::KernelSet* kernels_;
+  const Codebook* codebook_;
+  Rotation rotation_;
+  std::vector<QjlSketch> qjl_;   // one sketch in prod mode, none in mse mode
+  std::vector<float> centroids_;   // padded for SIMD table lookups
+  std::vector<float> boundaries_;  // padded with +inf
+  float sqrt_dim_;
+  float inv_sqrt_dim_;
+};
+
+}  // namespace turbokv

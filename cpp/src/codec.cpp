@@ -1,0 +1,239 @@
+#include "turbokv/codec.hpp"
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+
+#include "kernels.hpp"
+#include "turbokv/half.hpp"
+#include "turbokv/packing.hpp"
+
+namespace turbokv {
+namespace {
+
+// Below this sum of squares the squares themselves may have lost precision to underflow, and
+// above FLT_MAX they overflowed: such vectors are rescaled by their largest coordinate first.
+constexpr float kSmallestSafeSumSquares = 1e-30f;
+
+void check_config(const CodecConfig& c) {
+  if (c.head_dim < kMinHeadDim || c.head_dim > kMaxHeadDim) {
+    throw std::invalid_argument("head_dim must be in 8..1024, got " + std::to_string(c.head_dim));
+  }
+  if (c.bits < 1 || c.bits > kMaxBits) {
+    throw std::invalid_argument("bits must be in 1..8, got " + std::to_string(c.bits));
+  }
+  if (c.norm_correction && c.mode == Mode::kProd) {
+    throw std::invalid_argument(
+        "norm_correction applies to mode='mse' only: in prod mode the QJL term already corrects "
+        "inner products, and rescaling would bias them");
+  }
+}
+
+size_t padded_table_size(int bits) {
+  return std::max<size_t>(kernels::kMinTableSize, size_t{1} << bits);
+}
+
+}  // namespace
+
+Codec::Codec(const CodecConfig& config, SimdLevel level)
+    : config_((check_config(config), config)),
+      level_(level),
+      kernels_(&kernels::kernel_set(level)),
+      codebook_(&lloyd_max_codebook(mse_bits())),
+      rotation_(config.head_dim, config.seed, level),
+      sqrt_dim_(std::sqrt(static_cast<float>(config.head_dim))),
+      inv_sqrt_dim_(1.0f / std::sqrt(static_cast<float>(config.head_dim))) {
+  if (config_.mode == Mode::kProd) qjl_.emplace_back(config_.head_dim, config_.seed, level);
+  centroids_.assign(padded_table_size(mse_bits()), 0.0f);
+  std::copy(codebook_->centroids.begin(), codebook_->centroids.end(), centroids_.begin());
+  boundaries_.assign(padded_table_size(mse_bits()), INFINITY);
+  std::copy(codebook_->boundaries.begin(), codebook_->boundaries.end(), boundaries_.begin());
+}
+
+size_t Codec::code_bytes() const { return packed_bytes(mse_bits(), config_.head_dim); }
+
+size_t Codec::qjl_bytes() const {
+  return config_.mode == Mode::kProd ? packed_bytes(1, config_.head_dim) : 0;
+}
+
+size_t Codec::bytes_per_vector() const {
+  const size_t norms = config_.mode == Mode::kProd ? 2 : 1;
+  return code_bytes() + qjl_bytes() + norms * norm_bytes();
+}
+
+double Codec::bits_per_coordinate() const {
+  return 8.0 * static_cast<double>(bytes_per_vector()) / config_.head_dim;
+}
+
+void Codec::store_norm(void* base, int64_t row, float value) const {
+  if (config_.norm_dtype == NormDtype::kFloat16) {
+    static_cast<uint16_t*>(base)[row] = float_to_half(value);
+  } else {
+    static_cast<float*>(base)[row] = value;
+  }
+}
+
+float Codec::load_norm(const void* base, int64_t row) const {
+  if (config_.norm_dtype == NormDtype::kFloat16) {
+    return half_to_float(static_cast<const uint16_t*>(base)[row]);
+  }
+  return static_cast<const float*>(base)[row];
+}
+
+void Codec::encode(const float* x, int64_t n, int64_t row_stride, const EncodedBuffers& out) const {
+  encode_rows(x, n, row_stride, out);
+}
+
+void Codec::encode(const uint16_t* x_half, int64_t n, int64_t row_stride,
+                   const EncodedBuffers& out) const {
+  encode_rows(x_half, n, row_stride, out);
+}
+
+template <typename T>
+void Codec::encode_rows(const T* x, int64_t n, int64_t row_stride, const EncodedBuffers& out) const {
+  const int d = config_.head_dim;
+  // Layout: [0, d) input copy or rescaled input, [d, 2d) rotated, [2d, 3d) residual or centroid
+  // values, [3d, 4d) sketch projections.
+  std::vector<float> scratch(4 * static_cast<size_t>(d));
+  std::vector<uint8_t> idx(static_cast<size_t>(d));
+  for (int64_t row = 0; row < n; ++row) {
+    const T* src = x + row * row_stride;
+    if constexpr (std::is_same_v<T, float>) {
+      encode_one(src, row, scratch, idx, out);
+    } else {
+      for (int i = 0; i < d; ++i) scratch[i] = half_to_float(src[i]);
+      encode_one(scratch.data(), row, scratch, idx, out);
+    }
+  }
+}
+
+void Codec::encode_one(const float* x, int64_t row, std::vector<float>& scratch,
+                       std::vector<uint8_t>& idx, const EncodedBuffers& out) const {
+  const int d = config_.head_dim;
+  float* unit_input = scratch.data();
+  float* rotated = unit_input + d;
+  float* work = rotated + d;
+  float* projected = work + d;
+
+  float sum_squares = kernels_->sum_squares(x, d);
+  float magnitude = 1.0f;  // the input is x = magnitude * src
+  const float* src = x;
+  if (!(sum_squares >= kSmallestSafeSumSquares && sum_squares <= FLT_MAX)) {
+    float max_abs = 0.0f;
+    for (int i = 0; i < d; ++i) max_abs = std::fmax(max_abs, std::fabs(x[i]));
+    bool finite = std::isfinite(max_abs);
+    for (int i = 0; i < d && finite; ++i) finite = !std::isnan(x[i]);
+    if (!finite) {
+      throw NonFiniteInput("input vector " + std::to_string(row) +
+                               " contains NaN or Inf; replace or drop non-finite values (for "
+                               "example with numpy.nan_to_num) before encoding",
+                           row);
+    }
+    if (max_abs > 0.0f) {
+      for (int i = 0; i < d; ++i) unit_input[i] = x[i] / max_abs;
+      src = unit_input;
+      magnitude = max_abs;
+      sum_squares = kernels_->sum_squares(src, d);
+    }
+  }
+  const float norm = std::sqrt(sum_squares);
+  float stored_norm = magnitude * norm;
+  if (!std::isfinite(stored_norm)) {
+    throw NonFiniteInput("the norm of input vector " + std::to_string(row) +
+                             " overflows float32; scale the input down",
+                         row);
+  }
+
+  rotation_.forward(src, rotated);
+  // Rotated coordinates of the unit vector, times sqrt(d), are ~N(0, 1): the codebook's scale.
+  const float scale = norm > 0.0f ? sqrt_dim_ / norm : 0.0f;
+  const bool prod = config_.mode == Mode::kProd;
+  kernels_->quantize(rotated, scale, boundaries_.data(), centroids_.data(), mse_bits(), idx.data(),
+                     prod ? work : nullptr, d);
+  uint8_t* codes = out.codes + row * static_cast<int64_t>(code_bytes());
+  kernels_->pack(idx.data(), d, mse_bits(), codes);
+
+  if (config_.norm_correction) {
+    for (int i = 0; i < d; ++i) work[i] = centroids_[idx[i]];
+    const float centroid_sum_squares = kernels_->sum_squares(work, d);
+    // ||u_hat|| = ||c[idx]|| / sqrt(d); storing ||x|| / ||u_hat|| makes the decoded norm exact.
+    if (centroid_sum_squares > 0.0f) stored_norm = stored_norm * sqrt_dim_ / std::sqrt(centroid_sum_squares);
+  }
+  if (config_.norm_dtype == NormDtype::kFloat16 && stored_norm > 65504.0f) {
+    throw NonFiniteInput("the norm of input vector " + std::to_string(row) + " (" +
+                             std::to_string(stored_norm) +
+                             ") exceeds the float16 range; use norm_dtype='float32'",
+                         row);
+  }
+  store_norm(out.norms, row, stored_norm);
+
+  if (prod) {
+    // work holds the residual in codebook units: sqrt(d) (u - u_hat) in the rotated domain.
+    const float residual_norm = std::sqrt(kernels_->sum_squares(work, d)) * inv_sqrt_dim_;
+    qjl_.front().project(work, projected);
+    for (int i = 0; i < d; ++i) idx[i] = projected[i] >= 0.0f ? 1 : 0;
+    kernels_->pack(idx.data(), d, 1, out.qjl_signs + row * static_cast<int64_t>(qjl_bytes()));
+    store_norm(out.residual_norms, row, residual_norm);
+  }
+}
+
+void Codec::decode(const ConstEncodedBuffers& in, int64_t n, float* out) const {
+  const int d = config_.head_dim;
+  const bool prod = config_.mode == Mode::kProd;
+  std::vector<float> rotated(d), signs(d), correction(d);
+  std::vector<uint8_t> idx(d);
+  for (int64_t row = 0; row < n; ++row) {
+    kernels_->unpack(in.codes + row * static_cast<int64_t>(code_bytes()), d, mse_bits(), idx.data());
+    const float norm = load_norm(in.norms, row);
+    std::fill(rotated.begin(), rotated.end(), 0.0f);
+    // x_hat = ||x|| R^T c[idx] / sqrt(d)   (paper, Algorithm 1, DeQuant)
+    kernels_->axpy_lookup(norm * inv_sqrt_dim_, idx.data(), centroids_.data(), mse_bits(),
+                          rotated.data(), d);
+    if (prod) {
+      // + ||x|| sqrt(pi/2)/m ||r|| S^T sign(S r)   (paper, Algorithm 2, DeQuant)
+      const uint8_t* bits = in.qjl_signs + row * static_cast<int64_t>(qjl_bytes());
+      for (int i = 0; i < d; ++i) signs[i] = ((bits[i >> 3] >> (i & 7)) & 1u) ? 1.0f : -1.0f;
+      qjl_.front().project_transpose(signs.data(), correction.data());
+      const float weight = norm * qjl_.front().estimator_scale() * load_norm(in.residual_norms, row);
+      for (int i = 0; i < d; ++i) rotated[i] += weight * correction[i];
+    }
+    rotation_.inverse(rotated.data(), out + row * d);
+  }
+}
+
+void Codec::scores(const float* q, int64_t m, int64_t q_stride, const ConstEncodedBuffers& keys,
+                   int64_t n, float* out) const {
+  const int d = config_.head_dim;
+  const bool prod = config_.mode == Mode::kProd;
+  // <q, x_hat> = ||x|| <R q, c[idx]> / sqrt(d) [+ ||x|| sqrt(pi/2)/m ||r|| <S R q, sign(S r)>]:
+  // rotate (and sketch) each query once, then every key is lookups on its codes.
+  std::vector<float> rotated(static_cast<size_t>(m) * d);
+  std::vector<float> sketched(prod ? static_cast<size_t>(m) * d : 0);
+  for (int64_t a = 0; a < m; ++a) {
+    float* qa = rotated.data() + a * d;
+    rotation_.forward(q + a * q_stride, qa);
+    if (prod) {
+      float* sa = sketched.data() + a * d;
+      qjl_.front().project(qa, sa);
+      for (int i = 0; i < d; ++i) sa[i] *= qjl_.front().estimator_scale();
+    }
+    for (int i = 0; i < d; ++i) qa[i] *= inv_sqrt_dim_;
+  }
+  std::vector<uint8_t> idx(d);
+  for (int64_t j = 0; j < n; ++j) {
+    kernels_->unpack(keys.codes + j * static_cast<int64_t>(code_bytes()), d, mse_bits(), idx.data());
+    const float norm = load_norm(keys.norms, j);
+    const uint8_t* signs = prod ? keys.qjl_signs + j * static_cast<int64_t>(qjl_bytes()) : nullptr;
+    const float residual_norm = prod ? load_norm(keys.residual_norms, j) : 0.0f;
+    for (int64_t a = 0; a < m; ++a) {
+      float s = kernels_->dot_lookup(rotated.data() + a * d, idx.data(), centroids_.data(),
+                                     mse_bits(), d);
+      if (prod) s += residual_norm * kernels_->sign_dot(sketched.data() + a * d, signs, d);
+      out[a * n + j] = norm * s;
+    }
+  }
+}
+
+}  // namespace turbokv

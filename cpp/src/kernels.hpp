@@ -1,0 +1,85 @@
+// Internal: the hot loops, one scalar version and its SIMD twins per stage, chosen once per codec.
+//
+// Bit-identity contract: every kernel that decides a stored bit (sum_squares, fwht, matvec_columns,
+// quantize, pack) performs the same IEEE operations in the same order at every SIMD level, so codes
+// and norms never depend on the CPU. The whole library is built with -ffp-contract=off so the
+// compiler cannot fuse a multiply and an add behind our back. Kernels that only produce floats for
+// the caller (lookups, decode) may use FMA and differ in the last bits.
+#pragma once
+#include <cstdint>
+
+#include "turbokv/simd.hpp"
+
+#if defined(__x86_64__) || defined(__i386__)
+#define TURBOKV_X86 1
+#include <immintrin.h>
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ == 12
+// GCC 12's AVX-512 headers self-initialise undefined registers and then warn about it when the
+// intrinsics are inlined into target("avx512f") functions (GCC bug 105593), so these two warnings
+// are off for the kernel files; clang and other GCC versions keep them.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#define TURBOKV_TARGET_AVX2 __attribute__((target("avx2,fma,bmi,bmi2,f16c")))
+#define TURBOKV_TARGET_AVX512 \
+  __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,bmi,bmi2,f16c")))
+#else
+#define TURBOKV_X86 0
+#endif
+
+namespace turbokv {
+namespace kernels {
+
+// Tables handed to lookups and to quantize are padded to at least this many floats.
+constexpr int kMinTableSize = 16;
+
+struct KernelSet {
+  SimdLevel level;
+  // In-place unnormalised Walsh-Hadamard transform, n a power of two >= 8.
+  void (*fwht)(float* x, int n);
+  // y[r] = sum_c x[c] * columns[c * rows + r], accumulated in order of c (mul, then add).
+  void (*matvec_columns)(const float* columns, int rows, int cols, const float* x, float* y);
+  // Sum of x[i]^2 in 16 interleaved partial sums, folded pairwise (8, 4, 2, 1).
+  float (*sum_squares)(const float* x, int n);
+  // idx[i] = number of boundaries <= x[i] * scale (nearest centroid); when residual is not null,
+  // residual[i] = x[i] * scale - centroids[idx[i]]. boundaries has 2^bits - 1 entries.
+  void (*quantize)(const float* x, float scale, const float* boundaries, const float* centroids,
+                   int bits, uint8_t* idx, float* residual, int n);
+  // Dense little-endian bit stream: index i occupies bits [i*bits, (i+1)*bits).
+  void (*pack)(const uint8_t* idx, int n, int bits, uint8_t* out);
+  void (*unpack)(const uint8_t* packed, int n, int bits, uint8_t* idx);
+  // sum_i q[i] * table[idx[i]]
+  float (*dot_lookup)(const float* q, const uint8_t* idx, const float* table, int bits, int n);
+  // acc[i] += w * table[idx[i]]
+  void (*axpy_lookup)(float w, const uint8_t* idx, const float* table, int bits, float* acc, int n);
+  // sum_i (bit i of signs set ? v[i] : -v[i])
+  float (*sign_dot)(const float* v, const uint8_t* signs, int n);
+};
+
+// The kernels for one level; throws if the CPU lacks it.
+const KernelSet& kernel_set(SimdLevel level);
+
+// Per-stage selectors, each defined in the file that holds that stage's variants.
+using FwhtFn = void (*)(float*, int);
+using MatvecFn = void (*)(const float*, int, int, const float*, float*);
+using SumSquaresFn = float (*)(const float*, int);
+using QuantizeFn = void (*)(const float*, float, const float*, const float*, int, uint8_t*, float*,
+                            int);
+using PackFn = void (*)(const uint8_t*, int, int, uint8_t*);
+using UnpackFn = void (*)(const uint8_t*, int, int, uint8_t*);
+using DotLookupFn = float (*)(const float*, const uint8_t*, const float*, int, int);
+using AxpyLookupFn = void (*)(float, const uint8_t*, const float*, int, float*, int);
+using SignDotFn = float (*)(const float*, const uint8_t*, int);
+
+FwhtFn select_fwht(SimdLevel level);
+MatvecFn select_matvec_columns(SimdLevel level);
+SumSquaresFn select_sum_squares(SimdLevel level);
+QuantizeFn select_quantize(SimdLevel level);
+PackFn select_pack(SimdLevel level);
+UnpackFn select_unpack(SimdLevel level);
+DotLookupFn select_dot_lookup(SimdLevel level);
+AxpyLookupFn select_axpy_lookup(SimdLevel level);
+SignDotFn select_sign_dot(SimdLevel level);
+
+}  // namespace kernels
+}  // namespace turbokv

@@ -1,0 +1,103 @@
+// Nearest-centroid quantisation by midpoint boundaries (paper, eq. (4)): the index of x is the
+// number of boundaries <= x, found by a branch-free binary search over the sorted boundaries.
+// A value exactly on a boundary goes to the upper cell at every level, so codes are bit-identical.
+#include "kernels.hpp"
+
+namespace turbokv {
+namespace kernels {
+namespace {
+
+void quantize_scalar(const float* x, float scale, const float* boundaries, const float* centroids,
+                     int bits, uint8_t* idx, float* residual, int n) {
+  const int levels = 1 << bits;
+  for (int i = 0; i < n; ++i) {
+    const float v = x[i] * scale;
+    int lo = 0;
+    for (int step = levels / 2; step >= 1; step /= 2) {
+      if (v >= boundaries[lo + step - 1]) lo += step;
+    }
+    idx[i] = static_cast<uint8_t>(lo);
+    if (residual != nullptr) residual[i] = v - centroids[lo];
+  }
+}
+
+#if TURBOKV_X86
+TURBOKV_TARGET_AVX2 __m256 lookup8(const float* table, __m256i index, int bits) {
+  if (bits <= 3) return _mm256_permutevar8x32_ps(_mm256_loadu_ps(table), index);
+  return _mm256_i32gather_ps(table, index, 4);
+}
+
+TURBOKV_TARGET_AVX2 void quantize_avx2(const float* x, float scale, const float* boundaries,
+                                       const float* centroids, int bits, uint8_t* idx,
+                                       float* residual, int n) {
+  const int levels = 1 << bits;
+  const __m256 vscale = _mm256_set1_ps(scale);
+  // Picks byte 0 of each 32-bit lane into the low 4 bytes of each 128-bit half.
+  const __m256i first_bytes = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                               -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1,
+                                               -1, -1, -1, -1);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vscale);
+    __m256i lo = _mm256_setzero_si256();
+    for (int step = levels / 2; step >= 1; step /= 2) {
+      const __m256i probe = _mm256_add_epi32(lo, _mm256_set1_epi32(step - 1));
+      const __m256 ge = _mm256_cmp_ps(v, lookup8(boundaries, probe, bits), _CMP_GE_OQ);
+      lo = _mm256_add_epi32(lo, _mm256_and_si256(_mm256_castps_si256(ge), _mm256_set1_epi32(step)));
+    }
+    const __m256i bytes = _mm256_shuffle_epi8(lo, first_bytes);
+    const __m128i packed = _mm_unpacklo_epi32(_mm256_castsi256_si128(bytes),
+                                              _mm256_extracti128_si256(bytes, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(idx + i), packed);
+    if (residual != nullptr) {
+      _mm256_storeu_ps(residual + i, _mm256_sub_ps(v, lookup8(centroids, lo, bits)));
+    }
+  }
+  quantize_scalar(x + i, scale, boundaries, centroids, bits, idx + i,
+                  residual == nullptr ? nullptr : residual + i, n - i);
+}
+
+TURBOKV_TARGET_AVX512 __m512 lookup16(const float* table, __m512i index, int bits) {
+  if (bits <= 4) return _mm512_permutexvar_ps(index, _mm512_loadu_ps(table));
+  if (bits == 5) {
+    return _mm512_permutex2var_ps(_mm512_loadu_ps(table), index, _mm512_loadu_ps(table + 16));
+  }
+  return _mm512_i32gather_ps(index, table, 4);
+}
+
+TURBOKV_TARGET_AVX512 void quantize_avx512(const float* x, float scale, const float* boundaries,
+                                           const float* centroids, int bits, uint8_t* idx,
+                                           float* residual, int n) {
+  const int levels = 1 << bits;
+  const __m512 vscale = _mm512_set1_ps(scale);
+  for (int i = 0; i < n; i += 16) {
+    const int width = n - i < 16 ? n - i : 16;
+    const __mmask16 mask = static_cast<__mmask16>((1u << width) - 1u);
+    const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, x + i), vscale);
+    __m512i lo = _mm512_setzero_si512();
+    for (int step = levels / 2; step >= 1; step /= 2) {
+      const __m512i probe = _mm512_add_epi32(lo, _mm512_set1_epi32(step - 1));
+      const __mmask16 ge = _mm512_cmp_ps_mask(v, lookup16(boundaries, probe, bits), _CMP_GE_OQ);
+      lo = _mm512_mask_add_epi32(lo, ge, lo, _mm512_set1_epi32(step));
+    }
+    _mm_mask_storeu_epi8(idx + i, mask, _mm512_cvtepi32_epi8(lo));
+    if (residual != nullptr) {
+      _mm512_mask_storeu_ps(residual + i, mask, _mm512_sub_ps(v, lookup16(centroids, lo, bits)));
+    }
+  }
+}
+#endif
+
+}  // namespace
+
+QuantizeFn select_quantize(SimdLevel level) {
+#if TURBOKV_X86
+  if (level == SimdLevel::kAvx512) return quantize_avx512;
+  if (level == SimdLevel::kAvx2) return quantize_avx2;
+#endif
+  (void)level;
+  return quantize_scalar;
+}
+
+}  // namespace kernels
+}  // namespace turbokv

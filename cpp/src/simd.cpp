@@ -1,0 +1,51 @@
+#include "turbokv/simd.hpp"
+
+#include <cstdlib>
+#include <stdexcept>
+
+namespace turbokv {
+
+SimdLevel detect_simd() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                    __builtin_cpu_supports("bmi2");
+  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
+                      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+                      __builtin_cpu_supports("avx512vl");
+  if (avx512) return SimdLevel::kAvx512;
+  if (avx2) return SimdLevel::kAvx2;
+#endif
+  return SimdLevel::kScalar;
+}
+
+const char* simd_name(SimdLevel level) {
+  switch (level) {
+    case SimdLevel::kAvx512: return "avx512";
+    case SimdLevel::kAvx2: return "avx2";
+    default: return "scalar";
+  }
+}
+
+SimdLevel parse_simd(const std::string& name) {
+  if (name == "auto" || name.empty()) return detect_simd();
+  if (name == "scalar") return SimdLevel::kScalar;
+  if (name == "avx2") return SimdLevel::kAvx2;
+  if (name == "avx512") return SimdLevel::kAvx512;
+  throw std::invalid_argument("unknown SIMD level '" + name +
+                              "': use one of auto, scalar, avx2, avx512");
+}
+
+SimdLevel default_simd() {
+  const char* env = std::getenv("TURBOKV_SIMD");
+  const SimdLevel best = detect_simd();
+  if (env == nullptr) return best;
+  const SimdLevel asked = parse_simd(env);
+  if (static_cast<int>(asked) > static_cast<int>(best)) {
+    throw std::runtime_error(std::string("TURBOKV_SIMD=") + env + " but this CPU supports at most " +
+                             simd_name(best));
+  }
+  return asked;
+}
+
+}  // namespace turbokv

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Sets up and runs every test: the GoogleTest suite of the C++ core, then pytest on the package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+bash scripts/setup.sh
+
+echo "== C++ tests (GoogleTest) =="
+cmake -S . -B build/cpp-tests -G Ninja -DTURBOKV_BUILD_TESTS=ON -DTURBOKV_BUILD_BENCH=ON >/dev/null
+cmake --build build/cpp-tests
+ctest --test-dir build/cpp-tests --output-on-failure -j 2
+
+echo "== Python tests (pytest) =="
+"$PYTHON" -m pytest -q tests/python

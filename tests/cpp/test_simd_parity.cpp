@@ -1,0 +1,120 @@
+// Every SIMD level must store exactly the bits the scalar code stores.
+#include <gtest/gtest.h>
+
+#include "../../cpp/src/kernels.hpp"
+#include "test_util.hpp"
+
+using namespace turbokv;
+using turbokv::test_util::EncodedStore;
+
+namespace {
+
+std::vector<SimdLevel> simd_levels() {
+  std::vector<SimdLevel> out;
+  for (int l = 1; l <= static_cast<int>(detect_simd()); ++l) out.push_back(static_cast<SimdLevel>(l));
+  return out;
+}
+
+}  // namespace
+
+TEST(SimdParity, ThisMachineHasSomethingToCompare) {
+  // Informational: on a CPU without AVX2 the parity tests below compare nothing.
+  std::cout << "best SIMD level here: " << simd_name(detect_simd()) << "\n";
+  SUCCEED();
+}
+
+TEST(SimdParity, CodesAndNormsAreBitIdentical) {
+  const int n = 300;
+  for (SimdLevel level : simd_levels()) {
+    for (int d : {8, 16, 32, 64, 80, 96, 112, 128, 160, 192, 256, 1024}) {
+      auto x = test_util::gaussian_rows(n, d, uint32_t(d));
+      // Put a few coordinates on exact codebook boundaries' neighbourhoods and scale rows widely.
+      for (int r = 0; r < n; ++r) {
+        const float s = std::pow(10.0f, float(r % 7) - 3.0f);
+        for (int i = 0; i < d; ++i) x[size_t(r) * d + i] *= s;
+      }
+      for (Mode mode : {Mode::kMse, Mode::kProd}) {
+        for (int bits = 1; bits <= 8; ++bits) {
+          for (bool correction : {false, true}) {
+            if (correction && mode == Mode::kProd) continue;
+            CodecConfig cfg;
+            cfg.head_dim = d;
+            cfg.bits = bits;
+            cfg.mode = mode;
+            cfg.seed = 99;
+            cfg.norm_correction = correction;
+            Codec scalar(cfg, SimdLevel::kScalar), simd(cfg, level);
+            EncodedStore a(scalar, n), b(simd, n);
+            scalar.encode(x.data(), n, d, a.out());
+            simd.encode(x.data(), n, d, b.out());
+            const std::string where = std::string(simd_name(level)) + " d=" + std::to_string(d) +
+                                      " bits=" + std::to_string(bits) +
+                                      (mode == Mode::kProd ? " prod" : " mse");
+            ASSERT_EQ(a.codes, b.codes) << where;
+            ASSERT_EQ(a.norms, b.norms) << where;
+            ASSERT_EQ(a.qjl, b.qjl) << where;
+            ASSERT_EQ(a.residual_norms, b.residual_norms) << where;
+            // Decode and scores may round differently (FMA), but only in the last bits.
+            std::vector<float> da(size_t(n) * d), db(size_t(n) * d);
+            scalar.decode(a.in(), n, da.data());
+            simd.decode(b.in(), n, db.data());
+            for (size_t i = 0; i < da.size(); ++i) {
+              ASSERT_NEAR(da[i], db[i], 1e-5f * (std::fabs(da[i]) + 1e-3f * 0 + 1.0f) *
+                                            std::pow(10.0f, float((i / d) % 7) - 3.0f))
+                  << where;
+            }
+            auto q = test_util::gaussian_rows(2, d, 77);
+            std::vector<float> sa(2 * n), sb(2 * n);
+            scalar.scores(q.data(), 2, d, a.in(), n, sa.data());
+            simd.scores(q.data(), 2, d, b.in(), n, sb.data());
+            for (int i = 0; i < 2 * n; ++i) {
+              const float scale = std::sqrt(float(d)) * std::pow(10.0f, float((i % n) % 7) - 3.0f);
+              ASSERT_NEAR(sa[i], sb[i], 2e-5f * scale) << where;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(SimdParity, KernelsMatchScalarOnEdgeValues) {
+  const auto& scalar = kernels::kernel_set(SimdLevel::kScalar);
+  for (SimdLevel level : simd_levels()) {
+    const auto& k = kernels::kernel_set(level);
+    for (int n : {8, 16, 32, 64, 128, 1024}) {
+      auto x = test_util::gaussian_rows(1, n, 5);
+      auto y = x;
+      scalar.fwht(x.data(), n);
+      k.fwht(y.data(), n);
+      ASSERT_EQ(x, y) << "fwht n=" << n;
+    }
+    for (int n : {1, 5, 8, 15, 16, 17, 33, 100, 1024}) {
+      auto x = test_util::gaussian_rows(1, n, 6);
+      ASSERT_EQ(scalar.sum_squares(x.data(), n), k.sum_squares(x.data(), n)) << n;
+    }
+    // Values exactly on a boundary go up at every level.
+    for (int bits = 1; bits <= 8; ++bits) {
+      const auto& book = lloyd_max_codebook(bits);
+      std::vector<float> table(std::max<size_t>(16, book.centroids.size()));
+      std::vector<float> bounds(table.size(), INFINITY);
+      std::copy(book.centroids.begin(), book.centroids.end(), table.begin());
+      std::copy(book.boundaries.begin(), book.boundaries.end(), bounds.begin());
+      std::vector<float> v(book.boundaries.begin(), book.boundaries.end());
+      for (float b : book.boundaries) {
+        v.push_back(std::nextafter(b, -INFINITY));
+        v.push_back(std::nextafter(b, INFINITY));
+      }
+      v.push_back(-100.0f);
+      v.push_back(100.0f);
+      const int n = int(v.size());
+      std::vector<uint8_t> ia(n), ib(n);
+      std::vector<float> ra(n), rb(n);
+      scalar.quantize(v.data(), 1.0f, bounds.data(), table.data(), bits, ia.data(), ra.data(), n);
+      k.quantize(v.data(), 1.0f, bounds.data(), table.data(), bits, ib.data(), rb.data(), n);
+      ASSERT_EQ(ia, ib) << "bits " << bits;
+      ASSERT_EQ(ra, rb) << "bits " << bits;
+      for (size_t j = 0; j < book.boundaries.size(); ++j) ASSERT_EQ(ia[j], j + 1);
+    }
+  }
+}

@@ -1,0 +1,152 @@
+"""The public Codec API: shapes, dtypes, layouts, round trips and clear errors."""
+
+import numpy as np
+import pytest
+
+import turbokv
+from turbokv import reference
+
+CODECS = [turbokv.Codec, reference.Codec]
+
+
+@pytest.mark.parametrize("Codec", CODECS)
+def test_shapes_and_dtypes(Codec, rng):
+    codec = Codec(head_dim=64, bits=3)
+    x = rng.standard_normal((2, 5, 64)).astype(np.float32)
+    enc = codec.encode(x)
+    assert enc.shape == (2, 5)
+    assert enc.codes.shape == (2, 5, 24) and enc.codes.dtype == np.uint8
+    assert enc.norms.dtype == np.float32
+    assert enc.nbytes == 10 * (24 + 4) == 10 * codec.bytes_per_vector
+    out = codec.decode(enc)
+    assert out.shape == x.shape and out.dtype == np.float32
+    s = codec.scores(x[0, :3], enc)
+    assert s.shape == (3, 2, 5) and s.dtype == np.float32
+
+
+def test_encoded_arrays_are_read_only_and_rebuildable(rng):
+    codec = turbokv.Codec(128, 3, mode="prod")
+    x = rng.standard_normal((7, 128)).astype(np.float32)
+    enc = codec.encode(x)
+    for a in (enc.codes, enc.norms, enc.qjl, enc.residual_norms):
+        assert not a.flags.writeable
+        with pytest.raises(ValueError):
+            a[...] = 0
+    rebuilt = turbokv.Encoded(enc.codes.copy(), enc.norms.copy(), enc.qjl.copy(),
+                              enc.residual_norms.copy())
+    np.testing.assert_array_equal(codec.decode(rebuilt), codec.decode(enc))
+    np.testing.assert_array_equal(codec.decode(enc[2:5]), codec.decode(enc)[2:5])
+    np.testing.assert_array_equal(codec.decode(enc[3]), codec.decode(enc)[3])
+
+
+def test_non_contiguous_and_float16_inputs(rng):
+    codec = turbokv.Codec(64, 4)
+    base = rng.standard_normal((10, 128)).astype(np.float32)
+    strided = base[::2, :64]  # row stride 256 floats: read in place
+    reversed_rows = base[::-1, :64]
+    fortran = np.asfortranarray(base[:, :64])  # rows not contiguous: copied once
+    dense = np.ascontiguousarray(base[:, :64])
+    full = codec.encode(dense)
+    np.testing.assert_array_equal(codec.encode(strided).codes, full.codes[::2])
+    np.testing.assert_array_equal(codec.encode(reversed_rows).codes, full.codes[::-1])
+    np.testing.assert_array_equal(codec.encode(fortran).codes, full.codes)
+    half = dense.astype(np.float16)
+    np.testing.assert_array_equal(codec.encode(half).codes, codec.encode(half.astype(np.float32)).codes)
+    read_only = dense.copy()
+    read_only.flags.writeable = False
+    np.testing.assert_array_equal(codec.encode(read_only).codes, full.codes)
+
+
+@pytest.mark.parametrize("Codec", CODECS)
+def test_empty_input_gives_empty_output(Codec):
+    codec = Codec(32, 2, mode="prod")
+    enc = codec.encode(np.zeros((0, 32), np.float32))
+    assert enc.shape == (0,) and enc.nbytes == 0
+    assert codec.decode(enc).shape == (0, 32)
+    assert codec.scores(np.ones((3, 32), np.float32), enc).shape == (3, 0)
+    assert codec.scores(np.ones((0, 32), np.float32), codec.encode(np.ones((4, 32), np.float32))).shape == (0, 4)
+
+
+@pytest.mark.parametrize("Codec", CODECS)
+@pytest.mark.parametrize(
+    "kwargs, error, words",
+    [
+        (dict(head_dim=7, bits=4), ValueError, "head_dim"),
+        (dict(head_dim=2048, bits=4), ValueError, "head_dim"),
+        (dict(head_dim=64.0, bits=4), TypeError, "head_dim"),
+        (dict(head_dim=64, bits=0), ValueError, "bits must be in 1..8"),
+        (dict(head_dim=64, bits=9), ValueError, "bits must be in 1..8"),
+        (dict(head_dim=64, bits=4, mode="fast"), ValueError, "unknown mode"),
+        (dict(head_dim=64, bits=4, norm_dtype="bfloat16"), ValueError, "norm_dtype"),
+        (dict(head_dim=64, bits=4, seed=-1), ValueError, "seed"),
+        (dict(head_dim=64, bits=4, mode="prod", norm_correction=True), ValueError, "mse"),
+    ],
+)
+def test_bad_settings(Codec, kwargs, error, words):
+    with pytest.raises(error, match=words):
+        Codec(**kwargs)
+
+
+@pytest.mark.parametrize("Codec", CODECS)
+def test_bad_inputs_name_the_fix(Codec, rng):
+    codec = Codec(64, 4)
+    x = rng.standard_normal((3, 64)).astype(np.float32)
+    with pytest.raises(TypeError, match="astype"):
+        codec.encode(x.astype(np.float64))
+    with pytest.raises(TypeError, match="float32"):
+        codec.encode(x.astype(np.int32))
+    with pytest.raises(ValueError, match="head_dim=64"):
+        codec.encode(x[:, :32])
+    with pytest.raises(ValueError, match="head_dim"):
+        codec.encode(np.float32(1.0))
+    for bad in (np.nan, np.inf, -np.inf):
+        y = x.copy()
+        y[1, 7] = bad
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            codec.encode(y)
+    enc = codec.encode(x)
+    with pytest.raises(TypeError, match="Encoded"):
+        codec.decode(x)
+    with pytest.raises(ValueError, match="bytes per vector"):
+        Codec(64, 3).decode(enc)
+    with pytest.raises(ValueError, match="mode"):
+        Codec(64, 4, mode="prod").decode(enc)
+    with pytest.raises(ValueError, match="norms are float32"):
+        Codec(64, 4, norm_dtype="float16").decode(enc)
+
+
+def test_cpp_reports_the_bad_row(rng):
+    x = rng.standard_normal((5, 64)).astype(np.float32)
+    x[3, 0] = np.nan
+    with pytest.raises(ValueError, match="vector 3"):
+        turbokv.Codec(64, 4).encode(x)
+
+
+def test_float16_norm_overflow_is_an_error():
+    codec = turbokv.Codec(64, 4, norm_dtype="float16")
+    with pytest.raises(ValueError, match="float16"):
+        codec.encode(np.full((1, 64), 1e4, np.float32))
+
+
+def test_encoded_validation():
+    with pytest.raises(TypeError, match="uint8"):
+        turbokv.Encoded(np.zeros((2, 4), np.int8), np.zeros(2, np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        turbokv.Encoded(np.zeros((3, 4), np.uint8), np.zeros(2, np.float32))
+    with pytest.raises(ValueError, match="together"):
+        turbokv.Encoded(np.zeros((2, 4), np.uint8), np.zeros(2, np.float32), qjl=np.zeros((2, 1), np.uint8))
+
+
+def test_simd_override_is_honoured(monkeypatch):
+    monkeypatch.setenv("TURBOKV_SIMD", "scalar")
+    assert turbokv.Codec(64, 4).simd == "scalar"
+    monkeypatch.setenv("TURBOKV_SIMD", "nonsense")
+    with pytest.raises(ValueError, match="unknown SIMD level"):
+        turbokv.Codec(64, 4)
+
+
+def test_bits_per_coordinate():
+    assert turbokv.Codec(128, 4).bits_per_coordinate == 4.25
+    assert turbokv.Codec(128, 4, norm_dtype="float16").bits_per_coordinate == 4.125
+    assert turbokv.Codec(128, 3, mode="prod").bits_per_coordinate == 3.5
+    assert reference.Codec(96, 3, mode="prod").bits_per_coordinate == turbokv.Codec(96, 3, mode="prod").bits_per_coordinate
