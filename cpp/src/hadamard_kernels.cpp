@@ -17,59 +17,142 @@ void butterfly_stage_scalar(float* x, int n, int h) {
   }
 }
 
-void fwht_scalar(float* x, int n) {
-  for (int h = 1; h < n; h *= 2) butterfly_stage_scalar(x, n, h);
+void fwht_scalar(const float* in, const float* pre, const float* post, float* out, int n) {
+  for (int i = 0; i < n; ++i) out[i] = pre ? in[i] * pre[i] : in[i];
+  for (int h = 1; h < n; h *= 2) butterfly_stage_scalar(out, n, h);
+  if (post) {
+    for (int i = 0; i < n; ++i) out[i] *= post[i];
+  }
 }
 
 #if TURBOKV_X86
 // Within a register, lane j pairs with lane j ^ h. partner + v * sign gives a + b in the lower
 // lane (sign +1) and a - b in the upper lane (sign -1, where partner = a, v = b); the product by
 // +-1 is exact, so the fused multiply-add rounds exactly like the plain add or subtract.
-TURBOKV_TARGET_AVX2 void fwht_avx2(float* x, int n) {
-  if (n < 8) return fwht_scalar(x, n);
+TURBOKV_TARGET_AVX2 __m256 butterflies_within_avx2(__m256 v) {
   const __m256 s1 = _mm256_setr_ps(1, -1, 1, -1, 1, -1, 1, -1);
   const __m256 s2 = _mm256_setr_ps(1, 1, -1, -1, 1, 1, -1, -1);
   const __m256 s4 = _mm256_setr_ps(1, 1, 1, 1, -1, -1, -1, -1);
+  v = _mm256_fmadd_ps(v, s1, _mm256_permute_ps(v, 0xB1));
+  v = _mm256_fmadd_ps(v, s2, _mm256_permute_ps(v, 0x4E));
+  return _mm256_fmadd_ps(v, s4, _mm256_permute2f128_ps(v, v, 0x01));
+}
+
+TURBOKV_TARGET_AVX2 __m256 load_scaled_avx2(const float* in, const float* pre, int i) {
+  const __m256 v = _mm256_loadu_ps(in + i);
+  return pre ? _mm256_mul_ps(v, _mm256_loadu_ps(pre + i)) : v;
+}
+
+TURBOKV_TARGET_AVX2 void store_scaled_avx2(float* out, const float* post, int i, __m256 v) {
+  _mm256_storeu_ps(out + i, post ? _mm256_mul_ps(v, _mm256_loadu_ps(post + i)) : v);
+}
+
+// Whole transform in kRegs registers (n = 8 * kRegs): one load and one store per element.
+template <int kRegs>
+TURBOKV_TARGET_AVX2 void fwht_registers_avx2(const float* in, const float* pre, const float* post,
+                                             float* out) {
+  __m256 r[kRegs];
+  for (int k = 0; k < kRegs; ++k) r[k] = butterflies_within_avx2(load_scaled_avx2(in, pre, 8 * k));
+  for (int h = 1; h < kRegs; h *= 2) {
+    for (int k = 0; k < kRegs; ++k) {
+      if (k & h) continue;
+      const __m256 a = r[k], b = r[k + h];
+      r[k] = _mm256_add_ps(a, b);
+      r[k + h] = _mm256_sub_ps(a, b);
+    }
+  }
+  for (int k = 0; k < kRegs; ++k) store_scaled_avx2(out, post, 8 * k, r[k]);
+}
+
+TURBOKV_TARGET_AVX2 void fwht_avx2(const float* in, const float* pre, const float* post,
+                                   float* out, int n) {
+  switch (n) {
+    case 8: return fwht_registers_avx2<1>(in, pre, post, out);
+    case 16: return fwht_registers_avx2<2>(in, pre, post, out);
+    case 32: return fwht_registers_avx2<4>(in, pre, post, out);
+    case 64: return fwht_registers_avx2<8>(in, pre, post, out);
+    case 128: return fwht_registers_avx2<16>(in, pre, post, out);
+    default: break;
+  }
+  if (n < 8) return fwht_scalar(in, pre, post, out, n);
   for (int i = 0; i < n; i += 8) {
-    __m256 v = _mm256_loadu_ps(x + i);
-    v = _mm256_fmadd_ps(v, s1, _mm256_permute_ps(v, 0xB1));
-    v = _mm256_fmadd_ps(v, s2, _mm256_permute_ps(v, 0x4E));
-    v = _mm256_fmadd_ps(v, s4, _mm256_permute2f128_ps(v, v, 0x01));
-    _mm256_storeu_ps(x + i, v);
+    _mm256_storeu_ps(out + i, butterflies_within_avx2(load_scaled_avx2(in, pre, i)));
   }
   for (int h = 8; h < n; h *= 2) {
     for (int i = 0; i < n; i += 2 * h) {
       for (int j = i; j < i + h; j += 8) {
-        const __m256 a = _mm256_loadu_ps(x + j), b = _mm256_loadu_ps(x + j + h);
-        _mm256_storeu_ps(x + j, _mm256_add_ps(a, b));
-        _mm256_storeu_ps(x + j + h, _mm256_sub_ps(a, b));
+        const __m256 a = _mm256_loadu_ps(out + j), b = _mm256_loadu_ps(out + j + h);
+        _mm256_storeu_ps(out + j, _mm256_add_ps(a, b));
+        _mm256_storeu_ps(out + j + h, _mm256_sub_ps(a, b));
       }
     }
   }
+  if (post) {
+    for (int i = 0; i < n; i += 8) store_scaled_avx2(out, post, i, _mm256_loadu_ps(out + i));
+  }
 }
 
-TURBOKV_TARGET_AVX512 void fwht_avx512(float* x, int n) {
-  if (n < 16) return fwht_avx2(x, n);
+TURBOKV_TARGET_AVX512 __m512 butterflies_within_avx512(__m512 v) {
   const __m512 s1 = _mm512_setr_ps(1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1);
   const __m512 s2 = _mm512_setr_ps(1, 1, -1, -1, 1, 1, -1, -1, 1, 1, -1, -1, 1, 1, -1, -1);
   const __m512 s4 = _mm512_setr_ps(1, 1, 1, 1, -1, -1, -1, -1, 1, 1, 1, 1, -1, -1, -1, -1);
   const __m512 s8 = _mm512_setr_ps(1, 1, 1, 1, 1, 1, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1);
+  v = _mm512_fmadd_ps(v, s1, _mm512_permute_ps(v, 0xB1));
+  v = _mm512_fmadd_ps(v, s2, _mm512_permute_ps(v, 0x4E));
+  v = _mm512_fmadd_ps(v, s4, _mm512_shuffle_f32x4(v, v, 0xB1));
+  return _mm512_fmadd_ps(v, s8, _mm512_shuffle_f32x4(v, v, 0x4E));
+}
+
+TURBOKV_TARGET_AVX512 __m512 load_scaled_avx512(const float* in, const float* pre, int i) {
+  const __m512 v = _mm512_loadu_ps(in + i);
+  return pre ? _mm512_mul_ps(v, _mm512_loadu_ps(pre + i)) : v;
+}
+
+TURBOKV_TARGET_AVX512 void store_scaled_avx512(float* out, const float* post, int i, __m512 v) {
+  _mm512_storeu_ps(out + i, post ? _mm512_mul_ps(v, _mm512_loadu_ps(post + i)) : v);
+}
+
+template <int kRegs>
+TURBOKV_TARGET_AVX512 void fwht_registers_avx512(const float* in, const float* pre,
+                                                 const float* post, float* out) {
+  __m512 r[kRegs];
+  for (int k = 0; k < kRegs; ++k) r[k] = butterflies_within_avx512(load_scaled_avx512(in, pre, 16 * k));
+  for (int h = 1; h < kRegs; h *= 2) {
+    for (int k = 0; k < kRegs; ++k) {
+      if (k & h) continue;
+      const __m512 a = r[k], b = r[k + h];
+      r[k] = _mm512_add_ps(a, b);
+      r[k + h] = _mm512_sub_ps(a, b);
+    }
+  }
+  for (int k = 0; k < kRegs; ++k) store_scaled_avx512(out, post, 16 * k, r[k]);
+}
+
+TURBOKV_TARGET_AVX512 void fwht_avx512(const float* in, const float* pre, const float* post,
+                                       float* out, int n) {
+  switch (n) {
+    case 16: return fwht_registers_avx512<1>(in, pre, post, out);
+    case 32: return fwht_registers_avx512<2>(in, pre, post, out);
+    case 64: return fwht_registers_avx512<4>(in, pre, post, out);
+    case 128: return fwht_registers_avx512<8>(in, pre, post, out);
+    case 256: return fwht_registers_avx512<16>(in, pre, post, out);
+    default: break;
+  }
+  if (n < 16) return fwht_avx2(in, pre, post, out, n);
   for (int i = 0; i < n; i += 16) {
-    __m512 v = _mm512_loadu_ps(x + i);
-    v = _mm512_fmadd_ps(v, s1, _mm512_permute_ps(v, 0xB1));
-    v = _mm512_fmadd_ps(v, s2, _mm512_permute_ps(v, 0x4E));
-    v = _mm512_fmadd_ps(v, s4, _mm512_shuffle_f32x4(v, v, 0xB1));
-    v = _mm512_fmadd_ps(v, s8, _mm512_shuffle_f32x4(v, v, 0x4E));
-    _mm512_storeu_ps(x + i, v);
+    _mm512_storeu_ps(out + i, butterflies_within_avx512(load_scaled_avx512(in, pre, i)));
   }
   for (int h = 16; h < n; h *= 2) {
     for (int i = 0; i < n; i += 2 * h) {
       for (int j = i; j < i + h; j += 16) {
-        const __m512 a = _mm512_loadu_ps(x + j), b = _mm512_loadu_ps(x + j + h);
-        _mm512_storeu_ps(x + j, _mm512_add_ps(a, b));
-        _mm512_storeu_ps(x + j + h, _mm512_sub_ps(a, b));
+        const __m512 a = _mm512_loadu_ps(out + j), b = _mm512_loadu_ps(out + j + h);
+        _mm512_storeu_ps(out + j, _mm512_add_ps(a, b));
+        _mm512_storeu_ps(out + j + h, _mm512_sub_ps(a, b));
       }
     }
+  }
+  if (post) {
+    for (int i = 0; i < n; i += 16) store_scaled_avx512(out, post, i, _mm512_loadu_ps(out + i));
   }
 }
 #endif

@@ -35,8 +35,9 @@ constexpr int kMinTableSize = 16;
 
 struct KernelSet {
   SimdLevel level;
-  // In-place unnormalised Walsh-Hadamard transform, n a power of two >= 8.
-  void (*fwht)(float* x, int n);
+  // out = post * H (pre * in): unnormalised Walsh-Hadamard transform of n = 2^k >= 8 floats,
+  // with optional elementwise scalings (nullptr = none); in and out may be the same array.
+  void (*fwht)(const float* in, const float* pre, const float* post, float* out, int n);
   // y[r] = sum_c x[c] * columns[c * rows + r], accumulated in order of c (mul, then add).
   void (*matvec_columns)(const float* columns, int rows, int cols, const float* x, float* y);
   // Sum of x[i]^2 in 16 interleaved partial sums, folded pairwise (8, 4, 2, 1).
@@ -60,7 +61,7 @@ struct KernelSet {
 const KernelSet& kernel_set(SimdLevel level);
 
 // Per-stage selectors, each defined in the file that holds that stage's variants.
-using FwhtFn = void (*)(float*, int);
+using FwhtFn = void (*)(const float*, const float*, const float*, float*, int);
 using MatvecFn = void (*)(const float*, int, int, const float*, float*);
 using SumSquaresFn = float (*)(const float*, int);
 using QuantizeFn = void (*)(const float*, float, const float*, const float*, int, uint8_t*, float*,

@@ -22,8 +22,15 @@ void quantize_scalar(const float* x, float scale, const float* boundaries, const
 }
 
 #if TURBOKV_X86
+// Up to 8 levels: one permute; 16: two permutes and a blend on bit 3; more: a gather.
 TURBOKV_TARGET_AVX2 __m256 lookup8(const float* table, __m256i index, int bits) {
   if (bits <= 3) return _mm256_permutevar8x32_ps(_mm256_loadu_ps(table), index);
+  if (bits == 4) {
+    const __m256 low = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table), index);
+    const __m256 high = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 8), index);
+    const __m256i upper = _mm256_slli_epi32(index, 28);  // bit 3 -> sign bit, for blendv
+    return _mm256_blendv_ps(low, high, _mm256_castsi256_ps(upper));
+  }
   return _mm256_i32gather_ps(table, index, 4);
 }
 
@@ -57,33 +64,74 @@ TURBOKV_TARGET_AVX2 void quantize_avx2(const float* x, float scale, const float*
                   residual == nullptr ? nullptr : residual + i, n - i);
 }
 
-TURBOKV_TARGET_AVX512 __m512 lookup16(const float* table, __m512i index, int bits) {
-  if (bits <= 4) return _mm512_permutexvar_ps(index, _mm512_loadu_ps(table));
-  if (bits == 5) {
+template <int kBits>
+TURBOKV_TARGET_AVX512 __m512 lookup16(const float* table, __m512i index) {
+  if constexpr (kBits <= 4) return _mm512_permutexvar_ps(index, _mm512_loadu_ps(table));
+  if constexpr (kBits == 5) {
     return _mm512_permutex2var_ps(_mm512_loadu_ps(table), index, _mm512_loadu_ps(table + 16));
   }
   return _mm512_i32gather_ps(index, table, 4);
 }
 
+// kLanes registers are searched side by side so that the dependent steps of one binary search
+// (add, permute, compare, add) overlap with the others'.
+template <int kBits, int kLanes>
+TURBOKV_TARGET_AVX512 void quantize_block_avx512(const float* x, __m512 vscale,
+                                                 const float* boundaries, const float* centroids,
+                                                 uint8_t* idx, float* residual, __mmask16 mask) {
+  __m512 v[kLanes];
+  __m512i lo[kLanes];
+  for (int k = 0; k < kLanes; ++k) {
+    v[k] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, x + 16 * k), vscale);
+    lo[k] = _mm512_setzero_si512();
+  }
+  for (int step = (1 << kBits) / 2; step >= 1; step /= 2) {
+    for (int k = 0; k < kLanes; ++k) {
+      const __m512i probe = _mm512_add_epi32(lo[k], _mm512_set1_epi32(step - 1));
+      const __mmask16 ge = _mm512_cmp_ps_mask(v[k], lookup16<kBits>(boundaries, probe), _CMP_GE_OQ);
+      lo[k] = _mm512_mask_add_epi32(lo[k], ge, lo[k], _mm512_set1_epi32(step));
+    }
+  }
+  for (int k = 0; k < kLanes; ++k) {
+    _mm_mask_storeu_epi8(idx + 16 * k, mask, _mm512_cvtepi32_epi8(lo[k]));
+    if (residual != nullptr) {
+      _mm512_mask_storeu_ps(residual + 16 * k, mask,
+                            _mm512_sub_ps(v[k], lookup16<kBits>(centroids, lo[k])));
+    }
+  }
+}
+
+template <int kBits>
+TURBOKV_TARGET_AVX512 void quantize_bits_avx512(const float* x, float scale,
+                                                const float* boundaries, const float* centroids,
+                                                uint8_t* idx, float* residual, int n) {
+  const __m512 vscale = _mm512_set1_ps(scale);
+  int i = 0;
+  for (; i + 64 <= n; i += 64) {
+    quantize_block_avx512<kBits, 4>(x + i, vscale, boundaries, centroids, idx + i,
+                                    residual ? residual + i : nullptr, 0xFFFF);
+  }
+  for (; i < n; i += 16) {
+    const int width = n - i < 16 ? n - i : 16;
+    const __mmask16 mask = static_cast<__mmask16>((1u << width) - 1u);
+    quantize_block_avx512<kBits, 1>(x + i, vscale, boundaries, centroids, idx + i,
+                                    residual ? residual + i : nullptr, mask);
+  }
+}
+
 TURBOKV_TARGET_AVX512 void quantize_avx512(const float* x, float scale, const float* boundaries,
                                            const float* centroids, int bits, uint8_t* idx,
                                            float* residual, int n) {
-  const int levels = 1 << bits;
-  const __m512 vscale = _mm512_set1_ps(scale);
-  for (int i = 0; i < n; i += 16) {
-    const int width = n - i < 16 ? n - i : 16;
-    const __mmask16 mask = static_cast<__mmask16>((1u << width) - 1u);
-    const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, x + i), vscale);
-    __m512i lo = _mm512_setzero_si512();
-    for (int step = levels / 2; step >= 1; step /= 2) {
-      const __m512i probe = _mm512_add_epi32(lo, _mm512_set1_epi32(step - 1));
-      const __mmask16 ge = _mm512_cmp_ps_mask(v, lookup16(boundaries, probe, bits), _CMP_GE_OQ);
-      lo = _mm512_mask_add_epi32(lo, ge, lo, _mm512_set1_epi32(step));
-    }
-    _mm_mask_storeu_epi8(idx + i, mask, _mm512_cvtepi32_epi8(lo));
-    if (residual != nullptr) {
-      _mm512_mask_storeu_ps(residual + i, mask, _mm512_sub_ps(v, lookup16(centroids, lo, bits)));
-    }
+  switch (bits) {
+    case 0: return quantize_bits_avx512<0>(x, scale, boundaries, centroids, idx, residual, n);
+    case 1: return quantize_bits_avx512<1>(x, scale, boundaries, centroids, idx, residual, n);
+    case 2: return quantize_bits_avx512<2>(x, scale, boundaries, centroids, idx, residual, n);
+    case 3: return quantize_bits_avx512<3>(x, scale, boundaries, centroids, idx, residual, n);
+    case 4: return quantize_bits_avx512<4>(x, scale, boundaries, centroids, idx, residual, n);
+    case 5: return quantize_bits_avx512<5>(x, scale, boundaries, centroids, idx, residual, n);
+    case 6: return quantize_bits_avx512<6>(x, scale, boundaries, centroids, idx, residual, n);
+    case 7: return quantize_bits_avx512<7>(x, scale, boundaries, centroids, idx, residual, n);
+    default: return quantize_bits_avx512<8>(x, scale, boundaries, centroids, idx, residual, n);
   }
 }
 #endif

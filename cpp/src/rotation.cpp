@@ -50,8 +50,7 @@ Rotation::Rotation(int dim, uint64_t seed, SimdLevel level)
 
 void Rotation::forward(const float* x, float* y) const {
   if (is_hadamard()) {
-    for (int i = 0; i < dim_; ++i) y[i] = x[i] * scaled_signs_[i];
-    kernels_->fwht(y, dim_);
+    kernels_->fwht(x, scaled_signs_.data(), nullptr, y, dim_);
   } else {
     kernels_->matvec_columns(columns_.data(), dim_, dim_, x, y);
   }
@@ -60,9 +59,7 @@ void Rotation::forward(const float* x, float* y) const {
 void Rotation::inverse(const float* y, float* x) const {
   if (is_hadamard()) {
     // R^T = D H / sqrt(d) since H is symmetric.
-    for (int i = 0; i < dim_; ++i) x[i] = y[i];
-    kernels_->fwht(x, dim_);
-    for (int i = 0; i < dim_; ++i) x[i] *= scaled_signs_[i];
+    kernels_->fwht(y, nullptr, scaled_signs_.data(), x, dim_);
   } else {
     kernels_->matvec_columns(rows_.data(), dim_, dim_, y, x);
   }

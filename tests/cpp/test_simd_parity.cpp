@@ -82,12 +82,16 @@ TEST(SimdParity, KernelsMatchScalarOnEdgeValues) {
   const auto& scalar = kernels::kernel_set(SimdLevel::kScalar);
   for (SimdLevel level : simd_levels()) {
     const auto& k = kernels::kernel_set(level);
-    for (int n : {8, 16, 32, 64, 128, 1024}) {
-      auto x = test_util::gaussian_rows(1, n, 5);
-      auto y = x;
-      scalar.fwht(x.data(), n);
-      k.fwht(y.data(), n);
-      ASSERT_EQ(x, y) << "fwht n=" << n;
+    for (int n : {8, 16, 32, 64, 128, 256, 512, 1024}) {
+      const auto x = test_util::gaussian_rows(1, n, 5);
+      const auto pre = test_util::gaussian_rows(1, n, 6);
+      std::vector<float> a(n), b(n);
+      scalar.fwht(x.data(), pre.data(), nullptr, a.data(), n);
+      k.fwht(x.data(), pre.data(), nullptr, b.data(), n);
+      ASSERT_EQ(a, b) << "fwht n=" << n;
+      b = x;  // in place
+      k.fwht(b.data(), pre.data(), nullptr, b.data(), n);
+      ASSERT_EQ(a, b) << "in-place fwht n=" << n;
     }
     for (int n : {1, 5, 8, 15, 16, 17, 33, 100, 1024}) {
       auto x = test_util::gaussian_rows(1, n, 6);
