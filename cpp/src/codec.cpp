@@ -221,17 +221,28 @@ void Codec::scores(const float* q, int64_t m, int64_t q_stride, const ConstEncod
     }
     for (int i = 0; i < d; ++i) qa[i] *= inv_sqrt_dim_;
   }
-  std::vector<uint8_t> idx(d);
-  for (int64_t j = 0; j < n; ++j) {
-    kernels_->unpack(keys.codes + j * static_cast<int64_t>(code_bytes()), d, mse_bits(), idx.data());
-    const float norm = load_norm(keys.norms, j);
-    const uint8_t* signs = prod ? keys.qjl_signs + j * static_cast<int64_t>(qjl_bytes()) : nullptr;
-    const float residual_norm = prod ? load_norm(keys.residual_norms, j) : 0.0f;
+  // Tiles of keys keep the partial scores in cache while the norms and sketch terms are added;
+  // rows of out are walked contiguously (a column walk strides n floats per step).
+  constexpr int64_t kKeyTile = 256;
+  float norms[kKeyTile], residual_norms[kKeyTile];
+  for (int64_t j0 = 0; j0 < n; j0 += kKeyTile) {
+    const int64_t count = std::min(kKeyTile, n - j0);
+    kernels_->dot_packed(rotated.data(), static_cast<int>(m), keys.codes + j0 * code_bytes(),
+                         static_cast<int64_t>(code_bytes()), count, centroids_.data(), mse_bits(), d,
+                         out + j0, n);
+    for (int64_t j = 0; j < count; ++j) {
+      norms[j] = load_norm(keys.norms, j0 + j);
+      if (prod) residual_norms[j] = load_norm(keys.residual_norms, j0 + j);
+    }
     for (int64_t a = 0; a < m; ++a) {
-      float s = kernels_->dot_lookup(rotated.data() + a * d, idx.data(), centroids_.data(),
-                                     mse_bits(), d);
-      if (prod) s += residual_norm * kernels_->sign_dot(sketched.data() + a * d, signs, d);
-      out[a * n + j] = norm * s;
+      float* row = out + a * n + j0;
+      for (int64_t j = 0; j < count; ++j) {
+        if (prod) {
+          const uint8_t* signs = keys.qjl_signs + (j0 + j) * static_cast<int64_t>(qjl_bytes());
+          row[j] += residual_norms[j] * kernels_->sign_dot(sketched.data() + a * d, signs, d);
+        }
+        row[j] *= norms[j];
+      }
     }
   }
 }

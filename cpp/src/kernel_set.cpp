@@ -17,7 +17,8 @@ KernelSet build(SimdLevel level) {
                    select_unpack(level),
                    select_dot_lookup(level),
                    select_axpy_lookup(level),
-                   select_sign_dot(level)};
+                   select_sign_dot(level),
+                   select_dot_packed(level)};
 }
 
 }  // namespace

@@ -55,6 +55,11 @@ struct KernelSet {
   void (*axpy_lookup)(float w, const uint8_t* idx, const float* table, int bits, float* acc, int n);
   // sum_i (bit i of signs set ? v[i] : -v[i])
   float (*sign_dot)(const float* v, const uint8_t* signs, int n);
+  // out[a * out_stride + j] = sum_i q_a[i] * table[index i of key j] for m queries of d floats
+  // (query a at q + a * d) against n keys of packed b-bit codes, key j at codes + j * code_bytes.
+  // The fused-score inner loop: codes are read packed, never unpacked to memory.
+  void (*dot_packed)(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
+                     const float* table, int bits, int d, float* out, int64_t out_stride);
 };
 
 // The kernels for one level; throws if the CPU lacks it.
@@ -71,6 +76,8 @@ using UnpackFn = void (*)(const uint8_t*, int, int, uint8_t*);
 using DotLookupFn = float (*)(const float*, const uint8_t*, const float*, int, int);
 using AxpyLookupFn = void (*)(float, const uint8_t*, const float*, int, float*, int);
 using SignDotFn = float (*)(const float*, const uint8_t*, int);
+using DotPackedFn = void (*)(const float*, int, const uint8_t*, int64_t, int64_t, const float*, int,
+                             int, float*, int64_t);
 
 FwhtFn select_fwht(SimdLevel level);
 MatvecFn select_matvec_columns(SimdLevel level);
@@ -81,6 +88,7 @@ UnpackFn select_unpack(SimdLevel level);
 DotLookupFn select_dot_lookup(SimdLevel level);
 AxpyLookupFn select_axpy_lookup(SimdLevel level);
 SignDotFn select_sign_dot(SimdLevel level);
+DotPackedFn select_dot_packed(SimdLevel level);
 
 }  // namespace kernels
 }  // namespace turbokv

@@ -28,6 +28,11 @@ float sign_dot_scalar(const float* v, const uint8_t* signs, int n) {
 TURBOKV_TARGET_AVX2 __m256 gather8(const float* table, const uint8_t* idx, int bits) {
   const __m256i index = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(idx)));
   if (bits <= 3) return _mm256_permutevar8x32_ps(_mm256_loadu_ps(table), index);
+  if (bits == 4) {  // two 8-entry permutes and a blend on bit 3 beat a gather
+    const __m256 low = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table), index);
+    const __m256 high = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 8), index);
+    return _mm256_blendv_ps(low, high, _mm256_castsi256_ps(_mm256_slli_epi32(index, 28)));
+  }
   return _mm256_i32gather_ps(table, index, 4);
 }
 

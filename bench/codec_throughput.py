@@ -1,0 +1,121 @@
+"""Codec throughput on one core: encode and fused scores, side by side in one run.
+
+    python bench/codec_throughput.py [--head-dim 128] [--bits 4] [--json bench/results/codec_throughput.json]
+
+Prints, for each SIMD level this CPU has, encode throughput (vectors/s and GB/s of float32 input)
+and fused-scores throughput, beside this machine's single-core memory-read bandwidth (measured in
+the same run) and beside the numpy reference and decode-then-numpy-matmul. BLAS is pinned to one
+thread so every number is one core. Timing: best of --repeats runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads BLAS: one core everywhere
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+
+import turbokv
+from turbokv import _core, reference
+
+LEVELS = ["scalar", "avx2", "avx512"]
+
+
+def best_time(fn, repeats: int) -> float:
+    fn()  # warm up caches, page in outputs
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def read_bandwidth(repeats: int) -> float:
+    """Single-core read bandwidth in GB/s: the best of numpy's vectorised reductions over 512 MiB."""
+    a = np.ones(128 * 2**20, dtype=np.float32)
+    seconds = min(best_time(lambda: a.max(), repeats), best_time(lambda: np.add.reduce(a), repeats))
+    return a.nbytes / seconds / 1e9
+
+
+def codec_for(level: str, **kwargs) -> turbokv.Codec:
+    os.environ["TURBOKV_SIMD"] = level
+    try:
+        return turbokv.Codec(**kwargs)
+    finally:
+        del os.environ["TURBOKV_SIMD"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--head-dim", type=int, default=128)
+    parser.add_argument("--bits", type=int, default=4)
+    parser.add_argument("--vectors", type=int, default=262144, help="encode batch (default 128 MiB of float32 at d=128)")
+    parser.add_argument("--keys", type=int, default=65536, help="keys scored per query batch")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args()
+    d, bits = args.head_dim, args.bits
+    levels = LEVELS[: LEVELS.index(_core.detect_simd()) + 1]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((args.vectors, d), dtype=np.float32)
+    results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+               "head_dim": d, "bits": bits, "read_bandwidth_gbs": read_bandwidth(args.repeats),
+               "encode": [], "scores": []}
+
+    def encode_row(name, fn, n):
+        seconds = best_time(fn, args.repeats)
+        row = {"impl": name, "vectors_per_s": n / seconds, "gbs": n * d * 4 / seconds / 1e9}
+        results["encode"].append(row)
+
+    for level in levels:
+        codec = codec_for(level, head_dim=d, bits=bits)
+        encode_row(f"turbokv {level}", lambda: codec.encode(x), len(x))
+    small = x[:8192]
+    encode_row("turbokv.reference (numpy)", lambda: reference.Codec(d, bits).encode(small), len(small))
+
+    keys = x[: args.keys]
+    for m in (1, 8, 32):
+        q = rng.standard_normal((m, d), dtype=np.float32)
+        for level in levels:
+            codec = codec_for(level, head_dim=d, bits=bits)
+            enc = codec.encode(keys)
+            fused = best_time(lambda: codec.scores(q, enc), args.repeats)
+            dense = best_time(lambda: q @ codec.decode(enc).T, args.repeats)
+            results["scores"].append({
+                "queries": m, "impl": f"turbokv {level}", "fused_s": fused,
+                "decode_then_matmul_s": dense, "speedup": dense / fused,
+                "keys_per_s": len(keys) * m / fused, "code_gbs": enc.nbytes / fused / 1e9,
+            })
+        ref = reference.Codec(d, bits)
+        enc_small = ref.encode(keys[:4096])
+        ref_s = best_time(lambda: ref.scores(q, enc_small), 2) * len(keys) / 4096
+        results["scores"].append({"queries": m, "impl": "turbokv.reference (numpy)", "fused_s": ref_s})
+
+    print(f"Codec throughput, one core, head_dim={d}, bits={bits} on {results['machine']}")
+    print(f"single-core read bandwidth (numpy reductions over 512 MiB): {results['read_bandwidth_gbs']:.1f} GB/s\n")
+    print("| encode | vectors/s | GB/s of float32 input | / read bandwidth |")
+    print("| --- | --- | --- | --- |")
+    for r in results["encode"]:
+        print(f"| {r['impl']} | {r['vectors_per_s']:.3g} | {r['gbs']:.2f} | {r['gbs'] / results['read_bandwidth_gbs']:.2f} |")
+    print(f"\n| scores vs {args.keys} keys | queries | fused (ms) | decode + numpy matmul (ms) | speedup |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in results["scores"]:
+        if "speedup" in r:
+            print(f"| {r['impl']} | {r['queries']} | {r['fused_s'] * 1e3:.2f} | {r['decode_then_matmul_s'] * 1e3:.2f} | {r['speedup']:.1f}x |")
+        else:
+            print(f"| {r['impl']} | {r['queries']} | {r['fused_s'] * 1e3:.1f} (extrapolated from 4096 keys) | | |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
