@@ -5,11 +5,14 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <cstring>
 #include <string>
 
 #include "../src/kernels.hpp"
 #include "turbokv/codebook.hpp"
 #include "turbokv/codec.hpp"
+#include "turbokv/kv_cache.hpp"
 #include "turbokv/packing.hpp"
 
 namespace py = pybind11;
@@ -81,6 +84,63 @@ Rows rows(const Codec& c, const py::array& x, const char* name) {
   return {x.data(), x.shape(0), x.strides(0) / item};
 }
 
+// A (batch, heads, tokens, head_dim) float32 C-contiguous array.
+const float* tokens4d(py::array& a, const char* name, int64_t heads, int64_t d) {
+  if (a.ndim() != 4 || a.shape(1) != heads || a.shape(3) != d) {
+    throw py::value_error(std::string(name) + " must have shape (batch, heads, tokens, head_dim)");
+  }
+  return buffer<float>(a, static_cast<size_t>(a.size()), name, false);
+}
+
+py::dict state_arrays(const TokenStore::State& st, int64_t batch, int64_t heads, int64_t d) {
+  const auto b = static_cast<py::ssize_t>(batch), h = static_cast<py::ssize_t>(heads);
+  const auto t = static_cast<py::ssize_t>(st.chunk_length);
+  auto bytes = [&](const std::vector<uint8_t>& v) {
+    const py::ssize_t per = (b * h * t) ? static_cast<py::ssize_t>(v.size()) / (b * h * t) : 0;
+    return py::array_t<uint8_t>({b, h, t, per}, v.data());
+  };
+  auto halves = [&](const std::vector<uint16_t>& v, py::ssize_t tokens) {
+    py::array out(py::dtype("float16"), {b, h, tokens, static_cast<py::ssize_t>(d)});
+    if (!v.empty()) std::memcpy(out.mutable_data(), v.data(), v.size() * 2);
+    return out;
+  };
+  py::dict out;
+  out["codes"] = bytes(st.codes);
+  out["norms"] = bytes(st.norms);
+  out["qjl"] = bytes(st.qjl);
+  out["residual_norms"] = bytes(st.residual_norms);
+  out["halves"] = halves(st.halves, st.halves.empty() ? 0 : t);
+  out["window"] = halves(st.window, static_cast<py::ssize_t>(st.window_length));
+  return out;
+}
+
+TokenStore::State state_from(py::dict arrays, int64_t streams) {
+  TokenStore::State st;
+  st.streams = streams;
+  auto raw = [&](const char* key) {
+    py::array a = py::array::ensure(arrays[key], py::array::c_style);
+    if (!a) throw py::value_error(std::string("state array ") + key + " is not an array");
+    const auto* p = static_cast<const uint8_t*>(a.data());
+    return std::vector<uint8_t>(p, p + a.nbytes());
+  };
+  auto tokens = [&](const char* key) {
+    py::array a = arrays[key].cast<py::array>();
+    return a.ndim() == 4 ? static_cast<int64_t>(a.shape(2)) : int64_t{-1};
+  };
+  st.codes = raw("codes");
+  st.norms = raw("norms");
+  st.qjl = raw("qjl");
+  st.residual_norms = raw("residual_norms");
+  const std::vector<uint8_t> halves = raw("halves"), window = raw("window");
+  st.halves.resize(halves.size() / 2);
+  std::memcpy(st.halves.data(), halves.data(), st.halves.size() * 2);
+  st.window.resize(window.size() / 2);
+  std::memcpy(st.window.data(), window.data(), st.window.size() * 2);
+  st.chunk_length = std::max(tokens("codes"), tokens("halves"));
+  st.window_length = tokens("window");
+  return st;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -115,6 +175,81 @@ PYBIND11_MODULE(_core, m) {
     kernels::kernel_set(parse_simd(simd)).unpack(in, count, bits, out.mutable_data());
     return out;
   });
+
+  py::class_<SideConfig>(m, "SideConfig")
+      .def(py::init([](int bits, Mode mode, NormDtype norm_dtype, bool norm_correction) {
+             return SideConfig{bits, mode, norm_dtype, norm_correction};
+           }),
+           py::arg("bits"), py::arg("mode"), py::arg("norm_dtype"), py::arg("norm_correction"));
+
+  py::class_<KVCacheLayer>(m, "KVCacheLayer")
+      .def(py::init([](int head_dim, int kv_heads, const SideConfig& key, const SideConfig& value,
+                       int64_t residual_window, uint64_t key_seed, uint64_t value_seed) {
+             CacheConfig c{head_dim, kv_heads, key, value, residual_window, key_seed, value_seed};
+             return std::make_unique<KVCacheLayer>(c);
+           }),
+           py::arg("head_dim"), py::arg("kv_heads"), py::arg("key"), py::arg("value"),
+           py::arg("residual_window"), py::arg("key_seed"), py::arg("value_seed"))
+      .def_property_readonly("length", &KVCacheLayer::length)
+      .def_property_readonly("batch", &KVCacheLayer::batch)
+      .def_property_readonly("allocated_bytes", &KVCacheLayer::allocated_bytes)
+      .def_property_readonly("used_bytes", &KVCacheLayer::used_bytes)
+      .def("update",
+           [](KVCacheLayer& c, py::array k, py::array v) {
+             const int64_t heads = c.config().kv_heads, d = c.config().head_dim;
+             const float* kp = tokens4d(k, "keys", heads, d);
+             const float* vp = tokens4d(v, "values", heads, d);
+             if (k.shape(0) != v.shape(0) || k.shape(2) != v.shape(2)) {
+               throw py::value_error("keys and values must have the same shape");
+             }
+             py::gil_scoped_release release;
+             c.update(kp, vp, k.shape(0), k.shape(2));
+           })
+      .def("fetch",
+           [](const KVCacheLayer& c) {
+             const auto shape = std::vector<py::ssize_t>{
+                 static_cast<py::ssize_t>(c.batch()), c.config().kv_heads,
+                 static_cast<py::ssize_t>(c.length()), c.config().head_dim};
+             py::array_t<float> k(shape), v(shape);
+             float* kp = k.mutable_data();
+             float* vp = v.mutable_data();
+             {
+               py::gil_scoped_release release;
+               c.fetch(kp, vp);
+             }
+             return py::make_tuple(k, v);
+           })
+      .def("attention",
+           [](const KVCacheLayer& c, py::array q, float scale, bool threaded) {
+             if (q.ndim() != 4 || q.shape(3) != c.config().head_dim) {
+               throw py::value_error("queries must have shape (batch, q_heads, q_len, head_dim)");
+             }
+             const float* qp = buffer<float>(q, static_cast<size_t>(q.size()), "queries", false);
+             py::array_t<float> out({q.shape(0), q.shape(1), q.shape(2), q.shape(3)});
+             float* op = out.mutable_data();
+             {
+               py::gil_scoped_release release;
+               c.attention(qp, q.shape(0), q.shape(1), q.shape(2), scale, op, threaded);
+             }
+             return out;
+           },
+           py::arg("queries"), py::arg("scale"), py::arg("threaded") = true)
+      .def("trim", [](KVCacheLayer& c, int64_t n) { c.trim(n); })
+      .def("clear", &KVCacheLayer::clear)
+      .def("export_state",
+           [](const KVCacheLayer& c) {
+             TokenStore::State k, v;
+             c.export_state(&k, &v);
+             const int64_t heads = c.config().kv_heads, d = c.config().head_dim;
+             return py::make_tuple(state_arrays(k, c.batch(), heads, d),
+                                   state_arrays(v, c.batch(), heads, d));
+           })
+      .def("import_state", [](KVCacheLayer& c, int64_t batch, py::dict k, py::dict v) {
+        const int64_t streams = batch * c.config().kv_heads;
+        TokenStore::State ks = state_from(k, streams), vs = state_from(v, streams);
+        py::gil_scoped_release release;
+        c.import_state(batch, ks, vs);
+      });
 
   py::class_<Codec>(m, "Codec")
       .def(py::init([](int head_dim, int bits, Mode mode, uint64_t seed, NormDtype norm_dtype,

@@ -203,48 +203,97 @@ void Codec::decode(const ConstEncodedBuffers& in, int64_t n, float* out) const {
   }
 }
 
-void Codec::scores(const float* q, int64_t m, int64_t q_stride, const ConstEncodedBuffers& keys,
-                   int64_t n, float* out) const {
+void Codec::prepare_queries(const float* q, int64_t m, int64_t q_stride, float* rotated,
+                            float* sketched) const {
   const int d = config_.head_dim;
-  const bool prod = config_.mode == Mode::kProd;
-  // <q, x_hat> = ||x|| <R q, c[idx]> / sqrt(d) [+ ||x|| sqrt(pi/2)/m ||r|| <S R q, sign(S r)>]:
-  // rotate (and sketch) each query once, then every key is lookups on its codes.
-  std::vector<float> rotated(static_cast<size_t>(m) * d);
-  std::vector<float> sketched(prod ? static_cast<size_t>(m) * d : 0);
   for (int64_t a = 0; a < m; ++a) {
-    float* qa = rotated.data() + a * d;
+    float* qa = rotated + a * d;
     rotation_.forward(q + a * q_stride, qa);
-    if (prod) {
-      float* sa = sketched.data() + a * d;
+    if (config_.mode == Mode::kProd) {
+      float* sa = sketched + a * d;
       qjl_.front().project(qa, sa);
       for (int i = 0; i < d; ++i) sa[i] *= qjl_.front().estimator_scale();
     }
     for (int i = 0; i < d; ++i) qa[i] *= inv_sqrt_dim_;
   }
+}
+
+void Codec::scores(const float* q, int64_t m, int64_t q_stride, const ConstEncodedBuffers& keys,
+                   int64_t n, float* out) const {
+  // <q, x_hat> = ||x|| <R q, c[idx]> / sqrt(d) [+ ||x|| sqrt(pi/2)/m ||r|| <S R q, sign(S r)>]:
+  // rotate (and sketch) each query once, then every key is lookups on its codes.
+  const size_t size = static_cast<size_t>(m) * config_.head_dim;
+  std::vector<float> rotated(size), sketched(config_.mode == Mode::kProd ? size : 0);
+  prepare_queries(q, m, q_stride, rotated.data(), sketched.data());
+  scores_prepared(rotated.data(), sketched.data(), m, keys, n, out, n);
+}
+
+void Codec::scores_prepared(const float* rotated, const float* sketched, int64_t m,
+                            const ConstEncodedBuffers& keys, int64_t n, float* out,
+                            int64_t out_stride) const {
+  const int d = config_.head_dim;
+  const bool prod = config_.mode == Mode::kProd;
   // Tiles of keys keep the partial scores in cache while the norms and sketch terms are added;
-  // rows of out are walked contiguously (a column walk strides n floats per step).
+  // rows of out are walked contiguously (a column walk strides out_stride floats per step).
   constexpr int64_t kKeyTile = 256;
   float norms[kKeyTile], residual_norms[kKeyTile];
   for (int64_t j0 = 0; j0 < n; j0 += kKeyTile) {
     const int64_t count = std::min(kKeyTile, n - j0);
-    kernels_->dot_packed(rotated.data(), static_cast<int>(m), keys.codes + j0 * code_bytes(),
+    kernels_->dot_packed(rotated, static_cast<int>(m), keys.codes + j0 * code_bytes(),
                          static_cast<int64_t>(code_bytes()), count, centroids_.data(), mse_bits(), d,
-                         out + j0, n);
+                         out + j0, out_stride);
     for (int64_t j = 0; j < count; ++j) {
       norms[j] = load_norm(keys.norms, j0 + j);
       if (prod) residual_norms[j] = load_norm(keys.residual_norms, j0 + j);
     }
     for (int64_t a = 0; a < m; ++a) {
-      float* row = out + a * n + j0;
+      float* row = out + a * out_stride + j0;
       for (int64_t j = 0; j < count; ++j) {
         if (prod) {
           const uint8_t* signs = keys.qjl_signs + (j0 + j) * static_cast<int64_t>(qjl_bytes());
-          row[j] += residual_norms[j] * kernels_->sign_dot(sketched.data() + a * d, signs, d);
+          row[j] += residual_norms[j] * kernels_->sign_dot(sketched + a * d, signs, d);
         }
         row[j] *= norms[j];
       }
     }
   }
+}
+
+void Codec::accumulate(const float* w, int64_t w_stride, int64_t m,
+                       const ConstEncodedBuffers& values, int64_t n, float* acc_rotated,
+                       float* acc_sketch, float* scratch) const {
+  const int d = config_.head_dim;
+  // decode(v_j) = R^T (||v_j|| c[idx_j] / sqrt(d) + ||v_j|| beta gamma_j S^T s_j): fold the
+  // per-token scalars into the weights, then sum codes and signs in their own domains.
+  for (int64_t j = 0; j < n; ++j) {
+    const float norm = load_norm(values.norms, j) * inv_sqrt_dim_;
+    for (int64_t a = 0; a < m; ++a) scratch[a * n + j] = w[a * w_stride + j] * norm;
+  }
+  kernels_->axpy_packed(scratch, n, static_cast<int>(m), values.codes,
+                        static_cast<int64_t>(code_bytes()), n, centroids_.data(), mse_bits(), d,
+                        acc_rotated);
+  if (config_.mode != Mode::kProd) return;
+  const float beta = qjl_.front().estimator_scale() * sqrt_dim_;  // undoes the 1/sqrt(d) above
+  for (int64_t j = 0; j < n; ++j) {
+    const float gamma = beta * load_norm(values.residual_norms, j);
+    const uint8_t* signs = values.qjl_signs + j * static_cast<int64_t>(qjl_bytes());
+    for (int64_t a = 0; a < m; ++a) {
+      const float weight = scratch[a * n + j] * gamma;
+      if (weight == 0.0f) continue;
+      float* acc = acc_sketch + a * d;
+      for (int i = 0; i < d; ++i) acc[i] += ((signs[i >> 3] >> (i & 7)) & 1u) ? weight : -weight;
+    }
+  }
+}
+
+void Codec::finish_accumulated(float* acc_rotated, const float* acc_sketch, float* out) const {
+  const int d = config_.head_dim;
+  if (config_.mode == Mode::kProd) {
+    std::vector<float> projected(d);
+    qjl_.front().project_transpose(acc_sketch, projected.data());
+    for (int i = 0; i < d; ++i) acc_rotated[i] += projected[i];
+  }
+  rotation_.inverse(acc_rotated, out);
 }
 
 }  // namespace turbokv

@@ -18,7 +18,13 @@ KernelSet build(SimdLevel level) {
                    select_dot_lookup(level),
                    select_axpy_lookup(level),
                    select_sign_dot(level),
-                   select_dot_packed(level)};
+                   select_dot_packed(level),
+                   select_axpy_packed(level),
+                   select_dot_half(level),
+                   select_axpy_half(level),
+                   select_to_half(level),
+                   select_from_half(level),
+                   select_exp_shifted(level)};
 }
 
 }  // namespace

@@ -60,6 +60,23 @@ struct KernelSet {
   // The fused-score inner loop: codes are read packed, never unpacked to memory.
   void (*dot_packed)(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
                      const float* table, int bits, int d, float* out, int64_t out_stride);
+  // acc_a[i] += sum_j w[a * w_stride + j] * table[index i of key j], acc_a at acc + a * d:
+  // the value side of fused attention, also straight from packed bytes.
+  void (*axpy_packed)(const float* w, int64_t w_stride, int m, const uint8_t* codes,
+                      int64_t code_bytes, int64_t n, const float* table, int bits, int d,
+                      float* acc);
+  // out[a * out_stride + j] = <q_a, float(v_j)> for n float16 vectors v_j = halves + j * d.
+  void (*dot_half)(const float* q, int m, const uint16_t* halves, int64_t n, int d, float* out,
+                   int64_t out_stride);
+  // acc_a += sum_j w[a * w_stride + j] * float(v_j).
+  void (*axpy_half)(const float* w, int64_t w_stride, int m, const uint16_t* halves, int64_t n,
+                    int d, float* acc);
+  // Round to nearest even float16, and back (exact).
+  void (*to_half)(const float* x, uint16_t* out, int64_t n);
+  void (*from_half)(const uint16_t* x, float* out, int64_t n);
+  // x[i] = exp(x[i] - shift); -inf maps to 0. SIMD versions: a degree-6 polynomial after range
+  // reduction, relative error below 4e-7 (tested against std::exp).
+  void (*exp_shifted)(float* x, int64_t n, float shift);
 };
 
 // The kernels for one level; throws if the CPU lacks it.
@@ -89,6 +106,19 @@ DotLookupFn select_dot_lookup(SimdLevel level);
 AxpyLookupFn select_axpy_lookup(SimdLevel level);
 SignDotFn select_sign_dot(SimdLevel level);
 DotPackedFn select_dot_packed(SimdLevel level);
+using AxpyPackedFn = void (*)(const float*, int64_t, int, const uint8_t*, int64_t, int64_t,
+                              const float*, int, int, float*);
+using DotHalfFn = void (*)(const float*, int, const uint16_t*, int64_t, int, float*, int64_t);
+using AxpyHalfFn = void (*)(const float*, int64_t, int, const uint16_t*, int64_t, int, float*);
+using ToHalfFn = void (*)(const float*, uint16_t*, int64_t);
+using FromHalfFn = void (*)(const uint16_t*, float*, int64_t);
+AxpyPackedFn select_axpy_packed(SimdLevel level);
+using ExpShiftedFn = void (*)(float*, int64_t, float);
+ExpShiftedFn select_exp_shifted(SimdLevel level);
+DotHalfFn select_dot_half(SimdLevel level);
+AxpyHalfFn select_axpy_half(SimdLevel level);
+ToHalfFn select_to_half(SimdLevel level);
+FromHalfFn select_from_half(SimdLevel level);
 
 }  // namespace kernels
 }  // namespace turbokv

@@ -5,13 +5,23 @@ Main entry points:
 - :class:`Codec`: encode vectors to 1..8 bits per coordinate, decode them, and score queries
   directly on the codes.
 - :class:`Encoded`: the packed arrays a codec produces.
+- :class:`KVCache`: one layer's compressed KV cache with fused attention on the codes;
+  :func:`make_cache` builds one per layer, :func:`save_cache` / :func:`load_cache` persist them.
+- :class:`DenseKVCache`: the uncompressed numpy baseline with the same API.
 - :mod:`turbokv.reference`: the same codec in pure numpy, used as the test oracle.
 """
 
 from . import reference
 from ._core import default_simd, detect_simd
+from .cache import KVCache
 from .codec import Codec
+from .dense_cache import DenseKVCache
 from .encoded import Encoded
+from .layers import make_cache
+from .persist import load_cache, save_cache
 
 __version__ = "0.1.0"
-__all__ = ["Codec", "Encoded", "reference", "detect_simd", "default_simd", "__version__"]
+__all__ = [
+    "Codec", "Encoded", "KVCache", "DenseKVCache", "make_cache", "save_cache", "load_cache",
+    "reference", "detect_simd", "default_simd", "__version__",
+]

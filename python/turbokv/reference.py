@@ -25,7 +25,7 @@ from .encoded import Encoded
 
 __all__ = [
     "Codec", "splitmix64", "gaussians", "lloyd_max_codebook", "rotation_matrix", "qjl_matrix",
-    "quantize", "pack", "unpack",
+    "quantize", "pack", "unpack", "attention",
 ]
 
 _MASK64 = (1 << 64) - 1
@@ -258,3 +258,31 @@ class Codec:
         rotated = self._rotated_reconstruction(enc).reshape(-1, self.head_dim)
         out = (q.reshape(-1, self.head_dim) @ self.rotation.T) @ rotated.T
         return out.reshape(q.shape[:-1] + enc.shape).astype(np.float32)
+
+
+# 7. Attention ----------------------------------------------------------------------------------
+
+def attention(queries: np.ndarray, keys: np.ndarray, values: np.ndarray,
+              scale: float | None = None) -> np.ndarray:
+    """Causal softmax attention in float64, the oracle for :meth:`turbokv.KVCache.attention`.
+
+    queries (B, Hq, L, d); keys and values (B, Hkv, T, d) with Hq a multiple of Hkv: query head
+    h reads kv head h // (Hq // Hkv). Query i sits at position T - L + i and sees tokens
+    [0, T - L + i]. Returns float64 (B, Hq, L, d).
+    """
+    q = np.asarray(queries, np.float64)
+    k = np.asarray(keys, np.float64)
+    v = np.asarray(values, np.float64)
+    batch, q_heads, q_len, d = q.shape
+    group = q_heads // k.shape[1]
+    k = np.repeat(k, group, axis=1)
+    v = np.repeat(v, group, axis=1)
+    length = k.shape[2]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    scores = np.einsum("bhld,bhtd->bhlt", q, k) * scale
+    positions = length - q_len + np.arange(q_len)
+    scores = np.where(np.arange(length)[None, :] <= positions[:, None], scores, -np.inf)
+    scores -= scores.max(axis=-1, keepdims=True)
+    weights = np.exp(scores)
+    weights /= weights.sum(axis=-1, keepdims=True)
+    return np.einsum("bhlt,bhtd->bhld", weights, v)

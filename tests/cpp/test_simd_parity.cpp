@@ -122,3 +122,17 @@ TEST(SimdParity, KernelsMatchScalarOnEdgeValues) {
     }
   }
 }
+
+TEST(SimdParity, ExpMatchesLibm) {
+  std::vector<float> x;
+  for (float v = -110.0f; v <= 0.0f; v += 0.0137f) x.push_back(v);
+  x.push_back(-INFINITY);
+  for (SimdLevel level : simd_levels()) {
+    auto y = x;
+    kernels::kernel_set(level).exp_shifted(y.data(), int64_t(y.size()), 0.0f);
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double expect = std::exp(double(x[i]));
+      ASSERT_NEAR(y[i], expect, 4e-7 * expect + 1e-38) << x[i];
+    }
+  }
+}

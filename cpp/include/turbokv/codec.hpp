@@ -93,6 +93,24 @@ class Codec {
   void scores(const float* q, int64_t m, int64_t q_stride, const ConstEncodedBuffers& keys,
               int64_t n, float* out) const;
 
+  // The two halves of scores, for callers that score one query batch against many key blocks:
+  // rotated (m x d) = R q / sqrt(d), and in prod mode sketched (m x d) = sqrt(pi/2)/m S R q.
+  void prepare_queries(const float* q, int64_t m, int64_t q_stride, float* rotated,
+                       float* sketched) const;
+  // out[a * out_stride + j] = <q_a, decode(key j)> from prepared queries.
+  void scores_prepared(const float* rotated, const float* sketched, int64_t m,
+                       const ConstEncodedBuffers& keys, int64_t n, float* out,
+                       int64_t out_stride) const;
+
+  // Weighted sums of encoded vectors without decoding them (the value side of attention):
+  //   sum_j w[a * w_stride + j] decode(v_j) = finish(acc_rotated_a, acc_sketch_a)
+  // where accumulate adds block after block into acc_rotated (m x d, rotated domain) and, in prod
+  // mode, acc_sketch (m x d, sketch domain). scratch holds m * n floats.
+  void accumulate(const float* w, int64_t w_stride, int64_t m, const ConstEncodedBuffers& values,
+                  int64_t n, float* acc_rotated, float* acc_sketch, float* scratch) const;
+  // out (d floats) = R^T (acc_rotated + S^T acc_sketch): one inverse rotation per query.
+  void finish_accumulated(float* acc_rotated, const float* acc_sketch, float* out) const;
+
  private:
   template <typename T>
   void encode_rows(const T* x, int64_t n, int64_t row_stride, const EncodedBuffers& out) const;

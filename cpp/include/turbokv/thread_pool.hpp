@@ -1,0 +1,45 @@
+// A small fixed pool of worker threads for parallel_for over independent (batch, head) items.
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace turbokv {
+
+class ThreadPool {
+ public:
+  // threads = 0: TURBOKV_NUM_THREADS if set, else std::thread::hardware_concurrency().
+  explicit ThreadPool(int threads = 0);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+  // Runs fn(i) for i in [0, n) on the pool and the calling thread; returns when all are done.
+  // The first exception thrown by fn is rethrown here. Calls from several threads are serialised.
+  void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
+
+  // The process-wide pool used by attention.
+  static ThreadPool& shared();
+
+ private:
+  void work_loop();
+  void run_items();
+
+  std::vector<std::thread> workers_;
+  std::mutex call_mutex_;  // one parallel_for at a time
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  const std::function<void(int64_t)>* fn_ = nullptr;
+  int64_t next_ = 0, total_ = 0, finished_ = 0;
+  uint64_t generation_ = 0;
+  int busy_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+};
+
+}  // namespace turbokv

@@ -1,0 +1,56 @@
+// exp for the online softmax of fused attention: one exponential per (query, token) pair, so a
+// scalar libm call per score would cost more than the scoring itself.
+#include <cmath>
+
+#include "kernels.hpp"
+
+namespace turbokv {
+namespace kernels {
+namespace {
+
+void exp_shifted_scalar(float* x, int64_t n, float shift) {
+  for (int64_t i = 0; i < n; ++i) x[i] = std::exp(x[i] - shift);
+}
+
+#if TURBOKV_X86
+// exp(v) = 2^k * exp(r), k = round(v / ln 2), r = v - k ln 2 in [-ln2/2, ln2/2] (ln 2 split in
+// two parts so r is exact), exp(r) by its Taylor polynomial to degree 6 (error < 2e-7 there).
+TURBOKV_TARGET_AVX512 __m512 exp_avx512(__m512 v) {
+  const __m512 clamped = _mm512_max_ps(v, _mm512_set1_ps(-104.0f));  // exp < 1e-45: 0 after scalef
+  const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(clamped, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), clamped);
+  r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 720);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, k);
+}
+
+TURBOKV_TARGET_AVX512 void exp_shifted_avx512(float* x, int64_t n, float shift) {
+  const __m512 vshift = _mm512_set1_ps(shift);
+  for (int64_t i = 0; i < n; i += 16) {
+    const int64_t width = n - i < 16 ? n - i : 16;
+    const __mmask16 mask = static_cast<__mmask16>((1u << width) - 1u);
+    const __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, x + i), vshift);
+    _mm512_mask_storeu_ps(x + i, mask, exp_avx512(v));
+  }
+}
+#endif
+
+}  // namespace
+
+ExpShiftedFn select_exp_shifted(SimdLevel level) {
+#if TURBOKV_X86
+  if (level == SimdLevel::kAvx512) return exp_shifted_avx512;
+#endif
+  (void)level;
+  return exp_shifted_scalar;
+}
+
+}  // namespace kernels
+}  // namespace turbokv

@@ -1,0 +1,251 @@
+"""Compressed KV cache for Python generation loops (one object per attention layer)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from . import _core
+from ._validation import check_int, MODES, NORM_DTYPES
+
+__all__ = ["KVCache", "layer_seeds"]
+
+STATE_VERSION = 1
+
+
+def layer_seeds(seed: int, layer_index: int) -> Tuple[int, int]:
+    """The rotation seeds of a layer's keys and values: distinct for every (seed, layer, side)."""
+    base = (seed * 0x9E3779B97F4A7C15 + layer_index * 2) & (2**64 - 1)
+    return base, (base + 1) & (2**64 - 1)
+
+
+def _side(bits: int, mode: str, norm_dtype: str, norm_correction: bool, name: str):
+    check_int(f"{name}_bits", bits, 0, 8)
+    if mode not in MODES:
+        raise ValueError(f"unknown {name}_mode {mode!r}: use 'mse' or 'prod'")
+    if mode == "prod" and bits == 0:
+        raise ValueError(f"{name}_mode='prod' needs {name}_bits >= 1 (0 means float16)")
+    if norm_dtype not in NORM_DTYPES:
+        raise ValueError(f"norm_dtype must be 'float32' or 'float16', got {norm_dtype!r}")
+    if norm_correction and mode == "prod":
+        raise ValueError(f"{name}_norm_correction applies to mode='mse' only")
+    return _core.SideConfig(bits, getattr(_core.Mode, mode), getattr(_core.NormDtype, norm_dtype),
+                            bool(norm_correction))
+
+
+def _as_float32(x: Any, name: str, head_dim: int, heads_label: str) -> np.ndarray:
+    """A float32 C-contiguous (batch, heads, tokens, head_dim) array (copied only if needed)."""
+    if not isinstance(x, np.ndarray):
+        x = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+    if x.dtype not in (np.float32, np.float16):
+        raise TypeError(f"{name} has dtype {x.dtype}; pass float32 or float16")
+    if x.ndim != 4 or x.shape[3] != head_dim:
+        raise ValueError(f"{name} has shape {x.shape}; expected (batch, {heads_label}, tokens, "
+                         f"head_dim={head_dim})")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _as_tokens(x: Any, name: str, heads: int, head_dim: int) -> np.ndarray:
+    x = _as_float32(x, name, head_dim, f"num_kv_heads={heads}")
+    if x.shape[1] != heads:
+        raise ValueError(f"{name} has shape {x.shape}; expected (batch, num_kv_heads={heads}, "
+                         f"new_tokens, head_dim={head_dim})")
+    return x
+
+
+class KVCache:
+    """One attention layer's key/value cache, stored TurboQuant-compressed.
+
+    Drop-in for the cache object of a Python generation loop: ``update`` appends the step's keys
+    and values (encoding them), and ``attention`` computes causal softmax attention directly on
+    the compressed codes (no decoded copy of the cache is ever built). Loops that want K/V arrays
+    can call ``update_and_fetch`` instead, as with mlx-lm's caches.
+
+    Args:
+        head_dim: per-head vector length, 8..1024.
+        num_kv_heads: key/value heads (queries may have any multiple of it: GQA).
+        key_bits, value_bits: bits per coordinate, 1..8, or 0 to keep that side as float16.
+        key_mode, value_mode: ``"mse"`` or ``"prod"`` (one bit spent on an unbiased QJL sketch).
+        residual_window: keep the newest R tokens as float16 (KIVI-style). A token is encoded,
+            from its float16 value, when it leaves the window; after ``trim`` the window may hold
+            fewer than R tokens until new ones arrive. 0 encodes every token immediately.
+        seed, layer_index: choose the rotations; every (seed, layer, side) gets its own.
+        norm_dtype: ``"float32"`` or ``"float16"`` storage for the per-token norms.
+        key_norm_correction, value_norm_correction: store ||x|| / ||x_hat_unit|| (mse mode).
+
+    Shapes: keys/values ``(batch, num_kv_heads, new_tokens, head_dim)``, queries
+    ``(batch, q_heads, q_len, head_dim)``; float32 or float16 in, float32 out.
+
+    Example:
+        >>> cache = KVCache(head_dim=64, num_kv_heads=2, key_bits=4, value_bits=3)
+        >>> cache.update(k, v)                 # k, v: (1, 2, 10, 64)
+        >>> out = cache.attention(q)           # q: (1, 8, 10, 64) -> (1, 8, 10, 64)
+    """
+
+    def __init__(self, head_dim: int, num_kv_heads: int, key_bits: int = 4, value_bits: int = 4,
+                 key_mode: str = "mse", value_mode: str = "mse", residual_window: int = 0,
+                 seed: int = 0, layer_index: int = 0, norm_dtype: str = "float32",
+                 key_norm_correction: bool = False, value_norm_correction: bool = False) -> None:
+        self.head_dim = check_int("head_dim", head_dim, 8, 1024)
+        self.num_kv_heads = check_int("num_kv_heads", num_kv_heads, 1, 1 << 16)
+        self.residual_window = check_int("residual_window", residual_window, 0, 1 << 20)
+        self.seed = check_int("seed", seed, 0, 2**64 - 1)
+        self.layer_index = check_int("layer_index", layer_index, 0, 1 << 20)
+        self.key_bits, self.value_bits = key_bits, value_bits
+        self.key_mode, self.value_mode = key_mode, value_mode
+        self.norm_dtype = norm_dtype
+        self.key_norm_correction, self.value_norm_correction = key_norm_correction, value_norm_correction
+        key = _side(key_bits, key_mode, norm_dtype, key_norm_correction, "key")
+        value = _side(value_bits, value_mode, norm_dtype, value_norm_correction, "value")
+        key_seed, value_seed = layer_seeds(self.seed, self.layer_index)
+        self._layer = _core.KVCacheLayer(self.head_dim, self.num_kv_heads, key, value,
+                                         self.residual_window, key_seed, value_seed)
+
+    # Generation-loop API ----------------------------------------------------------------------
+
+    def update(self, keys: Any, values: Any) -> None:
+        """Encodes and appends ``keys``/``values`` of shape (batch, num_kv_heads, new_tokens,
+        head_dim). All or nothing: on bad input (NaN/Inf, values too large for float16 storage,
+        wrong shape or batch) it raises and the cache is unchanged."""
+        k = _as_tokens(keys, "keys", self.num_kv_heads, self.head_dim)
+        v = _as_tokens(values, "values", self.num_kv_heads, self.head_dim)
+        if k.shape != v.shape:
+            raise ValueError(f"keys {k.shape} and values {v.shape} must have the same shape")
+        if k.shape[0] == 0:
+            raise ValueError("batch must be at least 1")
+        if k.shape[2] == 0:
+            return
+        self._layer.update(k, v)
+
+    def update_and_fetch(self, keys: Any, values: Any) -> Tuple[np.ndarray, np.ndarray]:
+        """``update``, then return all cached keys and values decoded: two float32 arrays of shape
+        (batch, num_kv_heads, offset, head_dim). (They are fresh arrays, not a stored copy.)"""
+        self.update(keys, values)
+        return self.fetch()
+
+    def fetch(self) -> Tuple[np.ndarray, np.ndarray]:
+        """All cached keys and values, decoded to float32 (batch, num_kv_heads, offset, head_dim)."""
+        if self.offset == 0:
+            empty = np.zeros((max(self.batch, 0), self.num_kv_heads, 0, self.head_dim), np.float32)
+            return empty, empty.copy()
+        return self._layer.fetch()
+
+    def attention(self, queries: Any, scale: Optional[float] = None, threaded: bool = True) -> np.ndarray:
+        """Causal softmax attention of ``queries`` over the cache, computed on the codes.
+
+        queries: (batch, q_heads, q_len, head_dim), q_heads a multiple of num_kv_heads (query head
+        h uses kv head h // (q_heads // num_kv_heads), as transformers' repeat_kv). The newest
+        q_len cached tokens are the queries' own positions (so call ``update`` first); query i
+        attends to tokens [0, offset - q_len + i]. scale defaults to 1/sqrt(head_dim).
+        Returns float32 (batch, q_heads, q_len, head_dim). Runs on all cores with the GIL released
+        (``threaded=False``: the calling thread only; TURBOKV_NUM_THREADS sets the pool size).
+        """
+        q = _as_float32(queries, "queries", self.head_dim, "q_heads")
+        if q.shape[1] % self.num_kv_heads:
+            raise ValueError(f"q_heads={q.shape[1]} must be a multiple of num_kv_heads={self.num_kv_heads}")
+        if self.offset == 0:
+            raise ValueError("attention on an empty cache: call update() with this step's keys first")
+        if q.shape[0] != self.batch:
+            raise ValueError(f"queries have batch {q.shape[0]} but the cache holds batch {self.batch}")
+        if q.shape[2] > self.offset:
+            raise ValueError(f"q_len={q.shape[2]} exceeds the {self.offset} cached tokens: update the "
+                             "cache with this step's keys and values first")
+        scale = 1.0 / math.sqrt(self.head_dim) if scale is None else float(scale)
+        if q.size == 0:
+            return np.zeros(q.shape, np.float32)
+        return self._layer.attention(q, scale, threaded)
+
+    @property
+    def offset(self) -> int:
+        """Number of cached tokens per stream."""
+        return self._layer.length
+
+    @property
+    def batch(self) -> int:
+        """Batch size fixed by the first update (0 before it)."""
+        return self._layer.batch
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of memory the cache holds (storage grows in chunks of 256 tokens)."""
+        return self._layer.allocated_bytes
+
+    @property
+    def used_nbytes(self) -> int:
+        """Bytes of the stored tokens alone (codes, norms, float16 tokens), without chunk slack."""
+        return self._layer.used_bytes
+
+    def is_trimmable(self) -> bool:
+        return True
+
+    def trim(self, n: int) -> int:
+        """Drops the newest ``n`` tokens (e.g. rejected speculative tokens); returns n."""
+        n = check_int("n", n, 0, self.offset)
+        self._layer.trim(n)
+        return n
+
+    def clear(self) -> None:
+        """Empties the cache (keeps its settings; the next update may use another batch size)."""
+        self._layer.clear()
+
+    # Persistence ------------------------------------------------------------------------------
+
+    @property
+    def meta_state(self) -> Dict[str, Any]:
+        """The settings needed to rebuild this cache (JSON-serialisable)."""
+        return {
+            "version": STATE_VERSION, "head_dim": self.head_dim, "num_kv_heads": self.num_kv_heads,
+            "key_bits": self.key_bits, "value_bits": self.value_bits, "key_mode": self.key_mode,
+            "value_mode": self.value_mode, "residual_window": self.residual_window,
+            "seed": self.seed, "layer_index": self.layer_index, "norm_dtype": self.norm_dtype,
+            "key_norm_correction": self.key_norm_correction,
+            "value_norm_correction": self.value_norm_correction,
+            "batch": self.batch, "offset": self.offset,
+        }
+
+    @property
+    def state(self) -> Dict[str, np.ndarray]:
+        """The stored arrays, named ``keys.<field>`` / ``values.<field>`` (fields: codes, norms,
+        qjl, residual_norms as uint8 bytes; halves and window as float16)."""
+        if self.batch == 0:
+            return {}
+        keys, values = self._layer.export_state()
+        out = {f"keys.{k}": a for k, a in keys.items()}
+        out.update({f"values.{k}": a for k, a in values.items()})
+        return out
+
+    _SETTINGS = ("head_dim", "num_kv_heads", "key_bits", "value_bits", "key_mode", "value_mode",
+                 "residual_window", "seed", "layer_index", "norm_dtype", "key_norm_correction",
+                 "value_norm_correction")
+
+    @classmethod
+    def from_state(cls, state: Dict[str, np.ndarray], meta_state: Dict[str, Any]) -> "KVCache":
+        """Rebuilds a cache from ``state`` and ``meta_state``; raises ValueError if they are
+        inconsistent (the arrays are checked against the settings before anything is kept)."""
+        if meta_state.get("version") != STATE_VERSION:
+            raise ValueError(f"cache state version {meta_state.get('version')!r} is not supported "
+                             f"(this turbokv reads version {STATE_VERSION})")
+        missing = [k for k in cls._SETTINGS + ("batch", "offset") if k not in meta_state]
+        if missing:
+            raise ValueError(f"cache meta_state lacks {missing}")
+        cache = cls(**{k: meta_state[k] for k in cls._SETTINGS})
+        batch = check_int("batch", meta_state["batch"], 0, 1 << 31)
+        if batch:
+            fields = ("codes", "norms", "qjl", "residual_norms", "halves", "window")
+            try:
+                keys = {f: state[f"keys.{f}"] for f in fields}
+                values = {f: state[f"values.{f}"] for f in fields}
+            except KeyError as e:
+                raise ValueError(f"cache state lacks array {e}") from None
+            cache._layer.import_state(batch, keys, values)
+        if cache.offset != meta_state["offset"]:
+            raise ValueError(f"cache state holds {cache.offset} tokens, meta_state says {meta_state['offset']}")
+        return cache
+
+    def __repr__(self) -> str:
+        return (f"KVCache(head_dim={self.head_dim}, num_kv_heads={self.num_kv_heads}, "
+                f"key_bits={self.key_bits}, value_bits={self.value_bits}, key_mode={self.key_mode!r}, "
+                f"value_mode={self.value_mode!r}, residual_window={self.residual_window}, "
+                f"offset={self.offset}, nbytes={self.nbytes})")
