@@ -69,8 +69,10 @@ class KVCache:
         key_bits, value_bits: bits per coordinate, 1..8, or 0 to keep that side as float16.
         key_mode, value_mode: ``"mse"`` or ``"prod"`` (one bit spent on an unbiased QJL sketch).
         residual_window: keep the newest R tokens as float16 (KIVI-style). A token is encoded,
-            from its float16 value, when it leaves the window; after ``trim`` the window may hold
-            fewer than R tokens until new ones arrive. 0 encodes every token immediately.
+            from its float16 value, when it leaves the window. ``trim(n)`` takes the newest tokens
+            out of the window; older tokens that the trimmed ones had pushed out stay encoded, so
+            the window holds fewer than R tokens until new ones arrive (after R new tokens the
+            cache equals one that never saw the trimmed tokens). 0 encodes every token at once.
         seed, layer_index: choose the rotations; every (seed, layer, side) gets its own.
         norm_dtype: ``"float32"`` or ``"float16"`` storage for the per-token norms.
         key_norm_correction, value_norm_correction: store ||x|| / ||x_hat_unit|| (mse mode).

@@ -1,0 +1,239 @@
+"""turbokv.KVCache: fused attention against the float64 oracle, GQA, chunking, trim, persistence."""
+
+import numpy as np
+import pytest
+
+import turbokv
+from turbokv import reference
+
+SETTINGS = [
+    dict(key_bits=4, value_bits=4),
+    dict(key_bits=4, value_bits=2),
+    dict(key_bits=3, value_bits=3, residual_window=16),
+    dict(key_bits=0, value_bits=4),
+    dict(key_bits=8, value_bits=0),
+    dict(key_bits=4, value_bits=3, key_mode="prod", value_mode="prod"),
+    dict(key_bits=5, value_bits=1, norm_dtype="float16", key_norm_correction=True),
+]
+
+
+def tokens(rng, batch, heads, n, d):
+    return rng.standard_normal((batch, heads, n, d), dtype=np.float32)
+
+
+def relative_error(got, expect):
+    return np.abs(got - expect).max() / np.abs(expect).max()
+
+
+@pytest.mark.parametrize("d", [8, 64, 80, 128, 256])
+@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+def test_fused_attention_equals_decode_then_float64_attention(d, settings, rng):
+    cache = turbokv.KVCache(d, 2, **settings)
+    cache.update(tokens(rng, 2, 2, 290, d), tokens(rng, 2, 2, 290, d))  # crosses a 256-token chunk
+    cache.update(tokens(rng, 2, 2, 3, d), tokens(rng, 2, 2, 3, d))
+    q = tokens(rng, 2, 6, 3, d)
+    k, v = cache.fetch()
+    expect = reference.attention(q, k, v)
+    assert relative_error(cache.attention(q), expect) < 1e-4
+    assert relative_error(cache.attention(q, threaded=False), expect) < 1e-4
+    assert relative_error(cache.attention(q, scale=0.3), reference.attention(q, k, v, scale=0.3)) < 1e-4
+
+
+def test_gqa_maps_query_heads_to_their_kv_head(rng):
+    d, kv_heads, group = 64, 4, 3
+    cache = turbokv.KVCache(d, kv_heads, key_bits=4, value_bits=8)
+    # Every value of kv head h is the constant vector (h + 1): the output reveals the head used.
+    values = np.broadcast_to(np.arange(1, kv_heads + 1, dtype=np.float32)[None, :, None, None],
+                             (1, kv_heads, 20, d)).copy()
+    cache.update(tokens(rng, 1, kv_heads, 20, d), values)
+    out = cache.attention(tokens(rng, 1, kv_heads * group, 2, d))
+    used = np.rint(out.mean(axis=(2, 3)))[0]
+    np.testing.assert_array_equal(used, np.repeat(np.arange(1, kv_heads + 1), group))
+
+
+@pytest.mark.parametrize("window", [0, 8])
+def test_chunked_prefill_equals_one_shot_prefill(window, rng):
+    d, n = 64, 50
+    k, v, q = tokens(rng, 1, 2, n, d), tokens(rng, 1, 2, n, d), tokens(rng, 1, 4, n, d)
+    one = turbokv.KVCache(d, 2, key_bits=4, value_bits=3, residual_window=window)
+    one.update(k, v)
+    expect = one.attention(q)
+    chunked = turbokv.KVCache(d, 2, key_bits=4, value_bits=3, residual_window=window)
+    parts = []
+    for start in range(0, n, 7):
+        stop = min(start + 7, n)
+        chunked.update(k[:, :, start:stop], v[:, :, start:stop])
+        parts.append(chunked.attention(q[:, :, start:stop]))
+    if window == 0:
+        np.testing.assert_allclose(np.concatenate(parts, axis=2), expect, rtol=1e-5, atol=1e-6)
+    else:
+        # With a window, each chunk's queries see the window as it was at that chunk (its newest
+        # tokens exact), so only the last chunk matches one-shot prefill; the stored state does.
+        np.testing.assert_allclose(parts[-1], expect[:, :, -parts[-1].shape[2]:], rtol=1e-5, atol=1e-6)
+    for name, a in one.state.items():
+        np.testing.assert_array_equal(a, chunked.state[name], err_msg=name)
+
+
+@pytest.mark.parametrize("window", [0, 4, 64])
+def test_trim_then_reappend_equals_never_appending(window, rng):
+    # Trimmed tokens that had pushed older ones out of the window leave those compressed; the
+    # window refills from new tokens, so the states agree again once `window` tokens are appended.
+    d = 32
+    base_k, base_v = tokens(rng, 2, 2, 300, d), tokens(rng, 2, 2, 300, d)
+    spec_k, spec_v = tokens(rng, 2, 2, 6, d), tokens(rng, 2, 2, 6, d)
+    m = max(3, window)
+    new_k, new_v = tokens(rng, 2, 2, m, d), tokens(rng, 2, 2, m, d)
+    a = turbokv.KVCache(d, 2, key_bits=3, value_bits=2, residual_window=window)
+    a.update(base_k, base_v)
+    a.update(spec_k, spec_v)
+    assert a.trim(6) == 6 and a.offset == 300
+    a.update(new_k, new_v)
+    b = turbokv.KVCache(d, 2, key_bits=3, value_bits=2, residual_window=window)
+    b.update(base_k, base_v)
+    b.update(new_k, new_v)
+    assert a.offset == b.offset == 300 + m
+    for name, arr in b.state.items():
+        np.testing.assert_array_equal(a.state[name], arr, err_msg=name)
+    q = tokens(rng, 2, 4, 1, d)
+    np.testing.assert_array_equal(a.attention(q), b.attention(q))
+
+
+def test_residual_window_semantics(rng):
+    d, window = 16, 5
+    cache = turbokv.KVCache(d, 1, key_bits=2, value_bits=2, residual_window=window)
+    k = tokens(rng, 1, 1, 12, d)
+    for t in range(12):
+        cache.update(k[:, :, t:t + 1], k[:, :, t:t + 1])
+        state = cache.state
+        kept = min(t + 1, window)
+        assert state["keys.window"].shape[2] == kept
+        assert state["keys.codes"].shape[2] == t + 1 - kept
+        # The newest tokens are exact float16 copies.
+        np.testing.assert_array_equal(state["keys.window"][0, 0], k[0, 0, t + 1 - kept:t + 1].astype(np.float16))
+
+
+def test_update_and_fetch_and_sizes(rng):
+    cache = turbokv.KVCache(128, 8, key_bits=4, value_bits=2)
+    k, v = cache.update_and_fetch(tokens(rng, 1, 8, 10, 128), tokens(rng, 1, 8, 10, 128))
+    assert k.shape == v.shape == (1, 8, 10, 128) and k.dtype == np.float32
+    # Per token and head: keys 64 B codes + 4 B norm, values 32 B + 4 B.
+    assert cache.used_nbytes == 8 * 10 * (68 + 36)
+    assert cache.nbytes == 8 * 256 * (68 + 36)  # one 256-token chunk allocated
+    full = turbokv.KVCache(128, 8, key_bits=0, value_bits=0)
+    k16 = tokens(rng, 1, 8, 10, 128)
+    k_out, _ = full.update_and_fetch(k16, k16)
+    np.testing.assert_array_equal(k_out, k16.astype(np.float16).astype(np.float32))
+
+
+def test_rejected_updates_leave_the_cache_unchanged(rng):
+    cache = turbokv.KVCache(32, 2, key_bits=4, value_bits=4, residual_window=4)
+    cache.update(tokens(rng, 1, 2, 10, 32), tokens(rng, 1, 2, 10, 32))
+    before = cache.state
+    bad = tokens(rng, 1, 2, 3, 32)
+    bad[0, 1, 2, 5] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        cache.update(tokens(rng, 1, 2, 3, 32), bad)
+    with pytest.raises(ValueError, match="float16"):
+        cache.update(np.full((1, 2, 1, 32), 1e6, np.float32), tokens(rng, 1, 2, 1, 32))
+    with pytest.raises(ValueError, match="batch"):
+        cache.update(tokens(rng, 2, 2, 1, 32), tokens(rng, 2, 2, 1, 32))
+    with pytest.raises(ValueError, match="num_kv_heads=2"):
+        cache.update(tokens(rng, 1, 3, 1, 32), tokens(rng, 1, 3, 1, 32))
+    with pytest.raises(TypeError, match="float32 or float16"):
+        cache.update(tokens(rng, 1, 2, 1, 32).astype(np.float64), tokens(rng, 1, 2, 1, 32))
+    with pytest.raises(ValueError, match="multiple of num_kv_heads"):
+        cache.attention(tokens(rng, 1, 3, 1, 32))
+    with pytest.raises(ValueError, match="exceeds"):
+        cache.attention(tokens(rng, 1, 2, 11, 32))
+    after = cache.state
+    assert cache.offset == 10
+    for name in before:
+        np.testing.assert_array_equal(before[name], after[name])
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="key_bits"):
+        turbokv.KVCache(64, 2, key_bits=9)
+    with pytest.raises(ValueError, match="prod"):
+        turbokv.KVCache(64, 2, key_bits=0, key_mode="prod")
+    with pytest.raises(ValueError, match="head_dim"):
+        turbokv.KVCache(4, 2)
+    with pytest.raises(ValueError, match="empty cache"):
+        turbokv.KVCache(64, 2).attention(np.zeros((1, 2, 1, 64), np.float32))
+
+
+ALL_SETTINGS = [
+    dict(key_bits=4, value_bits=3, residual_window=8, seed=7, layer_index=3),
+    dict(key_bits=3, value_bits=2, key_mode="prod", value_mode="prod", norm_dtype="float16"),
+    dict(key_bits=0, value_bits=5, value_norm_correction=True),
+]
+
+
+def test_save_load_round_trip_is_bit_exact(tmp_path, rng):
+    caches = [turbokv.KVCache(64, 2, **s) for s in ALL_SETTINGS] + [turbokv.KVCache(64, 2)]
+    for c in caches[:-1]:  # the last one stays empty
+        c.update(tokens(rng, 2, 2, 270, 64), tokens(rng, 2, 2, 270, 64))
+    path = tmp_path / "cache.tkv"
+    turbokv.save_cache(path, caches)
+    loaded = turbokv.load_cache(path)
+    q = tokens(rng, 2, 4, 1, 64)
+    for a, b in zip(caches, loaded):
+        assert a.meta_state == b.meta_state
+        for name, arr in a.state.items():
+            np.testing.assert_array_equal(arr, b.state[name], err_msg=name)
+        if a.offset:
+            np.testing.assert_array_equal(a.attention(q), b.attention(q))
+    # Loaded caches keep working as caches.
+    loaded[0].update(tokens(rng, 2, 2, 1, 64), tokens(rng, 2, 2, 1, 64))
+    assert loaded[0].offset == 271
+
+
+def test_corrupted_or_foreign_files_raise(tmp_path, rng):
+    cache = turbokv.KVCache(32, 1)
+    cache.update(tokens(rng, 1, 1, 5, 32), tokens(rng, 1, 1, 5, 32))
+    path = tmp_path / "c.tkv"
+    turbokv.save_cache(path, [cache])
+    data = path.read_bytes()
+    cases = {
+        "truncated": data[: len(data) // 2],
+        "empty": b"",
+        "bit flip": data[:100] + bytes([data[100] ^ 1]) + data[101:],
+        "not ours": b"PK\x03\x04" + data[4:],
+        "future version": data[:8] + (99).to_bytes(4, "little") + data[12:],
+    }
+    for label, blob in cases.items():
+        bad = tmp_path / f"{label}.tkv"
+        bad.write_bytes(blob)
+        with pytest.raises(ValueError):
+            turbokv.load_cache(bad)
+
+
+def test_state_rejects_inconsistent_arrays(rng):
+    cache = turbokv.KVCache(32, 1, key_bits=4, value_bits=4)
+    cache.update(tokens(rng, 1, 1, 5, 32), tokens(rng, 1, 1, 5, 32))
+    state, meta = cache.state, cache.meta_state
+    broken = dict(state)
+    broken["keys.codes"] = state["keys.codes"][:, :, :4]
+    with pytest.raises(ValueError):
+        turbokv.KVCache.from_state(broken, meta)
+    with pytest.raises(ValueError, match="version"):
+        turbokv.KVCache.from_state(state, dict(meta, version=2))
+
+
+def test_make_cache_policies():
+    caches = turbokv.make_cache(6, 64, 2, key_bits=3, value_bits=2, protect_boundary_layers=2,
+                                layer_settings=[None, None, dict(value_bits=4), None, None, None])
+    assert [c.key_bits for c in caches] == [8, 8, 3, 3, 8, 8]
+    assert [c.value_bits for c in caches] == [8, 8, 4, 2, 8, 8]
+    assert len({turbokv.cache.layer_seeds(c.seed, c.layer_index) for c in caches}) == 6
+    with pytest.raises(ValueError, match="layer_settings"):
+        turbokv.make_cache(3, 64, 2, layer_settings=[None])
+
+
+def test_dense_cache_matches_reference(rng):
+    cache = turbokv.DenseKVCache(32, 2)
+    k, v = tokens(rng, 1, 2, 40, 32), tokens(rng, 1, 2, 40, 32)
+    cache.update(k[:, :, :30], v[:, :, :30])
+    cache.update(k[:, :, 30:], v[:, :, 30:])
+    q = tokens(rng, 1, 4, 3, 32)
+    np.testing.assert_allclose(cache.attention(q), reference.attention(q, k, v), rtol=1e-4, atol=1e-5)
