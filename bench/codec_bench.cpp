@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "turbokv/codec.hpp"
+#include "turbokv/kv_cache.hpp"
 
 using namespace turbokv;
 
@@ -114,8 +115,46 @@ void rotate_args(benchmark::internal::Benchmark* b) {
   }
 }
 
+// Decode attention for one new token: batch 1, 8 KV heads, 32 query heads, head_dim 128.
+void BM_Attention(benchmark::State& state) {
+  const int64_t context = state.range(0);
+  const int kv_heads = 8, q_heads = 32, d = 128;
+  CacheConfig config;
+  config.head_dim = d;
+  config.kv_heads = kv_heads;
+  config.key.bits = int(state.range(1));
+  config.value.bits = int(state.range(2));
+  KVCacheLayer cache(config);
+  std::mt19937 gen(1);
+  std::normal_distribution<float> g;
+  const int64_t block = 4096;
+  std::vector<float> k(kv_heads * block * d), v(k.size());
+  for (int64_t done = 0; done < context; done += block) {
+    for (float& x : k) x = g(gen);
+    for (float& x : v) x = g(gen);
+    cache.update(k.data(), v.data(), 1, std::min(block, context - done));
+  }
+  std::vector<float> q(q_heads * d), out(q.size());
+  for (float& x : q) x = g(gen);
+  const bool threaded = state.range(3) != 0;
+  for (auto _ : state) {
+    cache.attention(q.data(), 1, q_heads, 1, 0.088f, out.data(), threaded);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetBytesProcessed(state.iterations() * cache.used_bytes());
+}
+
 }  // namespace
 
+BENCHMARK(BM_Attention)
+    ->ArgNames({"context", "kbits", "vbits", "threads"})
+    ->Args({2048, 4, 4, 0})
+    ->Args({8192, 4, 4, 0})
+    ->Args({32768, 4, 4, 0})
+    ->Args({32768, 4, 4, 1})
+    ->Args({32768, 4, 2, 1})
+    ->Args({32768, 0, 0, 1})
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Rotate)->Apply(rotate_args);
 BENCHMARK(BM_Encode)->Apply(codec_args);
 BENCHMARK(BM_Decode)->Apply(codec_args);

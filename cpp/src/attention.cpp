@@ -117,7 +117,7 @@ struct StreamWork {
       float block_max = -INFINITY;
       for (int64_t j = 0; j < limit; ++j) {
         row[j] *= scale;
-        block_max = std::fmax(block_max, row[j]);
+        block_max = row[j] > block_max ? row[j] : block_max;
       }
       if (limit == 0) {
         std::fill(row, row + n, 0.0f);
@@ -125,7 +125,7 @@ struct StreamWork {
       }
       any_visible = true;
       // Online softmax: rescale what was accumulated under the old maximum.
-      const float new_max = std::fmax(row_max[r], block_max);
+      const float new_max = std::max(row_max[r], block_max);
       const float correction = std::exp(row_max[r] - new_max);  // exp(-inf) = 0 on the first block
       row_max[r] = new_max;
       k.exp_shifted(row, limit, new_max);

@@ -60,35 +60,109 @@ void axpy_packed_avx2(const float* w, int64_t w_stride, int m, const uint8_t* co
                       w_stride, m, codes, code_bytes, n, table, bits, d, acc);
 }
 
+// The four horizontal sums of a, b, c, d as lanes 0..3, in 9 instructions instead of 4 x 8.
+TURBOKV_TARGET_AVX512 __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  // Per 128-bit lane: ab = [a0+a2, b0+b2, a1+a3, b1+b3], likewise cd.
+  const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+  const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+  // Per 128-bit lane: [a, b, c, d] partial sums.
+  const __m512 abcd = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, 0x44), _mm512_shuffle_ps(ab, cd, 0xEE));
+  const __m256 half = _mm256_add_ps(_mm512_castps512_ps256(abcd), _mm512_extractf32x8_ps(abcd, 1));
+  return _mm_add_ps(_mm256_castps256_ps128(half), _mm256_extractf128_ps(half, 1));
+}
+
 // For b in {1, 2, 4} a byte holds 8/b whole indices. Loading 16 code bytes into 16 int32 lanes
 // and shifting by s*b puts index (8/b)*byte + s in the low bits of each lane; vpermps reads only
 // the low 4 bits, so a 16-entry table that repeats the 2^b centroids (t[j] = c[j mod 2^b]) gives
 // the centroid with no masking. The query is permuted once into the same lane order.
-template <int kBits, int kTile>
-TURBOKV_TARGET_AVX512 void dot_packed_tile_avx512(const float* qperm, int chunks,
+// 16 code bytes as 16 int32 lanes. Masked byte loads are slow on some cores: only a partial
+// last chunk uses one.
+TURBOKV_TARGET_AVX512 __m512i load_chunk(const uint8_t* key, int g, int chunks, int last_bytes,
+                                         __mmask16 last_mask) {
+  const __m128i raw = (g + 1 < chunks || last_bytes == 16)
+                          ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(key + 16 * g))
+                          : _mm_maskz_loadu_epi8(last_mask, key + 16 * g);
+  return _mm512_cvtepu8_epi32(raw);
+}
+
+template <int kTile>
+TURBOKV_TARGET_AVX512 void store_sums(const __m512* acc, float* out, int64_t out_stride) {
+  if constexpr (kTile == 4) {
+    const __m128 sums = reduce4(acc[0], acc[1], acc[2], acc[3]);
+    out[0] = _mm_cvtss_f32(sums);
+    out[out_stride] = _mm_cvtss_f32(_mm_shuffle_ps(sums, sums, 0x55));
+    out[2 * out_stride] = _mm_cvtss_f32(_mm_shuffle_ps(sums, sums, 0xAA));
+    out[3 * out_stride] = _mm_cvtss_f32(_mm_shuffle_ps(sums, sums, 0xFF));
+  } else {
+    for (int a = 0; a < kTile; ++a) out[a * out_stride] = _mm512_reduce_add_ps(acc[a]);
+  }
+}
+
+// Two keys per iteration give the out-of-order core two independent FMA chains per query; a
+// compile-time chunk count (kChunks > 0) unrolls the loop over the code bytes of a key.
+template <int kBits, int kTile, int kChunks>
+TURBOKV_TARGET_AVX512 void dot_packed_tile_avx512(const float* qperm, int dynamic_chunks,
                                                   const uint8_t* codes, int64_t code_bytes,
                                                   int64_t n, __m512 table16, int last_bytes,
                                                   float* out, int64_t out_stride) {
   constexpr int kPerByte = 8 / kBits;
+  const int chunks = kChunks > 0 ? kChunks : dynamic_chunks;
+  const int64_t per_query = static_cast<int64_t>(chunks) * kPerByte * 16;
   const __mmask16 last_mask = static_cast<__mmask16>((1u << last_bytes) - 1u);
-  for (int64_t j = 0; j < n; ++j) {
+  int64_t j = 0;
+  for (; j + 2 <= n; j += 2) {
+    const uint8_t* key0 = codes + j * code_bytes;
+    const uint8_t* key1 = key0 + code_bytes;
+    _mm_prefetch(reinterpret_cast<const char*>(key0 + 8 * code_bytes), _MM_HINT_T0);
+    __m512 acc0[kTile], acc1[kTile];
+    for (int a = 0; a < kTile; ++a) acc0[a] = acc1[a] = _mm512_setzero_ps();
+    for (int g = 0; g < chunks; ++g) {
+      const __m512i bytes0 = load_chunk(key0, g, chunks, last_bytes, last_mask),
+                    bytes1 = load_chunk(key1, g, chunks, last_bytes, last_mask);
+      for (int s = 0; s < kPerByte; ++s) {
+        const unsigned shift = static_cast<unsigned>(s * kBits);
+        const __m512 v0 = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes0, shift), table16);
+        const __m512 v1 = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes1, shift), table16);
+        const float* qs = qperm + (static_cast<int64_t>(g) * kPerByte + s) * 16;
+        for (int a = 0; a < kTile; ++a) {
+          const __m512 qa = _mm512_loadu_ps(qs + a * per_query);
+          acc0[a] = _mm512_fmadd_ps(qa, v0, acc0[a]);
+          acc1[a] = _mm512_fmadd_ps(qa, v1, acc1[a]);
+        }
+      }
+    }
+    store_sums<kTile>(acc0, out + j, out_stride);
+    store_sums<kTile>(acc1, out + j + 1, out_stride);
+  }
+  for (; j < n; ++j) {
     const uint8_t* key = codes + j * code_bytes;
     __m512 acc[kTile];
     for (int a = 0; a < kTile; ++a) acc[a] = _mm512_setzero_ps();
     for (int g = 0; g < chunks; ++g) {
-      const __mmask16 mask = g + 1 == chunks ? last_mask : static_cast<__mmask16>(0xFFFF);
-      const __m512i bytes = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, key + 16 * g));
+      const __m512i bytes = load_chunk(key, g, chunks, last_bytes, last_mask);
       for (int s = 0; s < kPerByte; ++s) {
         const __m512 values =
             _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, static_cast<unsigned>(s * kBits)), table16);
         const float* qs = qperm + (static_cast<int64_t>(g) * kPerByte + s) * 16;
         for (int a = 0; a < kTile; ++a) {
-          acc[a] = _mm512_fmadd_ps(_mm512_loadu_ps(qs + static_cast<int64_t>(a) * chunks * kPerByte * 16),
-                                   values, acc[a]);
+          acc[a] = _mm512_fmadd_ps(_mm512_loadu_ps(qs + a * per_query), values, acc[a]);
         }
       }
     }
-    for (int a = 0; a < kTile; ++a) out[a * out_stride + j] = _mm512_reduce_add_ps(acc[a]);
+    store_sums<kTile>(acc, out + j, out_stride);
+  }
+}
+
+template <int kBits, int kTile>
+TURBOKV_TARGET_AVX512 void dot_packed_tiles_avx512(const float* qperm, int chunks,
+                                                   const uint8_t* codes, int64_t code_bytes,
+                                                   int64_t n, __m512 table16, int last_bytes,
+                                                   float* out, int64_t out_stride) {
+  switch (chunks) {  // head_dim 64 / 128 / 256 at 4 bits
+    case 2: return dot_packed_tile_avx512<kBits, kTile, 2>(qperm, chunks, codes, code_bytes, n, table16, last_bytes, out, out_stride);
+    case 4: return dot_packed_tile_avx512<kBits, kTile, 4>(qperm, chunks, codes, code_bytes, n, table16, last_bytes, out, out_stride);
+    case 8: return dot_packed_tile_avx512<kBits, kTile, 8>(qperm, chunks, codes, code_bytes, n, table16, last_bytes, out, out_stride);
+    default: return dot_packed_tile_avx512<kBits, kTile, 0>(qperm, chunks, codes, code_bytes, n, table16, last_bytes, out, out_stride);
   }
 }
 
@@ -119,12 +193,12 @@ TURBOKV_TARGET_AVX512 void dot_packed_bits_avx512(const float* q, int m, const u
   const __m512 table16 = _mm512_load_ps(repeated);
   int a = 0;
   for (; a + 4 <= m; a += 4) {
-    dot_packed_tile_avx512<kBits, 4>(qperm.data() + a * per_query, chunks, codes, code_bytes, n,
-                                     table16, last_bytes, out + a * out_stride, out_stride);
+    dot_packed_tiles_avx512<kBits, 4>(qperm.data() + a * per_query, chunks, codes, code_bytes, n,
+                                      table16, last_bytes, out + a * out_stride, out_stride);
   }
   for (; a < m; ++a) {
-    dot_packed_tile_avx512<kBits, 1>(qperm.data() + a * per_query, chunks, codes, code_bytes, n,
-                                     table16, last_bytes, out + a * out_stride, out_stride);
+    dot_packed_tiles_avx512<kBits, 1>(qperm.data() + a * per_query, chunks, codes, code_bytes, n,
+                                      table16, last_bytes, out + a * out_stride, out_stride);
   }
 }
 
@@ -139,7 +213,7 @@ TURBOKV_TARGET_AVX512 void axpy_packed_tile_avx512(const float* w, int64_t w_str
   const int64_t per_query = static_cast<int64_t>(chunks) * kPerByte * 16;
   const __mmask16 last_mask = static_cast<__mmask16>((1u << last_bytes) - 1u);
   for (int g = 0; g < chunks; ++g) {
-    const __mmask16 mask = g + 1 == chunks ? last_mask : static_cast<__mmask16>(0xFFFF);
+    const bool partial = g + 1 == chunks && last_bytes < 16;
     // Accumulators of this 16-byte chunk for every query stay in registers across all keys.
     __m512 acc[kTile][kPerByte];
     for (int a = 0; a < kTile; ++a) {
@@ -148,7 +222,10 @@ TURBOKV_TARGET_AVX512 void axpy_packed_tile_avx512(const float* w, int64_t w_str
       }
     }
     for (int64_t j = 0; j < n; ++j) {
-      const __m512i bytes = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, codes + j * code_bytes + 16 * g));
+      const uint8_t* src = codes + j * code_bytes + 16 * g;
+      const __m512i bytes = _mm512_cvtepu8_epi32(
+          partial ? _mm_maskz_loadu_epi8(last_mask, src)
+                  : _mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
       __m512 weight[kTile];
       for (int a = 0; a < kTile; ++a) weight[a] = _mm512_set1_ps(w[a * w_stride + j]);
       for (int s = 0; s < kPerByte; ++s) {
