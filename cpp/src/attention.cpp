@@ -64,7 +64,7 @@ struct StreamWork {
     q_rotated.resize(rd);
     q_sketched.resize(rd);
     scores.resize(static_cast<size_t>(rows * kBlock));
-    scratch.resize(static_cast<size_t>(rows * kBlock));
+    scratch.resize(static_cast<size_t>((rows + 1) * kBlock));
     row_max.resize(rows);
     row_sum.resize(rows);
     acc_rotated.resize(rd);
@@ -114,11 +114,7 @@ struct StreamWork {
     for (int64_t r = 0; r < rows; ++r) {
       float* row = scores.data() + r * n;
       const int64_t limit = std::clamp<int64_t>(visible(r) - t0, 0, n);
-      float block_max = -INFINITY;
-      for (int64_t j = 0; j < limit; ++j) {
-        row[j] *= scale;
-        block_max = row[j] > block_max ? row[j] : block_max;
-      }
+      const float block_max = k.scale_max(row, limit, scale);
       if (limit == 0) {
         std::fill(row, row + n, 0.0f);
         continue;
@@ -128,10 +124,8 @@ struct StreamWork {
       const float new_max = std::max(row_max[r], block_max);
       const float correction = std::exp(row_max[r] - new_max);  // exp(-inf) = 0 on the first block
       row_max[r] = new_max;
-      k.exp_shifted(row, limit, new_max);
+      const float block_sum = k.exp_shifted(row, limit, new_max);
       std::fill(row + limit, row + n, 0.0f);
-      float block_sum = 0.0f;
-      for (int64_t j = 0; j < limit; ++j) block_sum += row[j];
       row_sum[r] = row_sum[r] * correction + block_sum;
       if (correction != 1.0f) {
         for (int64_t i = 0; i < d; ++i) {

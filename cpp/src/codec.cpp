@@ -265,9 +265,12 @@ void Codec::accumulate(const float* w, int64_t w_stride, int64_t m,
   const int d = config_.head_dim;
   // decode(v_j) = R^T (||v_j|| c[idx_j] / sqrt(d) + ||v_j|| beta gamma_j S^T s_j): fold the
   // per-token scalars into the weights, then sum codes and signs in their own domains.
-  for (int64_t j = 0; j < n; ++j) {
-    const float norm = load_norm(values.norms, j) * inv_sqrt_dim_;
-    for (int64_t a = 0; a < m; ++a) scratch[a * n + j] = w[a * w_stride + j] * norm;
+  float* norms = scratch + m * n;  // scratch holds m * n + n floats
+  for (int64_t j = 0; j < n; ++j) norms[j] = load_norm(values.norms, j) * inv_sqrt_dim_;
+  for (int64_t a = 0; a < m; ++a) {
+    const float* wa = w + a * w_stride;
+    float* sa = scratch + a * n;
+    for (int64_t j = 0; j < n; ++j) sa[j] = wa[j] * norms[j];
   }
   kernels_->axpy_packed(scratch, n, static_cast<int>(m), values.codes,
                         static_cast<int64_t>(code_bytes()), n, centroids_.data(), mse_bits(), d,

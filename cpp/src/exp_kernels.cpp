@@ -1,5 +1,5 @@
-// exp for the online softmax of fused attention: one exponential per (query, token) pair, so a
-// scalar libm call per score would cost more than the scoring itself.
+// The row operations of the online softmax in fused attention: one exponential per (query,
+// token) pair, so a scalar libm call per score would cost more than the scoring itself.
 #include <cmath>
 
 #include "kernels.hpp"
@@ -8,8 +8,19 @@ namespace turbokv {
 namespace kernels {
 namespace {
 
-void exp_shifted_scalar(float* x, int64_t n, float shift) {
-  for (int64_t i = 0; i < n; ++i) x[i] = std::exp(x[i] - shift);
+float exp_shifted_scalar(float* x, int64_t n, float shift) {
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) sum += (x[i] = std::exp(x[i] - shift));
+  return sum;
+}
+
+float scale_max_scalar(float* x, int64_t n, float scale) {
+  float max = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] *= scale;
+    max = x[i] > max ? x[i] : max;
+  }
+  return max;
 }
 
 #if TURBOKV_X86
@@ -31,18 +42,43 @@ TURBOKV_TARGET_AVX512 __m512 exp_avx512(__m512 v) {
   return _mm512_scalef_ps(p, k);
 }
 
-TURBOKV_TARGET_AVX512 void exp_shifted_avx512(float* x, int64_t n, float shift) {
+TURBOKV_TARGET_AVX512 float exp_shifted_avx512(float* x, int64_t n, float shift) {
   const __m512 vshift = _mm512_set1_ps(shift);
+  __m512 sum = _mm512_setzero_ps();
   for (int64_t i = 0; i < n; i += 16) {
     const int64_t width = n - i < 16 ? n - i : 16;
     const __mmask16 mask = static_cast<__mmask16>((1u << width) - 1u);
     const __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, x + i), vshift);
-    _mm512_mask_storeu_ps(x + i, mask, exp_avx512(v));
+    const __m512 e = exp_avx512(v);
+    _mm512_mask_storeu_ps(x + i, mask, e);
+    sum = _mm512_mask_add_ps(sum, mask, sum, e);
   }
+  return _mm512_reduce_add_ps(sum);
+}
+
+TURBOKV_TARGET_AVX512 float scale_max_avx512(float* x, int64_t n, float scale) {
+  const __m512 vscale = _mm512_set1_ps(scale);
+  __m512 max = _mm512_set1_ps(-INFINITY);
+  for (int64_t i = 0; i < n; i += 16) {
+    const int64_t width = n - i < 16 ? n - i : 16;
+    const __mmask16 mask = static_cast<__mmask16>((1u << width) - 1u);
+    const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, x + i), vscale);
+    _mm512_mask_storeu_ps(x + i, mask, v);
+    max = _mm512_mask_max_ps(max, mask, max, v);
+  }
+  return _mm512_reduce_max_ps(max);
 }
 #endif
 
 }  // namespace
+
+ScaleMaxFn select_scale_max(SimdLevel level) {
+#if TURBOKV_X86
+  if (level == SimdLevel::kAvx512) return scale_max_avx512;
+#endif
+  (void)level;
+  return scale_max_scalar;
+}
 
 ExpShiftedFn select_exp_shifted(SimdLevel level) {
 #if TURBOKV_X86

@@ -24,7 +24,8 @@ KernelSet build(SimdLevel level) {
                    select_axpy_half(level),
                    select_to_half(level),
                    select_from_half(level),
-                   select_exp_shifted(level)};
+                   select_exp_shifted(level),
+                   select_scale_max(level)};
 }
 
 }  // namespace

@@ -74,9 +74,11 @@ struct KernelSet {
   // Round to nearest even float16, and back (exact).
   void (*to_half)(const float* x, uint16_t* out, int64_t n);
   void (*from_half)(const uint16_t* x, float* out, int64_t n);
-  // x[i] = exp(x[i] - shift); -inf maps to 0. SIMD versions: a degree-6 polynomial after range
-  // reduction, relative error below 4e-7 (tested against std::exp).
-  void (*exp_shifted)(float* x, int64_t n, float shift);
+  // x[i] = exp(x[i] - shift), returning the sum; -inf maps to 0. SIMD versions: a degree-6
+  // polynomial after range reduction, relative error below 4e-7 (tested against std::exp).
+  float (*exp_shifted)(float* x, int64_t n, float shift);
+  // x[i] *= scale, returning the maximum (-inf for n = 0).
+  float (*scale_max)(float* x, int64_t n, float scale);
 };
 
 // The kernels for one level; throws if the CPU lacks it.
@@ -113,8 +115,10 @@ using AxpyHalfFn = void (*)(const float*, int64_t, int, const uint16_t*, int64_t
 using ToHalfFn = void (*)(const float*, uint16_t*, int64_t);
 using FromHalfFn = void (*)(const uint16_t*, float*, int64_t);
 AxpyPackedFn select_axpy_packed(SimdLevel level);
-using ExpShiftedFn = void (*)(float*, int64_t, float);
+using ExpShiftedFn = float (*)(float*, int64_t, float);
+using ScaleMaxFn = float (*)(float*, int64_t, float);
 ExpShiftedFn select_exp_shifted(SimdLevel level);
+ScaleMaxFn select_scale_max(SimdLevel level);
 DotHalfFn select_dot_half(SimdLevel level);
 AxpyHalfFn select_axpy_half(SimdLevel level);
 ToHalfFn select_to_half(SimdLevel level);

@@ -129,7 +129,14 @@ TEST(SimdParity, ExpMatchesLibm) {
   x.push_back(-INFINITY);
   for (SimdLevel level : simd_levels()) {
     auto y = x;
-    kernels::kernel_set(level).exp_shifted(y.data(), int64_t(y.size()), 0.0f);
+    const float sum = kernels::kernel_set(level).exp_shifted(y.data(), int64_t(y.size()), 0.0f);
+    double expect_sum = 0;
+    for (float v : x) expect_sum += std::exp(double(v));
+    ASSERT_NEAR(sum, expect_sum, 1e-5 * expect_sum);
+    auto z = x;
+    const float expect_max = 2.0f * *std::max_element(x.begin(), x.end() - 1);
+    ASSERT_EQ(kernels::kernel_set(level).scale_max(z.data(), int64_t(z.size()) - 1, 2.0f), expect_max);
+    for (size_t i = 0; i + 1 < x.size(); ++i) ASSERT_EQ(z[i], 2.0f * x[i]);
     for (size_t i = 0; i < x.size(); ++i) {
       const double expect = std::exp(double(x[i]));
       ASSERT_NEAR(y[i], expect, 4e-7 * expect + 1e-38) << x[i];

@@ -105,7 +105,7 @@ class Codec {
   // Weighted sums of encoded vectors without decoding them (the value side of attention):
   //   sum_j w[a * w_stride + j] decode(v_j) = finish(acc_rotated_a, acc_sketch_a)
   // where accumulate adds block after block into acc_rotated (m x d, rotated domain) and, in prod
-  // mode, acc_sketch (m x d, sketch domain). scratch holds m * n floats.
+  // mode, acc_sketch (m x d, sketch domain). scratch holds (m + 1) * n floats.
   void accumulate(const float* w, int64_t w_stride, int64_t m, const ConstEncodedBuffers& values,
                   int64_t n, float* acc_rotated, float* acc_sketch, float* scratch) const;
   // out (d floats) = R^T (acc_rotated + S^T acc_sketch): one inverse rotation per query.
