@@ -323,21 +323,11 @@ TURBOKV_TARGET_AVX512 void dot_packed_avx512(const float* q, int m, const uint8_
 }  // namespace
 
 AxpyPackedFn select_axpy_packed(SimdLevel level) {
-#if TURBOKV_X86
-  if (level == SimdLevel::kAvx512) return axpy_packed_avx512;
-  if (level == SimdLevel::kAvx2) return axpy_packed_avx2;
-#endif
-  (void)level;
-  return axpy_packed_scalar;
+  return TURBOKV_PICK(level, axpy_packed_scalar, axpy_packed_avx2, axpy_packed_avx512);
 }
 
 DotPackedFn select_dot_packed(SimdLevel level) {
-#if TURBOKV_X86
-  if (level == SimdLevel::kAvx512) return dot_packed_avx512;
-  if (level == SimdLevel::kAvx2) return dot_packed_avx2;
-#endif
-  (void)level;
-  return dot_packed_scalar;
+  return TURBOKV_PICK(level, dot_packed_scalar, dot_packed_avx2, dot_packed_avx512);
 }
 
 }  // namespace kernels

@@ -73,19 +73,11 @@ TURBOKV_TARGET_AVX512 float scale_max_avx512(float* x, int64_t n, float scale) {
 }  // namespace
 
 ScaleMaxFn select_scale_max(SimdLevel level) {
-#if TURBOKV_X86
-  if (level == SimdLevel::kAvx512) return scale_max_avx512;
-#endif
-  (void)level;
-  return scale_max_scalar;
+  return TURBOKV_PICK(level, scale_max_scalar, scale_max_scalar, scale_max_avx512);
 }
 
 ExpShiftedFn select_exp_shifted(SimdLevel level) {
-#if TURBOKV_X86
-  if (level == SimdLevel::kAvx512) return exp_shifted_avx512;
-#endif
-  (void)level;
-  return exp_shifted_scalar;
+  return TURBOKV_PICK(level, exp_shifted_scalar, exp_shifted_scalar, exp_shifted_avx512);
 }
 
 }  // namespace kernels

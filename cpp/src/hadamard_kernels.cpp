@@ -160,12 +160,7 @@ TURBOKV_TARGET_AVX512 void fwht_avx512(const float* in, const float* pre, const 
 }  // namespace
 
 FwhtFn select_fwht(SimdLevel level) {
-#if TURBOKV_X86
-  if (level == SimdLevel::kAvx512) return fwht_avx512;
-  if (level == SimdLevel::kAvx2) return fwht_avx2;
-#endif
-  (void)level;
-  return fwht_scalar;
+  return TURBOKV_PICK(level, fwht_scalar, fwht_avx2, fwht_avx512);
 }
 
 }  // namespace kernels

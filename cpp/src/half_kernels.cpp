@@ -101,35 +101,19 @@ TURBOKV_TARGET_AVX512 void axpy_half_avx512(const float* w, int64_t w_stride, in
 }  // namespace
 
 ToHalfFn select_to_half(SimdLevel level) {
-#if TURBOKV_X86
-  if (level != SimdLevel::kScalar) return to_half_avx2;
-#endif
-  (void)level;
-  return to_half_scalar;
+  return TURBOKV_PICK(level, to_half_scalar, to_half_avx2, to_half_avx2);
 }
 
 FromHalfFn select_from_half(SimdLevel level) {
-#if TURBOKV_X86
-  if (level != SimdLevel::kScalar) return from_half_avx2;
-#endif
-  (void)level;
-  return from_half_scalar;
+  return TURBOKV_PICK(level, from_half_scalar, from_half_avx2, from_half_avx2);
 }
 
 DotHalfFn select_dot_half(SimdLevel level) {
-#if TURBOKV_X86
-  if (level == SimdLevel::kAvx512) return dot_half_avx512;
-#endif
-  (void)level;
-  return dot_half_scalar;
+  return TURBOKV_PICK(level, dot_half_scalar, dot_half_scalar, dot_half_avx512);
 }
 
 AxpyHalfFn select_axpy_half(SimdLevel level) {
-#if TURBOKV_X86
-  if (level == SimdLevel::kAvx512) return axpy_half_avx512;
-#endif
-  (void)level;
-  return axpy_half_scalar;
+  return TURBOKV_PICK(level, axpy_half_scalar, axpy_half_scalar, axpy_half_avx512);
 }
 
 }  // namespace kernels

@@ -30,6 +30,14 @@
 namespace turbokv {
 namespace kernels {
 
+// The variant for a level: the AVX names are only evaluated (and only exist) on x86.
+#if TURBOKV_X86
+#define TURBOKV_PICK(level, scalar, avx2, avx512) \
+  ((level) == SimdLevel::kAvx512 ? (avx512) : (level) == SimdLevel::kAvx2 ? (avx2) : (scalar))
+#else
+#define TURBOKV_PICK(level, scalar, avx2, avx512) ((void)(level), (scalar))
+#endif
+
 // Tables handed to lookups and to quantize are padded to at least this many floats.
 constexpr int kMinTableSize = 16;
 

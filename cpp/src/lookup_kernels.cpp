@@ -140,30 +140,15 @@ TURBOKV_TARGET_AVX512 float sign_dot_avx512(const float* v, const uint8_t* signs
 }  // namespace
 
 DotLookupFn select_dot_lookup(SimdLevel level) {
-#if TURBOKV_X86
-  if (level == SimdLevel::kAvx512) return dot_lookup_avx512;
-  if (level == SimdLevel::kAvx2) return dot_lookup_avx2;
-#endif
-  (void)level;
-  return dot_lookup_scalar;
+  return TURBOKV_PICK(level, dot_lookup_scalar, dot_lookup_avx2, dot_lookup_avx512);
 }
 
 AxpyLookupFn select_axpy_lookup(SimdLevel level) {
-#if TURBOKV_X86
-  if (level == SimdLevel::kAvx512) return axpy_lookup_avx512;
-  if (level == SimdLevel::kAvx2) return axpy_lookup_avx2;
-#endif
-  (void)level;
-  return axpy_lookup_scalar;
+  return TURBOKV_PICK(level, axpy_lookup_scalar, axpy_lookup_avx2, axpy_lookup_avx512);
 }
 
 SignDotFn select_sign_dot(SimdLevel level) {
-#if TURBOKV_X86
-  if (level == SimdLevel::kAvx512) return sign_dot_avx512;
-  if (level == SimdLevel::kAvx2) return sign_dot_avx2;
-#endif
-  (void)level;
-  return sign_dot_scalar;
+  return TURBOKV_PICK(level, sign_dot_scalar, sign_dot_avx2, sign_dot_avx512);
 }
 
 }  // namespace kernels

@@ -84,12 +84,7 @@ TURBOKV_TARGET_AVX512 void matvec_columns_avx512(const float* columns, int rows,
 }  // namespace
 
 MatvecFn select_matvec_columns(SimdLevel level) {
-#if TURBOKV_X86
-  if (level == SimdLevel::kAvx512) return matvec_columns_avx512;
-  if (level == SimdLevel::kAvx2) return matvec_columns_avx2;
-#endif
-  (void)level;
-  return matvec_columns_scalar;
+  return TURBOKV_PICK(level, matvec_columns_scalar, matvec_columns_avx2, matvec_columns_avx512);
 }
 
 }  // namespace kernels

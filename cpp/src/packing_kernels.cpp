@@ -86,19 +86,11 @@ TURBOKV_TARGET_AVX2 void unpack_bmi2(const uint8_t* packed, int n, int bits, uin
 }  // namespace
 
 PackFn select_pack(SimdLevel level) {
-#if TURBOKV_X86
-  if (level != SimdLevel::kScalar) return pack_bmi2;
-#endif
-  (void)level;
-  return pack_scalar;
+  return TURBOKV_PICK(level, pack_scalar, pack_bmi2, pack_bmi2);
 }
 
 UnpackFn select_unpack(SimdLevel level) {
-#if TURBOKV_X86
-  if (level != SimdLevel::kScalar) return unpack_bmi2;
-#endif
-  (void)level;
-  return unpack_scalar;
+  return TURBOKV_PICK(level, unpack_scalar, unpack_bmi2, unpack_bmi2);
 }
 
 }  // namespace kernels

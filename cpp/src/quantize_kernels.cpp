@@ -139,12 +139,7 @@ TURBOKV_TARGET_AVX512 void quantize_avx512(const float* x, float scale, const fl
 }  // namespace
 
 QuantizeFn select_quantize(SimdLevel level) {
-#if TURBOKV_X86
-  if (level == SimdLevel::kAvx512) return quantize_avx512;
-  if (level == SimdLevel::kAvx2) return quantize_avx2;
-#endif
-  (void)level;
-  return quantize_scalar;
+  return TURBOKV_PICK(level, quantize_scalar, quantize_avx2, quantize_avx512);
 }
 
 }  // namespace kernels

@@ -60,12 +60,7 @@ TURBOKV_TARGET_AVX512 float sum_squares_avx512(const float* x, int n) {
 }  // namespace
 
 SumSquaresFn select_sum_squares(SimdLevel level) {
-#if TURBOKV_X86
-  if (level == SimdLevel::kAvx512) return sum_squares_avx512;
-  if (level == SimdLevel::kAvx2) return sum_squares_avx2;
-#endif
-  (void)level;
-  return sum_squares_scalar;
+  return TURBOKV_PICK(level, sum_squares_scalar, sum_squares_avx2, sum_squares_avx512);
 }
 
 }  // namespace kernels
