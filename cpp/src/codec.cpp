@@ -82,6 +82,14 @@ float Codec::load_norm(const void* base, int64_t row) const {
   return static_cast<const float*>(base)[row];
 }
 
+void Codec::load_norms(const void* base, int64_t first, int64_t count, float* out) const {
+  if (config_.norm_dtype == NormDtype::kFloat16) {
+    kernels_->from_half(static_cast<const uint16_t*>(base) + first, out, count);
+  } else {
+    std::memcpy(out, static_cast<const float*>(base) + first, static_cast<size_t>(count) * sizeof(float));
+  }
+}
+
 void Codec::encode(const float* x, int64_t n, int64_t row_stride, const EncodedBuffers& out) const {
   encode_rows(x, n, row_stride, out);
 }
@@ -242,10 +250,8 @@ void Codec::scores_prepared(const float* rotated, const float* sketched, int64_t
     kernels_->dot_packed(rotated, static_cast<int>(m), keys.codes + j0 * code_bytes(),
                          static_cast<int64_t>(code_bytes()), count, centroids_.data(), mse_bits(), d,
                          out + j0, out_stride);
-    for (int64_t j = 0; j < count; ++j) {
-      norms[j] = load_norm(keys.norms, j0 + j);
-      if (prod) residual_norms[j] = load_norm(keys.residual_norms, j0 + j);
-    }
+    load_norms(keys.norms, j0, count, norms);
+    if (prod) load_norms(keys.residual_norms, j0, count, residual_norms);
     for (int64_t a = 0; a < m; ++a) {
       float* row = out + a * out_stride + j0;
       for (int64_t j = 0; j < count; ++j) {
@@ -266,7 +272,8 @@ void Codec::accumulate(const float* w, int64_t w_stride, int64_t m,
   // decode(v_j) = R^T (||v_j|| c[idx_j] / sqrt(d) + ||v_j|| beta gamma_j S^T s_j): fold the
   // per-token scalars into the weights, then sum codes and signs in their own domains.
   float* norms = scratch + m * n;  // scratch holds m * n + n floats
-  for (int64_t j = 0; j < n; ++j) norms[j] = load_norm(values.norms, j) * inv_sqrt_dim_;
+  load_norms(values.norms, 0, n, norms);
+  for (int64_t j = 0; j < n; ++j) norms[j] *= inv_sqrt_dim_;
   for (int64_t a = 0; a < m; ++a) {
     const float* wa = w + a * w_stride;
     float* sa = scratch + a * n;

@@ -113,7 +113,8 @@ TURBOKV_TARGET_AVX512 void dot_packed_tile_avx512(const float* qperm, int dynami
   for (; j + 2 <= n; j += 2) {
     const uint8_t* key0 = codes + j * code_bytes;
     const uint8_t* key1 = key0 + code_bytes;
-    _mm_prefetch(reinterpret_cast<const char*>(key0 + 8 * code_bytes), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(key0 + 24 * code_bytes), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(key0 + 25 * code_bytes), _MM_HINT_T0);
     __m512 acc0[kTile], acc1[kTile];
     for (int a = 0; a < kTile; ++a) acc0[a] = acc1[a] = _mm512_setzero_ps();
     for (int g = 0; g < chunks; ++g) {
@@ -223,6 +224,7 @@ TURBOKV_TARGET_AVX512 void axpy_packed_tile_avx512(const float* w, int64_t w_str
     }
     for (int64_t j = 0; j < n; ++j) {
       const uint8_t* src = codes + j * code_bytes + 16 * g;
+      if (g == 0) _mm_prefetch(reinterpret_cast<const char*>(src + 24 * code_bytes), _MM_HINT_T0);
       const __m512i bytes = _mm512_cvtepu8_epi32(
           partial ? _mm_maskz_loadu_epi8(last_mask, src)
                   : _mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
