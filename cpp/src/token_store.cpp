@@ -93,14 +93,17 @@ int64_t TokenStore::used_bytes() const {
 
 void TokenStore::validate(const float* x, int64_t n, int64_t stream_stride,
                           int64_t token_stride) const {
-  // Norms are at most sqrt(d) max|x|, times 1 / ||u_hat|| (< 1.5) with norm correction.
+  // Norms are at most sqrt(d) max|x|, times 1 / ||u_hat|| (< 1.5) with norm correction: keep
+  // them finite in their storage type, and float16 tokens within float16.
   const bool halves = full_precision() || residual_window_ > 0;
+  const float norm_headroom = 1.5f * std::sqrt(static_cast<float>(head_dim_));
   float limit = FLT_MAX;
   if (halves) limit = kHalfMax;
-  if (codec_ && side_.norm_dtype == NormDtype::kFloat16) {
-    limit = std::min(limit, kHalfMax / (1.5f * std::sqrt(static_cast<float>(head_dim_))));
+  if (codec_) {
+    const float norm_max = side_.norm_dtype == NormDtype::kFloat16 ? kHalfMax : FLT_MAX;
+    limit = std::min(limit, norm_max / norm_headroom);
   }
-  const float limit_squared = limit * limit;  // inf for FLT_MAX: any finite sum passes
+  const float limit_squared = std::min(limit * limit, FLT_MAX);
   for (int64_t s = 0; s < streams_; ++s) {
     for (int64_t t = 0; t < n; ++t) {
       const float* row = x + s * stream_stride + t * token_stride;

@@ -133,6 +133,9 @@ def test_rejected_updates_leave_the_cache_unchanged(rng):
     bad[0, 1, 2, 5] = np.nan
     with pytest.raises(ValueError, match="NaN or Inf"):
         cache.update(tokens(rng, 1, 2, 3, 32), bad)
+    bad[0, 1, 2, 5] = -np.inf
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        cache.update(bad, tokens(rng, 1, 2, 3, 32))
     with pytest.raises(ValueError, match="float16"):
         cache.update(np.full((1, 2, 1, 32), 1e6, np.float32), tokens(rng, 1, 2, 1, 32))
     with pytest.raises(ValueError, match="batch"):
@@ -149,6 +152,33 @@ def test_rejected_updates_leave_the_cache_unchanged(rng):
     assert cache.offset == 10
     for name in before:
         np.testing.assert_array_equal(before[name], after[name])
+
+
+@pytest.mark.parametrize("settings", [dict(), dict(norm_dtype="float16"), dict(key_bits=0, value_bits=0)])
+def test_extreme_values_are_rejected_before_anything_is_stored(settings, rng):
+    cache = turbokv.KVCache(16, 1, **settings)
+    cache.update(tokens(rng, 1, 1, 2, 16), tokens(rng, 1, 1, 2, 16))
+    for bad in (np.inf, np.nan, 3e38, 1e30 if settings else 3e38):
+        x = tokens(rng, 1, 1, 1, 16)
+        x[0, 0, 0, 3] = bad
+        with pytest.raises(ValueError):
+            cache.update(tokens(rng, 1, 1, 1, 16), x)
+        assert cache.offset == 2
+    big = np.full((1, 1, 1, 16), 3e4, np.float32)  # fits float16 values, not float16 norms (1.2e5)
+    if settings.get("norm_dtype") == "float16":
+        with pytest.raises(ValueError, match="norm"):
+            cache.update(big, big)
+    else:
+        cache.update(big, big)
+        assert cache.offset == 3
+
+
+def test_prod_one_bit_keys_work(rng):
+    cache = turbokv.KVCache(64, 2, key_bits=1, key_mode="prod", value_bits=1, value_mode="prod")
+    cache.update(tokens(rng, 1, 2, 40, 64), tokens(rng, 1, 2, 40, 64))
+    q = tokens(rng, 1, 4, 2, 64)
+    k, v = cache.fetch()
+    assert relative_error(cache.attention(q), reference.attention(q, k, v)) < 1e-4
 
 
 def test_bad_settings():
