@@ -10,5 +10,8 @@ cmake -S . -B build/cpp-tests -G Ninja -DTURBOKV_BUILD_TESTS=ON -DTURBOKV_BUILD_
 cmake --build build/cpp-tests
 ctest --test-dir build/cpp-tests --output-on-failure -j 2
 
+echo "== C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer =="
+bash scripts/sanitize.sh
+
 echo "== Python tests (pytest) =="
 "$PYTHON" -m pytest -q tests/python

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The GoogleTest suite under AddressSanitizer + UndefinedBehaviorSanitizer: any report fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cmake -S . -B build/sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTURBOKV_BUILD_TESTS=ON \
+  -DTURBOKV_SANITIZE=ON >/dev/null
+cmake --build build/sanitize
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build/sanitize --output-on-failure -j 2
