@@ -82,12 +82,11 @@ float Codec::load_norm(const void* base, int64_t row) const {
   return static_cast<const float*>(base)[row];
 }
 
-void Codec::load_norms(const void* base, int64_t first, int64_t count, float* out) const {
-  if (config_.norm_dtype == NormDtype::kFloat16) {
-    kernels_->from_half(static_cast<const uint16_t*>(base) + first, out, count);
-  } else {
-    std::memcpy(out, static_cast<const float*>(base) + first, static_cast<size_t>(count) * sizeof(float));
-  }
+const float* Codec::load_norms(const void* base, int64_t first, int64_t count,
+                               float* buffer) const {
+  if (config_.norm_dtype == NormDtype::kFloat32) return static_cast<const float*>(base) + first;
+  kernels_->from_half(static_cast<const uint16_t*>(base) + first, buffer, count);
+  return buffer;
 }
 
 void Codec::encode(const float* x, int64_t n, int64_t row_stride, const EncodedBuffers& out) const {
@@ -244,14 +243,15 @@ void Codec::scores_prepared(const float* rotated, const float* sketched, int64_t
   // Tiles of keys keep the partial scores in cache while the norms and sketch terms are added;
   // rows of out are walked contiguously (a column walk strides out_stride floats per step).
   constexpr int64_t kKeyTile = 256;
-  float norms[kKeyTile], residual_norms[kKeyTile];
+  float norm_buffer[kKeyTile], residual_buffer[kKeyTile];
   for (int64_t j0 = 0; j0 < n; j0 += kKeyTile) {
     const int64_t count = std::min(kKeyTile, n - j0);
     kernels_->dot_packed(rotated, static_cast<int>(m), keys.codes + j0 * code_bytes(),
                          static_cast<int64_t>(code_bytes()), count, centroids_.data(), mse_bits(), d,
                          out + j0, out_stride);
-    load_norms(keys.norms, j0, count, norms);
-    if (prod) load_norms(keys.residual_norms, j0, count, residual_norms);
+    const float* norms = load_norms(keys.norms, j0, count, norm_buffer);
+    const float* residual_norms =
+        prod ? load_norms(keys.residual_norms, j0, count, residual_buffer) : nullptr;
     for (int64_t a = 0; a < m; ++a) {
       float* row = out + a * out_stride + j0;
       for (int64_t j = 0; j < count; ++j) {
@@ -271,13 +271,11 @@ void Codec::accumulate(const float* w, int64_t w_stride, int64_t m,
   const int d = config_.head_dim;
   // decode(v_j) = R^T (||v_j|| c[idx_j] / sqrt(d) + ||v_j|| beta gamma_j S^T s_j): fold the
   // per-token scalars into the weights, then sum codes and signs in their own domains.
-  float* norms = scratch + m * n;  // scratch holds m * n + n floats
-  load_norms(values.norms, 0, n, norms);
-  for (int64_t j = 0; j < n; ++j) norms[j] *= inv_sqrt_dim_;
+  const float* norms = load_norms(values.norms, 0, n, scratch + m * n);  // scratch: (m + 1) n
   for (int64_t a = 0; a < m; ++a) {
     const float* wa = w + a * w_stride;
     float* sa = scratch + a * n;
-    for (int64_t j = 0; j < n; ++j) sa[j] = wa[j] * norms[j];
+    for (int64_t j = 0; j < n; ++j) sa[j] = wa[j] * (norms[j] * inv_sqrt_dim_);
   }
   kernels_->axpy_packed(scratch, n, static_cast<int>(m), values.codes,
                         static_cast<int64_t>(code_bytes()), n, centroids_.data(), mse_bits(), d,

@@ -118,8 +118,9 @@ class Codec {
                   const EncodedBuffers& out) const;
   void store_norm(void* base, int64_t row, float value) const;
   float load_norm(const void* base, int64_t row) const;
-  // out[i] = norm of row first + i, for count rows (the dtype switch hoisted out of the loop).
-  void load_norms(const void* base, int64_t first, int64_t count, float* out) const;
+  // The norms of rows [first, first + count) as float32: a pointer into base when they are stored
+  // as float32, else converted into buffer (the dtype switch hoisted out of the loop).
+  const float* load_norms(const void* base, int64_t first, int64_t count, float* buffer) const;
 
   CodecConfig config_;
   SimdLevel level_;
