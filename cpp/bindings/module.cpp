@@ -5,6 +5,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <optional>
+
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -220,20 +222,27 @@ PYBIND11_MODULE(_core, m) {
              return py::make_tuple(k, v);
            })
       .def("attention",
-           [](const KVCacheLayer& c, py::array q, float scale, bool threaded) {
+           [](const KVCacheLayer& c, py::array q, float scale, bool threaded,
+              std::optional<py::array> key_valid) {
              if (q.ndim() != 4 || q.shape(3) != c.config().head_dim) {
                throw py::value_error("queries must have shape (batch, q_heads, q_len, head_dim)");
              }
              const float* qp = buffer<float>(q, static_cast<size_t>(q.size()), "queries", false);
+             const uint8_t* valid = nullptr;
+             if (key_valid) {
+               valid = buffer<uint8_t>(*key_valid, static_cast<size_t>(q.shape(0) * c.length()),
+                                       "key_mask", false);
+             }
              py::array_t<float> out({q.shape(0), q.shape(1), q.shape(2), q.shape(3)});
              float* op = out.mutable_data();
              {
                py::gil_scoped_release release;
-               c.attention(qp, q.shape(0), q.shape(1), q.shape(2), scale, op, threaded);
+               c.attention(qp, q.shape(0), q.shape(1), q.shape(2), scale, op, threaded, valid);
              }
              return out;
            },
-           py::arg("queries"), py::arg("scale"), py::arg("threaded") = true)
+           py::arg("queries"), py::arg("scale"), py::arg("threaded") = true,
+           py::arg("key_valid") = py::none())
       .def("trim", [](KVCacheLayer& c, int64_t n) { c.trim(n); })
       .def("clear", &KVCacheLayer::clear)
       .def("export_state",

@@ -51,6 +51,7 @@ struct StreamWork {
   const kernels::KernelSet& k;
   int64_t d, rows, q_len, length;
   float scale;
+  const uint8_t* valid = nullptr;  // this stream's batch row of key_valid, or nullptr
   // Per-row state of the online softmax and the three value accumulators.
   std::vector<float> q, q_rotated, q_sketched, scores, row_max, row_sum, acc_rotated, acc_sketch,
       acc_dense, scratch;
@@ -114,8 +115,13 @@ struct StreamWork {
     for (int64_t r = 0; r < rows; ++r) {
       float* row = scores.data() + r * n;
       const int64_t limit = std::clamp<int64_t>(visible(r) - t0, 0, n);
+      if (valid) {
+        for (int64_t j = 0; j < limit; ++j) {
+          if (!valid[t0 + j]) row[j] = -INFINITY;
+        }
+      }
       const float block_max = k.scale_max(row, limit, scale);
-      if (limit == 0) {
+      if (limit == 0 || block_max == -INFINITY) {  // nothing visible in this block
         std::fill(row, row + n, 0.0f);
         continue;
       }
@@ -149,7 +155,8 @@ struct StreamWork {
 }  // namespace
 
 void fused_attention(const TokenStore& keys, const TokenStore& values, const float* queries,
-                     const AttentionShape& shape, float scale, float* out, ThreadPool* pool) {
+                     const AttentionShape& shape, float scale, float* out, ThreadPool* pool,
+                     const uint8_t* key_valid) {
   const int64_t d = keys.head_dim();
   if (values.head_dim() != d) throw std::invalid_argument("keys and values differ in head_dim");
   if (shape.kv_heads <= 0 || shape.q_heads % shape.kv_heads != 0) {
@@ -175,6 +182,7 @@ void fused_attention(const TokenStore& keys, const TokenStore& values, const flo
   auto work = [&](int64_t s) {
     const int64_t b = s / shape.kv_heads, h = s % shape.kv_heads;
     StreamWork w(keys, values, ks, rows, shape.q_len, scale);
+    if (key_valid) w.valid = key_valid + b * keys.length();
     std::vector<float*> out_rows(rows);
     for (int64_t g = 0; g < group; ++g) {
       const int64_t head = h * group + g;  // query heads of kv head h: contiguous, as repeat_kv

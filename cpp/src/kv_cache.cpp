@@ -44,11 +44,13 @@ void KVCacheLayer::fetch(float* k_out, float* v_out) const {
 }
 
 void KVCacheLayer::attention(const float* q, int64_t batch, int64_t q_heads, int64_t q_len,
-                             float scale, float* out, bool threaded) const {
+                             float scale, float* out, bool threaded,
+                             const uint8_t* key_valid) const {
   std::shared_lock<std::shared_mutex> lock(mutex_);
   if (length() == 0) throw std::invalid_argument("attention on an empty cache: update it first");
   AttentionShape shape{batch, config_.kv_heads, q_heads, q_len};
-  fused_attention(keys_, values_, q, shape, scale, out, threaded ? &ThreadPool::shared() : nullptr);
+  fused_attention(keys_, values_, q, shape, scale, out, threaded ? &ThreadPool::shared() : nullptr,
+                  key_valid);
 }
 
 void KVCacheLayer::trim(int64_t n) {

@@ -134,7 +134,8 @@ class KVCache:
             return empty, empty.copy()
         return self._layer.fetch()
 
-    def attention(self, queries: Any, scale: Optional[float] = None, threaded: bool = True) -> np.ndarray:
+    def attention(self, queries: Any, scale: Optional[float] = None, threaded: bool = True,
+                  key_mask: Optional[np.ndarray] = None) -> np.ndarray:
         """Causal softmax attention of ``queries`` over the cache, computed on the codes.
 
         queries: (batch, q_heads, q_len, head_dim), q_heads a multiple of num_kv_heads (query head
@@ -143,6 +144,9 @@ class KVCache:
         attends to tokens [0, offset - q_len + i]. scale defaults to 1/sqrt(head_dim).
         Returns float32 (batch, q_heads, q_len, head_dim). Runs on all cores with the GIL released
         (``threaded=False``: the calling thread only; TURBOKV_NUM_THREADS sets the pool size).
+        ``key_mask``: optional bool (batch, offset); False hides that cached token from every query
+        of its batch row (left padding in batched generation). A query that sees no token
+        returns zeros.
         """
         q = _as_float32(queries, "queries", self.head_dim, "q_heads")
         if q.shape[1] % self.num_kv_heads:
@@ -155,9 +159,16 @@ class KVCache:
             raise ValueError(f"q_len={q.shape[2]} exceeds the {self.offset} cached tokens: update the "
                              "cache with this step's keys and values first")
         scale = 1.0 / math.sqrt(self.head_dim) if scale is None else float(scale)
+        valid = None
+        if key_mask is not None:
+            key_mask = np.asarray(key_mask)
+            if key_mask.shape != (self.batch, self.offset):
+                raise ValueError(f"key_mask has shape {key_mask.shape}; expected (batch, offset) = "
+                                 f"({self.batch}, {self.offset})")
+            valid = np.ascontiguousarray(key_mask, dtype=bool).view(np.uint8)
         if q.size == 0:
             return np.zeros(q.shape, np.float32)
-        return self._layer.attention(q, scale, threaded)
+        return self._layer.attention(q, scale, threaded, valid)
 
     @property
     def offset(self) -> int:

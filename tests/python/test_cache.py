@@ -267,3 +267,22 @@ def test_dense_cache_matches_reference(rng):
     cache.update(k[:, :, 30:], v[:, :, 30:])
     q = tokens(rng, 1, 4, 3, 32)
     np.testing.assert_allclose(cache.attention(q), reference.attention(q, k, v), rtol=1e-4, atol=1e-5)
+
+
+def test_key_mask_equals_attention_without_the_padding(rng):
+    d = 64
+    cache = turbokv.KVCache(d, 2, key_bits=4, value_bits=3)
+    k, v = tokens(rng, 2, 2, 300, d), tokens(rng, 2, 2, 300, d)
+    cache.update(k, v)
+    q = tokens(rng, 2, 4, 3, d)
+    mask = np.ones((2, 300), bool)
+    mask[1, :37] = False  # row 1 is left-padded by 37 tokens
+    out = cache.attention(q, key_mask=mask)
+    kd, vd = cache.fetch()
+    np.testing.assert_allclose(out[1:], reference.attention(q[1:], kd[1:, :, 37:], vd[1:, :, 37:]),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out[:1], reference.attention(q[:1], kd[:1], vd[:1]), rtol=1e-4, atol=1e-5)
+    mask[0, :] = False  # nothing visible: zeros, not NaN
+    assert np.all(cache.attention(q, key_mask=mask)[0] == 0)
+    with pytest.raises(ValueError, match="key_mask"):
+        cache.attention(q, key_mask=mask[:, :10])

@@ -22,8 +22,11 @@ struct AttentionShape {
 };
 
 // queries and out: (batch, q_heads, q_len, head_dim) float32, C-contiguous.
+// key_valid: nullptr, or (batch, length) bytes, 0 = that cached token is hidden from every query of
+// that batch row (left padding); combined with the causal rule. A query that sees no token gets 0.
 // Work is spread over (batch, kv head) streams on pool (nullptr: the calling thread only).
 void fused_attention(const TokenStore& keys, const TokenStore& values, const float* queries,
-                     const AttentionShape& shape, float scale, float* out, ThreadPool* pool);
+                     const AttentionShape& shape, float scale, float* out, ThreadPool* pool,
+                     const uint8_t* key_valid = nullptr);
 
 }  // namespace turbokv

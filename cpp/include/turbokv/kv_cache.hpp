@@ -34,9 +34,9 @@ class KVCacheLayer {
   void update(const float* k, const float* v, int64_t batch, int64_t n);
   // k_out, v_out: (batch, kv_heads, length, head_dim) float32.
   void fetch(float* k_out, float* v_out) const;
-  // q, out: (batch, q_heads, q_len, head_dim) float32.
+  // q, out: (batch, q_heads, q_len, head_dim) float32; key_valid as in fused_attention.
   void attention(const float* q, int64_t batch, int64_t q_heads, int64_t q_len, float scale,
-                 float* out, bool threaded = true) const;
+                 float* out, bool threaded = true, const uint8_t* key_valid = nullptr) const;
   void trim(int64_t n);
   void clear();
   int64_t allocated_bytes() const { return keys_.allocated_bytes() + values_.allocated_bytes(); }
