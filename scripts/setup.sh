@@ -16,5 +16,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 command -v cmake >/dev/null 2>&1 && command -v ninja >/dev/null 2>&1 || "$PYTHON" -m pip install -q cmake ninja
+# torch is pinned to the CPU build (an unpinned torch pulls a multi-GB CUDA build); transformers
+# is only for the optional Hugging Face integration (turbokv.hf) and its tests.
+"$PYTHON" -m pip install -q --root-user-action=ignore torch==2.13.0 transformers==5.18.0
 echo "setup: pip install . (compiles the C++ core, about a minute)"
-"$PYTHON" -m pip install -q --root-user-action=ignore ".[test]"
+"$PYTHON" -m pip install -q --root-user-action=ignore ".[test,hf]"
