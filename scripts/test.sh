@@ -13,5 +13,8 @@ ctest --test-dir build/cpp-tests --output-on-failure -j 2
 echo "== C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer =="
 bash scripts/sanitize.sh
 
+echo "== Hugging Face integration on transformers 4.57 =="
+bash scripts/test_transformers_457.sh
+
 echo "== Python tests (pytest) =="
 "$PYTHON" -m pytest -q tests/python

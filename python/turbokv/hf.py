@@ -9,7 +9,7 @@ built after the first step). With any other attention implementation the cache r
 float K/V tensors every step: it still stores only the codes, but each step briefly allocates a
 decoded copy of the whole layer, as transformers' own QuantizedCache does.
 
-Tested with transformers 5.x. CPU tensors only (turbokv is a CPU library).
+Tested with transformers 5.18 and 4.57. CPU tensors only (turbokv is a CPU library).
 """
 
 from __future__ import annotations
@@ -76,13 +76,19 @@ class TurboQuantLayer(CacheLayerMixin):
         keys._turbokv_layer = self  # lets turbokv_attention find the compressed store
         return keys, values
 
-    def get_mask_sizes(self, query_length: int) -> Tuple[int, int]:
+    def get_mask_sizes(self, query_length: Any) -> Tuple[int, int]:
+        # transformers 5 passes the query length, 4.57 the cache_position tensor.
+        if isinstance(query_length, torch.Tensor):
+            query_length = query_length.shape[0]
         return self.get_seq_length() + query_length, 0
 
     def get_seq_length(self) -> int:
         return 0 if self.cache is None else self.cache.offset
 
     def get_max_length(self) -> int:
+        return -1
+
+    def get_max_cache_shape(self) -> int:  # the name transformers 4.57 uses
         return -1
 
     def reset(self) -> None:
