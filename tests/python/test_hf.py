@@ -96,11 +96,12 @@ def test_generate_end_to_end(models, settings, which):
     assert cache.get_seq_length() == 15 and cache.nbytes > 0
 
 
-def test_bfloat16_model(models):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_models(models, dtype):
     default, _ = models
     model = LlamaForCausalLM(default.config).eval()
     model.load_state_dict(default.state_dict())
-    model = model.to(torch.bfloat16)
+    model = model.to(dtype)
     model.set_attn_implementation("turbokv")
     ids = torch.randint(0, 512, (1, 8), generator=torch.Generator().manual_seed(5))
     out = model.generate(ids, past_key_values=thf.TurboQuantCache(), max_new_tokens=3, do_sample=False)
