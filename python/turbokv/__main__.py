@@ -49,6 +49,19 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from turbokv.benchmarks import attention_table, run_attention
+
+    progress = (lambda msg: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
+    results = run_attention(args.contexts, args.repeats, progress=progress)
+    if args.json:
+        json.dump(results, sys.stdout, indent=2)
+        print()
+    else:
+        print(attention_table(results))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m turbokv",
@@ -66,6 +79,19 @@ def main(argv=None) -> int:
     demo.add_argument("--tokens", type=int, default=100, help="tokens to generate (default 100)")
     demo.add_argument("--json", action="store_true", help="print JSON instead of a table")
     demo.set_defaults(run=_demo)
+    bench = sub.add_parser(
+        "bench",
+        help="time decode attention on the compressed cache against dense baselines",
+        description="One new token, batch 1, 32 query / 8 KV heads, head_dim 128: turbokv fused "
+                    "attention (K4V4, K4V2) vs numpy float32, torch SDPA (if installed) and "
+                    "decode-then-attend, with KV bytes and the memory-read floor. The same code as "
+                    "bench/attention.py.",
+    )
+    bench.add_argument("--contexts", type=int, nargs="+", default=[1024, 4096, 16384],
+                       help="context lengths (default 1024 4096 16384)")
+    bench.add_argument("--repeats", type=int, default=7, help="timed calls per row (median)")
+    bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    bench.set_defaults(run=_bench)
     table = sub.add_parser(
         "codec-table",
         help="measure the codec's distortion and print it beside the paper's figures",

@@ -74,3 +74,18 @@ def test_demo_runs(capsys):
     assert main(["demo", "--tokens", "12"]) == 0
     out = capsys.readouterr().out
     assert "K4V4" in out and "float32 (DenseKVCache)" in out
+
+
+def test_cli_help_and_bench_json(capsys):
+    import json
+
+    from turbokv.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    assert all(cmd in help_text for cmd in ("demo", "bench", "codec-table"))
+    assert main(["bench", "--contexts", "300", "--repeats", "1", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert {"turbokv fused K4V4", "numpy float32 dense"} <= {r["impl"] for r in rows}
