@@ -13,6 +13,9 @@ ctest --test-dir build/cpp-tests --output-on-failure -j 2
 echo "== C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer =="
 bash scripts/sanitize.sh
 
+echo "== Fuzzing (libFuzzer, bounded) =="
+bash scripts/fuzz.sh 45
+
 echo "== Hugging Face integration on transformers 4.57 =="
 bash scripts/test_transformers_457.sh
 

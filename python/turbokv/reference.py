@@ -227,6 +227,11 @@ class Codec:
         if self.norm_correction:
             c_norm = np.linalg.norm(c, axis=-1) / math.sqrt(d)  # ||u_hat||
             stored = np.where(c_norm > 0, norms / np.where(c_norm > 0, c_norm, 1.0), norms)
+        limit = np.finfo(self.norm_dtype).max
+        if np.any(stored > limit):
+            raise ValueError(f"a vector norm exceeds the {self.norm_dtype} range of its storage; "
+                             "scale the input down" + (" or use norm_dtype='float32'"
+                                                       if self.norm_dtype == "float16" else ""))
         codes = pack(idx, self.mse_bits)
         if self.mode == "mse":
             return Encoded(codes, stored.astype(self.norm_dtype))

@@ -1,0 +1,161 @@
+"""Every public entry point x every kind of bad input: a clear exception (or the documented
+handling), and a cache left exactly as it was by a rejected call."""
+
+import numpy as np
+import pytest
+
+import turbokv
+
+D, HEADS = 32, 2
+rng = np.random.default_rng(7)
+GOOD = rng.standard_normal((1, HEADS, 3, D), dtype=np.float32)
+
+
+def with_value(value):
+    x = GOOD.copy()
+    x[0, 1, 2, 5] = value
+    return x
+
+
+# (label, array, expected exception) for the (batch, heads, tokens, head_dim) entry points.
+BAD_TOKENS = [
+    ("float64", GOOD.astype(np.float64), TypeError),
+    ("int32", GOOD.astype(np.int32), TypeError),
+    ("bool", GOOD > 0, TypeError),
+    ("complex", GOOD.astype(np.complex64), TypeError),
+    ("rank 3", GOOD[0], ValueError),
+    ("rank 5", GOOD[None], ValueError),
+    ("wrong head_dim", GOOD[..., :16].copy(), ValueError),
+    ("wrong heads", np.concatenate([GOOD, GOOD], axis=1), ValueError),
+    ("NaN", with_value(np.nan), ValueError),
+    ("+Inf", with_value(np.inf), ValueError),
+    ("-Inf", with_value(-np.inf), ValueError),
+    ("beyond float16 storage", with_value(1e30), ValueError),
+    ("zero batch", GOOD[:0], ValueError),
+    ("not an array", "keys", TypeError),
+]
+
+
+def fresh_cache(**kw):
+    cache = turbokv.KVCache(D, HEADS, key_bits=4, value_bits=3, residual_window=2, **kw)
+    cache.update(GOOD, GOOD)
+    return cache
+
+
+def snapshot(cache):
+    return cache.offset, {k: a.copy() for k, a in cache.state.items()}
+
+
+def assert_unchanged(cache, before):
+    offset, state = before
+    assert cache.offset == offset
+    after = cache.state
+    assert after.keys() == state.keys()
+    for k in state:
+        np.testing.assert_array_equal(after[k], state[k])
+
+
+@pytest.mark.parametrize("label, bad, error", BAD_TOKENS, ids=[b[0] for b in BAD_TOKENS])
+@pytest.mark.parametrize("entry", ["update keys", "update values", "update_and_fetch"])
+def test_kvcache_updates_reject_bad_tokens(entry, label, bad, error):
+    cache = fresh_cache()
+    before = snapshot(cache)
+    with pytest.raises(error):
+        if entry == "update keys":
+            cache.update(bad, GOOD)
+        elif entry == "update values":
+            cache.update(GOOD, bad)
+        else:
+            cache.update_and_fetch(bad, bad)
+    assert_unchanged(cache, before)
+
+
+QUERY_CASES = [
+    ("float64", np.zeros((1, 4, 1, D)), TypeError),
+    ("rank 3", np.zeros((4, 1, D), np.float32), ValueError),
+    ("wrong head_dim", np.zeros((1, 4, 1, 16), np.float32), ValueError),
+    ("heads not a multiple", np.zeros((1, 3, 1, D), np.float32), ValueError),
+    ("batch mismatch", np.zeros((2, 4, 1, D), np.float32), ValueError),
+    ("q_len beyond the cache", np.zeros((1, 4, 4, D), np.float32), ValueError),
+    ("bad key_mask shape", "mask", ValueError),
+]
+
+
+@pytest.mark.parametrize("label, q, error", QUERY_CASES, ids=[c[0] for c in QUERY_CASES])
+def test_kvcache_attention_rejects_bad_queries(label, q, error):
+    cache = fresh_cache()
+    before = snapshot(cache)
+    with pytest.raises(error):
+        if isinstance(q, str):
+            cache.attention(np.zeros((1, 4, 1, D), np.float32), key_mask=np.ones((1, 2), bool))
+        else:
+            cache.attention(q)
+    assert_unchanged(cache, before)
+
+
+def test_kvcache_documented_handling():
+    cache = fresh_cache()
+    # Non-contiguous and read-only inputs are fine (one copy at most); zero new tokens is a no-op.
+    strided = np.concatenate([GOOD, GOOD], axis=3)[..., ::2]
+    read_only = GOOD.copy()
+    read_only.flags.writeable = False
+    cache.update(strided, read_only)
+    cache.update(GOOD[:, :, :0], GOOD[:, :, :0])
+    assert cache.offset == 6
+    with pytest.raises((ValueError, TypeError)):
+        cache.trim(-1)
+    with pytest.raises(ValueError):
+        cache.trim(7)
+    assert cache.attention(np.zeros((1, 4, 0, D), np.float32)).shape == (1, 4, 0, D)
+
+
+SHAPE_AND_DTYPE = [
+    ("float64", np.zeros((2, D)), TypeError),
+    ("int8", np.zeros((2, D), np.int8), TypeError),
+    ("object", np.array([[None] * D]), TypeError),
+    ("0-d", np.float32(1.0), ValueError),
+    ("wrong head_dim", np.zeros((2, D + 1), np.float32), ValueError),
+]
+# Values only encode refuses (scores follows IEEE arithmetic for any query, as numpy's matmul).
+VALUES = [
+    ("NaN", np.full((2, D), np.nan, np.float32), ValueError),
+    ("Inf", np.full((2, D), np.inf, np.float32), ValueError),
+    ("norm overflows float32", np.full((2, D), 3e38, np.float32), ValueError),
+]
+CODECS = [turbokv.Codec, turbokv.reference.Codec]
+
+
+@pytest.mark.parametrize("label, x, error", SHAPE_AND_DTYPE + VALUES,
+                         ids=[c[0] for c in SHAPE_AND_DTYPE + VALUES])
+@pytest.mark.parametrize("impl", CODECS, ids=["cpp", "numpy"])
+def test_codec_encode(impl, label, x, error):
+    with pytest.raises(error):
+        impl(D, 4).encode(x)
+
+
+@pytest.mark.parametrize("label, x, error", SHAPE_AND_DTYPE, ids=[c[0] for c in SHAPE_AND_DTYPE])
+@pytest.mark.parametrize("impl", CODECS, ids=["cpp", "numpy"])
+def test_codec_scores(impl, label, x, error):
+    codec = impl(D, 4)
+    with pytest.raises(error):
+        codec.scores(x, codec.encode(np.ones((3, D), np.float32)))
+
+
+def test_huge_sizes_fail_cleanly():
+    codec = turbokv.Codec(D, 4)
+    # A broadcast view claims 2^31 rows without memory: the outputs cannot be allocated, and that
+    # surfaces as MemoryError before any C++ code runs, not as an index overflow.
+    huge = np.broadcast_to(np.ones(D, np.float32), (2**31, D))
+    with pytest.raises(MemoryError):
+        codec.encode(huge)
+
+
+def test_decode_rejects_foreign_encoded():
+    codec = turbokv.Codec(D, 4)
+    enc = codec.encode(np.ones((3, D), np.float32))
+    for other in (turbokv.Codec(D + 8, 4), turbokv.Codec(D, 3), turbokv.Codec(D, 4, mode="prod"),
+                  turbokv.Codec(D, 4, norm_dtype="float16")):
+        with pytest.raises(ValueError):
+            other.decode(enc)
+    with pytest.raises(TypeError):
+        codec.decode({"codes": enc.codes})
