@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-packages=(g++ make libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev)
+packages=(g++ make libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev valgrind)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

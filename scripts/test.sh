@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up and runs every test: the GoogleTest suite of the C++ core, then pytest on the package.
+# Sets up and runs every test: GoogleTest (plain and sanitized), bounded fuzzing, a valgrind leak
+# check, the transformers 4.57 tests, then pytest on the package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -15,6 +16,9 @@ bash scripts/sanitize.sh
 
 echo "== Fuzzing (libFuzzer, bounded) =="
 bash scripts/fuzz.sh 45
+
+echo "== Leak check of the Python extension (valgrind) =="
+bash scripts/leakcheck.sh
 
 echo "== Hugging Face integration on transformers 4.57 =="
 bash scripts/test_transformers_457.sh

@@ -16,6 +16,11 @@ class DenseKVCache:
     Keys and values are kept in ``dtype`` (default float32) arrays that grow by doubling.
     ``attention`` is plain numpy softmax attention (causal, GQA by broadcasting). It is the
     baseline that generation loops and benchmarks compare turbokv against.
+
+    Example:
+        >>> cache = DenseKVCache(head_dim=64, num_kv_heads=2)
+        >>> cache.update(k, v)          # (batch, 2, tokens, 64)
+        >>> out = cache.attention(q)    # (batch, q_heads, q_len, 64) float32
     """
 
     def __init__(self, head_dim: int, num_kv_heads: int, dtype: Any = np.float32, **_ignored) -> None:

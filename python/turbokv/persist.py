@@ -36,7 +36,17 @@ _ALLOWED_DTYPES = {"uint8", "float16"}
 
 def save_cache(path: "os.PathLike[str] | str", caches: Sequence[KVCache]) -> None:
     """Writes ``caches`` (one KVCache per layer) to ``path`` (atomically: a temporary file is
-    renamed into place, so an interrupted save never leaves a broken file behind)."""
+    renamed into place, so an interrupted save never leaves a broken file behind).
+
+    Every setting (bits, modes, window, seeds, norm storage) is saved with the codes, so
+    :func:`load_cache` rebuilds caches that continue exactly where these stopped.
+
+    Example:
+        >>> caches = turbokv.make_cache(2, 64, 4)
+        >>> for c in caches: c.update(k, v)          # k, v: (1, 4, tokens, 64)
+        >>> turbokv.save_cache("prompt.tkv", caches)
+        >>> restored = turbokv.load_cache("prompt.tkv")   # list of 2 KVCache
+    """
     layers, blobs, offset = [], [], 0
     for cache in caches:
         if not isinstance(cache, KVCache):
@@ -60,8 +70,11 @@ def save_cache(path: "os.PathLike[str] | str", caches: Sequence[KVCache]) -> Non
 
 
 def load_cache(path: "os.PathLike[str] | str") -> List[KVCache]:
-    """Reads caches written by :func:`save_cache`. Raises ValueError for a file that is not a
-    turbokv cache, is truncated or corrupted, or comes from an unsupported format version."""
+    """Reads caches written by :func:`save_cache`; returns a list of :class:`KVCache`.
+
+    Raises ValueError for a file that is not a turbokv cache, is truncated or corrupted (SHA-256
+    mismatch), or comes from an unsupported format version; nothing is half-restored.
+    """
     with open(path, "rb") as f:
         data = f.read()
     name = os.fspath(path)
