@@ -31,6 +31,8 @@ def _to_numpy(x: torch.Tensor) -> np.ndarray:
     """A float32 numpy view of a CPU tensor (a copy only for other dtypes or layouts)."""
     if x.device.type != "cpu":
         raise NotImplementedError(f"turbokv runs on CPU tensors; got a tensor on {x.device}")
+    if not x.is_floating_point():
+        raise TypeError(f"expected floating-point key/value/query states, got {x.dtype}")
     x = x.detach()
     if x.dtype not in (torch.float32, torch.float16):
         x = x.float()  # bfloat16 has no numpy dtype

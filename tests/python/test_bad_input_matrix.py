@@ -159,3 +159,32 @@ def test_decode_rejects_foreign_encoded():
             other.decode(enc)
     with pytest.raises(TypeError):
         codec.decode({"codes": enc.codes})
+
+
+HF_BAD = [
+    ("NaN", lambda t: t.masked_fill(t > 2.5, float("nan")), ValueError),
+    ("Inf", lambda t: t.masked_fill(t > 2.5, float("inf")), ValueError),
+    ("int64", lambda t: t.long(), TypeError),
+    ("rank 3", lambda t: t[0], ValueError),
+    ("wrong head_dim", lambda t: t[..., :16], ValueError),
+    ("meta device", lambda t: t.to("meta"), NotImplementedError),
+]
+
+
+@pytest.mark.parametrize("label, corrupt, error", HF_BAD, ids=[c[0] for c in HF_BAD])
+def test_hf_cache_rejects_bad_states(label, corrupt, error):
+    import torch  # the [hf] extra, which scripts/setup.sh installs
+
+    import turbokv.hf as thf
+
+    cache = thf.TurboQuantCache(key_bits=4, value_bits=4)
+    good = torch.from_numpy(GOOD.copy())
+    good[0, 0, 0, 0] = 3.0  # so the NaN/Inf masks hit something
+    cache.update(good, good, 0)
+    before = cache.layers[0].cache.state
+    with pytest.raises(error):
+        cache.update(corrupt(good), good, 0)
+    assert cache.get_seq_length() == 3
+    after = cache.layers[0].cache.state
+    for k in before:
+        np.testing.assert_array_equal(before[k], after[k])
