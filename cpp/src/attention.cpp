@@ -82,9 +82,7 @@ struct StreamWork {
     std::fill(acc_rotated.begin(), acc_rotated.end(), 0.0f);
     std::fill(acc_sketch.begin(), acc_sketch.end(), 0.0f);
     std::fill(acc_dense.begin(), acc_dense.end(), 0.0f);
-    if (!keys.full_precision() || keys.window_length() > 0) {
-      if (keys.codec()) keys.codec()->prepare_queries(q.data(), rows, d, q_rotated.data(), q_sketched.data());
-    }
+    if (keys.codec()) keys.codec()->prepare_queries(q.data(), rows, d, q_rotated.data(), q_sketched.data());
     for (int64_t t = 0; t < length;) {
       const Segment ks = segment_at(keys, s, t), vs = segment_at(values, s, t);
       const int64_t n = std::min(ks.count, vs.count);
