@@ -15,7 +15,6 @@ turbokv.benchmarks.run_attention, also behind `python -m turbokv bench`.
 
 import argparse
 import json
-import sys
 
 from turbokv.benchmarks import attention_table, run_attention
 
@@ -26,7 +25,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    results = run_attention(args.contexts, args.repeats, progress=lambda m: print(m, file=sys.stderr))
+    results = run_attention(args.contexts, args.repeats)
     if not results["torch"]:
         print("torch not installed: no torch SDPA rows (pip install torch==2.13.0)")
     print(attention_table(results))

@@ -13,7 +13,8 @@ def _codec_table(args: argparse.Namespace) -> int:
     from turbokv.distortion import codec_table
 
     start = time.perf_counter()
-    rows = codec_table(turbokv.Codec, head_dim=args.head_dim, n=args.vectors, seed=args.seed)
+    rows = codec_table(turbokv.Codec, head_dim=args.head_dim, n=args.vectors, seed=args.seed,
+                       show_progress=not args.json)
     if args.json:
         json.dump({"head_dim": args.head_dim, "vectors": args.vectors, "rows": rows}, sys.stdout,
                   indent=2)
@@ -37,10 +38,7 @@ def _codec_table(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from turbokv import demo
 
-    progress = (lambda msg: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
-    if not args.json:
-        print(f"Running {len(demo.SETTINGS) + 1} cache settings ...", file=sys.stderr)
-    result = demo.run(tokens=args.tokens, progress=progress)
+    result = demo.run(tokens=args.tokens, show_progress=not args.json)
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         print()
@@ -52,8 +50,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from turbokv.benchmarks import attention_table, run_attention
 
-    progress = (lambda msg: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
-    results = run_attention(args.contexts, args.repeats, progress=progress)
+    results = run_attention(args.contexts, args.repeats, show_progress=not args.json)
     if args.json:
         json.dump(results, sys.stdout, indent=2)
         print()

@@ -12,7 +12,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Sequence
 
 import numpy as np
 
@@ -57,9 +57,12 @@ def numpy_attention(q, k, v):
 
 
 def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), repeats: int = 15,
-                  progress: Optional[Callable[[str], None]] = None) -> Dict:
+                  show_progress: bool = True) -> Dict:
     """Runs the benchmark; returns {"machine", "read_bandwidth_gbs", "rows": [...]}, one row per
-    (context, implementation) with ms, kv_bytes and the speedup / floor ratios."""
+    (context, implementation) with ms, kv_bytes and the speedup / floor ratios. ``show_progress``
+    draws a progress bar on stderr (tqdm)."""
+    from tqdm import tqdm
+
     try:
         import torch
         import torch.nn.functional as F
@@ -69,9 +72,7 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
     rng = np.random.default_rng(0)
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {detect_simd()}",
                "read_bandwidth_gbs": bandwidth, "torch": torch is not None, "rows": []}
-    for index, T in enumerate(contexts):
-        if progress:
-            progress(f"[{index + 1}/{len(contexts)}] context {T}")
+    for T in tqdm(contexts, desc="contexts", disable=not show_progress, leave=False):
         k = rng.standard_normal((1, KV_HEADS, T, HEAD_DIM), dtype=np.float32)
         v = rng.standard_normal((1, KV_HEADS, T, HEAD_DIM), dtype=np.float32)
         q = rng.standard_normal((1, Q_HEADS, 1, HEAD_DIM), dtype=np.float32)

@@ -4,7 +4,7 @@ cache and with turbokv settings, side by side."""
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List
 
 import numpy as np
 
@@ -27,8 +27,11 @@ SETTINGS: List[tuple] = [
 ]
 
 
-def run(tokens: int = 100, progress: Callable[[str], None] = print) -> Dict[str, Any]:
-    """Generates ``tokens`` greedy tokens from BOS per setting; returns rows of results."""
+def run(tokens: int = 100, show_progress: bool = True) -> Dict[str, Any]:
+    """Generates ``tokens`` greedy tokens from BOS per setting; returns rows of results.
+    ``show_progress`` draws a progress bar on stderr (tqdm)."""
+    from tqdm import tqdm
+
     model = llama2c.load()
     cfg = model.config
 
@@ -48,7 +51,7 @@ def run(tokens: int = 100, progress: Callable[[str], None] = print) -> Dict[str,
     rows = [{"setting": "float32 (DenseKVCache)", "identical": tokens, "first_divergence": None,
              "kl_mean": 0.0, "top1_agreement": 1.0, "kv_bytes": sum(c.nbytes for c in base_caches),
              "ratio_vs_float16": f16_bytes / sum(c.nbytes for c in base_caches), "tokens_per_s": base_tps}]
-    for label, kwargs in SETTINGS:
+    for label, kwargs in tqdm(SETTINGS, desc="cache settings", disable=not show_progress, leave=False):
         make = lambda: [KVCache(cfg.head_dim, cfg.n_kv_heads, layer_index=i, **kwargs)
                         for i in range(cfg.n_layers)]
         ids, tps, caches = timed(make)
@@ -59,7 +62,6 @@ def run(tokens: int = 100, progress: Callable[[str], None] = print) -> Dict[str,
                      "first_divergence": None if same == tokens else same,
                      "kl_mean": quality["kl_mean"], "top1_agreement": quality["top1_agreement"],
                      "kv_bytes": used, "ratio_vs_float16": f16_bytes / used, "tokens_per_s": tps})
-        progress(f"  {label}: done")
     return {"model": "stories260K (llama2.c, head_dim 8, GQA 8/4)", "tokens": tokens,
             "baseline_ids": base_ids, "rows": rows}
 

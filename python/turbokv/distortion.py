@@ -59,18 +59,25 @@ def measure_prod(codec_class: Callable, bits: int, head_dim: int = 128, n: int =
     }
 
 
-def codec_table(codec_class: Callable, head_dim: int = 128, n: int = 20000, seed: int = 0):
+def codec_table(codec_class: Callable, head_dim: int = 128, n: int = 20000, seed: int = 0,
+                show_progress: bool = False):
     """Rows of measured vs paper distortion for mse (1..4 bits) and prod (1..4 bits) modes."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=8, desc="codec settings", disable=not show_progress, leave=False)
     rows = []
     for bits in range(1, 5):
         mse = measure_mse(codec_class, bits, head_dim, n, seed)
         rows.append({"mode": "mse", "bits": bits, "metric": "E||u-u_hat||^2", "measured": mse,
                      "paper": PAPER_MSE[bits], "ratio": mse / PAPER_MSE[bits],
                      "lower_bound": LOWER_BOUND(bits)})
+        bar.update()
     for bits in range(1, 5):
         stats = measure_prod(codec_class, bits, head_dim, n, seed)
         rows.append({"mode": "prod", "bits": bits, "metric": "d*E(err^2)",
                      "measured": stats["d_mse"], "paper": PAPER_PROD[bits],
                      "ratio": stats["d_mse"] / PAPER_PROD[bits], "bias": stats["bias"],
                      "bias_stderr": stats["stderr"]})
+        bar.update()
+    bar.close()
     return rows

@@ -1,6 +1,5 @@
 """The paper's distortion figures (DESIGN.md §1), measured on 20,000 random unit vectors, d = 128."""
 
-import numpy as np
 import pytest
 
 import turbokv

@@ -4,7 +4,6 @@ A tiny random-weight Llama (no download): random weights give near-tied logits, 
 compare next-token distributions (KL) and logits, not greedy tokens.
 """
 
-import numpy as np
 import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM

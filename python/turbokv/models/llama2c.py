@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import struct
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence
 
