@@ -47,8 +47,120 @@ void dot_packed_scalar(const float* q, int m, const uint8_t* codes, int64_t code
 }
 
 #if TURBOKV_X86
+// AVX2 twins of the packed kernels below: 8 code bytes per step into 8 int32 lanes; a 16-entry
+// table is two 8-entry permutes blended on bit 3 of the index (same lane trick, same query
+// permutation). Only full 8-byte chunks take this path (head_dim * bits a multiple of 64).
+TURBOKV_TARGET_AVX2 __m256 lookup16_avx2(__m256i index, __m256 low, __m256 high) {
+  const __m256 a = _mm256_permutevar8x32_ps(low, index);
+  const __m256 b = _mm256_permutevar8x32_ps(high, index);
+  return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(index, 28)));
+}
+
+TURBOKV_TARGET_AVX2 float horizontal_sum_avx2(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0x55));
+  return _mm_cvtss_f32(s);
+}
+
+// qperm[a][g][s][l] = q_a[(8 g + l) * per_byte + s]: lane l of step (g, s) multiplies the index
+// that sits at shift s * bits of code byte 8 g + l.
+template <int kBits>
+std::vector<float> permute_for_avx2(const float* x, int m, int d, int chunks) {
+  constexpr int kPerByte = 8 / kBits;
+  std::vector<float> out(static_cast<size_t>(m) * chunks * kPerByte * 8);
+  for (int a = 0; a < m; ++a) {
+    for (int g = 0; g < chunks; ++g) {
+      for (int s = 0; s < kPerByte; ++s) {
+        for (int l = 0; l < 8; ++l) {
+          out[((static_cast<size_t>(a) * chunks + g) * kPerByte + s) * 8 + l] =
+              x[static_cast<int64_t>(a) * d + (8 * g + l) * kPerByte + s];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+template <int kBits>
+TURBOKV_TARGET_AVX2 void dot_packed_bits_avx2(const float* q, int m, const uint8_t* codes,
+                                              int64_t code_bytes, int64_t n, const float* table,
+                                              int d, float* out, int64_t out_stride) {
+  constexpr int kPerByte = 8 / kBits;
+  const int chunks = d * kBits / 64;
+  const int64_t per_query = static_cast<int64_t>(chunks) * kPerByte * 8;
+  const std::vector<float> qperm = permute_for_avx2<kBits>(q, m, d, chunks);
+  alignas(32) float repeated[16];
+  for (int j = 0; j < 16; ++j) repeated[j] = table[j & ((1 << kBits) - 1)];
+  const __m256 low = _mm256_load_ps(repeated), high = _mm256_load_ps(repeated + 8);
+  for (int a0 = 0; a0 < m; a0 += 4) {
+    const int tile = m - a0 < 4 ? m - a0 : 4;
+    const float* qt = qperm.data() + a0 * per_query;
+    for (int64_t j = 0; j < n; ++j) {
+      const uint8_t* key = codes + j * code_bytes;
+      _mm_prefetch(reinterpret_cast<const char*>(key + 24 * code_bytes), _MM_HINT_T0);
+      __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+      for (int g = 0; g < chunks; ++g) {
+        const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(key + 8 * g)));
+        for (int s = 0; s < kPerByte; ++s) {
+          const __m256 values = lookup16_avx2(_mm256_srli_epi32(bytes, s * kBits), low, high);
+          const float* qs = qt + (static_cast<int64_t>(g) * kPerByte + s) * 8;
+          for (int a = 0; a < tile; ++a) acc[a] = _mm256_fmadd_ps(_mm256_loadu_ps(qs + a * per_query), values, acc[a]);
+        }
+      }
+      for (int a = 0; a < tile; ++a) out[(a0 + a) * out_stride + j] = horizontal_sum_avx2(acc[a]);
+    }
+  }
+}
+
+template <int kBits>
+TURBOKV_TARGET_AVX2 void axpy_packed_bits_avx2(const float* w, int64_t w_stride, int m,
+                                               const uint8_t* codes, int64_t code_bytes, int64_t n,
+                                               const float* table, int d, float* acc) {
+  constexpr int kPerByte = 8 / kBits;
+  const int chunks = d * kBits / 64;
+  const int64_t per_query = static_cast<int64_t>(chunks) * kPerByte * 8;
+  std::vector<float> accperm = permute_for_avx2<kBits>(acc, m, d, chunks);
+  alignas(32) float repeated[16];
+  for (int j = 0; j < 16; ++j) repeated[j] = table[j & ((1 << kBits) - 1)];
+  const __m256 low = _mm256_load_ps(repeated), high = _mm256_load_ps(repeated + 8);
+  for (int a = 0; a < m; ++a) {
+    float* acc_a = accperm.data() + a * per_query;
+    const float* wa = w + a * w_stride;
+    for (int g = 0; g < chunks; ++g) {
+      __m256 sums[kPerByte];
+      for (int s = 0; s < kPerByte; ++s) sums[s] = _mm256_loadu_ps(acc_a + (g * kPerByte + s) * 8);
+      for (int64_t j = 0; j < n; ++j) {
+        const __m256i bytes = _mm256_cvtepu8_epi32(
+            _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + j * code_bytes + 8 * g)));
+        const __m256 weight = _mm256_set1_ps(wa[j]);
+        for (int s = 0; s < kPerByte; ++s) {
+          sums[s] = _mm256_fmadd_ps(weight, lookup16_avx2(_mm256_srli_epi32(bytes, s * kBits), low, high), sums[s]);
+        }
+      }
+      for (int s = 0; s < kPerByte; ++s) _mm256_storeu_ps(acc_a + (g * kPerByte + s) * 8, sums[s]);
+    }
+  }
+  // Back to coordinate order.
+  for (int a = 0; a < m; ++a) {
+    for (int g = 0; g < chunks; ++g) {
+      for (int s = 0; s < kPerByte; ++s) {
+        for (int l = 0; l < 8; ++l) {
+          acc[static_cast<int64_t>(a) * d + (8 * g + l) * kPerByte + s] =
+              accperm[((static_cast<size_t>(a) * chunks + g) * kPerByte + s) * 8 + l];
+        }
+      }
+    }
+  }
+}
+
 void dot_packed_avx2(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
                      const float* table, int bits, int d, float* out, int64_t out_stride) {
+  if (d * bits % 64 == 0) {
+    if (bits == 4) return dot_packed_bits_avx2<4>(q, m, codes, code_bytes, n, table, d, out, out_stride);
+    if (bits == 2) return dot_packed_bits_avx2<2>(q, m, codes, code_bytes, n, table, d, out, out_stride);
+    if (bits == 1) return dot_packed_bits_avx2<1>(q, m, codes, code_bytes, n, table, d, out, out_stride);
+  }
   dot_packed_generic(select_dot_lookup(SimdLevel::kAvx2), select_unpack(SimdLevel::kAvx2), q, m,
                      codes, code_bytes, n, table, bits, d, out, out_stride);
 }
@@ -56,9 +168,16 @@ void dot_packed_avx2(const float* q, int m, const uint8_t* codes, int64_t code_b
 void axpy_packed_avx2(const float* w, int64_t w_stride, int m, const uint8_t* codes,
                       int64_t code_bytes, int64_t n, const float* table, int bits, int d,
                       float* acc) {
+  if (d * bits % 64 == 0) {
+    if (bits == 4) return axpy_packed_bits_avx2<4>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
+    if (bits == 2) return axpy_packed_bits_avx2<2>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
+    if (bits == 1) return axpy_packed_bits_avx2<1>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
+  }
   axpy_packed_generic(select_axpy_lookup(SimdLevel::kAvx2), select_unpack(SimdLevel::kAvx2), w,
                       w_stride, m, codes, code_bytes, n, table, bits, d, acc);
 }
+
+
 
 // The four horizontal sums of a, b, c, d as lanes 0..3, in 9 instructions instead of 4 x 8.
 TURBOKV_TARGET_AVX512 __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {

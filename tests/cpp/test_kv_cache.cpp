@@ -58,7 +58,8 @@ TEST(KVCache, FusedAttentionEqualsDecodedAttention) {
   const int64_t batch = 2, heads = 2, q_heads = 6, d = 64, q_len = 3;
   for (auto cfg : {config(64, 2, 4, 4, 0), config(64, 2, 3, 2, 20), config(64, 2, 0, 4, 0),
                    config(64, 2, 4, 0, 0), config(64, 2, 3, 3, 0, Mode::kProd)}) {
-    for (SimdLevel level : {SimdLevel::kScalar, detect_simd()}) {
+    for (int l = 0; l <= static_cast<int>(detect_simd()); ++l) {
+      const auto level = static_cast<SimdLevel>(l);
       KVCacheLayer cache(cfg, level);
       for (int64_t n : {int64_t{270}, q_len}) {  // crosses a 256-token chunk
         auto k = test_util::gaussian_rows(batch * heads * n, int(d), 1);
