@@ -102,6 +102,13 @@ struct StreamWork {
   }
 
   void block(int64_t t0, int64_t n, const Segment& ks, const Segment& vs) {
+    // The value codes of this block are needed right after the scores: start fetching them now
+    // so that the first pass over them does not wait on memory.
+    if (!vs.halves) {
+      const auto* bytes = reinterpret_cast<const char*>(vs.codes.codes);
+      const int64_t total = n * static_cast<int64_t>(values.codec()->code_bytes());
+      for (int64_t offset = 0; offset < total; offset += 64) __builtin_prefetch(bytes + offset);
+    }
     // Scores, scaled and causally masked.
     if (ks.halves) {
       k.dot_half(q.data(), static_cast<int>(rows), ks.halves, n, static_cast<int>(d), scores.data(), n);
