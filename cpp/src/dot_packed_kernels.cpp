@@ -47,6 +47,41 @@ void dot_packed_scalar(const float* q, int m, const uint8_t* codes, int64_t code
 }
 
 #if TURBOKV_X86
+// The lane order of the packed kernels. With `lanes` code bytes loaded into int32 lanes and
+// shifted by s * bits, lane l of step (g, s) holds the index of coordinate
+// (lanes * g + l) * per_byte + s. to_lanes copies m vectors of d floats into that order
+// (per vector: chunks * per_byte * lanes floats, zero past d); from_lanes copies them back.
+std::vector<float> to_lanes(const float* x, int m, int d, int chunks, int per_byte, int lanes) {
+  const int64_t per_vector = static_cast<int64_t>(chunks) * per_byte * lanes;
+  std::vector<float> out(static_cast<size_t>(per_vector * m), 0.0f);
+  for (int a = 0; a < m; ++a) {
+    for (int g = 0; g < chunks; ++g) {
+      for (int s = 0; s < per_byte; ++s) {
+        for (int l = 0; l < lanes; ++l) {
+          const int i = (lanes * g + l) * per_byte + s;
+          if (i < d) out[a * per_vector + (g * per_byte + s) * lanes + l] = x[static_cast<int64_t>(a) * d + i];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+void from_lanes(const std::vector<float>& in, int m, int d, int chunks, int per_byte, int lanes,
+                float* x) {
+  const int64_t per_vector = static_cast<int64_t>(chunks) * per_byte * lanes;
+  for (int a = 0; a < m; ++a) {
+    for (int g = 0; g < chunks; ++g) {
+      for (int s = 0; s < per_byte; ++s) {
+        for (int l = 0; l < lanes; ++l) {
+          const int i = (lanes * g + l) * per_byte + s;
+          if (i < d) x[static_cast<int64_t>(a) * d + i] = in[a * per_vector + (g * per_byte + s) * lanes + l];
+        }
+      }
+    }
+  }
+}
+
 // AVX2 twins of the packed kernels below: 8 code bytes per step into 8 int32 lanes; a 16-entry
 // table is two 8-entry permutes blended on bit 3 of the index (same lane trick, same query
 // permutation). Only full 8-byte chunks take this path (head_dim * bits a multiple of 64).
@@ -63,25 +98,6 @@ TURBOKV_TARGET_AVX2 float horizontal_sum_avx2(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// qperm[a][g][s][l] = q_a[(8 g + l) * per_byte + s]: lane l of step (g, s) multiplies the index
-// that sits at shift s * bits of code byte 8 g + l.
-template <int kBits>
-std::vector<float> permute_for_avx2(const float* x, int m, int d, int chunks) {
-  constexpr int kPerByte = 8 / kBits;
-  std::vector<float> out(static_cast<size_t>(m) * chunks * kPerByte * 8);
-  for (int a = 0; a < m; ++a) {
-    for (int g = 0; g < chunks; ++g) {
-      for (int s = 0; s < kPerByte; ++s) {
-        for (int l = 0; l < 8; ++l) {
-          out[((static_cast<size_t>(a) * chunks + g) * kPerByte + s) * 8 + l] =
-              x[static_cast<int64_t>(a) * d + (8 * g + l) * kPerByte + s];
-        }
-      }
-    }
-  }
-  return out;
-}
-
 template <int kBits>
 TURBOKV_TARGET_AVX2 void dot_packed_bits_avx2(const float* q, int m, const uint8_t* codes,
                                               int64_t code_bytes, int64_t n, const float* table,
@@ -89,7 +105,7 @@ TURBOKV_TARGET_AVX2 void dot_packed_bits_avx2(const float* q, int m, const uint8
   constexpr int kPerByte = 8 / kBits;
   const int chunks = d * kBits / 64;
   const int64_t per_query = static_cast<int64_t>(chunks) * kPerByte * 8;
-  const std::vector<float> qperm = permute_for_avx2<kBits>(q, m, d, chunks);
+  const std::vector<float> qperm = to_lanes(q, m, d, chunks, kPerByte, 8);
   alignas(32) float repeated[16];
   for (int j = 0; j < 16; ++j) repeated[j] = table[j & ((1 << kBits) - 1)];
   const __m256 low = _mm256_load_ps(repeated), high = _mm256_load_ps(repeated + 8);
@@ -120,7 +136,7 @@ TURBOKV_TARGET_AVX2 void axpy_packed_bits_avx2(const float* w, int64_t w_stride,
   constexpr int kPerByte = 8 / kBits;
   const int chunks = d * kBits / 64;
   const int64_t per_query = static_cast<int64_t>(chunks) * kPerByte * 8;
-  std::vector<float> accperm = permute_for_avx2<kBits>(acc, m, d, chunks);
+  std::vector<float> accperm = to_lanes(acc, m, d, chunks, kPerByte, 8);
   alignas(32) float repeated[16];
   for (int j = 0; j < 16; ++j) repeated[j] = table[j & ((1 << kBits) - 1)];
   const __m256 low = _mm256_load_ps(repeated), high = _mm256_load_ps(repeated + 8);
@@ -141,17 +157,7 @@ TURBOKV_TARGET_AVX2 void axpy_packed_bits_avx2(const float* w, int64_t w_stride,
       for (int s = 0; s < kPerByte; ++s) _mm256_storeu_ps(acc_a + (g * kPerByte + s) * 8, sums[s]);
     }
   }
-  // Back to coordinate order.
-  for (int a = 0; a < m; ++a) {
-    for (int g = 0; g < chunks; ++g) {
-      for (int s = 0; s < kPerByte; ++s) {
-        for (int l = 0; l < 8; ++l) {
-          acc[static_cast<int64_t>(a) * d + (8 * g + l) * kPerByte + s] =
-              accperm[((static_cast<size_t>(a) * chunks + g) * kPerByte + s) * 8 + l];
-        }
-      }
-    }
-  }
+  from_lanes(accperm, m, d, chunks, kPerByte, 8, acc);
 }
 
 void dot_packed_avx2(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
@@ -295,19 +301,8 @@ TURBOKV_TARGET_AVX512 void dot_packed_bits_avx512(const float* q, int m, const u
   const int bytes = (d * kBits + 7) / 8;
   const int chunks = (bytes + 15) / 16;
   const int last_bytes = bytes - 16 * (chunks - 1);
-  // qperm[a][g][s][l] = q_a[(16 g + l) * kPerByte + s], zero past d.
   const int64_t per_query = static_cast<int64_t>(chunks) * kPerByte * 16;
-  std::vector<float> qperm(static_cast<size_t>(per_query) * m, 0.0f);
-  for (int a = 0; a < m; ++a) {
-    for (int g = 0; g < chunks; ++g) {
-      for (int s = 0; s < kPerByte; ++s) {
-        for (int l = 0; l < 16; ++l) {
-          const int i = (16 * g + l) * kPerByte + s;
-          if (i < d) qperm[a * per_query + (g * kPerByte + s) * 16 + l] = q[static_cast<int64_t>(a) * d + i];
-        }
-      }
-    }
-  }
+  const std::vector<float> qperm = to_lanes(q, m, d, chunks, kPerByte, 16);
   alignas(64) float repeated[16];
   for (int j = 0; j < 16; ++j) repeated[j] = table[j & ((1 << kBits) - 1)];
   const __m512 table16 = _mm512_load_ps(repeated);
@@ -373,19 +368,7 @@ TURBOKV_TARGET_AVX512 void axpy_packed_bits_avx512(const float* w, int64_t w_str
   const int chunks = (bytes + 15) / 16;
   const int last_bytes = bytes - 16 * (chunks - 1);
   const int64_t per_query = static_cast<int64_t>(chunks) * kPerByte * 16;
-  std::vector<float> accperm(static_cast<size_t>(per_query) * m, 0.0f);
-  auto lane_of = [&](int g, int s, int l) { return (g * kPerByte + s) * 16 + l; };
-  auto coord_of = [&](int g, int s, int l) { return (16 * g + l) * kPerByte + s; };
-  for (int a = 0; a < m; ++a) {
-    for (int g = 0; g < chunks; ++g) {
-      for (int s = 0; s < kPerByte; ++s) {
-        for (int l = 0; l < 16; ++l) {
-          const int i = coord_of(g, s, l);
-          if (i < d) accperm[a * per_query + lane_of(g, s, l)] = acc[static_cast<int64_t>(a) * d + i];
-        }
-      }
-    }
-  }
+  std::vector<float> accperm = to_lanes(acc, m, d, chunks, kPerByte, 16);
   alignas(64) float repeated[16];
   for (int j = 0; j < 16; ++j) repeated[j] = table[j & ((1 << kBits) - 1)];
   const __m512 table16 = _mm512_load_ps(repeated);
@@ -400,16 +383,7 @@ TURBOKV_TARGET_AVX512 void axpy_packed_bits_avx512(const float* w, int64_t w_str
     axpy_packed_tile_avx512<kBits, 1>(w + a * w_stride, w_stride, chunks, codes, code_bytes, n,
                                       table16, last_bytes, accperm.data() + a * per_query);
   }
-  for (int q = 0; q < m; ++q) {
-    for (int g = 0; g < chunks; ++g) {
-      for (int s = 0; s < kPerByte; ++s) {
-        for (int l = 0; l < 16; ++l) {
-          const int i = coord_of(g, s, l);
-          if (i < d) acc[static_cast<int64_t>(q) * d + i] = accperm[q * per_query + lane_of(g, s, l)];
-        }
-      }
-    }
-  }
+  from_lanes(accperm, m, d, chunks, kPerByte, 16, acc);
 }
 
 TURBOKV_TARGET_AVX512 void axpy_packed_avx512(const float* w, int64_t w_stride, int m,
