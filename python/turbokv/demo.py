@@ -1,10 +1,13 @@
-"""``python -m turbokv demo``: greedy generation on the embedded llama2.c model with the float32
-cache and with turbokv settings, side by side."""
+"""``python -m turbokv demo``: greedy generation with the float32 cache and with turbokv settings,
+side by side. Default model: the KJV Llama in the package (head_dim 64, GQA, RoPE); also
+SmolLM2-135M (if installed) and the embedded llama2.c stories260K."""
 
 from __future__ import annotations
 
+import shutil
+import textwrap
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -27,8 +30,8 @@ SETTINGS: List[tuple] = [
 ]
 
 
-def run(tokens: int = 100, show_progress: bool = True) -> Dict[str, Any]:
-    """Generates ``tokens`` greedy tokens from BOS per setting; returns rows of results.
+def run_stories(tokens: int = 100, show_progress: bool = True) -> Dict[str, Any]:
+    """stories260K: generates ``tokens`` greedy tokens from BOS per setting; returns rows.
     ``show_progress`` draws a progress bar on stderr (tqdm)."""
     from tqdm import tqdm
 
@@ -66,7 +69,7 @@ def run(tokens: int = 100, show_progress: bool = True) -> Dict[str, Any]:
             "baseline_ids": base_ids, "rows": rows}
 
 
-def print_table(result: Dict[str, Any]) -> None:
+def print_stories(result: Dict[str, Any]) -> None:
     n = result["tokens"]
     print(f"Greedy generation of {n} tokens from BOS on {result['model']}.")
     print(f"float32 ids: {' '.join(map(str, result['baseline_ids'][:20]))} ...\n")
@@ -80,3 +83,78 @@ def print_table(result: Dict[str, Any]) -> None:
               f"{r['tokens_per_s']:.0f} |")
     print("\nKV bytes: stored tokens (codes, norms, float16 values) of all 5 layers; head_dim 8 makes "
           "the per-vector norm a large share (at head_dim 128 it is 1/32 of 4-bit codes).")
+
+
+# The settings the text demo shows (labels of turbokv.eval_settings).
+TEXT_SETTINGS = ["K8V4", "K4V4", "K3V3", "K3V3 window 128", "K2V2"]
+PROMPTS = {"kjv": "And God said unto Moses,",
+           "smollm2": "The printing press changed Europe because"}
+
+
+def run_text(model: str = "kjv", tokens: int = 100, prompt: Optional[str] = None,
+             settings: Optional[List[str]] = None, show_progress: bool = True) -> Dict[str, Any]:
+    """Greedy generation of ``tokens`` tokens after ``prompt`` with transformers' float32
+    DynamicCache and with a :class:`turbokv.hf.TurboQuantCache` per setting (fused attention on
+    the codes). Returns the texts, identical-token counts, KV bytes and tokens/s."""
+    import torch
+    from tqdm import tqdm
+    from transformers import DynamicCache
+
+    from .eval_causal import greedy
+    from .eval_settings import by_label
+    from .hf import TurboQuantCache
+    from .models import kjv_llama, smollm2
+
+    loader = {"kjv": kjv_llama, "smollm2": smollm2}[model]
+    net, tokenizer = loader.load()
+    prompt = PROMPTS[model] if prompt is None else prompt
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    if ids.shape[1] == 0:
+        raise ValueError("the prompt is empty")
+    cfg = net.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    total = ids.shape[1] + tokens
+    float32_bytes = 2 * 4 * cfg.num_key_value_heads * head_dim * total * cfg.num_hidden_layers
+    chosen = by_label(settings or TEXT_SETTINGS)
+    bar = tqdm(total=len(chosen) + 1, desc="generating", disable=not show_progress, leave=False)
+    greedy(net, DynamicCache(), ids, 4)  # warm-up: first-call costs stay out of the tokens/s
+    base_ids, _, seconds = greedy(net, DynamicCache(), ids, tokens)
+    bar.update()
+    rows = [{"setting": "float32 (DynamicCache)", "text": tokenizer.decode(base_ids[0]),
+             "identical": tokens, "kv_bytes": float32_bytes, "bits_per_coordinate": 32.0,
+             "tokens_per_s": (tokens - 1) / seconds}]
+    for setting in chosen:
+        cache = TurboQuantCache(layer_settings=setting.layer_settings(cfg.num_hidden_layers),
+                                **setting.kwargs)
+        out, _, seconds = greedy(net, cache, ids, tokens)
+        same = next((i for i, (a, b) in enumerate(zip(base_ids[0], out[0])) if a != b), tokens)
+        used = sum(layer.cache.used_nbytes for layer in cache.layers)
+        coords = 2 * cfg.num_key_value_heads * head_dim * total * cfg.num_hidden_layers
+        rows.append({"setting": setting.label, "text": tokenizer.decode(out[0]), "identical": same,
+                     "kv_bytes": used, "bits_per_coordinate": 8.0 * used / coords,
+                     "tokens_per_s": (tokens - 1) / seconds})
+        bar.update()
+    bar.close()
+    return {"model": loader.NAME, "prompt": prompt, "tokens": tokens, "rows": rows,
+            "threads": torch.get_num_threads()}
+
+
+def print_text(result: Dict[str, Any]) -> None:
+    """Each setting's text in a column beside the float32 text."""
+    width = max(30, (min(shutil.get_terminal_size((120, 20)).columns, 140) - 3) // 2)
+    base = result["rows"][0]
+    print(f"{result['model']}: greedy, {result['tokens']} tokens after the prompt {result['prompt']!r}.")
+    print(f"float32 cache: {base['kv_bytes']:,} bytes of K/V, {base['tokens_per_s']:.0f} tokens/s.\n")
+    left = textwrap.wrap(base["text"].replace("\n", " / "), width)
+    for row in result["rows"][1:]:
+        same = "all" if row["identical"] == result["tokens"] else f"the first {row['identical']}"
+        print(f"== {row['setting']}: {row['bits_per_coordinate']:.2f} bits per coordinate, "
+              f"{row['kv_bytes']:,} bytes ({base['kv_bytes'] / row['kv_bytes']:.1f}x smaller), "
+              f"{row['tokens_per_s']:.0f} tokens/s; {same} tokens identical to float32 ==")
+        right = textwrap.wrap(row["text"].replace("\n", " / "), width)
+        print(f"{'float32':<{width}} | {row['setting']}")
+        for i in range(max(len(left), len(right))):
+            a = left[i] if i < len(left) else ""
+            b = right[i] if i < len(right) else ""
+            print(f"{a:<{width}} | {b}")
+        print()

@@ -14,7 +14,7 @@ Tested with transformers 5.18 and 4.57. CPU tensors only (turbokv is a CPU libra
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from .cache import KVCache
+from .layers import settings_for_layer
 
 __all__ = ["TurboQuantCache", "TurboQuantLayer", "turbokv_attention"]
 
@@ -121,20 +122,28 @@ class TurboQuantCache(Cache):
     Takes the :class:`turbokv.KVCache` settings (``key_bits``, ``value_bits``, ``key_mode``,
     ``value_mode``, ``residual_window``, ``seed``, ``norm_dtype``, ``key_norm_correction``,
     ``value_norm_correction``) for every layer; layers are created as the model reaches them, each
-    with its own rotation seeds.
+    with its own rotation seeds. ``layer_settings`` (one dict or None per layer) overrides them
+    layer by layer, e.g. ``turbokv.boundary_layer_settings(num_layers, 2)`` keeps the first and
+    last two layers at 8 bits.
 
     Example:
         >>> cache = TurboQuantCache(key_bits=4, value_bits=4)
         >>> out = model.generate(input_ids, past_key_values=cache, max_new_tokens=20)
     """
 
-    def __init__(self, **settings: Any) -> None:
-        KVCache(head_dim=8, num_kv_heads=1, **settings)  # validate the settings now, not at first use
+    def __init__(self, layer_settings: Optional[Sequence[Optional[Dict[str, Any]]]] = None,
+                 **settings: Any) -> None:
+        # Validate every layer's settings now, not at first use.
+        for i in range(len(layer_settings) if layer_settings else 1):
+            KVCache(head_dim=8, num_kv_heads=1, **settings_for_layer(i, settings, layer_settings))
         super().__init__(layer_class_to_replicate=self._new_layer)
         self.settings = settings
+        self.layer_settings = None if layer_settings is None else list(layer_settings)
 
     def _new_layer(self) -> TurboQuantLayer:
-        return TurboQuantLayer(layer_index=len(self.layers), **self.settings)
+        index = len(self.layers)
+        return TurboQuantLayer(layer_index=index,
+                               **settings_for_layer(index, self.settings, self.layer_settings))
 
     @property
     def nbytes(self) -> int:

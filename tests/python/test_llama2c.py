@@ -71,7 +71,7 @@ def test_batch_of_two_equals_two_single_runs(model):
 def test_demo_runs(capsys):
     from turbokv.__main__ import main
 
-    assert main(["demo", "--tokens", "12"]) == 0
+    assert main(["demo", "--model", "stories260k", "--tokens", "12"]) == 0
     out = capsys.readouterr().out
     assert "K4V4" in out and "float32 (DenseKVCache)" in out
 
@@ -85,7 +85,7 @@ def test_cli_help_and_bench_json(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
-    assert all(cmd in help_text for cmd in ("demo", "bench", "codec-table"))
+    assert all(cmd in help_text for cmd in ("demo", "bench", "codec-table", "eval"))
     assert main(["bench", "--contexts", "300", "--repeats", "1", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert {"turbokv fused K4V4", "numpy float32 dense"} <= {r["impl"] for r in rows}

