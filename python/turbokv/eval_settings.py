@@ -43,6 +43,11 @@ SETTINGS: List[Setting] = [
     _s("K3V3", key_bits=3, value_bits=3),
     _s("K4V2", key_bits=4, value_bits=2),
     _s("K2V2", key_bits=2, value_bits=2),
+    # Asymmetric: bits moved from values to keys (keys decide the softmax, see README).
+    _s("K6V3", key_bits=6, value_bits=3),
+    _s("K5V3", key_bits=5, value_bits=3),
+    _s("K6V2", key_bits=6, value_bits=2),
+    _s("K5V2", key_bits=5, value_bits=2),
     _s("K4V4 f16 norms", "norms", key_bits=4, value_bits=4, norm_dtype="float16"),
     _s("K3V3 f16 norms", "norms", key_bits=3, value_bits=3, norm_dtype="float16"),
     _s("K4V2 f16 norms", "norms", key_bits=4, value_bits=2, norm_dtype="float16"),

@@ -25,3 +25,22 @@ def test_attention_script(tmp_path):
     result = run("attention.py", "--contexts", "300", "--repeats", "1", tmp_path=tmp_path)
     names = {r["impl"] for r in result["rows"]}
     assert "turbokv fused K4V4" in names and "numpy float32 dense" in names
+
+
+def test_quality_script(tmp_path):
+    out = tmp_path / "quality"
+    subprocess.run([sys.executable, str(BENCH / "quality.py"), "--models", "llama2c", "--quick",
+                    "--out", str(out)], check=True, capture_output=True, timeout=300)
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert [r["setting"] for r in result["models"]["llama2c"]["rows"]] == result["settings"]
+    assert "| K8V8 |" in out.with_suffix(".md").read_text()
+
+
+def test_key_outliers_script(tmp_path):
+    out = tmp_path / "outliers"
+    subprocess.run([sys.executable, str(BENCH / "key_outliers.py"), "--tokens", "96", "--out", str(out)],
+                   check=True, capture_output=True, timeout=300)
+    rows = {r["keys"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    assert rows["K4 plain"]["error_mean"] < rows["K3 plain"]["error_mean"]
+    assert rows["K4 plain"]["bits_per_coordinate"] == 4.5
+    assert all(0 < r["error_mean"] < 1 for r in rows.values())
