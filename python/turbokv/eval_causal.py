@@ -110,6 +110,23 @@ def _stored_bits_per_coordinate(cache: Any, tokens: int, batch: int) -> Tuple[in
     return used, 8.0 * used / coords
 
 
+def delta_ppl_interval(nll: np.ndarray, base_nll: np.ndarray, segment: int = 64
+                       ) -> Tuple[float, float]:
+    """95% interval of the perplexity change (in %) from per-token NLLs of the same text.
+
+    Perplexity ratio = exp(mean of the paired NLL differences). Neighbouring tokens' differences are
+    correlated (a perturbed context moves several predictions), so the standard error is taken
+    over the means of ``segment``-token segments, not over single tokens."""
+    diff = (np.asarray(nll, dtype=np.float64) - np.asarray(base_nll, dtype=np.float64)).ravel()
+    usable = diff.size // segment * segment
+    means = diff[:usable].reshape(-1, segment).mean(axis=1)
+    if means.size < 2:
+        return float("nan"), float("nan")
+    mean = diff.mean()
+    half = 1.96 * means.std(ddof=1) / math.sqrt(means.size)
+    return 100.0 * math.expm1(mean - half), 100.0 * math.expm1(mean + half)
+
+
 def decode_exact_chunk(setting: Optional[Setting], chunk: int = 64) -> int:
     """Tokens per forward call that reproduce token-by-token decoding for ``setting``."""
     return 1 if setting is not None and setting.kwargs.get("residual_window", 0) else chunk
@@ -139,22 +156,25 @@ def evaluate(model: Any, task: CausalTask, settings: Sequence[Setting], chunk: O
 
     def run_forced(cache: Any, reference: Optional[List[Any]], step: int
                    ) -> Tuple[Dict[str, float], List[Any]]:
-        nll = kl = agree = 0.0
+        kl = agree = 0.0
         kept: List[Any] = []
+        token_nll: List[Any] = []
         count = batch * (length - 1)
         for start, logits in chunked_logits(model, cache, ids, step):
             stop = min(start + logits.shape[1], length - 1)
             if stop <= start:
                 continue
             logp = torch.log_softmax(logits[:, : stop - start], dim=-1)
-            nll -= logp.gather(-1, targets[:, start:stop, None]).sum().item()
+            token_nll.append(-logp.gather(-1, targets[:, start:stop, None])[..., 0].double())
             if reference is None:
                 kept.append(logp)
             else:
                 ref = reference[:, start:stop]
                 kl += (ref.exp() * (ref - logp)).sum().item()
                 agree += (ref.argmax(-1) == logp.argmax(-1)).sum().item()
-        return {"nll": nll / count, "kl_mean": kl / count, "top1_agreement": agree / count}, kept
+        nll = torch.cat(token_nll, dim=1).numpy()  # (batch, length - 1)
+        return {"nll": float(nll.mean()), "token_nll": nll, "kl_mean": kl / count,
+                "top1_agreement": agree / count}, kept
 
     bar = tqdm(total=len(settings) + 1, desc="settings", disable=not show_progress, leave=False)
     base_cache = DynamicCache()
@@ -182,8 +202,10 @@ def evaluate(model: Any, task: CausalTask, settings: Sequence[Setting], chunk: O
         # How close to a tie the float32 model itself was where the setting first chose otherwise.
         margins = [float(base_margins[i, n]) for i, n in enumerate(same) if n < task.generate]
         ppl = math.exp(forced["nll"])
+        low, high = delta_ppl_interval(forced["token_nll"], base["token_nll"])
         rows.append({"setting": setting.label, "group": setting.group, "ppl": ppl,
                      "delta_ppl_pct": 100.0 * (ppl / baseline["ppl"] - 1.0),
+                     "delta_ppl_pct_95": [low, high],
                      "kl_mean": forced["kl_mean"], "top1_agreement": forced["top1_agreement"],
                      "greedy_identical": same, "greedy_min": min(same),
                      "divergence_margins": margins,

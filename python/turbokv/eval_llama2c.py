@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from .dense_cache import DenseKVCache
-from .eval_causal import decode_exact_chunk
+from .eval_causal import decode_exact_chunk, delta_ppl_interval
 from .eval_settings import Setting
 from .layers import make_cache
 from .models import llama2c
@@ -70,6 +70,7 @@ def evaluate(settings: Sequence[Setting], sequences: int = 4, length: int = 256,
                               layer_settings=setting.layer_settings(cfg.n_layers), **setting.kwargs)
         kl = agree = total = 0.0
         used = 0
+        token_nll, base_nll = [], []
         for text, ref, tg in zip(texts, reference, targets):
             layer_caches = caches()
             lp = _log_probs(model, layer_caches, text, decode_exact_chunk(setting))
@@ -77,13 +78,17 @@ def evaluate(settings: Sequence[Setting], sequences: int = 4, length: int = 256,
             kl += float(np.sum(np.exp(ref) * (ref - lp)))
             agree += float(np.sum(ref.argmax(-1) == lp.argmax(-1)))
             total -= float(lp[np.arange(len(tg)), tg].sum())
+            token_nll.append(-lp[np.arange(len(tg)), tg])
+            base_nll.append(-ref[np.arange(len(tg)), tg])
         count = sequences * (length - 1)
         ids = model.generate(caches(), generate)
         same = next((i for i, (a, b) in enumerate(zip(base_ids, ids)) if a != b), generate)
         ppl = math.exp(total / count)
         coords = 2 * sequences * length * cfg.n_kv_heads * cfg.head_dim * cfg.n_layers
         rows.append({"setting": setting.label, "group": setting.group, "ppl": ppl,
-                     "delta_ppl_pct": 100.0 * (ppl / baseline["ppl"] - 1.0), "kl_mean": kl / count,
+                     "delta_ppl_pct": 100.0 * (ppl / baseline["ppl"] - 1.0),
+                     "delta_ppl_pct_95": list(delta_ppl_interval(np.stack(token_nll), np.stack(base_nll))),
+                     "kl_mean": kl / count,
                      "top1_agreement": agree / count, "greedy_identical": [same], "greedy_min": same,
                      "kv_bytes": used, "bits_per_coordinate": 8.0 * used / coords})
     return {"baseline": baseline, "rows": rows, "sequences": sequences, "length": length,

@@ -108,13 +108,18 @@ def run(models: Sequence[str] = MODELS, settings: Optional[Sequence[str]] = None
     return out
 
 
-def _greedy_cell(row: Dict[str, Any], generate: int) -> str:
+def _greedy_cell(row: Dict[str, Any]) -> str:
     same = row["greedy_identical"]
     cell = f"{min(same)} ({', '.join(map(str, same))})" if len(same) > 1 else str(same[0])
     margins = row.get("divergence_margins")
     if margins:
         cell += f"; margin {min(margins):.3f}"
     return cell
+
+
+def _interval(row: Dict[str, Any]) -> str:
+    low, high = row.get("delta_ppl_pct_95", (float("nan"),) * 2)
+    return "" if low != low else f"[{low:+.2f}, {high:+.2f}]"
 
 
 def markdown(result: Dict[str, Any]) -> str:
@@ -137,7 +142,7 @@ def markdown(result: Dict[str, Any]) -> str:
             lines.append(f"{r['sequences']} x {r['length']} tokens teacher-forced; greedy: "
                          f"{len(r['baseline_ids'])} prompt(s) x {r['generate']} tokens. float32 "
                          f"baseline perplexity {b['ppl']:.3f}.\n")
-            lines.append("| setting | bits/coord | PPL | ΔPPL | KL (nats) | top-1 | greedy identical: min "
+            lines.append("| setting | bits/coord | PPL | ΔPPL [95% interval] | KL (nats) | top-1 | greedy identical: min "
                          "(each prompt); float32 top-2 margin there | tokens/s |")
             lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
             tps = b.get("tokens_per_s")
@@ -146,8 +151,8 @@ def markdown(result: Dict[str, Any]) -> str:
             for row in r["rows"]:
                 tps = row.get("tokens_per_s")
                 lines.append(f"| {row['setting']} | {row['bits_per_coordinate']:.2f} | {row['ppl']:.3f} | "
-                             f"{row['delta_ppl_pct']:+.2f}% | {row['kl_mean']:.2e} | "
-                             f"{row['top1_agreement']:.3f} | {_greedy_cell(row, r['generate'])} | "
+                             f"{row['delta_ppl_pct']:+.2f}% {_interval(row)} | {row['kl_mean']:.2e} | "
+                             f"{row['top1_agreement']:.3f} | {_greedy_cell(row)} | "
                              f"{'-' if tps is None else f'{tps:.0f}'} |")
         lines.append("")
     return "\n".join(lines)

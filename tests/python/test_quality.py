@@ -169,3 +169,26 @@ def test_smollm2_loads_and_8bit_cache_tracks_float32():
     rows = {r["setting"]: r for r in result["rows"]}
     assert result["baseline"]["ppl"] < 60  # a real language model on real English
     assert rows["K8V8"]["kl_mean"] < 5e-3 and rows["K8V8"]["kl_mean"] < rows["K2V2"]["kl_mean"]
+
+
+def test_delta_ppl_interval():
+    base = np.zeros((2, 256))
+    low, high = eval_causal.delta_ppl_interval(base + 0.01, base)
+    assert low == pytest.approx(100 * math.expm1(0.01)) and high == pytest.approx(low)
+    noisy = 0.01 + np.random.default_rng(0).normal(0, 0.5, base.shape)
+    low, high = eval_causal.delta_ppl_interval(noisy, base)
+    point = 100 * math.expm1(np.mean(noisy))
+    assert low < point < high and high - low > 1.0
+    assert math.isnan(eval_causal.delta_ppl_interval(base[:, :10], base[:, :10])[0])  # one segment: no interval
+
+
+def test_demo_rejects_bad_arguments(capsys):
+    from turbokv import demo
+    from turbokv.__main__ import main
+
+    assert main(["demo", "--tokens", "0"]) == 2
+    assert "tokens must be a positive integer" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="prompt is empty"):
+        demo.run_text("kjv", tokens=4, prompt="", show_progress=False)
+    with pytest.raises(ValueError, match="model must be"):
+        demo.run_text("gpt2", tokens=4)
