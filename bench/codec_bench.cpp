@@ -141,7 +141,7 @@ void BM_Attention(benchmark::State& state) {
   for (float& x : q) x = g(gen);
   const bool threaded = state.range(3) != 0;
   for (auto _ : state) {
-    cache.attention(q.data(), 1, q_heads, 1, 0.088f, out.data(), threaded);
+    cache.attention(q.data(), 1, q_heads, 1, AttentionOptions{0.088f}, out.data(), threaded);
     benchmark::DoNotOptimize(out.data());
   }
   state.SetBytesProcessed(state.iterations() * cache.used_bytes());

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up and runs every test: GoogleTest (plain and sanitized), bounded fuzzing, a valgrind leak
+# Sets up and runs every test: GoogleTest (plain, ASan+UBSan, TSan), bounded fuzzing, a valgrind leak
 # check, the transformers 4.57 tests, then pytest on the package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,9 @@ ctest --test-dir build/cpp-tests --output-on-failure -j 2
 
 echo "== C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer =="
 bash scripts/sanitize.sh
+
+echo "== C++ concurrency tests under ThreadSanitizer =="
+bash scripts/tsan.sh
 
 echo "== Fuzzing (libFuzzer, bounded) =="
 bash scripts/fuzz.sh 45

@@ -94,6 +94,36 @@ const float* tokens4d(py::array& a, const char* name, int64_t heads, int64_t d) 
   return buffer<float>(a, static_cast<size_t>(a.size()), name, false);
 }
 
+// Keys and values of an update: (batch, kv_heads, tokens, head_dim) float32, the same shape.
+struct UpdateArgs {
+  const float* k;
+  const float* v;
+  int64_t batch, n;
+};
+
+UpdateArgs update_args(const KVCacheLayer& c, py::array& k, py::array& v) {
+  const int64_t heads = c.config().kv_heads, d = c.config().head_dim;
+  const float* kp = tokens4d(k, "keys", heads, d);
+  const float* vp = tokens4d(v, "values", heads, d);
+  if (k.shape(0) != v.shape(0) || k.shape(2) != v.shape(2)) {
+    throw py::value_error("keys and values must have the same shape");
+  }
+  return {kp, vp, k.shape(0), k.shape(2)};
+}
+
+// A float32 numpy array that takes ownership of the vector's buffer (no copy).
+py::array_t<float> owned(std::vector<float>&& data, std::vector<py::ssize_t> shape) {
+  auto* heap = new std::vector<float>(std::move(data));
+  py::capsule release(heap, [](void* p) { delete static_cast<std::vector<float>*>(p); });
+  return py::array_t<float>(shape, heap->data(), release);
+}
+
+py::tuple snapshot_arrays(const KVCacheLayer& c, CacheSnapshot&& snap) {
+  const std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(snap.batch), c.config().kv_heads,
+                                       static_cast<py::ssize_t>(snap.length), c.config().head_dim};
+  return py::make_tuple(owned(std::move(snap.keys), shape), owned(std::move(snap.values), shape));
+}
+
 py::dict state_arrays(const TokenStore::State& st, int64_t batch, int64_t heads, int64_t d) {
   const auto b = static_cast<py::ssize_t>(batch), h = static_cast<py::ssize_t>(heads);
   const auto t = static_cast<py::ssize_t>(st.chunk_length);
@@ -184,6 +214,12 @@ PYBIND11_MODULE(_core, m) {
            }),
            py::arg("bits"), py::arg("mode"), py::arg("norm_dtype"), py::arg("norm_correction"));
 
+  // Properties that take the cache's lock wait for it without the GIL, so a long update in
+  // another thread does not stall every Python thread.
+  const auto unlocked = [](int64_t (KVCacheLayer::*get)() const) {
+    return py::cpp_function([get](const KVCacheLayer& c) { return (c.*get)(); },
+                            py::call_guard<py::gil_scoped_release>());
+  };
   py::class_<KVCacheLayer>(m, "KVCacheLayer")
       .def(py::init([](int head_dim, int kv_heads, const SideConfig& key, const SideConfig& value,
                        int64_t residual_window, uint64_t key_seed, uint64_t value_seed) {
@@ -192,66 +228,81 @@ PYBIND11_MODULE(_core, m) {
            }),
            py::arg("head_dim"), py::arg("kv_heads"), py::arg("key"), py::arg("value"),
            py::arg("residual_window"), py::arg("key_seed"), py::arg("value_seed"))
-      .def_property_readonly("length", &KVCacheLayer::length)
-      .def_property_readonly("batch", &KVCacheLayer::batch)
-      .def_property_readonly("allocated_bytes", &KVCacheLayer::allocated_bytes)
-      .def_property_readonly("used_bytes", &KVCacheLayer::used_bytes)
+      .def_property_readonly("length", unlocked(&KVCacheLayer::length))
+      .def_property_readonly("batch", unlocked(&KVCacheLayer::batch))
+      .def_property_readonly("allocated_bytes", unlocked(&KVCacheLayer::allocated_bytes))
+      .def_property_readonly("used_bytes", unlocked(&KVCacheLayer::used_bytes))
       .def("update",
            [](KVCacheLayer& c, py::array k, py::array v) {
-             const int64_t heads = c.config().kv_heads, d = c.config().head_dim;
-             const float* kp = tokens4d(k, "keys", heads, d);
-             const float* vp = tokens4d(v, "values", heads, d);
-             if (k.shape(0) != v.shape(0) || k.shape(2) != v.shape(2)) {
-               throw py::value_error("keys and values must have the same shape");
-             }
+             const auto [kp, vp, batch, n] = update_args(c, k, v);
              py::gil_scoped_release release;
-             c.update(kp, vp, k.shape(0), k.shape(2));
+             c.update(kp, vp, batch, n);
            })
       .def("fetch",
            [](const KVCacheLayer& c) {
-             const auto shape = std::vector<py::ssize_t>{
-                 static_cast<py::ssize_t>(c.batch()), c.config().kv_heads,
-                 static_cast<py::ssize_t>(c.length()), c.config().head_dim};
-             py::array_t<float> k(shape), v(shape);
-             float* kp = k.mutable_data();
-             float* vp = v.mutable_data();
+             CacheSnapshot snap;
              {
                py::gil_scoped_release release;
-               c.fetch(kp, vp);
+               snap = c.fetch();
              }
-             return py::make_tuple(k, v);
+             return snapshot_arrays(c, std::move(snap));
+           })
+      .def("update_and_fetch",
+           [](KVCacheLayer& c, py::array k, py::array v) {
+             const auto [kp, vp, batch, n] = update_args(c, k, v);
+             CacheSnapshot snap;
+             {
+               py::gil_scoped_release release;
+               snap = c.update_and_fetch(kp, vp, batch, n);
+             }
+             return snapshot_arrays(c, std::move(snap));
            })
       .def("attention",
            [](const KVCacheLayer& c, py::array q, float scale, bool threaded,
-              std::optional<py::array> key_valid) {
+              std::optional<py::array> key_valid, float softcap, std::optional<py::array> sinks) {
              if (q.ndim() != 4 || q.shape(3) != c.config().head_dim) {
                throw py::value_error("queries must have shape (batch, q_heads, q_len, head_dim)");
              }
+             AttentionOptions options;
+             options.scale = scale;
+             options.softcap = softcap;
              const float* qp = buffer<float>(q, static_cast<size_t>(q.size()), "queries", false);
-             const uint8_t* valid = nullptr;
              if (key_valid) {
-               valid = buffer<uint8_t>(*key_valid, static_cast<size_t>(q.shape(0) * c.length()),
-                                       "key_mask", false);
+               // The mask's token count travels with it; the cache checks it under its lock.
+               if (key_valid->ndim() != 2 || key_valid->shape(0) != q.shape(0)) {
+                 throw py::value_error("key_mask must have shape (batch, cached tokens)");
+               }
+               options.key_valid_tokens = key_valid->shape(1);
+               options.key_valid = buffer<uint8_t>(*key_valid, static_cast<size_t>(key_valid->size()),
+                                                   "key_mask", false);
+             }
+             if (sinks) {
+               options.sinks = buffer<float>(*sinks, static_cast<size_t>(q.shape(1)), "sinks", false);
              }
              py::array_t<float> out({q.shape(0), q.shape(1), q.shape(2), q.shape(3)});
              float* op = out.mutable_data();
              {
                py::gil_scoped_release release;
-               c.attention(qp, q.shape(0), q.shape(1), q.shape(2), scale, op, threaded, valid);
+               c.attention(qp, q.shape(0), q.shape(1), q.shape(2), options, op, threaded);
              }
              return out;
            },
            py::arg("queries"), py::arg("scale"), py::arg("threaded") = true,
-           py::arg("key_valid") = py::none())
+           py::arg("key_valid") = py::none(), py::arg("softcap") = 0.0f,
+           py::arg("sinks") = py::none())
       .def("trim", [](KVCacheLayer& c, int64_t n) { c.trim(n); })
       .def("clear", &KVCacheLayer::clear)
       .def("export_state",
            [](const KVCacheLayer& c) {
-             TokenStore::State k, v;
-             c.export_state(&k, &v);
+             CacheState st;
+             {
+               py::gil_scoped_release release;
+               st = c.export_state();
+             }
              const int64_t heads = c.config().kv_heads, d = c.config().head_dim;
-             return py::make_tuple(state_arrays(k, c.batch(), heads, d),
-                                   state_arrays(v, c.batch(), heads, d));
+             return py::make_tuple(st.batch, st.keys.chunk_length + st.keys.window_length,
+                                   state_arrays(st.keys, st.batch, heads, d),
+                                   state_arrays(st.values, st.batch, heads, d));
            })
       .def("import_state", [](KVCacheLayer& c, int64_t batch, py::dict k, py::dict v) {
         const int64_t streams = batch * c.config().kv_heads;

@@ -1,6 +1,7 @@
 #include "turbokv/attention.hpp"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -50,16 +51,17 @@ struct StreamWork {
   const TokenStore& values;
   const kernels::KernelSet& k;
   int64_t d, rows, q_len, length;
-  float scale;
+  float scale, softcap;
   const uint8_t* valid = nullptr;  // this stream's batch row of key_valid, or nullptr
+  std::vector<float> row_sink;     // the sink logit of each row's query head; empty: no sinks
   // Per-row state of the online softmax and the three value accumulators.
   std::vector<float> q, q_rotated, q_sketched, scores, row_max, row_sum, acc_rotated, acc_sketch,
       acc_dense, scratch;
 
   StreamWork(const TokenStore& k_store, const TokenStore& v_store, const kernels::KernelSet& ks,
-             int64_t rows_, int64_t q_len_, float scale_)
+             int64_t rows_, int64_t q_len_, float scale_, float softcap_)
       : keys(k_store), values(v_store), k(ks), d(k_store.head_dim()), rows(rows_), q_len(q_len_),
-        length(k_store.length()), scale(scale_) {
+        length(k_store.length()), scale(scale_), softcap(softcap_) {
     const size_t rd = static_cast<size_t>(rows * d);
     q.resize(rd);
     q_rotated.resize(rd);
@@ -91,7 +93,16 @@ struct StreamWork {
     }
     for (int64_t r = 0; r < rows; ++r) {
       float* out = out_rows[r];
-      const float inv = row_sum[r] > 0.0f ? 1.0f / row_sum[r] : 0.0f;
+      // The accumulators hold sum_t exp(s_t - row_max) v_t. A sink adds exp(sink - row_max) to
+      // the denominator only; both are rescaled to the larger of the two maxima first.
+      float sum = row_sum[r], factor = 1.0f;
+      if (!row_sink.empty()) {
+        const float sink = row_sink[static_cast<size_t>(r)];
+        const float top = std::max(row_max[r], sink);
+        factor = row_sum[r] > 0.0f ? std::exp(row_max[r] - top) : 0.0f;
+        sum = row_sum[r] * factor + std::exp(sink - top);
+      }
+      const float inv = sum > 0.0f ? factor / sum : 0.0f;
       if (values.codec()) {
         values.codec()->finish_accumulated(acc_rotated.data() + r * d, acc_sketch.data() + r * d, out);
       } else {
@@ -120,12 +131,17 @@ struct StreamWork {
     for (int64_t r = 0; r < rows; ++r) {
       float* row = scores.data() + r * n;
       const int64_t limit = std::clamp<int64_t>(visible(r) - t0, 0, n);
-      if (valid) {
+      float row_scale = scale;
+      if (softcap > 0.0f) {  // as transformers' eager Gemma 2: tanh((s * scale) / cap) * cap
+        for (int64_t j = 0; j < limit; ++j) row[j] = std::tanh(row[j] * scale / softcap) * softcap;
+        row_scale = 1.0f;
+      }
+      if (valid) {  // after the softcap: tanh would turn a masked -inf into -softcap
         for (int64_t j = 0; j < limit; ++j) {
           if (!valid[t0 + j]) row[j] = -INFINITY;
         }
       }
-      const float block_max = k.scale_max(row, limit, scale);
+      const float block_max = k.scale_max(row, limit, row_scale);
       if (limit == 0 || block_max == -INFINITY) {  // nothing visible in this block
         std::fill(row, row + n, 0.0f);
         continue;
@@ -157,11 +173,51 @@ struct StreamWork {
   }
 };
 
+
+// Throws if any query row holds NaN or Inf: a non-finite query would otherwise be skipped by the
+// max and exp kernels and come back as zeros, hiding an overflow upstream.
+void check_finite_queries(const kernels::KernelSet& ks, const float* q, const AttentionShape& shape,
+                          int64_t d) {
+  const int64_t rows = shape.batch * shape.q_heads * shape.q_len;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = q + r * d;
+    if (ks.sum_squares(row, static_cast<int>(d)) <= FLT_MAX) continue;  // fast path: all finite
+    for (int64_t i = 0; i < d; ++i) {
+      if (!std::isfinite(row[i])) {
+        const int64_t l = r % shape.q_len, h = (r / shape.q_len) % shape.q_heads,
+                      b = r / (shape.q_len * shape.q_heads);
+        throw std::invalid_argument("queries hold NaN or Inf (batch " + std::to_string(b) +
+                                    ", head " + std::to_string(h) + ", position " +
+                                    std::to_string(l) + "): an overflow upstream of attention");
+      }
+    }
+  }
+}
+
+void check_options(const AttentionOptions& o, int64_t q_heads, int64_t length) {
+  if (!(std::isfinite(o.scale) && o.scale > 0.0f)) {
+    throw std::invalid_argument("scale must be finite and > 0, got " + std::to_string(o.scale));
+  }
+  if (!(std::isfinite(o.softcap) && o.softcap >= 0.0f)) {
+    throw std::invalid_argument("softcap must be finite and > 0 (0 = none), got " +
+                                std::to_string(o.softcap));
+  }
+  if (o.sinks) {
+    for (int64_t h = 0; h < q_heads; ++h) {
+      if (!std::isfinite(o.sinks[h])) throw std::invalid_argument("sinks hold NaN or Inf");
+    }
+  }
+  if (o.key_valid && o.key_valid_tokens != length) {
+    throw std::invalid_argument("key_mask covers " + std::to_string(o.key_valid_tokens) +
+                                " tokens but the cache holds " + std::to_string(length));
+  }
+}
+
 }  // namespace
 
 void fused_attention(const TokenStore& keys, const TokenStore& values, const float* queries,
-                     const AttentionShape& shape, float scale, float* out, ThreadPool* pool,
-                     const uint8_t* key_valid) {
+                     const AttentionShape& shape, const AttentionOptions& options, float* out,
+                     ThreadPool* pool) {
   const int64_t d = keys.head_dim();
   if (values.head_dim() != d) throw std::invalid_argument("keys and values differ in head_dim");
   if (shape.kv_heads <= 0 || shape.q_heads % shape.kv_heads != 0) {
@@ -179,21 +235,27 @@ void fused_attention(const TokenStore& keys, const TokenStore& values, const flo
                                 std::to_string(keys.length()) +
                                 " cached tokens: update the cache with this step's keys and values first");
   }
+  check_options(options, shape.q_heads, keys.length());
   const int64_t group = shape.q_heads / shape.kv_heads;
   const int64_t rows = group * shape.q_len;
   const SimdLevel level = keys.codec() ? keys.codec()->simd_level()
                                        : (values.codec() ? values.codec()->simd_level() : default_simd());
   const kernels::KernelSet& ks = kernels::kernel_set(level);
+  check_finite_queries(ks, queries, shape, d);
   auto work = [&](int64_t s) {
     const int64_t b = s / shape.kv_heads, h = s % shape.kv_heads;
-    StreamWork w(keys, values, ks, rows, shape.q_len, scale);
-    if (key_valid) w.valid = key_valid + b * keys.length();
+    StreamWork w(keys, values, ks, rows, shape.q_len, options.scale, options.softcap);
+    if (options.key_valid) w.valid = options.key_valid + b * keys.length();
+    if (options.sinks) w.row_sink.resize(static_cast<size_t>(rows));
     std::vector<float*> out_rows(rows);
     for (int64_t g = 0; g < group; ++g) {
       const int64_t head = h * group + g;  // query heads of kv head h: contiguous, as repeat_kv
       const int64_t base = ((b * shape.q_heads + head) * shape.q_len) * d;
       std::copy_n(queries + base, shape.q_len * d, w.q.data() + g * shape.q_len * d);
-      for (int64_t l = 0; l < shape.q_len; ++l) out_rows[g * shape.q_len + l] = out + base + l * d;
+      for (int64_t l = 0; l < shape.q_len; ++l) {
+        out_rows[g * shape.q_len + l] = out + base + l * d;
+        if (options.sinks) w.row_sink[static_cast<size_t>(g * shape.q_len + l)] = options.sinks[head];
+      }
     }
     w.run(s, out_rows.data());
   };

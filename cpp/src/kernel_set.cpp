@@ -7,25 +7,29 @@ namespace turbokv {
 namespace kernels {
 namespace {
 
+// Every field is assigned by name: neighbouring fields share signatures (pack/unpack,
+// exp_shifted/scale_max), so a positional initialiser could swap two and still compile.
 KernelSet build(SimdLevel level) {
-  return KernelSet{level,
-                   select_fwht(level),
-                   select_matvec_columns(level),
-                   select_sum_squares(level),
-                   select_quantize(level),
-                   select_pack(level),
-                   select_unpack(level),
-                   select_dot_lookup(level),
-                   select_axpy_lookup(level),
-                   select_sign_dot(level),
-                   select_dot_packed(level),
-                   select_axpy_packed(level),
-                   select_dot_half(level),
-                   select_axpy_half(level),
-                   select_to_half(level),
-                   select_from_half(level),
-                   select_exp_shifted(level),
-                   select_scale_max(level)};
+  KernelSet k{};
+  k.level = level;
+  k.fwht = select_fwht(level);
+  k.matvec_columns = select_matvec_columns(level);
+  k.sum_squares = select_sum_squares(level);
+  k.quantize = select_quantize(level);
+  k.pack = select_pack(level);
+  k.unpack = select_unpack(level);
+  k.dot_lookup = select_dot_lookup(level);
+  k.axpy_lookup = select_axpy_lookup(level);
+  k.sign_dot = select_sign_dot(level);
+  k.dot_packed = select_dot_packed(level);
+  k.axpy_packed = select_axpy_packed(level);
+  k.dot_half = select_dot_half(level);
+  k.axpy_half = select_axpy_half(level);
+  k.to_half = select_to_half(level);
+  k.from_half = select_from_half(level);
+  k.exp_shifted = select_exp_shifted(level);
+  k.scale_max = select_scale_max(level);
+  return k;
 }
 
 }  // namespace

@@ -12,10 +12,41 @@ KVCacheLayer::KVCacheLayer(const CacheConfig& config, SimdLevel level)
   if (config.kv_heads <= 0) throw std::invalid_argument("num_kv_heads must be >= 1");
 }
 
+int64_t KVCacheLayer::batch() const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  return batch_;
+}
+
+int64_t KVCacheLayer::length() const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  return keys_.length();
+}
+
+int64_t KVCacheLayer::allocated_bytes() const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  return keys_.allocated_bytes() + values_.allocated_bytes();
+}
+
+int64_t KVCacheLayer::used_bytes() const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  return keys_.used_bytes() + values_.used_bytes();
+}
+
 void KVCacheLayer::update(const float* k, const float* v, int64_t batch, int64_t n) {
   std::unique_lock<std::shared_mutex> lock(mutex_);
+  update_locked(k, v, batch, n);
+}
+
+CacheSnapshot KVCacheLayer::update_and_fetch(const float* k, const float* v, int64_t batch,
+                                             int64_t n) {
+  std::unique_lock<std::shared_mutex> lock(mutex_);
+  update_locked(k, v, batch, n);
+  return fetch_locked();
+}
+
+void KVCacheLayer::update_locked(const float* k, const float* v, int64_t batch, int64_t n) {
   if (batch <= 0) throw std::invalid_argument("batch must be >= 1");
-  if (length() == 0 && batch != batch_) {
+  if (keys_.length() == 0 && batch != batch_) {
     // An empty cache adopts the batch size of its first update.
     keys_.clear();
     values_.clear();
@@ -34,30 +65,40 @@ void KVCacheLayer::update(const float* k, const float* v, int64_t batch, int64_t
   values_.append(v, n, n * d, d);
 }
 
-void KVCacheLayer::fetch(float* k_out, float* v_out) const {
+CacheSnapshot KVCacheLayer::fetch() const {
   std::shared_lock<std::shared_mutex> lock(mutex_);
-  const int64_t per_stream = length() * config_.head_dim;
-  for (int64_t s = 0; s < keys_.streams(); ++s) {
-    keys_.decode_stream(s, k_out + s * per_stream);
-    values_.decode_stream(s, v_out + s * per_stream);
+  return fetch_locked();
+}
+
+CacheSnapshot KVCacheLayer::fetch_locked() const {
+  CacheSnapshot out;
+  out.length = keys_.length();
+  out.batch = batch_;
+  const int64_t per_stream = out.length * config_.head_dim;
+  const auto size = static_cast<size_t>(out.batch * config_.kv_heads * per_stream);
+  out.keys.resize(size);
+  out.values.resize(size);
+  for (int64_t s = 0; s < out.batch * config_.kv_heads; ++s) {
+    keys_.decode_stream(s, out.keys.data() + s * per_stream);
+    values_.decode_stream(s, out.values.data() + s * per_stream);
   }
+  return out;
 }
 
 void KVCacheLayer::attention(const float* q, int64_t batch, int64_t q_heads, int64_t q_len,
-                             float scale, float* out, bool threaded,
-                             const uint8_t* key_valid) const {
+                             const AttentionOptions& options, float* out, bool threaded) const {
   std::shared_lock<std::shared_mutex> lock(mutex_);
-  if (length() == 0) throw std::invalid_argument("attention on an empty cache: update it first");
+  if (keys_.length() == 0) throw std::invalid_argument("attention on an empty cache: update it first");
   AttentionShape shape{batch, config_.kv_heads, q_heads, q_len};
-  fused_attention(keys_, values_, q, shape, scale, out, threaded ? &ThreadPool::shared() : nullptr,
-                  key_valid);
+  fused_attention(keys_, values_, q, shape, options, out,
+                  threaded ? &ThreadPool::shared() : nullptr);
 }
 
 void KVCacheLayer::trim(int64_t n) {
   std::unique_lock<std::shared_mutex> lock(mutex_);
-  if (n < 0 || n > length()) {
+  if (n < 0 || n > keys_.length()) {
     throw std::invalid_argument("cannot trim " + std::to_string(n) + " tokens from a cache of " +
-                                std::to_string(length()));
+                                std::to_string(keys_.length()));
   }
   keys_.trim(n);
   values_.trim(n);
@@ -88,10 +129,13 @@ void KVCacheLayer::import_state(int64_t batch, const TokenStore::State& keys,
   batch_ = batch;
 }
 
-void KVCacheLayer::export_state(TokenStore::State* keys, TokenStore::State* values) const {
+CacheState KVCacheLayer::export_state() const {
   std::shared_lock<std::shared_mutex> lock(mutex_);
-  *keys = keys_.export_state();
-  *values = values_.export_state();
+  CacheState st;
+  st.batch = batch_;
+  st.keys = keys_.export_state();
+  st.values = values_.export_state();
+  return st;
 }
 
 }  // namespace turbokv

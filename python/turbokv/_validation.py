@@ -39,18 +39,46 @@ def check_codec_settings(head_dim, bits, mode, seed, norm_dtype, norm_correction
     return head_dim, bits, mode, seed, norm_dtype, bool(norm_correction)
 
 
-def as_vectors(x: Any, head_dim: int, name: str = "x", allow_half: bool = True) -> np.ndarray:
-    """Returns x as a float32/float16 array of shape (..., head_dim) without copying it."""
-    if not isinstance(x, np.ndarray):
-        if hasattr(x, "detach") and hasattr(x, "numpy"):  # a CPU torch tensor
-            x = x.detach().numpy()
-        else:
-            x = np.asarray(x)
-    allowed = (np.float32, np.float16) if allow_half else (np.float32,)
-    if x.dtype not in allowed:
-        names = " or ".join(np.dtype(t).name for t in allowed)
-        raise TypeError(f"{name} has dtype {x.dtype}; pass {names} (for example "
-                        f"{name}.astype(np.float32))")
+# What the entry points take, and how: float16/float32 arrays are used as they are (float16 is
+# widened inside the C++ kernels); float64 arrays and bfloat16 tensors cost one float32 copy.
+ACCEPTED_INPUTS = ("numpy float16/float32/float64 arrays, or CPU torch float16/bfloat16/float32 "
+                   "tensors")
+
+
+def as_float_array(x: Any, name: str) -> np.ndarray:
+    """``x`` as a float16 or float32 numpy array, without copying where it can.
+
+    numpy float16/float32 and CPU torch float16/float32 tensors are viewed, not copied; numpy
+    float64 and torch bfloat16 (which numpy lacks) are copied to float32. A tensor on another
+    device raises NotImplementedError (turbokv computes on the CPU); any other dtype raises
+    TypeError naming what to pass.
+    """
+    if not isinstance(x, np.ndarray) and hasattr(x, "detach") and hasattr(x, "device"):  # torch
+        if x.device.type != "cpu":
+            raise NotImplementedError(
+                f"{name} is a tensor on {x.device}: turbokv computes on the CPU and has no GPU "
+                f"path yet; move it with {name}.cpu() (or run the model on the CPU)")
+        x = x.detach()
+        dtype = str(x.dtype)
+        if dtype == "torch.bfloat16":
+            x = x.float()
+        elif dtype not in ("torch.float32", "torch.float16"):
+            raise TypeError(f"{name} is a {dtype} tensor; pass {ACCEPTED_INPUTS}")
+        x = x.numpy()
+    elif not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+    if x.dtype == np.float64:
+        with np.errstate(over="ignore"):  # beyond float32 becomes Inf, which the callers refuse
+            x = x.astype(np.float32)
+    elif x.dtype not in (np.float32, np.float16):
+        raise TypeError(f"{name} has dtype {x.dtype}; pass {ACCEPTED_INPUTS} "
+                        f"(for example {name}.astype(np.float32))")
+    return x
+
+
+def as_vectors(x: Any, head_dim: int, name: str = "x") -> np.ndarray:
+    """Returns x as a float32/float16 array of shape (..., head_dim), as :func:`as_float_array`."""
+    x = as_float_array(x, name)
     if x.ndim == 0 or x.shape[-1] != head_dim:
         raise ValueError(f"{name} has shape {x.shape}; its last axis must be head_dim={head_dim}")
     return x

@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from . import _core
-from ._validation import check_int, MODES, NORM_DTYPES
+from ._validation import as_float_array, check_int, MODES, NORM_DTYPES
 
 __all__ = ["KVCache", "layer_seeds"]
 
@@ -37,10 +37,7 @@ def _side(bits: int, mode: str, norm_dtype: str, norm_correction: bool, name: st
 
 def _as_float32(x: Any, name: str, head_dim: int, heads_label: str) -> np.ndarray:
     """A float32 C-contiguous (batch, heads, tokens, head_dim) array (copied only if needed)."""
-    if not isinstance(x, np.ndarray):
-        x = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
-    if x.dtype not in (np.float32, np.float16):
-        raise TypeError(f"{name} has dtype {x.dtype}; pass float32 or float16")
+    x = as_float_array(x, name)
     if x.ndim != 4 or x.shape[3] != head_dim:
         raise ValueError(f"{name} has shape {x.shape}; expected (batch, {heads_label}, tokens, "
                          f"head_dim={head_dim})")
@@ -107,68 +104,88 @@ class KVCache:
 
     # Generation-loop API ----------------------------------------------------------------------
 
-    def update(self, keys: Any, values: Any) -> None:
-        """Encodes and appends ``keys``/``values`` of shape (batch, num_kv_heads, new_tokens,
-        head_dim). All or nothing: on bad input (NaN/Inf, values too large for float16 storage,
-        wrong shape or batch) it raises and the cache is unchanged."""
+    def _update_args(self, keys: Any, values: Any) -> Optional[Tuple[np.ndarray, np.ndarray]]:
         k = _as_tokens(keys, "keys", self.num_kv_heads, self.head_dim)
         v = _as_tokens(values, "values", self.num_kv_heads, self.head_dim)
         if k.shape != v.shape:
             raise ValueError(f"keys {k.shape} and values {v.shape} must have the same shape")
         if k.shape[0] == 0:
             raise ValueError("batch must be at least 1")
-        if k.shape[2] == 0:
-            return
-        self._layer.update(k, v)
+        return None if k.shape[2] == 0 else (k, v)
+
+    def update(self, keys: Any, values: Any) -> None:
+        """Encodes and appends ``keys``/``values`` of shape (batch, num_kv_heads, new_tokens,
+        head_dim): numpy float16/float32/float64 arrays or CPU torch float16/bfloat16/float32
+        tensors (float32 and float16 C-contiguous input is read in place; other input costs one
+        float32 copy). All or nothing: on bad input (NaN/Inf, values too large for float16
+        storage, wrong shape or batch) it raises and the cache is unchanged."""
+        args = self._update_args(keys, values)
+        if args is not None:
+            self._layer.update(*args)
 
     def update_and_fetch(self, keys: Any, values: Any) -> Tuple[np.ndarray, np.ndarray]:
         """``update``, then return all cached keys and values decoded: two float32 arrays of shape
-        (batch, num_kv_heads, offset, head_dim). (They are fresh arrays, not a stored copy.)"""
-        self.update(keys, values)
-        return self.fetch()
+        (batch, num_kv_heads, offset, head_dim), fresh (not a stored copy). Both happen under one
+        lock, so another thread's update cannot slip in between."""
+        args = self._update_args(keys, values)
+        return self.fetch() if args is None else self._layer.update_and_fetch(*args)
 
     def fetch(self) -> Tuple[np.ndarray, np.ndarray]:
-        """All cached keys and values, decoded to float32 (batch, num_kv_heads, offset, head_dim)."""
-        if self.offset == 0:
-            empty = np.zeros((max(self.batch, 0), self.num_kv_heads, 0, self.head_dim), np.float32)
-            return empty, empty.copy()
+        """All cached keys and values, decoded to float32 (batch, num_kv_heads, offset, head_dim),
+        read under the cache's lock (shape and data from the same state)."""
         return self._layer.fetch()
 
     def attention(self, queries: Any, scale: Optional[float] = None, threaded: bool = True,
-                  key_mask: Optional[np.ndarray] = None) -> np.ndarray:
+                  key_mask: Optional[np.ndarray] = None, softcap: Optional[float] = None,
+                  sinks: Optional[Any] = None) -> np.ndarray:
         """Causal softmax attention of ``queries`` over the cache, computed on the codes.
 
         queries: (batch, q_heads, q_len, head_dim), q_heads a multiple of num_kv_heads (query head
-        h uses kv head h // (q_heads // num_kv_heads), as transformers' repeat_kv). The newest
-        q_len cached tokens are the queries' own positions (so call ``update`` first); query i
-        attends to tokens [0, offset - q_len + i]. scale defaults to 1/sqrt(head_dim).
+        h uses kv head h // (q_heads // num_kv_heads), as transformers' repeat_kv); any input
+        ``update`` takes. The newest q_len cached tokens are the queries' own positions (so call
+        ``update`` first); query i attends to tokens [0, offset - q_len + i].
         Returns float32 (batch, q_heads, q_len, head_dim). Runs on all cores with the GIL released
         (``threaded=False``: the calling thread only; TURBOKV_NUM_THREADS sets the pool size).
-        ``key_mask``: optional bool (batch, offset); False hides that cached token from every query
-        of its batch row (left padding in batched generation). A query that sees no token
-        returns zeros.
+
+        Args:
+            scale: score scale, finite and > 0; default 1/sqrt(head_dim).
+            key_mask: optional bool (batch, offset); False hides that cached token from every
+                query of its batch row (left padding in batched generation). Its length is
+                checked against the cache under the cache's lock.
+            softcap: optional > 0: scores become ``softcap * tanh(score * scale / softcap)``
+                (Gemma 2's attention logit softcapping).
+            sinks: optional (q_heads,) logits, one per query head: an extra softmax column whose
+                value is zero (gpt-oss attention sinks).
+
+        A query that sees no token returns zeros. Queries holding NaN or Inf raise ValueError
+        (an overflow upstream would otherwise pass unnoticed).
         """
         q = _as_float32(queries, "queries", self.head_dim, "q_heads")
         if q.shape[1] % self.num_kv_heads:
             raise ValueError(f"q_heads={q.shape[1]} must be a multiple of num_kv_heads={self.num_kv_heads}")
-        if self.offset == 0:
-            raise ValueError("attention on an empty cache: call update() with this step's keys first")
-        if q.shape[0] != self.batch:
-            raise ValueError(f"queries have batch {q.shape[0]} but the cache holds batch {self.batch}")
-        if q.shape[2] > self.offset:
-            raise ValueError(f"q_len={q.shape[2]} exceeds the {self.offset} cached tokens: update the "
-                             "cache with this step's keys and values first")
         scale = 1.0 / math.sqrt(self.head_dim) if scale is None else float(scale)
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be finite and > 0, got {scale}")
+        cap = 0.0 if softcap is None else float(softcap)
+        if softcap is not None and not (math.isfinite(cap) and cap > 0):
+            raise ValueError(f"softcap must be finite and > 0 (or None), got {softcap}")
         valid = None
         if key_mask is not None:
             key_mask = np.asarray(key_mask)
-            if key_mask.shape != (self.batch, self.offset):
-                raise ValueError(f"key_mask has shape {key_mask.shape}; expected (batch, offset) = "
-                                 f"({self.batch}, {self.offset})")
+            if key_mask.ndim != 2 or key_mask.shape[0] != q.shape[0]:
+                raise ValueError(f"key_mask has shape {key_mask.shape}; expected (batch={q.shape[0]}, "
+                                 "cached tokens)")
             valid = np.ascontiguousarray(key_mask, dtype=bool).view(np.uint8)
+        sink_logits = None
+        if sinks is not None:
+            sink_logits = np.ascontiguousarray(as_float_array(sinks, "sinks"), dtype=np.float32)
+            if sink_logits.shape != (q.shape[1],):
+                raise ValueError(f"sinks has shape {sink_logits.shape}; expected (q_heads={q.shape[1]},)")
+            if not np.isfinite(sink_logits).all():
+                raise ValueError("sinks hold NaN or Inf")
         if q.size == 0:
             return np.zeros(q.shape, np.float32)
-        return self._layer.attention(q, scale, threaded, valid)
+        return self._layer.attention(q, scale, threaded, valid, cap, sink_logits)
 
     @property
     def offset(self) -> int:
@@ -222,12 +239,18 @@ class KVCache:
     def state(self) -> Dict[str, np.ndarray]:
         """The stored arrays, named ``keys.<field>`` / ``values.<field>`` (fields: codes, norms,
         qjl, residual_norms as uint8 bytes; halves and window as float16)."""
-        if self.batch == 0:
-            return {}
-        keys, values = self._layer.export_state()
-        out = {f"keys.{k}": a for k, a in keys.items()}
-        out.update({f"values.{k}": a for k, a in values.items()})
-        return out
+        return self.snapshot()[1]
+
+    def snapshot(self) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
+        """``(meta_state, state)`` read under one lock, so the two agree even while another thread
+        updates the cache (``save_cache`` uses this)."""
+        batch, offset, keys, values = self._layer.export_state()
+        meta = dict(self.meta_state, batch=batch, offset=offset)
+        if batch == 0:
+            return meta, {}
+        state = {f"keys.{k}": a for k, a in keys.items()}
+        state.update({f"values.{k}": a for k, a in values.items()})
+        return meta, state
 
     _SETTINGS = ("head_dim", "num_kv_heads", "key_bits", "value_bits", "key_mode", "value_mode",
                  "residual_window", "seed", "layer_index", "norm_dtype", "key_norm_correction",

@@ -2,12 +2,14 @@
 
     import turbokv.hf  # registers attn_implementation="turbokv"
     model = AutoModelForCausalLM.from_pretrained(name, attn_implementation="turbokv")
-    out = model.generate(ids, past_key_values=turbokv.hf.TurboQuantCache(key_bits=4, value_bits=4))
+    cache = turbokv.hf.TurboQuantCache(config=model.config, key_bits=4, value_bits=4)
+    out = model.generate(ids, past_key_values=cache)
 
-With ``attn_implementation="turbokv"`` attention runs on the compressed codes (no decoded K/V is
-built after the first step). With any other attention implementation the cache returns decoded
-float K/V tensors every step: it still stores only the codes, but each step briefly allocates a
-decoded copy of the whole layer, as transformers' own QuantizedCache does.
+With ``attn_implementation="turbokv"`` attention runs on the compressed codes and no decoded K/V
+is ever built. With any other attention implementation the cache returns decoded float K/V
+tensors every step: it still stores only the codes, but each step briefly allocates a decoded copy
+of the whole layer, as transformers' own QuantizedCache does. Pass ``config=model.config`` so the
+cache knows which from the first step (without it, the first step decodes, to be safe).
 
 Tested with transformers 5.18 and 4.57. CPU tensors only (turbokv is a CPU library).
 """
@@ -22,22 +24,11 @@ from transformers import AttentionInterface
 from transformers.cache_utils import Cache, CacheLayerMixin
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from ._validation import as_float_array
 from .cache import KVCache
 from .layers import settings_for_layer
 
 __all__ = ["TurboQuantCache", "TurboQuantLayer", "turbokv_attention"]
-
-
-def _to_numpy(x: torch.Tensor) -> np.ndarray:
-    """A float32 numpy view of a CPU tensor (a copy only for other dtypes or layouts)."""
-    if x.device.type != "cpu":
-        raise NotImplementedError(f"turbokv runs on CPU tensors; got a tensor on {x.device}")
-    if not x.is_floating_point():
-        raise TypeError(f"expected floating-point key/value/query states, got {x.dtype}")
-    x = x.detach()
-    if x.dtype not in (torch.float32, torch.float16):
-        x = x.float()  # bfloat16 has no numpy dtype
-    return x.numpy()
 
 
 class TurboQuantLayer(CacheLayerMixin):
@@ -47,12 +38,19 @@ class TurboQuantLayer(CacheLayerMixin):
     is_croppable = True
     is_sliding = False
 
-    def __init__(self, layer_index: int = 0, **settings: Any) -> None:
+    def __init__(self, layer_index: int = 0, fused: Optional[bool] = None,
+                 mask_check: Optional["_MaskCheck"] = None, **settings: Any) -> None:
         super().__init__()
         self.layer_index = layer_index
         self.settings = settings
         self.cache: Optional[KVCache] = None
-        self.fused = False  # set by turbokv_attention: from then on update returns no decoded K/V
+        # True: turbokv attention reads the codes and update returns shape-only placeholders;
+        # False: another attention, update returns decoded K/V; None: not known yet (decode, and
+        # learn it from the first turbokv attention call).
+        self.fused = fused
+        self.decoded_steps = 0  # updates that built a decoded copy of the layer
+        self.fused_calls = 0    # turbokv attention calls served from the codes
+        self._mask_check = mask_check if mask_check is not None else _MaskCheck()
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.dtype, self.device = key_states.dtype, key_states.device
@@ -66,7 +64,7 @@ class TurboQuantLayer(CacheLayerMixin):
                ) -> Tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        self.cache.update(_to_numpy(key_states), _to_numpy(value_states))
+        self.cache.update(key_states, value_states)
         if self.fused:
             # Shape-only placeholders on the meta device: any attention other than turbokv's that
             # tried to read them would fail loudly instead of computing with garbage.
@@ -76,6 +74,7 @@ class TurboQuantLayer(CacheLayerMixin):
         else:
             k, v = self.cache.fetch()
             keys, values = torch.from_numpy(k).to(self.dtype), torch.from_numpy(v).to(self.dtype)
+            self.decoded_steps += 1
         keys._turbokv_layer = self  # lets turbokv_attention find the compressed store
         return keys, values
 
@@ -126,23 +125,34 @@ class TurboQuantCache(Cache):
     layer by layer, e.g. ``turbokv.boundary_layer_settings(num_layers, 2)`` keeps the first and
     last two layers at 8 bits.
 
+    ``config``: the model's config. With it the cache knows from the first step whether the model
+    runs ``attn_implementation="turbokv"`` (read as each layer is created, so a
+    ``set_attn_implementation`` before the first step counts) and never decodes under fused
+    attention. Without it the first step returns decoded K/V (a transient float32 copy of each
+    layer's prompt K/V), since another attention implementation would need them.
+
     Example:
-        >>> cache = TurboQuantCache(key_bits=4, value_bits=4)
+        >>> cache = TurboQuantCache(config=model.config, key_bits=4, value_bits=4)
         >>> out = model.generate(input_ids, past_key_values=cache, max_new_tokens=20)
     """
 
     def __init__(self, layer_settings: Optional[Sequence[Optional[Dict[str, Any]]]] = None,
-                 **settings: Any) -> None:
+                 config: Any = None, **settings: Any) -> None:
         # Validate every layer's settings now, not at first use.
         for i in range(len(layer_settings) if layer_settings else 1):
             KVCache(head_dim=8, num_kv_heads=1, **settings_for_layer(i, settings, layer_settings))
+        if config is not None and not hasattr(config, "_attn_implementation"):
+            raise TypeError(f"config must be a transformers model config, got {type(config).__name__}")
         super().__init__(layer_class_to_replicate=self._new_layer)
         self.settings = settings
         self.layer_settings = None if layer_settings is None else list(layer_settings)
+        self.config = config
+        self._mask_check = _MaskCheck()  # one mask check per forward, shared by the layers
 
     def _new_layer(self) -> TurboQuantLayer:
         index = len(self.layers)
-        return TurboQuantLayer(layer_index=index,
+        fused = None if self.config is None else self.config._attn_implementation == "turbokv"
+        return TurboQuantLayer(layer_index=index, fused=fused, mask_check=self._mask_check,
                                **settings_for_layer(index, self.settings, self.layer_settings))
 
     @property
@@ -151,44 +161,111 @@ class TurboQuantCache(Cache):
         return sum(layer.cache.nbytes for layer in self.layers if layer.cache is not None)
 
 
-def _key_mask(attention_mask: Optional[torch.Tensor], batch: int, q_len: int, length: int
-              ) -> Optional[np.ndarray]:
-    """Per-(batch, key) validity from transformers' 4-D mask, checked to be causal plus padding."""
-    if attention_mask is None:
-        return None
-    if attention_mask.dim() != 4:
-        raise NotImplementedError(f"turbokv attention takes 4-D masks, got shape {tuple(attention_mask.shape)}")
-    allowed = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
-    allowed = allowed[:, 0, :, :length].expand(batch, q_len, length)
-    valid = allowed[:, -1, :]  # the newest query sees every non-padded token
-    positions = torch.arange(length)
-    causal = positions[None, :] <= (length - q_len + torch.arange(q_len))[:, None]
-    if not torch.equal(allowed, causal[None] & valid[:, None, :]):
-        raise NotImplementedError("turbokv attention supports causal masks with padding only "
-                                  "(no sliding windows or packed sequences)")
-    return None if bool(valid.all()) else valid.numpy()
+class _MaskCheck:
+    """Turns transformers' 4-D attention mask into per-(batch, key) validity, checking that it is
+    causal plus padding. Every layer of a forward gets the same mask tensor, so the result is kept
+    for that tensor (by identity) and the check runs once per forward, not once per layer."""
+
+    ROWS = 256  # mask rows compared at a time: bounded scratch memory for long prefills
+
+    def __init__(self) -> None:
+        self._mask: Optional[torch.Tensor] = None
+        self._key: Tuple[int, int, int] = (0, 0, 0)
+        self._valid: Optional[np.ndarray] = None
+        self.checks = 0  # masks actually examined (for tests)
+
+    def __call__(self, attention_mask: Optional[torch.Tensor], batch: int, q_len: int,
+                 length: int) -> Optional[np.ndarray]:
+        if attention_mask is None:
+            return None
+        if attention_mask is self._mask and self._key == (batch, q_len, length):
+            return self._valid
+        valid = self._check(attention_mask, batch, q_len, length)
+        self._mask, self._key, self._valid = attention_mask, (batch, q_len, length), valid
+        self.checks += 1
+        return valid
+
+    def _check(self, attention_mask: torch.Tensor, batch: int, q_len: int, length: int
+               ) -> Optional[np.ndarray]:
+        if attention_mask.dim() != 4 or attention_mask.shape[1] != 1:
+            raise NotImplementedError("turbokv attention takes (batch, 1, q_len, kv_len) masks, got "
+                                      f"shape {tuple(attention_mask.shape)}")
+
+        def allowed(start: int, stop: int) -> torch.Tensor:
+            m = attention_mask[:, 0, start:stop, :length]
+            return (m if m.dtype == torch.bool else m == 0).expand(batch, stop - start, length)
+
+        valid = allowed(q_len - 1, q_len)[:, 0, :]  # the newest query sees every real token
+        positions = torch.arange(length)
+        for start in range(0, q_len, self.ROWS):
+            stop = min(start + self.ROWS, q_len)
+            last = length - q_len + torch.arange(start, stop)
+            causal = positions[None, :] <= last[:, None]
+            if not torch.equal(allowed(start, stop), causal[None] & valid[:, None, :]):
+                raise NotImplementedError("turbokv attention supports causal masks with padding only "
+                                          "(no sliding windows or packed sequences)")
+        return None if bool(valid.all()) else valid.numpy()
+
+
+# Keyword arguments transformers' attention modules pass that do not change what attention
+# computes (bookkeeping for other implementations); any other one is honoured or refused.
+_NO_EFFECT = frozenset({"position_ids", "use_cache", "cache_position", "past_key_values",
+                        "past_key_value", "position_embeddings", "output_hidden_states",
+                        "return_dict", "layer_idx", "token_type_ids"})
+
+
+def _refuse_unimplemented(dropout: float, sliding_window: Any, kwargs: Dict[str, Any]) -> None:
+    """NotImplementedError naming the first argument turbokv attention would otherwise ignore."""
+    if dropout:
+        raise NotImplementedError(f"turbokv attention does not implement dropout={dropout} "
+                                  "(training); call model.eval() for inference")
+    if sliding_window is not None:
+        raise NotImplementedError(f"turbokv attention does not implement sliding_window="
+                                  f"{sliding_window} (sliding-window layers) yet; use another "
+                                  "attn_implementation for this model")
+    for name, value in kwargs.items():
+        if name in _NO_EFFECT or value is None:
+            continue
+        if name.startswith("output_") and name != "output_attentions":  # e.g. output_router_logits
+            continue
+        if (name == "is_causal" and value) or (name == "output_attentions" and not value):
+            continue
+        raise NotImplementedError(f"turbokv attention does not implement the argument {name}="
+                                  f"{value!r:.60}; use another attn_implementation")
 
 
 def turbokv_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
                       value: torch.Tensor, attention_mask: Optional[torch.Tensor],
-                      scaling: Optional[float] = None, dropout: float = 0.0, **kwargs: Any
+                      scaling: Optional[float] = None, dropout: float = 0.0,
+                      softcap: Optional[float] = None, s_aux: Optional[torch.Tensor] = None,
+                      sliding_window: Optional[int] = None, **kwargs: Any
                       ) -> Tuple[torch.Tensor, None]:
     """Attention over a TurboQuantCache's codes, for ``attn_implementation="turbokv"``.
 
     query (batch, q_heads, q_len, head_dim); returns (batch, q_len, q_heads, head_dim) in the
-    query's dtype. Without a TurboQuantCache (e.g. ``use_cache=False``) it falls back to SDPA.
+    query's dtype. Honours ``scaling``, ``softcap`` (Gemma 2 logit softcapping) and ``s_aux``
+    (gpt-oss attention sinks, one logit per query head); raises NotImplementedError naming any
+    other argument that would change the result (dropout > 0, ``sliding_window``, packed
+    sequences, ...). Without a TurboQuantCache (``use_cache=False``) it falls back to SDPA.
     """
+    _refuse_unimplemented(dropout, sliding_window, kwargs)
     layer = getattr(key, "_turbokv_layer", None)
     if layer is None:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+        if s_aux is not None or softcap is not None:
+            raise NotImplementedError("turbokv attention without a TurboQuantCache falls back to "
+                                      "SDPA, which has no softcap or attention sinks: pass a "
+                                      "TurboQuantCache (use_cache=True)")
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
                                       dropout=dropout, **kwargs)
     layer.fused = True
+    layer.fused_calls += 1
     cache = layer.cache
     batch, _, q_len, _ = query.shape
-    mask = _key_mask(attention_mask, batch, q_len, cache.offset)
-    out = cache.attention(_to_numpy(query), scale=scaling, key_mask=mask)
+    mask = layer._mask_check(attention_mask, batch, q_len, cache.offset)
+    sinks = None if s_aux is None else as_float_array(s_aux, "s_aux").reshape(-1)
+    out = cache.attention(query, scale=scaling, key_mask=mask, softcap=softcap or None, sinks=sinks)
     return torch.from_numpy(out).to(query.dtype).transpose(1, 2).contiguous(), None
 
 

@@ -51,13 +51,14 @@ def save_cache(path: "os.PathLike[str] | str", caches: Sequence[KVCache]) -> Non
     for cache in caches:
         if not isinstance(cache, KVCache):
             raise TypeError(f"save_cache takes KVCache objects, got {type(cache).__name__}")
+        meta, state = cache.snapshot()
         arrays = []
-        for name, a in cache.state.items():
+        for name, a in state.items():
             a = np.ascontiguousarray(a)
             arrays.append([name, a.dtype.name, list(a.shape), offset, a.nbytes])
             blobs.append(a.tobytes())
             offset += a.nbytes
-        layers.append({"meta": cache.meta_state, "arrays": arrays})
+        layers.append({"meta": meta, "arrays": arrays})
     header = json.dumps({"layers": layers}).encode()
     digest = hashlib.sha256()
     tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"

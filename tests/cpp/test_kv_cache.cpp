@@ -13,7 +13,8 @@ namespace {
 std::vector<double> naive_attention(const std::vector<float>& q, const std::vector<float>& k,
                                     const std::vector<float>& v, int64_t batch, int64_t kv_heads,
                                     int64_t q_heads, int64_t q_len, int64_t length, int64_t d,
-                                    double scale) {
+                                    double scale, double softcap = 0,
+                                    const std::vector<float>* sinks = nullptr) {
   std::vector<double> out(q.size());
   const int64_t group = q_heads / kv_heads;
   for (int64_t b = 0; b < batch; ++b) {
@@ -28,9 +29,13 @@ std::vector<double> naive_attention(const std::vector<float>& q, const std::vect
           double dot = 0;
           for (int64_t i = 0; i < d; ++i) dot += double(qv[i]) * k[(s * length + t) * d + i];
           w[t] = dot * scale;
+          if (softcap > 0) w[t] = softcap * std::tanh(w[t] / softcap);
           max = std::max(max, w[t]);
         }
+        const double sink = sinks ? double((*sinks)[h]) : -INFINITY;
+        max = std::max(max, sink);
         for (auto& x : w) sum += (x = std::exp(x - max));
+        if (sinks) sum += std::exp(sink - max);  // a softmax column whose value is zero
         double* o = out.data() + ((b * q_heads + h) * q_len + l) * d;
         for (int64_t t = 0; t < visible; ++t) {
           for (int64_t i = 0; i < d; ++i) o[i] += w[t] / sum * v[(s * length + t) * d + i];
@@ -66,12 +71,13 @@ TEST(KVCache, FusedAttentionEqualsDecodedAttention) {
         auto v = test_util::gaussian_rows(batch * heads * n, int(d), 2);
         cache.update(k.data(), v.data(), batch, n);
       }
-      const int64_t length = cache.length();
-      std::vector<float> kd(batch * heads * length * d), vd(kd.size());
-      cache.fetch(kd.data(), vd.data());
+      const CacheSnapshot snap = cache.fetch();
+      const int64_t length = snap.length;
+      const std::vector<float>& kd = snap.keys;
+      const std::vector<float>& vd = snap.values;
       auto q = test_util::gaussian_rows(batch * q_heads * q_len, int(d), 3);
       std::vector<float> out(q.size());
-      cache.attention(q.data(), batch, q_heads, q_len, 0.125f, out.data(), true);
+      cache.attention(q.data(), batch, q_heads, q_len, AttentionOptions{0.125f}, out.data(), true);
       const auto expect = naive_attention(q, kd, vd, batch, heads, q_heads, q_len, length, d, 0.125);
       double max_err = 0, max_ref = 0;
       for (size_t i = 0; i < out.size(); ++i) {
@@ -89,15 +95,15 @@ TEST(KVCache, TrimAndStateRoundTrip) {
   a.update(k.data(), k.data(), 1, 300);
   a.trim(40);
   EXPECT_EQ(a.length(), 260);
-  TokenStore::State ks, vs;
-  a.export_state(&ks, &vs);
+  CacheState st = a.export_state();
+  TokenStore::State& ks = st.keys;
+  const TokenStore::State& vs = st.values;
+  EXPECT_EQ(st.batch, 1);
   b.import_state(1, ks, vs);
   EXPECT_EQ(b.length(), 260);
-  std::vector<float> ka(2 * 260 * 32), va(ka.size()), kb(ka.size()), vb(ka.size());
-  a.fetch(ka.data(), va.data());
-  b.fetch(kb.data(), vb.data());
-  EXPECT_EQ(ka, kb);
-  EXPECT_EQ(va, vb);
+  const CacheSnapshot sa = a.fetch(), sb = b.fetch();
+  EXPECT_EQ(sa.keys, sb.keys);
+  EXPECT_EQ(sa.values, sb.values);
   ks.codes.pop_back();  // a corrupted state is refused and changes nothing
   EXPECT_THROW(b.import_state(1, ks, vs), std::invalid_argument);
   EXPECT_EQ(b.length(), 260);
@@ -115,4 +121,75 @@ TEST(KVCache, RejectedUpdateChangesNothing) {
   EXPECT_THROW(cache.update(k.data(), bad.data(), 1, 5), std::invalid_argument);
   EXPECT_THROW(cache.update(k.data(), k.data(), 2, 1), std::invalid_argument);
   EXPECT_EQ(cache.length(), 5);
+}
+
+namespace {
+
+// The largest |got - want| over the largest |want|.
+double relative_error(const std::vector<float>& got, const std::vector<double>& want) {
+  double max_err = 0, max_ref = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    max_err = std::max(max_err, std::fabs(got[i] - want[i]));
+    max_ref = std::max(max_ref, std::fabs(want[i]));
+  }
+  return max_err / max_ref;
+}
+
+}  // namespace
+
+TEST(KVCache, SoftcapAndSinksMatchTheNaiveSoftmax) {
+  const int64_t batch = 1, heads = 2, q_heads = 4, d = 32, q_len = 2, n = 300;
+  KVCacheLayer cache(config(int(d), int(heads), 8, 8, 0));
+  auto k = test_util::gaussian_rows(batch * heads * n, int(d), 11);
+  auto v = test_util::gaussian_rows(batch * heads * n, int(d), 12);
+  for (auto& x : k) x *= 4.0f;  // large scores, so that the cap bites
+  cache.update(k.data(), v.data(), batch, n);
+  const CacheSnapshot snap = cache.fetch();
+  auto q = test_util::gaussian_rows(batch * q_heads * q_len, int(d), 13);
+  const std::vector<float> sinks{-1.0f, 0.5f, 3.0f, 40.0f};  // the last outweighs every token
+  const float scale = 0.3f;
+  for (float softcap : {0.0f, 5.0f}) {
+    for (bool with_sinks : {false, true}) {
+      AttentionOptions o{scale};
+      o.softcap = softcap;
+      o.sinks = with_sinks ? sinks.data() : nullptr;
+      std::vector<float> out(q.size());
+      cache.attention(q.data(), batch, q_heads, q_len, o, out.data(), true);
+      const auto want = naive_attention(q, snap.keys, snap.values, batch, heads, q_heads, q_len,
+                                        snap.length, d, scale, softcap, with_sinks ? &sinks : nullptr);
+      EXPECT_LT(relative_error(out, want), 1e-4) << "softcap " << softcap << " sinks " << with_sinks;
+      // Without the option the result must differ: the option is not ignored.
+      if (softcap > 0 || with_sinks) {
+        const auto plain = naive_attention(q, snap.keys, snap.values, batch, heads, q_heads, q_len,
+                                           snap.length, d, scale);
+        EXPECT_GT(relative_error(out, plain), 1e-2);
+      }
+    }
+  }
+}
+
+TEST(KVCache, RefusesNonFiniteQueriesAndBadOptions) {
+  KVCacheLayer cache(config(16, 1, 4, 4, 0));
+  auto k = test_util::gaussian_rows(8, 16, 14);
+  cache.update(k.data(), k.data(), 1, 8);
+  std::vector<float> out(2 * 16);
+  for (float bad : {NAN, INFINITY, -INFINITY}) {
+    auto q = test_util::gaussian_rows(2, 16, 15);
+    q[16 + 5] = bad;
+    EXPECT_THROW(cache.attention(q.data(), 1, 2, 1, AttentionOptions{0.25f}, out.data()),
+                 std::invalid_argument);
+  }
+  auto q = test_util::gaussian_rows(2, 16, 15);
+  for (float scale : {0.0f, -1.0f, NAN, INFINITY}) {
+    EXPECT_THROW(cache.attention(q.data(), 1, 2, 1, AttentionOptions{scale}, out.data()),
+                 std::invalid_argument);
+  }
+  AttentionOptions o{0.25f};
+  o.softcap = -1.0f;
+  EXPECT_THROW(cache.attention(q.data(), 1, 2, 1, o, out.data()), std::invalid_argument);
+  const std::vector<uint8_t> valid(7, 1);  // one token short of the cache
+  o = AttentionOptions{0.25f};
+  o.key_valid = valid.data();
+  o.key_valid_tokens = 7;
+  EXPECT_THROW(cache.attention(q.data(), 1, 2, 1, o, out.data()), std::invalid_argument);
 }

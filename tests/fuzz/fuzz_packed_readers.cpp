@@ -44,6 +44,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   std::vector<float> attention_out(4 * d);
   const std::vector<float> queries = in.floats(4 * d);
-  layer.attention(queries.data(), 1, 4, 1, 0.1f, attention_out.data(), false);
+  layer.attention(queries.data(), 1, 4, 1, AttentionOptions{0.1f}, attention_out.data(), false);
   return 0;
 }

@@ -11,15 +11,15 @@ rng = np.random.default_rng(7)
 GOOD = rng.standard_normal((1, HEADS, 3, D), dtype=np.float32)
 
 
-def with_value(value):
-    x = GOOD.copy()
+def with_value(value, dtype=np.float32):
+    x = GOOD.astype(dtype)
     x[0, 1, 2, 5] = value
     return x
 
 
 # (label, array, expected exception) for the (batch, heads, tokens, head_dim) entry points.
 BAD_TOKENS = [
-    ("float64", GOOD.astype(np.float64), TypeError),
+    ("float64 beyond float32", with_value(1e300, np.float64), ValueError),
     ("int32", GOOD.astype(np.int32), TypeError),
     ("bool", GOOD > 0, TypeError),
     ("complex", GOOD.astype(np.complex64), TypeError),
@@ -70,8 +70,17 @@ def test_kvcache_updates_reject_bad_tokens(entry, label, bad, error):
     assert_unchanged(cache, before)
 
 
+def query_with(value):
+    q = rng.standard_normal((1, 4, 1, D)).astype(np.float32)
+    q[0, 2, 0, 7] = value
+    return q
+
+
 QUERY_CASES = [
-    ("float64", np.zeros((1, 4, 1, D)), TypeError),
+    ("int64", np.zeros((1, 4, 1, D), np.int64), TypeError),
+    ("NaN", query_with(np.nan), ValueError),
+    ("+Inf", query_with(np.inf), ValueError),
+    ("-Inf", query_with(-np.inf), ValueError),
     ("rank 3", np.zeros((4, 1, D), np.float32), ValueError),
     ("wrong head_dim", np.zeros((1, 4, 1, 16), np.float32), ValueError),
     ("heads not a multiple", np.zeros((1, 3, 1, D), np.float32), ValueError),
@@ -93,6 +102,29 @@ def test_kvcache_attention_rejects_bad_queries(label, q, error):
     assert_unchanged(cache, before)
 
 
+GOOD_Q = np.zeros((1, 4, 1, D), np.float32)
+OPTION_CASES = [
+    ("scale 0", dict(scale=0.0)),
+    ("scale negative", dict(scale=-0.1)),
+    ("scale NaN", dict(scale=float("nan"))),
+    ("scale Inf", dict(scale=float("inf"))),
+    ("softcap 0", dict(softcap=0.0)),
+    ("softcap negative", dict(softcap=-30.0)),
+    ("softcap NaN", dict(softcap=float("nan"))),
+    ("sinks wrong length", dict(sinks=np.zeros(3, np.float32))),
+    ("sinks NaN", dict(sinks=np.array([0, np.nan, 0, 0], np.float32))),
+    ("key_mask one token short", dict(key_mask=np.ones((1, 2), bool))),
+    ("key_mask wrong batch", dict(key_mask=np.ones((2, 3), bool))),
+]
+
+
+@pytest.mark.parametrize("label, options", OPTION_CASES, ids=[c[0] for c in OPTION_CASES])
+def test_kvcache_attention_rejects_bad_options(label, options):
+    cache = fresh_cache()
+    with pytest.raises(ValueError):
+        cache.attention(GOOD_Q, **options)
+
+
 def test_kvcache_documented_handling():
     cache = fresh_cache()
     # Non-contiguous and read-only inputs are fine (one copy at most); zero new tokens is a no-op.
@@ -110,7 +142,7 @@ def test_kvcache_documented_handling():
 
 
 SHAPE_AND_DTYPE = [
-    ("float64", np.zeros((2, D)), TypeError),
+    ("int64", np.zeros((2, D), np.int64), TypeError),
     ("int8", np.zeros((2, D), np.int8), TypeError),
     ("object", np.array([[None] * D]), TypeError),
     ("0-d", np.float32(1.0), ValueError),

@@ -39,6 +39,24 @@ def test_fused_attention_equals_decode_then_float64_attention(d, settings, rng):
     assert relative_error(cache.attention(q, scale=0.3), reference.attention(q, k, v, scale=0.3)) < 1e-4
 
 
+@pytest.mark.parametrize("softcap", [None, 3.0])
+@pytest.mark.parametrize("with_sinks", [False, True])
+def test_softcap_and_sinks_equal_the_float64_oracle(softcap, with_sinks, rng):
+    d = 64
+    cache = turbokv.KVCache(d, 2, key_bits=4, value_bits=4)
+    cache.update(3 * tokens(rng, 2, 2, 280, d), tokens(rng, 2, 2, 280, d))
+    q = tokens(rng, 2, 6, 3, d)
+    sinks = np.array([-2.0, 0.0, 1.0, 2.0, 5.0, 30.0], np.float32) if with_sinks else None
+    k, v = cache.fetch()
+    got = cache.attention(q, softcap=softcap, sinks=sinks)
+    expect = reference.attention(q, k, v, softcap=softcap, sinks=sinks)
+    assert relative_error(got, expect) < 1e-4
+    if softcap or with_sinks:  # the option changed the result: it was not ignored
+        assert relative_error(got, reference.attention(q, k, v)) > 1e-2
+    if with_sinks:  # head 5's sink outweighs every token: its output is ~0
+        assert np.abs(got[:, 5]).max() < 1e-6
+
+
 def test_gqa_maps_query_heads_to_their_kv_head(rng):
     d, kv_heads, group = 64, 4, 3
     cache = turbokv.KVCache(d, kv_heads, key_bits=4, value_bits=8)
@@ -142,8 +160,8 @@ def test_rejected_updates_leave_the_cache_unchanged(rng):
         cache.update(tokens(rng, 2, 2, 1, 32), tokens(rng, 2, 2, 1, 32))
     with pytest.raises(ValueError, match="num_kv_heads=2"):
         cache.update(tokens(rng, 1, 3, 1, 32), tokens(rng, 1, 3, 1, 32))
-    with pytest.raises(TypeError, match="float32 or float16"):
-        cache.update(tokens(rng, 1, 2, 1, 32).astype(np.float64), tokens(rng, 1, 2, 1, 32))
+    with pytest.raises(TypeError, match="float16/float32/float64"):
+        cache.update(tokens(rng, 1, 2, 1, 32).astype(np.int32), tokens(rng, 1, 2, 1, 32))
     with pytest.raises(ValueError, match="multiple of num_kv_heads"):
         cache.attention(tokens(rng, 1, 3, 1, 32))
     with pytest.raises(ValueError, match="exceeds"):

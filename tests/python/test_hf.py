@@ -14,17 +14,38 @@ import turbokv.hf as thf
 KL_BOUND_8BIT = 1e-4  # measured: 3.3e-6 for both paths
 
 
+TINY_LLAMA = dict(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=3,
+                  num_attention_heads=8, num_key_value_heads=2, head_dim=32,
+                  max_position_embeddings=256)
+
+
 @pytest.fixture(scope="module")
 def models():
+    """The same weights twice: SDPA attention on the decoded K/V, and fused turbokv attention.
+    Each model has its own config object (set_attn_implementation changes the config it is given,
+    so a shared one would switch both)."""
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=3,
-                      num_attention_heads=8, num_key_value_heads=2, head_dim=32,
-                      max_position_embeddings=256)
-    default = LlamaForCausalLM(cfg).eval()
-    fused = LlamaForCausalLM(cfg).eval()
+    default = LlamaForCausalLM(LlamaConfig(**TINY_LLAMA)).eval()
+    fused = LlamaForCausalLM(LlamaConfig(**TINY_LLAMA)).eval()
     fused.load_state_dict(default.state_dict())
     fused.set_attn_implementation("turbokv")
+    assert default.config is not fused.config
+    assert (default.config._attn_implementation, fused.config._attn_implementation) == ("sdpa", "turbokv")
     return default, fused
+
+
+def cache_for(model, **settings):
+    return thf.TurboQuantCache(config=model.config, **settings)
+
+
+def assert_path(cache, fused):
+    """Every layer of the cache was served by the named path, and only by it."""
+    assert cache.layers, "the model never used the cache"
+    for layer in cache.layers:
+        if fused:
+            assert layer.fused_calls > 0 and layer.decoded_steps == 0, (layer.fused_calls, layer.decoded_steps)
+        else:
+            assert layer.fused_calls == 0 and layer.decoded_steps > 0, (layer.fused_calls, layer.decoded_steps)
 
 
 def kl(p_logits, q_logits):
@@ -50,7 +71,9 @@ def test_8bit_cache_tracks_dynamic_cache(models, which):
     ids = torch.randint(0, 512, (2, 24), generator=torch.Generator().manual_seed(1))
     reference = stepwise_logits(default, DynamicCache(), ids)
     model = default if which == "default" else fused
-    got = stepwise_logits(model, thf.TurboQuantCache(key_bits=8, value_bits=8), ids)
+    cache = cache_for(model, key_bits=8, value_bits=8)
+    got = stepwise_logits(model, cache, ids)
+    assert_path(cache, fused=which == "fused")
     assert kl(reference, got).mean() < KL_BOUND_8BIT
     assert kl(reference, got).mean() > 0  # it is compressed
 
@@ -58,9 +81,25 @@ def test_8bit_cache_tracks_dynamic_cache(models, which):
 def test_fused_attention_equals_the_decoded_path(models):
     default, fused = models
     ids = torch.randint(0, 512, (2, 20), generator=torch.Generator().manual_seed(2))
-    a = stepwise_logits(default, thf.TurboQuantCache(key_bits=4, value_bits=3), ids, steps=5)
-    b = stepwise_logits(fused, thf.TurboQuantCache(key_bits=4, value_bits=3), ids, steps=5)
+    decoded, on_codes = cache_for(default, key_bits=4, value_bits=3), cache_for(fused, key_bits=4, value_bits=3)
+    a = stepwise_logits(default, decoded, ids, steps=5)
+    b = stepwise_logits(fused, on_codes, ids, steps=5)
+    assert_path(decoded, fused=False)
+    assert_path(on_codes, fused=True)
     torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    # The two paths differ from float attention by far more than from each other: the comparison
+    # above is between two compressed paths, not two names for one.
+    exact = stepwise_logits(default, DynamicCache(), ids, steps=5)
+    assert (exact - a).abs().max() > 100 * (b - a).abs().max()
+
+
+def test_without_config_the_first_step_decodes_then_fuses(models):
+    _, fused = models
+    ids = torch.randint(0, 512, (1, 12), generator=torch.Generator().manual_seed(7))
+    cache = thf.TurboQuantCache(key_bits=4, value_bits=4)
+    stepwise_logits(fused, cache, ids, steps=3)
+    assert [layer.decoded_steps for layer in cache.layers] == [1, 1, 1]
+    assert all(layer.fused and layer.fused_calls == 4 for layer in cache.layers)
 
 
 def test_left_padding_in_batched_generation(models):
@@ -69,18 +108,26 @@ def test_left_padding_in_batched_generation(models):
     mask = torch.ones(2, 12, dtype=torch.long)
     mask[1, :4] = 0  # row 1 is left-padded
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate computes them
+    on_codes = cache_for(fused, key_bits=8, value_bits=8)
     with torch.no_grad():
         a = default(ids, attention_mask=mask, position_ids=positions,
-                    past_key_values=thf.TurboQuantCache(key_bits=8, value_bits=8)).logits
-        b = fused(ids, attention_mask=mask, position_ids=positions,
-                  past_key_values=thf.TurboQuantCache(key_bits=8, value_bits=8)).logits
-        unpadded = fused(ids[1:, 4:], past_key_values=thf.TurboQuantCache(key_bits=8, value_bits=8)).logits
+                    past_key_values=cache_for(default, key_bits=8, value_bits=8)).logits
+        b = fused(ids, attention_mask=mask, position_ids=positions, past_key_values=on_codes).logits
+        unpadded = fused(ids[1:, 4:], past_key_values=cache_for(fused, key_bits=8, value_bits=8)).logits
     torch.testing.assert_close(b[:, -1], a[:, -1], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(b[1, 4:], unpadded[0], rtol=1e-4, atol=1e-4)
+    assert_path(on_codes, fused=True)
+    # One mask check for the forward, shared by its three layers.
+    assert on_codes._mask_check.checks == 1
 
 
 SETTINGS = [dict(key_bits=4, value_bits=4), dict(key_bits=3, value_bits=2, key_mode="prod"),
             dict(key_bits=0, value_bits=4, residual_window=4), dict(key_bits=4, value_bits=4, norm_dtype="float16")]
+
+
+def generate(model, cache, ids, new=6):
+    return model.generate(ids, attention_mask=torch.ones_like(ids), past_key_values=cache,
+                          max_new_tokens=new, do_sample=False)
 
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=str)
@@ -88,34 +135,151 @@ SETTINGS = [dict(key_bits=4, value_bits=4), dict(key_bits=3, value_bits=2, key_m
 def test_generate_end_to_end(models, settings, which):
     model = models[0] if which == "default" else models[1]
     ids = torch.randint(0, 512, (2, 10), generator=torch.Generator().manual_seed(4))
-    cache = thf.TurboQuantCache(**settings)
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), past_key_values=cache,
-                         max_new_tokens=6, do_sample=False)
-    assert out.shape == (2, 16)
+    cache = cache_for(model, **settings)
+    out = generate(model, cache, ids)
+    assert_path(cache, fused=which == "fused")
+    assert out.shape == (2, 16) and torch.equal(out[:, :10], ids)
     assert cache.get_seq_length() == 15 and cache.nbytes > 0
+    # A compressed cache's tokens stay close to float attention's: most of the first new tokens
+    # agree (random weights have near-ties, so not all of them need to).
+    reference = generate(model, DynamicCache(), ids)
+    assert (out[:, 10] == reference[:, 10]).sum() >= 1
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_models(models, dtype):
-    default, _ = models
-    model = LlamaForCausalLM(default.config).eval()
-    model.load_state_dict(default.state_dict())
-    model = model.to(dtype)
-    model.set_attn_implementation("turbokv")
-    ids = torch.randint(0, 512, (1, 8), generator=torch.Generator().manual_seed(5))
-    out = model.generate(ids, past_key_values=thf.TurboQuantCache(), max_new_tokens=3, do_sample=False)
-    assert out.shape == (1, 11)
+def sharp_model(dtype, attention):
+    """The tiny Llama with larger random weights (initializer_range 0.1): its logits are spread
+    enough that greedy tokens are not decided by rounding. Same weights on every call."""
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**TINY_LLAMA, initializer_range=0.1)).eval().to(dtype)
+    model.set_attn_implementation(attention)
+    return model
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("which", ["sdpa", "turbokv"])
+def test_float16_storage_generates_dynamic_cache_tokens(dtype, which):
+    """key_bits=0, value_bits=0 stores K/V as float16: for float32 and float16 models greedy
+    generation gives DynamicCache's tokens exactly (the smallest top-2 logit margin on this prompt
+    is 0.023, far above the attention's rounding differences)."""
+    model = sharp_model(dtype, which)
+    ids = torch.randint(0, 512, (2, 10), generator=torch.Generator().manual_seed(4))
+    cache = cache_for(model, key_bits=0, value_bits=0)
+    out = generate(model, cache, ids, new=12)
+    assert_path(cache, fused=which == "turbokv")
+    assert torch.equal(out, generate(model, DynamicCache(), ids, new=12))
+
+
+def test_bfloat16_model_tracks_dynamic_cache():
+    """bfloat16 logits tie often (8-bit mantissa), so tokens are not compared: the next-token
+    distributions are, step by step, against DynamicCache on the same bfloat16 model."""
+    model = sharp_model(torch.bfloat16, "turbokv")
+    ids = torch.randint(0, 512, (1, 16), generator=torch.Generator().manual_seed(5))
+    cache = cache_for(model, key_bits=0, value_bits=0)
+    got = stepwise_logits(model, cache, ids, steps=4)
+    assert_path(cache, fused=True)
+    assert got.dtype == torch.bfloat16
+    assert kl(stepwise_logits(model, DynamicCache(), ids, steps=4), got).mean() < 1e-3
 
 
 def test_crop_and_unsupported_features(models):
     default, fused = models
     ids = torch.randint(0, 512, (1, 10), generator=torch.Generator().manual_seed(6))
-    cache = thf.TurboQuantCache(key_bits=4, value_bits=4)
+    cache = cache_for(fused, key_bits=4, value_bits=4)
     with torch.no_grad():
         fused(ids, past_key_values=cache)
+    assert_path(cache, fused=True)
     cache.crop(-3)
     assert cache.get_seq_length() == 7
     with pytest.raises(NotImplementedError, match="beam"):
         fused.generate(ids, past_key_values=thf.TurboQuantCache(), num_beams=2, max_new_tokens=2)
     with pytest.raises(ValueError, match="key_bits"):
         thf.TurboQuantCache(key_bits=12)
+
+
+def eager_and_fused(model_class, config_class, **config):
+    """One tiny model of a family twice, with the same weights: eager attention (transformers'
+    reference, which implements every argument) and turbokv attention."""
+    torch.manual_seed(0)
+    eager = model_class(config_class(**config)).eval()
+    eager.set_attn_implementation("eager")
+    fused = model_class(config_class(**config)).eval()
+    fused.load_state_dict(eager.state_dict())
+    fused.set_attn_implementation("turbokv")
+    return eager, fused
+
+
+def test_gemma2_attention_softcapping_is_honoured():
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    config = dict(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                  layer_types=["full_attention"] * 2, attn_logit_softcapping=2.0,
+                  initializer_range=0.2)
+    eager, fused = eager_and_fused(Gemma2ForCausalLM, Gemma2Config, **config)
+    ids = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(8))
+    cache = cache_for(fused, key_bits=0, value_bits=0)  # float16 storage: only rounding differs
+    got = stepwise_logits(fused, cache, ids, steps=3)
+    assert_path(cache, fused=True)
+    want = stepwise_logits(eager, DynamicCache(), ids, steps=3)
+    torch.testing.assert_close(got, want, rtol=2e-3, atol=2e-3)
+    # The cap matters at this scale: the same model without it gives other logits.
+    uncapped = copy_with(eager, attn_logit_softcapping=None)
+    assert (stepwise_logits(uncapped, DynamicCache(), ids, steps=3) - want).abs().max() > 0.05
+
+
+def copy_with(model, **changes):
+    config = model.config.__class__(**{**model.config.to_dict(), **changes})
+    other = model.__class__(config).eval()
+    other.load_state_dict(model.state_dict())
+    other.set_attn_implementation("eager")
+    return other
+
+
+def test_gpt_oss_attention_sinks_are_honoured():
+    from transformers import GptOssConfig, GptOssForCausalLM
+
+    config = dict(vocab_size=256, hidden_size=128, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=32, num_local_experts=2,
+                  num_experts_per_tok=1, layer_types=["full_attention"] * 2)
+    eager, fused = eager_and_fused(GptOssForCausalLM, GptOssConfig, **config)
+    with torch.no_grad():  # sinks large enough to take real weight from the tokens
+        for model in (eager, fused):
+            for layer in model.model.layers:
+                layer.self_attn.sinks.copy_(torch.tensor([3.0, -1.0, 0.5, 6.0]))
+    ids = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(9))
+    cache = cache_for(fused, key_bits=0, value_bits=0)
+    got = stepwise_logits(fused, cache, ids, steps=3)
+    assert_path(cache, fused=True)
+    want = stepwise_logits(eager, DynamicCache(), ids, steps=3)
+    torch.testing.assert_close(got, want, rtol=2e-3, atol=2e-3)
+    with torch.no_grad():
+        for layer in eager.model.layers:
+            layer.self_attn.sinks.fill_(-1e4)  # no sink weight at all
+    assert (stepwise_logits(eager, DynamicCache(), ids, steps=3) - want).abs().max() > 0.05
+
+
+def test_arguments_it_does_not_implement_are_refused():
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    ids = torch.randint(0, 256, (1, 6), generator=torch.Generator().manual_seed(10))
+    # Gemma 2 with its sliding-window layers.
+    _, sliding = eager_and_fused(Gemma2ForCausalLM, Gemma2Config, vocab_size=256, hidden_size=64,
+                                 intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                 num_key_value_heads=1, head_dim=32, sliding_window=4)
+    with pytest.raises(NotImplementedError, match="sliding_window"), torch.no_grad():
+        sliding(ids, past_key_values=cache_for(sliding))
+    # Attention dropout while training.
+    torch.manual_seed(0)
+    training = LlamaForCausalLM(LlamaConfig(**TINY_LLAMA, attention_dropout=0.1)).train()
+    training.set_attn_implementation("turbokv")
+    with pytest.raises(NotImplementedError, match="dropout"):
+        training(ids, past_key_values=cache_for(training))
+    # Anything else that would change the result, named.
+    layer = thf.TurboQuantLayer()
+    q = torch.zeros(1, 2, 1, 8)
+    k = torch.zeros(1, 1, 1, 8)
+    k._turbokv_layer = layer
+    for name, value in [("head_mask", torch.ones(1)), ("cu_seq_lens_q", torch.tensor([0, 1])),
+                        ("output_attentions", True), ("is_causal", False)]:
+        with pytest.raises(NotImplementedError, match=name):
+            thf.turbokv_attention(None, q, k, k, None, **{name: value})

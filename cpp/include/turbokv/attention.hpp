@@ -21,12 +21,27 @@ struct AttentionShape {
   int64_t q_len = 1;
 };
 
-// queries and out: (batch, q_heads, q_len, head_dim) float32, C-contiguous.
-// key_valid: nullptr, or (batch, length) bytes, 0 = that cached token is hidden from every query of
-// that batch row (left padding); combined with the causal rule. A query that sees no token gets 0.
+// What the softmax sees besides the scores. Defaults: plain causal attention.
+struct AttentionOptions {
+  float scale = 1.0f;  // scores are q.k * scale; finite and > 0
+  // > 0: scores become softcap * tanh(score / softcap) before masking (Gemma 2's attention logit
+  // softcapping); 0: none.
+  float softcap = 0.0f;
+  // nullptr, or one logit per query head: an extra softmax column whose value vector is zero
+  // (gpt-oss attention sinks). It takes weight from the tokens without adding to the output.
+  const float* sinks = nullptr;
+  // nullptr, or (batch, key_valid_tokens) bytes, 0 = that cached token is hidden from every query
+  // of that batch row (left padding); combined with the causal rule. key_valid_tokens must equal
+  // the cache length when the attention runs (checked under the cache's lock).
+  const uint8_t* key_valid = nullptr;
+  int64_t key_valid_tokens = 0;
+};
+
+// queries and out: (batch, q_heads, q_len, head_dim) float32, C-contiguous. Queries must be
+// finite (std::invalid_argument otherwise). A query that sees no token gets 0.
 // Work is spread over (batch, kv head) streams on pool (nullptr: the calling thread only).
 void fused_attention(const TokenStore& keys, const TokenStore& values, const float* queries,
-                     const AttentionShape& shape, float scale, float* out, ThreadPool* pool,
-                     const uint8_t* key_valid = nullptr);
+                     const AttentionShape& shape, const AttentionOptions& options, float* out,
+                     ThreadPool* pool);
 
 }  // namespace turbokv

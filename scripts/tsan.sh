@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The C++ concurrency tests (readers racing a writer on one cache) under ThreadSanitizer: any data
+# race report fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTURBOKV_BUILD_TESTS=ON \
+  -DTURBOKV_TSAN=ON >/dev/null
+cmake --build build/tsan --target turbokv_tests
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+  build/tsan/turbokv_tests --gtest_filter='*Concurrency.*:KVCache.*'
