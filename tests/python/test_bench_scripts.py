@@ -44,3 +44,15 @@ def test_key_outliers_script(tmp_path):
     assert rows["K4 plain"]["error_mean"] < rows["K3 plain"]["error_mean"]
     assert rows["K4 plain"]["bits_per_coordinate"] == 4.5
     assert all(0 < r["error_mean"] < 1 for r in rows.values())
+
+
+def test_hf_speed_script(tmp_path):
+    result = run("hf_speed.py", "--contexts", "64", "--batches", "1", "--dtypes", "float32",
+                 "--steps", "2", "--rounds", "2", "--thp", "off", tmp_path=tmp_path)
+    names = {r["cache"] for r in result["rows"]}
+    # The decoded and fused rows assert inside the script which path served them.
+    assert {"DynamicCache (sdpa)", "StaticCache (sdpa)", "TurboQuantCache K4V4, decoded K/V (sdpa)",
+            "TurboQuantCache K4V4, fused (turbokv)"} <= names
+    best = max(r["vs_best_dense"] for r in result["rows"] if r["cache"] in
+               ("DynamicCache (sdpa)", "StaticCache (sdpa)"))
+    assert best == 1.0
