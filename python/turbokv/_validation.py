@@ -39,8 +39,9 @@ def check_codec_settings(head_dim, bits, mode, seed, norm_dtype, norm_correction
     return head_dim, bits, mode, seed, norm_dtype, bool(norm_correction)
 
 
-# What the entry points take, and how: float16/float32 arrays are used as they are (float16 is
-# widened inside the C++ kernels); float64 arrays and bfloat16 tensors cost one float32 copy.
+# What the entry points take. as_float_array copies only float64 arrays and bfloat16 tensors; the
+# Codec reads float16 rows in place, while KVCache makes one float32 copy of anything but
+# C-contiguous float32.
 ACCEPTED_INPUTS = ("numpy float16/float32/float64 arrays, or CPU torch float16/bfloat16/float32 "
                    "tensors")
 

@@ -116,8 +116,8 @@ class KVCache:
     def update(self, keys: Any, values: Any) -> None:
         """Encodes and appends ``keys``/``values`` of shape (batch, num_kv_heads, new_tokens,
         head_dim): numpy float16/float32/float64 arrays or CPU torch float16/bfloat16/float32
-        tensors (float32 and float16 C-contiguous input is read in place; other input costs one
-        float32 copy). All or nothing: on bad input (NaN/Inf, values too large for float16
+        tensors (C-contiguous float32 input is read in place; any other input costs one float32
+        copy). All or nothing: on bad input (NaN/Inf, values too large for float16
         storage, wrong shape or batch) it raises and the cache is unchanged."""
         args = self._update_args(keys, values)
         if args is not None:
