@@ -222,12 +222,37 @@ PYBIND11_MODULE(_core, m) {
   };
   py::class_<KVCacheLayer>(m, "KVCacheLayer")
       .def(py::init([](int head_dim, int kv_heads, const SideConfig& key, const SideConfig& value,
-                       int64_t residual_window, uint64_t key_seed, uint64_t value_seed) {
-             CacheConfig c{head_dim, kv_heads, key, value, residual_window, key_seed, value_seed};
+                       int64_t residual_window, uint64_t key_seed, uint64_t value_seed,
+                       bool center_keys) {
+             CacheConfig c{head_dim, kv_heads, key, value, residual_window, key_seed, value_seed,
+                           center_keys};
              return std::make_unique<KVCacheLayer>(c);
            }),
            py::arg("head_dim"), py::arg("kv_heads"), py::arg("key"), py::arg("value"),
-           py::arg("residual_window"), py::arg("key_seed"), py::arg("value_seed"))
+           py::arg("residual_window"), py::arg("key_seed"), py::arg("value_seed"),
+           py::arg("center_keys"))
+      .def_property_readonly("key_bits", [](const KVCacheLayer& c) {
+        py::gil_scoped_release release;
+        return c.key_side().bits;
+      })
+      .def_property_readonly("key_offset", [](const KVCacheLayer& c) {
+        std::vector<float> offset;
+        {
+          py::gil_scoped_release release;
+          offset = c.key_offset();
+        }
+        const auto n = static_cast<py::ssize_t>(offset.size());
+        const py::ssize_t d = c.config().head_dim, h = c.config().kv_heads;
+        return owned(std::move(offset), {n / (h * d), h, d});
+      })
+      .def("reencode_keys",
+           [](KVCacheLayer& c, int bits, py::array k) {
+             SideConfig side = c.config().key;
+             side.bits = bits;
+             const auto [kp, vp, batch, n] = update_args(c, k, k);
+             py::gil_scoped_release release;
+             c.reencode_keys(side, kp, batch, n);
+           })
       .def_property_readonly("length", unlocked(&KVCacheLayer::length))
       .def_property_readonly("batch", unlocked(&KVCacheLayer::batch))
       .def_property_readonly("allocated_bytes", unlocked(&KVCacheLayer::allocated_bytes))
@@ -300,15 +325,25 @@ PYBIND11_MODULE(_core, m) {
                st = c.export_state();
              }
              const int64_t heads = c.config().kv_heads, d = c.config().head_dim;
+             const auto offset_rows = static_cast<py::ssize_t>(st.key_offset.size()) / (heads * d);
              return py::make_tuple(st.batch, st.keys.chunk_length + st.keys.window_length,
                                    state_arrays(st.keys, st.batch, heads, d),
-                                   state_arrays(st.values, st.batch, heads, d));
+                                   state_arrays(st.values, st.batch, heads, d), st.key.bits,
+                                   owned(std::move(st.key_offset), {offset_rows, heads, d}));
            })
-      .def("import_state", [](KVCacheLayer& c, int64_t batch, py::dict k, py::dict v) {
+      .def("import_state", [](KVCacheLayer& c, int64_t batch, py::dict k, py::dict v, int key_bits,
+                              py::array key_offset) {
+        CacheState st;
+        st.batch = batch;
+        st.key = c.config().key;
+        st.key.bits = key_bits;
         const int64_t streams = batch * c.config().kv_heads;
-        TokenStore::State ks = state_from(k, streams), vs = state_from(v, streams);
+        st.keys = state_from(k, streams);
+        st.values = state_from(v, streams);
+        const float* mu = buffer<float>(key_offset, static_cast<size_t>(key_offset.size()), "key_offset", false);
+        st.key_offset.assign(mu, mu + key_offset.size());
         py::gil_scoped_release release;
-        c.import_state(batch, ks, vs);
+        c.import_state(st);
       });
 
   py::class_<Codec>(m, "Codec")

@@ -54,6 +54,7 @@ struct StreamWork {
   float scale, softcap;
   const uint8_t* valid = nullptr;  // this stream's batch row of key_valid, or nullptr
   std::vector<float> row_sink;     // the sink logit of each row's query head; empty: no sinks
+  std::vector<float> row_offset;   // q . key_offset per row (raw score units); empty: none
   // Per-row state of the online softmax and the three value accumulators.
   std::vector<float> q, q_rotated, q_sketched, scores, row_max, row_sum, acc_rotated, acc_sketch,
       acc_dense, scratch;
@@ -131,6 +132,9 @@ struct StreamWork {
     for (int64_t r = 0; r < rows; ++r) {
       float* row = scores.data() + r * n;
       const int64_t limit = std::clamp<int64_t>(visible(r) - t0, 0, n);
+      if (!row_offset.empty()) {
+        for (int64_t j = 0; j < limit; ++j) row[j] += row_offset[static_cast<size_t>(r)];
+      }
       float row_scale = scale;
       if (softcap > 0.0f) {  // as transformers' eager Gemma 2: tanh((s * scale) / cap) * cap
         for (int64_t j = 0; j < limit; ++j) row[j] = std::tanh(row[j] * scale / softcap) * softcap;
@@ -247,6 +251,10 @@ void fused_attention(const TokenStore& keys, const TokenStore& values, const flo
     StreamWork w(keys, values, ks, rows, shape.q_len, options.scale, options.softcap);
     if (options.key_valid) w.valid = options.key_valid + b * keys.length();
     if (options.sinks) w.row_sink.resize(static_cast<size_t>(rows));
+    // Centred keys: the softmax alone ignores the per-query constant q . offset, a softcap or a
+    // sink does not.
+    const bool add_offset = options.key_offset && (options.sinks || options.softcap > 0.0f);
+    if (add_offset) w.row_offset.resize(static_cast<size_t>(rows));
     std::vector<float*> out_rows(rows);
     for (int64_t g = 0; g < group; ++g) {
       const int64_t head = h * group + g;  // query heads of kv head h: contiguous, as repeat_kv
@@ -255,6 +263,13 @@ void fused_attention(const TokenStore& keys, const TokenStore& values, const flo
       for (int64_t l = 0; l < shape.q_len; ++l) {
         out_rows[g * shape.q_len + l] = out + base + l * d;
         if (options.sinks) w.row_sink[static_cast<size_t>(g * shape.q_len + l)] = options.sinks[head];
+        if (add_offset) {
+          const float* qrow = queries + base + l * d;
+          const float* mu = options.key_offset + s * d;
+          double dot = 0.0;
+          for (int64_t i = 0; i < d; ++i) dot += static_cast<double>(qrow[i]) * mu[i];
+          w.row_offset[static_cast<size_t>(g * shape.q_len + l)] = static_cast<float>(dot);
+        }
       }
     }
     w.run(s, out_rows.data());

@@ -1,5 +1,6 @@
 #include "turbokv/kv_cache.hpp"
 
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -7,9 +8,20 @@ namespace turbokv {
 
 KVCacheLayer::KVCacheLayer(const CacheConfig& config, SimdLevel level)
     : config_(config),
+      level_(level),
       keys_(config.key, config.head_dim, config.key_seed, config.residual_window, level),
       values_(config.value, config.head_dim, config.value_seed, config.residual_window, level) {
   if (config.kv_heads <= 0) throw std::invalid_argument("num_kv_heads must be >= 1");
+}
+
+SideConfig KVCacheLayer::key_side() const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  return keys_.side();
+}
+
+std::vector<float> KVCacheLayer::key_offset() const {
+  std::shared_lock<std::shared_mutex> lock(mutex_);
+  return key_offset_;
 }
 
 int64_t KVCacheLayer::batch() const {
@@ -59,10 +71,85 @@ void KVCacheLayer::update_locked(const float* k, const float* v, int64_t batch, 
                                 "; use a new cache (or clear()) for another batch size");
   }
   const int64_t d = config_.head_dim;
+  // Validate the raw keys too: centring could turn an Inf into a NaN with another message, and a
+  // NaN key would poison the mean.
   keys_.validate(k, n, n * d, d);
   values_.validate(v, n, n * d, d);
-  keys_.append(k, n, n * d, d);
+  std::vector<float> offset_before;
+  if (keys_.length() == 0) {
+    offset_before.swap(key_offset_);
+    set_key_offset(k, batch, n);
+  }
+  std::vector<float> scratch;
+  const float* stored = centred_keys(k, batch, n, scratch);
+  try {
+    if (stored != k) keys_.validate(stored, n, n * d, d);
+  } catch (...) {
+    if (keys_.length() == 0) key_offset_.swap(offset_before);  // all or nothing
+    throw;
+  }
+  keys_.append(stored, n, n * d, d);
   values_.append(v, n, n * d, d);
+}
+
+void KVCacheLayer::set_key_offset(const float* k, int64_t batch, int64_t n) {
+  key_offset_.clear();
+  // Float16 keys are kept as given (centring would change their rounding for no gain).
+  if (!config_.center_keys || keys_.full_precision() || n == 0) return;
+  // One mean per stream (batch row, kv head), so a batch row's results never depend on the others.
+  const int64_t streams = batch * config_.kv_heads, d = config_.head_dim;
+  key_offset_.resize(static_cast<size_t>(streams * d));
+  std::vector<double> sum(static_cast<size_t>(d));
+  for (int64_t s = 0; s < streams; ++s) {
+    std::fill(sum.begin(), sum.end(), 0.0);
+    const float* x = k + s * n * d;
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t i = 0; i < d; ++i) sum[i] += x[t * d + i];
+    }
+    for (int64_t i = 0; i < d; ++i) key_offset_[s * d + i] = static_cast<float>(sum[i] / double(n));
+  }
+}
+
+const float* KVCacheLayer::centred_keys(const float* k, int64_t batch, int64_t n,
+                                        std::vector<float>& scratch) const {
+  if (key_offset_.empty()) return k;
+  const int64_t streams = batch * config_.kv_heads, d = config_.head_dim;
+  scratch.resize(static_cast<size_t>(streams * n * d));
+  for (int64_t s = 0; s < streams; ++s) {
+    const float* mu = key_offset_.data() + s * d;
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t row = (s * n + t) * d;
+      for (int64_t i = 0; i < d; ++i) scratch[row + i] = k[row + i] - mu[i];
+    }
+  }
+  return scratch.data();
+}
+
+void KVCacheLayer::reencode_keys(const SideConfig& key, const float* k, int64_t batch, int64_t n) {
+  std::unique_lock<std::shared_mutex> lock(mutex_);
+  if (batch != batch_ || n != keys_.length() || n == 0) {
+    throw std::invalid_argument("reencode_keys needs the keys of the cache's only update (batch " +
+                                std::to_string(batch_) + ", " + std::to_string(keys_.length()) +
+                                " tokens)");
+  }
+  const int64_t d = config_.head_dim;
+  TokenStore fresh(key, config_.head_dim, config_.key_seed, config_.residual_window, level_);
+  fresh.set_streams(batch * config_.kv_heads);
+  fresh.validate(k, n, n * d, d);
+  // Build the replacement completely before touching the cache (all or nothing).
+  std::vector<float> saved_offset = key_offset_;
+  std::swap(keys_, fresh);
+  set_key_offset(k, batch, n);
+  std::vector<float> scratch;
+  const float* stored = centred_keys(k, batch, n, scratch);
+  try {
+    keys_.validate(stored, n, n * d, d);
+    keys_.append(stored, n, n * d, d);
+  } catch (...) {
+    std::swap(keys_, fresh);
+    key_offset_ = saved_offset;
+    throw;
+  }
 }
 
 CacheSnapshot KVCacheLayer::fetch() const {
@@ -78,9 +165,17 @@ CacheSnapshot KVCacheLayer::fetch_locked() const {
   const auto size = static_cast<size_t>(out.batch * config_.kv_heads * per_stream);
   out.keys.resize(size);
   out.values.resize(size);
+  const int64_t d = config_.head_dim;
   for (int64_t s = 0; s < out.batch * config_.kv_heads; ++s) {
-    keys_.decode_stream(s, out.keys.data() + s * per_stream);
+    float* keys = out.keys.data() + s * per_stream;
+    keys_.decode_stream(s, keys);
     values_.decode_stream(s, out.values.data() + s * per_stream);
+    if (!key_offset_.empty()) {
+      const float* mu = key_offset_.data() + s * d;
+      for (int64_t t = 0; t < out.length; ++t) {
+        for (int64_t i = 0; i < d; ++i) keys[t * d + i] += mu[i];
+      }
+    }
   }
   return out;
 }
@@ -90,7 +185,9 @@ void KVCacheLayer::attention(const float* q, int64_t batch, int64_t q_heads, int
   std::shared_lock<std::shared_mutex> lock(mutex_);
   if (keys_.length() == 0) throw std::invalid_argument("attention on an empty cache: update it first");
   AttentionShape shape{batch, config_.kv_heads, q_heads, q_len};
-  fused_attention(keys_, values_, q, shape, options, out,
+  AttentionOptions with_offset = options;
+  with_offset.key_offset = key_offset_.empty() ? nullptr : key_offset_.data();
+  fused_attention(keys_, values_, q, shape, with_offset, out,
                   threaded ? &ThreadPool::shared() : nullptr);
 }
 
@@ -106,13 +203,34 @@ void KVCacheLayer::trim(int64_t n) {
 
 void KVCacheLayer::clear() {
   std::unique_lock<std::shared_mutex> lock(mutex_);
+  // Back to the configured key side: the next prompt's prefill decides afresh.
+  if (keys_.side().bits != config_.key.bits) {
+    keys_ = TokenStore(config_.key, config_.head_dim, config_.key_seed, config_.residual_window, level_);
+    if (batch_ > 0) keys_.set_streams(batch_ * config_.kv_heads);
+  }
   keys_.clear();
+  key_offset_.clear();
   values_.clear();
 }
 
-void KVCacheLayer::import_state(int64_t batch, const TokenStore::State& keys,
-                                const TokenStore::State& values) {
+void KVCacheLayer::import_state(const CacheState& state) {
   std::unique_lock<std::shared_mutex> lock(mutex_);
+  const int64_t batch = state.batch;
+  const TokenStore::State &keys = state.keys, &values = state.values;
+  if (state.key.bits < 0 || state.key.bits > 8 || state.key.mode != config_.key.mode ||
+      state.key.norm_dtype != config_.key.norm_dtype ||
+      state.key.norm_correction != config_.key.norm_correction) {
+    throw std::invalid_argument("state's key side differs from this cache's in more than its bits");
+  }
+  if (!state.key_offset.empty()) {
+    if (state.key_offset.size() != static_cast<size_t>(state.batch * config_.kv_heads * config_.head_dim) ||
+        state.key.bits == 0) {
+      throw std::invalid_argument("state's key offset does not match batch x kv_heads x head_dim");
+    }
+    for (float x : state.key_offset) {
+      if (!std::isfinite(x)) throw std::invalid_argument("state's key offset holds NaN or Inf");
+    }
+  }
   if (batch <= 0 || keys.streams != batch * config_.kv_heads || values.streams != keys.streams) {
     throw std::invalid_argument("state does not match batch x num_kv_heads streams");
   }
@@ -120,12 +238,13 @@ void KVCacheLayer::import_state(int64_t batch, const TokenStore::State& keys,
     throw std::invalid_argument("state keys and values hold different numbers of tokens");
   }
   // Validate both sides on scratch stores first, so a bad state leaves this cache unchanged.
-  TokenStore k_check(config_.key, config_.head_dim, 0, config_.residual_window, SimdLevel::kScalar);
+  TokenStore k_new(state.key, config_.head_dim, config_.key_seed, config_.residual_window, level_);
   TokenStore v_check(config_.value, config_.head_dim, 0, config_.residual_window, SimdLevel::kScalar);
-  k_check.import_state(keys);
+  k_new.import_state(keys);
   v_check.import_state(values);
-  keys_.import_state(keys);
   values_.import_state(values);
+  std::swap(keys_, k_new);
+  key_offset_ = state.key_offset;
   batch_ = batch;
 }
 
@@ -133,6 +252,8 @@ CacheState KVCacheLayer::export_state() const {
   std::shared_lock<std::shared_mutex> lock(mutex_);
   CacheState st;
   st.batch = batch_;
+  st.key = keys_.side();
+  st.key_offset = key_offset_;
   st.keys = keys_.export_state();
   st.values = values_.export_state();
   return st;

@@ -17,11 +17,13 @@ from .cache import KVCache
 from .codec import Codec
 from .dense_cache import DenseKVCache
 from .encoded import Encoded
-from .layers import boundary_layer_settings, make_cache
+from .layers import boundary_layer_settings, make_cache, summarize, summary_text
+from .presets import DEFAULT_PRESET, PRESETS
 from .persist import load_cache, save_cache
 
 __version__ = "0.1.0"
 __all__ = [
     "Codec", "Encoded", "KVCache", "DenseKVCache", "make_cache", "boundary_layer_settings", "save_cache", "load_cache",
-    "reference", "detect_simd", "default_simd", "__version__",
+    "reference", "detect_simd", "default_simd", "__version__", "summarize", "summary_text",
+    "PRESETS", "DEFAULT_PRESET",
 ]

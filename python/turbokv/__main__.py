@@ -79,12 +79,16 @@ def _eval(args: argparse.Namespace) -> int:
 
     models = args.models
     if args.models == ["all"]:
-        models = list(evaluation.MODELS)
+        models = list(evaluation.DEFAULT_MODELS)
         for name, command in evaluation.missing_models(models).items():
             print(f"eval: skipping {name}, its package is not installed ({command})", file=sys.stderr)
             models.remove(name)
     try:
-        result = evaluation.run(models, settings=args.settings, quick=args.quick,
+        settings = args.settings
+        if args.key_rows:
+            from turbokv.eval_settings import KEY_SETTINGS
+            settings = KEY_SETTINGS
+        result = evaluation.run(models, settings=settings, quick=args.quick,
                                 show_progress=not args.json)
     except (ImportError, ValueError) as e:
         print(f"eval: {e}", file=sys.stderr)
@@ -144,10 +148,13 @@ def main(argv=None) -> int:
                     "under a minute. The same code as bench/quality.py.",
     )
     evaluate.add_argument("--models", nargs="+", default=["all"],
-                          choices=["all", "kjv", "smollm2", "minilm", "llama2c"],
-                          help="models (default all installed)")
+                          choices=["all", "kjv", "smollm2", "qwen25", "minilm", "llama2c"],
+                          help="models (default all installed except qwen25, which takes about "
+                               "10 minutes per setting: name it)")
     evaluate.add_argument("--settings", nargs="+", default=None, metavar="LABEL",
                           help='setting labels, e.g. "K4V4" "K3V3 window 128" (default all)')
+    evaluate.add_argument("--key-rows", action="store_true",
+                          help="the presets and key levers (centring, protection) only")
     evaluate.add_argument("--quick", action="store_true",
                           help="5 settings, 2 x 256 tokens, 64 greedy tokens")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of tables")

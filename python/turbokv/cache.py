@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from . import _core
+from . import _core, protection
 from ._validation import as_float_array, check_int, MODES, NORM_DTYPES
 
 __all__ = ["KVCache", "layer_seeds"]
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the key bits in use and the key offset (centring) are saved; 1 still loads
 
 
 def layer_seeds(seed: int, layer_index: int) -> Tuple[int, int]:
@@ -73,6 +74,19 @@ class KVCache:
         seed, layer_index: choose the rotations; every (seed, layer, side) gets its own.
         norm_dtype: ``"float32"`` or ``"float16"`` storage for the per-token norms.
         key_norm_correction, value_norm_correction: store ||x|| / ||x_hat_unit|| (mse mode).
+        center_keys: subtract each stream's (batch row, KV head) mean key over the first update
+            (the prefill) before encoding keys, and add it back exactly (softmax ignores it; with
+            softcap or sinks the kernel adds q . mean). One large component shared by all keys
+            (Qwen2.5's key bias) otherwise takes the codec's bits (README, "Keys that never break
+            a model"). The mean comes from the first update, so a prompt fed in chunks gets a
+            slightly different (equally exact) centring. Float16 keys are never centred.
+        protect_keys: at the first ``attention`` after the first update (the prefill), compare
+            the softmax of the newest 32 queries over the exact prefill keys with the one over
+            the stored keys; if the KL divergence exceeds ``protection_bound`` times what the
+            codec's nominal distortion predicts, re-encode this layer's keys at 8 bits (then
+            float16) before answering. ``summary()`` reports what it measured and chose. It needs
+            the queries, so a cache only read through ``fetch`` is not protected.
+        protection_bound: the excess (KL / nominal distortion) that triggers protection.
 
     Shapes: keys/values ``(batch, num_kv_heads, new_tokens, head_dim)``, queries
     ``(batch, q_heads, q_len, head_dim)``; float32 or float16 in, float32 out.
@@ -86,7 +100,9 @@ class KVCache:
     def __init__(self, head_dim: int, num_kv_heads: int, key_bits: int = 4, value_bits: int = 4,
                  key_mode: str = "mse", value_mode: str = "mse", residual_window: int = 0,
                  seed: int = 0, layer_index: int = 0, norm_dtype: str = "float32",
-                 key_norm_correction: bool = False, value_norm_correction: bool = False) -> None:
+                 key_norm_correction: bool = False, value_norm_correction: bool = False,
+                 center_keys: bool = True, protect_keys: bool = True,
+                 protection_bound: float = protection.DEFAULT_BOUND) -> None:
         self.head_dim = check_int("head_dim", head_dim, 8, 1024)
         self.num_kv_heads = check_int("num_kv_heads", num_kv_heads, 1, 1 << 16)
         self.residual_window = check_int("residual_window", residual_window, 0, 1 << 20)
@@ -98,9 +114,20 @@ class KVCache:
         self.key_norm_correction, self.value_norm_correction = key_norm_correction, value_norm_correction
         key = _side(key_bits, key_mode, norm_dtype, key_norm_correction, "key")
         value = _side(value_bits, value_mode, norm_dtype, value_norm_correction, "value")
+        if not isinstance(center_keys, bool) or not isinstance(protect_keys, bool):
+            raise TypeError("center_keys and protect_keys must be bool")
+        bound = float(protection_bound)
+        if not (math.isfinite(bound) and bound > 0):
+            raise ValueError(f"protection_bound must be finite and > 0, got {protection_bound!r}")
+        self.center_keys, self.protect_keys, self.protection_bound = center_keys, protect_keys, bound
         key_seed, value_seed = layer_seeds(self.seed, self.layer_index)
         self._layer = _core.KVCacheLayer(self.head_dim, self.num_kv_heads, key, value,
-                                         self.residual_window, key_seed, value_seed)
+                                         self.residual_window, key_seed, value_seed, center_keys)
+        # The prefill's exact keys, kept from the first update until the first attention measures
+        # them (protect_keys); then dropped. Guarded by _probe_lock.
+        self._probe: Optional[np.ndarray] = None
+        self._probe_lock = threading.Lock()
+        self.protection: Optional[Dict[str, Any]] = None  # what the probe measured and chose
 
     # Generation-loop API ----------------------------------------------------------------------
 
@@ -119,9 +146,21 @@ class KVCache:
         tensors (C-contiguous float32 input is read in place; any other input costs one float32
         copy). All or nothing: on bad input (NaN/Inf, values too large for float16
         storage, wrong shape or batch) it raises and the cache is unchanged."""
+        self._update(keys, values, probe=True)
+
+    def _update(self, keys: Any, values: Any, probe: bool) -> None:
         args = self._update_args(keys, values)
-        if args is not None:
+        if args is None:
+            return
+        with self._probe_lock:
+            first = self._layer.length == 0
             self._layer.update(*args)
+            keep = probe and first and self.protect_keys and self.key_bits != 0
+            # A copy: the caller may reuse its array. A second update before any attention means
+            # the queries of the prefill will never be seen: give up measuring.
+            self._probe = np.array(args[0]) if keep else None
+            if first:
+                self.protection = None
 
     def update_and_fetch(self, keys: Any, values: Any) -> Tuple[np.ndarray, np.ndarray]:
         """``update``, then return all cached keys and values decoded: two float32 arrays of shape
@@ -185,7 +224,35 @@ class KVCache:
                 raise ValueError("sinks hold NaN or Inf")
         if q.size == 0:
             return np.zeros(q.shape, np.float32)
+        if self._probe is not None:
+            self._protect(q, scale)
         return self._layer.attention(q, scale, threaded, valid, cap, sink_logits)
+
+    def _protect(self, q: np.ndarray, scale: float) -> None:
+        """Measures the prefill's attention KL at the requested key bits and escalates (8 bits,
+        then float16) while it exceeds the bound. Runs once, at the first attention."""
+        with self._probe_lock:
+            keys = self._probe
+            if keys is None:
+                return
+            rows = min(protection.PROBE_QUERIES, q.shape[2])
+            queries = q[:, :, q.shape[2] - rows:]
+            if q.shape[0] != keys.shape[0] or q.shape[2] > keys.shape[2] or not np.isfinite(queries).all():
+                return  # the attention call itself refuses these queries; measure on the next one
+            self._probe = None
+            if self._layer.length != keys.shape[2] or self._layer.batch != keys.shape[0]:
+                return
+            tried = []
+            for bits in protection.escalation(self.key_bits):
+                if bits != self._layer.key_bits:
+                    self._layer.reencode_keys(bits, keys)
+                stored, _ = self._layer.fetch()
+                kl = protection.attention_kl(queries, keys, stored, scale)
+                tried.append(protection.record(bits, kl, self.key_bits, self.key_mode))
+                if bits == 0 or tried[-1]["excess"] <= self.protection_bound:
+                    break
+            self.protection = {"tokens": int(keys.shape[2]), "queries": rows, "tried": tried,
+                               "key_bits": self._layer.key_bits}
 
     @property
     def offset(self) -> int:
@@ -217,8 +284,34 @@ class KVCache:
         return n
 
     def clear(self) -> None:
-        """Empties the cache (keeps its settings; the next update may use another batch size)."""
-        self._layer.clear()
+        """Empties the cache (keeps its settings; the next update may use another batch size).
+        Key centring and protection start afresh with the next prefill."""
+        with self._probe_lock:
+            self._layer.clear()
+            self._probe, self.protection = None, None
+
+    @property
+    def stored_key_bits(self) -> int:
+        """The key bits in use: ``key_bits``, or more where protection raised them (0 = float16)."""
+        return self._layer.key_bits
+
+    @property
+    def key_offset(self) -> Optional[np.ndarray]:
+        """(batch, num_kv_heads, head_dim) float32: each stream's mean key over the first update,
+        subtracted before encoding (``center_keys``); None when keys are not centred."""
+        offset = self._layer.key_offset
+        return offset if offset.size else None
+
+    def summary(self) -> Dict[str, Any]:
+        """What this layer stores: requested and stored key bits, value bits, whether keys are
+        centred, what prefill protection measured (None if it has not run), and the stored bits
+        per coordinate (codes, norms and float16 tokens, keys and values together)."""
+        tokens = self.batch * self.num_kv_heads * self.offset
+        return {"layer": self.layer_index, "key_bits": self.key_bits,
+                "stored_key_bits": self.stored_key_bits, "value_bits": self.value_bits,
+                "centred": self.key_offset is not None, "protection": self.protection,
+                "bits_per_coordinate": 8.0 * self.used_nbytes / (2 * tokens * self.head_dim)
+                if tokens else None}
 
     # Persistence ------------------------------------------------------------------------------
 
@@ -232,7 +325,9 @@ class KVCache:
             "seed": self.seed, "layer_index": self.layer_index, "norm_dtype": self.norm_dtype,
             "key_norm_correction": self.key_norm_correction,
             "value_norm_correction": self.value_norm_correction,
-            "batch": self.batch, "offset": self.offset,
+            "center_keys": self.center_keys, "protect_keys": self.protect_keys,
+            "protection_bound": self.protection_bound,
+            "batch": self.batch, "offset": self.offset, "stored_key_bits": self.stored_key_bits,
         }
 
     @property
@@ -244,29 +339,37 @@ class KVCache:
     def snapshot(self) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
         """``(meta_state, state)`` read under one lock, so the two agree even while another thread
         updates the cache (``save_cache`` uses this)."""
-        batch, offset, keys, values = self._layer.export_state()
-        meta = dict(self.meta_state, batch=batch, offset=offset)
+        batch, offset, keys, values, key_bits, key_offset = self._layer.export_state()
+        meta = dict(self.meta_state, batch=batch, offset=offset, stored_key_bits=key_bits)
         if batch == 0:
             return meta, {}
         state = {f"keys.{k}": a for k, a in keys.items()}
         state.update({f"values.{k}": a for k, a in values.items()})
+        if key_offset.size:
+            state["keys.offset"] = key_offset
         return meta, state
 
     _SETTINGS = ("head_dim", "num_kv_heads", "key_bits", "value_bits", "key_mode", "value_mode",
                  "residual_window", "seed", "layer_index", "norm_dtype", "key_norm_correction",
                  "value_norm_correction")
+    _SETTINGS_V2 = ("center_keys", "protect_keys", "protection_bound")
 
     @classmethod
     def from_state(cls, state: Dict[str, np.ndarray], meta_state: Dict[str, Any]) -> "KVCache":
         """Rebuilds a cache from ``state`` and ``meta_state``; raises ValueError if they are
         inconsistent (the arrays are checked against the settings before anything is kept)."""
-        if meta_state.get("version") != STATE_VERSION:
-            raise ValueError(f"cache state version {meta_state.get('version')!r} is not supported "
-                             f"(this turbokv reads version {STATE_VERSION})")
-        missing = [k for k in cls._SETTINGS + ("batch", "offset") if k not in meta_state]
+        version = meta_state.get("version")
+        if version not in (1, STATE_VERSION):
+            raise ValueError(f"cache state version {version!r} is not supported "
+                             f"(this turbokv reads versions 1 and {STATE_VERSION})")
+        names = cls._SETTINGS + (cls._SETTINGS_V2 if version == 2 else ())
+        missing = [k for k in names + ("batch", "offset") if k not in meta_state]
         if missing:
             raise ValueError(f"cache meta_state lacks {missing}")
-        cache = cls(**{k: meta_state[k] for k in cls._SETTINGS})
+        # Version 1 caches predate centring and protection: they hold plain keys.
+        settings = {"center_keys": False, "protect_keys": False}
+        settings.update({k: meta_state[k] for k in names})
+        cache = cls(**settings)
         batch = check_int("batch", meta_state["batch"], 0, 1 << 31)
         if batch:
             fields = ("codes", "norms", "qjl", "residual_norms", "halves", "window")
@@ -275,7 +378,12 @@ class KVCache:
                 values = {f: state[f"values.{f}"] for f in fields}
             except KeyError as e:
                 raise ValueError(f"cache state lacks array {e}") from None
-            cache._layer.import_state(batch, keys, values)
+            key_bits = meta_state.get("stored_key_bits", cache.key_bits) if version == 2 else cache.key_bits
+            check_int("stored_key_bits", key_bits, 0, 8)
+            key_offset = np.ascontiguousarray(state.get("keys.offset", np.zeros(0, np.float32)))
+            if key_offset.dtype != np.float32:
+                raise ValueError(f"cache state array keys.offset has dtype {key_offset.dtype}, not float32")
+            cache._layer.import_state(batch, keys, values, key_bits, key_offset)
         if cache.offset != meta_state["offset"]:
             raise ValueError(f"cache state holds {cache.offset} tokens, meta_state says {meta_state['offset']}")
         return cache

@@ -5,7 +5,8 @@ Every position's next-token distribution is computed from exactly the keys and v
 decoding step would see: settings with a residual window are fed one token at a time (so the
 window holds the R newest tokens in float16, as when decoding); settings without one are fed 64
 tokens at a time, which is the same computation, since every key is compressed before any query
-reads it (tests check the two agree), and 40x faster on a CPU.
+reads it (tests check the two agree), and 40x faster on a CPU. Key centring and prefill
+protection take their statistics from the first call: with 64-token chunks, a 64-token prompt.
 """
 
 from __future__ import annotations
@@ -196,6 +197,9 @@ def evaluate(model: Any, task: CausalTask, settings: Sequence[Setting], chunk: O
         cache = TurboQuantCache(layer_settings=setting.layer_settings(num_layers), **setting.kwargs)
         forced, _ = run_forced(cache, reference, chunk or decode_exact_chunk(setting))
         kv_bytes, bits = _stored_bits_per_coordinate(cache, length, batch)
+        summary = cache.summary()
+        raised = [[s["layer"], s["stored_key_bits"]] for s in summary["layers"]
+                  if s["stored_key_bits"] != s["key_bits"]]
         gen_ids, _, seconds = greedy(model, TurboQuantCache(layer_settings=setting.layer_settings(num_layers),
                                                          **setting.kwargs), task.prompts, task.generate)
         same = _leading_matches(base_ids, gen_ids)
@@ -210,6 +214,9 @@ def evaluate(model: Any, task: CausalTask, settings: Sequence[Setting], chunk: O
                      "greedy_identical": same, "greedy_min": min(same),
                      "divergence_margins": margins,
                      "kv_bytes": kv_bytes, "bits_per_coordinate": bits,
+                     "raised_key_bits": raised,
+                     "protection_excess": [[s["layer"], [t["excess"] for t in s["protection"]["tried"]]]
+                                           for s in summary["layers"] if s["protection"]],
                      "tokens_per_s": batch * (task.generate - 1) / seconds})
         bar.update()
     bar.close()

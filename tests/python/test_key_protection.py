@@ -1,0 +1,171 @@
+"""Key centring and prefill key protection (issue: keys that never break a model)."""
+
+import numpy as np
+import pytest
+
+import turbokv
+from turbokv import protection, reference
+
+
+def shared_component_keys(rng, batch=1, heads=2, n=96, d=64, size=60.0):
+    """Keys that share one large component, as Qwen2.5's key bias makes them."""
+    k = rng.standard_normal((batch, heads, n, d)).astype(np.float32)
+    k[..., :4] += size * np.arange(1, 5, dtype=np.float32)
+    return k
+
+
+def exact_attention(q, k, v, **options):
+    return reference.attention(q.astype(np.float64), k.astype(np.float64), v.astype(np.float64), **options)
+
+
+def rel(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("options", [{}, {"softcap": 4.0}, {"sinks": np.array([0.5, -1.0, 2.0, 1.0], np.float32)}])
+def test_centring_rescues_keys_with_a_shared_component(rng, options):
+    k = shared_component_keys(rng)
+    v = rng.standard_normal(k.shape).astype(np.float32)
+    q = rng.standard_normal((1, 4, 8, 64)).astype(np.float32)
+    want = exact_attention(q, k, v, **options)
+    errors = {}
+    for centre in (False, True):
+        cache = turbokv.KVCache(64, 2, key_bits=4, value_bits=0, center_keys=centre, protect_keys=False)
+        cache.update(k, v)
+        assert (cache.key_offset is not None) == centre
+        errors[centre] = rel(cache.attention(q, **options), want)
+    assert errors[False] > 0.5      # the shared component takes the bits: attention is lost
+    assert errors[True] < 0.1       # centred: an ordinary 4-bit error
+    # fetch adds the offset back: decoded keys approximate the keys given
+    cache = turbokv.KVCache(64, 2, key_bits=4, value_bits=0, protect_keys=False)
+    cache.update(k, v)
+    decoded, _ = cache.fetch()
+    assert rel(decoded, k) < 0.01
+
+
+def test_centring_keeps_batch_rows_independent(rng):
+    k = shared_component_keys(rng, batch=2)
+    v = rng.standard_normal(k.shape).astype(np.float32)
+    q = rng.standard_normal((2, 4, 5, 64)).astype(np.float32)
+    both = turbokv.KVCache(64, 2, key_bits=4, value_bits=4)
+    both.update(k, v)
+    together = both.attention(q)
+    for row in range(2):
+        single = turbokv.KVCache(64, 2, key_bits=4, value_bits=4)
+        single.update(k[row:row + 1], v[row:row + 1])
+        np.testing.assert_allclose(together[row:row + 1], single.attention(q[row:row + 1]), rtol=1e-5, atol=1e-6)
+
+
+def test_float16_keys_are_never_centred(rng):
+    k = shared_component_keys(rng)
+    cache = turbokv.KVCache(64, 2, key_bits=0, value_bits=0)
+    cache.update(k, k)
+    assert cache.key_offset is None
+    np.testing.assert_array_equal(cache.fetch()[0], k.astype(np.float16).astype(np.float32))
+
+
+def test_protection_raises_the_keys_a_layer_cannot_carry(rng):
+    k = shared_component_keys(rng, n=128)
+    v = rng.standard_normal(k.shape).astype(np.float32)
+    q = rng.standard_normal((1, 4, 128, 64)).astype(np.float32)
+    want = exact_attention(q, k, v)
+    off = turbokv.KVCache(64, 2, key_bits=4, value_bits=0, center_keys=False, protect_keys=False)
+    on = turbokv.KVCache(64, 2, key_bits=4, value_bits=0, center_keys=False)
+    for cache in (off, on):
+        cache.update(k, v)
+    err_off, err_on = rel(off.attention(q), want), rel(on.attention(q), want)
+    assert off.stored_key_bits == 4 and off.protection is None
+    assert on.stored_key_bits in (8, 0)
+    tried = on.protection["tried"]
+    assert tried[0]["key_bits"] == 4 and tried[0]["excess"] > on.protection_bound
+    assert tried[-1]["key_bits"] == on.stored_key_bits
+    assert on.protection["queries"] == protection.PROBE_QUERIES
+    assert err_off > 0.5 and err_on < err_off / 10
+    summary = on.summary()
+    assert summary["key_bits"] == 4 and summary["stored_key_bits"] == on.stored_key_bits
+    assert summary["bits_per_coordinate"] > off.summary()["bits_per_coordinate"]
+
+
+def test_protection_leaves_ordinary_keys_alone(rng):
+    for bits in (2, 3, 4):
+        k = rng.standard_normal((1, 2, 200, 64)).astype(np.float32)
+        q = rng.standard_normal((1, 4, 200, 64)).astype(np.float32)
+        cache = turbokv.KVCache(64, 2, key_bits=bits, value_bits=4)
+        cache.update(k, k)
+        cache.attention(q)
+        assert cache.stored_key_bits == bits
+        (only,) = cache.protection["tried"]
+        assert 0.05 < only["excess"] < cache.protection_bound  # measured, and ordinary
+
+
+def test_protection_is_measured_once_and_only_on_the_prefill(rng):
+    k = shared_component_keys(rng, n=64)
+    q = rng.standard_normal((1, 4, 1, 64)).astype(np.float32)
+    # A second update before any attention: the prefill's queries were never seen.
+    cache = turbokv.KVCache(64, 2, key_bits=4, value_bits=4, center_keys=False)
+    cache.update(k, k)
+    cache.update(k[:, :, :1], k[:, :, :1])
+    cache.attention(q)
+    assert cache.protection is None and cache.stored_key_bits == 4
+    # Queries the attention refuses leave the measurement for the next call.
+    cache = turbokv.KVCache(64, 2, key_bits=4, value_bits=4, center_keys=False)
+    cache.update(k, k)
+    with pytest.raises(ValueError):
+        cache.attention(np.full((1, 4, 1, 64), np.nan, np.float32))
+    assert cache.protection is None
+    cache.attention(q)
+    assert cache.protection is not None and cache.stored_key_bits != 4
+    # clear() returns to the requested bits; the next prefill decides again.
+    cache.clear()
+    assert cache.stored_key_bits == 4 and cache.protection is None
+
+
+def test_protected_and_centred_caches_save_and_load(tmp_path, rng):
+    k = shared_component_keys(rng, n=64)
+    q = rng.standard_normal((1, 4, 64, 64)).astype(np.float32)
+    caches = [turbokv.KVCache(64, 2, key_bits=4, value_bits=4, layer_index=i, center_keys=c)
+              for i, c in enumerate((False, True))]
+    for cache in caches:
+        cache.update(k, k)
+        cache.attention(q)
+    assert caches[0].stored_key_bits != 4 and caches[1].key_offset is not None
+    turbokv.save_cache(tmp_path / "c.tkv", caches)
+    loaded = turbokv.load_cache(tmp_path / "c.tkv")
+    step = rng.standard_normal((1, 2, 1, 64)).astype(np.float32)
+    for a, b in zip(caches, loaded):
+        assert b.stored_key_bits == a.stored_key_bits
+        for cache in (a, b):
+            cache.update(step, step)
+        np.testing.assert_array_equal(a.fetch()[0], b.fetch()[0])
+        np.testing.assert_array_equal(a.attention(q[:, :, -1:]), b.attention(q[:, :, -1:]))
+
+
+def test_version_1_state_still_loads(rng):
+    cache = turbokv.KVCache(32, 1, key_bits=4, value_bits=4, center_keys=False, protect_keys=False)
+    k = rng.standard_normal((1, 1, 5, 32)).astype(np.float32)
+    cache.update(k, k)
+    meta, state = cache.snapshot()
+    old = {key: value for key, value in meta.items()
+           if key not in ("center_keys", "protect_keys", "protection_bound", "stored_key_bits")}
+    restored = turbokv.KVCache.from_state(state, dict(old, version=1))
+    np.testing.assert_array_equal(restored.fetch()[0], cache.fetch()[0])
+    assert not restored.center_keys
+
+
+def test_bad_protection_arguments():
+    with pytest.raises(ValueError, match="protection_bound"):
+        turbokv.KVCache(32, 1, protection_bound=0)
+    with pytest.raises(TypeError, match="bool"):
+        turbokv.KVCache(32, 1, center_keys="yes")
+
+
+def test_presets_and_the_default():
+    assert turbokv.make_cache(1, 32, 1)[0].key_bits == 8  # the default preset, k8v4
+    cache = turbokv.make_cache(1, 32, 1, preset="3bit")[0]
+    assert (cache.key_bits, cache.value_bits) == (3, 3)
+    cache = turbokv.make_cache(1, 32, 1, preset="4bit", value_bits=2)[0]  # explicit wins
+    assert (cache.key_bits, cache.value_bits) == (4, 2)
+    with pytest.raises(ValueError, match="preset"):
+        turbokv.make_cache(1, 32, 1, preset="5bit")
+    summary = turbokv.summarize(turbokv.make_cache(2, 32, 1, preset="4bit"))
+    assert summary["bits_per_coordinate"] is None and len(summary["layers"]) == 2
