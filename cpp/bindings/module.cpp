@@ -315,6 +315,11 @@ PYBIND11_MODULE(_core, m) {
            py::arg("queries"), py::arg("scale"), py::arg("threaded") = true,
            py::arg("key_valid") = py::none(), py::arg("softcap") = 0.0f,
            py::arg("sinks") = py::none())
+      .def("select_batch",
+           [](KVCacheLayer& c, std::vector<int64_t> rows) {
+             py::gil_scoped_release release;
+             c.select_batch(rows);
+           })
       .def("trim", [](KVCacheLayer& c, int64_t n) { c.trim(n); })
       .def("clear", &KVCacheLayer::clear)
       .def("export_state",

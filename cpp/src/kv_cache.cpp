@@ -248,6 +248,60 @@ void KVCacheLayer::import_state(const CacheState& state) {
   batch_ = batch;
 }
 
+namespace {
+
+// Stream-major arrays (each stream's part contiguous, equal sizes) with streams regrouped: new
+// stream s is old stream (sources[s / heads] * heads + s % heads).
+template <typename T>
+std::vector<T> gather_streams(const std::vector<T>& in, int64_t old_streams, int64_t heads,
+                              const std::vector<int64_t>& sources) {
+  const size_t per = old_streams ? in.size() / static_cast<size_t>(old_streams) : 0;
+  std::vector<T> out(per * sources.size() * static_cast<size_t>(heads));
+  for (size_t b = 0; b < sources.size(); ++b) {
+    for (int64_t h = 0; h < heads; ++h) {
+      const size_t from = static_cast<size_t>(sources[b] * heads + h), to = b * heads + h;
+      std::copy_n(in.begin() + from * per, per, out.begin() + to * per);
+    }
+  }
+  return out;
+}
+
+TokenStore::State gather_store(const TokenStore::State& in, int64_t heads,
+                               const std::vector<int64_t>& sources) {
+  TokenStore::State out;
+  out.streams = static_cast<int64_t>(sources.size()) * heads;
+  out.chunk_length = in.chunk_length;
+  out.window_length = in.window_length;
+  out.codes = gather_streams(in.codes, in.streams, heads, sources);
+  out.norms = gather_streams(in.norms, in.streams, heads, sources);
+  out.qjl = gather_streams(in.qjl, in.streams, heads, sources);
+  out.residual_norms = gather_streams(in.residual_norms, in.streams, heads, sources);
+  out.halves = gather_streams(in.halves, in.streams, heads, sources);
+  out.window = gather_streams(in.window, in.streams, heads, sources);
+  return out;
+}
+
+}  // namespace
+
+void KVCacheLayer::select_batch(const std::vector<int64_t>& sources) {
+  std::unique_lock<std::shared_mutex> lock(mutex_);
+  if (sources.empty()) throw std::invalid_argument("select_batch needs at least one batch row");
+  for (int64_t b : sources) {
+    if (b < 0 || b >= batch_) {
+      throw std::invalid_argument("select_batch row " + std::to_string(b) + " is outside the batch of " +
+                                  std::to_string(batch_));
+    }
+  }
+  const int64_t heads = config_.kv_heads;
+  TokenStore::State keys = gather_store(keys_.export_state(), heads, sources);
+  TokenStore::State values = gather_store(values_.export_state(), heads, sources);
+  std::vector<float> offset = gather_streams(key_offset_, batch_ * heads, heads, sources);
+  keys_.import_state(keys);  // same stores, new stream count: validated sizes, nothing decoded
+  values_.import_state(values);
+  key_offset_ = std::move(offset);
+  batch_ = static_cast<int64_t>(sources.size());
+}
+
 CacheState KVCacheLayer::export_state() const {
   std::shared_lock<std::shared_mutex> lock(mutex_);
   CacheState st;

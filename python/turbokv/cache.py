@@ -283,6 +283,23 @@ class KVCache:
         self._layer.trim(n)
         return n
 
+    def select_batch(self, rows: Any) -> None:
+        """Keeps batch rows ``rows`` (1-D integer indices, any row any number of times, in any
+        order) as the new batch: beam search's reorder, ``num_return_sequences``' repeat,
+        contrastive search's selection. The stored codes are copied, never decoded, so a selected
+        row continues exactly as the original row would. IndexError for a row outside the batch."""
+        index = np.asarray(rows.cpu() if hasattr(rows, "cpu") else rows)
+        if index.ndim != 1 or index.size == 0 or not np.issubdtype(index.dtype, np.integer):
+            raise ValueError(f"rows must be a non-empty 1-D array of integers, got {index.dtype} "
+                             f"of shape {index.shape}")
+        batch = self.batch
+        if index.min() < 0 or index.max() >= batch:
+            raise IndexError(f"rows {index.tolist()[:8]} fall outside the batch of {batch}")
+        with self._probe_lock:
+            self._layer.select_batch(index.astype(np.int64).tolist())
+            if self._probe is not None:
+                self._probe = np.ascontiguousarray(self._probe[index])
+
     def clear(self) -> None:
         """Empties the cache (keeps its settings; the next update may use another batch size).
         Key centring and protection start afresh with the next prefill."""

@@ -106,15 +106,19 @@ class TurboQuantLayer(CacheLayerMixin):
         if remove and self.cache is not None:
             self.cache.trim(min(remove, length))
 
+    # Batch reshaping for beam search, contrastive search and num_return_sequences: the codes of
+    # the chosen rows are copied in C++ (never decoded and re-encoded).
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        raise NotImplementedError("TurboQuantCache does not support beam search (reorder_cache) yet")
+        if self.cache is not None and self.cache.batch:
+            self.cache.select_batch(beam_idx)
 
     def batch_repeat_interleave(self, repeats: int) -> None:
-        raise NotImplementedError("TurboQuantCache does not support batch_repeat_interleave "
-                                  "(num_return_sequences > 1 or beam search) yet")
+        if self.cache is not None and self.cache.batch:
+            self.cache.select_batch(np.repeat(np.arange(self.cache.batch), int(repeats)))
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        raise NotImplementedError("TurboQuantCache does not support batch_select_indices yet")
+        if self.cache is not None and self.cache.batch:
+            self.cache.select_batch(indices)
 
 
 class TurboQuantCache(Cache):

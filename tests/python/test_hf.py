@@ -4,10 +4,12 @@ A tiny random-weight Llama (no download): random weights give near-tied logits, 
 compare next-token distributions (KL) and logits, not greedy tokens.
 """
 
+import numpy as np
 import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
+import turbokv
 import turbokv.hf as thf
 
 # Bound on the mean next-token KL of an 8/8-bit cache against DynamicCache on the tiny model.
@@ -308,3 +310,50 @@ def test_summary_reports_what_each_layer_chose(models):
     assert all(layer["protection"] is None for layer in decoded.summary()["layers"])
     assert "not measured" in decoded.summary_text()
     assert cache_for(fused).layers == [] and thf.TurboQuantCache().settings["key_bits"] == 8
+
+
+@pytest.mark.parametrize("path", ["fused", "default"])
+def test_beam_search_equals_dynamic_cache_with_float16_storage(models, path):
+    default, fused = models
+    model = fused if path == "fused" else default
+    ids = torch.randint(0, 512, (2, 9), generator=torch.Generator().manual_seed(11))
+    options = dict(max_new_tokens=8, num_beams=3, num_return_sequences=2, do_sample=False,
+                   early_stopping=False, pad_token_id=0)
+    with torch.no_grad():
+        want = default.generate(ids, past_key_values=DynamicCache(), **options)
+        cache = cache_for(model, key_bits=0, value_bits=0)
+        got = model.generate(ids, past_key_values=cache, **options)
+        assert_path(cache, fused=path == "fused")
+        assert torch.equal(got, want)
+        low_bits = model.generate(ids, past_key_values=cache_for(model, preset="4bit"), **options)
+    assert low_bits.shape == want.shape
+
+
+def test_batch_gathers_copy_rows_exactly(rng):
+    k = rng.standard_normal((3, 2, 300, 32)).astype(np.float32)  # 300: chunks and a window
+    cache = turbokv.KVCache(32, 2, key_bits=4, value_bits=3, residual_window=16)
+    cache.update(k, k[::-1].copy())
+    keys, values = cache.fetch()
+    offset = cache.key_offset
+    layer = thf.TurboQuantLayer()
+    layer.cache, layer.is_initialized = cache, True
+    layer.reorder_cache(torch.tensor([2, 0, 0]))
+    np.testing.assert_array_equal(cache.fetch()[0], keys[[2, 0, 0]])
+    np.testing.assert_array_equal(cache.fetch()[1], values[[2, 0, 0]])
+    np.testing.assert_array_equal(cache.key_offset, offset[[2, 0, 0]])
+    layer.batch_repeat_interleave(2)
+    np.testing.assert_array_equal(cache.fetch()[0], keys[[2, 2, 0, 0, 0, 0]])
+    layer.batch_select_indices(torch.tensor([1, 4]))
+    np.testing.assert_array_equal(cache.fetch()[0], keys[[2, 0]])
+    # The gathered rows continue exactly as the originals would.
+    step = rng.standard_normal((2, 2, 1, 32)).astype(np.float32)
+    reference_cache = turbokv.KVCache(32, 2, key_bits=4, value_bits=3, residual_window=16)
+    reference_cache.update(k[[2, 0]], k[::-1][[2, 0]].copy())
+    for c in (cache, reference_cache):
+        c.update(step, step)
+    q = rng.standard_normal((2, 4, 1, 32)).astype(np.float32)
+    np.testing.assert_array_equal(cache.attention(q), reference_cache.attention(q))
+    with pytest.raises(IndexError):
+        cache.select_batch([2])
+    with pytest.raises(ValueError):
+        cache.select_batch([])

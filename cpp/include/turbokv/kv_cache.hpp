@@ -72,6 +72,11 @@ class KVCacheLayer {
   // Values are untouched. Throws std::invalid_argument if the cache holds anything else.
   void reencode_keys(const SideConfig& key, const float* k, int64_t batch, int64_t n);
 
+  // Keeps batch rows sources[0], sources[1], ... (any row any number of times, in any order) as
+  // the new batch: beam search's reorder, num_return_sequences' repeat. Codes are copied, never
+  // decoded. Throws std::invalid_argument (cache unchanged) for an empty list or a bad row.
+  void select_batch(const std::vector<int64_t>& sources);
+
   // Restores a saved state (batch, and the two sides' arrays); validates before replacing.
   void import_state(const CacheState& state);
   CacheState export_state() const;
