@@ -196,8 +196,6 @@ def test_crop_and_unsupported_features(models):
     assert_path(cache, fused=True)
     cache.crop(-3)
     assert cache.get_seq_length() == 7
-    with pytest.raises(NotImplementedError, match="beam"):
-        fused.generate(ids, past_key_values=thf.TurboQuantCache(), num_beams=2, max_new_tokens=2)
     with pytest.raises(ValueError, match="key_bits"):
         thf.TurboQuantCache(key_bits=12)
 
