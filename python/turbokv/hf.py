@@ -16,6 +16,7 @@ Tested with transformers 5.18 and 4.57. CPU tensors only (turbokv is a CPU libra
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -175,6 +176,58 @@ class TurboQuantCache(Cache):
     def summary_text(self) -> str:
         """:meth:`summary` as a short table."""
         return summary_text(self.summary())
+
+    # Prompt caching ---------------------------------------------------------------------------
+
+    def save(self, path: "os.PathLike[str] | str") -> None:
+        """Writes every layer (codes, settings, per-layer choices) to ``path``: turbokv's
+        versioned, checksummed file (:func:`turbokv.save_cache`), written atomically. Prefill a
+        long prompt once, save it, and :meth:`load` it for every request that starts with it."""
+        from .persist import save_cache
+
+        if not self.layers or any(layer.cache is None for layer in self.layers):
+            raise ValueError("nothing to save: run the model on a prompt with this cache first")
+        dtype = str(self.layers[0].dtype).replace("torch.", "")
+        save_cache(path, [layer.cache for layer in self.layers],
+                   extra={"kind": "TurboQuantCache", "settings": self.settings,
+                          "layer_settings": self.layer_settings, "dtype": dtype})
+
+    @classmethod
+    def load(cls, path: "os.PathLike[str] | str", config: Any = None) -> "TurboQuantCache":
+        """A cache read from a :meth:`save` file; it continues exactly as the saved one would.
+        ``config``: the model's config, as for the constructor. ValueError for a file that is
+        not a saved TurboQuantCache or is corrupted."""
+        from .persist import load_cache_and_extra
+
+        caches, extra = load_cache_and_extra(path)
+        if extra.get("kind") != "TurboQuantCache":
+            raise ValueError(f"{path} holds layer caches, not a TurboQuantCache: use turbokv.load_cache")
+        cache = cls(layer_settings=extra.get("layer_settings"), config=config, **extra["settings"])
+        dtype = getattr(torch, extra.get("dtype", "float32"))
+        for store in caches:
+            cache._adopt(store, dtype)
+        return cache
+
+    def copy(self) -> "TurboQuantCache":
+        """An independent copy (prefix sharing: prefill a prompt once, copy it per request). The
+        codes are copied, never decoded; both continue exactly as the original would."""
+        from .persist import copy_cache
+
+        cache = TurboQuantCache(layer_settings=self.layer_settings, config=self.config, **self.settings)
+        for layer in self.layers:
+            if layer.cache is None:
+                break
+            cache._adopt(copy_cache(layer.cache), layer.dtype)
+        return cache
+
+    def _adopt(self, store: KVCache, dtype: torch.dtype) -> None:
+        """Appends a layer holding ``store`` (for load and copy)."""
+        layer = self._new_layer()
+        layer.cache, layer.dtype, layer.device = store, dtype, torch.device("cpu")
+        layer.keys = torch.empty(0, dtype=dtype)
+        layer.values = torch.empty(0, dtype=dtype)
+        layer.is_initialized = True
+        self.layers.append(layer)
 
     @property
     def nbytes(self) -> int:

@@ -20,13 +20,13 @@ import hashlib
 import json
 import os
 import struct
-from typing import List, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .cache import KVCache
 
-__all__ = ["save_cache", "load_cache", "FORMAT_VERSION"]
+__all__ = ["save_cache", "load_cache", "load_cache_and_extra", "copy_cache", "FORMAT_VERSION"]
 
 MAGIC = b"TURBOKV\0"
 FORMAT_VERSION = 1
@@ -34,12 +34,15 @@ _PREFIX = struct.Struct("<8sIQ")
 _ALLOWED_DTYPES = {"uint8", "float16", "float32"}
 
 
-def save_cache(path: "os.PathLike[str] | str", caches: Sequence[KVCache]) -> None:
+def save_cache(path: "os.PathLike[str] | str", caches: Sequence[KVCache],
+               extra: Optional[Dict[str, Any]] = None) -> None:
     """Writes ``caches`` (one KVCache per layer) to ``path`` (atomically: a temporary file is
     renamed into place, so an interrupted save never leaves a broken file behind).
 
-    Every setting (bits, modes, window, seeds, norm storage) is saved with the codes, so
-    :func:`load_cache` rebuilds caches that continue exactly where these stopped.
+    Every setting (bits, modes, window, seeds, norm storage, the key bits prefill protection
+    chose, the key centring offsets) is saved with the codes, so :func:`load_cache` rebuilds
+    caches that continue exactly where these stopped. ``extra``: JSON-serialisable data stored in
+    the header (``TurboQuantCache.save`` keeps its settings there).
 
     Example:
         >>> caches = turbokv.make_cache(2, 64, 4)
@@ -59,7 +62,7 @@ def save_cache(path: "os.PathLike[str] | str", caches: Sequence[KVCache]) -> Non
             blobs.append(a.tobytes())
             offset += a.nbytes
         layers.append({"meta": meta, "arrays": arrays})
-    header = json.dumps({"layers": layers}).encode()
+    header = json.dumps({"layers": layers, "extra": extra or {}}).encode()
     digest = hashlib.sha256()
     tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
@@ -76,6 +79,11 @@ def load_cache(path: "os.PathLike[str] | str") -> List[KVCache]:
     Raises ValueError for a file that is not a turbokv cache, is truncated or corrupted (SHA-256
     mismatch), or comes from an unsupported format version; nothing is half-restored.
     """
+    return load_cache_and_extra(path)[0]
+
+
+def load_cache_and_extra(path: "os.PathLike[str] | str") -> Tuple[List[KVCache], Dict[str, Any]]:
+    """:func:`load_cache`, and the ``extra`` dict that was saved with the caches."""
     with open(path, "rb") as f:
         data = f.read()
     name = os.fspath(path)
@@ -112,4 +120,13 @@ def load_cache(path: "os.PathLike[str] | str") -> List[KVCache]:
             caches.append(KVCache.from_state(state, layer["meta"]))
         except (TypeError, KeyError) as e:
             raise ValueError(f"{name}: layer {i} has invalid settings ({e})") from None
-    return caches
+    extra = header.get("extra", {})
+    if not isinstance(extra, dict):
+        raise ValueError(f"{name}: unreadable header (extra is not a dict)")
+    return caches, extra
+
+
+def copy_cache(cache: KVCache) -> KVCache:
+    """An independent copy of ``cache`` (codes copied, never decoded), read under its lock."""
+    meta, state = cache.snapshot()
+    return KVCache.from_state({k: np.array(a) for k, a in state.items()}, meta)

@@ -355,3 +355,36 @@ def test_batch_gathers_copy_rows_exactly(rng):
         cache.select_batch([2])
     with pytest.raises(ValueError):
         cache.select_batch([])
+
+
+def test_saved_loaded_and_copied_caches_continue_exactly(models, tmp_path):
+    _, fused = models
+    prompt = torch.randint(0, 512, (2, 20), generator=torch.Generator().manual_seed(12))
+    original = cache_for(fused, preset="4bit")
+    with torch.no_grad():
+        fused(prompt, past_key_values=original)
+    original.save(tmp_path / "prompt.tkv")
+    loaded = thf.TurboQuantCache.load(tmp_path / "prompt.tkv", config=fused.config)
+    copied = original.copy()
+    assert loaded.get_seq_length() == copied.get_seq_length() == 20
+    assert loaded.summary()["layers"][0]["stored_key_bits"] == original.summary()["layers"][0]["stored_key_bits"]
+    more = torch.randint(0, 512, (2, 5), generator=torch.Generator().manual_seed(13))
+    outputs = []
+    for cache in (copied, loaded, original):  # the original last: the copy must not share its state
+        with torch.no_grad():
+            outputs.append(torch.stack([fused(more[:, t:t + 1], past_key_values=cache).logits[:, -1]
+                                        for t in range(5)], 1))
+        assert_path(cache, fused=True)
+        assert cache.get_seq_length() == 25
+    torch.testing.assert_close(outputs[0], outputs[2], rtol=0, atol=0)
+    torch.testing.assert_close(outputs[1], outputs[2], rtol=0, atol=0)
+    data = bytearray((tmp_path / "prompt.tkv").read_bytes())
+    data[100] ^= 1
+    (tmp_path / "bad.tkv").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="checksum"):
+        thf.TurboQuantCache.load(tmp_path / "bad.tkv")
+    turbokv.save_cache(tmp_path / "layers.tkv", [loaded.layers[0].cache])
+    with pytest.raises(ValueError, match="not a TurboQuantCache"):
+        thf.TurboQuantCache.load(tmp_path / "layers.tkv")
+    with pytest.raises(ValueError, match="nothing to save"):
+        cache_for(fused).save(tmp_path / "empty.tkv")
