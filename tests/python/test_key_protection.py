@@ -1,5 +1,7 @@
 """Key centring and prefill key protection (issue: keys that never break a model)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -169,3 +171,32 @@ def test_presets_and_the_default():
         turbokv.make_cache(1, 32, 1, preset="5bit")
     summary = turbokv.summarize(turbokv.make_cache(2, 32, 1, preset="4bit"))
     assert summary["bits_per_coordinate"] is None and len(summary["layers"]) == 2
+
+
+QWEN = Path(__file__).parent / "data" / "qwen25_qkv.npz"  # bench/capture_qwen_fixture.py
+
+
+@pytest.mark.parametrize("layer", [0, 27])
+def test_qwen25_real_keys(layer):
+    """Qwen2.5-Coder-1.5B's own queries, keys and values (96 KJV tokens): layer 0's keys share a
+    huge bias component (the model collapses at 4 bits); layer 27 is ordinary."""
+    data = np.load(QWEN)
+    q, k, v, scale = data[f"q{layer}"], data[f"k{layer}"], data[f"v{layer}"], float(data["scale"])
+    want = exact_attention(q, k, v, scale=scale)
+    def run(**settings):
+        cache = turbokv.KVCache(128, 2, key_bits=4, value_bits=0, layer_index=layer, **settings)
+        cache.update(k, v)
+        return cache, rel(cache.attention(q, scale=scale), want)
+    plain, err_plain = run(center_keys=False, protect_keys=False)
+    centred, err_centred = run(protect_keys=False)
+    guarded, err_guarded = run(center_keys=False)
+    default, err_default = run()
+    assert err_centred < 0.1 and err_default == err_centred
+    assert default.stored_key_bits == 4  # centred keys need no protection on either layer
+    if layer == 0:
+        assert err_plain > 0.5                   # 4-bit keys as they are: attention is lost
+        assert guarded.stored_key_bits in (8, 0)  # protection notices without centring
+        assert guarded.protection["tried"][0]["excess"] > 100
+        assert err_guarded < 0.1
+    else:
+        assert err_plain < 0.15 and guarded.stored_key_bits == 4
