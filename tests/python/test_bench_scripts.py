@@ -56,3 +56,13 @@ def test_hf_speed_script(tmp_path):
     best = max(r["vs_best_dense"] for r in result["rows"] if r["cache"] in
                ("DynamicCache (sdpa)", "StaticCache (sdpa)"))
     assert best == 1.0
+
+
+def test_needle_script(tmp_path):
+    out = tmp_path / "needle"
+    subprocess.run([sys.executable, str(BENCH / "needle.py"), "--contexts", "300", "--presets", "4bit",
+                    "--out", str(out)], check=True, capture_output=True, timeout=300)
+    result = json.loads(out.with_suffix(".json").read_text())
+    settings = [row["setting"] for row in result["rows"]]
+    assert settings == ["float32", "4bit"]
+    assert result["rows"][1]["kl_tail"] > 0 and result["rows"][1]["bits_per_coordinate"] < 6
