@@ -51,7 +51,7 @@ def run_one(model, tokenizer, cache, ids, answer, tail=256):
     log-probabilities of the prompt's last ``tail`` positions), then the answer is cropped from
     the cache and 8 tokens are generated greedily after the prompt. Returns (generated text,
     answer log-prob, tail log-probabilities)."""
-    length, k = ids.shape[1], answer.shape[1]
+    length = ids.shape[1]
     with torch.inference_mode():
         logits = model(input_ids=torch.cat([ids, answer], 1), past_key_values=cache,
                        use_cache=True).logits[0].float()

@@ -6,7 +6,7 @@ import contextlib
 import importlib.util
 import os
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence, Tuple
 
 
 def file_in_package(package: str, relative: str, install: str) -> Path:
@@ -37,3 +37,23 @@ def offline_hub() -> Iterator[None]:
             del os.environ["HF_HUB_OFFLINE"]
         else:
             os.environ["HF_HUB_OFFLINE"] = saved
+
+
+def load_gguf(file: Path, attn_implementation: str, install: str) -> Tuple[Any, Any]:
+    """``(model, tokenizer)`` from a local GGUF file through transformers' reader: a float32
+    causal LM in eval mode (``"turbokv"`` attention registered). ImportError naming ``install``
+    if gguf or accelerate is missing."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .. import hf  # noqa: F401  (registers the "turbokv" attention)
+
+    if not modules_installed(["gguf", "accelerate"]):
+        raise ImportError(f"loading {file.name} needs gguf and accelerate: {install}")
+    with offline_hub():
+        tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
+        model = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name,
+                                                     dtype=torch.float32,
+                                                     attn_implementation=attn_implementation)
+    model.eval()
+    return model, tokenizer

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, List, Tuple
 
-from . import modules_installed, offline_hub
+from . import load_gguf, modules_installed
 
 PARTS = 22
 SIZE = 1_117_320_768
@@ -81,18 +81,4 @@ def load(attn_implementation: str = "turbokv") -> Tuple[Any, Any]:
     """Returns ``(model, tokenizer)``: float32 ``Qwen2ForCausalLM`` (eval mode) and its tokenizer.
     The first call assembles the file (a few seconds); loading dequantizes about 1.5 B weights
     (about a minute on 2 cores, 7 GB of memory)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .. import hf  # noqa: F401  (registers the "turbokv" attention)
-
-    file = path()
-    if not modules_installed(["gguf", "accelerate"]):
-        raise ImportError(f"loading Qwen2.5-Coder's GGUF file needs gguf and accelerate: {INSTALL}")
-    with offline_hub():
-        tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
-        model = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name,
-                                                     dtype=torch.float32,
-                                                     attn_implementation=attn_implementation)
-    model.eval()
-    return model, tokenizer
+    return load_gguf(path(), attn_implementation, INSTALL)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Tuple
 
-from . import file_in_package, modules_installed
+from . import file_in_package, load_gguf, modules_installed
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 NAME = "SmolLM2-135M-Instruct (pretrained; head_dim 64, GQA 9/3, RoPE, 30 layers)"
@@ -40,19 +40,4 @@ def available() -> bool:
 def load(attn_implementation: str = "turbokv") -> Tuple[Any, Any]:
     """Returns ``(model, tokenizer)``: float32 ``LlamaForCausalLM`` (eval mode) and its tokenizer.
     Takes about 20 s (dequantizing the GGUF) and 0.6 GB of memory."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .. import hf  # noqa: F401  (registers the "turbokv" attention)
-    from . import offline_hub
-
-    file = path()
-    if not modules_installed(["gguf", "accelerate"]):
-        raise ImportError(f"loading SmolLM2's GGUF file needs gguf and accelerate: {INSTALL}")
-    with offline_hub():
-        tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
-        model = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name,
-                                                     dtype=torch.float32,
-                                                     attn_implementation=attn_implementation)
-    model.eval()
-    return model, tokenizer
+    return load_gguf(path(), attn_implementation, INSTALL)
