@@ -127,6 +127,7 @@ def load_cache_and_extra(path: "os.PathLike[str] | str") -> Tuple[List[KVCache],
 
 
 def copy_cache(cache: KVCache) -> KVCache:
-    """An independent copy of ``cache`` (codes copied, never decoded), read under its lock."""
+    """An independent copy of ``cache`` (codes copied, never decoded), read under its lock. The
+    snapshot's arrays are already fresh copies and from_state copies them into the new cache."""
     meta, state = cache.snapshot()
-    return KVCache.from_state({k: np.array(a) for k, a in state.items()}, meta)
+    return KVCache.from_state(state, meta)
