@@ -231,6 +231,7 @@ PYBIND11_MODULE(_core, m) {
            py::arg("head_dim"), py::arg("kv_heads"), py::arg("key"), py::arg("value"),
            py::arg("residual_window"), py::arg("key_seed"), py::arg("value_seed"),
            py::arg("center_keys"))
+      .def_property_readonly("simd", [](const KVCacheLayer& c) { return simd_name(c.simd_level()); })
       .def_property_readonly("key_bits", [](const KVCacheLayer& c) {
         py::gil_scoped_release release;
         return c.key_side().bits;
@@ -284,13 +285,23 @@ PYBIND11_MODULE(_core, m) {
            })
       .def("attention",
            [](const KVCacheLayer& c, py::array q, float scale, bool threaded,
-              std::optional<py::array> key_valid, float softcap, std::optional<py::array> sinks) {
+              std::optional<py::array> key_valid, float softcap, std::optional<py::array> sinks,
+              const std::string& path) {
              if (q.ndim() != 4 || q.shape(3) != c.config().head_dim) {
                throw py::value_error("queries must have shape (batch, q_heads, q_len, head_dim)");
              }
              AttentionOptions options;
              options.scale = scale;
              options.softcap = softcap;
+             if (path == "auto") {
+               options.path = AttentionPath::kAuto;
+             } else if (path == "codes") {
+               options.path = AttentionPath::kCodes;
+             } else if (path == "tiles") {
+               options.path = AttentionPath::kTiles;
+             } else {
+               throw py::value_error("path must be 'auto', 'codes' or 'tiles', got '" + path + "'");
+             }
              const float* qp = buffer<float>(q, static_cast<size_t>(q.size()), "queries", false);
              if (key_valid) {
                // The mask's token count travels with it; the cache checks it under its lock.
@@ -306,15 +317,16 @@ PYBIND11_MODULE(_core, m) {
              }
              py::array_t<float> out({q.shape(0), q.shape(1), q.shape(2), q.shape(3)});
              float* op = out.mutable_data();
+             AttentionReport report;
              {
                py::gil_scoped_release release;
-               c.attention(qp, q.shape(0), q.shape(1), q.shape(2), options, op, threaded);
+               report = c.attention(qp, q.shape(0), q.shape(1), q.shape(2), options, op, threaded);
              }
-             return out;
+             return py::make_tuple(out, report.items, report.tiled_items);
            },
            py::arg("queries"), py::arg("scale"), py::arg("threaded") = true,
            py::arg("key_valid") = py::none(), py::arg("softcap") = 0.0f,
-           py::arg("sinks") = py::none())
+           py::arg("sinks") = py::none(), py::arg("path") = "auto")
       .def("select_batch",
            [](KVCacheLayer& c, std::vector<int64_t> rows) {
              py::gil_scoped_release release;

@@ -1,6 +1,7 @@
 #include "turbokv/attention.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cfloat>
 #include <cmath>
 #include <stdexcept>
@@ -46,38 +47,54 @@ Segment segment_at(const TokenStore& st, int64_t s, int64_t t) {
   return seg;
 }
 
+// One work item: the query rows of one stream for query positions [q_first, q_first + q_count);
+// row r is position q_first + (r % q_count) of query head r / q_count of the stream's group.
 struct StreamWork {
   const TokenStore& keys;
   const TokenStore& values;
   const kernels::KernelSet& k;
-  int64_t d, rows, q_len, length;
+  int64_t d, rows, q_len, q_first, q_count, length;
   float scale, softcap;
+  bool tiles;
   const uint8_t* valid = nullptr;  // this stream's batch row of key_valid, or nullptr
   std::vector<float> row_sink;     // the sink logit of each row's query head; empty: no sinks
   std::vector<float> row_offset;   // q . key_offset per row (raw score units); empty: none
   // Per-row state of the online softmax and the three value accumulators.
   std::vector<float> q, q_rotated, q_sketched, scores, row_max, row_sum, acc_rotated, acc_sketch,
       acc_dense, scratch;
+  // Tiles path: one block decoded. Keys transposed (d x kBlock, plus the sketch terms in prod
+  // mode), values as rows (kBlock x d).
+  std::vector<float> key_tile, key_sketch_tile, value_tile, value_sketch_tile;
 
   StreamWork(const TokenStore& k_store, const TokenStore& v_store, const kernels::KernelSet& ks,
-             int64_t rows_, int64_t q_len_, float scale_, float softcap_)
-      : keys(k_store), values(v_store), k(ks), d(k_store.head_dim()), rows(rows_), q_len(q_len_),
-        length(k_store.length()), scale(scale_), softcap(softcap_) {
+             int64_t group, int64_t q_len_, int64_t q_first_, int64_t q_count_, float scale_,
+             float softcap_, bool tiles_)
+      : keys(k_store), values(v_store), k(ks), d(k_store.head_dim()), rows(group * q_count_),
+        q_len(q_len_), q_first(q_first_), q_count(q_count_), length(k_store.length()),
+        scale(scale_), softcap(softcap_), tiles(tiles_) {
     const size_t rd = static_cast<size_t>(rows * d);
     q.resize(rd);
     q_rotated.resize(rd);
     q_sketched.resize(rd);
     scores.resize(static_cast<size_t>(rows * kBlock));
-    scratch.resize(static_cast<size_t>((rows + 1) * kBlock));
     row_max.resize(rows);
     row_sum.resize(rows);
     acc_rotated.resize(rd);
     acc_sketch.resize(rd);
     acc_dense.resize(rd);
+    const size_t tile = static_cast<size_t>(kBlock * d);
+    if (tiles) {
+      key_tile.resize(tile);
+      value_tile.resize(tile);
+      if (keys.codec() && keys.codec()->config().mode == Mode::kProd) key_sketch_tile.resize(tile);
+      if (values.codec() && values.codec()->config().mode == Mode::kProd) value_sketch_tile.resize(tile);
+    } else {
+      scratch.resize(static_cast<size_t>((rows + 1) * kBlock));
+    }
   }
 
-  // Query row r is query token (r % q_len) of its head; it sees tokens [0, visible(r)).
-  int64_t visible(int64_t r) const { return length - q_len + (r % q_len) + 1; }
+  // Row r sees tokens [0, visible(r)).
+  int64_t visible(int64_t r) const { return length - q_len + q_first + (r % q_count) + 1; }
 
   void run(int64_t s, float* out_rows[]) {
     std::fill(row_max.begin(), row_max.end(), -INFINITY);
@@ -86,10 +103,16 @@ struct StreamWork {
     std::fill(acc_sketch.begin(), acc_sketch.end(), 0.0f);
     std::fill(acc_dense.begin(), acc_dense.end(), 0.0f);
     if (keys.codec()) keys.codec()->prepare_queries(q.data(), rows, d, q_rotated.data(), q_sketched.data());
-    for (int64_t t = 0; t < length;) {
+    // The last position of the range sees the most: tokens past it are nobody's.
+    const int64_t end = length - q_len + q_first + q_count;
+    for (int64_t t = 0; t < end;) {
       const Segment ks = segment_at(keys, s, t), vs = segment_at(values, s, t);
-      const int64_t n = std::min(ks.count, vs.count);
-      block(t, n, ks, vs);
+      const int64_t n = std::min({ks.count, vs.count, end - t});
+      if (tiles) {
+        block_tiles(t, n, ks, vs);
+      } else {
+        block_codes(t, n, ks, vs);
+      }
       t += n;
     }
     for (int64_t r = 0; r < rows; ++r) {
@@ -113,7 +136,46 @@ struct StreamWork {
     }
   }
 
-  void block(int64_t t0, int64_t n, const Segment& ks, const Segment& vs) {
+  // Row r's raw scores for tokens [t0, t0 + n) become its softmax weights under the running
+  // maximum (scaled, capped, masked, exponentiated; zero past what it sees), and its running sum
+  // and accumulators are rescaled to that maximum. Returns false (row all zero) if it sees none.
+  bool softmax_row(int64_t r, float* row, int64_t t0, int64_t n) {
+    const int64_t limit = std::clamp<int64_t>(visible(r) - t0, 0, n);
+    if (!row_offset.empty()) {
+      for (int64_t j = 0; j < limit; ++j) row[j] += row_offset[static_cast<size_t>(r)];
+    }
+    float row_scale = scale;
+    if (softcap > 0.0f) {  // as transformers' eager Gemma 2: tanh((s * scale) / cap) * cap
+      for (int64_t j = 0; j < limit; ++j) row[j] = std::tanh(row[j] * scale / softcap) * softcap;
+      row_scale = 1.0f;
+    }
+    if (valid) {  // after the softcap: tanh would turn a masked -inf into -softcap
+      for (int64_t j = 0; j < limit; ++j) {
+        if (!valid[t0 + j]) row[j] = -INFINITY;
+      }
+    }
+    const float block_max = k.scale_max(row, limit, row_scale);
+    if (limit == 0 || block_max == -INFINITY) {  // nothing visible in this block
+      std::fill(row, row + n, 0.0f);
+      return false;
+    }
+    // Online softmax: rescale what was accumulated under the old maximum.
+    const float new_max = std::max(row_max[r], block_max);
+    const float correction = std::exp(row_max[r] - new_max);  // exp(-inf) = 0 on the first block
+    row_max[r] = new_max;
+    const float block_sum = k.exp_shifted(row, limit, new_max);
+    std::fill(row + limit, row + n, 0.0f);
+    row_sum[r] = row_sum[r] * correction + block_sum;
+    if (correction != 1.0f) {
+      for (float* acc : {acc_rotated.data(), acc_sketch.data(), acc_dense.data()}) {
+        float* a = acc + r * d;
+        for (int64_t i = 0; i < d; ++i) a[i] *= correction;
+      }
+    }
+    return true;
+  }
+
+  void block_codes(int64_t t0, int64_t n, const Segment& ks, const Segment& vs) {
     // The value codes of this block are needed right after the scores: start fetching them now
     // so that the first pass over them does not wait on memory.
     if (!vs.halves) {
@@ -121,7 +183,6 @@ struct StreamWork {
       const int64_t total = n * static_cast<int64_t>(values.codec()->code_bytes());
       for (int64_t offset = 0; offset < total; offset += 64) __builtin_prefetch(bytes + offset);
     }
-    // Scores, scaled and causally masked.
     if (ks.halves) {
       k.dot_half(q.data(), static_cast<int>(rows), ks.halves, n, static_cast<int>(d), scores.data(), n);
     } else {
@@ -129,43 +190,7 @@ struct StreamWork {
                                     scores.data(), n);
     }
     bool any_visible = false;
-    for (int64_t r = 0; r < rows; ++r) {
-      float* row = scores.data() + r * n;
-      const int64_t limit = std::clamp<int64_t>(visible(r) - t0, 0, n);
-      if (!row_offset.empty()) {
-        for (int64_t j = 0; j < limit; ++j) row[j] += row_offset[static_cast<size_t>(r)];
-      }
-      float row_scale = scale;
-      if (softcap > 0.0f) {  // as transformers' eager Gemma 2: tanh((s * scale) / cap) * cap
-        for (int64_t j = 0; j < limit; ++j) row[j] = std::tanh(row[j] * scale / softcap) * softcap;
-        row_scale = 1.0f;
-      }
-      if (valid) {  // after the softcap: tanh would turn a masked -inf into -softcap
-        for (int64_t j = 0; j < limit; ++j) {
-          if (!valid[t0 + j]) row[j] = -INFINITY;
-        }
-      }
-      const float block_max = k.scale_max(row, limit, row_scale);
-      if (limit == 0 || block_max == -INFINITY) {  // nothing visible in this block
-        std::fill(row, row + n, 0.0f);
-        continue;
-      }
-      any_visible = true;
-      // Online softmax: rescale what was accumulated under the old maximum.
-      const float new_max = std::max(row_max[r], block_max);
-      const float correction = std::exp(row_max[r] - new_max);  // exp(-inf) = 0 on the first block
-      row_max[r] = new_max;
-      const float block_sum = k.exp_shifted(row, limit, new_max);
-      std::fill(row + limit, row + n, 0.0f);
-      row_sum[r] = row_sum[r] * correction + block_sum;
-      if (correction != 1.0f) {
-        for (int64_t i = 0; i < d; ++i) {
-          acc_rotated[r * d + i] *= correction;
-          acc_sketch[r * d + i] *= correction;
-          acc_dense[r * d + i] *= correction;
-        }
-      }
-    }
+    for (int64_t r = 0; r < rows; ++r) any_visible |= softmax_row(r, scores.data() + r * n, t0, n);
     if (!any_visible) return;
     if (vs.halves) {
       k.axpy_half(scores.data(), n, static_cast<int>(rows), vs.halves, n, static_cast<int>(d),
@@ -175,8 +200,59 @@ struct StreamWork {
                                  acc_sketch.data(), scratch.data());
     }
   }
-};
 
+  void block_tiles(int64_t t0, int64_t n, const Segment& ks, const Segment& vs) {
+    // Causal: in every query head, positions before `first` see none of this block.
+    const int64_t first = std::clamp<int64_t>(t0 - (length - q_len) - q_first, 0, q_count);
+    const int64_t m = q_count - first;
+    const int64_t group = rows / q_count;
+    if (m == 0) return;
+    const int di = static_cast<int>(d), ni = static_cast<int>(n), mi = static_cast<int>(m);
+    // Scores: the queries of each head against the transposed key tile.
+    const float* query = q_rotated.data();
+    if (ks.halves) {
+      k.from_half(ks.halves, value_tile.data(), n * d);  // value_tile is free until the values
+      for (int64_t j = 0; j < n; ++j) {
+        for (int64_t i = 0; i < d; ++i) key_tile[i * kBlock + j] = value_tile[j * d + i];
+      }
+      query = q.data();
+    } else {
+      keys.codec()->decode_terms(ks.codes, n, 1.0f, 1.0f, true, kBlock, key_tile.data(),
+                                 key_sketch_tile.data());
+    }
+    bool any_visible = false;
+    for (int64_t g = 0; g < group; ++g) {
+      const int64_t r0 = g * q_count + first;
+      float* out = scores.data() + r0 * kBlock;
+      k.gemm(query + r0 * d, d, key_tile.data(), kBlock, out, kBlock, mi, ni, di, false);
+      if (!ks.halves && !key_sketch_tile.empty()) {
+        k.gemm(q_sketched.data() + r0 * d, d, key_sketch_tile.data(), kBlock, out, kBlock, mi, ni,
+               di, true);
+      }
+      for (int64_t r = r0; r < r0 + m; ++r) any_visible |= softmax_row(r, scores.data() + r * kBlock, t0, n);
+    }
+    if (!any_visible) return;
+    // Values: the weights of each head times the value tile, into the matching accumulator.
+    float* acc = acc_rotated.data();
+    if (vs.halves) {
+      k.from_half(vs.halves, value_tile.data(), n * d);
+      acc = acc_dense.data();
+    } else {
+      const Codec::TermScales sc = values.codec()->value_scales();
+      values.codec()->decode_terms(vs.codes, n, sc.main, sc.sketch, false, d, value_tile.data(),
+                                   value_sketch_tile.data());
+    }
+    for (int64_t g = 0; g < group; ++g) {
+      const int64_t r0 = g * q_count + first;
+      const float* weights = scores.data() + r0 * kBlock;
+      k.gemm(weights, kBlock, value_tile.data(), d, acc + r0 * d, d, mi, di, ni, true);
+      if (!vs.halves && !value_sketch_tile.empty()) {
+        k.gemm(weights, kBlock, value_sketch_tile.data(), d, acc_sketch.data() + r0 * d, d, mi, di,
+               ni, true);
+      }
+    }
+  }
+};
 
 // Throws if any query row holds NaN or Inf: a non-finite query would otherwise be skipped by the
 // max and exp kernels and come back as zeros, hiding an overflow upstream.
@@ -219,9 +295,9 @@ void check_options(const AttentionOptions& o, int64_t q_heads, int64_t length) {
 
 }  // namespace
 
-void fused_attention(const TokenStore& keys, const TokenStore& values, const float* queries,
-                     const AttentionShape& shape, const AttentionOptions& options, float* out,
-                     ThreadPool* pool) {
+AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values, const float* queries,
+                                const AttentionShape& shape, const AttentionOptions& options,
+                                float* out, ThreadPool* pool) {
   const int64_t d = keys.head_dim();
   if (values.head_dim() != d) throw std::invalid_argument("keys and values differ in head_dim");
   if (shape.kv_heads <= 0 || shape.q_heads % shape.kv_heads != 0) {
@@ -241,45 +317,60 @@ void fused_attention(const TokenStore& keys, const TokenStore& values, const flo
   }
   check_options(options, shape.q_heads, keys.length());
   const int64_t group = shape.q_heads / shape.kv_heads;
-  const int64_t rows = group * shape.q_len;
-  const SimdLevel level = keys.codec() ? keys.codec()->simd_level()
-                                       : (values.codec() ? values.codec()->simd_level() : default_simd());
-  const kernels::KernelSet& ks = kernels::kernel_set(level);
+  const kernels::KernelSet& ks = kernels::kernel_set(keys.simd_level());
   check_finite_queries(ks, queries, shape, d);
-  auto work = [&](int64_t s) {
+  // Query positions per work item: about kItemRows rows (query heads x positions), so a tile of
+  // scores (rows x 256 floats) stays in L2 and a long prompt gives every core work even when
+  // batch x kv_heads is small. Decode (q_len 1) keeps one item per stream.
+  constexpr int64_t kItemRows = 256;
+  const int64_t chunk = std::min(shape.q_len, std::max<int64_t>(1, kItemRows / group));
+  const int64_t chunks = (shape.q_len + chunk - 1) / chunk;
+  const int64_t streams = keys.streams();
+  std::atomic<int64_t> tiled{0};
+  const int64_t tile_rows = min_tile_rows(keys.side().bits);
+  auto work = [&](int64_t item) {
+    const int64_t s = item / chunks, c = item % chunks;
     const int64_t b = s / shape.kv_heads, h = s % shape.kv_heads;
-    StreamWork w(keys, values, ks, rows, shape.q_len, options.scale, options.softcap);
+    const int64_t first = c * chunk, count = std::min(chunk, shape.q_len - first);
+    const int64_t rows = group * count;
+    const bool tiles = options.path == AttentionPath::kTiles ||
+                       (options.path == AttentionPath::kAuto && rows >= tile_rows);
+    if (tiles) tiled.fetch_add(1, std::memory_order_relaxed);
+    StreamWork w(keys, values, ks, group, shape.q_len, first, count, options.scale, options.softcap,
+                 tiles);
     if (options.key_valid) w.valid = options.key_valid + b * keys.length();
     if (options.sinks) w.row_sink.resize(static_cast<size_t>(rows));
     // Centred keys: the softmax alone ignores the per-query constant q . offset, a softcap or a
     // sink does not.
     const bool add_offset = options.key_offset && (options.sinks || options.softcap > 0.0f);
     if (add_offset) w.row_offset.resize(static_cast<size_t>(rows));
-    std::vector<float*> out_rows(rows);
+    std::vector<float*> out_rows(static_cast<size_t>(rows));
     for (int64_t g = 0; g < group; ++g) {
       const int64_t head = h * group + g;  // query heads of kv head h: contiguous, as repeat_kv
-      const int64_t base = ((b * shape.q_heads + head) * shape.q_len) * d;
-      std::copy_n(queries + base, shape.q_len * d, w.q.data() + g * shape.q_len * d);
-      for (int64_t l = 0; l < shape.q_len; ++l) {
-        out_rows[g * shape.q_len + l] = out + base + l * d;
-        if (options.sinks) w.row_sink[static_cast<size_t>(g * shape.q_len + l)] = options.sinks[head];
+      const int64_t base = ((b * shape.q_heads + head) * shape.q_len + first) * d;
+      std::copy_n(queries + base, count * d, w.q.data() + g * count * d);
+      for (int64_t l = 0; l < count; ++l) {
+        const size_t r = static_cast<size_t>(g * count + l);
+        out_rows[r] = out + base + l * d;
+        if (options.sinks) w.row_sink[r] = options.sinks[head];
         if (add_offset) {
           const float* qrow = queries + base + l * d;
           const float* mu = options.key_offset + s * d;
           double dot = 0.0;
           for (int64_t i = 0; i < d; ++i) dot += static_cast<double>(qrow[i]) * mu[i];
-          w.row_offset[static_cast<size_t>(g * shape.q_len + l)] = static_cast<float>(dot);
+          w.row_offset[r] = static_cast<float>(dot);
         }
       }
     }
     w.run(s, out_rows.data());
   };
-  const int64_t streams = keys.streams();
+  const int64_t items = streams * chunks;
   if (pool) {
-    pool->parallel_for(streams, work);
+    pool->parallel_for(items, work);
   } else {
-    for (int64_t s = 0; s < streams; ++s) work(s);
+    for (int64_t i = 0; i < items; ++i) work(i);
   }
+  return {items, tiled.load()};
 }
 
 }  // namespace turbokv

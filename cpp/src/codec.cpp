@@ -304,4 +304,34 @@ void Codec::finish_accumulated(float* acc_rotated, const float* acc_sketch, floa
   rotation_.inverse(acc_rotated, out);
 }
 
+Codec::TermScales Codec::value_scales() const {
+  // accumulate: acc_rotated += w ||v|| c[idx] / sqrt(d), acc_sketch += w ||v|| beta' ||r|| s with
+  // beta' = sqrt(pi/2)/m (the estimator scale; see accumulate's beta).
+  return {inv_sqrt_dim_, config_.mode == Mode::kProd ? qjl_.front().estimator_scale() : 0.0f};
+}
+
+void Codec::decode_terms(const ConstEncodedBuffers& in, int64_t n, float main_scale,
+                         float sketch_scale, bool transposed, int64_t ld, float* main,
+                         float* sketch) const {
+  const int d = config_.head_dim;
+  const bool prod = config_.mode == Mode::kProd;
+  const int64_t step = transposed ? ld : 1;  // distance between coordinates i and i + 1
+  std::vector<uint8_t> idx(d);
+  std::vector<float> norm_buffer(static_cast<size_t>(n)), residual_buffer(prod ? static_cast<size_t>(n) : 0);
+  const float* norms = load_norms(in.norms, 0, n, norm_buffer.data());
+  const float* residual_norms = prod ? load_norms(in.residual_norms, 0, n, residual_buffer.data()) : nullptr;
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t first = transposed ? j : j * ld;
+    kernels_->unpack(in.codes + j * static_cast<int64_t>(code_bytes()), d, mse_bits(), idx.data());
+    const float weight = main_scale * norms[j];
+    float* m = main + first;
+    for (int i = 0; i < d; ++i) m[i * step] = weight * centroids_[idx[i]];
+    if (!prod) continue;
+    const uint8_t* bits = in.qjl_signs + j * static_cast<int64_t>(qjl_bytes());
+    const float signed_weight = sketch_scale * norms[j] * residual_norms[j];
+    float* sk = sketch + first;
+    for (int i = 0; i < d; ++i) sk[i * step] = ((bits[i >> 3] >> (i & 7)) & 1u) ? signed_weight : -signed_weight;
+  }
+}
+
 }  // namespace turbokv

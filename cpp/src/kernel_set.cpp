@@ -29,6 +29,7 @@ KernelSet build(SimdLevel level) {
   k.from_half = select_from_half(level);
   k.exp_shifted = select_exp_shifted(level);
   k.scale_max = select_scale_max(level);
+  k.gemm = select_gemm(level);
   return k;
 }
 

@@ -87,6 +87,10 @@ struct KernelSet {
   float (*exp_shifted)(float* x, int64_t n, float shift);
   // x[i] *= scale, returning the maximum (-inf for n = 0).
   float (*scale_max)(float* x, int64_t n, float scale);
+  // c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0) + sum_k a[i * lda + k] * b[k * ldb + j]
+  // for i < m, j < n, k < depth: the dense products over decoded prefill tiles.
+  void (*gemm)(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+               int m, int n, int depth, bool accumulate);
 };
 
 // The kernels for one level; throws if the CPU lacks it.
@@ -127,6 +131,9 @@ using ExpShiftedFn = float (*)(float*, int64_t, float);
 using ScaleMaxFn = float (*)(float*, int64_t, float);
 ExpShiftedFn select_exp_shifted(SimdLevel level);
 ScaleMaxFn select_scale_max(SimdLevel level);
+using GemmFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, int, int, int,
+                        bool);
+GemmFn select_gemm(SimdLevel level);
 DotHalfFn select_dot_half(SimdLevel level);
 AxpyHalfFn select_axpy_half(SimdLevel level);
 ToHalfFn select_to_half(SimdLevel level);

@@ -180,14 +180,15 @@ CacheSnapshot KVCacheLayer::fetch_locked() const {
   return out;
 }
 
-void KVCacheLayer::attention(const float* q, int64_t batch, int64_t q_heads, int64_t q_len,
-                             const AttentionOptions& options, float* out, bool threaded) const {
+AttentionReport KVCacheLayer::attention(const float* q, int64_t batch, int64_t q_heads,
+                                        int64_t q_len, const AttentionOptions& options, float* out,
+                                        bool threaded) const {
   std::shared_lock<std::shared_mutex> lock(mutex_);
   if (keys_.length() == 0) throw std::invalid_argument("attention on an empty cache: update it first");
   AttentionShape shape{batch, config_.kv_heads, q_heads, q_len};
   AttentionOptions with_offset = options;
   with_offset.key_offset = key_offset_.empty() ? nullptr : key_offset_.data();
-  fused_attention(keys_, values_, q, shape, with_offset, out,
+  return fused_attention(keys_, values_, q, shape, with_offset, out,
                   threaded ? &ThreadPool::shared() : nullptr);
 }
 

@@ -23,7 +23,7 @@ TokenStore::TokenStore(const SideConfig& side, int head_dim, uint64_t seed,
     : side_(side),
       head_dim_(head_dim),
       residual_window_(side.bits == 0 ? 0 : residual_window),
-      kernels_(&kernels::kernel_set(level)) {
+      level_(level), kernels_(&kernels::kernel_set(level)) {
   if (head_dim < kMinHeadDim || head_dim > kMaxHeadDim) {
     throw std::invalid_argument("head_dim must be in 8..1024, got " + std::to_string(head_dim));
   }

@@ -128,6 +128,8 @@ class KVCache:
         self._probe: Optional[np.ndarray] = None
         self._probe_lock = threading.Lock()
         self.protection: Optional[Dict[str, Any]] = None  # what the probe measured and chose
+        # How the last attention call did its blocks: "codes", "tiles" or "mixed" (None: no call).
+        self.last_attention_path: Optional[str] = None
 
     # Generation-loop API ----------------------------------------------------------------------
 
@@ -176,7 +178,7 @@ class KVCache:
 
     def attention(self, queries: Any, scale: Optional[float] = None, threaded: bool = True,
                   key_mask: Optional[np.ndarray] = None, softcap: Optional[float] = None,
-                  sinks: Optional[Any] = None) -> np.ndarray:
+                  sinks: Optional[Any] = None, path: str = "auto") -> np.ndarray:
         """Causal softmax attention of ``queries`` over the cache, computed on the codes.
 
         queries: (batch, q_heads, q_len, head_dim), q_heads a multiple of num_kv_heads (query head
@@ -195,10 +197,20 @@ class KVCache:
                 (Gemma 2's attention logit softcapping).
             sinks: optional (q_heads,) logits, one per query head: an extra softmax column whose
                 value is zero (gpt-oss attention sinks).
+            path: how each 256-token block is done. ``"codes"``: every query is scored on the
+                packed codes and values are summed from them (decode: nothing is expanded);
+                ``"tiles"``: the block is decoded once to float tiles and matrix products serve
+                all queries (prefill); ``"auto"`` (default): tiles once a work item holds enough
+                query rows (query heads per KV head x q_len) for them to win: 16 for 2-6-bit keys,
+                8 for 8-bit keys, 1 for float16 keys (measured, ``bench/prefill.py
+                --crossover``). Both give the same result up to float rounding;
+                ``last_attention_path`` says which ran.
 
         A query that sees no token returns zeros. Queries holding NaN or Inf raise ValueError
         (an overflow upstream would otherwise pass unnoticed).
         """
+        if path not in ("auto", "codes", "tiles"):
+            raise ValueError(f"path must be 'auto', 'codes' or 'tiles', got {path!r}")
         q = _as_float32(queries, "queries", self.head_dim, "q_heads")
         if q.shape[1] % self.num_kv_heads:
             raise ValueError(f"q_heads={q.shape[1]} must be a multiple of num_kv_heads={self.num_kv_heads}")
@@ -226,7 +238,9 @@ class KVCache:
             return np.zeros(q.shape, np.float32)
         if self._probe is not None:
             self._protect(q, scale)
-        return self._layer.attention(q, scale, threaded, valid, cap, sink_logits)
+        out, items, tiled = self._layer.attention(q, scale, threaded, valid, cap, sink_logits, path)
+        self.last_attention_path = "tiles" if tiled == items else "codes" if tiled == 0 else "mixed"
+        return out
 
     def _protect(self, q: np.ndarray, scale: float) -> None:
         """Measures the prefill's attention KL at the requested key bits and escalates (8 bits,
@@ -253,6 +267,12 @@ class KVCache:
                     break
             self.protection = {"tokens": int(keys.shape[2]), "queries": rows, "tried": tried,
                                "key_bits": self._layer.key_bits}
+
+    @property
+    def simd(self) -> str:
+        """The SIMD level of this cache's kernels ("scalar", "avx2", "avx512"): the best the CPU
+        has, or ``TURBOKV_SIMD`` when the cache was made."""
+        return self._layer.simd
 
     @property
     def offset(self) -> int:

@@ -60,23 +60,35 @@ def attention_kl(queries: np.ndarray, exact_keys: np.ndarray, stored_keys: np.nd
     batch, q_heads, rows, d = queries.shape
     kv_heads, n = exact_keys.shape[1], exact_keys.shape[2]
     group = q_heads // kv_heads
-    q = queries.astype(np.float64).reshape(batch, kv_heads, group * rows, d)
+    q = np.ascontiguousarray(queries, dtype=np.float32).reshape(batch, kv_heads, group * rows, d)
+    # Every probed query sees tokens [0, n - rows); only the last `rows` columns are causal.
     positions = np.tile(np.arange(n - rows, n), group)[:, None]
-    hidden = np.arange(n)[None, :] > positions  # (group * rows, n)
+    hidden = np.arange(n - rows, n)[None, :] > positions  # (group * rows, rows)
     out = np.zeros(kv_heads)
     for h in range(kv_heads):
         total = 0.0
         for b in range(batch):
-            exact = q[b, h] @ exact_keys[b, h].astype(np.float64).T * scale
-            stored = q[b, h] @ stored_keys[b, h].astype(np.float64).T * scale
-            exact[hidden] = -np.inf
-            stored[hidden] = -np.inf
-            log_p, log_r = _log_softmax_rows(exact), _log_softmax_rows(stored)
+            log_p, log_r = (_log_softmax_rows(_masked_scores(q[b, h], keys[b, h], scale, hidden))
+                            for keys in (exact_keys, stored_keys))
             p = np.exp(log_p)
-            seen = p > 0
-            total += float((p[seen] * (log_p[seen] - log_r[seen])).sum())
+            # p = 0 exactly where hidden (and log_p - log_r is nan there): those terms are 0.
+            with np.errstate(invalid="ignore"):
+                total += float(np.where(p > 0, p * (log_p - log_r), 0.0).sum(dtype=np.float64))
         out[h] = total / (batch * group * rows)
     return out
+
+
+def _masked_scores(q: np.ndarray, keys: np.ndarray, scale: float, hidden: np.ndarray) -> np.ndarray:
+    """q (rows, d) against keys (n, d): scaled float32 scores with the causal corner at -inf.
+
+    float32 throughout (BLAS products, vectorised exp): the KL of the log-softmax difference
+    then carries an absolute error near 1e-6 nats, under 3% of the smallest KL the bound decides
+    on (8-bit keys of an ordinary layer: ~4e-5 nats), and the same for exact and stored keys."""
+    scores = q @ np.asarray(keys, dtype=np.float32).T
+    scores *= np.float32(scale)
+    tail = scores[:, scores.shape[1] - hidden.shape[1]:]
+    tail[hidden] = -np.inf
+    return scores
 
 
 def escalation(requested_bits: int) -> List[int]:

@@ -47,6 +47,8 @@ std::vector<double> naive_attention(const std::vector<float>& q, const std::vect
   return out;
 }
 
+double relative_error(const std::vector<float>& got, const std::vector<double>& want);
+
 CacheConfig config(int d, int heads, int kbits, int vbits, int64_t window, Mode mode = Mode::kMse) {
   CacheConfig c;
   c.head_dim = d;
@@ -60,32 +62,96 @@ CacheConfig config(int d, int heads, int kbits, int vbits, int64_t window, Mode 
 
 }  // namespace
 
+std::vector<float> keys_with_shared_component(int64_t streams, int64_t n, int d, uint64_t seed);
+
+// Both ways of doing a block (codes: per query on the packed codes; tiles: decoded once, matrix
+// products) against the double-precision oracle over the cache's decoded K/V, at every SIMD level,
+// for a decode-sized and a prompt-sized q_len (the latter split into several work items).
 TEST(KVCache, FusedAttentionEqualsDecodedAttention) {
-  const int64_t batch = 2, heads = 2, q_heads = 6, d = 64, q_len = 3;
+  const int64_t batch = 2, heads = 2, q_heads = 6, d = 64;
   for (auto cfg : {config(64, 2, 4, 4, 0), config(64, 2, 3, 2, 20), config(64, 2, 0, 4, 0),
                    config(64, 2, 4, 0, 0), config(64, 2, 3, 3, 0, Mode::kProd)}) {
     for (int l = 0; l <= static_cast<int>(detect_simd()); ++l) {
       const auto level = static_cast<SimdLevel>(l);
-      KVCacheLayer cache(cfg, level);
-      for (int64_t n : {int64_t{270}, q_len}) {  // crosses a 256-token chunk
-        auto k = test_util::gaussian_rows(batch * heads * n, int(d), 1);
-        auto v = test_util::gaussian_rows(batch * heads * n, int(d), 2);
-        cache.update(k.data(), v.data(), batch, n);
+      for (int64_t q_len : {int64_t{3}, int64_t{100}}) {
+        KVCacheLayer cache(cfg, level);
+        for (int64_t n : {int64_t{270}, q_len}) {  // crosses a 256-token chunk
+          auto k = test_util::gaussian_rows(batch * heads * n, int(d), 1);
+          auto v = test_util::gaussian_rows(batch * heads * n, int(d), 2);
+          cache.update(k.data(), v.data(), batch, n);
+        }
+        const CacheSnapshot snap = cache.fetch();
+        auto q = test_util::gaussian_rows(batch * q_heads * q_len, int(d), 3);
+        const auto expect =
+            naive_attention(q, snap.keys, snap.values, batch, heads, q_heads, q_len, snap.length, d, 0.125);
+        for (AttentionPath path : {AttentionPath::kCodes, AttentionPath::kTiles, AttentionPath::kAuto}) {
+          AttentionOptions o{0.125f};
+          o.path = path;
+          std::vector<float> out(q.size());
+          const AttentionReport report = cache.attention(q.data(), batch, q_heads, q_len, o, out.data(), true);
+          const std::string where = std::string(simd_name(level)) + " q_len " + std::to_string(q_len) +
+                                    " path " + std::to_string(int(path));
+          // 100 positions at 3 query heads per KV head: 85 positions (255 rows) per work item.
+          EXPECT_EQ(report.items, batch * heads * (q_len == 3 ? 1 : 2)) << where;
+          const int64_t item_rows = (q_heads / heads) * (q_len == 3 ? 3 : 85);
+          const bool tiled = path == AttentionPath::kTiles ||
+                             (path == AttentionPath::kAuto && item_rows >= min_tile_rows(cfg.key.bits));
+          if (path == AttentionPath::kAuto) {  // the rule's two outcomes both occur here
+            EXPECT_EQ(tiled, q_len == 100 || cfg.key.bits == 0) << where;
+          }
+          EXPECT_EQ(report.tiled_items, tiled ? report.items : 0) << where;
+          double max_err = 0, max_ref = 0;
+          for (size_t i = 0; i < out.size(); ++i) {
+            max_err = std::max(max_err, std::fabs(out[i] - expect[i]));
+            max_ref = std::max(max_ref, std::fabs(expect[i]));
+          }
+          EXPECT_LT(max_err / max_ref, 1e-4) << where;
+        }
       }
-      const CacheSnapshot snap = cache.fetch();
-      const int64_t length = snap.length;
-      const std::vector<float>& kd = snap.keys;
-      const std::vector<float>& vd = snap.values;
-      auto q = test_util::gaussian_rows(batch * q_heads * q_len, int(d), 3);
-      std::vector<float> out(q.size());
-      cache.attention(q.data(), batch, q_heads, q_len, AttentionOptions{0.125f}, out.data(), true);
-      const auto expect = naive_attention(q, kd, vd, batch, heads, q_heads, q_len, length, d, 0.125);
-      double max_err = 0, max_ref = 0;
-      for (size_t i = 0; i < out.size(); ++i) {
-        max_err = std::max(max_err, std::fabs(out[i] - expect[i]));
-        max_ref = std::max(max_ref, std::fabs(expect[i]));
+    }
+  }
+}
+
+// Every option the softmax sees (softcap, sinks, a key mask, centred keys) and every storage
+// (float16 window, float16 side, prod mode) gives the same output on both paths.
+TEST(KVCache, TilesAndCodesAgreeUnderEveryOption) {
+  const int64_t batch = 2, heads = 2, q_heads = 8, d = 32, n = 600, q_len = 40;
+  auto k = keys_with_shared_component(batch * heads, n, int(d), 41);
+  auto v = test_util::gaussian_rows(batch * heads * n, int(d), 42);
+  auto q = test_util::gaussian_rows(batch * q_heads * q_len, int(d), 43);
+  const std::vector<float> sinks{-1.0f, 0.5f, 3.0f, 2.0f, 0.0f, 1.0f, -2.0f, 4.0f};
+  std::vector<uint8_t> valid(static_cast<size_t>(batch * n), 1);
+  for (int64_t t = 0; t < 37; ++t) valid[static_cast<size_t>(n + t)] = 0;  // row 1: left padding
+  for (int64_t t = 300; t < 520; ++t) valid[static_cast<size_t>(t)] = 0;   // row 0: a hole past a chunk
+  for (auto cfg : {config(32, 2, 4, 4, 0), config(32, 2, 3, 2, 100), config(32, 2, 0, 4, 0),
+                   config(32, 2, 4, 0, 50), config(32, 2, 3, 3, 0, Mode::kProd)}) {
+    cfg.center_keys = cfg.key.bits > 0;
+    for (int l = 0; l <= static_cast<int>(detect_simd()); ++l) {
+      KVCacheLayer cache(cfg, static_cast<SimdLevel>(l));
+      cache.update(k.data(), v.data(), batch, n - q_len);
+      std::vector<float> k_tail(k.size()), v_tail(v.size());  // the last q_len tokens per stream
+      for (int64_t s = 0; s < batch * heads; ++s) {
+        std::copy_n(k.data() + (s * n + n - q_len) * d, q_len * d, k_tail.data() + s * q_len * d);
+        std::copy_n(v.data() + (s * n + n - q_len) * d, q_len * d, v_tail.data() + s * q_len * d);
       }
-      EXPECT_LT(max_err / max_ref, 1e-4) << simd_name(level);
+      cache.update(k_tail.data(), v_tail.data(), batch, q_len);
+      for (int option = 0; option < 4; ++option) {
+        AttentionOptions o{0.3f};
+        if (option == 1) o.softcap = 4.0f;
+        if (option == 2) o.sinks = sinks.data();
+        if (option == 3) {
+          o.key_valid = valid.data();
+          o.key_valid_tokens = n;
+        }
+        std::vector<float> by_codes(q.size()), by_tiles(q.size());
+        o.path = AttentionPath::kCodes;
+        EXPECT_EQ(cache.attention(q.data(), batch, q_heads, q_len, o, by_codes.data()).tiled_items, 0);
+        o.path = AttentionPath::kTiles;
+        const AttentionReport r = cache.attention(q.data(), batch, q_heads, q_len, o, by_tiles.data());
+        EXPECT_EQ(r.tiled_items, r.items);
+        EXPECT_LT(relative_error(by_tiles, std::vector<double>(by_codes.begin(), by_codes.end())), 1e-4)
+            << simd_name(static_cast<SimdLevel>(l)) << " key bits " << cfg.key.bits << " option " << option;
+      }
     }
   }
 }

@@ -115,6 +115,7 @@ OPTION_CASES = [
     ("sinks NaN", dict(sinks=np.array([0, np.nan, 0, 0], np.float32))),
     ("key_mask one token short", dict(key_mask=np.ones((1, 2), bool))),
     ("key_mask wrong batch", dict(key_mask=np.ones((2, 3), bool))),
+    ("path unknown", dict(path="dense")),
 ]
 
 

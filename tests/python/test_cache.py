@@ -37,6 +37,45 @@ def test_fused_attention_equals_decode_then_float64_attention(d, settings, rng):
     assert relative_error(cache.attention(q), expect) < 1e-4
     assert relative_error(cache.attention(q, threaded=False), expect) < 1e-4
     assert relative_error(cache.attention(q, scale=0.3), reference.attention(q, k, v, scale=0.3)) < 1e-4
+    for path in ("codes", "tiles"):  # both ways of doing a block, each asserted to have run
+        assert relative_error(cache.attention(q, path=path), expect) < 1e-4
+        assert cache.last_attention_path == path
+
+
+SIMD_LEVELS = ["scalar", "avx2", "avx512"][:["scalar", "avx2", "avx512"].index(turbokv.detect_simd()) + 1]
+
+
+@pytest.mark.parametrize("simd", SIMD_LEVELS)
+@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+def test_prefill_sized_attention_on_tiles_equals_the_oracle(settings, simd, rng, monkeypatch):
+    """A prompt-sized q_len (several work items per stream) takes the tiles path by default, at
+    every SIMD level, and equals the float64 oracle and the codes path."""
+    monkeypatch.setenv("TURBOKV_SIMD", simd)
+    d = 64
+    cache = turbokv.KVCache(d, 2, protect_keys=False, **settings)
+    assert cache.simd == simd
+    cache.update(tokens(rng, 2, 2, 200, d), tokens(rng, 2, 2, 200, d))
+    cache.update(tokens(rng, 2, 2, 150, d), tokens(rng, 2, 2, 150, d))  # a chunk of prefill
+    q = tokens(rng, 2, 6, 150, d)
+    k, v = cache.fetch()
+    expect = reference.attention(q, k, v)
+    got = cache.attention(q)
+    assert cache.last_attention_path == "tiles"
+    assert relative_error(got, expect) < 1e-4
+    assert relative_error(cache.attention(q, path="codes"), got) < 1e-4
+    assert cache.last_attention_path == "codes"
+
+
+def test_auto_path_uses_codes_to_decode_and_tiles_to_prefill(rng):
+    cache = turbokv.KVCache(64, 2, key_bits=4, value_bits=4)
+    cache.update(tokens(rng, 1, 2, 300, 64), tokens(rng, 1, 2, 300, 64))
+    assert cache.last_attention_path is None
+    cache.attention(tokens(rng, 1, 8, 1, 64))  # 4 query rows per KV head: decode
+    assert cache.last_attention_path == "codes"
+    cache.attention(tokens(rng, 1, 8, 4, 64))  # 16 rows: speculative verification, a chunk
+    assert cache.last_attention_path == "tiles"
+    with pytest.raises(ValueError, match="path"):
+        cache.attention(tokens(rng, 1, 8, 1, 64), path="dense")
 
 
 @pytest.mark.parametrize("softcap", [None, 3.0])

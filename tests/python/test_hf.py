@@ -95,6 +95,22 @@ def test_fused_attention_equals_the_decoded_path(models):
     assert (exact - a).abs().max() > 100 * (b - a).abs().max()
 
 
+def test_prefill_runs_on_tiles_and_decode_on_codes(models):
+    """The fused path picks its way per call: the prompt's many queries on decoded tiles, each
+    decode step's few queries straight on the codes; the tokens match the decoded path."""
+    default, fused = models
+    ids = torch.randint(0, 512, (2, 30), generator=torch.Generator().manual_seed(5))
+    on_codes = cache_for(fused, key_bits=4, value_bits=4)
+    with torch.no_grad():
+        fused(ids[:, :29], past_key_values=on_codes, use_cache=True)
+        assert {layer.cache.last_attention_path for layer in on_codes.layers} == {"tiles"}
+        fused(ids[:, 29:], past_key_values=on_codes, use_cache=True)
+        assert {layer.cache.last_attention_path for layer in on_codes.layers} == {"codes"}
+    a = stepwise_logits(default, cache_for(default, key_bits=4, value_bits=4), ids, steps=3)
+    b = stepwise_logits(fused, cache_for(fused, key_bits=4, value_bits=4), ids, steps=3)
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+
+
 def test_without_config_the_first_step_decodes_then_fuses(models):
     _, fused = models
     ids = torch.randint(0, 512, (1, 12), generator=torch.Generator().manual_seed(7))

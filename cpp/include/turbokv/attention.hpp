@@ -1,11 +1,16 @@
 // Causal decode/prefill attention computed on the compressed cache (DESIGN.md §2, "fusion").
 //
 // Per (batch, kv head) stream, for the q_heads / kv_heads query heads that share it (GQA, K/V
-// never repeated): keys are scored from their codes with the query rotated once; a streaming
-// (online) softmax runs over blocks of tokens; values are summed in the rotated domain straight
-// from their codes and rotated back once per query at the end. Float16 tokens (bits = 0, or the
-// residual window) are read directly. The newest q_len cached tokens are the queries' own
-// positions: query l attends tokens [0, length - q_len + l].
+// never repeated), and per range of query positions: a streaming (online) softmax runs over
+// blocks of 256 tokens; queries are rotated once and the inverse rotation runs once per query at
+// the end, so scores and value sums stay in the rotated domain. Two ways to do a block:
+//   codes: each query is scored on the packed codes and values are summed straight from them
+//          (decode: the cache is read once, nothing is expanded);
+//   tiles: the block is decoded once into float tiles (rotated domain) and two matrix products do
+//          all queries at once (prefill, chunked prefill, speculative verification).
+// Both compute the same decoded keys and values; they differ only in float rounding. Float16
+// tokens (bits = 0, or the residual window) are read directly. The newest q_len cached tokens are
+// the queries' own positions: query l attends tokens [0, length - q_len + l].
 #pragma once
 #include <cstdint>
 
@@ -13,6 +18,25 @@
 #include "turbokv/token_store.hpp"
 
 namespace turbokv {
+
+// How blocks are done (see above). kAuto: tiles when a work item holds at least
+// min_tile_rows(key bits) query rows (query heads of a KV head x query positions), else codes.
+enum class AttentionPath { kAuto, kCodes, kTiles };
+
+// Where tiles start to win, measured (bench/prefill.py --crossover; AVX2 Zen 3, 8K tokens, 32/8
+// heads d 128 and 9/3 heads d 64; time tiles / codes): 2- and 4-bit keys 1.1-1.5 at 9-12 rows,
+// 0.8-0.95 at 16; 8-bit keys (slow to score on the codes) 1.1-1.2 at 3-4 rows, 0.6 at 6-8;
+// float16 keys 0.2 already at 3 rows (converting a block once beats converting it per query).
+inline int64_t min_tile_rows(int key_bits) {
+  if (key_bits == 0) return 1;
+  return key_bits >= 8 ? 8 : 16;
+}
+
+// Which way the work went, for callers and tests: work items are (stream, query range) pairs.
+struct AttentionReport {
+  int64_t items = 0;
+  int64_t tiled_items = 0;
+};
 
 struct AttentionShape {
   int64_t batch = 1;
@@ -39,12 +63,14 @@ struct AttentionOptions {
   // subtracted from every stored key of each stream. Scores get q . offset back where the softmax is not shift-invariant
   // (softcap, sinks); elsewhere it cancels exactly and is skipped.
   const float* key_offset = nullptr;
+  AttentionPath path = AttentionPath::kAuto;
 };
 
 // queries and out: (batch, q_heads, q_len, head_dim) float32, C-contiguous. Queries must be
 // finite (std::invalid_argument otherwise). A query that sees no token gets 0.
-// Work is spread over (batch, kv head) streams on pool (nullptr: the calling thread only).
-void fused_attention(const TokenStore& keys, const TokenStore& values, const float* queries,
+// Work is spread over (batch, kv head) streams and, for long q_len, ranges of query positions, on
+// pool (nullptr: the calling thread only).
+AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values, const float* queries,
                      const AttentionShape& shape, const AttentionOptions& options, float* out,
                      ThreadPool* pool);
 

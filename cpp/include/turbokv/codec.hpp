@@ -111,6 +111,20 @@ class Codec {
   // out (d floats) = R^T (acc_rotated + S^T acc_sketch): one inverse rotation per query.
   void finish_accumulated(float* acc_rotated, const float* acc_sketch, float* out) const;
 
+  // Dense terms of n encoded vectors, for matrix products with many queries at once (prefill
+  // tiles): main[j] = main_scale ||x_j|| c[idx_j] and, in prod mode,
+  // sketch[j] = sketch_scale ||x_j|| ||r_j|| sign(S r_j). With scales 1 and 1 they are the key
+  // terms: <q, decode(x_j)> = <rotated q, main[j]> + <sketched q, sketch[j]> (prepare_queries).
+  // With value_scales() they are the value terms: a weighted sum of them is what accumulate adds
+  // to acc_rotated and acc_sketch. transposed: coordinate i of vector j at [i * ld + j] (d rows);
+  // else at [j * ld + i] (n rows).
+  void decode_terms(const ConstEncodedBuffers& in, int64_t n, float main_scale, float sketch_scale,
+                    bool transposed, int64_t ld, float* main, float* sketch) const;
+  struct TermScales {
+    float main, sketch;
+  };
+  TermScales value_scales() const;
+
  private:
   template <typename T>
   void encode_rows(const T* x, int64_t n, int64_t row_stride, const EncodedBuffers& out) const;

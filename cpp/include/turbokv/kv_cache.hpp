@@ -42,6 +42,7 @@ class KVCacheLayer {
 
   // The configuration it was built with; key_side() is the key side in use now.
   const CacheConfig& config() const { return config_; }
+  SimdLevel simd_level() const { return level_; }  // the kernels its codecs and attention use
   SideConfig key_side() const;
   // (batch, kv_heads, head_dim): the vector subtracted from every key of each stream before
   // encoding; empty when keys are not centred (center_keys off, float16 keys, an empty cache).
@@ -62,8 +63,8 @@ class KVCacheLayer {
   CacheSnapshot update_and_fetch(const float* k, const float* v, int64_t batch, int64_t n);
   // q, out: (batch, q_heads, q_len, head_dim) float32; options as in fused_attention (its
   // key_valid_tokens is checked against the length under the lock).
-  void attention(const float* q, int64_t batch, int64_t q_heads, int64_t q_len,
-                 const AttentionOptions& options, float* out, bool threaded = true) const;
+  AttentionReport attention(const float* q, int64_t batch, int64_t q_heads, int64_t q_len,
+                            const AttentionOptions& options, float* out, bool threaded = true) const;
   void trim(int64_t n);
   void clear();
 

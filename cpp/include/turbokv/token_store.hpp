@@ -33,6 +33,7 @@ class TokenStore {
   int head_dim() const { return head_dim_; }
   bool full_precision() const { return side_.bits == 0; }
   const Codec* codec() const { return codec_.get(); }
+  SimdLevel simd_level() const { return level_; }
   int64_t residual_window() const { return residual_window_; }
 
   int64_t streams() const { return streams_; }
@@ -94,6 +95,7 @@ class TokenStore {
   int head_dim_;
   int64_t residual_window_;
   std::unique_ptr<Codec> codec_;
+  SimdLevel level_;
   const void* kernels_;
   int64_t streams_ = 0;
   int64_t chunk_length_ = 0, window_length_ = 0;

@@ -1,0 +1,229 @@
+"""Prefill speed: many queries at once on the compressed cache vs the best dense attention, and time
+to first token on a real model, in one run, as ratios.
+
+    python bench/prefill.py [--simd scalar avx2 avx512] [--repeats 5] [--ttft-rounds 3]
+                            [--ttft-batches 1 2] [--no-ttft] [--out bench/results/prefill]
+    python bench/prefill.py --crossover     # where tiles start to beat codes (min_tile_rows)
+
+Kernel rows (all cores; median of --repeats after a warm-up), per SIMD level the CPU has:
+  * chunk: 512 queries against an 8,192-token cache (the newest 512 are theirs, causal), 32 query /
+    8 KV heads, head_dim 128, batch 1 and 4: chunked prefill of a long prompt;
+  * prompt: a 2,048-token prompt attending to itself, SmolLM2-135M's shape (9 query / 3 KV heads,
+    head_dim 64), batch 1 and 4.
+turbokv rows run fused attention with path="tiles" (blocks decoded once, matrix products) and
+path="codes" (every query scored on the codes), each asserting the path and SIMD level that ran.
+The baseline is torch's scaled_dot_product_attention on float32 K/V, the faster of enable_gqa=True
+and K/V repeated per query head (the best dense baseline, not the slowest).
+
+TTFT rows: SmolLM2-135M (from the smollm2 package, nothing downloaded), one forward over a
+2,048-token prompt (seeded random token ids: time does not depend on the text), with
+transformers' DynamicCache + SDPA vs TurboQuantCache presets with attn_implementation="turbokv"
+(fused, asserted), batch --ttft-batches; median of --ttft-rounds, the order rotated each round.
+TTFT includes everything a user waits for: encoding the prompt's K/V, prefill protection's
+probe, the conversions. Writes OUT.json and OUT.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+import numpy as np
+
+KERNEL_SHAPES = {
+    "chunk 512 x 8K, 32/8 heads, d=128": dict(q_heads=32, kv_heads=8, d=128, context=8192, q_len=512),
+    "prompt 2K, 9/3 heads, d=64": dict(q_heads=9, kv_heads=3, d=64, context=2048, q_len=2048),
+}
+SETTINGS = {"K4V4": (4, 4), "K8V4": (8, 4)}
+
+
+def median_time(fn: Callable[[], Any], repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def kernel_rows(levels: List[str], batches: List[int], repeats: int) -> List[Dict[str, Any]]:
+    import torch
+    import turbokv
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for shape_name, s in KERNEL_SHAPES.items():
+        for batch in batches:
+            k = rng.standard_normal((batch, s["kv_heads"], s["context"], s["d"]), dtype=np.float32)
+            v = rng.standard_normal(k.shape, dtype=np.float32)
+            q = rng.standard_normal((batch, s["q_heads"], s["q_len"], s["d"]), dtype=np.float32)
+            tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
+            group = s["q_heads"] // s["kv_heads"]
+            mask = torch.ones(s["q_len"], s["context"], dtype=torch.bool).tril(s["context"] - s["q_len"])
+            sdpa = torch.nn.functional.scaled_dot_product_attention
+            # A square prompt can use is_causal=True (flash kernel, skips masked blocks); a chunk
+            # behind a cache needs the bottom-right mask (torch's is_causal is top-left).
+            masking = dict(is_causal=True) if s["q_len"] == s["context"] else dict(attn_mask=mask)
+            dense = min(
+                median_time(lambda: sdpa(tq, tk, tv, enable_gqa=True, **masking), repeats),
+                median_time(lambda: sdpa(tq, tk.repeat_interleave(group, 1),
+                                         tv.repeat_interleave(group, 1), **masking), repeats))
+            row = {"shape": shape_name, "batch": batch, "sdpa_float32_s": dense, "turbokv": {}}
+            for level in levels:
+                os.environ["TURBOKV_SIMD"] = level
+                for setting, (kb, vb) in SETTINGS.items():
+                    cache = turbokv.KVCache(s["d"], s["kv_heads"], kb, vb, protect_keys=False)
+                    cache.update(k, v)
+                    assert cache.simd == level, (cache.simd, level)
+                    for path in ("tiles", "codes"):
+                        seconds = median_time(lambda: cache.attention(q, path=path), repeats)
+                        assert cache.last_attention_path == path, cache.last_attention_path
+                        row["turbokv"][f"{level} {setting} {path}"] = seconds
+                        print(f"{shape_name} batch {batch} {level} {setting} {path}: {seconds * 1e3:.1f} ms "
+                              f"({seconds / dense:.2f}x SDPA {dense * 1e3:.1f} ms)", flush=True)
+            os.environ.pop("TURBOKV_SIMD", None)
+            rows.append(row)
+    return rows
+
+
+def crossover(repeats: int) -> str:
+    """time(tiles) / time(codes) by query rows per KV head, 8K cached tokens, batch 1: the
+    measurement behind min_tile_rows in cpp/include/turbokv/attention.hpp."""
+    import turbokv
+
+    rng = np.random.default_rng(0)
+    lines = ["| heads (q/kv), d | key/value bits | " + " | ".join(f"q_len {n}" for n in (1, 2, 3, 4, 6, 8, 16)) + " |",
+             "| --- | --- |" + " --- |" * 7]
+    for q_heads, kv_heads, d in ((32, 8, 128), (9, 3, 64)):
+        k = rng.standard_normal((1, kv_heads, 8192, d), dtype=np.float32)
+        for bits in ((8, 4), (4, 4), (2, 2), (0, 0)):
+            cache = turbokv.KVCache(d, kv_heads, *bits, protect_keys=False)
+            cache.update(k, k)
+            cells = []
+            for q_len in (1, 2, 3, 4, 6, 8, 16):
+                q = rng.standard_normal((1, q_heads, q_len, d), dtype=np.float32)
+                codes = median_time(lambda: cache.attention(q, path="codes"), repeats)
+                tiles = median_time(lambda: cache.attention(q, path="tiles"), repeats)
+                cells.append(f"{q_heads // kv_heads * q_len} rows: {tiles / codes:.2f}")
+            lines.append(f"| {q_heads}/{kv_heads}, {d} | K{bits[0]}V{bits[1]} | " + " | ".join(cells) + " |")
+            print(lines[-1], flush=True)
+    return "\n".join(lines) + "\n"
+
+
+def ttft_rows(presets: List[str], batches: List[int], rounds: int, context: int) -> List[Dict[str, Any]]:
+    import torch
+    from transformers import DynamicCache
+
+    from turbokv.hf import TurboQuantCache
+    from turbokv.models import smollm2
+
+    fused, _ = smollm2.load("turbokv")
+    dense, _ = smollm2.load("sdpa")
+    rows = []
+    for batch in batches:
+        ids = torch.randint(100, 40000, (batch, context), generator=torch.Generator().manual_seed(batch))
+        runs: Dict[str, List[float]] = {"DynamicCache + SDPA": []}
+        runs.update({f"TurboQuantCache {p}": [] for p in presets})
+
+        def once(name: str) -> float:
+            model = dense if name.startswith("Dynamic") else fused
+            cache = DynamicCache() if name.startswith("Dynamic") else TurboQuantCache(preset=name.split()[-1])
+            with torch.no_grad():
+                start = time.perf_counter()
+                model(ids, past_key_values=cache, use_cache=True)
+                seconds = time.perf_counter() - start
+            if not name.startswith("Dynamic"):
+                paths = {layer.cache.last_attention_path for layer in cache.layers}
+                assert paths == {"tiles"}, paths
+                assert all(layer.fused for layer in cache.layers)
+            return seconds
+
+        names = list(runs)
+        once(names[0])  # warm-up: first-call allocations and thread start-up
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                runs[name].append(once(name))
+                print(f"TTFT batch {batch} round {r}: {name} {runs[name][-1]:.2f} s", flush=True)
+        base = statistics.median(runs["DynamicCache + SDPA"])
+        for name, times in runs.items():
+            rows.append({"model": "SmolLM2-135M", "prompt_tokens": context, "batch": batch, "cache": name,
+                         "ttft_s": statistics.median(times), "all_s": times,
+                         "vs_dense": statistics.median(times) / base})
+    return rows
+
+
+def markdown(result: Dict[str, Any]) -> str:
+    lines = [f"Machine: {result['machine']}, {result['cores']} cores; torch {result['torch']}, "
+             f"{result['threads']} threads. Command: `{result['command']}`.", ""]
+    lines += ["### Prefill attention (ms, ratio to the best torch SDPA float32)", "",
+              "| shape | batch | SDPA float32 | " + " | ".join(result["kernel"][0]["turbokv"]) + " |",
+              "| --- | --- | --- | " + " | ".join("---" for _ in result["kernel"][0]["turbokv"]) + " |"]
+    for row in result["kernel"]:
+        cells = [f"{t * 1e3:.0f} ({t / row['sdpa_float32_s']:.2f}x)" for t in row["turbokv"].values()]
+        lines.append(f"| {row['shape']} | {row['batch']} | {row['sdpa_float32_s'] * 1e3:.0f} | " + " | ".join(cells) + " |")
+    if result.get("ttft"):
+        lines += ["", "### Time to first token, SmolLM2-135M, one forward over the prompt", "",
+                  "| batch | prompt tokens | cache | TTFT (s, median) | vs DynamicCache + SDPA |",
+                  "| --- | --- | --- | --- | --- |"]
+        for row in result["ttft"]:
+            lines.append(f"| {row['batch']} | {row['prompt_tokens']} | {row['cache']} | {row['ttft_s']:.2f} | "
+                         f"{row['vs_dense']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    import torch
+    import turbokv
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--simd", nargs="+", default=None, help="levels (default: every level the CPU has)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--ttft-batches", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--ttft-rounds", type=int, default=3)
+    parser.add_argument("--ttft-context", type=int, default=2048)
+    parser.add_argument("--presets", nargs="+", default=["k8v4", "4bit"])
+    parser.add_argument("--no-ttft", action="store_true")
+    parser.add_argument("--crossover", action="store_true", help="only the tiles/codes crossover table")
+    parser.add_argument("--out", default=None, help="write OUT.json and OUT.md")
+    args = parser.parse_args()
+    if args.crossover:
+        print(f"time(tiles) / time(codes), {cpu_name()}, best SIMD {turbokv.detect_simd()}")
+        print(crossover(max(args.repeats, 7)))
+        return
+    all_levels = ["scalar", "avx2", "avx512"]
+    levels = args.simd or all_levels[:all_levels.index(turbokv.detect_simd()) + 1]
+    result: Dict[str, Any] = {
+        "machine": f"{cpu_name()} ({platform.machine()}, best SIMD {turbokv.detect_simd()})",
+        "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "command": "python bench/prefill.py " + " ".join(os.sys.argv[1:]),
+    }
+    result["kernel"] = kernel_rows(levels, args.batches, args.repeats)
+    if not args.no_ttft:
+        result["ttft"] = ttft_rows(args.presets, args.ttft_batches, args.ttft_rounds, args.ttft_context)
+    text = markdown(result)
+    print(text)
+    if args.out:
+        Path(args.out + ".json").write_text(json.dumps(result, indent=2))
+        Path(args.out + ".md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()

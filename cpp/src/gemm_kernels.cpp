@@ -1,0 +1,99 @@
+// Dense float products for prefill tiles: many queries against one block of decoded keys (scores)
+// and the block's weights against its decoded values. Decoding a block once and multiplying costs
+// n x d lookups plus a matrix product, where scoring each query on the codes costs rows x n x d
+// lookups (DESIGN.md §4, "Prefill is where users wait"; llama.cpp's CPU flash attention).
+//
+// Why not Eigen or BLAS: their instruction set is fixed when they are compiled, while turbokv picks
+// its kernels at run time per SIMD level; an AVX2-compiled Eigen next to baseline code would break
+// the one-dispatch contract (and the ODR). The products here are small (one 256-token block) and a
+// register-blocked kernel reaches most of a core's FMA rate on them.
+#include "kernels.hpp"
+
+namespace turbokv {
+namespace kernels {
+namespace {
+
+void gemm_scalar(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                 int m, int n, int depth, bool accumulate) {
+  for (int i = 0; i < m; ++i) {
+    float* ci = c + i * ldc;
+    if (!accumulate) {
+      for (int j = 0; j < n; ++j) ci[j] = 0.0f;
+    }
+    for (int k = 0; k < depth; ++k) {
+      const float aik = a[i * lda + k];
+      const float* bk = b + k * ldb;
+      for (int j = 0; j < n; ++j) ci[j] += aik * bk[j];
+    }
+  }
+}
+
+#if TURBOKV_X86
+// kRows x (8 kVecs) block of c in registers: per step of depth, kVecs loads of b, kRows
+// broadcasts of a, kRows x kVecs FMAs (6 x 16 is the classic AVX2 shape: 12 accumulators).
+template <int kRows, int kVecs>
+TURBOKV_TARGET_AVX2 inline void gemm_block_avx2(const float* a, int64_t lda, const float* b,
+                                                int64_t ldb, float* c, int64_t ldc, int depth,
+                                                bool accumulate) {
+  __m256 acc[kRows][kVecs];
+#pragma GCC unroll 8
+  for (int r = 0; r < kRows; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) {
+      acc[r][v] = accumulate ? _mm256_loadu_ps(c + r * ldc + 8 * v) : _mm256_setzero_ps();
+    }
+  }
+  for (int k = 0; k < depth; ++k) {
+    __m256 bv[kVecs];
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) bv[v] = _mm256_loadu_ps(b + k * ldb + 8 * v);
+#pragma GCC unroll 8
+    for (int r = 0; r < kRows; ++r) {
+      const __m256 av = _mm256_broadcast_ss(a + r * lda + k);
+#pragma GCC unroll 4
+      for (int v = 0; v < kVecs; ++v) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < kRows; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) _mm256_storeu_ps(c + r * ldc + 8 * v, acc[r][v]);
+  }
+}
+
+// One band of up to 6 rows across all columns: 16-column blocks, then one 8-column block.
+template <int kRows>
+TURBOKV_TARGET_AVX2 void gemm_band_avx2(const float* a, int64_t lda, const float* b, int64_t ldb,
+                                        float* c, int64_t ldc, int n, int depth, bool accumulate) {
+  int j = 0;
+  for (; j + 16 <= n; j += 16) gemm_block_avx2<kRows, 2>(a, lda, b + j, ldb, c + j, ldc, depth, accumulate);
+  for (; j + 8 <= n; j += 8) gemm_block_avx2<kRows, 1>(a, lda, b + j, ldb, c + j, ldc, depth, accumulate);
+  if (j < n) gemm_scalar(a, lda, b + j, ldb, c + j, ldc, kRows, n - j, depth, accumulate);
+}
+
+TURBOKV_TARGET_AVX2 void gemm_avx2(const float* a, int64_t lda, const float* b, int64_t ldb,
+                                   float* c, int64_t ldc, int m, int n, int depth,
+                                   bool accumulate) {
+  int i = 0;
+  for (; i + 6 <= m; i += 6) gemm_band_avx2<6>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, depth, accumulate);
+  const float* at = a + i * lda;
+  float* ct = c + i * ldc;
+  switch (m - i) {
+    case 5: gemm_band_avx2<5>(at, lda, b, ldb, ct, ldc, n, depth, accumulate); break;
+    case 4: gemm_band_avx2<4>(at, lda, b, ldb, ct, ldc, n, depth, accumulate); break;
+    case 3: gemm_band_avx2<3>(at, lda, b, ldb, ct, ldc, n, depth, accumulate); break;
+    case 2: gemm_band_avx2<2>(at, lda, b, ldb, ct, ldc, n, depth, accumulate); break;
+    case 1: gemm_band_avx2<1>(at, lda, b, ldb, ct, ldc, n, depth, accumulate); break;
+    default: break;
+  }
+}
+#endif
+
+}  // namespace
+
+// The AVX-512 level uses the AVX2 product: a 512-bit twin has not been measured yet (Zen 4 runs
+// AVX-512 on a 256-bit datapath; see DESIGN.md §4).
+GemmFn select_gemm(SimdLevel level) { return TURBOKV_PICK(level, gemm_scalar, gemm_avx2, gemm_avx2); }
+
+}  // namespace kernels
+}  // namespace turbokv
