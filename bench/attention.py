@@ -10,13 +10,13 @@ decodes the whole cache, then numpy attention). Each row prints its KV bytes, an
 print the memory-read floor: their compressed bytes divided by this machine's read bandwidth,
 measured in the same run. All implementations use every core (turbokv's thread pool, BLAS and
 torch threads). Timing: median of --repeats calls after a warm-up. The code is
-turbokv.benchmarks.run_attention, also behind `python -m turbokv bench`.
+turbokv.eval.benchmarks.run_attention, also behind `python -m turbokv bench`.
 """
 
 import argparse
 import json
 
-from turbokv.benchmarks import attention_table, run_attention
+from turbokv.eval.benchmarks import attention_table, run_attention
 
 
 def main() -> None:

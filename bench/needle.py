@@ -79,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     from transformers import DynamicCache
 
-    from turbokv.evaluation import _machine
+    from turbokv.eval.evaluation import _machine
     from turbokv.hf import TurboQuantCache
     from turbokv.models import qwen25_coder, smollm2
 

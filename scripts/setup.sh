@@ -33,4 +33,4 @@ if "$PYTHON" -m pip show -f turbokv 2>/dev/null | grep -q "turbokv/_core"; then
   "$PYTHON" -m pip uninstall -q -y --root-user-action=ignore turbokv
 fi
 echo "setup: pip install . (compiles the C++ core, about a minute)"
-"$PYTHON" -m pip install -q --root-user-action=ignore ".[test,hf]"
+"$PYTHON" -m pip install -q --root-user-action=ignore ".[test,hf,eval]"

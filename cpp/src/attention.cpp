@@ -55,7 +55,7 @@ struct StreamWork {
   const kernels::KernelSet& k;
   int64_t d, rows, q_len, q_first, q_count, length;
   float scale, softcap;
-  bool tiles;
+  bool tiles, causal;
   const uint8_t* valid = nullptr;  // this stream's batch row of key_valid, or nullptr
   std::vector<float> row_sink;     // the sink logit of each row's query head; empty: no sinks
   std::vector<float> row_offset;   // q . key_offset per row (raw score units); empty: none
@@ -68,10 +68,10 @@ struct StreamWork {
 
   StreamWork(const TokenStore& k_store, const TokenStore& v_store, const kernels::KernelSet& ks,
              int64_t group, int64_t q_len_, int64_t q_first_, int64_t q_count_, float scale_,
-             float softcap_, bool tiles_)
+             float softcap_, bool tiles_, bool causal_)
       : keys(k_store), values(v_store), k(ks), d(k_store.head_dim()), rows(group * q_count_),
         q_len(q_len_), q_first(q_first_), q_count(q_count_), length(k_store.length()),
-        scale(scale_), softcap(softcap_), tiles(tiles_) {
+        scale(scale_), softcap(softcap_), tiles(tiles_), causal(causal_) {
     const size_t rd = static_cast<size_t>(rows * d);
     q.resize(rd);
     q_rotated.resize(rd);
@@ -93,8 +93,10 @@ struct StreamWork {
     }
   }
 
-  // Row r sees tokens [0, visible(r)).
-  int64_t visible(int64_t r) const { return length - q_len + q_first + (r % q_count) + 1; }
+  // Row r sees tokens [0, visible(r)): causal, the newest q_len tokens are the queries' own.
+  int64_t visible(int64_t r) const {
+    return causal ? length - q_len + q_first + (r % q_count) + 1 : length;
+  }
 
   void run(int64_t s, float* out_rows[]) {
     std::fill(row_max.begin(), row_max.end(), -INFINITY);
@@ -104,7 +106,7 @@ struct StreamWork {
     std::fill(acc_dense.begin(), acc_dense.end(), 0.0f);
     if (keys.codec()) keys.codec()->prepare_queries(q.data(), rows, d, q_rotated.data(), q_sketched.data());
     // The last position of the range sees the most: tokens past it are nobody's.
-    const int64_t end = length - q_len + q_first + q_count;
+    const int64_t end = causal ? length - q_len + q_first + q_count : length;
     for (int64_t t = 0; t < end;) {
       const Segment ks = segment_at(keys, s, t), vs = segment_at(values, s, t);
       const int64_t n = std::min({ks.count, vs.count, end - t});
@@ -203,7 +205,8 @@ struct StreamWork {
 
   void block_tiles(int64_t t0, int64_t n, const Segment& ks, const Segment& vs) {
     // Causal: in every query head, positions before `first` see none of this block.
-    const int64_t first = std::clamp<int64_t>(t0 - (length - q_len) - q_first, 0, q_count);
+    const int64_t first =
+        causal ? std::clamp<int64_t>(t0 - (length - q_len) - q_first, 0, q_count) : 0;
     const int64_t m = q_count - first;
     const int64_t group = rows / q_count;
     if (m == 0) return;
@@ -310,7 +313,7 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
                                 " (batch x kv_heads) streams");
   }
   if (keys.length() != values.length()) throw std::logic_error("keys and values differ in length");
-  if (shape.q_len > keys.length()) {
+  if (options.causal && shape.q_len > keys.length()) {
     throw std::invalid_argument("q_len " + std::to_string(shape.q_len) + " exceeds the " +
                                 std::to_string(keys.length()) +
                                 " cached tokens: update the cache with this step's keys and values first");
@@ -337,7 +340,7 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
                        (options.path == AttentionPath::kAuto && rows >= tile_rows);
     if (tiles) tiled.fetch_add(1, std::memory_order_relaxed);
     StreamWork w(keys, values, ks, group, shape.q_len, first, count, options.scale, options.softcap,
-                 tiles);
+                 tiles, options.causal);
     if (options.key_valid) w.valid = options.key_valid + b * keys.length();
     if (options.sinks) w.row_sink.resize(static_cast<size_t>(rows));
     // Centred keys: the softmax alone ignores the per-query constant q . offset, a softcap or a

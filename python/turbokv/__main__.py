@@ -20,7 +20,7 @@ def _emit(result, as_json: bool, printer) -> int:
 
 def _codec_table(args: argparse.Namespace) -> int:
     import turbokv
-    from turbokv.distortion import codec_table
+    from turbokv.eval.distortion import codec_table
 
     start = time.perf_counter()
     rows = codec_table(turbokv.Codec, head_dim=args.head_dim, n=args.vectors, seed=args.seed,
@@ -46,7 +46,7 @@ def _codec_table(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from turbokv import demo
+    from turbokv.eval import demo
 
     if args.model == "stories260k":
         result = demo.run_stories(tokens=args.tokens, show_progress=not args.json)
@@ -68,14 +68,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from turbokv.benchmarks import attention_table, run_attention
+    from turbokv.eval.benchmarks import attention_table, run_attention
 
     results = run_attention(args.contexts, args.repeats, show_progress=not args.json)
     return _emit(results, args.json, lambda r: print(attention_table(r)))
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from turbokv import evaluation
+    from turbokv.eval import evaluation
 
     models = args.models
     if args.models == ["all"]:
@@ -86,7 +86,7 @@ def _eval(args: argparse.Namespace) -> int:
     try:
         settings = args.settings
         if args.key_rows:
-            from turbokv.eval_settings import KEY_SETTINGS
+            from turbokv.eval.settings import KEY_SETTINGS
             settings = KEY_SETTINGS
         result = evaluation.run(models, settings=settings, quick=args.quick,
                                 show_progress=not args.json)

@@ -134,6 +134,16 @@ class KVCache:
     # Generation-loop API ----------------------------------------------------------------------
 
     def _update_args(self, keys: Any, values: Any) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        key_shape, value_shape = getattr(keys, "shape", None), getattr(values, "shape", None)
+        if (key_shape is not None and value_shape is not None and len(key_shape) == len(value_shape) == 4
+                and tuple(key_shape[:3]) == tuple(value_shape[:3]) and key_shape[3] == self.head_dim
+                and value_shape[3] != self.head_dim):
+            raise ValueError(
+                f"values have head size {value_shape[3]} and keys {key_shape[3]}: a value head size "
+                "different from the key head size (MLA-style models) is not supported; pad the "
+                "smaller with zeros to one head size (zero key coordinates, with zeros in the "
+                "queries, leave the scores unchanged; padded value coordinates come back as zeros "
+                "to slice off)")
         k = _as_tokens(keys, "keys", self.num_kv_heads, self.head_dim)
         v = _as_tokens(values, "values", self.num_kv_heads, self.head_dim)
         if k.shape != v.shape:
@@ -178,13 +188,16 @@ class KVCache:
 
     def attention(self, queries: Any, scale: Optional[float] = None, threaded: bool = True,
                   key_mask: Optional[np.ndarray] = None, softcap: Optional[float] = None,
-                  sinks: Optional[Any] = None, path: str = "auto") -> np.ndarray:
-        """Causal softmax attention of ``queries`` over the cache, computed on the codes.
+                  sinks: Optional[Any] = None, path: str = "auto", causal: bool = True) -> np.ndarray:
+        """Softmax attention of ``queries`` over the cache, computed on the codes; causal unless
+        ``causal=False``.
 
         queries: (batch, q_heads, q_len, head_dim), q_heads a multiple of num_kv_heads (query head
         h uses kv head h // (q_heads // num_kv_heads), as transformers' repeat_kv); any input
         ``update`` takes. The newest q_len cached tokens are the queries' own positions (so call
-        ``update`` first); query i attends to tokens [0, offset - q_len + i].
+        ``update`` first); query i attends to tokens [0, offset - q_len + i]. With
+        ``causal=False`` every query attends to every cached token and q_len is free (encoders,
+        cross-attention over an encoder's cached K/V).
         Returns float32 (batch, q_heads, q_len, head_dim). Runs on all cores with the GIL released
         (``threaded=False``: the calling thread only; TURBOKV_NUM_THREADS sets the pool size).
 
@@ -209,6 +222,8 @@ class KVCache:
         A query that sees no token returns zeros. Queries holding NaN or Inf raise ValueError
         (an overflow upstream would otherwise pass unnoticed).
         """
+        if not isinstance(causal, bool):
+            raise TypeError(f"causal must be bool, got {causal!r}")
         if path not in ("auto", "codes", "tiles"):
             raise ValueError(f"path must be 'auto', 'codes' or 'tiles', got {path!r}")
         q = _as_float32(queries, "queries", self.head_dim, "q_heads")
@@ -237,12 +252,13 @@ class KVCache:
         if q.size == 0:
             return np.zeros(q.shape, np.float32)
         if self._probe is not None:
-            self._protect(q, scale)
-        out, items, tiled = self._layer.attention(q, scale, threaded, valid, cap, sink_logits, path)
+            self._protect(q, scale, causal)
+        out, items, tiled = self._layer.attention(q, scale, threaded, valid, cap, sink_logits, path,
+                                                  causal)
         self.last_attention_path = "tiles" if tiled == items else "codes" if tiled == 0 else "mixed"
         return out
 
-    def _protect(self, q: np.ndarray, scale: float) -> None:
+    def _protect(self, q: np.ndarray, scale: float, causal: bool) -> None:
         """Measures the prefill's attention KL at the requested key bits and escalates (8 bits,
         then float16) while it exceeds the bound. Runs once, at the first attention."""
         with self._probe_lock:
@@ -251,7 +267,8 @@ class KVCache:
                 return
             rows = min(protection.PROBE_QUERIES, q.shape[2])
             queries = q[:, :, q.shape[2] - rows:]
-            if q.shape[0] != keys.shape[0] or q.shape[2] > keys.shape[2] or not np.isfinite(queries).all():
+            too_long = causal and q.shape[2] > keys.shape[2]
+            if q.shape[0] != keys.shape[0] or too_long or not np.isfinite(queries).all():
                 return  # the attention call itself refuses these queries; measure on the next one
             self._probe = None
             if self._layer.length != keys.shape[2] or self._layer.batch != keys.shape[0]:
@@ -261,7 +278,7 @@ class KVCache:
                 if bits != self._layer.key_bits:
                     self._layer.reencode_keys(bits, keys)
                 stored, _ = self._layer.fetch()
-                kl = protection.attention_kl(queries, keys, stored, scale)
+                kl = protection.attention_kl(queries, keys, stored, scale, causal)
                 tried.append(protection.record(bits, kl, self.key_bits, self.key_mode))
                 if bits == 0 or tried[-1]["excess"] <= self.protection_bound:
                     break

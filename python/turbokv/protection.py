@@ -51,12 +51,12 @@ def _log_softmax_rows(scores: np.ndarray) -> np.ndarray:
 
 
 def attention_kl(queries: np.ndarray, exact_keys: np.ndarray, stored_keys: np.ndarray,
-                 scale: float) -> np.ndarray:
+                 scale: float, causal: bool = True) -> np.ndarray:
     """Mean KL(softmax over exact keys || softmax over stored keys) per KV head, in nats.
 
     queries: (batch, q_heads, rows, head_dim), the newest ``rows`` query positions of the
-    prefill; keys: (batch, kv_heads, n, head_dim), n >= rows. Causal: query row i sits at
-    position n - rows + i. Returns (kv_heads,) float64."""
+    prefill; keys: (batch, kv_heads, n, head_dim). Causal (n >= rows): query row i sits at
+    position n - rows + i; otherwise every query sees every key. Returns (kv_heads,) float64."""
     batch, q_heads, rows, d = queries.shape
     kv_heads, n = exact_keys.shape[1], exact_keys.shape[2]
     group = q_heads // kv_heads
@@ -64,6 +64,8 @@ def attention_kl(queries: np.ndarray, exact_keys: np.ndarray, stored_keys: np.nd
     # Every probed query sees tokens [0, n - rows); only the last `rows` columns are causal.
     positions = np.tile(np.arange(n - rows, n), group)[:, None]
     hidden = np.arange(n - rows, n)[None, :] > positions  # (group * rows, rows)
+    if not causal:
+        hidden = np.zeros((group * rows, 0), bool)
     out = np.zeros(kv_heads)
     for h in range(kv_heads):
         total = 0.0

@@ -269,12 +269,12 @@ class Codec:
 
 def attention(queries: np.ndarray, keys: np.ndarray, values: np.ndarray,
               scale: float | None = None, softcap: float | None = None,
-              sinks: np.ndarray | None = None) -> np.ndarray:
-    """Causal softmax attention in float64, the oracle for :meth:`turbokv.KVCache.attention`.
+              sinks: np.ndarray | None = None, causal: bool = True) -> np.ndarray:
+    """Softmax attention in float64, the oracle for :meth:`turbokv.KVCache.attention`.
 
     queries (B, Hq, L, d); keys and values (B, Hkv, T, d) with Hq a multiple of Hkv: query head
     h reads kv head h // (Hq // Hkv). Query i sits at position T - L + i and sees tokens
-    [0, T - L + i]. ``softcap``: scores become softcap * tanh(score / softcap). ``sinks`` (Hq,):
+    [0, T - L + i] (``causal=False``: every token, any L). ``softcap``: scores become softcap * tanh(score / softcap). ``sinks`` (Hq,):
     one extra logit per query head in the softmax, with a zero value vector. Returns float64
     (B, Hq, L, d).
     """
@@ -291,7 +291,8 @@ def attention(queries: np.ndarray, keys: np.ndarray, values: np.ndarray,
     if softcap is not None:
         scores = softcap * np.tanh(scores / softcap)
     positions = length - q_len + np.arange(q_len)
-    scores = np.where(np.arange(length)[None, :] <= positions[:, None], scores, -np.inf)
+    if causal:
+        scores = np.where(np.arange(length)[None, :] <= positions[:, None], scores, -np.inf)
     if sinks is not None:  # the sink is one more column, dropped after the softmax
         sink = np.broadcast_to(np.asarray(sinks, np.float64)[None, :, None, None], (batch, q_heads, q_len, 1))
         scores = np.concatenate([scores, sink], axis=-1)

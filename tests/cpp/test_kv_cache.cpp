@@ -15,7 +15,7 @@ std::vector<double> naive_attention(const std::vector<float>& q, const std::vect
                                     const std::vector<float>& v, int64_t batch, int64_t kv_heads,
                                     int64_t q_heads, int64_t q_len, int64_t length, int64_t d,
                                     double scale, double softcap = 0,
-                                    const std::vector<float>* sinks = nullptr) {
+                                    const std::vector<float>* sinks = nullptr, bool causal = true) {
   std::vector<double> out(q.size());
   const int64_t group = q_heads / kv_heads;
   for (int64_t b = 0; b < batch; ++b) {
@@ -23,7 +23,7 @@ std::vector<double> naive_attention(const std::vector<float>& q, const std::vect
       const int64_t s = b * kv_heads + h / group;
       for (int64_t l = 0; l < q_len; ++l) {
         const float* qv = q.data() + ((b * q_heads + h) * q_len + l) * d;
-        const int64_t visible = length - q_len + l + 1;
+        const int64_t visible = causal ? length - q_len + l + 1 : length;
         std::vector<double> w(visible);
         double max = -INFINITY, sum = 0;
         for (int64_t t = 0; t < visible; ++t) {
@@ -154,6 +154,30 @@ TEST(KVCache, TilesAndCodesAgreeUnderEveryOption) {
       }
     }
   }
+}
+
+// Encoders and cross-attention: every query sees every cached token, and there may be more
+// queries than tokens (300 queries over 100 tokens here, several work items per stream).
+TEST(KVCache, NonCausalAttentionSeesEveryToken) {
+  const int64_t batch = 1, heads = 2, q_heads = 4, d = 32, n = 100, q_len = 300;
+  KVCacheLayer cache(config(int(d), int(heads), 4, 4, 0));
+  auto k = test_util::gaussian_rows(batch * heads * n, int(d), 51);
+  cache.update(k.data(), k.data(), batch, n);
+  const CacheSnapshot snap = cache.fetch();
+  auto q = test_util::gaussian_rows(batch * q_heads * q_len, int(d), 52);
+  const auto want = naive_attention(q, snap.keys, snap.values, batch, heads, q_heads, q_len, n, d,
+                                    0.2, 0, nullptr, /*causal=*/false);
+  for (AttentionPath path : {AttentionPath::kCodes, AttentionPath::kTiles}) {
+    AttentionOptions o{0.2f};
+    o.causal = false;
+    o.path = path;
+    std::vector<float> out(q.size());
+    cache.attention(q.data(), batch, q_heads, q_len, o, out.data());
+    EXPECT_LT(relative_error(out, want), 1e-4) << int(path);
+  }
+  AttentionOptions causal{0.2f};
+  std::vector<float> out(q.size());
+  EXPECT_THROW(cache.attention(q.data(), batch, q_heads, q_len, causal, out.data()), std::invalid_argument);
 }
 
 TEST(KVCache, TrimAndStateRoundTrip) {

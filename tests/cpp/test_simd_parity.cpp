@@ -1,6 +1,8 @@
 // Every SIMD level must store exactly the bits the scalar code stores.
 #include <gtest/gtest.h>
 
+#include <random>
+
 #include "../../cpp/src/kernels.hpp"
 #include "test_util.hpp"
 
@@ -141,6 +143,31 @@ TEST(SimdParity, ExpMatchesLibm) {
       const double expect = std::exp(double(x[i]));
       // Results under FLT_MIN may flush to 0 (subnormal weights are slow and weigh nothing).
       ASSERT_NEAR(y[i], expect, 4e-7 * expect + 1.18e-38) << x[i];
+    }
+  }
+}
+
+// Softmax rows as attention makes them: every length 1..300 (vector bodies and scalar tails), a
+// shift at or above every value, masked -inf entries.
+TEST(SimdParity, ExpShiftedOnSoftmaxRows) {
+  std::mt19937 gen(7);
+  std::uniform_real_distribution<float> value(-120.0f, 0.0f);
+  for (SimdLevel level : simd_levels()) {
+    for (int n = 1; n <= 300; ++n) {
+      std::vector<float> x(static_cast<size_t>(n));
+      for (auto& v : x) v = value(gen);
+      if (n > 3) x[size_t(n / 2)] = -INFINITY;
+      const float shift = *std::max_element(x.begin(), x.end()) + (n % 3 == 0 ? 0.0f : 1.5f);
+      auto y = x;
+      const float sum = kernels::kernel_set(level).exp_shifted(y.data(), n, shift);
+      double want_sum = 0;
+      for (int i = 0; i < n; ++i) {
+        const float shifted = x[size_t(i)] - shift;  // the kernels' input: rounded to float
+        const double want = std::exp(double(shifted));
+        want_sum += want;
+        ASSERT_NEAR(y[size_t(i)], want, 4e-7 * want + 1.18e-38) << simd_name(level) << " n " << n << " i " << i;
+      }
+      ASSERT_NEAR(sum, want_sum, 1e-6 * want_sum + 1e-37) << simd_name(level) << " n " << n;
     }
   }
 }

@@ -66,6 +66,35 @@ def test_prefill_sized_attention_on_tiles_equals_the_oracle(settings, simd, rng,
     assert cache.last_attention_path == "codes"
 
 
+@pytest.mark.parametrize("path", ["codes", "tiles"])
+@pytest.mark.parametrize("q_len", [1, 40, 90])  # 90 queries over 60 cached tokens: cross-attention
+def test_non_causal_attention_sees_every_token(path, q_len, rng):
+    d = 32
+    cache = turbokv.KVCache(d, 2, key_bits=4, value_bits=4)
+    cache.update(tokens(rng, 2, 2, 60, d), tokens(rng, 2, 2, 60, d))
+    q = tokens(rng, 2, 4, q_len, d)
+    k, v = cache.fetch()
+    got = cache.attention(q, causal=False, path=path)
+    assert cache.last_attention_path == path
+    assert relative_error(got, reference.attention(q, k, v, causal=False)) < 1e-4
+    if q_len == 1:  # the newest position sees every token either way
+        assert relative_error(got, cache.attention(q)) < 1e-6
+    elif q_len <= 60:  # the flag is not ignored: causal attention differs
+        assert relative_error(got, cache.attention(q)) > 1e-2
+    else:  # more queries than cached tokens is only meaningful without the causal rule
+        with pytest.raises(ValueError, match="exceeds"):
+            cache.attention(q)
+    with pytest.raises(TypeError):
+        cache.attention(q, causal="no")
+
+
+def test_value_head_size_different_from_keys_is_refused_clearly(rng):
+    cache = turbokv.KVCache(64, 2)
+    with pytest.raises(ValueError, match="value head size different"):
+        cache.update(tokens(rng, 1, 2, 3, 64), tokens(rng, 1, 2, 3, 32))
+    assert cache.offset == 0
+
+
 def test_auto_path_uses_codes_to_decode_and_tiles_to_prefill(rng):
     cache = turbokv.KVCache(64, 2, key_bits=4, value_bits=4)
     cache.update(tokens(rng, 1, 2, 300, 64), tokens(rng, 1, 2, 300, 64))

@@ -3,7 +3,7 @@
 import pytest
 
 import turbokv
-from turbokv.distortion import LLOYD_MAX_MSE, PAPER_PROD, measure_mse, measure_prod
+from turbokv.eval.distortion import LLOYD_MAX_MSE, PAPER_PROD, measure_mse, measure_prod
 
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 4])

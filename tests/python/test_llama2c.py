@@ -5,7 +5,7 @@ import pytest
 
 import turbokv
 from turbokv.models import llama2c
-from turbokv.quality import compare_logits, teacher_forced_logits
+from turbokv.eval.quality import compare_logits, teacher_forced_logits
 
 # From ../shared/models/stories260K/README.md: greedy ids from BOS, produced by llama2.c's run.c.
 RUN_C_GREEDY = [461, 461, 401, 401, 401, 461, 378, 455, 473, 456]

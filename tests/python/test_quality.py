@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from turbokv import eval_causal, eval_settings
+from turbokv.eval import causal as eval_causal, settings as eval_settings
 from turbokv.hf import TurboQuantCache
 from turbokv.models import kjv_llama
 
@@ -115,7 +115,7 @@ def test_boundary_layers_get_their_own_settings():
 
 
 def test_unknown_setting_and_model_are_named():
-    from turbokv import evaluation
+    from turbokv.eval import evaluation
 
     with pytest.raises(ValueError, match="K5V5"):
         eval_settings.by_label(["K5V5"])
@@ -145,7 +145,7 @@ def test_demo_prints_texts_side_by_side(capsys):
 
 
 def test_minilm_embeddings_under_compressed_kv():
-    from turbokv import eval_encoder
+    from turbokv.eval import encoder as eval_encoder
 
     sentences = eval_encoder.sentences_from(kjv_llama.validation_text(), 12)
     labels = ["K16V16 (float16)", "K8V8", "K4V4", "K2V2"]
@@ -185,7 +185,7 @@ def test_delta_ppl_interval():
 
 
 def test_demo_rejects_bad_arguments(capsys):
-    from turbokv import demo
+    from turbokv.eval import demo
     from turbokv.__main__ import main
 
     assert main(["demo", "--tokens", "0"]) == 2

@@ -10,7 +10,8 @@
 //          all queries at once (prefill, chunked prefill, speculative verification).
 // Both compute the same decoded keys and values; they differ only in float rounding. Float16
 // tokens (bits = 0, or the residual window) are read directly. The newest q_len cached tokens are
-// the queries' own positions: query l attends tokens [0, length - q_len + l].
+// the queries' own positions: query l attends tokens [0, length - q_len + l] (causal, the default;
+// AttentionOptions::causal = false: every token).
 #pragma once
 #include <cstdint>
 
@@ -64,6 +65,9 @@ struct AttentionOptions {
   // (softcap, sinks); elsewhere it cancels exactly and is skipped.
   const float* key_offset = nullptr;
   AttentionPath path = AttentionPath::kAuto;
+  // false: every query sees every cached token (encoders, cross-attention), and q_len may exceed
+  // the cache length.
+  bool causal = true;
 };
 
 // queries and out: (batch, q_heads, q_len, head_dim) float32, C-contiguous. Queries must be

@@ -12,11 +12,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .dense_cache import DenseKVCache
-from .eval_causal import decode_exact_chunk, delta_ppl_interval
-from .eval_settings import Setting
-from .layers import make_cache
-from .models import llama2c
+from ..dense_cache import DenseKVCache
+from .causal import decode_exact_chunk, delta_ppl_interval
+from .settings import Setting
+from ..layers import make_cache
+from ..models import llama2c
 from .quality import log_softmax
 
 __all__ = ["sample_sequences", "evaluate"]
@@ -50,8 +50,8 @@ def _log_probs(model: llama2c.Llama2c, caches: Sequence[Any], tokens: List[int],
 
 def evaluate(settings: Sequence[Setting], sequences: int = 4, length: int = 256, generate: int = 128,
              show_progress: bool = True) -> Dict[str, Any]:
-    """Same row fields as :func:`turbokv.eval_causal.evaluate` (greedy from BOS, one prompt)."""
-    from tqdm import tqdm
+    """Same row fields as :func:`turbokv.eval.causal.evaluate` (greedy from BOS, one prompt)."""
+    from ._progress import tqdm
 
     model = llama2c.load()
     cfg = model.config

@@ -66,7 +66,7 @@ def measure_prod(codec_class: Callable, bits: int, head_dim: int = 128, n: int =
 def codec_table(codec_class: Callable, head_dim: int = 128, n: int = 20000, seed: int = 0,
                 show_progress: bool = False):
     """Rows of measured distortion vs its target for mse (1..4 bits) and prod (1..4 bits) modes."""
-    from tqdm import tqdm
+    from ._progress import tqdm
 
     bar = tqdm(total=8, desc="codec settings", disable=not show_progress, leave=False)
     rows = []

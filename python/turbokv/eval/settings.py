@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from .layers import boundary_layer_settings
+from ..layers import boundary_layer_settings
 
 __all__ = ["Setting", "SETTINGS", "QUICK_SETTINGS", "KEY_SETTINGS", "by_label"]
 

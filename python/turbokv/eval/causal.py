@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from .eval_settings import Setting
+from .settings import Setting
 
 __all__ = ["CausalTask", "make_task", "evaluate", "chunked_logits", "greedy", "decode_exact_chunk"]
 
@@ -145,10 +145,10 @@ def evaluate(model: Any, task: CausalTask, settings: Sequence[Setting], chunk: O
     first differing token: small means the baseline itself was near a tie), kv_bytes, bits_per_coordinate (measured from stored bytes), tokens_per_s (decode
     steps of the greedy run, batch = number of prompts)."""
     import torch
-    from tqdm import tqdm
+    from ._progress import tqdm
     from transformers import DynamicCache
 
-    from .hf import TurboQuantCache
+    from ..hf import TurboQuantCache
 
     ids = task.sequences
     batch, length = ids.shape

@@ -15,9 +15,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .cache import KVCache
-from .eval_settings import Setting
-from .layers import settings_for_layer
+from ..cache import KVCache
+from .settings import Setting
+from ..layers import settings_for_layer
 
 __all__ = ["sentences_from", "evaluate"]
 
@@ -66,10 +66,10 @@ def evaluate(settings: Sequence[Setting], sentences: Sequence[str], show_progres
              ) -> Dict[str, Any]:
     """Returns {"rows": [...]} with, per setting: cosine_mean, cosine_min (sentence embeddings vs
     float32), layer_errors (per-layer relative attention-output error), bits_per_coordinate."""
-    from tqdm import tqdm
+    from ._progress import tqdm
     from transformers import AttentionInterface
 
-    from .models import minilm
+    from ..models import minilm
 
     AttentionInterface.register(_ATTENTION, _roundtrip_attention)
     model, tokenizer = minilm.load(attn_implementation=_ATTENTION)

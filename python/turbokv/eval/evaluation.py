@@ -20,7 +20,7 @@ import platform
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from .eval_settings import QUICK_SETTINGS, by_label
+from .settings import QUICK_SETTINGS, by_label
 
 __all__ = ["MODELS", "run", "markdown", "missing_models"]
 
@@ -32,7 +32,7 @@ _SIZES = {"qwen25": (2, 512, 32)}
 
 def missing_models(models: Sequence[str]) -> Dict[str, str]:
     """{model: install command} for requested models whose packages are absent."""
-    from .models import minilm, qwen25_coder, smollm2
+    from ..models import minilm, qwen25_coder, smollm2
 
     out = {}
     if "smollm2" in models and not smollm2.available():
@@ -58,8 +58,8 @@ def _machine() -> str:
 
 def _causal(name: str, loader: Callable[[], Any], settings: List[Any], sequences: int, length: int,
             generate: int, show_progress: bool) -> Dict[str, Any]:
-    from . import eval_causal
-    from .models import kjv_llama
+    from . import causal as eval_causal
+    from ..models import kjv_llama
 
     model, tokenizer = loader()
     task = eval_causal.make_task(tokenizer, kjv_llama.validation_text(), sequences=sequences,
@@ -76,7 +76,7 @@ def _causal(name: str, loader: Callable[[], Any], settings: List[Any], sequences
 
 def run(models: Sequence[str] = MODELS, settings: Optional[Sequence[str]] = None, quick: bool = False,
         show_progress: bool = True) -> Dict[str, Any]:
-    """Evaluates ``settings`` (labels from :mod:`turbokv.eval_settings`; all by default, a short
+    """Evaluates ``settings`` (labels from :mod:`turbokv.eval.settings`; all by default, a short
     list with ``quick``) on ``models``. Raises ImportError (with the install command) for a
     requested model whose package is missing. Returns a JSON-ready dict."""
     unknown = [m for m in models if m not in MODELS]
@@ -92,28 +92,28 @@ def run(models: Sequence[str] = MODELS, settings: Optional[Sequence[str]] = None
                            "settings": [s.label for s in chosen], "models": {}}
     for name in models:
         if name == "kjv":
-            from .models import kjv_llama
+            from ..models import kjv_llama
             out["models"][name] = _causal(kjv_llama.NAME, kjv_llama.load, chosen, sequences, length,
                                           generate, show_progress)
             out["models"][name]["training"] = {k: v for k, v in kjv_llama.training_record().items()
                                                if k != "curve"}
         elif name == "smollm2":
-            from .models import smollm2
+            from ..models import smollm2
             out["models"][name] = _causal(smollm2.NAME, smollm2.load, chosen, sequences, length,
                                           generate, show_progress)
         elif name == "qwen25":
-            from .models import qwen25_coder
+            from ..models import qwen25_coder
             q_sequences, q_length, q_generate = _SIZES[name] if not quick else (1, 256, 16)
             out["models"][name] = _causal(qwen25_coder.NAME, qwen25_coder.load, chosen, q_sequences,
                                           q_length, q_generate, show_progress)
         elif name == "minilm":
-            from . import eval_encoder
-            from .models import kjv_llama, minilm
+            from . import encoder as eval_encoder
+            from ..models import kjv_llama, minilm
             sentences = eval_encoder.sentences_from(kjv_llama.validation_text(), 32 if quick else 64)
             out["models"][name] = eval_encoder.evaluate(chosen, sentences, show_progress)
             out["models"][name]["model"] = minilm.NAME
         else:
-            from . import eval_llama2c
+            from . import llama2c as eval_llama2c
             out["models"][name] = eval_llama2c.evaluate(chosen, sequences=sequences, length=min(length, 256),
                                                         generate=generate, show_progress=show_progress)
             out["models"][name]["model"] = "stories260K (llama2.c; head_dim 8, GQA 8/4; functional only)"

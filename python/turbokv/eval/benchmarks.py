@@ -16,8 +16,8 @@ from typing import Callable, Dict, Sequence
 
 import numpy as np
 
-from .cache import KVCache
-from ._core import detect_simd
+from ..cache import KVCache
+from .._core import detect_simd
 
 KV_HEADS, Q_HEADS, HEAD_DIM = 8, 32, 128
 
@@ -70,7 +70,7 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
     """Runs the benchmark; returns {"machine", "read_bandwidth_gbs", "rows": [...]}, one row per
     (context, implementation) with ms, kv_bytes and the speedup / floor ratios. ``show_progress``
     draws a progress bar on stderr (tqdm)."""
-    from tqdm import tqdm
+    from ._progress import tqdm
 
     try:
         import torch

@@ -11,9 +11,9 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from .cache import KVCache
-from .dense_cache import DenseKVCache
-from .models import llama2c
+from ..cache import KVCache
+from ..dense_cache import DenseKVCache
+from ..models import llama2c
 from .quality import compare_logits, matching_prefix, teacher_forced_logits
 
 # (label, KVCache keyword arguments); bits 0 = float16.
@@ -33,7 +33,7 @@ SETTINGS: List[tuple] = [
 def run_stories(tokens: int = 100, show_progress: bool = True) -> Dict[str, Any]:
     """stories260K: generates ``tokens`` greedy tokens from BOS per setting; returns rows.
     ``show_progress`` draws a progress bar on stderr (tqdm)."""
-    from tqdm import tqdm
+    from ._progress import tqdm
 
     model = llama2c.load()
     cfg = model.config
@@ -85,7 +85,7 @@ def print_stories(result: Dict[str, Any]) -> None:
           "the per-vector norm a large share (at head_dim 128 it is 1/32 of 4-bit codes).")
 
 
-# The settings the text demo shows (labels of turbokv.eval_settings).
+# The settings the text demo shows (labels of turbokv.eval.settings).
 TEXT_SETTINGS = ["K8V4", "K4V4", "K3V3", "K3V3 window 128", "K2V2"]
 PROMPTS = {"kjv": "And God said unto Moses,",
            "smollm2": "The printing press changed Europe because"}
@@ -97,13 +97,13 @@ def run_text(model: str = "kjv", tokens: int = 100, prompt: Optional[str] = None
     DynamicCache and with a :class:`turbokv.hf.TurboQuantCache` per setting (fused attention on
     the codes). Returns the texts, identical-token counts, KV bytes and tokens/s."""
     import torch
-    from tqdm import tqdm
+    from ._progress import tqdm
     from transformers import DynamicCache
 
-    from .eval_causal import greedy
-    from .eval_settings import by_label
-    from .hf import TurboQuantCache
-    from .models import kjv_llama, smollm2
+    from .causal import greedy
+    from .settings import by_label
+    from ..hf import TurboQuantCache
+    from ..models import kjv_llama, smollm2
 
     if model not in ("kjv", "smollm2"):
         raise ValueError(f"model must be 'kjv' or 'smollm2', got {model!r}")
