@@ -36,21 +36,13 @@ from typing import Any, Callable, Dict, List
 
 import numpy as np
 
+from turbokv.eval.benchmarks import median_time
+
 KERNEL_SHAPES = {
     "chunk 512 x 8K, 32/8 heads, d=128": dict(q_heads=32, kv_heads=8, d=128, context=8192, q_len=512),
     "prompt 2K, 9/3 heads, d=64": dict(q_heads=9, kv_heads=3, d=64, context=2048, q_len=2048),
 }
 SETTINGS = {"K4V4": (4, 4), "K8V4": (8, 4)}
-
-
-def median_time(fn: Callable[[], Any], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def cpu_name() -> str:
