@@ -216,7 +216,7 @@ class KVCache:
                 all queries (prefill); ``"auto"`` (default): tiles once a work item holds enough
                 query rows (query heads per KV head x q_len) for them to win: 16 for 2-6-bit keys,
                 8 for 8-bit keys, 1 for float16 keys (measured, ``bench/prefill.py
-                --crossover``). Both give the same result up to float rounding;
+                --crossover``), and no ``key_mask`` (masked calls stay on codes for now). Both give the same result up to float rounding;
                 ``last_attention_path`` says which ran.
 
         A query that sees no token returns zeros. Queries holding NaN or Inf raise ValueError
