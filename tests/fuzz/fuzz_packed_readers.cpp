@@ -44,6 +44,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   std::vector<float> attention_out(4 * d);
   const std::vector<float> queries = in.floats(4 * d);
-  layer.attention(queries.data(), 1, 4, 1, AttentionOptions{0.1f}, attention_out.data(), false);
+  try {
+    layer.attention(queries.data(), 1, 4, 1, AttentionOptions{0.1f}, attention_out.data(), false);
+  } catch (const std::invalid_argument&) {
+    return 0;  // NaN/Inf queries are refused (the documented behaviour)
+  }
   return 0;
 }
