@@ -336,11 +336,8 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
     const int64_t b = s / shape.kv_heads, h = s % shape.kv_heads;
     const int64_t first = c * chunk, count = std::min(chunk, shape.q_len - first);
     const int64_t rows = group * count;
-    // kAuto leaves masked calls (left-padded batches) on the codes path: with a key mask and
-    // centred keys, a transformers run differed between the paths by 4e-4 in the logits
-    // (tests/python/test_hf.py::test_left_padding_in_batched_generation), not yet understood.
     const bool tiles = options.path == AttentionPath::kTiles ||
-                       (options.path == AttentionPath::kAuto && rows >= tile_rows && !options.key_valid);
+                       (options.path == AttentionPath::kAuto && rows >= tile_rows);
     if (tiles) tiled.fetch_add(1, std::memory_order_relaxed);
     StreamWork w(keys, values, ks, group, shape.q_len, first, count, options.scale, options.softcap,
                  tiles, options.causal);

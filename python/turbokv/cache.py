@@ -216,8 +216,10 @@ class KVCache:
                 all queries (prefill); ``"auto"`` (default): tiles once a work item holds enough
                 query rows (query heads per KV head x q_len) for them to win: 16 for 2-6-bit keys,
                 8 for 8-bit keys, 1 for float16 keys (measured, ``bench/prefill.py
-                --crossover``), and no ``key_mask`` (masked calls stay on codes for now). Both give the same result up to float rounding;
-                ``last_attention_path`` says which ran.
+                --crossover``). Both compute the same decoded keys and values and differ only in
+                float rounding; ``last_attention_path`` says which ran. (In a model, that rounding
+                can move a later layer's input across a quantization boundary: a code then
+                differs by one step, as it would between any two float kernels.)
 
         A query that sees no token returns zeros. Queries holding NaN or Inf raise ValueError
         (an overflow upstream would otherwise pass unnoticed).

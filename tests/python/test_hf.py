@@ -135,9 +135,13 @@ def test_left_padding_in_batched_generation(models):
             b = fused(ids, attention_mask=mask, position_ids=positions, past_key_values=on_codes).logits
             unpadded = fused(ids[1:, 4:], past_key_values=cache_for(fused, **settings)).logits
         assert_path(on_codes, fused=True)
-        torch.testing.assert_close(b[:, -1], a[:, -1], rtol=1e-4, atol=1e-4)
+        assert {layer.cache.last_attention_path for layer in on_codes.layers} == {"tiles"}
+        # Within 2e-3, not rounding: a 1e-7 rounding difference between SDPA and turbokv in layer
+        # 0 can move one 8-bit code of layer 1 by a step (measured: 4e-4 in the logits); hiding
+        # nothing (the mask ignored) is off by 1.3.
+        torch.testing.assert_close(b[:, -1], a[:, -1], rtol=0, atol=2e-3)
         if not centre:  # every token is encoded on its own: padding changes nothing
-            torch.testing.assert_close(b[1, 4:], unpadded[0], rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(b[1, 4:], unpadded[0], rtol=0, atol=2e-3)
         else:  # the pad tokens' keys enter the row's mean key: 8-bit noise, no more
             assert (b[1, 4:] - unpadded[0]).abs().max() < 0.02
             assert (b[1, 4:] - unpadded[0]).abs().max() > 0

@@ -51,16 +51,26 @@ def test_kjv_llama_is_the_trained_checkpoint(kjv):
 
 
 def test_chunked_teacher_forcing_equals_token_by_token(kjv, kjv_task):
-    """Without a residual window, feeding 64 tokens per call computes what decoding computes, for
-    settings whose stored keys do not depend on the first update (no centring, no protection:
-    those take their statistics from the first call, the prefill)."""
+    """Without a residual window, feeding 64 tokens per call (tiles path) computes what decoding
+    (codes path) computes, for settings whose stored keys do not depend on the first update (no
+    centring, no protection: those take their statistics from the first call, the prefill).
+
+    The two differ in float rounding only, and with float16 storage that is all one sees. With
+    quantized storage a 1e-6 rounding difference can carry a later layer's input across a
+    quantization boundary: one code moves by a step and the difference grows through the layers
+    above (measured, K3V3 plain: layer 1's inputs differ by 1e-6, one value code flips, PPL
+    27.993 vs 28.003). So quantized settings must agree to well within their intervals (their
+    95% half-widths here are 1.4% for K4V4 and 7% for K3V3), not to rounding."""
     model, _ = kjv
-    settings = eval_settings.by_label(["K4V4 plain", "K3V3 plain"])
+    settings = eval_settings.by_label(["K16V16 (float16)", "K4V4 plain", "K3V3 plain"])
     one = eval_causal.evaluate(model, kjv_task, settings, chunk=1, show_progress=False)
     many = eval_causal.evaluate(model, kjv_task, settings, chunk=64, show_progress=False)
-    for a, b in zip(one["rows"], many["rows"]):
-        assert a["ppl"] == pytest.approx(b["ppl"], rel=1e-4)
-        assert a["kl_mean"] == pytest.approx(b["kl_mean"], rel=1e-3, abs=1e-6)
+    half, *quantized = zip(one["rows"], many["rows"])
+    assert half[0]["ppl"] == pytest.approx(half[1]["ppl"], rel=2e-5)
+    assert half[0]["kl_mean"] == pytest.approx(half[1]["kl_mean"], abs=1e-7)
+    for a, b in quantized:
+        assert a["ppl"] == pytest.approx(b["ppl"], rel=2e-3), a["setting"]
+        assert a["kl_mean"] == pytest.approx(b["kl_mean"], rel=5e-2), a["setting"]
     assert one["baseline"]["ppl"] == pytest.approx(many["baseline"]["ppl"], rel=1e-5)
 
 
