@@ -286,7 +286,7 @@ PYBIND11_MODULE(_core, m) {
       .def("attention",
            [](const KVCacheLayer& c, py::array q, float scale, bool threaded,
               std::optional<py::array> key_valid, float softcap, std::optional<py::array> sinks,
-              const std::string& path, bool causal) {
+              const std::string& path, bool causal, int64_t window) {
              if (q.ndim() != 4 || q.shape(3) != c.config().head_dim) {
                throw py::value_error("queries must have shape (batch, q_heads, q_len, head_dim)");
              }
@@ -294,6 +294,7 @@ PYBIND11_MODULE(_core, m) {
              options.scale = scale;
              options.softcap = softcap;
              options.causal = causal;
+             options.window = window;
              if (path == "auto") {
                options.path = AttentionPath::kAuto;
              } else if (path == "codes") {
@@ -327,7 +328,8 @@ PYBIND11_MODULE(_core, m) {
            },
            py::arg("queries"), py::arg("scale"), py::arg("threaded") = true,
            py::arg("key_valid") = py::none(), py::arg("softcap") = 0.0f,
-           py::arg("sinks") = py::none(), py::arg("path") = "auto", py::arg("causal") = true)
+           py::arg("sinks") = py::none(), py::arg("path") = "auto", py::arg("causal") = true,
+           py::arg("window") = 0)
       .def("select_batch",
            [](KVCacheLayer& c, std::vector<int64_t> rows) {
              py::gil_scoped_release release;

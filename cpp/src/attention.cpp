@@ -53,7 +53,7 @@ struct StreamWork {
   const TokenStore& keys;
   const TokenStore& values;
   const kernels::KernelSet& k;
-  int64_t d, rows, q_len, q_first, q_count, length;
+  int64_t d, rows, q_len, q_first, q_count, length, window;
   float scale, softcap;
   bool tiles, causal;
   const uint8_t* valid = nullptr;  // this stream's batch row of key_valid, or nullptr
@@ -68,10 +68,10 @@ struct StreamWork {
 
   StreamWork(const TokenStore& k_store, const TokenStore& v_store, const kernels::KernelSet& ks,
              int64_t group, int64_t q_len_, int64_t q_first_, int64_t q_count_, float scale_,
-             float softcap_, bool tiles_, bool causal_)
+             float softcap_, bool tiles_, bool causal_, int64_t window_)
       : keys(k_store), values(v_store), k(ks), d(k_store.head_dim()), rows(group * q_count_),
         q_len(q_len_), q_first(q_first_), q_count(q_count_), length(k_store.length()),
-        scale(scale_), softcap(softcap_), tiles(tiles_), causal(causal_) {
+        window(window_), scale(scale_), softcap(softcap_), tiles(tiles_), causal(causal_) {
     const size_t rd = static_cast<size_t>(rows * d);
     q.resize(rd);
     q_rotated.resize(rd);
@@ -93,10 +93,12 @@ struct StreamWork {
     }
   }
 
-  // Row r sees tokens [0, visible(r)): causal, the newest q_len tokens are the queries' own.
+  // Row r sees tokens [hidden(r), visible(r)): causal, the newest q_len tokens are the queries'
+  // own; a sliding window hides all but the newest `window` of them.
   int64_t visible(int64_t r) const {
     return causal ? length - q_len + q_first + (r % q_count) + 1 : length;
   }
+  int64_t hidden(int64_t r) const { return window > 0 ? std::max<int64_t>(0, visible(r) - window) : 0; }
 
   void run(int64_t s, float* out_rows[]) {
     std::fill(row_max.begin(), row_max.end(), -INFINITY);
@@ -107,7 +109,8 @@ struct StreamWork {
     if (keys.codec()) keys.codec()->prepare_queries(q.data(), rows, d, q_rotated.data(), q_sketched.data());
     // The last position of the range sees the most: tokens past it are nobody's.
     const int64_t end = causal ? length - q_len + q_first + q_count : length;
-    for (int64_t t = 0; t < end;) {
+    // The first position of the range sees the oldest: tokens before its window are nobody's.
+    for (int64_t t = hidden(0); t < end;) {
       const Segment ks = segment_at(keys, s, t), vs = segment_at(values, s, t);
       const int64_t n = std::min({ks.count, vs.count, end - t});
       if (tiles) {
@@ -156,6 +159,8 @@ struct StreamWork {
         if (!valid[t0 + j]) row[j] = -INFINITY;
       }
     }
+    const int64_t before = std::clamp<int64_t>(hidden(r) - t0, 0, limit);  // left its window
+    std::fill(row, row + before, -INFINITY);
     const float block_max = k.scale_max(row, limit, row_scale);
     if (limit == 0 || block_max == -INFINITY) {  // nothing visible in this block
       std::fill(row, row + n, 0.0f);
@@ -205,9 +210,12 @@ struct StreamWork {
 
   void block_tiles(int64_t t0, int64_t n, const Segment& ks, const Segment& vs) {
     // Causal: in every query head, positions before `first` see none of this block.
-    const int64_t first =
-        causal ? std::clamp<int64_t>(t0 - (length - q_len) - q_first, 0, q_count) : 0;
-    const int64_t m = q_count - first;
+    const int64_t base = length - q_len + q_first;  // the position before the range's first
+    const int64_t first = causal ? std::clamp<int64_t>(t0 - base, 0, q_count) : 0;
+    // Sliding window: positions from `stop` on have left this block behind.
+    const int64_t stop =
+        window > 0 ? std::clamp<int64_t>(t0 + n - 1 + window - base, first, q_count) : q_count;
+    const int64_t m = stop - first;
     const int64_t group = rows / q_count;
     if (m == 0) return;
     const int di = static_cast<int>(d), ni = static_cast<int>(n), mi = static_cast<int>(m);
@@ -290,6 +298,10 @@ void check_options(const AttentionOptions& o, int64_t q_heads, int64_t length) {
       if (!std::isfinite(o.sinks[h])) throw std::invalid_argument("sinks hold NaN or Inf");
     }
   }
+  if (o.window < 0 || (o.window > 0 && !o.causal)) {
+    throw std::invalid_argument("window must be >= 0 (0 = none) and needs causal attention, got " +
+                                std::to_string(o.window));
+  }
   if (o.key_valid && o.key_valid_tokens != length) {
     throw std::invalid_argument("key_mask covers " + std::to_string(o.key_valid_tokens) +
                                 " tokens but the cache holds " + std::to_string(length));
@@ -340,7 +352,7 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
                        (options.path == AttentionPath::kAuto && rows >= tile_rows);
     if (tiles) tiled.fetch_add(1, std::memory_order_relaxed);
     StreamWork w(keys, values, ks, group, shape.q_len, first, count, options.scale, options.softcap,
-                 tiles, options.causal);
+                 tiles, options.causal, options.window);
     if (options.key_valid) w.valid = options.key_valid + b * keys.length();
     if (options.sinks) w.row_sink.resize(static_cast<size_t>(rows));
     // Centred keys: the softmax alone ignores the per-query constant q . offset, a softcap or a

@@ -188,7 +188,8 @@ class KVCache:
 
     def attention(self, queries: Any, scale: Optional[float] = None, threaded: bool = True,
                   key_mask: Optional[np.ndarray] = None, softcap: Optional[float] = None,
-                  sinks: Optional[Any] = None, path: str = "auto", causal: bool = True) -> np.ndarray:
+                  sinks: Optional[Any] = None, path: str = "auto", causal: bool = True,
+                  window: Optional[int] = None) -> np.ndarray:
         """Softmax attention of ``queries`` over the cache, computed on the codes; causal unless
         ``causal=False``.
 
@@ -210,6 +211,10 @@ class KVCache:
                 (Gemma 2's attention logit softcapping).
             sinks: optional (q_heads,) logits, one per query head: an extra softmax column whose
                 value is zero (gpt-oss attention sinks).
+            window: optional int > 0, sliding-window attention (Mistral, Gemma 2/3 local
+                layers): query i sees only tokens (offset - q_len + i - window, offset - q_len + i],
+                as transformers' sliding-window masks; blocks older than every query's window are
+                not read. Needs ``causal=True``. The cache still keeps every token.
             path: how each 256-token block is done. ``"codes"``: every query is scored on the
                 packed codes and values are summed from them (decode: nothing is expanded);
                 ``"tiles"``: the block is decoded once to float tiles and matrix products serve
@@ -228,6 +233,11 @@ class KVCache:
             raise TypeError(f"causal must be bool, got {causal!r}")
         if path not in ("auto", "codes", "tiles"):
             raise ValueError(f"path must be 'auto', 'codes' or 'tiles', got {path!r}")
+        if window is not None:
+            if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window <= 0:
+                raise ValueError(f"window must be an int > 0 or None, got {window!r}")
+            if not causal:
+                raise ValueError("window (sliding-window attention) needs causal=True")
         q = _as_float32(queries, "queries", self.head_dim, "q_heads")
         if q.shape[1] % self.num_kv_heads:
             raise ValueError(f"q_heads={q.shape[1]} must be a multiple of num_kv_heads={self.num_kv_heads}")
@@ -254,13 +264,13 @@ class KVCache:
         if q.size == 0:
             return np.zeros(q.shape, np.float32)
         if self._probe is not None:
-            self._protect(q, scale, causal)
+            self._protect(q, scale, causal, window)
         out, items, tiled = self._layer.attention(q, scale, threaded, valid, cap, sink_logits, path,
-                                                  causal)
+                                                  causal, int(window or 0))
         self.last_attention_path = "tiles" if tiled == items else "codes" if tiled == 0 else "mixed"
         return out
 
-    def _protect(self, q: np.ndarray, scale: float, causal: bool) -> None:
+    def _protect(self, q: np.ndarray, scale: float, causal: bool, window: Optional[int]) -> None:
         """Measures the prefill's attention KL at the requested key bits and escalates (8 bits,
         then float16) while it exceeds the bound. Runs once, at the first attention."""
         with self._probe_lock:
@@ -280,7 +290,7 @@ class KVCache:
                 if bits != self._layer.key_bits:
                     self._layer.reencode_keys(bits, keys)
                 stored, _ = self._layer.fetch()
-                kl = protection.attention_kl(queries, keys, stored, scale, causal)
+                kl = protection.attention_kl(queries, keys, stored, scale, causal, window)
                 tried.append(protection.record(bits, kl, self.key_bits, self.key_mode))
                 if bits == 0 or tried[-1]["excess"] <= self.protection_bound:
                     break

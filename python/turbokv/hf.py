@@ -52,6 +52,7 @@ class TurboQuantLayer(CacheLayerMixin):
         self.fused = fused
         self.decoded_steps = 0  # updates that built a decoded copy of the layer
         self.fused_calls = 0    # turbokv attention calls served from the codes
+        self.sliding_window: Optional[int] = None  # the window the last turbokv attention applied
         self._mask_check = mask_check if mask_check is not None else _MaskCheck()
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
@@ -237,48 +238,62 @@ class TurboQuantCache(Cache):
 
 class _MaskCheck:
     """Turns transformers' 4-D attention mask into per-(batch, key) validity, checking that it is
-    causal plus padding. Every layer of a forward gets the same mask tensor, so the result is kept
-    for that tensor (by identity) and the check runs once per forward, not once per layer."""
+    causal (or sliding-window causal) plus padding. Every layer of a forward gets the same mask
+    tensor, so the result is kept for that tensor (by identity) and the check runs once per
+    forward and kind of layer, not once per layer."""
 
     ROWS = 256  # mask rows compared at a time: bounded scratch memory for long prefills
 
     def __init__(self) -> None:
         self._mask: Optional[torch.Tensor] = None
-        self._key: Tuple[int, int, int] = (0, 0, 0)
+        self._key: Tuple[int, int, int, int] = (0, 0, 0, 0)
         self._valid: Optional[np.ndarray] = None
         self.checks = 0  # masks actually examined (for tests)
 
     def __call__(self, attention_mask: Optional[torch.Tensor], batch: int, q_len: int,
-                 length: int) -> Optional[np.ndarray]:
+                 length: int, window: int = 0) -> Optional[np.ndarray]:
         if attention_mask is None:
             return None
-        if attention_mask is self._mask and self._key == (batch, q_len, length):
+        key = (batch, q_len, length, window)
+        if attention_mask is self._mask and self._key == key:
             return self._valid
-        valid = self._check(attention_mask, batch, q_len, length)
-        self._mask, self._key, self._valid = attention_mask, (batch, q_len, length), valid
+        valid = self._check(attention_mask, batch, q_len, length, window)
+        self._mask, self._key, self._valid = attention_mask, key, valid
         self.checks += 1
         return valid
 
-    def _check(self, attention_mask: torch.Tensor, batch: int, q_len: int, length: int
-               ) -> Optional[np.ndarray]:
+    def _check(self, attention_mask: torch.Tensor, batch: int, q_len: int, length: int,
+               window: int) -> Optional[np.ndarray]:
         if attention_mask.dim() != 4 or attention_mask.shape[1] != 1:
             raise NotImplementedError("turbokv attention takes (batch, 1, q_len, kv_len) masks, got "
                                       f"shape {tuple(attention_mask.shape)}")
 
-        def allowed(start: int, stop: int) -> torch.Tensor:
-            m = attention_mask[:, 0, start:stop, :length]
-            return (m if m.dtype == torch.bool else m == 0).expand(batch, stop - start, length)
+        def allowed(m: torch.Tensor) -> torch.Tensor:
+            return m if m.dtype == torch.bool else m == 0
 
-        valid = allowed(q_len - 1, q_len)[:, 0, :]  # the newest query sees every real token
-        positions = torch.arange(length)
+        # Each key's validity is read in the last query row that can see it: the newest row
+        # without a window, else the row whose window it leaves next. Keys no row sees are moot.
+        base = length - q_len  # query row i sits at position base + i
+        keys = torch.arange(length)
+        if window:
+            rows = (keys + window - 1 - base).clamp(max=q_len - 1)
+        else:
+            rows = torch.full((length,), q_len - 1)
+        valid = allowed(attention_mask[:, 0, rows.clamp(min=0), keys]) | (rows < 0)
+        valid = valid.expand(batch, length)
         for start in range(0, q_len, self.ROWS):
             stop = min(start + self.ROWS, q_len)
-            last = length - q_len + torch.arange(start, stop)
-            causal = positions[None, :] <= last[:, None]
-            if not torch.equal(allowed(start, stop), causal[None] & valid[:, None, :]):
-                raise NotImplementedError("turbokv attention supports causal masks with padding only "
-                                          "(no sliding windows or packed sequences)")
-        return None if bool(valid.all()) else valid.numpy()
+            last = base + torch.arange(start, stop)
+            seen = keys[None, :] <= last[:, None]
+            if window:
+                seen &= keys[None, :] > last[:, None] - window
+            mask = allowed(attention_mask[:, 0, start:stop, :length]).expand(batch, stop - start, length)
+            if not torch.equal(mask, seen[None] & valid[:, None, :]):
+                raise NotImplementedError(
+                    "turbokv attention supports causal masks with padding only, and sliding-window "
+                    f"ones when the layer passes its window (window={window or None}); not packed "
+                    "sequences or other patterns")
+        return None if bool(valid.all()) else valid.numpy().copy()
 
 
 # Keyword arguments transformers' attention modules pass that do not change what attention
@@ -288,15 +303,11 @@ _NO_EFFECT = frozenset({"position_ids", "use_cache", "cache_position", "past_key
                         "return_dict", "layer_idx", "token_type_ids"})
 
 
-def _refuse_unimplemented(dropout: float, sliding_window: Any, kwargs: Dict[str, Any]) -> None:
+def _refuse_unimplemented(dropout: float, kwargs: Dict[str, Any]) -> None:
     """NotImplementedError naming the first argument turbokv attention would otherwise ignore."""
     if dropout:
         raise NotImplementedError(f"turbokv attention does not implement dropout={dropout} "
                                   "(training); call model.eval() for inference")
-    if sliding_window is not None:
-        raise NotImplementedError(f"turbokv attention does not implement sliding_window="
-                                  f"{sliding_window} (sliding-window layers) yet; use another "
-                                  "attn_implementation for this model")
     for name, value in kwargs.items():
         if name in _NO_EFFECT or value is None:
             continue
@@ -317,12 +328,17 @@ def turbokv_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
     """Attention over a TurboQuantCache's codes, for ``attn_implementation="turbokv"``.
 
     query (batch, q_heads, q_len, head_dim); returns (batch, q_len, q_heads, head_dim) in the
-    query's dtype. Honours ``scaling``, ``softcap`` (Gemma 2 logit softcapping) and ``s_aux``
-    (gpt-oss attention sinks, one logit per query head); raises NotImplementedError naming any
-    other argument that would change the result (dropout > 0, ``sliding_window``, packed
-    sequences, ...). Without a TurboQuantCache (``use_cache=False``) it falls back to SDPA.
+    query's dtype. Honours ``scaling``, ``softcap`` (Gemma 2 logit softcapping), ``s_aux``
+    (gpt-oss attention sinks, one logit per query head) and ``sliding_window`` (a layer's query
+    at position p sees tokens p - sliding_window < t <= p, as transformers' masks: Mistral,
+    Gemma 2/3 local layers, Qwen2 with sliding windows; the cache keeps every token); raises
+    NotImplementedError naming any other argument that would change the result (dropout > 0,
+    packed sequences, ...). Without a TurboQuantCache (``use_cache=False``) it falls back to SDPA.
     """
-    _refuse_unimplemented(dropout, sliding_window, kwargs)
+    _refuse_unimplemented(dropout, kwargs)
+    window = 0 if sliding_window is None else int(sliding_window)
+    if sliding_window is not None and (window <= 0 or window != sliding_window):
+        raise ValueError(f"sliding_window must be a positive int or None, got {sliding_window!r}")
     layer = getattr(key, "_turbokv_layer", None)
     if layer is None:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -331,15 +347,18 @@ def turbokv_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
             raise NotImplementedError("turbokv attention without a TurboQuantCache falls back to "
                                       "SDPA, which has no softcap or attention sinks: pass a "
                                       "TurboQuantCache (use_cache=True)")
+        # transformers' masks already carry the sliding window for SDPA.
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
                                       dropout=dropout, **kwargs)
     layer.fused = True
     layer.fused_calls += 1
+    layer.sliding_window = window or None
     cache = layer.cache
     batch, _, q_len, _ = query.shape
-    mask = layer._mask_check(attention_mask, batch, q_len, cache.offset)
+    mask = layer._mask_check(attention_mask, batch, q_len, cache.offset, window)
     sinks = None if s_aux is None else as_float_array(s_aux, "s_aux").reshape(-1)
-    out = cache.attention(query, scale=scaling, key_mask=mask, softcap=softcap or None, sinks=sinks)
+    out = cache.attention(query, scale=scaling, key_mask=mask, softcap=softcap or None, sinks=sinks,
+                          window=window or None)
     return torch.from_numpy(out).to(query.dtype).transpose(1, 2).contiguous(), None
 
 

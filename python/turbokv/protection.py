@@ -18,7 +18,7 @@ a layer gets 8-bit keys if that brings its KL under the bound, float16 keys othe
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -51,12 +51,13 @@ def _log_softmax_rows(scores: np.ndarray) -> np.ndarray:
 
 
 def attention_kl(queries: np.ndarray, exact_keys: np.ndarray, stored_keys: np.ndarray,
-                 scale: float, causal: bool = True) -> np.ndarray:
+                 scale: float, causal: bool = True, window: Optional[int] = None) -> np.ndarray:
     """Mean KL(softmax over exact keys || softmax over stored keys) per KV head, in nats.
 
     queries: (batch, q_heads, rows, head_dim), the newest ``rows`` query positions of the
     prefill; keys: (batch, kv_heads, n, head_dim). Causal (n >= rows): query row i sits at
-    position n - rows + i; otherwise every query sees every key. Returns (kv_heads,) float64."""
+    position n - rows + i (``window``: and sees only the newest ``window`` keys up to it);
+    otherwise every query sees every key. Returns (kv_heads,) float64."""
     batch, q_heads, rows, d = queries.shape
     kv_heads, n = exact_keys.shape[1], exact_keys.shape[2]
     group = q_heads // kv_heads
@@ -66,6 +67,8 @@ def attention_kl(queries: np.ndarray, exact_keys: np.ndarray, stored_keys: np.nd
     hidden = np.arange(n - rows, n)[None, :] > positions  # (group * rows, rows)
     if not causal:
         hidden = np.zeros((group * rows, 0), bool)
+    elif window:  # the window reaches back past the last `rows` columns: mask every column
+        hidden = (np.arange(n)[None, :] > positions) | (np.arange(n)[None, :] <= positions - window)
     out = np.zeros(kv_heads)
     for h in range(kv_heads):
         total = 0.0
@@ -81,7 +84,8 @@ def attention_kl(queries: np.ndarray, exact_keys: np.ndarray, stored_keys: np.nd
 
 
 def _masked_scores(q: np.ndarray, keys: np.ndarray, scale: float, hidden: np.ndarray) -> np.ndarray:
-    """q (rows, d) against keys (n, d): scaled float32 scores with the causal corner at -inf.
+    """q (rows, d) against keys (n, d): scaled float32 scores, -inf where ``hidden`` (which covers
+    the last hidden.shape[1] columns: the causal corner, or every column under a window).
 
     float32 throughout (BLAS products, vectorised exp): the KL of the log-softmax difference
     then carries an absolute error near 1e-6 nats, under 3% of the smallest KL the bound decides

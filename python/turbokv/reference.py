@@ -269,12 +269,14 @@ class Codec:
 
 def attention(queries: np.ndarray, keys: np.ndarray, values: np.ndarray,
               scale: float | None = None, softcap: float | None = None,
-              sinks: np.ndarray | None = None, causal: bool = True) -> np.ndarray:
+              sinks: np.ndarray | None = None, causal: bool = True,
+              window: int | None = None) -> np.ndarray:
     """Softmax attention in float64, the oracle for :meth:`turbokv.KVCache.attention`.
 
     queries (B, Hq, L, d); keys and values (B, Hkv, T, d) with Hq a multiple of Hkv: query head
     h reads kv head h // (Hq // Hkv). Query i sits at position T - L + i and sees tokens
-    [0, T - L + i] (``causal=False``: every token, any L). ``softcap``: scores become softcap * tanh(score / softcap). ``sinks`` (Hq,):
+    [0, T - L + i] (``causal=False``: every token, any L; ``window``: only tokens
+    (T - L + i - window, T - L + i], a sliding window). ``softcap``: scores become softcap * tanh(score / softcap). ``sinks`` (Hq,):
     one extra logit per query head in the softmax, with a zero value vector. Returns float64
     (B, Hq, L, d).
     """
@@ -292,7 +294,10 @@ def attention(queries: np.ndarray, keys: np.ndarray, values: np.ndarray,
         scores = softcap * np.tanh(scores / softcap)
     positions = length - q_len + np.arange(q_len)
     if causal:
-        scores = np.where(np.arange(length)[None, :] <= positions[:, None], scores, -np.inf)
+        seen = np.arange(length)[None, :] <= positions[:, None]
+        if window:
+            seen &= np.arange(length)[None, :] > positions[:, None] - window
+        scores = np.where(seen, scores, -np.inf)
     if sinks is not None:  # the sink is one more column, dropped after the softmax
         sink = np.broadcast_to(np.asarray(sinks, np.float64)[None, :, None, None], (batch, q_heads, q_len, 1))
         scores = np.concatenate([scores, sink], axis=-1)

@@ -15,7 +15,8 @@ std::vector<double> naive_attention(const std::vector<float>& q, const std::vect
                                     const std::vector<float>& v, int64_t batch, int64_t kv_heads,
                                     int64_t q_heads, int64_t q_len, int64_t length, int64_t d,
                                     double scale, double softcap = 0,
-                                    const std::vector<float>* sinks = nullptr, bool causal = true) {
+                                    const std::vector<float>* sinks = nullptr, bool causal = true,
+                                    int64_t window = 0) {
   std::vector<double> out(q.size());
   const int64_t group = q_heads / kv_heads;
   for (int64_t b = 0; b < batch; ++b) {
@@ -24,9 +25,10 @@ std::vector<double> naive_attention(const std::vector<float>& q, const std::vect
       for (int64_t l = 0; l < q_len; ++l) {
         const float* qv = q.data() + ((b * q_heads + h) * q_len + l) * d;
         const int64_t visible = causal ? length - q_len + l + 1 : length;
-        std::vector<double> w(visible);
+        const int64_t oldest = window > 0 ? std::max<int64_t>(0, visible - window) : 0;
+        std::vector<double> w(visible, -INFINITY);
         double max = -INFINITY, sum = 0;
-        for (int64_t t = 0; t < visible; ++t) {
+        for (int64_t t = oldest; t < visible; ++t) {
           double dot = 0;
           for (int64_t i = 0; i < d; ++i) dot += double(qv[i]) * k[(s * length + t) * d + i];
           w[t] = dot * scale;
@@ -38,7 +40,7 @@ std::vector<double> naive_attention(const std::vector<float>& q, const std::vect
         for (auto& x : w) sum += (x = std::exp(x - max));
         if (sinks) sum += std::exp(sink - max);  // a softmax column whose value is zero
         double* o = out.data() + ((b * q_heads + h) * q_len + l) * d;
-        for (int64_t t = 0; t < visible; ++t) {
+        for (int64_t t = oldest; t < visible; ++t) {
           for (int64_t i = 0; i < d; ++i) o[i] += w[t] / sum * v[(s * length + t) * d + i];
         }
       }
@@ -178,6 +180,54 @@ TEST(KVCache, NonCausalAttentionSeesEveryToken) {
   AttentionOptions causal{0.2f};
   std::vector<float> out(q.size());
   EXPECT_THROW(cache.attention(q.data(), batch, q_heads, q_len, causal, out.data()), std::invalid_argument);
+}
+
+// Sliding-window layers (Mistral, Gemma 2/3 local layers): query at position p sees tokens
+// p - window < t <= p. Windows shorter than, equal to and longer than a 256-token block, and
+// longer than the cache; a prefill of 300 positions (several work items, rows that leave a block
+// behind) and a decode step; both paths, every SIMD level, with a softcap and a float16 window.
+TEST(KVCache, SlidingWindowSeesOnlyItsNewestTokens) {
+  const int64_t batch = 2, heads = 2, q_heads = 6, d = 32, n = 700;
+  auto k = keys_with_shared_component(batch * heads, n, int(d), 61);
+  auto v = test_util::gaussian_rows(batch * heads * n, int(d), 62);
+  for (auto cfg : {config(32, 2, 4, 4, 0), config(32, 2, 3, 2, 40), config(32, 2, 0, 0, 0)}) {
+    for (int l = 0; l <= static_cast<int>(detect_simd()); ++l) {
+      KVCacheLayer cache(cfg, static_cast<SimdLevel>(l));
+      cache.update(k.data(), v.data(), batch, n);
+      const CacheSnapshot snap = cache.fetch();
+      for (int64_t q_len : {int64_t{300}, int64_t{1}}) {
+        auto q = test_util::gaussian_rows(batch * q_heads * q_len, int(d), 63);
+        for (int64_t window : {1, 100, 256, 333, 1000}) {
+          for (float softcap : {0.0f, 3.0f}) {
+            const auto want = naive_attention(q, snap.keys, snap.values, batch, heads, q_heads, q_len,
+                                              n, d, 0.3, softcap, nullptr, true, window);
+            for (AttentionPath path : {AttentionPath::kCodes, AttentionPath::kTiles}) {
+              AttentionOptions o{0.3f};
+              o.softcap = softcap;
+              o.window = window;
+              o.path = path;
+              std::vector<float> out(q.size());
+              const AttentionReport r = cache.attention(q.data(), batch, q_heads, q_len, o, out.data());
+              EXPECT_EQ(r.tiled_items, path == AttentionPath::kTiles ? r.items : 0);
+              EXPECT_LT(relative_error(out, want), 1e-4)
+                  << simd_name(static_cast<SimdLevel>(l)) << " key bits " << cfg.key.bits << " q_len "
+                  << q_len << " window " << window << " softcap " << softcap << " path " << int(path);
+            }
+          }
+        }
+      }
+    }
+  }
+  KVCacheLayer cache(config(32, 2, 4, 4, 0));
+  cache.update(k.data(), v.data(), 1, 10);
+  auto q = test_util::gaussian_rows(q_heads, int(d), 64);
+  std::vector<float> out(q.size());
+  AttentionOptions negative{0.3f}, not_causal{0.3f};
+  negative.window = -1;
+  not_causal.window = 4;
+  not_causal.causal = false;
+  EXPECT_THROW(cache.attention(q.data(), 1, q_heads, 1, negative, out.data()), std::invalid_argument);
+  EXPECT_THROW(cache.attention(q.data(), 1, q_heads, 1, not_causal, out.data()), std::invalid_argument);
 }
 
 TEST(KVCache, TrimAndStateRoundTrip) {

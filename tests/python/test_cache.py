@@ -88,6 +88,44 @@ def test_non_causal_attention_sees_every_token(path, q_len, rng):
         cache.attention(q, causal="no")
 
 
+@pytest.mark.parametrize("simd", SIMD_LEVELS)
+@pytest.mark.parametrize("path", ["codes", "tiles"])
+@pytest.mark.parametrize("window", [1, 7, 256, 300, 1000])
+def test_sliding_window_attention_equals_the_oracle(window, path, simd, rng, monkeypatch):
+    """window=W: query at position p sees tokens p - W < t <= p only (Mistral, Gemma 2/3 local
+    layers). A 300-token prefill chunk and a decode step over 600 tokens, a key mask on top."""
+    monkeypatch.setenv("TURBOKV_SIMD", simd)
+    d = 32
+    cache = turbokv.KVCache(d, 2, key_bits=4, value_bits=3, residual_window=16, protect_keys=False)
+    assert cache.simd == simd
+    cache.update(tokens(rng, 2, 2, 600, d), tokens(rng, 2, 2, 600, d))
+    k, v = cache.fetch()
+    mask = np.ones((2, 600), bool)
+    mask[1, :50] = False  # left padding of row 1
+    for q_len in (300, 1):
+        q = tokens(rng, 2, 4, q_len, d)
+        got = cache.attention(q, path=path, window=window)
+        assert cache.last_attention_path == path
+        assert relative_error(got, reference.attention(q, k, v, window=window)) < 1e-4
+        if window < 600:  # the window is not ignored
+            assert relative_error(got, reference.attention(q, k, v)) > 1e-2
+        masked = cache.attention(q, path=path, window=window, key_mask=mask)
+        expect = reference.attention(q, k, v, window=window)
+        expect[1] = reference.attention(q[1:], k[1:, :, 50:], v[1:, :, 50:], window=window)[0]
+        assert relative_error(masked, expect) < 1e-4
+
+
+def test_sliding_window_arguments_are_checked(rng):
+    cache = turbokv.KVCache(32, 2)
+    cache.update(tokens(rng, 1, 2, 5, 32), tokens(rng, 1, 2, 5, 32))
+    q = tokens(rng, 1, 2, 1, 32)
+    for bad in (0, -3, 2.5, True, "4"):
+        with pytest.raises(ValueError, match="window"):
+            cache.attention(q, window=bad)
+    with pytest.raises(ValueError, match="causal"):
+        cache.attention(q, window=4, causal=False)
+
+
 def test_value_head_size_different_from_keys_is_refused_clearly(rng):
     cache = turbokv.KVCache(64, 2)
     with pytest.raises(ValueError, match="value head size different"):

@@ -282,16 +282,65 @@ def test_gpt_oss_attention_sinks_are_honoured():
     assert (stepwise_logits(eager, DynamicCache(), ids, steps=3) - want).abs().max() > 0.05
 
 
-def test_arguments_it_does_not_implement_are_refused():
-    from transformers import Gemma2Config, Gemma2ForCausalLM
+SMALL = dict(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=3,
+             num_attention_heads=4, num_key_value_heads=2, head_dim=32, initializer_range=0.2)
+SLIDING_MODELS = {
+    # every layer windowed
+    "mistral": ("MistralForCausalLM", "MistralConfig", dict(sliding_window=5)),
+    # local and global layers alternating, with logit softcapping
+    "gemma2": ("Gemma2ForCausalLM", "Gemma2Config",
+               dict(sliding_window=4, attn_logit_softcapping=20.0,
+                    layer_types=["sliding_attention", "full_attention", "sliding_attention"])),
+    # the hybrid Qwen2 layout: windowed layers from max_window_layers on
+    "qwen2": ("Qwen2ForCausalLM", "Qwen2Config",
+              dict(use_sliding_window=True, sliding_window=6, max_window_layers=1)),
+}
 
+
+@pytest.mark.parametrize("family", sorted(SLIDING_MODELS))
+def test_sliding_window_models_match_eager(family):
+    """Sliding-window layers on the codes: a float16-storage cache matches transformers' eager
+    attention on the same stored K/V (the cache's decoded path) through a 16-token prefill and
+    decode steps, with a left-padded batch row, and eager with a float32 DynamicCache up to the
+    float16 rounding of K/V; the same model with its windows removed gives other logits."""
+    import transformers
+
+    model_name, config_name, extra = SLIDING_MODELS[family]
+    model_class, config_class = getattr(transformers, model_name), getattr(transformers, config_name)
+    eager, fused = eager_and_fused(model_class, config_class, **SMALL, **extra)
+    ids = torch.randint(0, 256, (2, 19), generator=torch.Generator().manual_seed(11))
+    mask = torch.ones(2, 19, dtype=torch.long)
+    mask[1, :3] = 0  # row 1 is left-padded
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+
+    def run(model, cache):
+        logits = []
+        with torch.no_grad():
+            for start, stop in ((0, 16), (16, 17), (17, 18), (18, 19)):
+                out = model(ids[:, start:stop], attention_mask=mask[:, :stop],
+                            position_ids=positions[:, start:stop], past_key_values=cache, use_cache=True)
+                logits.append(out.logits)
+        return torch.cat(logits, dim=1)[:, 3:]  # the padded positions' logits are meaningless
+
+    cache = cache_for(fused, key_bits=0, value_bits=0)  # float16 storage: only rounding differs
+    got = run(fused, cache)
+    assert_path(cache, fused=True)
+    windows = [layer.sliding_window for layer in cache.layers]
+    assert extra["sliding_window"] in windows, windows  # the layers really ran windowed
+    if family != "mistral":
+        assert None in windows, windows  # and the hybrids' full layers did not
+    on_decoded = cache_for(eager, key_bits=0, value_bits=0)
+    same_kv = run(eager, on_decoded)
+    assert_path(on_decoded, fused=False)
+    torch.testing.assert_close(got, same_kv, rtol=0, atol=1e-3)  # an fp16 rounding may flip
+    want = run(eager, DynamicCache())
+    torch.testing.assert_close(got, want, rtol=0, atol=3e-2)  # float16 K/V, logits up to ~10
+    unwindowed = copy_with(eager, sliding_window=4096)  # longer than the text: no window
+    assert (run(unwindowed, DynamicCache()) - want).abs().max() > 0.3
+
+
+def test_arguments_it_does_not_implement_are_refused():
     ids = torch.randint(0, 256, (1, 6), generator=torch.Generator().manual_seed(10))
-    # Gemma 2 with its sliding-window layers.
-    _, sliding = eager_and_fused(Gemma2ForCausalLM, Gemma2Config, vocab_size=256, hidden_size=64,
-                                 intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                 num_key_value_heads=1, head_dim=32, sliding_window=4)
-    with pytest.raises(NotImplementedError, match="sliding_window"), torch.no_grad():
-        sliding(ids, past_key_values=cache_for(sliding))
     # Attention dropout while training.
     torch.manual_seed(0)
     training = LlamaForCausalLM(LlamaConfig(**TINY_LLAMA, attention_dropout=0.1)).train()

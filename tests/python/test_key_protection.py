@@ -200,3 +200,39 @@ def test_qwen25_real_keys(layer):
         assert err_guarded < 0.1
     else:
         assert err_plain < 0.15 and guarded.stored_key_bits == 4
+
+
+def _kl_oracle(q, exact, stored, scale, causal, window):
+    """Mean KL per KV head from reference.attention's masking rule, in float64, one row at a time."""
+    batch, q_heads, rows, _ = q.shape
+    kv_heads, n = exact.shape[1], exact.shape[2]
+    group = q_heads // kv_heads
+    out = np.zeros(kv_heads)
+    for b in range(batch):
+        for h in range(q_heads):
+            for i in range(rows):
+                pos = n - rows + i
+                seen = np.ones(n, bool)
+                if causal:
+                    seen = np.arange(n) <= pos
+                    if window:
+                        seen &= np.arange(n) > pos - window
+                logs = []
+                for keys in (exact, stored):
+                    s = keys[b, h // group].astype(np.float64)[seen] @ q[b, h, i].astype(np.float64) * scale
+                    logs.append(s - s.max() - np.log(np.exp(s - s.max()).sum()))
+                out[h // group] += float((np.exp(logs[0]) * (logs[0] - logs[1])).sum())
+    return out / (batch * group * rows)
+
+
+@pytest.mark.parametrize("causal, window", [(True, None), (True, 5), (True, 40), (False, None)])
+def test_probe_kl_follows_the_attention_pattern(rng, causal, window):
+    """The protection probe's KL sees what the attention call sees: causal, windowed or not."""
+    k = rng.standard_normal((2, 2, 30, 16)).astype(np.float32)
+    stored = k + 0.1 * rng.standard_normal(k.shape).astype(np.float32)
+    q = rng.standard_normal((2, 4, 8, 16)).astype(np.float32)
+    got = protection.attention_kl(q, k, stored, 0.25, causal, window)
+    want = _kl_oracle(q, k, stored, 0.25, causal, window)
+    np.testing.assert_allclose(got, want, rtol=1e-3)
+    if window and window < 30:  # the window is not ignored (40 covers every token: no effect)
+        assert not np.allclose(got, protection.attention_kl(q, k, stored, 0.25, causal), rtol=1e-2)

@@ -11,7 +11,7 @@
 // Both compute the same decoded keys and values; they differ only in float rounding. Float16
 // tokens (bits = 0, or the residual window) are read directly. The newest q_len cached tokens are
 // the queries' own positions: query l attends tokens [0, length - q_len + l] (causal, the default;
-// AttentionOptions::causal = false: every token).
+// AttentionOptions::causal = false: every token; AttentionOptions::window: the newest `window`).
 #pragma once
 #include <cstdint>
 
@@ -68,6 +68,11 @@ struct AttentionOptions {
   // false: every query sees every cached token (encoders, cross-attention), and q_len may exceed
   // the cache length.
   bool causal = true;
+  // > 0: sliding-window attention (Mistral, Gemma 2/3 local layers, Qwen2 with sliding windows):
+  // the query at position p sees tokens p - window < t <= p only, as transformers'
+  // sliding_window masks; blocks wholly outside every query's window are not read. Needs causal.
+  // 0: no window.
+  int64_t window = 0;
 };
 
 // queries and out: (batch, q_heads, q_len, head_dim) float32, C-contiguous. Queries must be
