@@ -15,6 +15,7 @@
 #include "turbokv/codebook.hpp"
 #include "turbokv/codec.hpp"
 #include "turbokv/kv_cache.hpp"
+#include "turbokv/probe.hpp"
 #include "turbokv/packing.hpp"
 
 namespace py = pybind11;
@@ -186,6 +187,29 @@ PYBIND11_MODULE(_core, m) {
   m.def("detect_simd", [] { return std::string(simd_name(detect_simd())); });
   m.def("default_simd", [] { return std::string(simd_name(default_simd())); });
 
+  m.def("attention_kl",
+        [](py::array q, py::array exact, py::array stored, float scale, bool causal, int64_t window,
+           const std::string& simd) {
+          if (q.ndim() != 4 || exact.ndim() != 4 || stored.ndim() != 4) {
+            throw py::value_error("attention_kl: queries and keys must be 4-D");
+          }
+          ProbeShape sh{q.shape(0), q.shape(1), exact.shape(1), q.shape(2), exact.shape(2), q.shape(3)};
+          if (exact.shape(0) != sh.batch || exact.shape(3) != sh.head_dim) {
+            throw py::value_error("attention_kl: keys do not match the queries");
+          }
+          const size_t keys = static_cast<size_t>(exact.size());
+          const float* qp = buffer<float>(q, static_cast<size_t>(q.size()), "queries", false);
+          const float* ep = buffer<float>(exact, keys, "exact_keys", false);
+          const float* sp = buffer<float>(stored, keys, "stored_keys", false);
+          std::vector<double> kl;
+          {
+            py::gil_scoped_release release;
+            kl = attention_kl(qp, ep, sp, sh, scale, causal, window, parse_simd(simd), &ThreadPool::shared());
+          }
+          return py::array_t<double>(static_cast<py::ssize_t>(kl.size()), kl.data());
+        },
+        py::arg("queries"), py::arg("exact_keys"), py::arg("stored_keys"), py::arg("scale"),
+        py::arg("causal"), py::arg("window"), py::arg("simd"));
   m.def("codebook", [](int bits) {
     const Codebook& b = lloyd_max_codebook(bits);
     return py::make_tuple(py::array_t<float>(b.centroids.size(), b.centroids.data()),

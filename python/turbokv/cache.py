@@ -290,7 +290,11 @@ class KVCache:
                 if bits != self._layer.key_bits:
                     self._layer.reencode_keys(bits, keys)
                 stored, _ = self._layer.fetch()
-                kl = protection.attention_kl(queries, keys, stored, scale, causal, window)
+                # C++ (turbokv's kernels and pool): numpy's BLAS threads would keep spinning
+                # after the products and slow the model's next ones (protection.attention_kl is
+                # the numpy reference it is tested against).
+                kl = _core.attention_kl(np.ascontiguousarray(queries), keys, stored, scale, causal,
+                                        int(window or 0), self.simd)
                 tried.append(protection.record(bits, kl, self.key_bits, self.key_mode))
                 if bits == 0 or tried[-1]["excess"] <= self.protection_bound:
                     break

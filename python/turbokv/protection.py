@@ -52,7 +52,8 @@ def _log_softmax_rows(scores: np.ndarray) -> np.ndarray:
 
 def attention_kl(queries: np.ndarray, exact_keys: np.ndarray, stored_keys: np.ndarray,
                  scale: float, causal: bool = True, window: Optional[int] = None) -> np.ndarray:
-    """Mean KL(softmax over exact keys || softmax over stored keys) per KV head, in nats.
+    """Mean KL(softmax over exact keys || softmax over stored keys) per KV head, in nats: the
+    numpy reference of the C++ ``_core.attention_kl`` that :class:`turbokv.KVCache` runs.
 
     queries: (batch, q_heads, rows, head_dim), the newest ``rows`` query positions of the
     prefill; keys: (batch, kv_heads, n, head_dim). Causal (n >= rows): query row i sits at

@@ -236,3 +236,22 @@ def test_probe_kl_follows_the_attention_pattern(rng, causal, window):
     np.testing.assert_allclose(got, want, rtol=1e-3)
     if window and window < 30:  # the window is not ignored (40 covers every token: no effect)
         assert not np.allclose(got, protection.attention_kl(q, k, stored, 0.25, causal), rtol=1e-2)
+
+
+@pytest.mark.parametrize("causal, window", [(True, None), (True, 5), (False, None)])
+def test_the_probe_the_cache_runs_equals_the_numpy_reference(rng, causal, window, monkeypatch):
+    """KVCache's probe runs in C++ (no numpy BLAS threads); it computes protection.attention_kl,
+    at every SIMD level."""
+    from turbokv import _core
+
+    k = rng.standard_normal((2, 3, 300, 32)).astype(np.float32)
+    stored = k + 0.05 * rng.standard_normal(k.shape).astype(np.float32)
+    q = rng.standard_normal((2, 6, 32, 32)).astype(np.float32)
+    want = protection.attention_kl(q, k, stored, 0.2, causal, window)
+    for simd in ["scalar", "avx2", "avx512"][:["scalar", "avx2", "avx512"].index(turbokv.detect_simd()) + 1]:
+        got = _core.attention_kl(q, k, stored, 0.2, causal, window or 0, simd)
+        np.testing.assert_allclose(got, want, rtol=1e-3, err_msg=simd)
+    with pytest.raises(ValueError):
+        _core.attention_kl(q, k[:, :, :16], stored[:, :, :16], 0.2, True, 0, "scalar")  # rows > keys
+    with pytest.raises(TypeError):
+        _core.attention_kl(q.astype(np.float64), k, stored, 0.2, True, 0, "scalar")

@@ -1,0 +1,79 @@
+#include "turbokv/probe.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "kernels.hpp"
+
+namespace turbokv {
+namespace {
+
+// Row r's softmax over its visible scores [lo, hi), in log space: log p_t = s_t - log sum exp.
+double log_normalizer(const float* scores, int64_t lo, int64_t hi) {
+  float top = -INFINITY;
+  for (int64_t t = lo; t < hi; ++t) top = std::max(top, scores[t]);
+  double sum = 0.0;
+  for (int64_t t = lo; t < hi; ++t) sum += std::exp(static_cast<double>(scores[t]) - top);
+  return top + std::log(sum);
+}
+
+}  // namespace
+
+std::vector<double> attention_kl(const float* queries, const float* exact_keys, const float* stored_keys,
+                                 const ProbeShape& sh, float scale, bool causal, int64_t window,
+                                 SimdLevel level, ThreadPool* pool) {
+  if (sh.kv_heads <= 0 || sh.q_heads % sh.kv_heads != 0 || sh.rows <= 0 || sh.length <= 0 ||
+      (causal && sh.rows > sh.length) || window < 0) {
+    throw std::invalid_argument("attention_kl: inconsistent shape");
+  }
+  const kernels::KernelSet& ks = kernels::kernel_set(level);
+  const int64_t group = sh.q_heads / sh.kv_heads, m = group * sh.rows, n = sh.length, d = sh.head_dim;
+  std::vector<double> per_stream(static_cast<size_t>(sh.batch * sh.kv_heads), 0.0);
+  auto work = [&](int64_t s) {
+    const int64_t b = s / sh.kv_heads, h = s % sh.kv_heads;
+    // The group's query heads are contiguous (as repeat_kv): m rows of d.
+    const float* q = queries + (b * sh.q_heads + h * group) * sh.rows * d;
+    std::vector<float> keys_t(static_cast<size_t>(d * n));
+    std::vector<float> exact(static_cast<size_t>(m * n)), stored(exact.size());
+    for (auto [keys, scores] : {std::pair{exact_keys, &exact}, std::pair{stored_keys, &stored}}) {
+      const float* k = keys + s * n * d;
+      for (int64_t t = 0; t < n; ++t) {
+        for (int64_t i = 0; i < d; ++i) keys_t[i * n + t] = k[t * d + i];
+      }
+      ks.gemm(q, d, keys_t.data(), n, scores->data(), n, static_cast<int>(m), static_cast<int>(n),
+              static_cast<int>(d), false);
+    }
+    double total = 0.0;
+    for (int64_t r = 0; r < m; ++r) {
+      const int64_t position = n - sh.rows + r % sh.rows;
+      const int64_t hi = causal ? position + 1 : n;
+      const int64_t lo = causal && window > 0 ? std::max<int64_t>(0, hi - window) : 0;
+      float* p = exact.data() + r * n;
+      float* q_row = stored.data() + r * n;
+      for (int64_t t = lo; t < hi; ++t) {
+        p[t] *= scale;
+        q_row[t] *= scale;
+      }
+      const double zp = log_normalizer(p, lo, hi), zq = log_normalizer(q_row, lo, hi);
+      for (int64_t t = lo; t < hi; ++t) {
+        const double log_p = p[t] - zp, log_q = q_row[t] - zq;
+        total += std::exp(log_p) * (log_p - log_q);
+      }
+    }
+    per_stream[static_cast<size_t>(s)] = total;
+  };
+  const int64_t streams = sh.batch * sh.kv_heads;
+  if (pool) {
+    pool->parallel_for(streams, work);
+  } else {
+    for (int64_t s = 0; s < streams; ++s) work(s);
+  }
+  std::vector<double> out(static_cast<size_t>(sh.kv_heads), 0.0);
+  for (int64_t s = 0; s < streams; ++s) out[static_cast<size_t>(s % sh.kv_heads)] += per_stream[static_cast<size_t>(s)];
+  for (double& v : out) v /= static_cast<double>(sh.batch * m);
+  return out;
+}
+
+}  // namespace turbokv
