@@ -42,6 +42,10 @@ KERNEL_SHAPES = {
     "chunk 512 x 8K, 32/8 heads, d=128": dict(q_heads=32, kv_heads=8, d=128, context=8192, q_len=512),
     "prompt 2K, 9/3 heads, d=64": dict(q_heads=9, kv_heads=3, d=64, context=2048, q_len=2048),
 }
+SMALL_SHAPES = {  # --small: the same code paths at sizes a smoke test can afford
+    "chunk 64 x 512, 8/2 heads, d=64": dict(q_heads=8, kv_heads=2, d=64, context=512, q_len=64),
+    "prompt 256, 9/3 heads, d=64": dict(q_heads=9, kv_heads=3, d=64, context=256, q_len=256),
+}
 SETTINGS = {"K4V4": (4, 4), "K8V4": (8, 4)}
 
 
@@ -55,13 +59,14 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def kernel_rows(levels: List[str], batches: List[int], repeats: int) -> List[Dict[str, Any]]:
+def kernel_rows(levels: List[str], batches: List[int], repeats: int, small: bool = False
+                ) -> List[Dict[str, Any]]:
     import torch
     import turbokv
 
     rows = []
     rng = np.random.default_rng(0)
-    for shape_name, s in KERNEL_SHAPES.items():
+    for shape_name, s in (SMALL_SHAPES if small else KERNEL_SHAPES).items():
         for batch in batches:
             k = rng.standard_normal((batch, s["kv_heads"], s["context"], s["d"]), dtype=np.float32)
             v = rng.standard_normal(k.shape, dtype=np.float32)
@@ -196,6 +201,8 @@ def main() -> None:
     parser.add_argument("--no-ttft", action="store_true")
     parser.add_argument("--no-kernel", action="store_true", help="only the TTFT rows")
     parser.add_argument("--crossover", action="store_true", help="only the tiles/codes crossover table")
+    parser.add_argument("--small", action="store_true",
+                        help="kernel rows at small shapes (a smoke test; not the figures)")
     parser.add_argument("--out", default=None, help="write OUT.json and OUT.md")
     args = parser.parse_args()
     if args.crossover:
@@ -209,7 +216,7 @@ def main() -> None:
         "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "command": "python bench/prefill.py " + " ".join(os.sys.argv[1:]),
     }
-    result["kernel"] = [] if args.no_kernel else kernel_rows(levels, args.batches, args.repeats)
+    result["kernel"] = [] if args.no_kernel else kernel_rows(levels, args.batches, args.repeats, args.small)
     if not args.no_ttft:
         result["ttft"] = ttft_rows(args.presets, args.ttft_batches, args.ttft_rounds, args.ttft_context)
     text = markdown(result)

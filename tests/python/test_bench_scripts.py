@@ -66,3 +66,25 @@ def test_needle_script(tmp_path):
     settings = [row["setting"] for row in result["rows"]]
     assert settings == ["float32", "4bit"]
     assert result["rows"][1]["kl_tail"] > 0 and result["rows"][1]["bits_per_coordinate"] < 6
+
+
+def test_prefill_script(tmp_path):
+    out = tmp_path / "prefill"
+    subprocess.run([sys.executable, str(BENCH / "prefill.py"), "--small", "--batches", "1", "--repeats", "1",
+                    "--ttft-batches", "1", "--ttft-rounds", "1", "--ttft-context", "64", "--presets", "4bit",
+                    "--out", str(out)], check=True, capture_output=True, timeout=300)
+    result = json.loads(out.with_suffix(".json").read_text())
+    # Every kernel cell ran the path and level it names (asserted inside the script).
+    assert {name.split()[-1] for row in result["kernel"] for name in row["turbokv"]} == {"tiles", "codes"}
+    assert [row["cache"] for row in result["ttft"]] == ["DynamicCache + SDPA", "TurboQuantCache 4bit"]
+
+
+def test_prompt_cache_script(tmp_path):
+    out = tmp_path / "prompt_cache"
+    subprocess.run([sys.executable, str(BENCH / "prompt_cache.py"), "--context", "64", "--question", "4",
+                    "--rounds", "1", "--presets", "4bit", "--out", str(out)],
+                   check=True, capture_output=True, timeout=300)
+    result = json.loads(out.with_suffix(".json").read_text())
+    rows = {row["setting"]: row for row in result["rows"]}
+    dense = rows["DynamicCache + SDPA, reuse (float16 safetensors)"]["file_bytes"]
+    assert rows["TurboQuantCache 4bit, reuse (.tkv)"]["file_bytes"] < dense / 2
