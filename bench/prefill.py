@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, List
 
 import numpy as np
 
-from turbokv.eval.benchmarks import median_time
+from turbokv.eval.benchmarks import cpu_name, median_time
 
 KERNEL_SHAPES = {
     "chunk 512 x 8K, 32/8 heads, d=128": dict(q_heads=32, kv_heads=8, d=128, context=8192, q_len=512),
@@ -47,16 +47,6 @@ SMALL_SHAPES = {  # --small: the same code paths at sizes a smoke test can affor
     "prompt 256, 9/3 heads, d=64": dict(q_heads=9, kv_heads=3, d=64, context=256, q_len=256),
 }
 SETTINGS = {"K4V4": (4, 4), "K8V4": (8, 4)}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def kernel_rows(levels: List[str], batches: List[int], repeats: int, small: bool = False

@@ -30,15 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from turbokv.eval.benchmarks import cpu_name
 
 
 def save_dense(cache: Any, path: Path) -> None:

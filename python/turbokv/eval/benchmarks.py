@@ -22,6 +22,15 @@ from .._core import detect_simd
 KV_HEADS, Q_HEADS, HEAD_DIM = 8, 32, 128
 
 
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one), for naming the machine."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def median_time(fn: Callable[[], object], repeats: int) -> float:
     """Median seconds of ``repeats`` calls after one warm-up call."""
     fn()

@@ -16,7 +16,6 @@ Text: the KJV Llama's 59 held-out chapters (never seen in its training), for eve
 
 from __future__ import annotations
 
-import platform
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -47,13 +46,9 @@ def missing_models(models: Sequence[str]) -> Dict[str, str]:
 def _machine() -> str:
     import os
 
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{name}, {os.cpu_count()} cores"
+    from .benchmarks import cpu_name
+
+    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
 def _causal(name: str, loader: Callable[[], Any], settings: List[Any], sequences: int, length: int,
