@@ -6,6 +6,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "boundary_grid.hpp"
 #include "kernels.hpp"
 #include "turbokv/half.hpp"
 #include "turbokv/packing.hpp"
@@ -42,6 +43,7 @@ Codec::Codec(const CodecConfig& config, SimdLevel level)
       level_(level),
       kernels_(&kernels::kernel_set(level)),
       codebook_(&lloyd_max_codebook(mse_bits())),
+      grid_(&kernels::codebook_grid(mse_bits())),
       rotation_(config.head_dim, config.seed, level),
       sqrt_dim_(std::sqrt(static_cast<float>(config.head_dim))),
       inv_sqrt_dim_(1.0f / std::sqrt(static_cast<float>(config.head_dim))) {
@@ -157,7 +159,8 @@ void Codec::encode_one(const float* x, int64_t row, std::vector<float>& scratch,
   // Rotated coordinates of the unit vector, times sqrt(d), are ~N(0, 1): the codebook's scale.
   const float scale = norm > 0.0f ? sqrt_dim_ / norm : 0.0f;
   const bool prod = config_.mode == Mode::kProd;
-  kernels_->quantize(rotated, scale, boundaries_.data(), centroids_.data(), mse_bits(), idx.data(),
+  kernels_->quantize(rotated, scale, boundaries_.data(), centroids_.data(),
+                     grid_, mse_bits(), idx.data(),
                      prod ? work : nullptr, d);
   uint8_t* codes = out.codes + row * static_cast<int64_t>(code_bytes());
   kernels_->pack(idx.data(), d, mse_bits(), codes);

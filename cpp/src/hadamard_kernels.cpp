@@ -71,7 +71,18 @@ TURBOKV_TARGET_AVX2 void fwht_avx2(const float* in, const float* pre, const floa
     case 16: return fwht_registers_avx2<2>(in, pre, post, out);
     case 32: return fwht_registers_avx2<4>(in, pre, post, out);
     case 64: return fwht_registers_avx2<8>(in, pre, post, out);
-    case 128: return fwht_registers_avx2<16>(in, pre, post, out);
+    case 128: {
+      // 16 data registers plus the sign constants spill on AVX2's 16; two 64-float halves in
+      // registers and the last stage as one pass are the same butterflies in the same order.
+      fwht_registers_avx2<8>(in, pre, nullptr, out);
+      fwht_registers_avx2<8>(in + 64, pre == nullptr ? nullptr : pre + 64, nullptr, out + 64);
+      for (int i = 0; i < 64; i += 8) {
+        const __m256 a = _mm256_loadu_ps(out + i), b = _mm256_loadu_ps(out + i + 64);
+        store_scaled_avx2(out, post, i, _mm256_add_ps(a, b));
+        store_scaled_avx2(out, post, i + 64, _mm256_sub_ps(a, b));
+      }
+      return;
+    }
     default: break;
   }
   if (n < 8) return fwht_scalar(in, pre, post, out, n);

@@ -38,6 +38,8 @@ namespace kernels {
 #define TURBOKV_PICK(level, scalar, avx2, avx512) ((void)(level), (scalar))
 #endif
 
+struct BoundaryGrid;  // boundary_grid.hpp
+
 // Tables handed to lookups and to quantize are padded to at least this many floats.
 constexpr int kMinTableSize = 16;
 
@@ -51,9 +53,10 @@ struct KernelSet {
   // Sum of x[i]^2 in 16 interleaved partial sums, folded pairwise (8, 4, 2, 1).
   float (*sum_squares)(const float* x, int n);
   // idx[i] = number of boundaries <= x[i] * scale (nearest centroid); when residual is not null,
-  // residual[i] = x[i] * scale - centroids[idx[i]]. boundaries has 2^bits - 1 entries.
+  // residual[i] = x[i] * scale - centroids[idx[i]]. boundaries has 2^bits - 1 entries. grid, when
+  // not null, is BoundaryGrid::build of these boundaries (a faster route to the same indices).
   void (*quantize)(const float* x, float scale, const float* boundaries, const float* centroids,
-                   int bits, uint8_t* idx, float* residual, int n);
+                   const BoundaryGrid* grid, int bits, uint8_t* idx, float* residual, int n);
   // Dense little-endian bit stream: index i occupies bits [i*bits, (i+1)*bits).
   void (*pack)(const uint8_t* idx, int n, int bits, uint8_t* out);
   void (*unpack)(const uint8_t* packed, int n, int bits, uint8_t* idx);
@@ -100,8 +103,8 @@ const KernelSet& kernel_set(SimdLevel level);
 using FwhtFn = void (*)(const float*, const float*, const float*, float*, int);
 using MatvecFn = void (*)(const float*, int, int, const float*, float*);
 using SumSquaresFn = float (*)(const float*, int);
-using QuantizeFn = void (*)(const float*, float, const float*, const float*, int, uint8_t*, float*,
-                            int);
+using QuantizeFn = void (*)(const float*, float, const float*, const float*, const BoundaryGrid*, int,
+                            uint8_t*, float*, int);
 using PackFn = void (*)(const uint8_t*, int, int, uint8_t*);
 using UnpackFn = void (*)(const uint8_t*, int, int, uint8_t*);
 using DotLookupFn = float (*)(const float*, const uint8_t*, const float*, int, int);

@@ -1,6 +1,7 @@
 // Nearest-centroid quantisation by midpoint boundaries (paper, eq. (4)): the index of x is the
 // number of boundaries <= x, found by a branch-free binary search over the sorted boundaries.
 // A value exactly on a boundary goes to the upper cell at every level, so codes are bit-identical.
+#include "boundary_grid.hpp"
 #include "kernels.hpp"
 
 namespace turbokv {
@@ -8,7 +9,7 @@ namespace kernels {
 namespace {
 
 void quantize_scalar(const float* x, float scale, const float* boundaries, const float* centroids,
-                     int bits, uint8_t* idx, float* residual, int n) {
+                     const BoundaryGrid*, int bits, uint8_t* idx, float* residual, int n) {
   const int levels = 1 << bits;
   for (int i = 0; i < n; ++i) {
     const float v = x[i] * scale;
@@ -34,17 +35,67 @@ TURBOKV_TARGET_AVX2 __m256 lookup8(const float* table, __m256i index, int bits) 
   return _mm256_i32gather_ps(table, index, 4);
 }
 
-TURBOKV_TARGET_AVX2 void quantize_avx2(const float* x, float scale, const float* boundaries,
-                                       const float* centroids, int bits, uint8_t* idx,
-                                       float* residual, int n) {
-  const int levels = 1 << bits;
-  const __m256 vscale = _mm256_set1_ps(scale);
-  // Picks byte 0 of each 32-bit lane into the low 4 bytes of each 128-bit half.
+// The low byte of each of 8 int32 lanes, stored as 8 bytes.
+TURBOKV_TARGET_AVX2 void store_bytes_avx2(__m256i lanes, uint8_t* out) {
   const __m256i first_bytes = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
                                                -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1,
                                                -1, -1, -1, -1);
-  int i = 0;
-  for (; i + 8 <= n; i += 8) {
+  const __m256i bytes = _mm256_shuffle_epi8(lanes, first_bytes);
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(out), _mm_unpacklo_epi32(_mm256_castsi256_si128(bytes),
+                                                                       _mm256_extracti128_si256(bytes, 1)));
+}
+
+// Up to 4 bits the index is counted directly: one compare per boundary against a broadcast
+// constant (15 at 4 bits), all independent, instead of 4 dependent permute-lookup steps.
+template <int kBits>
+TURBOKV_TARGET_AVX2 __m256i count_below_avx2(__m256 v, const __m256* bounds) {
+  constexpr int kCount = (1 << kBits) - 1;
+  __m256i even = _mm256_setzero_si256(), odd = _mm256_setzero_si256();
+  for (int k = 0; k < kCount; ++k) {
+    const __m256i ge = _mm256_castps_si256(_mm256_cmp_ps(v, bounds[k], _CMP_GE_OQ));  // -1 or 0
+    if (k % 2 == 0) even = _mm256_sub_epi32(even, ge); else odd = _mm256_sub_epi32(odd, ge);
+  }
+  return _mm256_add_epi32(even, odd);
+}
+
+template <int kBits>
+TURBOKV_TARGET_AVX2 void quantize_count_avx2(const float* x, __m256 vscale, const float* boundaries,
+                                             const float* centroids, uint8_t* idx, float* residual,
+                                             int n) {
+  __m256 bounds[(1 << kBits) - 1];
+  for (int k = 0; k < (1 << kBits) - 1; ++k) bounds[k] = _mm256_set1_ps(boundaries[k]);
+  for (int i = 0; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vscale);
+    const __m256i lo = count_below_avx2<kBits>(v, bounds);
+    store_bytes_avx2(lo, idx + i);
+    if (residual != nullptr) _mm256_storeu_ps(residual + i, _mm256_sub_ps(v, lookup8(centroids, lo, kBits)));
+  }
+}
+
+// 5+ bits: the grid's two lookups (see boundary_grid.hpp), the cell computed as in BoundaryGrid::cell.
+TURBOKV_TARGET_AVX2 void quantize_grid_avx2(const float* x, __m256 vscale, const BoundaryGrid& grid,
+                                            const float* centroids, int bits, uint8_t* idx,
+                                            float* residual, int n) {
+  const __m256 origin = _mm256_set1_ps(grid.origin), inv_width = _mm256_set1_ps(grid.inv_width);
+  const __m256 last = _mm256_set1_ps(static_cast<float>(grid.cells - 1)), zero = _mm256_setzero_ps();
+  for (int i = 0; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vscale);
+    const __m256 t = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_sub_ps(v, origin), inv_width), zero), last);
+    const __m256i cell = _mm256_cvttps_epi32(t);
+    const __m256i below = _mm256_i32gather_epi32(grid.below.data(), cell, 4);
+    const __m256 candidate = _mm256_i32gather_ps(grid.candidate.data(), cell, 4);
+    const __m256i lo = _mm256_sub_epi32(below, _mm256_castps_si256(_mm256_cmp_ps(v, candidate, _CMP_GE_OQ)));
+    store_bytes_avx2(lo, idx + i);
+    if (residual != nullptr) _mm256_storeu_ps(residual + i, _mm256_sub_ps(v, lookup8(centroids, lo, bits)));
+  }
+}
+
+// Binary search: bits with no grid.
+TURBOKV_TARGET_AVX2 void quantize_search_avx2(const float* x, __m256 vscale, const float* boundaries,
+                                              const float* centroids, int bits, uint8_t* idx,
+                                              float* residual, int n) {
+  const int levels = 1 << bits;
+  for (int i = 0; i + 8 <= n; i += 8) {
     const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vscale);
     __m256i lo = _mm256_setzero_si256();
     for (int step = levels / 2; step >= 1; step /= 2) {
@@ -52,15 +103,29 @@ TURBOKV_TARGET_AVX2 void quantize_avx2(const float* x, float scale, const float*
       const __m256 ge = _mm256_cmp_ps(v, lookup8(boundaries, probe, bits), _CMP_GE_OQ);
       lo = _mm256_add_epi32(lo, _mm256_and_si256(_mm256_castps_si256(ge), _mm256_set1_epi32(step)));
     }
-    const __m256i bytes = _mm256_shuffle_epi8(lo, first_bytes);
-    const __m128i packed = _mm_unpacklo_epi32(_mm256_castsi256_si128(bytes),
-                                              _mm256_extracti128_si256(bytes, 1));
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(idx + i), packed);
-    if (residual != nullptr) {
-      _mm256_storeu_ps(residual + i, _mm256_sub_ps(v, lookup8(centroids, lo, bits)));
-    }
+    store_bytes_avx2(lo, idx + i);
+    if (residual != nullptr) _mm256_storeu_ps(residual + i, _mm256_sub_ps(v, lookup8(centroids, lo, bits)));
   }
-  quantize_scalar(x + i, scale, boundaries, centroids, bits, idx + i,
+}
+
+TURBOKV_TARGET_AVX2 void quantize_avx2(const float* x, float scale, const float* boundaries,
+                                       const float* centroids, const BoundaryGrid* grid, int bits,
+                                       uint8_t* idx, float* residual, int n) {
+  const __m256 vscale = _mm256_set1_ps(scale);
+  switch (bits) {
+    case 1: quantize_count_avx2<1>(x, vscale, boundaries, centroids, idx, residual, n); break;
+    case 2: quantize_count_avx2<2>(x, vscale, boundaries, centroids, idx, residual, n); break;
+    case 3: quantize_count_avx2<3>(x, vscale, boundaries, centroids, idx, residual, n); break;
+    case 4: quantize_count_avx2<4>(x, vscale, boundaries, centroids, idx, residual, n); break;
+    default:
+      if (grid != nullptr && grid->cells > 0) {
+        quantize_grid_avx2(x, vscale, *grid, centroids, bits, idx, residual, n);
+      } else {
+        quantize_search_avx2(x, vscale, boundaries, centroids, bits, idx, residual, n);
+      }
+  }
+  const int i = n - n % 8;
+  quantize_scalar(x + i, scale, boundaries, centroids, grid, bits, idx + i,
                   residual == nullptr ? nullptr : residual + i, n - i);
 }
 
@@ -120,8 +185,8 @@ TURBOKV_TARGET_AVX512 void quantize_bits_avx512(const float* x, float scale,
 }
 
 TURBOKV_TARGET_AVX512 void quantize_avx512(const float* x, float scale, const float* boundaries,
-                                           const float* centroids, int bits, uint8_t* idx,
-                                           float* residual, int n) {
+                                           const float* centroids, const BoundaryGrid*, int bits,
+                                           uint8_t* idx, float* residual, int n) {
   switch (bits) {
     case 0: return quantize_bits_avx512<0>(x, scale, boundaries, centroids, idx, residual, n);
     case 1: return quantize_bits_avx512<1>(x, scale, boundaries, centroids, idx, residual, n);

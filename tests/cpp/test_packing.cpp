@@ -35,7 +35,7 @@ TEST(Packing, EveryWidthAndLengthRoundTripsAtEverySimdLevel) {
   for (int level = 0; level <= static_cast<int>(detect_simd()); ++level) {
     const auto& k = kernels::kernel_set(static_cast<SimdLevel>(level));
     for (int bits = 1; bits <= 8; ++bits) {
-      for (int n : {0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 80, 96, 128, 1000, 1024}) {
+      for (int n : {0, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 48, 63, 64, 65, 80, 96, 128, 1000, 1024}) {
         std::vector<uint8_t> idx(n);
         for (auto& v : idx) v = uint8_t(gen() & ((1u << bits) - 1));
         std::vector<uint8_t> packed(packed_bytes(bits, n) + 8, 0xAB);  // guard bytes
@@ -44,6 +44,11 @@ TEST(Packing, EveryWidthAndLengthRoundTripsAtEverySimdLevel) {
         ASSERT_TRUE(std::equal(expect.begin(), expect.end(), packed.begin()))
             << "bits " << bits << " n " << n << " level " << level;
         for (size_t g = expect.size(); g < packed.size(); ++g) ASSERT_EQ(packed[g], 0xAB);
+        // Bits above the width are ignored.
+        std::vector<uint8_t> noisy(idx), repacked(packed.size(), 0xAB);
+        for (auto& v : noisy) v = uint8_t(v | (gen() << bits));
+        k.pack(noisy.data(), n, bits, repacked.data());
+        ASSERT_EQ(packed, repacked) << "bits " << bits << " n " << n << " level " << level;
         std::vector<uint8_t> back(n + 8, 0xCD);
         k.unpack(packed.data(), n, bits, back.data());
         ASSERT_TRUE(std::equal(idx.begin(), idx.end(), back.begin()));

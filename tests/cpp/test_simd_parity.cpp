@@ -3,6 +3,7 @@
 
 #include <random>
 
+#include "../../cpp/src/boundary_grid.hpp"
 #include "../../cpp/src/kernels.hpp"
 #include "test_util.hpp"
 
@@ -116,8 +117,8 @@ TEST(SimdParity, KernelsMatchScalarOnEdgeValues) {
       const int n = int(v.size());
       std::vector<uint8_t> ia(n), ib(n);
       std::vector<float> ra(n), rb(n);
-      scalar.quantize(v.data(), 1.0f, bounds.data(), table.data(), bits, ia.data(), ra.data(), n);
-      k.quantize(v.data(), 1.0f, bounds.data(), table.data(), bits, ib.data(), rb.data(), n);
+      scalar.quantize(v.data(), 1.0f, bounds.data(), table.data(), nullptr, bits, ia.data(), ra.data(), n);
+      k.quantize(v.data(), 1.0f, bounds.data(), table.data(), &kernels::codebook_grid(bits), bits, ib.data(), rb.data(), n);
       ASSERT_EQ(ia, ib) << "bits " << bits;
       ASSERT_EQ(ra, rb) << "bits " << bits;
       for (size_t j = 0; j < book.boundaries.size(); ++j) ASSERT_EQ(ia[j], j + 1);
@@ -240,5 +241,53 @@ TEST(SimdParity, KernelSetFieldsDoWhatTheirNamesSay) {
     EXPECT_EQ(h[0], 0x3C00) << where;  // float16 1.0
     k.from_half(h, round_trip, 2);
     EXPECT_EQ(round_trip[1], -2.0f) << where;
+  }
+}
+
+// The grid route of quantize (5+ bits on AVX2) counts boundaries exactly like the binary search,
+// for the codebooks' own grids and for hand-made boundaries that force a fine grid or none.
+TEST(SimdParity, QuantizeGridCountsBoundariesExactly) {
+  for (int bits = 5; bits <= 8; ++bits) ASSERT_GT(kernels::codebook_grid(bits).cells, 0) << bits;
+  const std::vector<float> close = {-1.0f, 0.0f, 0.001f, 1.0f};
+  const auto fine = kernels::BoundaryGrid::build(close.data(), 4);
+  ASSERT_GE(fine.cells, 2000);
+  const std::vector<float> too_close = {-1.0f, 0.0f, 1e-7f, 1.0f};
+  ASSERT_EQ(kernels::BoundaryGrid::build(too_close.data(), 4).cells, 0);  // falls back to search
+
+  std::mt19937 gen(3);
+  std::normal_distribution<float> normal;
+  for (SimdLevel level : simd_levels()) {
+    const auto& k = kernels::kernel_set(level);
+    const auto& scalar = kernels::kernel_set(SimdLevel::kScalar);
+    for (int bits = 5; bits <= 8; ++bits) {
+      const auto& book = lloyd_max_codebook(bits);
+      std::vector<float> table(book.centroids.begin(), book.centroids.end());
+      std::vector<float> bounds(table.size(), INFINITY);
+      std::copy(book.boundaries.begin(), book.boundaries.end(), bounds.begin());
+      std::vector<float> v(4099);
+      for (size_t i = 0; i < v.size(); ++i) v[i] = normal(gen) * (i % 3 == 0 ? 3.0f : 1.0f);
+      const int n = int(v.size());
+      std::vector<uint8_t> ia(n), ib(n);
+      std::vector<float> ra(n), rb(n);
+      scalar.quantize(v.data(), 0.7f, bounds.data(), table.data(), nullptr, bits, ia.data(), ra.data(), n);
+      k.quantize(v.data(), 0.7f, bounds.data(), table.data(), &kernels::codebook_grid(bits), bits,
+                 ib.data(), rb.data(), n);
+      ASSERT_EQ(ia, ib) << "bits " << bits << " level " << int(level);
+      ASSERT_EQ(ra, rb) << "bits " << bits << " level " << int(level);
+    }
+    // Hand-made boundaries padded with +inf to a 5-bit table: values on and next to each of them.
+    std::vector<float> bounds(32, INFINITY), table(32, 0.0f);
+    std::copy(close.begin(), close.end(), bounds.begin());
+    for (int c = 0; c < 5; ++c) table[c] = float(c);
+    std::vector<float> v;
+    for (float b : close) {
+      v.insert(v.end(), {b, std::nextafter(b, -INFINITY), std::nextafter(b, INFINITY)});
+    }
+    for (int i = 0; i < 40; ++i) v.push_back(normal(gen));
+    const int n = int(v.size());
+    std::vector<uint8_t> ia(n), ib(n);
+    scalar.quantize(v.data(), 1.0f, bounds.data(), table.data(), nullptr, 5, ia.data(), nullptr, n);
+    k.quantize(v.data(), 1.0f, bounds.data(), table.data(), &fine, 5, ib.data(), nullptr, n);
+    ASSERT_EQ(ia, ib) << "level " << int(level);
   }
 }

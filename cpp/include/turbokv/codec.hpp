@@ -22,6 +22,7 @@ namespace turbokv {
 
 namespace kernels {
 struct KernelSet;
+struct BoundaryGrid;
 }
 
 enum class Mode { kMse, kProd };
@@ -140,6 +141,7 @@ class Codec {
   SimdLevel level_;
   const kernels::KernelSet* kernels_;
   const Codebook* codebook_;
+  const kernels::BoundaryGrid* grid_;  // the codebook's boundaries on a grid, for quantize
   Rotation rotation_;
   std::vector<QjlSketch> qjl_;   // one sketch in prod mode, none in mse mode
   std::vector<float> centroids_;   // padded for SIMD table lookups

@@ -1,0 +1,53 @@
+#include "boundary_grid.hpp"
+
+#include <array>
+#include <cmath>
+
+#include "turbokv/codebook.hpp"
+
+namespace turbokv {
+namespace kernels {
+
+BoundaryGrid BoundaryGrid::build(const float* boundaries, int count) {
+  BoundaryGrid grid;
+  if (count < 2 || !(boundaries[count - 1] > boundaries[0])) return grid;
+  // Start at 4 cells per boundary (enough for the Lloyd-Max codebooks of 5-8 bits, whose
+  // narrowest gap is half the mean one) and refine until no cell holds two boundaries.
+  for (int cells = 4 * count; cells <= (1 << 16); cells *= 2) {
+    grid.origin = boundaries[0];
+    grid.inv_width = static_cast<float>(cells) / (boundaries[count - 1] - boundaries[0]);
+    grid.cells = cells;
+    grid.below.assign(cells, 0);
+    grid.candidate.assign(cells, INFINITY);
+    std::vector<int> held(cells, 0);
+    bool fine = true;
+    for (int k = 0; k < count && fine; ++k) {
+      const int c = grid.cell(boundaries[k]);
+      fine = ++held[c] == 1;
+      grid.candidate[c] = boundaries[k];
+    }
+    if (!fine) continue;
+    int running = 0;
+    for (int c = 0; c < cells; ++c) {
+      grid.below[c] = running;
+      running += held[c];
+    }
+    return grid;
+  }
+  return BoundaryGrid{};
+}
+
+const BoundaryGrid& codebook_grid(int bits) {
+  static const std::array<BoundaryGrid, kMaxBits + 1> grids = [] {
+    std::array<BoundaryGrid, kMaxBits + 1> out;
+    for (int b = 0; b <= kMaxBits; ++b) {
+      const auto& bounds = lloyd_max_codebook(b).boundaries;
+      out[b] = BoundaryGrid::build(bounds.data(), static_cast<int>(bounds.size()));
+    }
+    return out;
+  }();
+  return grids.at(bits);
+}
+
+}  // namespace kernels
+}  // namespace turbokv

@@ -1,0 +1,38 @@
+// Internal: the quantiser's boundaries placed on a uniform grid, so that SIMD code finds the index
+// of a value with two independent table lookups instead of a binary search of `bits` dependent
+// ones (AVX2 8-bit encode was 0.14 GB/s with eight dependent gathers per 8 coordinates).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace turbokv {
+namespace kernels {
+
+// cell(v) = int(clamp((v - origin) * inv_width, 0, cells - 1)) is monotone in v, so every
+// boundary in a cell before v's is below v and every one after is above it. The grid is fine
+// enough that a cell holds at most one boundary; then
+//   index(v) = below[cell(v)] + (v >= candidate[cell(v)])
+// is exactly the number of boundaries <= v, the scalar definition, with no tolerance involved.
+struct BoundaryGrid {
+  float origin = 0.0f;
+  float inv_width = 0.0f;
+  int cells = 0;                  // 0: no grid (fewer than 2 boundaries, or no fine-enough grid)
+  std::vector<int32_t> below;     // number of boundaries in the cells before this one
+  std::vector<float> candidate;   // the boundary in this cell, +inf where there is none
+
+  // Float operations in this order (no fused multiply-add): the SIMD kernels repeat them.
+  int cell(float v) const {
+    float t = (v - origin) * inv_width;
+    t = t < 0.0f ? 0.0f : t;
+    t = t > static_cast<float>(cells - 1) ? static_cast<float>(cells - 1) : t;
+    return static_cast<int>(t);
+  }
+
+  static BoundaryGrid build(const float* boundaries, int count);
+};
+
+// The grid of the Lloyd-Max codebook of this many bits (built once, shared, thread-safe).
+const BoundaryGrid& codebook_grid(int bits);
+
+}  // namespace kernels
+}  // namespace turbokv
