@@ -1,10 +1,11 @@
 """Codec throughput on one core: encode and fused scores, side by side in one run.
 
-    python bench/codec_throughput.py [--head-dim 128] [--bits 4] [--json bench/results/codec_throughput.json]
+    python bench/codec_throughput.py [--head-dim 128] [--bits 2 3 4 8] [--json bench/results/codec_throughput.json]
 
 Prints, for each SIMD level this CPU has, encode throughput (vectors/s and GB/s of float32 input)
 and fused-scores throughput, beside this machine's single-core memory-read bandwidth (measured in
-the same run) and beside the numpy reference and decode-then-numpy-matmul. BLAS is pinned to one
+the same run) and beside the numpy reference (encode) and decode-then-numpy-matmul (scores), one column per
+width. BLAS is pinned to one
 thread so every number is one core. Timing: best of --repeats runs.
 """
 
@@ -17,13 +18,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
 import json
-import platform
 import time
 
 import numpy as np
 
 import turbokv
 from turbokv import _core, reference
+from turbokv.eval.benchmarks import cpu_name
 
 LEVELS = ["scalar", "avx2", "avx512"]
 
@@ -56,62 +57,62 @@ def codec_for(level: str, **kwargs) -> turbokv.Codec:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--head-dim", type=int, default=128)
-    parser.add_argument("--bits", type=int, default=4)
+    parser.add_argument("--bits", type=int, nargs="+", default=[4], help="one table column per width")
     parser.add_argument("--vectors", type=int, default=262144, help="encode batch (default 128 MiB of float32 at d=128)")
     parser.add_argument("--keys", type=int, default=65536, help="keys scored per query batch")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
-    d, bits = args.head_dim, args.bits
+    d, widths = args.head_dim, args.bits
     levels = LEVELS[: LEVELS.index(_core.detect_simd()) + 1]
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.vectors, d), dtype=np.float32)
-    results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-               "head_dim": d, "bits": bits, "read_bandwidth_gbs": read_bandwidth(args.repeats),
+    results = {"machine": f"{cpu_name()}, {os.cpu_count()} cores, best SIMD {_core.detect_simd()}",
+               "head_dim": d, "bits": widths, "read_bandwidth_gbs": read_bandwidth(args.repeats),
                "encode": [], "scores": []}
 
-    def encode_row(name, fn, n):
+    def encode_row(name, bits, fn, n):
         seconds = best_time(fn, args.repeats)
-        row = {"impl": name, "vectors_per_s": n / seconds, "gbs": n * d * 4 / seconds / 1e9}
-        results["encode"].append(row)
+        results["encode"].append({"impl": name, "bits": bits, "vectors_per_s": n / seconds,
+                                  "gbs": n * d * 4 / seconds / 1e9})
 
-    for level in levels:
-        codec = codec_for(level, head_dim=d, bits=bits)
-        encode_row(f"turbokv {level}", lambda: codec.encode(x), len(x))
     small = x[:8192]
-    encode_row("turbokv.reference (numpy)", lambda: reference.Codec(d, bits).encode(small), len(small))
-
     keys = x[: args.keys]
-    for m in (1, 8, 32):
-        q = rng.standard_normal((m, d), dtype=np.float32)
+    for bits in widths:
         for level in levels:
             codec = codec_for(level, head_dim=d, bits=bits)
-            enc = codec.encode(keys)
-            fused = best_time(lambda: codec.scores(q, enc), args.repeats)
-            dense = best_time(lambda: q @ codec.decode(enc).T, args.repeats)
-            results["scores"].append({
-                "queries": m, "impl": f"turbokv {level}", "fused_s": fused,
-                "decode_then_matmul_s": dense, "speedup": dense / fused,
-                "keys_per_s": len(keys) * m / fused, "code_gbs": enc.nbytes / fused / 1e9,
-            })
-        ref = reference.Codec(d, bits)
-        enc_small = ref.encode(keys[:4096])
-        ref_s = best_time(lambda: ref.scores(q, enc_small), 2) * len(keys) / 4096
-        results["scores"].append({"queries": m, "impl": "turbokv.reference (numpy)", "fused_s": ref_s})
+            encode_row(f"turbokv {level}", bits, lambda: codec.encode(x), len(x))
+        encode_row("turbokv.reference (numpy)", bits, lambda: reference.Codec(d, bits).encode(small), len(small))
+        for m in (1, 8, 32):
+            q = rng.standard_normal((m, d), dtype=np.float32)
+            for level in levels:
+                codec = codec_for(level, head_dim=d, bits=bits)
+                enc = codec.encode(keys)
+                fused = best_time(lambda: codec.scores(q, enc), args.repeats)
+                dense = best_time(lambda: q @ codec.decode(enc).T, args.repeats)
+                results["scores"].append({
+                    "bits": bits, "queries": m, "impl": f"turbokv {level}", "fused_s": fused,
+                    "decode_then_matmul_s": dense, "speedup": dense / fused,
+                    "keys_per_s": len(keys) * m / fused, "code_gbs": enc.nbytes / fused / 1e9,
+                })
 
-    print(f"Codec throughput, one core, head_dim={d}, bits={bits} on {results['machine']}")
+    print(f"Codec throughput, one core, head_dim={d}, on {results['machine']}")
     print(f"single-core read bandwidth (numpy reductions over 512 MiB): {results['read_bandwidth_gbs']:.1f} GB/s\n")
-    print("| encode | vectors/s | GB/s of float32 input | / read bandwidth |")
-    print("| --- | --- | --- | --- |")
-    for r in results["encode"]:
-        print(f"| {r['impl']} | {r['vectors_per_s']:.3g} | {r['gbs']:.2f} | {r['gbs'] / results['read_bandwidth_gbs']:.2f} |")
-    print(f"\n| scores vs {args.keys} keys | queries | fused (ms) | decode + numpy matmul (ms) | speedup |")
-    print("| --- | --- | --- | --- | --- |")
-    for r in results["scores"]:
-        if "speedup" in r:
-            print(f"| {r['impl']} | {r['queries']} | {r['fused_s'] * 1e3:.2f} | {r['decode_then_matmul_s'] * 1e3:.2f} | {r['speedup']:.1f}x |")
-        else:
-            print(f"| {r['impl']} | {r['queries']} | {r['fused_s'] * 1e3:.1f} (extrapolated from 4096 keys) | | |")
+    impls = list(dict.fromkeys(r["impl"] for r in results["encode"]))
+    print("Encode, GB/s of float32 input (vectors/s = GB/s x 1e9 / (4 x head_dim)):\n")
+    print("| encode | " + " | ".join(f"{b} bits" for b in widths) + " |")
+    print("| --- |" + " --- |" * len(widths))
+    for impl in impls:
+        cells = {r["bits"]: r["gbs"] for r in results["encode"] if r["impl"] == impl}
+        print(f"| {impl} | " + " | ".join(f"{cells[b]:.2f}" for b in widths) + " |")
+    print(f"\nFused scores against {args.keys} keys, ms (in brackets: decode-then-numpy-matmul / fused):\n")
+    print("| scores | queries | " + " | ".join(f"{b} bits" for b in widths) + " |")
+    print("| --- | --- |" + " --- |" * len(widths))
+    for m in (1, 8, 32):
+        for level in levels:
+            cells = {r["bits"]: r for r in results["scores"] if r["impl"] == f"turbokv {level}" and r["queries"] == m}
+            print(f"| turbokv {level} | {m} | " + " | ".join(
+                f"{cells[b]['fused_s'] * 1e3:.2f} ({cells[b]['speedup']:.1f}x)" for b in widths) + " |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

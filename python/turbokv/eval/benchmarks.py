@@ -12,7 +12,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -75,10 +75,16 @@ def numpy_attention(q, k, v):
 
 
 def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), repeats: int = 15,
-                  show_progress: bool = True) -> Dict:
-    """Runs the benchmark; returns {"machine", "read_bandwidth_gbs", "rows": [...]}, one row per
-    (context, implementation) with ms, kv_bytes and the speedup / floor ratios. ``show_progress``
-    draws a progress bar on stderr (tqdm)."""
+                  show_progress: bool = True, settings: Sequence[Tuple[int, int]] = ((4, 4), (4, 2)),
+                  batch: int = 1, simd_levels: Sequence[Optional[str]] = (None,)) -> Dict:
+    """Runs the benchmark; returns {"machine", "batch", "read_bandwidth_gbs", "rows": [...]}, one
+    row per (context, implementation) with ms, kv_bytes and the speedup / floor ratios.
+
+    ``settings``: (key_bits, value_bits) pairs, one fused row each; the first also gets the
+    decode-then-attend row. ``batch``: sequences decoded at once (each with its own cache rows).
+    ``simd_levels``: instruction sets to time the fused rows at (``None`` = this CPU's best; a
+    level names the row, as ``TURBOKV_SIMD`` would pick it). ``show_progress`` draws a progress
+    bar on stderr (tqdm)."""
     from ._progress import tqdm
 
     try:
@@ -88,39 +94,52 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
         torch = None
     bandwidth = read_bandwidth()
     rng = np.random.default_rng(0)
-    results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {detect_simd()}",
-               "read_bandwidth_gbs": bandwidth, "torch": torch is not None, "rows": []}
+    results = {"machine": f"{cpu_name()}, {os.cpu_count()} cores, best SIMD {detect_simd()}",
+               "batch": batch, "read_bandwidth_gbs": bandwidth, "torch": torch is not None, "rows": []}
     for T in tqdm(contexts, desc="contexts", disable=not show_progress, leave=False):
-        k = rng.standard_normal((1, KV_HEADS, T, HEAD_DIM), dtype=np.float32)
-        v = rng.standard_normal((1, KV_HEADS, T, HEAD_DIM), dtype=np.float32)
-        q = rng.standard_normal((1, Q_HEADS, 1, HEAD_DIM), dtype=np.float32)
+        k = rng.standard_normal((batch, KV_HEADS, T, HEAD_DIM), dtype=np.float32)
+        v = rng.standard_normal((batch, KV_HEADS, T, HEAD_DIM), dtype=np.float32)
+        q = rng.standard_normal((batch, Q_HEADS, 1, HEAD_DIM), dtype=np.float32)
         rows = {"numpy float32 dense": (median_time(lambda: numpy_attention(q, k, v), repeats), k.nbytes * 2)}
         if torch is not None:
             tq, tk, tv = (torch.from_numpy(a) for a in (q, k, v))
             # One decode token: the query heads of a KV head can ride as a query sequence of
             # length 4 (no causal mask needed), which avoids SDPA repeating K/V for GQA.
-            tq_grouped = tq.reshape(1, KV_HEADS, Q_HEADS // KV_HEADS, HEAD_DIM)
+            tq_grouped = tq.reshape(batch, KV_HEADS, Q_HEADS // KV_HEADS, HEAD_DIM)
             with torch.inference_mode():
                 t = median_time(lambda: F.scaled_dot_product_attention(tq, tk, tv, enable_gqa=True), repeats)
                 t_grouped = median_time(lambda: F.scaled_dot_product_attention(tq_grouped, tk, tv), repeats)
             rows["torch SDPA float32 (enable_gqa)"] = (t, k.nbytes * 2)
             rows["torch SDPA float32 (query heads as q_len)"] = (t_grouped, k.nbytes * 2)
-        caches = {}
-        for label, kb, vb in (("turbokv fused K4V4", 4, 4), ("turbokv fused K4V2", 4, 2)):
-            cache = KVCache(HEAD_DIM, KV_HEADS, key_bits=kb, value_bits=vb)
-            cache.update(k, v)
-            rows[label] = (median_time(lambda: cache.attention(q), repeats), cache.used_nbytes)
-            caches[label] = cache
-        cache = caches["turbokv fused K4V4"]
+        first = None
+        for level in simd_levels:
+            for kb, vb in settings:
+                label = f"turbokv fused K{kb}V{vb}" + (f" {level}" if level else "")
+                previous = os.environ.get("TURBOKV_SIMD")
+                if level:
+                    os.environ["TURBOKV_SIMD"] = level  # read when the cache is made
+                try:
+                    cache = KVCache(HEAD_DIM, KV_HEADS, key_bits=kb, value_bits=vb)
+                finally:
+                    if previous is None:
+                        os.environ.pop("TURBOKV_SIMD", None)
+                    else:
+                        os.environ["TURBOKV_SIMD"] = previous
+                if level and cache.simd != level:
+                    raise RuntimeError(f"asked for {level}, the cache runs {cache.simd}")
+                cache.update(k, v)
+                rows[label] = (median_time(lambda: cache.attention(q), repeats), cache.used_nbytes)
+                first = first or (label, cache)
+        label, cache = first
 
         def decode_then_attend():
             kd, vd = cache.fetch()
             return numpy_attention(q, kd, vd)
 
-        rows["turbokv decode-then-attend K4V4"] = (median_time(decode_then_attend, max(3, repeats // 3)),
-                                                   cache.used_nbytes)
+        decode_label = label.replace("fused", "decode-then-attend")
+        rows[decode_label] = (median_time(decode_then_attend, max(3, repeats // 3)), cache.used_nbytes)
         best_dense = min(t for name, (t, _) in rows.items() if "dense" in name or "SDPA" in name)
-        decode_t = rows["turbokv decode-then-attend K4V4"][0]
+        decode_t = rows[decode_label][0]
         for name, (t, nbytes) in rows.items():
             results["rows"].append({
                 "context": T, "impl": name, "ms": t * 1e3, "kv_bytes": nbytes,
@@ -131,7 +150,7 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
 
 def attention_table(results: Dict) -> str:
     """The results of :func:`run_attention` as a markdown table."""
-    lines = [f"Decode attention, batch 1, {Q_HEADS} query / {KV_HEADS} KV heads, head_dim {HEAD_DIM}, "
+    lines = [f"Decode attention, batch {results.get('batch', 1)}, {Q_HEADS} query / {KV_HEADS} KV heads, head_dim {HEAD_DIM}, "
              f"on {results['machine']}; read bandwidth {results['read_bandwidth_gbs']:.1f} GB/s", "",
              "| context | implementation | ms | KV MB | vs best dense | vs decode-then-attend | x read floor |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
