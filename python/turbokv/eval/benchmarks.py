@@ -64,14 +64,14 @@ def read_bandwidth(repeats: int = 10) -> float:
 
 
 def numpy_attention(q, k, v):
-    """Dense float32 GQA attention for one query token: q (1, 32, 1, d), k/v (1, 8, T, d)."""
+    """Dense float32 GQA attention for one query token: q (b, 32, 1, d), k/v (b, 8, T, d)."""
     group = Q_HEADS // KV_HEADS
-    qg = q.reshape(1, KV_HEADS, group, HEAD_DIM)
+    qg = q.reshape(len(q), KV_HEADS, group, HEAD_DIM)
     s = (qg @ k.swapaxes(-1, -2)) * np.float32(1 / math.sqrt(HEAD_DIM))
     s -= s.max(axis=-1, keepdims=True)
     w = np.exp(s)
     w /= w.sum(axis=-1, keepdims=True)
-    return (w @ v).reshape(1, Q_HEADS, 1, HEAD_DIM)
+    return (w @ v).reshape(len(q), Q_HEADS, 1, HEAD_DIM)
 
 
 def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), repeats: int = 15,
