@@ -39,7 +39,7 @@ struct Fixture {
 };
 
 bool skip_unsupported(benchmark::State& state, SimdLevel level) {
-  if (static_cast<int>(level) <= static_cast<int>(detect_simd())) return false;
+  if (simd_supported(level)) return false;
   state.SkipWithError("SIMD level not supported by this CPU");
   return true;
 }

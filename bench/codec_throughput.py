@@ -26,9 +26,6 @@ import turbokv
 from turbokv import _core, reference
 from turbokv.eval.benchmarks import cpu_name
 
-LEVELS = ["scalar", "avx2", "avx512"]
-
-
 def best_time(fn, repeats: int) -> float:
     fn()  # warm up caches, page in outputs
     best = float("inf")
@@ -64,7 +61,7 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
     d, widths = args.head_dim, args.bits
-    levels = LEVELS[: LEVELS.index(_core.detect_simd()) + 1]
+    levels = _core.supported_simd()
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.vectors, d), dtype=np.float32)
     results = {"machine": f"{cpu_name()}, {os.cpu_count()} cores, best SIMD {_core.detect_simd()}",

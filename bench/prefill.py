@@ -100,7 +100,7 @@ def crossover(repeats: int) -> str:
              "| --- | --- |" + " --- |" * 7]
     for q_heads, kv_heads, d in ((32, 8, 128), (9, 3, 64)):
         k = rng.standard_normal((1, kv_heads, 8192, d), dtype=np.float32)
-        for bits in ((8, 4), (4, 4), (2, 2), (0, 0)):
+        for bits in ((8, 8), (8, 4), (4, 4), (3, 3), (2, 2), (0, 0)):
             cache = turbokv.KVCache(d, kv_heads, *bits, protect_keys=False)
             cache.update(k, k)
             cells = []
@@ -199,8 +199,7 @@ def main() -> None:
         print(f"time(tiles) / time(codes), {cpu_name()}, best SIMD {turbokv.detect_simd()}")
         print(crossover(max(args.repeats, 7)))
         return
-    all_levels = ["scalar", "avx2", "avx512"]
-    levels = args.simd or all_levels[:all_levels.index(turbokv.detect_simd()) + 1]
+    levels = args.simd or turbokv.supported_simd()
     result: Dict[str, Any] = {
         "machine": f"{cpu_name()} ({platform.machine()}, best SIMD {turbokv.detect_simd()})",
         "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up and runs every test: GoogleTest (plain, ASan+UBSan, TSan), bounded fuzzing, a valgrind leak
+# Sets up and runs every test: GoogleTest (plain, ASan+UBSan, TSan, arm64 under qemu), bounded fuzzing, a valgrind leak
 # check, the transformers 4.57 tests, then pytest on the package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,9 @@ bash scripts/sanitize.sh
 
 echo "== C++ concurrency tests under ThreadSanitizer =="
 bash scripts/tsan.sh
+
+echo "== C++ tests on arm64 (cross-compiled, qemu-user; scalar and NEON) =="
+bash scripts/test_arm.sh
 
 echo "== Fuzzing (libFuzzer, bounded) =="
 bash scripts/fuzz.sh 45

@@ -185,6 +185,11 @@ PYBIND11_MODULE(_core, m) {
       .value("float16", NormDtype::kFloat16);
 
   m.def("detect_simd", [] { return std::string(simd_name(detect_simd())); });
+  m.def("supported_simd", [] {
+    std::vector<std::string> names;
+    for (SimdLevel level : supported_simd()) names.emplace_back(simd_name(level));
+    return names;
+  });
   m.def("default_simd", [] { return std::string(simd_name(default_simd())); });
 
   m.def("attention_kl",

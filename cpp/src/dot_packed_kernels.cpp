@@ -220,30 +220,55 @@ TURBOKV_TARGET_AVX2 void dot_packed_rows_avx2(const float* q, int m, const uint8
   }
 }
 
+// Values: all keys are unpacked first, then each 16-coordinate column keeps the accumulators of
+// up to 4 queries in registers across every key (accumulating in memory, key by key, cost 2x).
+template <int kTile>
+TURBOKV_TARGET_AVX2 void axpy_rows_tile_avx2(const float* w, int64_t w_stride, const uint8_t* idx,
+                                             int64_t n, const float* table, int bits, int d,
+                                             float* acc) {
+  const __m256 table8 = _mm256_loadu_ps(table);  // tables are padded to 16 floats
+  int i = 0;
+  for (; i + 16 <= d; i += 16) {
+    __m256 sums[kTile][2];
+    for (int a = 0; a < kTile; ++a) {
+      sums[a][0] = _mm256_loadu_ps(acc + a * d + i);
+      sums[a][1] = _mm256_loadu_ps(acc + a * d + i + 8);
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      const uint8_t* key = idx + j * d + i;
+      const __m256i i0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(key)));
+      const __m256i i1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(key + 8)));
+      const __m256 v0 = bits <= 3 ? _mm256_permutevar8x32_ps(table8, i0) : _mm256_i32gather_ps(table, i0, 4);
+      const __m256 v1 = bits <= 3 ? _mm256_permutevar8x32_ps(table8, i1) : _mm256_i32gather_ps(table, i1, 4);
+      for (int a = 0; a < kTile; ++a) {
+        const __m256 weight = _mm256_broadcast_ss(w + a * w_stride + j);
+        sums[a][0] = _mm256_fmadd_ps(weight, v0, sums[a][0]);
+        sums[a][1] = _mm256_fmadd_ps(weight, v1, sums[a][1]);
+      }
+    }
+    for (int a = 0; a < kTile; ++a) {
+      _mm256_storeu_ps(acc + a * d + i, sums[a][0]);
+      _mm256_storeu_ps(acc + a * d + i + 8, sums[a][1]);
+    }
+  }
+  for (; i < d; ++i) {
+    for (int a = 0; a < kTile; ++a) {
+      float sum = acc[a * d + i];
+      for (int64_t j = 0; j < n; ++j) sum += w[a * w_stride + j] * table[idx[j * d + i]];
+      acc[a * d + i] = sum;
+    }
+  }
+}
+
 TURBOKV_TARGET_AVX2 void axpy_packed_rows_avx2(const float* w, int64_t w_stride, int m,
                                                const uint8_t* codes, int64_t code_bytes, int64_t n,
                                                const float* table, int bits, int d, float* acc) {
-  std::vector<uint8_t> idx(static_cast<size_t>(d));
-  std::vector<float> row(static_cast<size_t>(d));
   const UnpackFn unpack = select_unpack(SimdLevel::kAvx2);
-  for (int64_t j = 0; j < n; ++j) {
-    bool any = false;
-    for (int a = 0; a < m && !any; ++a) any = w[a * w_stride + j] != 0.0f;
-    if (!any) continue;
-    unpack(codes + j * code_bytes, d, bits, idx.data());
-    lookup_row_avx2(idx.data(), table, bits, d, row.data());
-    for (int a = 0; a < m; ++a) {
-      const float weight = w[a * w_stride + j];
-      if (weight == 0.0f) continue;
-      float* acc_a = acc + static_cast<int64_t>(a) * d;
-      const __m256 vw = _mm256_set1_ps(weight);
-      int i = 0;
-      for (; i + 8 <= d; i += 8) {
-        _mm256_storeu_ps(acc_a + i, _mm256_fmadd_ps(vw, _mm256_loadu_ps(row.data() + i), _mm256_loadu_ps(acc_a + i)));
-      }
-      for (; i < d; ++i) acc_a[i] += weight * row[i];
-    }
-  }
+  std::vector<uint8_t> idx(static_cast<size_t>(n * d) + 8);  // + 8: the 8-byte loads of a tail
+  for (int64_t j = 0; j < n; ++j) unpack(codes + j * code_bytes, d, bits, idx.data() + j * d);
+  int a = 0;
+  for (; a + 4 <= m; a += 4) axpy_rows_tile_avx2<4>(w + a * w_stride, w_stride, idx.data(), n, table, bits, d, acc + static_cast<int64_t>(a) * d);
+  for (; a < m; ++a) axpy_rows_tile_avx2<1>(w + a * w_stride, w_stride, idx.data(), n, table, bits, d, acc + static_cast<int64_t>(a) * d);
 }
 
 void dot_packed_avx2(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,

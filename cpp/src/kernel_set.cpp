@@ -30,13 +30,14 @@ KernelSet build(SimdLevel level) {
   k.exp_shifted = select_exp_shifted(level);
   k.scale_max = select_scale_max(level);
   k.gemm = select_gemm(level);
+  if (level == SimdLevel::kNeon) use_neon_kernels(k);
   return k;
 }
 
 }  // namespace
 
 const KernelSet& kernel_set(SimdLevel level) {
-  if (static_cast<int>(level) > static_cast<int>(detect_simd())) {
+  if (!simd_supported(level)) {
     throw std::runtime_error(std::string("SIMD level ") + simd_name(level) +
                              " is not supported by this CPU (best: " + simd_name(detect_simd()) +
                              ")");
@@ -44,8 +45,10 @@ const KernelSet& kernel_set(SimdLevel level) {
   static const KernelSet scalar = build(SimdLevel::kScalar);
   static const KernelSet avx2 = build(SimdLevel::kAvx2);
   static const KernelSet avx512 = build(SimdLevel::kAvx512);
+  static const KernelSet neon = build(SimdLevel::kNeon);
   switch (level) {
     case SimdLevel::kAvx512: return avx512;
+    case SimdLevel::kNeon: return neon;
     case SimdLevel::kAvx2: return avx2;
     default: return scalar;
   }

@@ -30,7 +30,8 @@
 namespace turbokv {
 namespace kernels {
 
-// The variant for a level: the AVX names are only evaluated (and only exist) on x86.
+// The variant for a level: the AVX names are only evaluated (and only exist) on x86. The NEON
+// level starts from the scalar variants and use_neon_kernels replaces those it has, by name.
 #if TURBOKV_X86
 #define TURBOKV_PICK(level, scalar, avx2, avx512) \
   ((level) == SimdLevel::kAvx512 ? (avx512) : (level) == SimdLevel::kAvx2 ? (avx2) : (scalar))
@@ -141,6 +142,9 @@ DotHalfFn select_dot_half(SimdLevel level);
 AxpyHalfFn select_axpy_half(SimdLevel level);
 ToHalfFn select_to_half(SimdLevel level);
 FromHalfFn select_from_half(SimdLevel level);
+
+// Replaces the fields of k that have NEON variants (neon_kernels.cpp; a no-op off arm64).
+void use_neon_kernels(KernelSet& k);
 
 }  // namespace kernels
 }  // namespace turbokv

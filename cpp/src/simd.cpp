@@ -15,14 +15,32 @@ SimdLevel detect_simd() {
                       __builtin_cpu_supports("avx512vl");
   if (avx512) return SimdLevel::kAvx512;
   if (avx2) return SimdLevel::kAvx2;
+#elif defined(__aarch64__)
+  return SimdLevel::kNeon;
 #endif
   return SimdLevel::kScalar;
+}
+
+std::vector<SimdLevel> supported_simd() {
+  const SimdLevel best = detect_simd();
+  if (best == SimdLevel::kNeon) return {SimdLevel::kScalar, SimdLevel::kNeon};
+  std::vector<SimdLevel> out;
+  for (int l = 0; l <= static_cast<int>(best); ++l) out.push_back(static_cast<SimdLevel>(l));
+  return out;
+}
+
+bool simd_supported(SimdLevel level) {
+  for (SimdLevel l : supported_simd()) {
+    if (l == level) return true;
+  }
+  return false;
 }
 
 const char* simd_name(SimdLevel level) {
   switch (level) {
     case SimdLevel::kAvx512: return "avx512";
     case SimdLevel::kAvx2: return "avx2";
+    case SimdLevel::kNeon: return "neon";
     default: return "scalar";
   }
 }
@@ -32,8 +50,9 @@ SimdLevel parse_simd(const std::string& name) {
   if (name == "scalar") return SimdLevel::kScalar;
   if (name == "avx2") return SimdLevel::kAvx2;
   if (name == "avx512") return SimdLevel::kAvx512;
+  if (name == "neon") return SimdLevel::kNeon;
   throw std::invalid_argument("unknown SIMD level '" + name +
-                              "': use one of auto, scalar, avx2, avx512");
+                              "': use one of auto, scalar, avx2, avx512, neon");
 }
 
 SimdLevel default_simd() {
@@ -41,7 +60,7 @@ SimdLevel default_simd() {
   const SimdLevel best = detect_simd();
   if (env == nullptr) return best;
   const SimdLevel asked = parse_simd(env);
-  if (static_cast<int>(asked) > static_cast<int>(best)) {
+  if (!simd_supported(asked)) {
     throw std::runtime_error(std::string("TURBOKV_SIMD=") + env + " but this CPU supports at most " +
                              simd_name(best));
   }

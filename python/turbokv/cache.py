@@ -303,7 +303,7 @@ class KVCache:
 
     @property
     def simd(self) -> str:
-        """The SIMD level of this cache's kernels ("scalar", "avx2", "avx512"): the best the CPU
+        """The SIMD level of this cache's kernels ("scalar", "avx2", "avx512", "neon"): the best the CPU
         has, or ``TURBOKV_SIMD`` when the cache was made."""
         return self._layer.simd
 

@@ -83,7 +83,7 @@ class Codec:
 
     @property
     def simd(self) -> str:
-        """The instruction set in use: ``"scalar"``, ``"avx2"`` or ``"avx512"``
+        """The instruction set in use: ``"scalar"``, ``"avx2"``, ``"avx512"`` or ``"neon"``
         (override with the environment variable ``TURBOKV_SIMD``)."""
         return self._core.simd
 

@@ -73,8 +73,7 @@ TEST(KVCache, FusedAttentionEqualsDecodedAttention) {
   const int64_t batch = 2, heads = 2, q_heads = 6, d = 64;
   for (auto cfg : {config(64, 2, 4, 4, 0), config(64, 2, 3, 2, 20), config(64, 2, 0, 4, 0),
                    config(64, 2, 4, 0, 0), config(64, 2, 3, 3, 0, Mode::kProd)}) {
-    for (int l = 0; l <= static_cast<int>(detect_simd()); ++l) {
-      const auto level = static_cast<SimdLevel>(l);
+    for (SimdLevel level : supported_simd()) {
       for (int64_t q_len : {int64_t{3}, int64_t{100}}) {
         KVCacheLayer cache(cfg, level);
         for (int64_t n : {int64_t{270}, q_len}) {  // crosses a 256-token chunk
@@ -128,8 +127,8 @@ TEST(KVCache, TilesAndCodesAgreeUnderEveryOption) {
   for (auto cfg : {config(32, 2, 4, 4, 0), config(32, 2, 3, 2, 100), config(32, 2, 0, 4, 0),
                    config(32, 2, 4, 0, 50), config(32, 2, 3, 3, 0, Mode::kProd)}) {
     cfg.center_keys = cfg.key.bits > 0;
-    for (int l = 0; l <= static_cast<int>(detect_simd()); ++l) {
-      KVCacheLayer cache(cfg, static_cast<SimdLevel>(l));
+    for (SimdLevel level : supported_simd()) {
+      KVCacheLayer cache(cfg, level);
       cache.update(k.data(), v.data(), batch, n - q_len);
       std::vector<float> k_tail(k.size()), v_tail(v.size());  // the last q_len tokens per stream
       for (int64_t s = 0; s < batch * heads; ++s) {
@@ -152,7 +151,7 @@ TEST(KVCache, TilesAndCodesAgreeUnderEveryOption) {
         const AttentionReport r = cache.attention(q.data(), batch, q_heads, q_len, o, by_tiles.data());
         EXPECT_EQ(r.tiled_items, r.items);
         EXPECT_LT(relative_error(by_tiles, std::vector<double>(by_codes.begin(), by_codes.end())), 1e-4)
-            << simd_name(static_cast<SimdLevel>(l)) << " key bits " << cfg.key.bits << " option " << option;
+            << simd_name(level) << " key bits " << cfg.key.bits << " option " << option;
       }
     }
   }
@@ -202,8 +201,8 @@ TEST(KVCache, SlidingWindowSeesOnlyItsNewestTokens) {
         for (float softcap : {0.0f, 3.0f}) {
           const auto want = naive_attention(q, snap.keys, snap.values, batch, heads, q_heads, q_len,
                                             n, d, 0.3, softcap, nullptr, true, window);
-          for (int l = 0; l <= static_cast<int>(detect_simd()); ++l) {
-            KVCacheLayer cache(cfg, static_cast<SimdLevel>(l));
+          for (SimdLevel level : supported_simd()) {
+            KVCacheLayer cache(cfg, level);
             cache.update(k.data(), v.data(), batch, n);
             for (AttentionPath path : {AttentionPath::kCodes, AttentionPath::kTiles}) {
               AttentionOptions o{0.3f};
@@ -214,7 +213,7 @@ TEST(KVCache, SlidingWindowSeesOnlyItsNewestTokens) {
               const AttentionReport r = cache.attention(q.data(), batch, q_heads, q_len, o, out.data());
               EXPECT_EQ(r.tiled_items, path == AttentionPath::kTiles ? r.items : 0);
               EXPECT_LT(relative_error(out, want), 1e-4)
-                  << simd_name(static_cast<SimdLevel>(l)) << " key bits " << cfg.key.bits << " q_len "
+                  << simd_name(level) << " key bits " << cfg.key.bits << " q_len "
                   << q_len << " window " << window << " softcap " << softcap << " path " << int(path);
             }
           }

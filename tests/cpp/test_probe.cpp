@@ -55,14 +55,14 @@ TEST(Probe, AttentionKlEqualsItsDefinition) {
   const auto noise = test_util::gaussian_rows(sh.batch * sh.kv_heads * sh.length, int(sh.head_dim), 73);
   for (size_t i = 0; i < stored.size(); ++i) stored[i] += 0.05f * noise[i];
   ThreadPool pool(2);
-  for (int l = 0; l <= static_cast<int>(detect_simd()); ++l) {
+  for (SimdLevel level : supported_simd()) {
     for (auto [causal, window] : {std::pair{true, int64_t{0}}, std::pair{true, int64_t{7}}, std::pair{false, int64_t{0}}}) {
       const auto want = naive_kl(q, exact, stored, sh, 0.2, causal, window);
       const auto got = attention_kl(q.data(), exact.data(), stored.data(), sh, 0.2f, causal, window,
-                                    static_cast<SimdLevel>(l), &pool);
+                                    level, &pool);
       ASSERT_EQ(got.size(), want.size());
       for (size_t h = 0; h < got.size(); ++h) {
-        EXPECT_NEAR(got[h], want[h], 1e-3 * want[h]) << simd_name(static_cast<SimdLevel>(l)) << " window " << window;
+        EXPECT_NEAR(got[h], want[h], 1e-3 * want[h]) << simd_name(level) << " window " << window;
         EXPECT_GT(want[h], 0.0);
       }
     }

@@ -11,7 +11,8 @@ using namespace turbokv;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz::Input in(data, size);
-  const auto level = static_cast<SimdLevel>(in.range(0, static_cast<int>(detect_simd())));
+  const auto levels = supported_simd();
+  const auto level = levels[static_cast<size_t>(in.range(0, static_cast<int>(levels.size()) - 1))];
   CodecConfig config;
   config.head_dim = fuzz::head_dim(in);
   config.bits = in.range(1, 8);

@@ -42,7 +42,7 @@ def test_fused_attention_equals_decode_then_float64_attention(d, settings, rng):
         assert cache.last_attention_path == path
 
 
-SIMD_LEVELS = ["scalar", "avx2", "avx512"][:["scalar", "avx2", "avx512"].index(turbokv.detect_simd()) + 1]
+SIMD_LEVELS = turbokv.supported_simd()
 
 
 @pytest.mark.parametrize("simd", SIMD_LEVELS)

@@ -145,6 +145,18 @@ def test_simd_override_is_honoured(monkeypatch):
         turbokv.Codec(64, 4)
 
 
+def test_supported_levels_run_and_others_are_refused(monkeypatch):
+    levels = turbokv.supported_simd()
+    assert levels[0] == "scalar" and levels[-1] == turbokv.detect_simd()
+    for level in levels:
+        monkeypatch.setenv("TURBOKV_SIMD", level)
+        assert turbokv.Codec(64, 4).simd == level
+    for level in {"avx2", "avx512", "neon"} - set(levels):
+        monkeypatch.setenv("TURBOKV_SIMD", level)
+        with pytest.raises(RuntimeError, match="supports at most"):
+            turbokv.Codec(64, 4)
+
+
 def test_bits_per_coordinate():
     assert turbokv.Codec(128, 4).bits_per_coordinate == 4.25
     assert turbokv.Codec(128, 4, norm_dtype="float16").bits_per_coordinate == 4.125

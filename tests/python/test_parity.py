@@ -7,7 +7,7 @@ import turbokv
 from turbokv import _core, reference
 
 DIMS = [8, 16, 64, 80, 96, 112, 128, 160, 192, 256]
-LEVELS = ["scalar", "avx2", "avx512"][: ["scalar", "avx2", "avx512"].index(_core.detect_simd()) + 1]
+LEVELS = _core.supported_simd()
 
 
 def codes_of(codec, enc):

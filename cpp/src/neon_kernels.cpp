@@ -1,0 +1,180 @@
+// arm64 NEON variants. The stages that decide stored bits (fwht, sum_squares, matvec_columns,
+// quantize) repeat the scalar reference's IEEE operations in its order, so codes and norms are
+// bit-identical to scalar, AVX2 and AVX-512 (kernels.hpp). The fused dot/axpy on packed codes
+// unpack and look each key up once, then run 4-wide multiply-adds for every query. Kernels not
+// listed in use_neon_kernels (pack, lookups, exp, gemm, float16) stay scalar for now.
+#include "kernels.hpp"
+
+#if defined(__aarch64__)
+#include <arm_neon.h>
+
+#include <vector>
+
+namespace turbokv {
+namespace kernels {
+namespace {
+
+// One butterfly stage of span h < 4 inside each 4-float vector, as (a + b, a - b).
+float32x4_t butterflies_within_neon(float32x4_t x) {
+  // h = 1: [x0 + x1, x0 - x1, x2 + x3, x2 - x3]
+  float32x4_t a = vtrn1q_f32(x, x), b = vtrn2q_f32(x, x);
+  x = vtrn1q_f32(vaddq_f32(a, b), vsubq_f32(a, b));
+  // h = 2: [x0 + x2, x1 + x3, x0 - x2, x1 - x3]
+  a = vcombine_f32(vget_low_f32(x), vget_low_f32(x));
+  b = vcombine_f32(vget_high_f32(x), vget_high_f32(x));
+  return vcombine_f32(vget_low_f32(vaddq_f32(a, b)), vget_high_f32(vsubq_f32(a, b)));
+}
+
+void fwht_neon(const float* in, const float* pre, const float* post, float* out, int n) {
+  if (n < 4) return select_fwht(SimdLevel::kScalar)(in, pre, post, out, n);
+  for (int i = 0; i < n; i += 4) {
+    const float32x4_t v = pre ? vmulq_f32(vld1q_f32(in + i), vld1q_f32(pre + i)) : vld1q_f32(in + i);
+    vst1q_f32(out + i, butterflies_within_neon(v));
+  }
+  for (int h = 4; h < n; h *= 2) {
+    for (int i = 0; i < n; i += 2 * h) {
+      for (int j = i; j < i + h; j += 4) {
+        const float32x4_t a = vld1q_f32(out + j), b = vld1q_f32(out + j + h);
+        vst1q_f32(out + j, vaddq_f32(a, b));
+        vst1q_f32(out + j + h, vsubq_f32(a, b));
+      }
+    }
+  }
+  if (post) {
+    for (int i = 0; i < n; i += 4) vst1q_f32(out + i, vmulq_f32(vld1q_f32(out + i), vld1q_f32(post + i)));
+  }
+}
+
+// Lane j of 16 accumulates x[i]^2 for i = j (mod 16); the tail continues the same lanes, and the
+// fold is the scalar one (reduce_kernels.cpp).
+float sum_squares_neon(const float* x, int n) {
+  float32x4_t acc[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    for (int k = 0; k < 4; ++k) {
+      const float32x4_t v = vld1q_f32(x + i + 4 * k);
+      acc[k] = vaddq_f32(acc[k], vmulq_f32(v, v));
+    }
+  }
+  float lanes[16];
+  for (int k = 0; k < 4; ++k) vst1q_f32(lanes + 4 * k, acc[k]);
+  for (; i < n; ++i) lanes[i % 16] += x[i] * x[i];
+  for (int width = 8; width >= 1; width /= 2) {
+    for (int j = 0; j < width; ++j) lanes[j] = lanes[j] + lanes[j + width];
+  }
+  return lanes[0];
+}
+
+// y[r] accumulates x[c] * column_c[r] in order of c, multiply then add (no fused multiply-add).
+void matvec_columns_neon(const float* columns, int rows, int cols, const float* x, float* y) {
+  int r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    float32x4_t acc = vdupq_n_f32(0.0f);
+    for (int c = 0; c < cols; ++c) {
+      acc = vaddq_f32(acc, vmulq_f32(vdupq_n_f32(x[c]), vld1q_f32(columns + static_cast<int64_t>(c) * rows + r)));
+    }
+    vst1q_f32(y + r, acc);
+  }
+  for (; r < rows; ++r) {
+    float acc = 0.0f;
+    for (int c = 0; c < cols; ++c) acc += x[c] * columns[static_cast<int64_t>(c) * rows + r];
+    y[r] = acc;
+  }
+}
+
+// Up to 4 bits the index is the count of boundaries <= v (one compare each, all independent);
+// wider codebooks use the scalar binary search.
+void quantize_neon(const float* x, float scale, const float* boundaries, const float* centroids,
+                   const BoundaryGrid* grid, int bits, uint8_t* idx, float* residual, int n) {
+  const QuantizeFn scalar = select_quantize(SimdLevel::kScalar);
+  if (bits < 1 || bits > 4) return scalar(x, scale, boundaries, centroids, grid, bits, idx, residual, n);
+  const int count = (1 << bits) - 1;
+  const float32x4_t vscale = vdupq_n_f32(scale);
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const float32x4_t v = vmulq_f32(vld1q_f32(x + i), vscale);
+    uint32x4_t below = vdupq_n_u32(0);
+    for (int k = 0; k < count; ++k) {
+      below = vsubq_u32(below, vcgeq_f32(v, vdupq_n_f32(boundaries[k])));  // all-ones is -1
+    }
+    uint32_t lanes[4];
+    float values[4];
+    vst1q_u32(lanes, below);
+    vst1q_f32(values, v);
+    for (int k = 0; k < 4; ++k) {
+      idx[i + k] = static_cast<uint8_t>(lanes[k]);
+      if (residual != nullptr) residual[i + k] = values[k] - centroids[lanes[k]];
+    }
+  }
+  scalar(x + i, scale, boundaries, centroids, grid, bits, idx + i,
+         residual == nullptr ? nullptr : residual + i, n - i);
+}
+
+float dot_neon(const float* a, const float* b, int d) {
+  float32x4_t acc = vdupq_n_f32(0.0f);
+  int i = 0;
+  for (; i + 4 <= d; i += 4) acc = vfmaq_f32(acc, vld1q_f32(a + i), vld1q_f32(b + i));
+  float sum = vaddvq_f32(acc);
+  for (; i < d; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+void dot_packed_neon(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
+                     const float* table, int bits, int d, float* out, int64_t out_stride) {
+  const UnpackFn unpack = select_unpack(SimdLevel::kScalar);
+  std::vector<uint8_t> idx(static_cast<size_t>(d));
+  std::vector<float> row(static_cast<size_t>(d));
+  for (int64_t j = 0; j < n; ++j) {
+    unpack(codes + j * code_bytes, d, bits, idx.data());
+    for (int i = 0; i < d; ++i) row[i] = table[idx[i]];
+    for (int a = 0; a < m; ++a) out[a * out_stride + j] = dot_neon(q + static_cast<int64_t>(a) * d, row.data(), d);
+  }
+}
+
+void axpy_packed_neon(const float* w, int64_t w_stride, int m, const uint8_t* codes,
+                      int64_t code_bytes, int64_t n, const float* table, int bits, int d,
+                      float* acc) {
+  const UnpackFn unpack = select_unpack(SimdLevel::kScalar);
+  std::vector<uint8_t> idx(static_cast<size_t>(d));
+  std::vector<float> row(static_cast<size_t>(d));
+  for (int64_t j = 0; j < n; ++j) {
+    bool any = false;
+    for (int a = 0; a < m && !any; ++a) any = w[a * w_stride + j] != 0.0f;
+    if (!any) continue;
+    unpack(codes + j * code_bytes, d, bits, idx.data());
+    for (int i = 0; i < d; ++i) row[i] = table[idx[i]];
+    for (int a = 0; a < m; ++a) {
+      const float weight = w[a * w_stride + j];
+      if (weight == 0.0f) continue;
+      float* acc_a = acc + static_cast<int64_t>(a) * d;
+      const float32x4_t vw = vdupq_n_f32(weight);
+      int i = 0;
+      for (; i + 4 <= d; i += 4) vst1q_f32(acc_a + i, vfmaq_f32(vld1q_f32(acc_a + i), vw, vld1q_f32(row.data() + i)));
+      for (; i < d; ++i) acc_a[i] += weight * row[i];
+    }
+  }
+}
+
+}  // namespace
+
+void use_neon_kernels(KernelSet& k) {
+  k.fwht = fwht_neon;
+  k.sum_squares = sum_squares_neon;
+  k.matvec_columns = matvec_columns_neon;
+  k.quantize = quantize_neon;
+  k.dot_packed = dot_packed_neon;
+  k.axpy_packed = axpy_packed_neon;
+}
+
+}  // namespace kernels
+}  // namespace turbokv
+
+#else
+
+namespace turbokv {
+namespace kernels {
+void use_neon_kernels(KernelSet&) {}
+}  // namespace kernels
+}  // namespace turbokv
+
+#endif
