@@ -103,7 +103,7 @@ void BM_Scores(benchmark::State& state) {
 
 void codec_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"d", "bits", "simd", "prod"});
-  for (int level = 0; level <= 2; ++level) {
+  for (int level : {0, 1, 2, 3}) {  // scalar, avx2, avx512, neon: SimdLevel values
     for (int d : {64, 96, 128, 256}) {
       for (int bits : {2, 3, 4, 8}) b->Args({d, bits, level, 0});
     }
@@ -113,7 +113,7 @@ void codec_args(benchmark::internal::Benchmark* b) {
 
 void rotate_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"d", "bits", "simd"});
-  for (int level = 0; level <= 2; ++level) {
+  for (int level : {0, 1, 2, 3}) {  // scalar, avx2, avx512, neon: SimdLevel values
     for (int d : {64, 96, 128, 256, 1024}) b->Args({d, 4, level});
   }
 }

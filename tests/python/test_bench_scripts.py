@@ -17,14 +17,26 @@ def run(script, *args, tmp_path):
 
 def test_codec_throughput_script(tmp_path):
     result = run("codec_throughput.py", "--vectors", "4096", "--keys", "2048", "--repeats", "1",
-                 tmp_path=tmp_path)
-    assert result["encode"] and result["scores"]
+                 "--bits", "3", "8", tmp_path=tmp_path)
+    import turbokv
+    levels = turbokv.supported_simd()
+    assert {(r["impl"], r["bits"]) for r in result["encode"]} >= {(f"turbokv {lv}", b) for lv in levels for b in (3, 8)}
+    assert len(result["scores"]) == 3 * len(levels) * 2
 
 
 def test_attention_script(tmp_path):
     result = run("attention.py", "--contexts", "300", "--repeats", "1", tmp_path=tmp_path)
     names = {r["impl"] for r in result["rows"]}
     assert "turbokv fused K4V4" in names and "numpy float32 dense" in names
+
+
+def test_attention_script_widths_batch_and_levels(tmp_path):
+    result = run("attention.py", "--contexts", "300", "--repeats", "1", "--settings", "3,3", "8,4",
+                 "--batch", "2", "--simd", "scalar", tmp_path=tmp_path)
+    names = {r["impl"] for r in result["rows"]}
+    assert result["batch"] == 2
+    assert {"turbokv fused K3V3 scalar", "turbokv fused K8V4 scalar",
+            "turbokv decode-then-attend K3V3 scalar"} <= names
 
 
 def test_quality_script(tmp_path):

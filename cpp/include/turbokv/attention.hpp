@@ -24,7 +24,7 @@ namespace turbokv {
 // min_tile_rows(key bits) query rows (query heads of a KV head x query positions), else codes.
 enum class AttentionPath { kAuto, kCodes, kTiles };
 
-// Where tiles start to win, measured (bench/prefill.py --crossover; AVX2 Zen 3, 8K tokens, 32/8
+// Where tiles start to win, measured (bench/prefill.py --crossover; AVX2 EPYC, 8K tokens, 32/8
 // heads d 128 and 9/3 heads d 64; time tiles / codes): 2- and 4-bit keys 1.1-1.5 at 9-12 rows,
 // 0.8-0.95 at 16; 8-bit keys (slow to score on the codes) 1.1-1.2 at 3-4 rows, 0.6 at 6-8;
 // float16 keys 0.2 already at 3 rows (converting a block once beats converting it per query).
