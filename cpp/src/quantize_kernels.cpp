@@ -1,6 +1,7 @@
 // Nearest-centroid quantisation by midpoint boundaries (paper, eq. (4)): the index of x is the
-// number of boundaries <= x, found by a branch-free binary search over the sorted boundaries.
-// A value exactly on a boundary goes to the upper cell at every level, so codes are bit-identical.
+// number of boundaries <= x. The scalar reference finds it by a branch-free binary search; the SIMD
+// variants count it other ways (compares, a boundary grid) that give the same integer, and a value
+// exactly on a boundary goes to the upper cell at every level, so codes are bit-identical.
 #include "boundary_grid.hpp"
 #include "kernels.hpp"
 
