@@ -353,7 +353,7 @@ PYBIND11_MODULE(_core, m) {
                py::gil_scoped_release release;
                report = c.attention(qp, q.shape(0), q.shape(1), q.shape(2), options, op, threaded);
              }
-             return py::make_tuple(out, report.items, report.tiled_items);
+             return py::make_tuple(out, report.items, report.tiled_items, report.sequence_splits);
            },
            py::arg("queries"), py::arg("scale"), py::arg("threaded") = true,
            py::arg("key_valid") = py::none(), py::arg("softcap") = 0.0f,

@@ -1,7 +1,8 @@
 #include "turbokv/attention.hpp"
 
 #include <algorithm>
-#include <atomic>
+#include <functional>
+#include <memory>
 #include <cfloat>
 #include <cmath>
 #include <stdexcept>
@@ -100,17 +101,22 @@ struct StreamWork {
   }
   int64_t hidden(int64_t r) const { return window > 0 ? std::max<int64_t>(0, visible(r) - window) : 0; }
 
-  void run(int64_t s, float* out_rows[]) {
+  // Clears the softmax state and prepares the queries (q must be filled).
+  void reset() {
     std::fill(row_max.begin(), row_max.end(), -INFINITY);
     std::fill(row_sum.begin(), row_sum.end(), 0.0f);
     std::fill(acc_rotated.begin(), acc_rotated.end(), 0.0f);
     std::fill(acc_sketch.begin(), acc_sketch.end(), 0.0f);
     std::fill(acc_dense.begin(), acc_dense.end(), 0.0f);
     if (keys.codec()) keys.codec()->prepare_queries(q.data(), rows, d, q_rotated.data(), q_sketched.data());
+  }
+
+  // Attends stream s's tokens in [t_begin, t_end) (clipped to what some row sees).
+  void accumulate(int64_t s, int64_t t_begin, int64_t t_end) {
     // The last position of the range sees the most: tokens past it are nobody's.
-    const int64_t end = causal ? length - q_len + q_first + q_count : length;
+    const int64_t end = std::min(t_end, causal ? length - q_len + q_first + q_count : length);
     // The first position of the range sees the oldest: tokens before its window are nobody's.
-    for (int64_t t = hidden(0); t < end;) {
+    for (int64_t t = std::max(t_begin, hidden(0)); t < end;) {
       const Segment ks = segment_at(keys, s, t), vs = segment_at(values, s, t);
       const int64_t n = std::min({ks.count, vs.count, end - t});
       if (tiles) {
@@ -120,6 +126,28 @@ struct StreamWork {
       }
       t += n;
     }
+  }
+
+  // Merges the state of another part of the same rows (other tokens) into this one: both online
+  // softmaxes are rescaled to the larger maximum (flash-decoding's reduction).
+  void absorb(const StreamWork& other) {
+    for (int64_t r = 0; r < rows; ++r) {
+      if (other.row_max[r] == -INFINITY) continue;  // the other part saw nothing for this row
+      const float top = std::max(row_max[r], other.row_max[r]);
+      const float mine = std::exp(row_max[r] - top), theirs = std::exp(other.row_max[r] - top);
+      row_max[r] = top;
+      row_sum[r] = row_sum[r] * mine + other.row_sum[r] * theirs;
+      for (auto [acc, add] : {std::pair{&acc_rotated, &other.acc_rotated},
+                              std::pair{&acc_sketch, &other.acc_sketch},
+                              std::pair{&acc_dense, &other.acc_dense}}) {
+        float* a = acc->data() + r * d;
+        const float* b = add->data() + r * d;
+        for (int64_t i = 0; i < d; ++i) a[i] = a[i] * mine + b[i] * theirs;
+      }
+    }
+  }
+
+  void finish(float* const out_rows[]) {
     for (int64_t r = 0; r < rows; ++r) {
       float* out = out_rows[r];
       // The accumulators hold sum_t exp(s_t - row_max) v_t. A sink adds exp(sink - row_max) to
@@ -341,51 +369,90 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
   const int64_t chunk = std::min(shape.q_len, std::max<int64_t>(1, kItemRows / group));
   const int64_t chunks = (shape.q_len + chunk - 1) / chunk;
   const int64_t streams = keys.streams();
-  std::atomic<int64_t> tiled{0};
+  const int64_t items = streams * chunks;
+  // Decode with fewer items than threads (small batch x kv_heads): each item's tokens are also
+  // split into parts of whole blocks, attended side by side and merged (flash-decoding), so that
+  // every core gets work. Parts keep at least 2 blocks: below that the merge is not worth it.
+  const int64_t threads = pool ? pool->size() : 1;
+  const int64_t blocks = (keys.length() + kBlock - 1) / kBlock;
+  const int64_t splits =
+      items >= threads ? 1 : std::max<int64_t>(1, std::min((threads + items - 1) / items, blocks / 2));
   const int64_t tile_rows = min_tile_rows(keys.side().bits);
-  auto work = [&](int64_t item) {
+  std::vector<std::unique_ptr<StreamWork>> parts(static_cast<size_t>(items * splits));
+  std::vector<std::vector<float*>> out_rows(static_cast<size_t>(items));
+  // The work of one item with its queries loaded; `keep_rows`: record where its rows go (once per
+  // item, so that parts of one item never write the same slot).
+  auto make = [&](int64_t item, bool keep_rows) {
     const int64_t s = item / chunks, c = item % chunks;
     const int64_t b = s / shape.kv_heads, h = s % shape.kv_heads;
     const int64_t first = c * chunk, count = std::min(chunk, shape.q_len - first);
     const int64_t rows = group * count;
     const bool tiles = options.path == AttentionPath::kTiles ||
                        (options.path == AttentionPath::kAuto && rows >= tile_rows);
-    if (tiles) tiled.fetch_add(1, std::memory_order_relaxed);
-    StreamWork w(keys, values, ks, group, shape.q_len, first, count, options.scale, options.softcap,
-                 tiles, options.causal, options.window);
-    if (options.key_valid) w.valid = options.key_valid + b * keys.length();
-    if (options.sinks) w.row_sink.resize(static_cast<size_t>(rows));
+    auto w = std::make_unique<StreamWork>(keys, values, ks, group, shape.q_len, first, count,
+                                          options.scale, options.softcap, tiles, options.causal,
+                                          options.window);
+    if (options.key_valid) w->valid = options.key_valid + b * keys.length();
+    if (options.sinks) w->row_sink.resize(static_cast<size_t>(rows));
     // Centred keys: the softmax alone ignores the per-query constant q . offset, a softcap or a
     // sink does not.
     const bool add_offset = options.key_offset && (options.sinks || options.softcap > 0.0f);
-    if (add_offset) w.row_offset.resize(static_cast<size_t>(rows));
-    std::vector<float*> out_rows(static_cast<size_t>(rows));
+    if (add_offset) w->row_offset.resize(static_cast<size_t>(rows));
+    std::vector<float*> rows_out(static_cast<size_t>(rows));
     for (int64_t g = 0; g < group; ++g) {
       const int64_t head = h * group + g;  // query heads of kv head h: contiguous, as repeat_kv
       const int64_t base = ((b * shape.q_heads + head) * shape.q_len + first) * d;
-      std::copy_n(queries + base, count * d, w.q.data() + g * count * d);
+      std::copy_n(queries + base, count * d, w->q.data() + g * count * d);
       for (int64_t l = 0; l < count; ++l) {
         const size_t r = static_cast<size_t>(g * count + l);
-        out_rows[r] = out + base + l * d;
-        if (options.sinks) w.row_sink[r] = options.sinks[head];
+        rows_out[r] = out + base + l * d;
+        if (options.sinks) w->row_sink[r] = options.sinks[head];
         if (add_offset) {
           const float* qrow = queries + base + l * d;
           const float* mu = options.key_offset + s * d;
           double dot = 0.0;
           for (int64_t i = 0; i < d; ++i) dot += static_cast<double>(qrow[i]) * mu[i];
-          w.row_offset[r] = static_cast<float>(dot);
+          w->row_offset[r] = static_cast<float>(dot);
         }
       }
     }
-    w.run(s, out_rows.data());
+    if (keep_rows) out_rows[static_cast<size_t>(item)] = std::move(rows_out);
+    w->reset();
+    return w;
   };
-  const int64_t items = streams * chunks;
-  if (pool) {
-    pool->parallel_for(items, work);
-  } else {
-    for (int64_t i = 0; i < items; ++i) work(i);
+  auto attend = [&](int64_t unit) {
+    const int64_t item = unit / splits, part = unit % splits;
+    auto w = make(item, part == 0);
+    const int64_t t_begin = part * blocks / splits * kBlock;
+    const int64_t t_end = part + 1 == splits ? keys.length() : (part + 1) * blocks / splits * kBlock;
+    w->accumulate(item / chunks, t_begin, t_end);
+    if (splits == 1) {
+      w->finish(out_rows[static_cast<size_t>(item)].data());
+    } else {
+      parts[static_cast<size_t>(unit)] = std::move(w);
+    }
+  };
+  auto merge = [&](int64_t item) {
+    StreamWork& first = *parts[static_cast<size_t>(item * splits)];
+    for (int64_t p = 1; p < splits; ++p) first.absorb(*parts[static_cast<size_t>(item * splits + p)]);
+    first.finish(out_rows[static_cast<size_t>(item)].data());
+  };
+  auto run_all = [&](int64_t n, const std::function<void(int64_t)>& fn) {
+    if (pool) {
+      pool->parallel_for(n, fn);
+    } else {
+      for (int64_t i = 0; i < n; ++i) fn(i);
+    }
+  };
+  run_all(items * splits, attend);
+  if (splits > 1) run_all(items, merge);
+  int64_t tiled = 0;
+  for (int64_t item = 0; item < items; ++item) {
+    const int64_t rows = group * std::min(chunk, shape.q_len - item % chunks * chunk);
+    tiled += options.path == AttentionPath::kTiles ||
+             (options.path == AttentionPath::kAuto && rows >= tile_rows);
   }
-  return {items, tiled.load()};
+  return {items, tiled, splits};
 }
 
 }  // namespace turbokv

@@ -130,6 +130,9 @@ class KVCache:
         self.protection: Optional[Dict[str, Any]] = None  # what the probe measured and chose
         # How the last attention call did its blocks: "codes", "tiles" or "mixed" (None: no call).
         self.last_attention_path: Optional[str] = None
+        #: Parts each (batch, kv head)'s tokens were split into by the last attention call: > 1
+        #: when there were fewer of them than threads (decode at small batch), so every core works.
+        self.last_attention_splits: Optional[int] = None
 
     # Generation-loop API ----------------------------------------------------------------------
 
@@ -265,9 +268,10 @@ class KVCache:
             return np.zeros(q.shape, np.float32)
         if self._probe is not None:
             self._protect(q, scale, causal, window)
-        out, items, tiled = self._layer.attention(q, scale, threaded, valid, cap, sink_logits, path,
-                                                  causal, int(window or 0))
+        out, items, tiled, splits = self._layer.attention(q, scale, threaded, valid, cap, sink_logits,
+                                                          path, causal, int(window or 0))
         self.last_attention_path = "tiles" if tiled == items else "codes" if tiled == 0 else "mixed"
+        self.last_attention_splits = splits
         return out
 
     def _protect(self, q: np.ndarray, scale: float, causal: bool, window: Optional[int]) -> None:

@@ -4,7 +4,9 @@
 
 #include "test_util.hpp"
 #include "turbokv/half.hpp"
+#include "turbokv/attention.hpp"
 #include "turbokv/kv_cache.hpp"
+#include "turbokv/thread_pool.hpp"
 
 using namespace turbokv;
 
@@ -418,4 +420,64 @@ TEST(KVCache, ReencodeKeysChangesOnlyTheKeys) {
   cache.reencode_keys(SideConfig{0}, k.data(), batch, n);
   EXPECT_TRUE(cache.key_offset().empty());
   EXPECT_EQ(cache.fetch().keys[5], half_to_float(float_to_half(k[5])));
+}
+
+// Decode with fewer (batch, kv head) items than threads splits every item's tokens into parts that
+// are attended side by side and merged (flash-decoding). The merged result equals the unsplit one
+// and the double-precision oracle, on both paths, under sinks, softcap, a key mask and a window,
+// and with a float16 window after the chunks.
+TEST(KVCache, SequenceSplitDecodeEqualsOneSweep) {
+  const int d = 64;
+  const int64_t kv_heads = 1, q_heads = 4, n = 1900;  // 8 blocks: up to 4 parts of 2 blocks
+  ThreadPool pool(8);
+  for (SimdLevel level : supported_simd()) {
+    for (int64_t residual : {int64_t{0}, int64_t{100}}) {
+      TokenStore keys(SideConfig{4, Mode::kMse}, d, 7, residual, level);
+      TokenStore values(SideConfig{3, Mode::kMse}, d, 8, residual, level);
+      const auto k = test_util::gaussian_rows(n, d, 21), v = test_util::gaussian_rows(n, d, 22);
+      keys.set_streams(kv_heads);
+      values.set_streams(kv_heads);
+      keys.append(k.data(), n, n * d, d);
+      values.append(v.data(), n, n * d, d);
+      std::vector<float> kd(size_t(n) * d), vd(size_t(n) * d);
+      keys.decode_stream(0, kd.data());
+      values.decode_stream(0, vd.data());
+      std::vector<uint8_t> valid(n, 1);
+      for (int64_t t = 300; t < 420; ++t) valid[t] = 0;
+      const std::vector<float> sinks = {0.5f, -1.0f, 2.0f, 0.0f};
+      for (AttentionPath path : {AttentionPath::kCodes, AttentionPath::kTiles}) {
+        for (int64_t q_len : {int64_t{1}, int64_t{3}}) {
+          for (int option = 0; option < 3; ++option) {
+            AttentionOptions o;
+            o.scale = 0.15f;
+            o.path = path;
+            if (option == 1) {
+              o.softcap = 20.0f;
+              o.sinks = sinks.data();
+              o.key_valid = valid.data();
+              o.key_valid_tokens = n;
+            }
+            if (option == 2) o.window = 700;
+            const auto q = test_util::gaussian_rows(q_heads * q_len, d, 23);
+            std::vector<float> split(q.size()), whole(q.size());
+            const AttentionShape shape{1, kv_heads, q_heads, q_len};
+            const AttentionReport by_parts = fused_attention(keys, values, q.data(), shape, o, split.data(), &pool);
+            const AttentionReport at_once = fused_attention(keys, values, q.data(), shape, o, whole.data(), nullptr);
+            const std::string where = std::string(simd_name(level)) + " residual " + std::to_string(residual) +
+                                      " q_len " + std::to_string(q_len) + " option " + std::to_string(option) +
+                                      (path == AttentionPath::kTiles ? " tiles" : " codes");
+            ASSERT_EQ(by_parts.sequence_splits, 4) << where;
+            ASSERT_EQ(at_once.sequence_splits, 1) << where;
+            ASSERT_EQ(by_parts.tiled_items, path == AttentionPath::kTiles ? 1 : 0) << where;
+            for (size_t i = 0; i < split.size(); ++i) ASSERT_NEAR(split[i], whole[i], 2e-5f) << where;
+            if (!o.key_valid) {  // (the mask is covered by the equality above and other tests)
+              const auto want = naive_attention(q, kd, vd, 1, kv_heads, q_heads, q_len, n, d, o.scale,
+                                                o.softcap, o.sinks ? &sinks : nullptr, true, o.window);
+              EXPECT_LT(relative_error(split, want), 1e-5) << where;
+            }
+          }
+        }
+      }
+    }
+  }
 }

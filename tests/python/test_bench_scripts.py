@@ -39,6 +39,16 @@ def test_attention_script_widths_batch_and_levels(tmp_path):
             "turbokv decode-then-attend K3V3 scalar"} <= names
 
 
+def test_attention_script_one_kv_head_splits_the_tokens(tmp_path):
+    import os
+    result = run("attention.py", "--contexts", "1024", "--repeats", "1", "--heads", "4", "1",
+                 tmp_path=tmp_path)
+    names = {r["impl"] for r in result["rows"]}
+    assert result["heads"] == [4, 1] and "turbokv fused K4V4" in names
+    threads = int(os.environ.get("TURBOKV_NUM_THREADS") or os.cpu_count() or 1)
+    assert ("turbokv fused K4V4 one thread" in names) == (threads > 1)
+
+
 def test_quality_script(tmp_path):
     out = tmp_path / "quality"
     subprocess.run([sys.executable, str(BENCH / "quality.py"), "--models", "llama2c", "--quick",

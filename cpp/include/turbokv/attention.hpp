@@ -37,6 +37,8 @@ inline int64_t min_tile_rows(int key_bits) {
 struct AttentionReport {
   int64_t items = 0;
   int64_t tiled_items = 0;
+  // Parts each item's tokens were split into (1: none); > 1 when items are fewer than threads.
+  int64_t sequence_splits = 1;
 };
 
 struct AttentionShape {
@@ -78,7 +80,8 @@ struct AttentionOptions {
 // queries and out: (batch, q_heads, q_len, head_dim) float32, C-contiguous. Queries must be
 // finite (std::invalid_argument otherwise). A query that sees no token gets 0.
 // Work is spread over (batch, kv head) streams and, for long q_len, ranges of query positions, on
-// pool (nullptr: the calling thread only).
+// pool (nullptr: the calling thread only); with fewer of those than threads, also over parts of
+// the sequence, merged afterwards.
 AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values, const float* queries,
                      const AttentionShape& shape, const AttentionOptions& options, float* out,
                      ThreadPool* pool);

@@ -64,27 +64,29 @@ def read_bandwidth(repeats: int = 10) -> float:
 
 
 def numpy_attention(q, k, v):
-    """Dense float32 GQA attention for one query token: q (b, 32, 1, d), k/v (b, 8, T, d)."""
-    group = Q_HEADS // KV_HEADS
-    qg = q.reshape(len(q), KV_HEADS, group, HEAD_DIM)
+    """Dense float32 GQA attention for one query token: q (b, q_heads, 1, d), k/v (b, kv_heads, T, d)."""
+    kv_heads = k.shape[1]
+    group = q.shape[1] // kv_heads
+    qg = q.reshape(len(q), kv_heads, group, HEAD_DIM)
     s = (qg @ k.swapaxes(-1, -2)) * np.float32(1 / math.sqrt(HEAD_DIM))
     s -= s.max(axis=-1, keepdims=True)
     w = np.exp(s)
     w /= w.sum(axis=-1, keepdims=True)
-    return (w @ v).reshape(len(q), Q_HEADS, 1, HEAD_DIM)
+    return (w @ v).reshape(q.shape)
 
 
 def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), repeats: int = 15,
                   show_progress: bool = True, settings: Sequence[Tuple[int, int]] = ((4, 4), (4, 2)),
-                  batch: int = 1, simd_levels: Sequence[Optional[str]] = (None,)) -> Dict:
+                  batch: int = 1, simd_levels: Sequence[Optional[str]] = (None,),
+                  heads: Tuple[int, int] = (Q_HEADS, KV_HEADS)) -> Dict:
     """Runs the benchmark; returns {"machine", "batch", "read_bandwidth_gbs", "rows": [...]}, one
     row per (context, implementation) with ms, kv_bytes and the speedup / floor ratios.
 
     ``settings``: (key_bits, value_bits) pairs, one fused row each; the first also gets the
     decode-then-attend row. ``batch``: sequences decoded at once (each with its own cache rows).
     ``simd_levels``: instruction sets to time the fused rows at (``None`` = this CPU's best; a
-    level names the row, as ``TURBOKV_SIMD`` would pick it). ``show_progress`` draws a progress
-    bar on stderr (tqdm)."""
+    level names the row, as ``TURBOKV_SIMD`` would pick it). ``heads``: (query, KV) heads.
+    ``show_progress`` draws a progress bar on stderr (tqdm)."""
     from ._progress import tqdm
 
     try:
@@ -94,18 +96,19 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
         torch = None
     bandwidth = read_bandwidth()
     rng = np.random.default_rng(0)
+    q_heads, kv_heads = heads
     results = {"machine": f"{cpu_name()}, {os.cpu_count()} cores, best SIMD {detect_simd()}",
-               "batch": batch, "read_bandwidth_gbs": bandwidth, "torch": torch is not None, "rows": []}
+               "batch": batch, "heads": [q_heads, kv_heads], "read_bandwidth_gbs": bandwidth, "torch": torch is not None, "rows": []}
     for T in tqdm(contexts, desc="contexts", disable=not show_progress, leave=False):
-        k = rng.standard_normal((batch, KV_HEADS, T, HEAD_DIM), dtype=np.float32)
-        v = rng.standard_normal((batch, KV_HEADS, T, HEAD_DIM), dtype=np.float32)
-        q = rng.standard_normal((batch, Q_HEADS, 1, HEAD_DIM), dtype=np.float32)
+        k = rng.standard_normal((batch, kv_heads, T, HEAD_DIM), dtype=np.float32)
+        v = rng.standard_normal((batch, kv_heads, T, HEAD_DIM), dtype=np.float32)
+        q = rng.standard_normal((batch, q_heads, 1, HEAD_DIM), dtype=np.float32)
         rows = {"numpy float32 dense": (median_time(lambda: numpy_attention(q, k, v), repeats), k.nbytes * 2)}
         if torch is not None:
             tq, tk, tv = (torch.from_numpy(a) for a in (q, k, v))
             # One decode token: the query heads of a KV head can ride as a query sequence of
             # length 4 (no causal mask needed), which avoids SDPA repeating K/V for GQA.
-            tq_grouped = tq.reshape(batch, KV_HEADS, Q_HEADS // KV_HEADS, HEAD_DIM)
+            tq_grouped = tq.reshape(batch, kv_heads, q_heads // kv_heads, HEAD_DIM)
             with torch.inference_mode():
                 t = median_time(lambda: F.scaled_dot_product_attention(tq, tk, tv, enable_gqa=True), repeats)
                 t_grouped = median_time(lambda: F.scaled_dot_product_attention(tq_grouped, tk, tv), repeats)
@@ -119,7 +122,7 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
                 if level:
                     os.environ["TURBOKV_SIMD"] = level  # read when the cache is made
                 try:
-                    cache = KVCache(HEAD_DIM, KV_HEADS, key_bits=kb, value_bits=vb)
+                    cache = KVCache(HEAD_DIM, kv_heads, key_bits=kb, value_bits=vb)
                 finally:
                     if previous is None:
                         os.environ.pop("TURBOKV_SIMD", None)
@@ -130,6 +133,9 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
                 cache.update(k, v)
                 rows[label] = (median_time(lambda: cache.attention(q), repeats), cache.used_nbytes)
                 first = first or (label, cache)
+                if cache.last_attention_splits > 1:  # fewer streams than threads: split tokens
+                    rows[label + " one thread"] = (median_time(lambda: cache.attention(q, threaded=False), repeats),
+                                                   cache.used_nbytes)
         label, cache = first
 
         def decode_then_attend():
@@ -150,7 +156,8 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
 
 def attention_table(results: Dict) -> str:
     """The results of :func:`run_attention` as a markdown table."""
-    lines = [f"Decode attention, batch {results.get('batch', 1)}, {Q_HEADS} query / {KV_HEADS} KV heads, head_dim {HEAD_DIM}, "
+    q_heads, kv_heads = results.get("heads", (Q_HEADS, KV_HEADS))
+    lines = [f"Decode attention, batch {results.get('batch', 1)}, {q_heads} query / {kv_heads} KV heads, head_dim {HEAD_DIM}, "
              f"on {results['machine']}; read bandwidth {results['read_bandwidth_gbs']:.1f} GB/s", "",
              "| context | implementation | ms | KV MB | vs best dense | vs decode-then-attend | x read floor |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
