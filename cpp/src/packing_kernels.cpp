@@ -149,7 +149,9 @@ TURBOKV_TARGET_AVX2 void pack_avx2(const uint8_t* idx, int n, int bits, uint8_t*
     case 5: return pack_bits_avx2<5>(idx, n, out);
     case 6: return pack_bits_avx2<6>(idx, n, out);
     case 7: return pack_bits_avx2<7>(idx, n, out);
-    case 8: std::memcpy(out, idx, static_cast<size_t>(n)); return;
+    case 8:  // a byte copy (memcpy must not see the null pointer of an empty vector)
+      if (n > 0) std::memcpy(out, idx, static_cast<size_t>(n));
+      return;
     default: return pack_scalar(idx, n, bits, out);  // 0 bits: nothing to write
   }
 }
@@ -163,7 +165,9 @@ TURBOKV_TARGET_AVX2 void unpack_avx2(const uint8_t* packed, int n, int bits, uin
     case 5: return unpack_bits_avx2<5>(packed, n, idx);
     case 6: return unpack_bits_avx2<6>(packed, n, idx);
     case 7: return unpack_bits_avx2<7>(packed, n, idx);
-    case 8: std::memcpy(idx, packed, static_cast<size_t>(n)); return;
+    case 8:
+      if (n > 0) std::memcpy(idx, packed, static_cast<size_t>(n));
+      return;
     default: return unpack_scalar(packed, n, bits, idx);
   }
 }
