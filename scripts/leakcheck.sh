@@ -5,12 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-if ! command -v valgrind >/dev/null 2>&1; then
-  sudo_cmd=""
-  [ "$(id -u)" -ne 0 ] && sudo_cmd=sudo
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq valgrind >/dev/null
-fi
+bash scripts/apt_install.sh valgrind
 log=$(mktemp)
 interpreter=$("$PYTHON" -c "import sys; print(sys.executable)")  # not a shim script
 PYTHONMALLOC=malloc OPENBLAS_NUM_THREADS=1 TURBOKV_NUM_THREADS=2 valgrind --tool=memcheck \

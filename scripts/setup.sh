@@ -6,16 +6,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
 # bible-kjv prints the King James Bible, the corpus of the KJV Llama (bench/train_model/).
-packages=(g++ make libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev valgrind bible-kjv)
-missing=()
-for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  echo "setup: installing ${missing[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+bash scripts/apt_install.sh g++ make libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev valgrind bible-kjv
 command -v cmake >/dev/null 2>&1 && command -v ninja >/dev/null 2>&1 || "$PYTHON" -m pip install -q cmake ninja
 # torch is pinned to the CPU build (an unpinned torch pulls a multi-GB CUDA build); transformers
 # is only for the optional Hugging Face integration (turbokv.hf) and its tests.

@@ -6,16 +6,7 @@
 # attention-option sweeps (their kernels are the ones FusedAttentionEqualsDecodedAttention runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-packages=(g++-aarch64-linux-gnu qemu-user googletest)
-missing=()
-for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  echo "test_arm: installing ${missing[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+bash scripts/apt_install.sh g++-aarch64-linux-gnu qemu-user googletest
 cmake -S . -B build/arm64 -G Ninja -Wno-dev -Wno-deprecated -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
   -DTURBOKV_BUILD_TESTS=ON -DTURBOKV_GTEST_SOURCE=/usr/src/googletest >/dev/null
 cmake --build build/arm64 --target turbokv_tests
