@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "avx2_helpers.hpp"
 #include "kernels.hpp"
 
 namespace turbokv {
@@ -91,13 +92,6 @@ TURBOKV_TARGET_AVX2 __m256 lookup16_avx2(__m256i index, __m256 low, __m256 high)
   return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(index, 28)));
 }
 
-TURBOKV_TARGET_AVX2 float horizontal_sum_avx2(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0x55));
-  return _mm_cvtss_f32(s);
-}
-
 template <int kBits>
 TURBOKV_TARGET_AVX2 void dot_packed_bits_avx2(const float* q, int m, const uint8_t* codes,
                                               int64_t code_bytes, int64_t n, const float* table,
@@ -124,7 +118,7 @@ TURBOKV_TARGET_AVX2 void dot_packed_bits_avx2(const float* q, int m, const uint8
           for (int a = 0; a < tile; ++a) acc[a] = _mm256_fmadd_ps(_mm256_loadu_ps(qs + a * per_query), values, acc[a]);
         }
       }
-      for (int a = 0; a < tile; ++a) out[(a0 + a) * out_stride + j] = horizontal_sum_avx2(acc[a]);
+      for (int a = 0; a < tile; ++a) out[(a0 + a) * out_stride + j] = horizontal_sum(acc[a]);
     }
   }
 }
@@ -189,13 +183,8 @@ TURBOKV_TARGET_AVX2 void axpy_packed_bits_avx2(const float* w, int64_t w_stride,
 // for each query: 8-bit scores for 8 queries cost 7.4x those for one).
 TURBOKV_TARGET_AVX2 void lookup_row_avx2(const uint8_t* idx, const float* table, int bits, int d,
                                          float* row) {
-  const __m256 table8 = _mm256_loadu_ps(table);  // tables are padded to 16 floats
   int i = 0;
-  for (; i + 8 <= d; i += 8) {
-    const __m256i index = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(idx + i)));
-    _mm256_storeu_ps(row + i, bits <= 3 ? _mm256_permutevar8x32_ps(table8, index)
-                                        : _mm256_i32gather_ps(table, index, 4));
-  }
+  for (; i + 8 <= d; i += 8) _mm256_storeu_ps(row + i, gather8(table, idx + i, bits));
   for (; i < d; ++i) row[i] = table[idx[i]];
 }
 
@@ -213,7 +202,7 @@ TURBOKV_TARGET_AVX2 void dot_packed_rows_avx2(const float* q, int m, const uint8
       __m256 acc = _mm256_setzero_ps();
       int i = 0;
       for (; i + 8 <= d; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(qa + i), _mm256_loadu_ps(row.data() + i), acc);
-      float sum = horizontal_sum_avx2(acc);
+      float sum = horizontal_sum(acc);
       for (; i < d; ++i) sum += qa[i] * row[i];
       out[a * out_stride + j] = sum;
     }
@@ -226,7 +215,6 @@ template <int kTile>
 TURBOKV_TARGET_AVX2 void axpy_rows_tile_avx2(const float* w, int64_t w_stride, const uint8_t* idx,
                                              int64_t n, const float* table, int bits, int d,
                                              float* acc) {
-  const __m256 table8 = _mm256_loadu_ps(table);  // tables are padded to 16 floats
   int i = 0;
   for (; i + 16 <= d; i += 16) {
     __m256 sums[kTile][2];
@@ -236,10 +224,7 @@ TURBOKV_TARGET_AVX2 void axpy_rows_tile_avx2(const float* w, int64_t w_stride, c
     }
     for (int64_t j = 0; j < n; ++j) {
       const uint8_t* key = idx + j * d + i;
-      const __m256i i0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(key)));
-      const __m256i i1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(key + 8)));
-      const __m256 v0 = bits <= 3 ? _mm256_permutevar8x32_ps(table8, i0) : _mm256_i32gather_ps(table, i0, 4);
-      const __m256 v1 = bits <= 3 ? _mm256_permutevar8x32_ps(table8, i1) : _mm256_i32gather_ps(table, i1, 4);
+      const __m256 v0 = gather8(table, key, bits), v1 = gather8(table, key + 8, bits);
       for (int a = 0; a < kTile; ++a) {
         const __m256 weight = _mm256_broadcast_ss(w + a * w_stride + j);
         sums[a][0] = _mm256_fmadd_ps(weight, v0, sums[a][0]);

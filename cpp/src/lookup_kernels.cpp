@@ -1,5 +1,6 @@
 // Table lookups on unpacked indices: the inner loops of fused scores and of decode.
 // Codebooks of up to 16 levels fit one AVX-512 register, so a lookup is one vpermps.
+#include "avx2_helpers.hpp"
 #include "kernels.hpp"
 
 namespace turbokv {
@@ -25,24 +26,6 @@ float sign_dot_scalar(const float* v, const uint8_t* signs, int n) {
 }
 
 #if TURBOKV_X86
-TURBOKV_TARGET_AVX2 __m256 gather8(const float* table, const uint8_t* idx, int bits) {
-  const __m256i index = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(idx)));
-  if (bits <= 3) return _mm256_permutevar8x32_ps(_mm256_loadu_ps(table), index);
-  if (bits == 4) {  // two 8-entry permutes and a blend on bit 3 beat a gather
-    const __m256 low = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table), index);
-    const __m256 high = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 8), index);
-    return _mm256_blendv_ps(low, high, _mm256_castsi256_ps(_mm256_slli_epi32(index, 28)));
-  }
-  return _mm256_i32gather_ps(table, index, 4);
-}
-
-TURBOKV_TARGET_AVX2 float horizontal_sum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0x55));
-  return _mm_cvtss_f32(s);
-}
-
 TURBOKV_TARGET_AVX2 float dot_lookup_avx2(const float* q, const uint8_t* idx, const float* table,
                                           int bits, int n) {
   __m256 acc = _mm256_setzero_ps();
