@@ -82,11 +82,18 @@ class KVCache:
             slightly different (equally exact) centring. Float16 keys are never centred.
         protect_keys: at the first ``attention`` after the first update (the prefill), compare
             the softmax of the newest 32 queries over the exact prefill keys with the one over
-            the stored keys; if the KL divergence exceeds ``protection_bound`` times what the
-            codec's nominal distortion predicts, re-encode this layer's keys at 8 bits (then
-            float16) before answering. ``summary()`` reports what it measured and chose. It needs
-            the queries, so a cache only read through ``fetch`` is not protected.
-        protection_bound: the excess (KL / nominal distortion) that triggers protection.
+            the stored keys, as an "excess": the KL divergence over what the codec's nominal
+            distortion at ``key_bits`` predicts. Below 8 bits, while the excess exceeds
+            ``refine_bound``, re-encode this layer's keys with one bit more; at 8 bits, float16
+            if it exceeds ``protection_bound`` (a broken layer). So ``key_bits`` is a floor: the
+            stored bits can be higher (``stored_key_bits``; ``summary()`` reports what it
+            measured and chose). It needs the queries, so a cache only read through ``fetch``
+            is not protected.
+        protection_bound: the excess above which 8-bit keys become float16 (default 16).
+        refine_bound: the excess above which keys below 8 bits get one bit more (default 1.5,
+            about a typical layer's, or ``protection_bound`` if that is lower;
+            ``refine_bound=protection_bound`` refines only layers the codec breaks). At most
+            ``protection_bound``.
 
     Shapes: keys/values ``(batch, num_kv_heads, new_tokens, head_dim)``, queries
     ``(batch, q_heads, q_len, head_dim)``; float32 or float16 in, float32 out.
@@ -102,7 +109,8 @@ class KVCache:
                  seed: int = 0, layer_index: int = 0, norm_dtype: str = "float32",
                  key_norm_correction: bool = False, value_norm_correction: bool = False,
                  center_keys: bool = True, protect_keys: bool = True,
-                 protection_bound: float = protection.DEFAULT_BOUND) -> None:
+                 protection_bound: float = protection.DEFAULT_BOUND,
+                 refine_bound: Optional[float] = None) -> None:
         self.head_dim = check_int("head_dim", head_dim, 8, 1024)
         self.num_kv_heads = check_int("num_kv_heads", num_kv_heads, 1, 1 << 16)
         self.residual_window = check_int("residual_window", residual_window, 0, 1 << 20)
@@ -117,9 +125,14 @@ class KVCache:
         if not isinstance(center_keys, bool) or not isinstance(protect_keys, bool):
             raise TypeError("center_keys and protect_keys must be bool")
         bound = float(protection_bound)
+        refine = min(protection.DEFAULT_REFINE_BOUND, bound) if refine_bound is None else float(refine_bound)
         if not (math.isfinite(bound) and bound > 0):
             raise ValueError(f"protection_bound must be finite and > 0, got {protection_bound!r}")
+        if not (math.isfinite(refine) and 0 < refine <= bound):
+            raise ValueError(f"refine_bound must be finite, > 0 and at most protection_bound "
+                             f"({bound}), got {refine_bound!r}")
         self.center_keys, self.protect_keys, self.protection_bound = center_keys, protect_keys, bound
+        self.refine_bound = refine
         key_seed, value_seed = layer_seeds(self.seed, self.layer_index)
         self._layer = _core.KVCacheLayer(self.head_dim, self.num_kv_heads, key, value,
                                          self.residual_window, key_seed, value_seed, center_keys)
@@ -275,8 +288,9 @@ class KVCache:
         return out
 
     def _protect(self, q: np.ndarray, scale: float, causal: bool, window: Optional[int]) -> None:
-        """Measures the prefill's attention KL at the requested key bits and escalates (8 bits,
-        then float16) while it exceeds the bound. Runs once, at the first attention."""
+        """Measures the prefill's attention KL at the requested key bits and escalates (one bit
+        at a time up to 8, then float16) while it exceeds the bounds (:mod:`turbokv.protection`).
+        Runs once, at the first attention."""
         with self._probe_lock:
             keys = self._probe
             if keys is None:
@@ -300,7 +314,7 @@ class KVCache:
                 kl = _core.attention_kl(np.ascontiguousarray(queries), keys, stored, scale, causal,
                                         int(window or 0), self.simd)
                 tried.append(protection.record(bits, kl, self.key_bits, self.key_mode))
-                if bits == 0 or tried[-1]["excess"] <= self.protection_bound:
+                if protection.accepts(bits, tried[-1]["excess"], self.refine_bound, self.protection_bound):
                     break
             self.protection = {"tokens": int(keys.shape[2]), "queries": rows, "tried": tried,
                                "key_bits": self._layer.key_bits}
@@ -400,7 +414,7 @@ class KVCache:
             "key_norm_correction": self.key_norm_correction,
             "value_norm_correction": self.value_norm_correction,
             "center_keys": self.center_keys, "protect_keys": self.protect_keys,
-            "protection_bound": self.protection_bound,
+            "protection_bound": self.protection_bound, "refine_bound": self.refine_bound,
             "batch": self.batch, "offset": self.offset, "stored_key_bits": self.stored_key_bits,
         }
 
@@ -443,6 +457,8 @@ class KVCache:
         # Version 1 caches predate centring and protection: they hold plain keys.
         settings = {"center_keys": False, "protect_keys": False}
         settings.update({k: meta_state[k] for k in names})
+        if version == 2:  # absent in files written before it existed: the default
+            settings["refine_bound"] = meta_state.get("refine_bound")
         cache = cls(**settings)
         batch = check_int("batch", meta_state["batch"], 0, 1 << 31)
         if batch:

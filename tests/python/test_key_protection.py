@@ -125,8 +125,8 @@ def test_protection_is_measured_once_and_only_on_the_prefill(rng):
 def test_protected_and_centred_caches_save_and_load(tmp_path, rng):
     k = shared_component_keys(rng, n=64)
     q = rng.standard_normal((1, 4, 64, 64)).astype(np.float32)
-    caches = [turbokv.KVCache(64, 2, key_bits=4, value_bits=4, layer_index=i, center_keys=c)
-              for i, c in enumerate((False, True))]
+    caches = [turbokv.KVCache(64, 2, key_bits=4, value_bits=4, layer_index=i, center_keys=c,
+                              refine_bound=r) for i, (c, r) in enumerate(((False, 2.5), (True, None)))]
     for cache in caches:
         cache.update(k, k)
         cache.attention(q)
@@ -136,6 +136,7 @@ def test_protected_and_centred_caches_save_and_load(tmp_path, rng):
     step = rng.standard_normal((1, 2, 1, 64)).astype(np.float32)
     for a, b in zip(caches, loaded):
         assert b.stored_key_bits == a.stored_key_bits
+        assert (b.refine_bound, b.protection_bound) == (a.refine_bound, a.protection_bound)
         for cache in (a, b):
             cache.update(step, step)
         np.testing.assert_array_equal(a.fetch()[0], b.fetch()[0])
@@ -154,9 +155,24 @@ def test_version_1_state_still_loads(rng):
     assert not restored.center_keys
 
 
+def test_state_written_before_refine_bound_loads_with_the_default(rng):
+    cache = turbokv.KVCache(32, 1, key_bits=4, value_bits=4, refine_bound=3.0)
+    k = rng.standard_normal((1, 1, 5, 32)).astype(np.float32)
+    cache.update(k, k)
+    meta, state = cache.snapshot()
+    del meta["refine_bound"]
+    restored = turbokv.KVCache.from_state(state, meta)
+    assert restored.refine_bound == protection.DEFAULT_REFINE_BOUND
+    np.testing.assert_array_equal(restored.fetch()[0], cache.fetch()[0])
+
+
 def test_bad_protection_arguments():
     with pytest.raises(ValueError, match="protection_bound"):
         turbokv.KVCache(32, 1, protection_bound=0)
+    for bad in (0, -1, float("nan"), 17):
+        with pytest.raises(ValueError, match="refine_bound"):
+            turbokv.KVCache(32, 1, refine_bound=bad)
+    assert turbokv.KVCache(32, 1, protection_bound=1.0).refine_bound == 1.0  # default capped
     with pytest.raises(TypeError, match="bool"):
         turbokv.KVCache(32, 1, center_keys="yes")
 
@@ -190,16 +206,24 @@ def test_qwen25_real_keys(layer):
     plain, err_plain = run(center_keys=False, protect_keys=False)
     centred, err_centred = run(protect_keys=False)
     guarded, err_guarded = run(center_keys=False)
+    rescue_only, _ = run(center_keys=False, refine_bound=protection.DEFAULT_BOUND)
     default, err_default = run()
-    assert err_centred < 0.1 and err_default == err_centred
-    assert default.stored_key_bits == 4  # centred keys need no protection on either layer
+    assert err_centred < 0.1 and err_default <= err_centred
+    # Centred, neither layer is broken: at most the one-bit refinement (measured 4 -> 5 on layer 0).
+    assert default.stored_key_bits in (4, 5)
+    for cache in (default, guarded, rescue_only):
+        tried = cache.protection["tried"]
+        assert [t["key_bits"] for t in tried] == protection.escalation(4)[:len(tried)]
+        assert all(t["excess"] > cache.refine_bound for t in tried[:-1] if 0 < t["key_bits"] < 8)
+        assert tried[-1]["key_bits"] == cache.stored_key_bits
     if layer == 0:
         assert err_plain > 0.5                   # 4-bit keys as they are: attention is lost
-        assert guarded.stored_key_bits in (8, 0)  # protection notices without centring
-        assert guarded.protection["tried"][0]["excess"] > 100
+        assert guarded.protection["tried"][0]["excess"] > 100  # protection notices without centring
+        assert guarded.stored_key_bits == rescue_only.stored_key_bits == 0  # 8 bits were not enough
         assert err_guarded < 0.1
     else:
-        assert err_plain < 0.15 and guarded.stored_key_bits == 4
+        assert err_plain < 0.15 and rescue_only.stored_key_bits == 4
+        assert guarded.stored_key_bits == 5 and err_guarded < err_plain  # refined one bit
 
 
 def _kl_oracle(q, exact, stored, scale, causal, window):

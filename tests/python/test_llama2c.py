@@ -62,9 +62,25 @@ def test_quality_degrades_monotonically_with_bits(model, baseline):
 
 def test_batch_of_two_equals_two_single_runs(model):
     prompts = np.asarray([[1, 461, 401, 378], [1, 300, 200, 100]])
-    batched = model.forward(prompts, caches(model, key_bits=4, value_bits=4))
+    batched = model.forward(prompts, caches(model, key_bits=4, value_bits=4, protect_keys=False))
     for b in range(2):
-        single = model.forward(prompts[b:b + 1], caches(model, key_bits=4, value_bits=4))
+        single = model.forward(prompts[b:b + 1], caches(model, key_bits=4, value_bits=4, protect_keys=False))
+        np.testing.assert_allclose(batched[b], single[0], rtol=1e-5, atol=1e-5)
+
+
+def test_protection_decides_once_per_layer_for_the_whole_batch(model):
+    # A layer stores one key precision for every batch row, measured on the whole batch's prefill:
+    # a batched run equals single runs made at the bits the batch chose, layer by layer.
+    prompts = np.asarray([[1, 461, 401, 378, 300, 200], [1, 300, 200, 100, 461, 401]])
+    protected = caches(model, key_bits=3, value_bits=4)
+    batched = model.forward(prompts, protected)
+    chosen = [c.stored_key_bits for c in protected]
+    assert any(bits != 3 for bits in chosen), chosen  # protection acted, or this proves nothing
+    for b in range(2):
+        fixed = [turbokv.KVCache(model.config.head_dim, model.config.n_kv_heads, layer_index=i,
+                                 key_bits=bits, value_bits=4, protect_keys=False)
+                 for i, bits in enumerate(chosen)]
+        single = model.forward(prompts[b:b + 1], fixed)
         np.testing.assert_allclose(batched[b], single[0], rtol=1e-5, atol=1e-5)
 
 

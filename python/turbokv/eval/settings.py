@@ -69,6 +69,9 @@ SETTINGS: List[Setting] = [
     _s("K4V4 plain", "keys", key_bits=4, value_bits=4, center_keys=False, protect_keys=False),
     _s("K4V4 centring only", "keys", key_bits=4, value_bits=4, protect_keys=False),
     _s("K4V4 protection only", "keys", key_bits=4, value_bits=4, center_keys=False),
+    # Protection without the one-bit refinement: only broken layers get more bits (the default
+    # before refine_bound existed).
+    _s("K4V4 no refinement", "keys", key_bits=4, value_bits=4, refine_bound=16.0),
     _s("K3V3 plain", "keys", key_bits=3, value_bits=3, center_keys=False, protect_keys=False),
     _s("K8V4 plain", "keys", key_bits=8, value_bits=4, center_keys=False, protect_keys=False),
     _s("K3V3 boundary 1+1 at K8V8", "boundary", boundary=1, key_bits=3, value_bits=3),
@@ -78,7 +81,7 @@ SETTINGS: List[Setting] = [
 QUICK_SETTINGS = ["K8V8", "K8V4", "K4V4", "K3V3", "K3V3 prod keys"]
 #: Presets and the key levers: the rows README's "Keys that never break a model" table shows.
 KEY_SETTINGS = ["K8V4", "K8V4 plain", "K4V4", "K4V4 plain", "K4V4 centring only",
-                "K4V4 protection only", "K4V3", "K3V3", "K3V3 plain"]
+                "K4V4 protection only", "K4V4 no refinement", "K4V3", "K3V3", "K3V3 plain"]
 
 
 def by_label(labels: Optional[List[str]]) -> List[Setting]:
