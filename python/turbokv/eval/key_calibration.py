@@ -15,15 +15,14 @@ head), from the first update (the prefill), like key centring.
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from .. import reference
 from ..cache import KVCache, layer_seeds
 
-__all__ = ["CalibratedKVCache", "calibrated_caches", "coordinate_scales"]
+__all__ = ["CalibratedKVCache", "coordinate_scales"]
 
 
 def coordinate_scales(keys: np.ndarray, rotation: np.ndarray, clip: float = 4.0) -> np.ndarray:
@@ -74,16 +73,3 @@ class CalibratedKVCache(KVCache):
     def clear(self) -> None:
         super().clear()
         self._forward = self._inverse = None
-
-
-@contextlib.contextmanager
-def calibrated_caches() -> Iterator[None]:
-    """Within the block, TurboQuantCache layers are :class:`CalibratedKVCache` objects."""
-    from .. import hf
-
-    saved = hf.KVCache
-    hf.KVCache = CalibratedKVCache
-    try:
-        yield
-    finally:
-        hf.KVCache = saved
