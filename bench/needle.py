@@ -116,11 +116,12 @@ def main() -> None:
     result = {"model": loader.NAME, "machine": _machine(), "platform": platform.platform(),
               "rows": rows, "seconds": round(time.time() - started, 1)}
     lines = [f"### Passkey retrieval, {loader.NAME}\n",
-             "| context (tokens) | depth | setting | retrieved | answer log-prob | KL last 256 (nats) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| context (tokens) | depth | setting | bits/coord | retrieved | answer log-prob | KL last 256 (nats) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         kl = "-" if r["kl_tail"] is None else f"{r['kl_tail']:.2e}"
-        lines.append(f"| {r['context']} | {r['depth']:.0%} | {r['setting']} | "
+        bits = f"{r['bits_per_coordinate']:.2f}" if "bits_per_coordinate" in r else "32"
+        lines.append(f"| {r['context']} | {r['depth']:.0%} | {r['setting']} | {bits} | "
                      f"{'yes' if r['retrieved'] else 'no'} | {r['answer_logprob']:.3f} | {kl} |")
     summary = {}
     for r in rows:

@@ -1,7 +1,9 @@
 """Named cache settings, with the names users know from vLLM's TurboQuant presets.
 
-Every preset keeps key centring and prefill key protection on (they cost nothing where they are
-not needed). Quality figures: README, "Presets", measured by ``bench/quality.py``.
+Every preset keeps key centring and prefill key protection on: a preset's key bits are a floor,
+and a layer whose prefill attention needs more gets more (one bit at a time below 8; ``summary()``
+reports the stored bits; nothing is added where no layer needs it). Quality figures: README,
+"Keys that never break a model", measured by ``bench/quality.py --key-rows``.
 """
 
 from __future__ import annotations

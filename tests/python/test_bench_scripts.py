@@ -88,6 +88,8 @@ def test_needle_script(tmp_path):
     settings = [row["setting"] for row in result["rows"]]
     assert settings == ["float32", "4bit"]
     assert result["rows"][1]["kl_tail"] > 0 and result["rows"][1]["bits_per_coordinate"] < 6
+    table = out.with_suffix(".md").read_text()
+    assert f"| 4bit | {result['rows'][1]['bits_per_coordinate']:.2f} |" in table
 
 
 def test_prefill_script(tmp_path):
