@@ -65,6 +65,8 @@ def main() -> None:
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-tokens", type=int, default=0,
+                        help="validate on the first N held-out tokens only (default 0: all of them)")
     args = parser.parse_args()
 
     from safetensors.torch import save_file
@@ -74,6 +76,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     train_ids = torch.from_numpy(np.load(args.data / "train.npy").astype(np.int64))
     val_ids = torch.from_numpy(np.load(args.data / "val.npy").astype(np.int64))
+    if args.val_tokens > 0:
+        val_ids = val_ids[:args.val_tokens + 1]
     model = LlamaForCausalLM(LlamaConfig(**MODEL)).to(device)
     params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
