@@ -21,7 +21,7 @@ echo "== C++ tests on arm64 (cross-compiled, qemu-user; scalar and NEON) =="
 bash scripts/test_arm.sh
 
 echo "== Fuzzing (libFuzzer, bounded) =="
-bash scripts/fuzz.sh 45
+bash scripts/fuzz.sh 20
 
 echo "== Leak check of the Python extension (valgrind) =="
 bash scripts/leakcheck.sh
@@ -29,5 +29,6 @@ bash scripts/leakcheck.sh
 echo "== Hugging Face integration on transformers 4.57 =="
 bash scripts/test_transformers_457.sh
 
-echo "== Python tests (pytest) =="
-"$PYTHON" -m pytest -q tests/python
+echo "== Python tests (pytest, one worker per core up to 4, whole files per worker) =="
+workers=$(nproc); workers=$(( workers > 4 ? 4 : workers ))
+"$PYTHON" -m pytest -q -n "$workers" --dist loadfile tests/python
