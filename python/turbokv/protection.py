@@ -17,8 +17,9 @@ Two bounds, because the two remedies cost differently. Below 8 bits one more key
 (+1/(2 x requested + value bits) of the cache), so a layer whose excess exceeds the *refine*
 bound (1.5: above a typical layer) gets one bit more, then another, until it is under it: SmolLM2
 at 4-bit keys, whose layers are uniformly above typical, goes from +3.7% to +1.8% perplexity
-this way, at 4.88 instead of 4.50 stored bits (bench/results/quality_refine.md). At 8 bits the next step, float16, doubles the keys, so it is
-taken only for a broken layer: excess above the *protection* bound (16).
+this way, at 4.88 instead of 4.50 stored bits (bench/results/quality_keys.md). At 8 bits the
+next step, float16, doubles the keys, so it is taken only for a broken layer: excess above the
+*protection* bound (16).
 """
 
 from __future__ import annotations
