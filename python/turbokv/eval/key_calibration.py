@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import reference
 from ..cache import KVCache, layer_seeds
+from ._arrays import as_float32
 
 __all__ = ["CalibratedKVCache", "coordinate_scales"]
 
@@ -45,7 +46,7 @@ class CalibratedKVCache(KVCache):
         self._inverse: Optional[np.ndarray] = None
 
     def _update(self, keys: Any, values: Any, probe: bool) -> None:
-        k = np.asarray(keys.float().numpy() if hasattr(keys, "numpy") else keys, dtype=np.float32)
+        k = as_float32(keys)
         if self.key_bits == 0 or k.shape[2] == 0:
             return super()._update(keys, values, probe)
         if self._forward is None:
@@ -58,7 +59,7 @@ class CalibratedKVCache(KVCache):
     def attention(self, queries: Any, *args: Any, **kwargs: Any) -> np.ndarray:
         if self._inverse is None:
             return super().attention(queries, *args, **kwargs)
-        q = np.asarray(queries.float().numpy() if hasattr(queries, "numpy") else queries, np.float32)
+        q = as_float32(queries)
         b, heads, rows, d = q.shape
         group = heads // self.num_kv_heads
         q = q.reshape(b, self.num_kv_heads, group * rows, d) @ self._inverse

@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import reference
 from ..cache import KVCache
+from ._arrays import as_float32
 
 __all__ = ["OutlierSplitKVCache", "loudest_channels"]
 
@@ -33,10 +34,6 @@ def loudest_channels(keys: np.ndarray, count: int) -> np.ndarray:
     x = keys.astype(np.float64) - keys.mean(axis=2, keepdims=True, dtype=np.float64)
     rms = np.sqrt((x * x).mean(axis=2))
     return np.argsort(-rms, axis=-1, kind="stable")[..., :count]
-
-
-def _as_array(x: Any) -> np.ndarray:
-    return np.asarray(x.float().numpy() if hasattr(x, "numpy") else x, dtype=np.float32)
 
 
 class OutlierSplitKVCache(KVCache):
@@ -54,7 +51,7 @@ class OutlierSplitKVCache(KVCache):
         self._protected = False
 
     def _update(self, keys: Any, values: Any, probe: bool) -> None:
-        k = _as_array(keys)
+        k = as_float32(keys)
         if self.key_bits == 0 or k.shape[2] == 0 or self.outlier_channels == 0:
             if self._channels is not None:
                 raise NotImplementedError("outlier split: later updates must carry tokens")
@@ -92,13 +89,13 @@ class OutlierSplitKVCache(KVCache):
             return super().attention(queries, threaded=threaded, key_mask=key_mask, path=path, **options)
         if key_mask is not None and not np.all(key_mask):
             raise NotImplementedError("outlier split: key_mask is not implemented")
-        q = _as_array(queries)
+        q = as_float32(queries)
         if not self._protected:  # prefill protection runs inside the base class's attention
             super().attention(q, threaded=threaded, path=path, **options)
             self._protected = True
         keys, values = self.fetch()
         if sinks is not None:
-            options["sinks"] = _as_array(sinks)
+            options["sinks"] = as_float32(sinks)
         out = reference.attention(q.astype(np.float64), keys.astype(np.float64),
                                   values.astype(np.float64), **options)
         return out.astype(np.float32)
