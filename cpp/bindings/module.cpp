@@ -174,6 +174,12 @@ TokenStore::State state_from(py::dict arrays, int64_t streams) {
   return st;
 }
 
+ScorePrecision score_precision(const std::string& name) {
+  if (name == "exact") return ScorePrecision::kExact;
+  if (name == "int8") return ScorePrecision::kInt8;
+  throw py::value_error("scores must be 'exact' or 'int8', got '" + name + "'");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -315,7 +321,7 @@ PYBIND11_MODULE(_core, m) {
       .def("attention",
            [](const KVCacheLayer& c, py::array q, float scale, bool threaded,
               std::optional<py::array> key_valid, float softcap, std::optional<py::array> sinks,
-              const std::string& path, bool causal, int64_t window) {
+              const std::string& path, bool causal, int64_t window, const std::string& scores) {
              if (q.ndim() != 4 || q.shape(3) != c.config().head_dim) {
                throw py::value_error("queries must have shape (batch, q_heads, q_len, head_dim)");
              }
@@ -333,6 +339,7 @@ PYBIND11_MODULE(_core, m) {
              } else {
                throw py::value_error("path must be 'auto', 'codes' or 'tiles', got '" + path + "'");
              }
+             options.scores = score_precision(scores);
              const float* qp = buffer<float>(q, static_cast<size_t>(q.size()), "queries", false);
              if (key_valid) {
                // The mask's token count travels with it; the cache checks it under its lock.
@@ -353,12 +360,13 @@ PYBIND11_MODULE(_core, m) {
                py::gil_scoped_release release;
                report = c.attention(qp, q.shape(0), q.shape(1), q.shape(2), options, op, threaded);
              }
-             return py::make_tuple(out, report.items, report.tiled_items, report.sequence_splits);
+             return py::make_tuple(out, report.items, report.tiled_items, report.sequence_splits,
+                                   report.int8_items);
            },
            py::arg("queries"), py::arg("scale"), py::arg("threaded") = true,
            py::arg("key_valid") = py::none(), py::arg("softcap") = 0.0f,
            py::arg("sinks") = py::none(), py::arg("path") = "auto", py::arg("causal") = true,
-           py::arg("window") = 0)
+           py::arg("window") = 0, py::arg("scores") = "exact")
       .def("select_batch",
            [](KVCacheLayer& c, std::vector<int64_t> rows) {
              py::gil_scoped_release release;
@@ -442,7 +450,12 @@ PYBIND11_MODULE(_core, m) {
            })
       .def("scores",
            [](const Codec& c, py::array q, py::array codes, py::array norms, py::array qjl,
-              py::array residual_norms, py::array out) {
+              py::array residual_norms, py::array out, const std::string& precision) {
+             const ScorePrecision p = score_precision(precision);
+             if (p == ScorePrecision::kInt8 && !c.int8_scores_supported()) {
+               throw py::value_error("int8 scores need keys of at most 4 bits, this codec has " +
+                                     std::to_string(c.mse_bits()));
+             }
              if (!py::isinstance<py::array_t<float>>(q)) throw py::type_error("q must be float32");
              const Rows r = rows(c, q, "q");
              const int64_t n = out.ndim() == 2 && out.shape(0) == r.n ? out.shape(1) : -1;
@@ -451,8 +464,10 @@ PYBIND11_MODULE(_core, m) {
              const ConstEncodedBuffers in = in_buffers(c, a, n);
              float* dst = buffer<float>(out, r.n * n, "out", true);
              py::gil_scoped_release release;
-             c.scores(static_cast<const float*>(r.data), r.n, r.stride, in, n, dst);
-           })
+             c.scores(static_cast<const float*>(r.data), r.n, r.stride, in, n, dst, p);
+           },
+           py::arg("q"), py::arg("codes"), py::arg("norms"), py::arg("qjl"),
+           py::arg("residual_norms"), py::arg("out"), py::arg("precision") = "exact")
       .def("rotate",
            [](const Codec& c, py::array_t<float, py::array::c_style | py::array::forcecast> x,
               bool inverse) {

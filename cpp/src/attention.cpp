@@ -57,6 +57,7 @@ struct StreamWork {
   int64_t d, rows, q_len, q_first, q_count, length, window;
   float scale, softcap;
   bool tiles, causal;
+  bool int8 = false;  // score the key codes in int8 (set before reset)
   const uint8_t* valid = nullptr;  // this stream's batch row of key_valid, or nullptr
   std::vector<float> row_sink;     // the sink logit of each row's query head; empty: no sinks
   std::vector<float> row_offset;   // q . key_offset per row (raw score units); empty: none
@@ -66,6 +67,9 @@ struct StreamWork {
   // Tiles path: one block decoded. Keys transposed (d x kBlock, plus the sketch terms in prod
   // mode), values as rows (kBlock x d).
   std::vector<float> key_tile, key_sketch_tile, value_tile, value_sketch_tile;
+  // Int8 scores: the rotated queries rounded, one scale per row.
+  std::vector<int8_t> q8;
+  std::vector<float> q8_scale;
 
   StreamWork(const TokenStore& k_store, const TokenStore& v_store, const kernels::KernelSet& ks,
              int64_t group, int64_t q_len_, int64_t q_first_, int64_t q_count_, float scale_,
@@ -109,6 +113,11 @@ struct StreamWork {
     std::fill(acc_sketch.begin(), acc_sketch.end(), 0.0f);
     std::fill(acc_dense.begin(), acc_dense.end(), 0.0f);
     if (keys.codec()) keys.codec()->prepare_queries(q.data(), rows, d, q_rotated.data(), q_sketched.data());
+    if (int8) {
+      q8.resize(static_cast<size_t>(rows * d));
+      q8_scale.resize(static_cast<size_t>(rows));
+      keys.codec()->prepare_queries_int8(q_rotated.data(), rows, q8.data(), q8_scale.data());
+    }
   }
 
   // Attends stream s's tokens in [t_begin, t_end) (clipped to what some row sees).
@@ -220,6 +229,9 @@ struct StreamWork {
     }
     if (ks.halves) {
       k.dot_half(q.data(), static_cast<int>(rows), ks.halves, n, static_cast<int>(d), scores.data(), n);
+    } else if (int8) {
+      keys.codec()->scores_prepared_int8(q8.data(), q8_scale.data(), q_sketched.data(), rows,
+                                         ks.codes, n, scores.data(), n);
     } else {
       keys.codec()->scores_prepared(q_rotated.data(), q_sketched.data(), rows, ks.codes, n,
                                     scores.data(), n);
@@ -378,6 +390,8 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
   const int64_t splits =
       items >= threads ? 1 : std::max<int64_t>(1, std::min((threads + items - 1) / items, blocks / 2));
   const int64_t tile_rows = min_tile_rows(keys.side().bits);
+  const bool int8_keys = options.scores == ScorePrecision::kInt8 && keys.codec() &&
+                         keys.codec()->int8_scores_supported();
   std::vector<std::unique_ptr<StreamWork>> parts(static_cast<size_t>(items * splits));
   std::vector<std::vector<float*>> out_rows(static_cast<size_t>(items));
   // The work of one item with its queries loaded; `keep_rows`: record where its rows go (once per
@@ -392,6 +406,7 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
     auto w = std::make_unique<StreamWork>(keys, values, ks, group, shape.q_len, first, count,
                                           options.scale, options.softcap, tiles, options.causal,
                                           options.window);
+    w->int8 = int8_keys && !tiles;
     if (options.key_valid) w->valid = options.key_valid + b * keys.length();
     if (options.sinks) w->row_sink.resize(static_cast<size_t>(rows));
     // Centred keys: the softmax alone ignores the per-query constant q . offset, a softcap or a
@@ -452,7 +467,9 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
     tiled += options.path == AttentionPath::kTiles ||
              (options.path == AttentionPath::kAuto && rows >= tile_rows);
   }
-  return {items, tiled, splits};
+  AttentionReport report{items, tiled, splits};
+  report.int8_items = int8_keys ? items - tiled : 0;
+  return report;
 }
 
 }  // namespace turbokv

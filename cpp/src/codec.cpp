@@ -50,6 +50,12 @@ Codec::Codec(const CodecConfig& config, SimdLevel level)
   if (config_.mode == Mode::kProd) qjl_.emplace_back(config_.head_dim, config_.seed, level);
   centroids_.assign(padded_table_size(mse_bits()), 0.0f);
   std::copy(codebook_->centroids.begin(), codebook_->centroids.end(), centroids_.begin());
+  if (int8_scores_supported()) {
+    centroids_int8_.assign(16, 0);
+    centroids_int8_scale_ = kernels::quantize_int8(codebook_->centroids.data(),
+                                                   static_cast<int>(codebook_->centroids.size()),
+                                                   centroids_int8_.data());
+  }
   boundaries_.assign(padded_table_size(mse_bits()), INFINITY);
   std::copy(codebook_->boundaries.begin(), codebook_->boundaries.end(), boundaries_.begin());
 }
@@ -229,18 +235,24 @@ void Codec::prepare_queries(const float* q, int64_t m, int64_t q_stride, float* 
 }
 
 void Codec::scores(const float* q, int64_t m, int64_t q_stride, const ConstEncodedBuffers& keys,
-                   int64_t n, float* out) const {
+                   int64_t n, float* out, ScorePrecision precision) const {
   // <q, x_hat> = ||x|| <R q, c[idx]> / sqrt(d) [+ ||x|| sqrt(pi/2)/m ||r|| <S R q, sign(S r)>]:
   // rotate (and sketch) each query once, then every key is lookups on its codes.
   const size_t size = static_cast<size_t>(m) * config_.head_dim;
   std::vector<float> rotated(size), sketched(config_.mode == Mode::kProd ? size : 0);
   prepare_queries(q, m, q_stride, rotated.data(), sketched.data());
+  if (precision == ScorePrecision::kInt8) {
+    std::vector<int8_t> q8(size);
+    std::vector<float> scales(static_cast<size_t>(m));
+    prepare_queries_int8(rotated.data(), m, q8.data(), scales.data());
+    return scores_prepared_int8(q8.data(), scales.data(), sketched.data(), m, keys, n, out, n);
+  }
   scores_prepared(rotated.data(), sketched.data(), m, keys, n, out, n);
 }
 
-void Codec::scores_prepared(const float* rotated, const float* sketched, int64_t m,
-                            const ConstEncodedBuffers& keys, int64_t n, float* out,
-                            int64_t out_stride) const {
+template <typename Dot>
+void Codec::finish_scores(const float* sketched, int64_t m, const ConstEncodedBuffers& keys,
+                          int64_t n, float* out, int64_t out_stride, Dot dot) const {
   const int d = config_.head_dim;
   const bool prod = config_.mode == Mode::kProd;
   // Tiles of keys keep the partial scores in cache while the norms and sketch terms are added;
@@ -249,9 +261,7 @@ void Codec::scores_prepared(const float* rotated, const float* sketched, int64_t
   float norm_buffer[kKeyTile], residual_buffer[kKeyTile];
   for (int64_t j0 = 0; j0 < n; j0 += kKeyTile) {
     const int64_t count = std::min(kKeyTile, n - j0);
-    kernels_->dot_packed(rotated, static_cast<int>(m), keys.codes + j0 * code_bytes(),
-                         static_cast<int64_t>(code_bytes()), count, centroids_.data(), mse_bits(), d,
-                         out + j0, out_stride);
+    dot(j0, count, out + j0);
     const float* norms = load_norms(keys.norms, j0, count, norm_buffer);
     const float* residual_norms =
         prod ? load_norms(keys.residual_norms, j0, count, residual_buffer) : nullptr;
@@ -266,6 +276,37 @@ void Codec::scores_prepared(const float* rotated, const float* sketched, int64_t
       }
     }
   }
+}
+
+void Codec::scores_prepared(const float* rotated, const float* sketched, int64_t m,
+                            const ConstEncodedBuffers& keys, int64_t n, float* out,
+                            int64_t out_stride) const {
+  const int d = config_.head_dim;
+  finish_scores(sketched, m, keys, n, out, out_stride, [&](int64_t j0, int64_t count, float* o) {
+    kernels_->dot_packed(rotated, static_cast<int>(m), keys.codes + j0 * code_bytes(),
+                         static_cast<int64_t>(code_bytes()), count, centroids_.data(), mse_bits(), d,
+                         o, out_stride);
+  });
+}
+
+void Codec::prepare_queries_int8(const float* rotated, int64_t m, int8_t* q8, float* scales) const {
+  const int d = config_.head_dim;
+  for (int64_t a = 0; a < m; ++a) scales[a] = kernels::quantize_int8(rotated + a * d, d, q8 + a * d);
+}
+
+void Codec::scores_prepared_int8(const int8_t* q8, const float* scales, const float* sketched,
+                                 int64_t m, const ConstEncodedBuffers& keys, int64_t n, float* out,
+                                 int64_t out_stride) const {
+  if (!int8_scores_supported()) {
+    throw std::invalid_argument("int8 scores need keys of at most 4 bits, these have " +
+                                std::to_string(mse_bits()));
+  }
+  const int d = config_.head_dim;
+  finish_scores(sketched, m, keys, n, out, out_stride, [&](int64_t j0, int64_t count, float* o) {
+    kernels_->dot_packed_int8(q8, scales, static_cast<int>(m), keys.codes + j0 * code_bytes(),
+                              static_cast<int64_t>(code_bytes()), count, centroids_int8_.data(),
+                              centroids_int8_scale_, mse_bits(), d, o, out_stride);
+  });
 }
 
 void Codec::accumulate(const float* w, int64_t w_stride, int64_t m,

@@ -22,6 +22,7 @@ KernelSet build(SimdLevel level) {
   k.axpy_lookup = select_axpy_lookup(level);
   k.sign_dot = select_sign_dot(level);
   k.dot_packed = select_dot_packed(level);
+  k.dot_packed_int8 = select_dot_packed_int8(level);
   k.axpy_packed = select_axpy_packed(level);
   k.dot_half = select_dot_half(level);
   k.axpy_half = select_axpy_half(level);

@@ -77,6 +77,12 @@ struct KernelSet {
   void (*axpy_packed)(const float* w, int64_t w_stride, int m, const uint8_t* codes,
                       int64_t code_bytes, int64_t n, const float* table, int bits, int d,
                       float* acc);
+  // out[a * out_stride + j] = float(sum_i q8_a[i] * table8[index i of key j]) * (q_scale[a] *
+  // table_scale): dot_packed with an int8 query and int8 centroids (quantize_int8), summed
+  // exactly, so bit-identical at every level. bits <= 4; table8 holds 16 entries.
+  void (*dot_packed_int8)(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
+                          int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
+                          int bits, int d, float* out, int64_t out_stride);
   // out[a * out_stride + j] = <q_a, float(v_j)> for n float16 vectors v_j = halves + j * d.
   void (*dot_half)(const float* q, int m, const uint16_t* halves, int64_t n, int d, float* out,
                    int64_t out_stride);
@@ -124,6 +130,12 @@ DotLookupFn select_dot_lookup(SimdLevel level);
 AxpyLookupFn select_axpy_lookup(SimdLevel level);
 SignDotFn select_sign_dot(SimdLevel level);
 DotPackedFn select_dot_packed(SimdLevel level);
+using DotPackedInt8Fn = void (*)(const int8_t*, const float*, int, const uint8_t*, int64_t, int64_t,
+                                 const int8_t*, float, int, int, float*, int64_t);
+DotPackedInt8Fn select_dot_packed_int8(SimdLevel level);
+// out[i] = round(x[i] * 127 / max|x|), returning max|x| / 127 (0 and all zeros for x = 0): the
+// int8 form of a rotated query or of a codebook, shared by every level.
+float quantize_int8(const float* x, int n, int8_t* out);
 using AxpyPackedFn = void (*)(const float*, int64_t, int, const uint8_t*, int64_t, int64_t,
                               const float*, int, int, float*);
 using DotHalfFn = void (*)(const float*, int, const uint16_t*, int64_t, int, float*, int64_t);

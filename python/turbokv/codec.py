@@ -142,20 +142,25 @@ class Codec:
             self._core.decode(*arrays, out)
         return out.reshape(enc.shape + (self.head_dim,))
 
-    def scores(self, q: Any, enc: Encoded) -> np.ndarray:
+    def scores(self, q: Any, enc: Encoded, precision: str = "exact") -> np.ndarray:
         """Inner products of queries with encoded vectors, computed on the codes.
 
         ``q``: float32/float16 of shape ``(..., head_dim)``; returns float32 of shape
         ``q.shape[:-1] + enc.shape``, equal to ``q @ decode(enc).T`` up to float rounding, but
         without decoding: each query is rotated once and each code costs one table lookup.
         In prod mode this is the unbiased estimator of ``<q, x>`` (paper, Theorem 2).
+        ``precision="int8"`` (codes of at most 4 bits, else ValueError): the rotated query and
+        the centroids are rounded to int8 and the products summed exactly (``KVCache.attention``'s
+        ``scores="int8"``).
         """
+        if precision not in ("exact", "int8"):
+            raise ValueError(f"precision must be 'exact' or 'int8', got {precision!r}")
         q = as_vectors(q, self.head_dim, name="q")
         arrays = self._core_arrays(enc)
         q_rows = as_rows(q).astype(np.float32, copy=False)
         out = np.empty((q_rows.shape[0], enc.size), dtype=np.float32)
         if out.size:
-            self._core.scores(q_rows, *arrays, out)
+            self._core.scores(q_rows, *arrays, out, precision)
         return out.reshape(q.shape[:-1] + enc.shape)
 
     def __repr__(self) -> str:

@@ -1,6 +1,7 @@
 // Every SIMD level must store exactly the bits the scalar code stores.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <random>
 
 #include "../../cpp/src/boundary_grid.hpp"
@@ -83,6 +84,79 @@ TEST(SimdParity, CodesAndNormsAreBitIdentical) {
       }
     }
   }
+}
+
+// Int8 scores sum integers exactly, so every level must return the scalar level's floats bit for
+// bit (mse; prod adds a float32 sketch term), on packed lanes (1/2/4 bits, whole 16-byte halves) and on unpacked rows (3 bits, odd sizes).
+// Against float32 scores the error is the rounding of query and centroids: bounded here by the
+// worst case of those two roundings, computed independently of the kernels.
+TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
+  for (SimdLevel level : supported_simd()) {
+    for (int d : {8, 16, 32, 64, 80, 96, 128, 160, 256}) {
+      const int n = 70;
+      auto x = test_util::gaussian_rows(n, d, uint32_t(d) + 5);
+      for (Mode mode : {Mode::kMse, Mode::kProd}) {
+        for (int bits = mode == Mode::kProd ? 2 : 1; bits <= (mode == Mode::kProd ? 5 : 4); ++bits) {
+          CodecConfig cfg;
+          cfg.head_dim = d;
+          cfg.bits = bits;
+          cfg.mode = mode;
+          cfg.seed = 7;
+          Codec scalar(cfg, SimdLevel::kScalar), simd(cfg, level);
+          ASSERT_TRUE(simd.int8_scores_supported());
+          EncodedStore enc(scalar, n);
+          scalar.encode(x.data(), n, d, enc.out());
+          const std::string where = std::string(simd_name(level)) + " d=" + std::to_string(d) +
+                                    " bits=" + std::to_string(bits) +
+                                    (mode == Mode::kProd ? " prod" : " mse");
+          for (int m : {1, 3, 4, 5, 9}) {
+            auto q = test_util::gaussian_rows(m, d, uint32_t(m * 31 + d));
+            std::vector<float> exact(size_t(m) * n), a(size_t(m) * n), b(size_t(m) * n);
+            scalar.scores(q.data(), m, d, enc.in(), n, exact.data());
+            scalar.scores(q.data(), m, d, enc.in(), n, a.data(), ScorePrecision::kInt8);
+            simd.scores(q.data(), m, d, enc.in(), n, b.data(), ScorePrecision::kInt8);
+            if (mode == Mode::kMse) {
+              ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << where << " m=" << m;
+            } else {  // the float32 sketch term (sign_dot) may round differently per level
+              for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], 2e-5f * std::sqrt(float(d)) * 4) << where;
+            }
+            // Worst case per unit key: |q_rot|_1 * step_c / 2 + |c|_1 * step_q / 2 + d step_q step_c / 4
+            // with q_rot = R q / sqrt(d) (|q_rot|_2 = |q|_2 / sqrt(d)), |c_i| <= c_max, steps = max / 127.
+            const auto& c = scalar.codebook().centroids;
+            float c_max = 0.0f;
+            for (float v : c) c_max = std::max(c_max, std::fabs(v));
+            double max_error = 0.0, bound_total = 0.0;
+            bool differs = false;
+            for (int r = 0; r < m; ++r) {
+              double q_norm = 0.0;
+              for (int i = 0; i < d; ++i) q_norm += double(q[size_t(r) * d + i]) * q[size_t(r) * d + i];
+              q_norm = std::sqrt(q_norm / d);             // |q_rot|_2
+              const double q_max = q_norm;                 // |q_rot|_inf <= |q_rot|_2
+              const double step_q = q_max / 127, step_c = c_max / 127.0;
+              const double per_unit = std::sqrt(double(d)) * q_norm * step_c / 2 +
+                                      d * c_max * step_q / 2 + d * step_q * step_c / 4;
+              for (int j = 0; j < n; ++j) {
+                double x_norm = 0.0;
+                for (int i = 0; i < d; ++i) x_norm += double(x[size_t(j) * d + i]) * x[size_t(j) * d + i];
+                // Keys are stored as norm * unit codes; prod adds a float32 sketch term (same in both).
+                const double bound = per_unit * std::sqrt(x_norm) * std::sqrt(double(d)) * 1.01 + 1e-5;
+                const double err = std::fabs(double(a[size_t(r) * n + j]) - exact[size_t(r) * n + j]);
+                ASSERT_LE(err, bound) << where << " m=" << m << " row " << r << " key " << j;
+                max_error = std::max(max_error, err);
+                bound_total += bound;
+                differs |= a[size_t(r) * n + j] != exact[size_t(r) * n + j];
+              }
+            }
+            EXPECT_TRUE(differs) << where << ": int8 scores equal float32 ones everywhere (path not taken?)";
+          }
+        }
+      }
+    }
+  }
+  CodecConfig wide;
+  wide.bits = 5;
+  Codec five(wide);
+  EXPECT_FALSE(five.int8_scores_supported());
 }
 
 TEST(SimdParity, KernelsMatchScalarOnEdgeValues) {

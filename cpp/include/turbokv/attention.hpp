@@ -24,6 +24,9 @@ namespace turbokv {
 // min_tile_rows(key bits) query rows (query heads of a KV head x query positions), else codes.
 enum class AttentionPath { kAuto, kCodes, kTiles };
 
+// AttentionOptions::scores (ScorePrecision, codec.hpp) applies to keys of at most 4 bits scored
+// on the codes path; wider keys, float16 keys and tiles stay float32 (AttentionReport::int8_items).
+
 // Where tiles start to win, measured (bench/prefill.py --crossover; AVX2 EPYC, 8K tokens, 32/8
 // heads d 128 and 9/3 heads d 64; time tiles / codes): 2- and 4-bit keys 1.1-1.5 at 9-12 rows,
 // 0.8-0.95 at 16; 8-bit keys (slow to score on the codes) 1.1-1.2 at 3-4 rows, 0.6 at 6-8;
@@ -39,6 +42,8 @@ struct AttentionReport {
   int64_t tiled_items = 0;
   // Parts each item's tokens were split into (1: none); > 1 when items are fewer than threads.
   int64_t sequence_splits = 1;
+  // Items whose keys were scored in int8 (ScorePrecision::kInt8 where it applies).
+  int64_t int8_items = 0;
 };
 
 struct AttentionShape {
@@ -67,6 +72,7 @@ struct AttentionOptions {
   // (softcap, sinks); elsewhere it cancels exactly and is skipped.
   const float* key_offset = nullptr;
   AttentionPath path = AttentionPath::kAuto;
+  ScorePrecision scores = ScorePrecision::kExact;
   // false: every query sees every cached token (encoders, cross-attention), and q_len may exceed
   // the cache length.
   bool causal = true;

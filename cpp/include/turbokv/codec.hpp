@@ -26,6 +26,10 @@ struct BoundaryGrid;
 }
 
 enum class Mode { kMse, kProd };
+// How scores on the codes are summed. kExact: float32 products with the float codebook. kInt8:
+// the rotated query and the centroids rounded to int8, products summed exactly in int32
+// (pshufb/maddubs on AVX2); keys of at most 4 bits only (Codec::int8_scores_supported).
+enum class ScorePrecision { kExact, kInt8 };
 enum class NormDtype { kFloat32, kFloat16 };
 
 struct CodecConfig {
@@ -92,7 +96,7 @@ class Codec {
   // each key costs a table lookup per coordinate (plus a signed sum of the sketch in prod mode).
   // Query a starts at q + a * q_stride.
   void scores(const float* q, int64_t m, int64_t q_stride, const ConstEncodedBuffers& keys,
-              int64_t n, float* out) const;
+              int64_t n, float* out, ScorePrecision precision = ScorePrecision::kExact) const;
 
   // The two halves of scores, for callers that score one query batch against many key blocks:
   // rotated (m x d) = R q / sqrt(d), and in prod mode sketched (m x d) = sqrt(pi/2)/m S R q.
@@ -102,6 +106,16 @@ class Codec {
   void scores_prepared(const float* rotated, const float* sketched, int64_t m,
                        const ConstEncodedBuffers& keys, int64_t n, float* out,
                        int64_t out_stride) const;
+
+  // Int8 scores (#13 item 2), for mse widths up to 4 bits (int8_scores_supported): each prepared
+  // query rounded to int8 with one scale (prepare_queries_int8: q8 m x d, scales m), the
+  // centroids likewise, products summed exactly; the sketch term of prod mode stays float32.
+  // Bit-identical at every SIMD level; the error is the query's and the centroids' rounding.
+  bool int8_scores_supported() const { return mse_bits() <= 4; }
+  void prepare_queries_int8(const float* rotated, int64_t m, int8_t* q8, float* scales) const;
+  void scores_prepared_int8(const int8_t* q8, const float* scales, const float* sketched,
+                            int64_t m, const ConstEncodedBuffers& keys, int64_t n, float* out,
+                            int64_t out_stride) const;
 
   // Weighted sums of encoded vectors without decoding them (the value side of attention):
   //   sum_j w[a * w_stride + j] decode(v_j) = finish(acc_rotated_a, acc_sketch_a)
@@ -136,6 +150,11 @@ class Codec {
   // The norms of rows [first, first + count) as float32: a pointer into base when they are stored
   // as float32, else converted into buffer (the dtype switch hoisted out of the loop).
   const float* load_norms(const void* base, int64_t first, int64_t count, float* buffer) const;
+  // scores_prepared's shared part: dot(j0, count, out) writes the raw lookup sums of keys
+  // [j0, j0 + count), then the sketch terms and norms are applied.
+  template <typename Dot>
+  void finish_scores(const float* sketched, int64_t m, const ConstEncodedBuffers& keys, int64_t n,
+                     float* out, int64_t out_stride, Dot dot) const;
 
   CodecConfig config_;
   SimdLevel level_;
@@ -146,6 +165,8 @@ class Codec {
   std::vector<QjlSketch> qjl_;   // one sketch in prod mode, none in mse mode
   std::vector<float> centroids_;   // padded for SIMD table lookups
   std::vector<float> boundaries_;  // padded with +inf
+  std::vector<int8_t> centroids_int8_;  // 16 entries (zero past 2^bits), for <= 4-bit int8 scores
+  float centroids_int8_scale_ = 0.0f;
   float sqrt_dim_;
   float inv_sqrt_dim_;
 };

@@ -1,0 +1,177 @@
+// Int8 scores (#13 item 2): the rotated query rounded to int8 with one scale per query, the
+// centroids rounded to int8 with one scale per codebook, and the products summed exactly in int32.
+// Integer sums are exact, so every SIMD level returns bit-identical scores (the contract of the
+// codes, carried over to this path). Error: |q| max|q_i| / (127 sqrt(12)) per unit key for the
+// query rounding, far below the codec's own at <= 4 bits (stated and tested in
+// test_attention_int8 and bench/results/int8_scores.md); wider keys are not offered this path.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <vector>
+
+#include "kernels.hpp"
+
+namespace turbokv {
+namespace kernels {
+
+float quantize_int8(const float* x, int n, int8_t* out) {
+  float top = 0.0f;
+  for (int i = 0; i < n; ++i) top = std::max(top, std::fabs(x[i]));
+  if (!(top > 0.0f)) {
+    std::fill(out, out + n, int8_t{0});
+    return 0.0f;
+  }
+  const float inv = 127.0f / top;
+  // |x_i| * inv <= 127 up to one rounding, and lrint rounds that to at most 127.
+  for (int i = 0; i < n; ++i) out[i] = static_cast<int8_t>(std::lrint(x[i] * inv));
+  return top / 127.0f;
+}
+
+namespace {
+
+void dot_packed_int8_scalar(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
+                            int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
+                            int bits, int d, float* out, int64_t out_stride) {
+  std::vector<uint8_t> idx(static_cast<size_t>(d));
+  const UnpackFn unpack = select_unpack(SimdLevel::kScalar);
+  for (int64_t j = 0; j < n; ++j) {
+    unpack(codes + j * code_bytes, d, bits, idx.data());
+    for (int a = 0; a < m; ++a) {
+      const int8_t* qa = q8 + static_cast<int64_t>(a) * d;
+      int32_t sum = 0;
+      for (int i = 0; i < d; ++i) sum += int32_t{qa[i]} * int32_t{table8[idx[i]]};
+      // |sum| <= 127^2 * 1024 < 2^24: the conversion is exact at every level.
+      out[a * out_stride + j] = static_cast<float>(sum) * (q_scale[a] * table_scale);
+    }
+  }
+}
+
+#if TURBOKV_X86
+// AVX2: 32 index bytes per step. For 1, 2 and 4 bits a packed byte holds kFields = 8 / bits
+// whole indices (field s at bit s * bits), so 32 code bytes shifted and masked give kFields
+// vectors of 32 indices straight from the packed codes; other widths (3 bits) are unpacked to one
+// byte per index first (kFields = 1). pshufb looks the indices up in the 16-byte centroid table
+// and maddubs multiplies |c| by the query byte carrying c's sign (no saturation: 2 * 127^2 <
+// 2^15), madd with ones widens to int32. The query is permuted once into the lane order.
+struct Int8Layout {
+  int fields;      // indices per byte of the scored stream
+  int bits;        // their width (8: already one byte per index)
+  int chunks;      // 32-byte steps per key
+  int64_t stride;  // bytes per key in the scored stream (a multiple of 16)
+};
+
+std::vector<int8_t> permute_queries(const int8_t* q8, int m, int d, const Int8Layout& L) {
+  const int64_t per_query = static_cast<int64_t>(L.chunks) * L.fields * 32;
+  std::vector<int8_t> out(static_cast<size_t>(per_query * m), 0);  // zero past d: adds nothing
+  for (int a = 0; a < m; ++a) {
+    for (int g = 0; g < L.chunks; ++g) {
+      for (int s = 0; s < L.fields; ++s) {
+        for (int l = 0; l < 32; ++l) {
+          const int i = (32 * g + l) * L.fields + s;
+          if (i < d) out[a * per_query + (g * L.fields + s) * 32 + l] = q8[static_cast<int64_t>(a) * d + i];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// 32 bytes of a key; a last chunk of 16 is zero-extended (its query bytes are zero).
+TURBOKV_TARGET_AVX2 __m256i load_chunk32(const uint8_t* p, int64_t remaining) {
+  if (remaining >= 32) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+template <int kFields, int kTile>
+TURBOKV_TARGET_AVX2 void score_key_int8(const uint8_t* key, const Int8Layout& L, const int8_t* qt,
+                                        int64_t per_query, __m256i table, const float* scales,
+                                        float* out, int64_t out_stride) {
+  const __m256i mask = _mm256_set1_epi8(static_cast<char>(L.bits >= 8 ? 0xFF : (1 << L.bits) - 1));
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                    _mm256_setzero_si256()};
+  for (int g = 0; g < L.chunks; ++g) {
+    const __m256i bytes = load_chunk32(key + 32 * g, L.stride - 32 * g);
+    for (int s = 0; s < kFields; ++s) {
+      const __m256i idx =
+          kFields == 1 ? bytes : _mm256_and_si256(_mm256_srli_epi16(bytes, s * L.bits), mask);
+      const __m256i c = _mm256_shuffle_epi8(table, idx);
+      const __m256i c_abs = _mm256_abs_epi8(c);
+      const int8_t* qs = qt + (static_cast<int64_t>(g) * kFields + s) * 32;
+      for (int a = 0; a < kTile; ++a) {
+        const __m256i qa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + a * per_query));
+        const __m256i pairs = _mm256_maddubs_epi16(c_abs, _mm256_sign_epi8(qa, c));
+        acc[a] = _mm256_add_epi32(acc[a], _mm256_madd_epi16(pairs, ones));
+      }
+    }
+  }
+  // Four horizontal int32 sums at once: lane a of the result is query a's.
+  const __m256i h01 = _mm256_hadd_epi32(acc[0], acc[1]), h23 = _mm256_hadd_epi32(acc[2], acc[3]);
+  const __m256i h = _mm256_hadd_epi32(h01, h23);
+  const __m128i sums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+  alignas(16) float values[4];
+  _mm_store_ps(values, _mm_mul_ps(_mm_cvtepi32_ps(sums), _mm_loadu_ps(scales)));
+  for (int a = 0; a < kTile; ++a) out[a * out_stride] = values[a];
+}
+
+template <int kFields>
+TURBOKV_TARGET_AVX2 void dot_int8_avx2(const int8_t* q8, const float* q_scale, int m,
+                                       const uint8_t* codes, int64_t code_bytes, int64_t n,
+                                       const int8_t* table8, float table_scale, int bits, int d,
+                                       float* out, int64_t out_stride) {
+  // kFields == 1: the indices are unpacked per key into a zero-padded buffer of whole chunks.
+  constexpr bool unpacked = kFields == 1;
+  const int chunks = static_cast<int>(((unpacked ? d : code_bytes) + 31) / 32);
+  const Int8Layout L{kFields, unpacked ? 8 : bits, chunks, unpacked ? 32 * chunks : code_bytes};
+  const int64_t per_query = static_cast<int64_t>(L.chunks) * kFields * 32;
+  const std::vector<int8_t> qperm = permute_queries(q8, m, d, L);
+  // The same products as the scalar kernel: q_scale[a] * table_scale, then times the sum.
+  std::vector<float> scales(static_cast<size_t>(m) + 4, 0.0f);
+  for (int a = 0; a < m; ++a) scales[a] = q_scale[a] * table_scale;
+  alignas(32) int8_t repeated[32];
+  for (int i = 0; i < 32; ++i) repeated[i] = table8[i & 15];
+  const __m256i table = _mm256_load_si256(reinterpret_cast<const __m256i*>(repeated));
+  std::vector<uint8_t> idx(unpacked ? static_cast<size_t>(L.chunks) * 32 : 0, 0);
+  const UnpackFn unpack = select_unpack(SimdLevel::kAvx2);
+  for (int64_t j = 0; j < n; ++j) {
+    const uint8_t* key = codes + j * code_bytes;
+    if (unpacked) {
+      unpack(key, d, bits, idx.data());
+      key = idx.data();
+    }
+    int a = 0;
+    for (; a + 4 <= m; a += 4) {
+      score_key_int8<kFields, 4>(key, L, qperm.data() + a * per_query, per_query, table,
+                                 scales.data() + a, out + a * out_stride + j, out_stride);
+    }
+    const int rest = m - a;
+    const int8_t* qt = qperm.data() + a * per_query;
+    float* o = out + a * out_stride + j;
+    if (rest == 3) score_key_int8<kFields, 3>(key, L, qt, per_query, table, scales.data() + a, o, out_stride);
+    if (rest == 2) score_key_int8<kFields, 2>(key, L, qt, per_query, table, scales.data() + a, o, out_stride);
+    if (rest == 1) score_key_int8<kFields, 1>(key, L, qt, per_query, table, scales.data() + a, o, out_stride);
+  }
+}
+
+void dot_packed_int8_avx2(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
+                          int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
+                          int bits, int d, float* out, int64_t out_stride) {
+  // Packed lanes need whole indices per byte and whole 16-byte halves per key.
+  if (code_bytes % 16 == 0 && d * bits == code_bytes * 8) {
+    if (bits == 4) return dot_int8_avx2<2>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
+    if (bits == 2) return dot_int8_avx2<4>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
+    if (bits == 1) return dot_int8_avx2<8>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
+  }
+  dot_int8_avx2<1>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
+}
+#endif
+
+}  // namespace
+
+DotPackedInt8Fn select_dot_packed_int8(SimdLevel level) {
+  // AVX-512 machines run the AVX2 kernel: the sums are exact, so the choice changes only speed.
+  return TURBOKV_PICK(level, dot_packed_int8_scalar, dot_packed_int8_avx2, dot_packed_int8_avx2);
+}
+
+}  // namespace kernels
+}  // namespace turbokv
