@@ -9,6 +9,7 @@
 #endif
 #include <vector>
 
+#include "../cpp/src/avx2_helpers.hpp"
 #include "turbokv/codec.hpp"
 #include "turbokv/kv_cache.hpp"
 
@@ -148,6 +149,31 @@ void BM_Attention(benchmark::State& state) {
 }
 
 #if defined(__x86_64__)
+// 128 lookups into a 256-float table (one 8-bit key), by vgatherdps or by 8 scalar loads and
+// inserts per vector: kernels::kGathersAreSlow picks one per CPU from this measurement.
+__attribute__((target("avx2,fma"))) void BM_Lookup8(benchmark::State& state) {
+  if (!simd_supported(SimdLevel::kAvx2)) {
+    state.SkipWithError("no AVX2");
+    return;
+  }
+  const bool gather = state.range(0) == 1;
+  std::vector<float> table(256);
+  std::vector<uint8_t> idx(128 * 1024);
+  std::mt19937 gen(3);
+  for (auto& i : idx) i = uint8_t(gen());
+  for (int i = 0; i < 256; ++i) table[i] = float(i);
+  for (auto _ : state) {
+    __m256 acc = _mm256_setzero_ps();
+    for (size_t i = 0; i < idx.size(); i += 8) {
+      acc = _mm256_add_ps(acc, gather ? kernels::lookup8_gather(table.data(), idx.data() + i)
+                                      : kernels::lookup8_loads(table.data(), idx.data() + i));
+    }
+    benchmark::DoNotOptimize(acc);
+  }
+  state.SetItemsProcessed(state.iterations() * int64_t(idx.size()) / 128);  // keys of d = 128
+}
+BENCHMARK(BM_Lookup8)->ArgName("gather")->Arg(0)->Arg(1);
+
 // Peak 512-bit multiply-add rate of one core (12 independent chains hide the FMA latency): the
 // compute floor of fused attention, which needs 64 of them per token and KV head for 4 query heads
 // (32 for scores, 32 for values) at head_dim 128.
