@@ -78,7 +78,8 @@ def numpy_attention(q, k, v):
 def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), repeats: int = 15,
                   show_progress: bool = True, settings: Sequence[Tuple[int, int]] = ((4, 4), (4, 2)),
                   batch: int = 1, simd_levels: Sequence[Optional[str]] = (None,),
-                  heads: Tuple[int, int] = (Q_HEADS, KV_HEADS)) -> Dict:
+                  heads: Tuple[int, int] = (Q_HEADS, KV_HEADS),
+                  score_modes: Sequence[str] = ("exact",)) -> Dict:
     """Runs the benchmark; returns {"machine", "batch", "read_bandwidth_gbs", "rows": [...]}, one
     row per (context, implementation) with ms, kv_bytes and the speedup / floor ratios.
 
@@ -86,6 +87,8 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
     decode-then-attend row. ``batch``: sequences decoded at once (each with its own cache rows).
     ``simd_levels``: instruction sets to time the fused rows at (``None`` = this CPU's best; a
     level names the row, as ``TURBOKV_SIMD`` would pick it). ``heads``: (query, KV) heads.
+    ``score_modes``: ``KVCache.attention(scores=...)`` per fused row ("exact", "int8"); an int8
+    row is labelled so and only timed where int8 scoring applies (keys of at most 4 bits).
     ``show_progress`` draws a progress bar on stderr (tqdm)."""
     from ._progress import tqdm
 
@@ -131,11 +134,18 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
                 if level and cache.simd != level:
                     raise RuntimeError(f"asked for {level}, the cache runs {cache.simd}")
                 cache.update(k, v)
-                rows[label] = (median_time(lambda: cache.attention(q), repeats), cache.used_nbytes)
+                for mode in score_modes:
+                    if mode == "int8" and kb > 4:
+                        continue  # scored in float32 anyway: the exact row is that row
+                    name = label + (" int8" if mode == "int8" else "")
+                    rows[name] = (median_time(lambda: cache.attention(q, scores=mode), repeats), cache.used_nbytes)
+                    if cache.last_attention_scores != mode:
+                        raise RuntimeError(f"{name}: asked for {mode} scores, ran {cache.last_attention_scores}")
+                    if cache.last_attention_splits > 1:  # fewer streams than threads: split tokens
+                        rows[name + " one thread"] = (
+                            median_time(lambda: cache.attention(q, threaded=False, scores=mode), repeats),
+                            cache.used_nbytes)
                 first = first or (label, cache)
-                if cache.last_attention_splits > 1:  # fewer streams than threads: split tokens
-                    rows[label + " one thread"] = (median_time(lambda: cache.attention(q, threaded=False), repeats),
-                                                   cache.used_nbytes)
         label, cache = first
 
         def decode_then_attend():
