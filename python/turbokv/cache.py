@@ -53,6 +53,12 @@ def _as_tokens(x: Any, name: str, heads: int, head_dim: int) -> np.ndarray:
     return x
 
 
+def _check_scores(scores: Any) -> str:
+    if scores not in ("exact", "int8"):
+        raise ValueError(f"scores must be 'exact' or 'int8', got {scores!r}")
+    return scores
+
+
 class KVCache:
     """One attention layer's key/value cache, stored TurboQuant-compressed.
 
@@ -94,6 +100,9 @@ class KVCache:
             about a typical layer's, or ``protection_bound`` if that is lower;
             ``refine_bound=protection_bound`` refines only layers the codec breaks). At most
             ``protection_bound``.
+        scores: how ``attention`` sums scores on the codes unless told otherwise: ``"exact"``
+            (float32, default) or ``"int8"`` (query and centroids rounded to int8, summed
+            exactly; keys of at most 4 bits; see ``attention``).
 
     Shapes: keys/values ``(batch, num_kv_heads, new_tokens, head_dim)``, queries
     ``(batch, q_heads, q_len, head_dim)``; float32 or float16 in, float32 out.
@@ -110,7 +119,7 @@ class KVCache:
                  key_norm_correction: bool = False, value_norm_correction: bool = False,
                  center_keys: bool = True, protect_keys: bool = True,
                  protection_bound: float = protection.DEFAULT_BOUND,
-                 refine_bound: Optional[float] = None) -> None:
+                 refine_bound: Optional[float] = None, scores: str = "exact") -> None:
         self.head_dim = check_int("head_dim", head_dim, 8, 1024)
         self.num_kv_heads = check_int("num_kv_heads", num_kv_heads, 1, 1 << 16)
         self.residual_window = check_int("residual_window", residual_window, 0, 1 << 20)
@@ -133,6 +142,7 @@ class KVCache:
                              f"({bound}), got {refine_bound!r}")
         self.center_keys, self.protect_keys, self.protection_bound = center_keys, protect_keys, bound
         self.refine_bound = refine
+        self.scores = _check_scores(scores)
         key_seed, value_seed = layer_seeds(self.seed, self.layer_index)
         self._layer = _core.KVCacheLayer(self.head_dim, self.num_kv_heads, key, value,
                                          self.residual_window, key_seed, value_seed, center_keys)
@@ -207,7 +217,7 @@ class KVCache:
     def attention(self, queries: Any, scale: Optional[float] = None, threaded: bool = True,
                   key_mask: Optional[np.ndarray] = None, softcap: Optional[float] = None,
                   sinks: Optional[Any] = None, path: str = "auto", causal: bool = True,
-                  window: Optional[int] = None, scores: str = "exact") -> np.ndarray:
+                  window: Optional[int] = None, scores: Optional[str] = None) -> np.ndarray:
         """Softmax attention of ``queries`` over the cache, computed on the codes; causal unless
         ``causal=False``.
 
@@ -243,7 +253,8 @@ class KVCache:
                 float rounding; ``last_attention_path`` says which ran. (In a model, that rounding
                 can move a later layer's input across a quantization boundary: a code then
                 differs by one step, as it would between any two float kernels.)
-            scores: how the codes path sums scores. ``"exact"`` (default): float32 products with
+            scores: how the codes path sums scores (default: the cache's ``scores`` setting,
+                itself ``"exact"`` unless set). ``"exact"``: float32 products with
                 the codebook. ``"int8"``: the rotated query and the centroids rounded to int8
                 and summed exactly in int32 (``pshufb``/``maddubs`` on AVX2; bit-identical at
                 every SIMD level), about 2.4x faster scoring for 1-4-bit keys; its error is the
@@ -259,8 +270,7 @@ class KVCache:
             raise TypeError(f"causal must be bool, got {causal!r}")
         if path not in ("auto", "codes", "tiles"):
             raise ValueError(f"path must be 'auto', 'codes' or 'tiles', got {path!r}")
-        if scores not in ("exact", "int8"):
-            raise ValueError(f"scores must be 'exact' or 'int8', got {scores!r}")
+        scores = self.scores if scores is None else _check_scores(scores)
         if window is not None:
             if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window <= 0:
                 raise ValueError(f"window must be an int > 0 or None, got {window!r}")
@@ -428,7 +438,7 @@ class KVCache:
             "value_norm_correction": self.value_norm_correction,
             "center_keys": self.center_keys, "protect_keys": self.protect_keys,
             "protection_bound": self.protection_bound, "refine_bound": self.refine_bound,
-            "batch": self.batch, "offset": self.offset, "stored_key_bits": self.stored_key_bits,
+            "scores": self.scores, "batch": self.batch, "offset": self.offset, "stored_key_bits": self.stored_key_bits,
         }
 
     @property
@@ -470,8 +480,9 @@ class KVCache:
         # Version 1 caches predate centring and protection: they hold plain keys.
         settings = {"center_keys": False, "protect_keys": False}
         settings.update({k: meta_state[k] for k in names})
-        if version == 2:  # absent in files written before it existed: the default
+        if version == 2:  # absent in files written before they existed: the defaults
             settings["refine_bound"] = meta_state.get("refine_bound")
+            settings["scores"] = meta_state.get("scores", "exact")
         cache = cls(**settings)
         batch = check_int("batch", meta_state["batch"], 0, 1 << 31)
         if batch:

@@ -118,3 +118,21 @@ def test_int8_scores_apply_only_where_they_are_implemented(rng):
     assert narrow.last_attention_scores == "exact"  # tiles: matrix products in float32
     narrow.attention(q1, scores="int8", path="codes")
     assert narrow.last_attention_scores == "int8"
+
+
+def test_the_cache_setting_is_the_default_and_survives_save_and_load(rng, tmp_path):
+    d = 64
+    k = rng.standard_normal((1, 2, 300, d), dtype=np.float32)
+    q = rng.standard_normal((1, 4, 1, d), dtype=np.float32)
+    cache = turbokv.KVCache(d, 2, key_bits=4, value_bits=4, protect_keys=False, scores="int8")
+    cache.update(k, k)
+    cache.attention(q)
+    assert cache.last_attention_scores == "int8"
+    cache.attention(q, scores="exact")  # a call can still ask for float32
+    assert cache.last_attention_scores == "exact"
+    turbokv.save_cache(tmp_path / "c.safetensors", [cache])
+    (loaded,) = turbokv.load_cache(tmp_path / "c.safetensors")
+    assert loaded.scores == "int8"
+    np.testing.assert_array_equal(loaded.attention(q), cache.attention(q))
+    with pytest.raises(ValueError, match="scores"):
+        turbokv.KVCache(d, 2, scores="float8")
