@@ -3,7 +3,7 @@
     python bench/codec_throughput.py [--head-dim 128] [--bits 2 3 4 8] [--json bench/results/codec_throughput.json]
 
 Prints, for each SIMD level this CPU has, encode throughput (vectors/s and GB/s of float32 input)
-and fused-scores throughput, beside this machine's single-core memory-read bandwidth (measured in
+and fused-scores throughput (float32, and int8 rows for 1-4 bits: Codec.scores(precision="int8")), beside this machine's single-core memory-read bandwidth (measured in
 the same run) and beside the numpy reference (encode) and decode-then-numpy-matmul (scores), one column per
 width. BLAS is pinned to one
 thread so every number is one core. Timing: best of --repeats runs.
@@ -92,6 +92,13 @@ def main() -> None:
                     "decode_then_matmul_s": dense, "speedup": dense / fused,
                     "keys_per_s": len(keys) * m / fused, "code_gbs": enc.nbytes / fused / 1e9,
                 })
+                if bits <= 4 and level != "scalar":  # int8 scores (Codec.scores precision="int8")
+                    int8 = best_time(lambda: codec.scores(q, enc, precision="int8"), args.repeats)
+                    results["scores"].append({
+                        "bits": bits, "queries": m, "impl": f"turbokv {level} int8", "fused_s": int8,
+                        "decode_then_matmul_s": dense, "speedup": dense / int8,
+                        "keys_per_s": len(keys) * m / int8, "code_gbs": enc.nbytes / int8 / 1e9,
+                    })
 
     print(f"Codec throughput, one core, head_dim={d}, on {results['machine']}")
     print(f"single-core read bandwidth (numpy reductions over 512 MiB): {results['read_bandwidth_gbs']:.1f} GB/s\n")
@@ -105,11 +112,12 @@ def main() -> None:
     print(f"\nFused scores against {args.keys} keys, ms (in brackets: decode-then-numpy-matmul / fused):\n")
     print("| scores | queries | " + " | ".join(f"{b} bits" for b in widths) + " |")
     print("| --- | --- |" + " --- |" * len(widths))
+    score_impls = list(dict.fromkeys(r["impl"] for r in results["scores"]))
     for m in (1, 8, 32):
-        for level in levels:
-            cells = {r["bits"]: r for r in results["scores"] if r["impl"] == f"turbokv {level}" and r["queries"] == m}
-            print(f"| turbokv {level} | {m} | " + " | ".join(
-                f"{cells[b]['fused_s'] * 1e3:.2f} ({cells[b]['speedup']:.1f}x)" for b in widths) + " |")
+        for impl in score_impls:
+            cells = {r["bits"]: r for r in results["scores"] if r["impl"] == impl and r["queries"] == m}
+            print(f"| {impl} | {m} | " + " | ".join(
+                f"{cells[b]['fused_s'] * 1e3:.2f} ({cells[b]['speedup']:.1f}x)" if b in cells else "" for b in widths) + " |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

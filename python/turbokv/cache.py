@@ -53,6 +53,12 @@ def _as_tokens(x: Any, name: str, heads: int, head_dim: int) -> np.ndarray:
     return x
 
 
+def _check_path(path: Any) -> str:
+    if path not in ("auto", "codes", "tiles"):
+        raise ValueError(f"path must be 'auto', 'codes' or 'tiles', got {path!r}")
+    return path
+
+
 def _check_scores(scores: Any) -> str:
     if scores not in ("exact", "int8"):
         raise ValueError(f"scores must be 'exact' or 'int8', got {scores!r}")
@@ -103,6 +109,9 @@ class KVCache:
         scores: how ``attention`` sums scores on the codes unless told otherwise: ``"exact"``
             (float32, default) or ``"int8"`` (query and centroids rounded to int8, summed
             exactly; keys of at most 4 bits; see ``attention``).
+        path: how ``attention`` does each block unless told otherwise: ``"auto"`` (default),
+            ``"codes"`` or ``"tiles"`` (see ``attention``). ``"codes"`` makes a prompt's queries
+            score the codes as decode steps do (with ``scores="int8"``: in int8).
 
     Shapes: keys/values ``(batch, num_kv_heads, new_tokens, head_dim)``, queries
     ``(batch, q_heads, q_len, head_dim)``; float32 or float16 in, float32 out.
@@ -119,7 +128,8 @@ class KVCache:
                  key_norm_correction: bool = False, value_norm_correction: bool = False,
                  center_keys: bool = True, protect_keys: bool = True,
                  protection_bound: float = protection.DEFAULT_BOUND,
-                 refine_bound: Optional[float] = None, scores: str = "exact") -> None:
+                 refine_bound: Optional[float] = None, scores: str = "exact",
+                 path: str = "auto") -> None:
         self.head_dim = check_int("head_dim", head_dim, 8, 1024)
         self.num_kv_heads = check_int("num_kv_heads", num_kv_heads, 1, 1 << 16)
         self.residual_window = check_int("residual_window", residual_window, 0, 1 << 20)
@@ -143,6 +153,7 @@ class KVCache:
         self.center_keys, self.protect_keys, self.protection_bound = center_keys, protect_keys, bound
         self.refine_bound = refine
         self.scores = _check_scores(scores)
+        self.path = _check_path(path)
         key_seed, value_seed = layer_seeds(self.seed, self.layer_index)
         self._layer = _core.KVCacheLayer(self.head_dim, self.num_kv_heads, key, value,
                                          self.residual_window, key_seed, value_seed, center_keys)
@@ -216,7 +227,7 @@ class KVCache:
 
     def attention(self, queries: Any, scale: Optional[float] = None, threaded: bool = True,
                   key_mask: Optional[np.ndarray] = None, softcap: Optional[float] = None,
-                  sinks: Optional[Any] = None, path: str = "auto", causal: bool = True,
+                  sinks: Optional[Any] = None, path: Optional[str] = None, causal: bool = True,
                   window: Optional[int] = None, scores: Optional[str] = None) -> np.ndarray:
         """Softmax attention of ``queries`` over the cache, computed on the codes; causal unless
         ``causal=False``.
@@ -243,7 +254,8 @@ class KVCache:
                 layers): query i sees only tokens (offset - q_len + i - window, offset - q_len + i],
                 as transformers' sliding-window masks; blocks older than every query's window are
                 not read. Needs ``causal=True``. The cache still keeps every token.
-            path: how each 256-token block is done. ``"codes"``: every query is scored on the
+            path: how each 256-token block is done (default: the cache's ``path`` setting,
+                itself ``"auto"`` unless set). ``"codes"``: every query is scored on the
                 packed codes and values are summed from them (decode: nothing is expanded);
                 ``"tiles"``: the block is decoded once to float tiles and matrix products serve
                 all queries (prefill); ``"auto"`` (default): tiles once a work item holds enough
@@ -268,8 +280,7 @@ class KVCache:
         """
         if not isinstance(causal, bool):
             raise TypeError(f"causal must be bool, got {causal!r}")
-        if path not in ("auto", "codes", "tiles"):
-            raise ValueError(f"path must be 'auto', 'codes' or 'tiles', got {path!r}")
+        path = self.path if path is None else _check_path(path)
         scores = self.scores if scores is None else _check_scores(scores)
         if window is not None:
             if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window <= 0:
@@ -438,7 +449,7 @@ class KVCache:
             "value_norm_correction": self.value_norm_correction,
             "center_keys": self.center_keys, "protect_keys": self.protect_keys,
             "protection_bound": self.protection_bound, "refine_bound": self.refine_bound,
-            "scores": self.scores, "batch": self.batch, "offset": self.offset, "stored_key_bits": self.stored_key_bits,
+            "scores": self.scores, "path": self.path, "batch": self.batch, "offset": self.offset, "stored_key_bits": self.stored_key_bits,
         }
 
     @property
@@ -483,6 +494,7 @@ class KVCache:
         if version == 2:  # absent in files written before they existed: the defaults
             settings["refine_bound"] = meta_state.get("refine_bound")
             settings["scores"] = meta_state.get("scores", "exact")
+            settings["path"] = meta_state.get("path", "auto")
         cache = cls(**settings)
         batch = check_int("batch", meta_state["batch"], 0, 1 << 31)
         if batch:

@@ -196,6 +196,10 @@ def evaluate(model: Any, task: CausalTask, settings: Sequence[Setting], chunk: O
             progress(setting.label)
         cache = TurboQuantCache(layer_settings=setting.layer_settings(num_layers), **setting.kwargs)
         forced, _ = run_forced(cache, reference, chunk or decode_exact_chunk(setting))
+        # The row measures what its label says: the score precision every layer last ran.
+        scores_ran = sorted({str(layer.cache.last_attention_scores) for layer in cache.layers})
+        if setting.kwargs.get("scores") == "int8" and scores_ran != ["int8"]:
+            raise RuntimeError(f"{setting.label}: int8 scores asked for, layers ran {scores_ran}")
         kv_bytes, bits = _stored_bits_per_coordinate(cache, length, batch)
         summary = cache.summary()
         raised = [[s["layer"], s["stored_key_bits"]] for s in summary["layers"]
@@ -214,7 +218,7 @@ def evaluate(model: Any, task: CausalTask, settings: Sequence[Setting], chunk: O
                      "greedy_identical": same, "greedy_min": min(same),
                      "divergence_margins": margins,
                      "kv_bytes": kv_bytes, "bits_per_coordinate": bits,
-                     "raised_key_bits": raised,
+                     "raised_key_bits": raised, "scores_ran": scores_ran,
                      "protection_excess": [[s["layer"], [t["excess"] for t in s["protection"]["tried"]]]
                                            for s in summary["layers"] if s["protection"]],
                      "tokens_per_s": batch * (task.generate - 1) / seconds})

@@ -76,9 +76,11 @@ SETTINGS: List[Setting] = [
     _s("K8V4 plain", "keys", key_bits=8, value_bits=4, center_keys=False, protect_keys=False),
     _s("K3V3 boundary 1+1 at K8V8", "boundary", boundary=1, key_bits=3, value_bits=3),
     # Int8 scores (query and centroids rounded to int8, exact integer sums): their cost in quality.
-    _s("K4V4 int8 scores", "scores", key_bits=4, value_bits=4, scores="int8"),
-    _s("K3V3 int8 scores", "scores", key_bits=3, value_bits=3, scores="int8"),
-    _s("K2V2 int8 scores", "scores", key_bits=2, value_bits=2, scores="int8"),
+    # path="codes": every query is scored on the codes, as a decode step is (the harness feeds
+    # 64-token chunks, which would otherwise run on float32 tiles).
+    _s("K4V4 int8 scores", "scores", key_bits=4, value_bits=4, scores="int8", path="codes"),
+    _s("K3V3 int8 scores", "scores", key_bits=3, value_bits=3, scores="int8", path="codes"),
+    _s("K2V2 int8 scores", "scores", key_bits=2, value_bits=2, scores="int8", path="codes"),
 ]
 
 #: A short list for quick runs and tests.
