@@ -102,6 +102,43 @@ void BM_Scores(benchmark::State& state) {
   set_counters(state, d);
 }
 
+// The decode step of one KV head at GQA 4: 4 queries scored against kVectors keys, float32 or
+// int8 (Codec::scores precision), and 4 weight rows summed over kVectors values (Codec::accumulate).
+// Per-kernel cycles per key or token = time x clock / kVectors.
+void BM_GroupScores(benchmark::State& state) {
+  const int d = 128, bits = int(state.range(0));
+  const auto level = SimdLevel(state.range(1));
+  const bool int8 = state.range(2) == 1;
+  if (skip_unsupported(state, level)) return;
+  Fixture f(d, bits, Mode::kMse, level);
+  if (int8 && !f.codec.int8_scores_supported()) {
+    state.SkipWithError("int8 scores need keys of at most 4 bits");
+    return;
+  }
+  std::vector<float> s(4 * kVectors);
+  for (auto _ : state) {
+    f.codec.scores(f.x.data(), 4, d, f.in(), kVectors, s.data(),
+                   int8 ? ScorePrecision::kInt8 : ScorePrecision::kExact);
+    benchmark::DoNotOptimize(s.data());
+  }
+  state.SetItemsProcessed(state.iterations() * kVectors);  // keys
+}
+BENCHMARK(BM_GroupScores)->ArgNames({"bits", "simd", "int8"})->ArgsProduct({{1, 2, 3, 4, 8}, {1, 2}, {0, 1}});
+
+void BM_GroupValues(benchmark::State& state) {
+  const int d = 128, bits = int(state.range(0));
+  const auto level = SimdLevel(state.range(1));
+  if (skip_unsupported(state, level)) return;
+  Fixture f(d, bits, Mode::kMse, level);
+  std::vector<float> w(4 * kVectors, 1.0f / kVectors), acc(4 * d), sketch(4 * d), scratch(5 * kVectors);
+  for (auto _ : state) {
+    f.codec.accumulate(w.data(), kVectors, 4, f.in(), kVectors, acc.data(), sketch.data(), scratch.data());
+    benchmark::DoNotOptimize(acc.data());
+  }
+  state.SetItemsProcessed(state.iterations() * kVectors);  // tokens
+}
+BENCHMARK(BM_GroupValues)->ArgNames({"bits", "simd"})->ArgsProduct({{1, 2, 3, 4, 8}, {1, 2}});
+
 void codec_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"d", "bits", "simd", "prod"});
   for (int level : {0, 1, 2, 3}) {  // scalar, avx2, avx512, neon: SimdLevel values
@@ -149,13 +186,8 @@ void BM_Attention(benchmark::State& state) {
 }
 
 #if defined(__x86_64__)
-__attribute__((target("avx2,fma"))) inline __m256 lookup8_gather(const float* table, const uint8_t* idx) {
-  const __m256i index = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(idx)));
-  return _mm256_i32gather_ps(table, index, 4);
-}
-
 // 128 lookups into a 256-float table (one 8-bit key), by vgatherdps or by 8 scalar loads and
-// inserts per vector (kernels::lookup8_loads, what the library uses: it won on every CPU measured).
+// inserts per vector: kernels::kGathersAreSlow picks one per CPU from this measurement.
 __attribute__((target("avx2,fma"))) void BM_Lookup8(benchmark::State& state) {
   if (!simd_supported(SimdLevel::kAvx2)) {
     state.SkipWithError("no AVX2");
@@ -170,7 +202,7 @@ __attribute__((target("avx2,fma"))) void BM_Lookup8(benchmark::State& state) {
   for (auto _ : state) {
     __m256 acc = _mm256_setzero_ps();
     for (size_t i = 0; i < idx.size(); i += 8) {
-      acc = _mm256_add_ps(acc, gather ? lookup8_gather(table.data(), idx.data() + i)
+      acc = _mm256_add_ps(acc, gather ? kernels::lookup8_gather(table.data(), idx.data() + i)
                                       : kernels::lookup8_loads(table.data(), idx.data() + i));
     }
     benchmark::DoNotOptimize(acc);

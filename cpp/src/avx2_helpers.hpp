@@ -6,18 +6,27 @@
 namespace turbokv {
 namespace kernels {
 
-// 8 lookups by scalar loads and inserts. They beat vgatherdps on both cores measured (BM_Lookup8
-// in bench/codec_bench.cpp, 1,024 keys of 128 lookups): 2.2x on a Zen 1 EPYC, whose gathers are
-// microcoded (bench/results/kernel_choices_avx2.md), and 1.1x on a Sapphire Rapids Xeon.
+// Lookups into tables of more than 16 floats (5-8 bits) by 8 scalar loads and inserts where
+// gathers are microcoded, AMD family 17h (Zen 1 and 2): 2.2x faster than vgatherdps on a Zen 1
+// EPYC (BM_Lookup8 in bench/codec_bench.cpp, bench/results/kernel_choices_avx2.md). Elsewhere
+// vgatherdps: on a Sapphire Rapids Xeon it was 1.7x faster than loads in one run and 1.1x slower
+// in another. Both give the same floats; set once, before main.
+extern const bool kGathersAreSlow;
+
 TURBOKV_TARGET_AVX2 inline __m256 lookup8_loads(const float* table, const uint8_t* idx) {
   return _mm256_setr_ps(table[idx[0]], table[idx[1]], table[idx[2]], table[idx[3]], table[idx[4]],
                         table[idx[5]], table[idx[6]], table[idx[7]]);
 }
 
+TURBOKV_TARGET_AVX2 inline __m256 lookup8_gather(const float* table, const uint8_t* idx) {
+  const __m256i index = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(idx)));
+  return _mm256_i32gather_ps(table, index, 4);
+}
+
 // table[idx[0..8)] for a table padded to 16 floats: one permute up to 3 bits, two and a blend at
-// 4, scalar loads above.
+// 4, loads or a gather above.
 TURBOKV_TARGET_AVX2 inline __m256 gather8(const float* table, const uint8_t* idx, int bits) {
-  if (bits > 4) return lookup8_loads(table, idx);
+  if (bits > 4) return kGathersAreSlow ? lookup8_loads(table, idx) : lookup8_gather(table, idx);
   const __m256i index = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(idx)));
   if (bits <= 3) return _mm256_permutevar8x32_ps(_mm256_loadu_ps(table), index);
   const __m256 low = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table), index);

@@ -1,10 +1,18 @@
 #include <stdexcept>
 #include <string>
 
+#include "avx2_helpers.hpp"
 #include "kernels.hpp"
 
 namespace turbokv {
 namespace kernels {
+
+#if TURBOKV_X86
+const bool kGathersAreSlow = [] {
+  __builtin_cpu_init();
+  return __builtin_cpu_is("znver1") || __builtin_cpu_is("znver2");
+}();
+#endif
 
 namespace {
 

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <random>
 
+#include "../../cpp/src/avx2_helpers.hpp"
 #include "../../cpp/src/boundary_grid.hpp"
 #include "../../cpp/src/kernels.hpp"
 #include "test_util.hpp"
@@ -320,6 +321,33 @@ TEST(SimdParity, KernelSetFieldsDoWhatTheirNamesSay) {
     EXPECT_EQ(round_trip[1], -2.0f) << where;
   }
 }
+
+#if TURBOKV_X86
+TURBOKV_TARGET_AVX2 void lookup_both_ways(const float* table, const uint8_t* idx, float* by_loads,
+                                          float* by_gather) {
+  _mm256_storeu_ps(by_loads, kernels::lookup8_loads(table, idx));
+  _mm256_storeu_ps(by_gather, kernels::lookup8_gather(table, idx));
+}
+
+// Lookups above 4 bits go by gather or by scalar loads depending on the CPU (kGathersAreSlow):
+// both must give the table's floats for every index, whichever this machine uses.
+TEST(SimdParity, BothLookupRoutesReadTheTableExactly) {
+  if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX2 here";
+  std::vector<float> table(256);
+  for (int i = 0; i < 256; ++i) table[i] = std::ldexp(float(i) - 127.5f, i % 9 - 4);
+  std::vector<uint8_t> idx(256 + 8);
+  for (int i = 0; i < 256; ++i) idx[i] = uint8_t((i * 37 + 11) % 256);
+  for (int i = 0; i + 8 <= 256; i += 8) {
+    float a[8], b[8];
+    lookup_both_ways(table.data(), idx.data() + i, a, b);
+    for (int l = 0; l < 8; ++l) {
+      ASSERT_EQ(a[l], table[idx[i + l]]) << i + l;
+      ASSERT_EQ(b[l], table[idx[i + l]]) << i + l;
+    }
+  }
+  std::cout << "lookups above 4 bits here: " << (kernels::kGathersAreSlow ? "scalar loads" : "gathers") << "\n";
+}
+#endif
 
 // The grid route of quantize (5+ bits on AVX2) counts boundaries exactly like the binary search,
 // for the codebooks' own grids and for hand-made boundaries that force a fine grid or none.
