@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <limits>
 #include <random>
 
 #include "../../cpp/src/avx2_helpers.hpp"
@@ -193,6 +194,11 @@ TEST(SimdParity, KernelsMatchScalarOnEdgeValues) {
       }
       v.push_back(-100.0f);
       v.push_back(100.0f);
+      // Signed zero and the smallest subnormals (the symmetric count reads v < 0 and |v| - 1 ulp).
+      for (float z : {-0.0f, 0.0f, std::numeric_limits<float>::denorm_min(),
+                      -std::numeric_limits<float>::denorm_min()}) {
+        v.push_back(z);
+      }
       const int n = int(v.size());
       std::vector<uint8_t> ia(n), ib(n);
       std::vector<float> ra(n), rb(n);
@@ -201,6 +207,12 @@ TEST(SimdParity, KernelsMatchScalarOnEdgeValues) {
       ASSERT_EQ(ia, ib) << "bits " << bits;
       ASSERT_EQ(ra, rb) << "bits " << bits;
       for (size_t j = 0; j < book.boundaries.size(); ++j) ASSERT_EQ(ia[j], j + 1);
+      // Boundaries that are not symmetric take the full count (1-4 bits) and agree as well.
+      std::vector<float> shifted = bounds;
+      for (size_t j = 0; j < book.boundaries.size(); ++j) shifted[j] += 0.01f;
+      scalar.quantize(v.data(), 1.0f, shifted.data(), table.data(), nullptr, bits, ia.data(), ra.data(), n);
+      k.quantize(v.data(), 1.0f, shifted.data(), table.data(), nullptr, bits, ib.data(), rb.data(), n);
+      ASSERT_EQ(ia, ib) << "shifted boundaries, bits " << bits;
     }
   }
 }
