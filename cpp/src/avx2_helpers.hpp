@@ -7,7 +7,7 @@ namespace turbokv {
 namespace kernels {
 
 // Lookups into tables of more than 16 floats (5-8 bits) by 8 scalar loads and inserts where
-// gathers are microcoded, AMD family 17h (Zen 1 and 2): 2.2x faster than vgatherdps on a Zen 1
+// gathers are microcoded, AMD family 17h (Zen 1 and 2): 1.6x faster than vgatherdps on a Zen 1
 // EPYC (BM_Lookup8 in bench/codec_bench.cpp, bench/results/kernel_choices_avx2.md). Elsewhere
 // vgatherdps: on a Sapphire Rapids Xeon it was 1.7x faster than loads in one run and 1.1x slower
 // in another. Both give the same floats; set once, before main.

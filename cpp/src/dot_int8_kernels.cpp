@@ -1,9 +1,10 @@
 // Int8 scores (#13 item 2): the rotated query rounded to int8 with one scale per query, the
 // centroids rounded to int8 with one scale per codebook, and the products summed exactly in int32.
 // Integer sums are exact, so every SIMD level returns bit-identical scores (the contract of the
-// codes, carried over to this path). Error: |q| max|q_i| / (127 sqrt(12)) per unit key for the
-// query rounding, far below the codec's own at <= 4 bits (stated and tested in
-// test_attention_int8 and bench/results/int8_scores.md); wider keys are not offered this path.
+// codes, carried over to this path). Error: the rounding of the query (step max|q_i| / 127) and of
+// the centroids (step max|c| / 127), far below the codec's own at <= 4 bits (bounded in
+// tests/cpp/test_simd_parity.cpp, measured on models in bench/results/quality_int8.md); wider keys
+// are not offered this path (an int8 query would dominate their error).
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>

@@ -294,8 +294,8 @@ void axpy_packed_avx2(const float* w, int64_t w_stride, int m, const uint8_t* co
                       int64_t code_bytes, int64_t n, const float* table, int bits, int d,
                       float* acc) {
   // Lane kernels for 1/2 bits hold 2 or 1 queries' accumulators in registers, so 4 queries
-  // (GQA 4) repeated the lookups; the rows route shares them: 1.6-3.2x faster there (Zen 1,
-  // 4 queries x 32K tokens: 2 bits 277 -> 158, 1 bit 492 -> 153 cycles per token).
+  // (GQA 4) repeated the lookups; the rows route shares them: 1.8-3.2x faster there (Zen 1,
+  // 4 queries: 2 bits 277 -> 158, 1 bit 492 -> 153 cycles per token; BM_GroupValues).
   if (d * bits % 64 == 0) {
     if (bits == 4) return axpy_packed_bits_avx2<4>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
     if (bits == 2 && m < 4) return axpy_packed_bits_avx2<2>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
@@ -517,8 +517,9 @@ TURBOKV_TARGET_AVX512 void axpy_packed_avx512(const float* w, int64_t w_stride, 
     case 2: return axpy_packed_bits_avx512<2>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
     case 4: return axpy_packed_bits_avx512<4>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
     default:
-      // 3 and 5-8 bits: the AVX2 rows route (lookups shared by the queries, by scalar loads)
-      // beat the per-query AVX-512 gathers 1.5-2.9x on a Sapphire Rapids Xeon (K8V8 decode).
+      // 3 and 5-8 bits: the AVX2 rows route (each lookup shared by the queries) beat the
+      // per-query AVX-512 gathers on a Sapphire Rapids Xeon: decode at 32K K8V4 5.13 -> 2.82 ms,
+      // K8V8 10.0 -> 4.3 ms (bench/results/attention_spr_b1.md).
       if (m > 1) return axpy_packed_rows_avx2(w, w_stride, m, codes, code_bytes, n, table, bits, d, acc);
       return axpy_packed_generic(select_axpy_lookup(SimdLevel::kAvx512),
                                  select_unpack(SimdLevel::kAvx512), w, w_stride, m, codes,

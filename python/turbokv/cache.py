@@ -269,10 +269,10 @@ class KVCache:
                 itself ``"exact"`` unless set). ``"exact"``: float32 products with
                 the codebook. ``"int8"``: the rotated query and the centroids rounded to int8
                 and summed exactly in int32 (``pshufb``/``maddubs`` on AVX2; bit-identical at
-                every SIMD level), about 2.4x faster scoring for 1-4-bit keys; its error is the
-                two roundings, about a tenth of the 4-bit codec's own score error
-                (``bench/results/int8_scores.md``). It applies to keys of at most 4 bits on the
-                codes path; wider or float16 keys and tiles stay float32.
+                every SIMD level), about 2.4x faster scoring of 1-4-bit keys on AVX2; its error is
+                the two roundings, and perplexity on SmolLM2 and Qwen2.5 stays inside the float32
+                rows' intervals (``bench/results/quality_int8.md``). It applies to keys of at
+                most 4 bits on the codes path; wider or float16 keys and tiles stay float32.
                 ``last_attention_scores`` says which ran.
 
         A query that sees no token returns zeros. Queries holding NaN or Inf raise ValueError
