@@ -1,6 +1,7 @@
 // Fused scores: inner products of queries with table lookups of packed codes, straight from the
 // packed bytes. This is the loop that makes compressed attention faster than dense attention.
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "avx2_helpers.hpp"
@@ -152,6 +153,84 @@ TURBOKV_TARGET_AVX2 void axpy_packed_tile_avx2(const float* w, int64_t w_stride,
   }
 }
 
+// Values of at most 4 bits by byte planes: 16 indices in coordinate order (from 8 packed 4-bit
+// code bytes, or 16 unpacked index bytes), four pshufb fetch the 4 bytes of each centroid from the
+// table's byte planes and two rounds of unpacks reassemble the floats exactly. The permute pair
+// and blend per 8 coordinates were the bottleneck on Zen 1 (4-bit values 177 -> 107 cycles per
+// token for 4 queries, BM_GroupValues). Sums in the same order as the other AVX2 kernels.
+template <bool kNibbles, int kTile>
+TURBOKV_TARGET_AVX2 void axpy_planes_tile_avx2(const float* w, int64_t w_stride, int d,
+                                               const uint8_t* indices, int64_t stride, int64_t n,
+                                               const __m128i* planes, float* acc) {
+  const __m128i low_nibbles = _mm_set1_epi8(0x0F);
+  for (int c = 0; c < d; c += 16) {
+    __m256 sums[kTile][2];
+    for (int a = 0; a < kTile; ++a) {
+      sums[a][0] = _mm256_loadu_ps(acc + a * d + c);
+      sums[a][1] = _mm256_loadu_ps(acc + a * d + c + 8);
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      __m128i idx;
+      if constexpr (kNibbles) {
+        const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(indices + j * stride + c / 2));
+        idx = _mm_unpacklo_epi8(_mm_and_si128(bytes, low_nibbles),
+                                _mm_and_si128(_mm_srli_epi16(bytes, 4), low_nibbles));
+      } else {
+        idx = _mm_loadu_si128(reinterpret_cast<const __m128i*>(indices + j * stride + c));
+      }
+      const __m128i b0 = _mm_shuffle_epi8(planes[0], idx), b1 = _mm_shuffle_epi8(planes[1], idx);
+      const __m128i b2 = _mm_shuffle_epi8(planes[2], idx), b3 = _mm_shuffle_epi8(planes[3], idx);
+      const __m128i t0 = _mm_unpacklo_epi8(b0, b1), t1 = _mm_unpackhi_epi8(b0, b1);
+      const __m128i t2 = _mm_unpacklo_epi8(b2, b3), t3 = _mm_unpackhi_epi8(b2, b3);
+      const __m256 v0 = _mm256_castsi256_ps(_mm256_set_m128i(_mm_unpackhi_epi16(t0, t2), _mm_unpacklo_epi16(t0, t2)));
+      const __m256 v1 = _mm256_castsi256_ps(_mm256_set_m128i(_mm_unpackhi_epi16(t1, t3), _mm_unpacklo_epi16(t1, t3)));
+      for (int a = 0; a < kTile; ++a) {
+        const __m256 weight = _mm256_broadcast_ss(w + a * w_stride + j);
+        sums[a][0] = _mm256_fmadd_ps(weight, v0, sums[a][0]);
+        sums[a][1] = _mm256_fmadd_ps(weight, v1, sums[a][1]);
+      }
+    }
+    for (int a = 0; a < kTile; ++a) {
+      _mm256_storeu_ps(acc + a * d + c, sums[a][0]);
+      _mm256_storeu_ps(acc + a * d + c + 8, sums[a][1]);
+    }
+  }
+}
+
+// head_dim a multiple of 16, bits <= 4: 4-bit codes straight from the packed bytes, narrower
+// widths unpacked to index bytes first.
+TURBOKV_TARGET_AVX2 void axpy_planes_avx2(const float* w, int64_t w_stride, int m,
+                                          const uint8_t* codes, int64_t code_bytes, int64_t n,
+                                          const float* table, int bits, int d, float* acc) {
+  alignas(16) uint8_t bytes[4][16];
+  for (int i = 0; i < 16; ++i) {
+    uint32_t word;
+    std::memcpy(&word, table + i, 4);
+    for (int k = 0; k < 4; ++k) bytes[k][i] = static_cast<uint8_t>(word >> (8 * k));
+  }
+  __m128i planes[4];
+  for (int k = 0; k < 4; ++k) planes[k] = _mm_load_si128(reinterpret_cast<const __m128i*>(bytes[k]));
+  const bool nibbles = bits == 4;
+  std::vector<uint8_t> idx(nibbles ? 0 : static_cast<size_t>(n * d));
+  if (!nibbles) {
+    const UnpackFn unpack = select_unpack(SimdLevel::kAvx2);
+    for (int64_t j = 0; j < n; ++j) unpack(codes + j * code_bytes, d, bits, idx.data() + j * d);
+  }
+  const uint8_t* indices = nibbles ? codes : idx.data();
+  const int64_t stride = nibbles ? code_bytes : d;
+  int a = 0;
+  for (; a + 4 <= m; a += 4) {
+    float* out = acc + static_cast<int64_t>(a) * d;
+    if (nibbles) axpy_planes_tile_avx2<true, 4>(w + a * w_stride, w_stride, d, indices, stride, n, planes, out);
+    else axpy_planes_tile_avx2<false, 4>(w + a * w_stride, w_stride, d, indices, stride, n, planes, out);
+  }
+  for (; a < m; ++a) {
+    float* out = acc + static_cast<int64_t>(a) * d;
+    if (nibbles) axpy_planes_tile_avx2<true, 1>(w + a * w_stride, w_stride, d, indices, stride, n, planes, out);
+    else axpy_planes_tile_avx2<false, 1>(w + a * w_stride, w_stride, d, indices, stride, n, planes, out);
+  }
+}
+
 template <int kBits>
 TURBOKV_TARGET_AVX2 void axpy_packed_bits_avx2(const float* w, int64_t w_stride, int m,
                                                const uint8_t* codes, int64_t code_bytes, int64_t n,
@@ -293,9 +372,11 @@ void dot_packed_avx2(const float* q, int m, const uint8_t* codes, int64_t code_b
 void axpy_packed_avx2(const float* w, int64_t w_stride, int m, const uint8_t* codes,
                       int64_t code_bytes, int64_t n, const float* table, int bits, int d,
                       float* acc) {
-  // Lane kernels for 1/2 bits hold 2 or 1 queries' accumulators in registers, so 4 queries
-  // (GQA 4) repeated the lookups; the rows route shares them: 1.8-3.2x faster there (Zen 1,
-  // 4 queries: 2 bits 277 -> 158, 1 bit 492 -> 153 cycles per token; BM_GroupValues).
+  // Up to 4 bits and head_dim a multiple of 16: byte-plane lookups (axpy_planes_avx2).
+  if (bits <= 4 && d % 16 == 0) return axpy_planes_avx2(w, w_stride, m, codes, code_bytes, n, table, bits, d, acc);
+  // Otherwise lane kernels for 1/2 bits hold 2 or 1 queries' accumulators in registers, so 4
+  // queries (GQA 4) repeated the lookups; the rows route shares them: 1.8-3.2x faster there
+  // (Zen 1, 4 queries: 2 bits 277 -> 158, 1 bit 492 -> 153 cycles per token).
   if (d * bits % 64 == 0) {
     if (bits == 4) return axpy_packed_bits_avx2<4>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
     if (bits == 2 && m < 4) return axpy_packed_bits_avx2<2>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
