@@ -153,47 +153,68 @@ TURBOKV_TARGET_AVX2 void axpy_packed_tile_avx2(const float* w, int64_t w_stride,
   }
 }
 
-// Values of at most 4 bits by byte planes: 16 indices in coordinate order (from 8 packed 4-bit
-// code bytes, or 16 unpacked index bytes), four pshufb fetch the 4 bytes of each centroid from the
-// table's byte planes and two rounds of unpacks reassemble the floats exactly. The permute pair
-// and blend per 8 coordinates were the bottleneck on Zen 1 (4-bit values 177 -> 107 cycles per
-// token for 4 queries, BM_GroupValues). Sums in the same order as the other AVX2 kernels.
+// acc_a[c, c + 16) += sum_j w[a * w_stride + j] * values(j) for kTile queries, each query's 16
+// sums in two registers across all n tokens; values(j, v0, v1) gives coordinates c..c+15.
+template <int kTile, typename Values>
+TURBOKV_TARGET_AVX2 void accumulate16_avx2(const float* w, int64_t w_stride, int64_t n,
+                                           const Values& values, int d, int c, float* acc) {
+  __m256 sums[kTile][2];
+  for (int a = 0; a < kTile; ++a) {
+    sums[a][0] = _mm256_loadu_ps(acc + a * d + c);
+    sums[a][1] = _mm256_loadu_ps(acc + a * d + c + 8);
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    __m256 v0, v1;
+    values(j, v0, v1);
+    for (int a = 0; a < kTile; ++a) {
+      const __m256 weight = _mm256_broadcast_ss(w + a * w_stride + j);
+      sums[a][0] = _mm256_fmadd_ps(weight, v0, sums[a][0]);
+      sums[a][1] = _mm256_fmadd_ps(weight, v1, sums[a][1]);
+    }
+  }
+  for (int a = 0; a < kTile; ++a) {
+    _mm256_storeu_ps(acc + a * d + c, sums[a][0]);
+    _mm256_storeu_ps(acc + a * d + c + 8, sums[a][1]);
+  }
+}
+
+// Coordinates c..c+15 of token j by byte planes: 16 indices in coordinate order (from 8 packed
+// 4-bit code bytes, or 16 unpacked index bytes), four pshufb fetch the 4 bytes of each centroid
+// and two rounds of unpacks reassemble the floats exactly.
+template <bool kNibbles>
+struct PlaneValues {
+  const uint8_t* indices;
+  int64_t stride;
+  int c;
+  const __m128i* planes;
+  TURBOKV_TARGET_AVX2 void operator()(int64_t j, __m256& v0, __m256& v1) const {
+    __m128i idx;
+    if constexpr (kNibbles) {
+      const __m128i low_nibbles = _mm_set1_epi8(0x0F);
+      const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(indices + j * stride + c / 2));
+      idx = _mm_unpacklo_epi8(_mm_and_si128(bytes, low_nibbles),
+                              _mm_and_si128(_mm_srli_epi16(bytes, 4), low_nibbles));
+    } else {
+      idx = _mm_loadu_si128(reinterpret_cast<const __m128i*>(indices + j * stride + c));
+    }
+    const __m128i b0 = _mm_shuffle_epi8(planes[0], idx), b1 = _mm_shuffle_epi8(planes[1], idx);
+    const __m128i b2 = _mm_shuffle_epi8(planes[2], idx), b3 = _mm_shuffle_epi8(planes[3], idx);
+    const __m128i t0 = _mm_unpacklo_epi8(b0, b1), t1 = _mm_unpackhi_epi8(b0, b1);
+    const __m128i t2 = _mm_unpacklo_epi8(b2, b3), t3 = _mm_unpackhi_epi8(b2, b3);
+    v0 = _mm256_castsi256_ps(_mm256_set_m128i(_mm_unpackhi_epi16(t0, t2), _mm_unpacklo_epi16(t0, t2)));
+    v1 = _mm256_castsi256_ps(_mm256_set_m128i(_mm_unpackhi_epi16(t1, t3), _mm_unpacklo_epi16(t1, t3)));
+  }
+};
+
+// Values of at most 4 bits by byte planes (PlaneValues): the permute pair and blend per 8
+// coordinates were the bottleneck on Zen 1 (4-bit values 176 -> 109 cycles per token for 4
+// queries). Sums in the same order as the other AVX2 kernels.
 template <bool kNibbles, int kTile>
 TURBOKV_TARGET_AVX2 void axpy_planes_tile_avx2(const float* w, int64_t w_stride, int d,
                                                const uint8_t* indices, int64_t stride, int64_t n,
                                                const __m128i* planes, float* acc) {
-  const __m128i low_nibbles = _mm_set1_epi8(0x0F);
   for (int c = 0; c < d; c += 16) {
-    __m256 sums[kTile][2];
-    for (int a = 0; a < kTile; ++a) {
-      sums[a][0] = _mm256_loadu_ps(acc + a * d + c);
-      sums[a][1] = _mm256_loadu_ps(acc + a * d + c + 8);
-    }
-    for (int64_t j = 0; j < n; ++j) {
-      __m128i idx;
-      if constexpr (kNibbles) {
-        const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(indices + j * stride + c / 2));
-        idx = _mm_unpacklo_epi8(_mm_and_si128(bytes, low_nibbles),
-                                _mm_and_si128(_mm_srli_epi16(bytes, 4), low_nibbles));
-      } else {
-        idx = _mm_loadu_si128(reinterpret_cast<const __m128i*>(indices + j * stride + c));
-      }
-      const __m128i b0 = _mm_shuffle_epi8(planes[0], idx), b1 = _mm_shuffle_epi8(planes[1], idx);
-      const __m128i b2 = _mm_shuffle_epi8(planes[2], idx), b3 = _mm_shuffle_epi8(planes[3], idx);
-      const __m128i t0 = _mm_unpacklo_epi8(b0, b1), t1 = _mm_unpackhi_epi8(b0, b1);
-      const __m128i t2 = _mm_unpacklo_epi8(b2, b3), t3 = _mm_unpackhi_epi8(b2, b3);
-      const __m256 v0 = _mm256_castsi256_ps(_mm256_set_m128i(_mm_unpackhi_epi16(t0, t2), _mm_unpacklo_epi16(t0, t2)));
-      const __m256 v1 = _mm256_castsi256_ps(_mm256_set_m128i(_mm_unpackhi_epi16(t1, t3), _mm_unpacklo_epi16(t1, t3)));
-      for (int a = 0; a < kTile; ++a) {
-        const __m256 weight = _mm256_broadcast_ss(w + a * w_stride + j);
-        sums[a][0] = _mm256_fmadd_ps(weight, v0, sums[a][0]);
-        sums[a][1] = _mm256_fmadd_ps(weight, v1, sums[a][1]);
-      }
-    }
-    for (int a = 0; a < kTile; ++a) {
-      _mm256_storeu_ps(acc + a * d + c, sums[a][0]);
-      _mm256_storeu_ps(acc + a * d + c + 8, sums[a][1]);
-    }
+    accumulate16_avx2<kTile>(w, w_stride, n, PlaneValues<kNibbles>{indices, stride, c, planes}, d, c, acc);
   }
 }
 
@@ -305,6 +326,19 @@ TURBOKV_TARGET_AVX2 void dot_packed_rows_avx2(const float* q, int m, const uint8
   }
 }
 
+// Coordinates i..i+15 of unpacked key j, looked up in the table (gather8).
+struct RowValues {
+  const uint8_t* idx;
+  int d, i;
+  const float* table;
+  int bits;
+  TURBOKV_TARGET_AVX2 void operator()(int64_t j, __m256& v0, __m256& v1) const {
+    const uint8_t* key = idx + j * d + i;
+    v0 = gather8(table, key, bits);
+    v1 = gather8(table, key + 8, bits);
+  }
+};
+
 // Values: all keys are unpacked first, then each 16-coordinate column keeps the accumulators of
 // up to 4 queries in registers across every key (accumulating in memory, key by key, cost 2x).
 template <int kTile>
@@ -312,26 +346,7 @@ TURBOKV_TARGET_AVX2 void axpy_rows_tile_avx2(const float* w, int64_t w_stride, c
                                              int64_t n, const float* table, int bits, int d,
                                              float* acc) {
   int i = 0;
-  for (; i + 16 <= d; i += 16) {
-    __m256 sums[kTile][2];
-    for (int a = 0; a < kTile; ++a) {
-      sums[a][0] = _mm256_loadu_ps(acc + a * d + i);
-      sums[a][1] = _mm256_loadu_ps(acc + a * d + i + 8);
-    }
-    for (int64_t j = 0; j < n; ++j) {
-      const uint8_t* key = idx + j * d + i;
-      const __m256 v0 = gather8(table, key, bits), v1 = gather8(table, key + 8, bits);
-      for (int a = 0; a < kTile; ++a) {
-        const __m256 weight = _mm256_broadcast_ss(w + a * w_stride + j);
-        sums[a][0] = _mm256_fmadd_ps(weight, v0, sums[a][0]);
-        sums[a][1] = _mm256_fmadd_ps(weight, v1, sums[a][1]);
-      }
-    }
-    for (int a = 0; a < kTile; ++a) {
-      _mm256_storeu_ps(acc + a * d + i, sums[a][0]);
-      _mm256_storeu_ps(acc + a * d + i + 8, sums[a][1]);
-    }
-  }
+  for (; i + 16 <= d; i += 16) accumulate16_avx2<kTile>(w, w_stride, n, RowValues{idx, d, i, table, bits}, d, i, acc);
   for (; i < d; ++i) {
     for (int a = 0; a < kTile; ++a) {
       float sum = acc[a * d + i];
