@@ -452,10 +452,6 @@ PYBIND11_MODULE(_core, m) {
            [](const Codec& c, py::array q, py::array codes, py::array norms, py::array qjl,
               py::array residual_norms, py::array out, const std::string& precision) {
              const ScorePrecision p = score_precision(precision);
-             if (p == ScorePrecision::kInt8 && !c.int8_scores_supported()) {
-               throw py::value_error("int8 scores need keys of at most 4 bits, this codec has " +
-                                     std::to_string(c.mse_bits()));
-             }
              if (!py::isinstance<py::array_t<float>>(q)) throw py::type_error("q must be float32");
              const Rows r = rows(c, q, "q");
              const int64_t n = out.ndim() == 2 && out.shape(0) == r.n ? out.shape(1) : -1;
