@@ -12,6 +12,10 @@ namespace kernels {
 // vgatherdps: on a Sapphire Rapids Xeon it was 1.7x faster than loads in one run and 1.1x slower
 // in another. Both give the same floats; set once, before main.
 extern const bool kGathersAreSlow;
+// Zen 1 (AMD family 17h models 00-2F) runs vperm2f128 as 8 micro-ops, one per 3 cycles
+// (Zen 2 and Intel: 1): the FWHT's 4-apart butterflies there use 128-bit halves instead
+// (hadamard_kernels.cpp; the same adds and subtracts, so the same floats).
+extern const bool kLaneSwapIsSlow;
 
 TURBOKV_TARGET_AVX2 inline __m256 lookup8_loads(const float* table, const uint8_t* idx) {
   return _mm256_setr_ps(table[idx[0]], table[idx[1]], table[idx[2]], table[idx[3]], table[idx[4]],

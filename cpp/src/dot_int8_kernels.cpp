@@ -12,6 +12,10 @@
 
 #include "kernels.hpp"
 
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
 namespace turbokv {
 namespace kernels {
 
@@ -47,29 +51,40 @@ void dot_packed_int8_scalar(const int8_t* q8, const float* q_scale, int m, const
   }
 }
 
-#if TURBOKV_X86
-// AVX2: 32 index bytes per step. For 1, 2 and 4 bits a packed byte holds kFields = 8 / bits
-// whole indices (field s at bit s * bits), so 32 code bytes shifted and masked give kFields
-// vectors of 32 indices straight from the packed codes; other widths (3 bits) are unpacked to one
-// byte per index first (kFields = 1). pshufb looks the indices up in the 16-byte centroid table
-// and maddubs multiplies |c| by the query byte carrying c's sign (no saturation: 2 * 127^2 <
-// 2^15), madd with ones widens to int32. The query is permuted once into the lane order.
+// The SIMD kernels read kLanes index bytes per step. For 1, 2 and 4 bits a packed byte holds
+// fields = 8 / bits whole indices (field s at bit s * bits), so kLanes code bytes shifted and
+// masked give `fields` vectors of kLanes indices straight from the packed codes; other widths
+// (3 bits) are unpacked to one byte per index first (fields = 1). The query is permuted once into
+// that lane order: step g, field s, lane l holds coordinate (kLanes * g + l) * fields + s.
 struct Int8Layout {
   int fields;      // indices per byte of the scored stream
   int bits;        // their width (8: already one byte per index)
-  int chunks;      // 32-byte steps per key
+  int chunks;      // kLanes-byte steps per key
   int64_t stride;  // bytes per key in the scored stream (a multiple of 16)
 };
 
-std::vector<int8_t> permute_queries(const int8_t* q8, int m, int d, const Int8Layout& L) {
-  const int64_t per_query = static_cast<int64_t>(L.chunks) * L.fields * 32;
+// Packed lanes need whole indices per byte and whole 16-byte blocks per key.
+bool int8_packed_lanes(int bits, int64_t code_bytes, int d) {
+  return code_bytes % 16 == 0 && d * bits == code_bytes * 8 && (bits == 1 || bits == 2 || bits == 4);
+}
+
+Int8Layout int8_layout(int lanes, int fields, int bits, int64_t code_bytes, int d) {
+  const bool unpacked = fields == 1;
+  const int chunks = static_cast<int>(((unpacked ? d : code_bytes) + lanes - 1) / lanes);
+  return Int8Layout{fields, unpacked ? 8 : bits, chunks,
+                    unpacked ? static_cast<int64_t>(lanes) * chunks : code_bytes};
+}
+
+[[maybe_unused]] std::vector<int8_t> permute_queries(const int8_t* q8, int m, int d,
+                                                     const Int8Layout& L, int lanes) {
+  const int64_t per_query = static_cast<int64_t>(L.chunks) * L.fields * lanes;
   std::vector<int8_t> out(static_cast<size_t>(per_query * m), 0);  // zero past d: adds nothing
   for (int a = 0; a < m; ++a) {
     for (int g = 0; g < L.chunks; ++g) {
       for (int s = 0; s < L.fields; ++s) {
-        for (int l = 0; l < 32; ++l) {
-          const int i = (32 * g + l) * L.fields + s;
-          if (i < d) out[a * per_query + (g * L.fields + s) * 32 + l] = q8[static_cast<int64_t>(a) * d + i];
+        for (int l = 0; l < lanes; ++l) {
+          const int i = (lanes * g + l) * L.fields + s;
+          if (i < d) out[a * per_query + (g * L.fields + s) * lanes + l] = q8[static_cast<int64_t>(a) * d + i];
         }
       }
     }
@@ -77,6 +92,10 @@ std::vector<int8_t> permute_queries(const int8_t* q8, int m, int d, const Int8La
   return out;
 }
 
+#if TURBOKV_X86
+// AVX2: pshufb looks 32 indices up in the 16-byte centroid table and maddubs multiplies |c| by
+// the query byte carrying c's sign (no saturation: 2 * 127^2 < 2^15), madd with ones widens to
+// int32.
 // 32 bytes of a key; a last chunk of 16 is zero-extended (its query bytes are zero).
 TURBOKV_TARGET_AVX2 __m256i load_chunk32(const uint8_t* p, int64_t remaining) {
   if (remaining >= 32) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
@@ -122,10 +141,9 @@ TURBOKV_TARGET_AVX2 void dot_int8_avx2(const int8_t* q8, const float* q_scale, i
                                        float* out, int64_t out_stride) {
   // kFields == 1: the indices are unpacked per key into a zero-padded buffer of whole chunks.
   constexpr bool unpacked = kFields == 1;
-  const int chunks = static_cast<int>(((unpacked ? d : code_bytes) + 31) / 32);
-  const Int8Layout L{kFields, unpacked ? 8 : bits, chunks, unpacked ? 32 * chunks : code_bytes};
+  const Int8Layout L = int8_layout(32, kFields, bits, code_bytes, d);
   const int64_t per_query = static_cast<int64_t>(L.chunks) * kFields * 32;
-  const std::vector<int8_t> qperm = permute_queries(q8, m, d, L);
+  const std::vector<int8_t> qperm = permute_queries(q8, m, d, L, 32);
   // The same products as the scalar kernel: q_scale[a] * table_scale, then times the sum.
   std::vector<float> scales(static_cast<size_t>(m) + 4, 0.0f);
   for (int a = 0; a < m; ++a) scales[a] = q_scale[a] * table_scale;
@@ -157,8 +175,7 @@ TURBOKV_TARGET_AVX2 void dot_int8_avx2(const int8_t* q8, const float* q_scale, i
 void dot_packed_int8_avx2(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                           int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                           int bits, int d, float* out, int64_t out_stride) {
-  // Packed lanes need whole indices per byte and whole 16-byte halves per key.
-  if (code_bytes % 16 == 0 && d * bits == code_bytes * 8) {
+  if (int8_packed_lanes(bits, code_bytes, d)) {
     if (bits == 4) return dot_int8_avx2<2>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
     if (bits == 2) return dot_int8_avx2<4>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
     if (bits == 1) return dot_int8_avx2<8>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
@@ -168,12 +185,85 @@ void dot_packed_int8_avx2(const int8_t* q8, const float* q_scale, int m, const u
 
 #endif
 
+#if defined(__aarch64__)
+// NEON: tbl looks 16 indices up in the 16-byte centroid table; smull/smull2 multiply them by the
+// query bytes into int16 (|product| <= 127^2) and sadalp adds neighbouring pairs into int32 lanes.
+template <int kFields, int kTile>
+void score_key_int8_neon(const uint8_t* key, const Int8Layout& L, const int8_t* qt,
+                         int64_t per_query, int8x16_t table, const float* scales, float* out,
+                         int64_t out_stride) {
+  const uint8x16_t mask = vdupq_n_u8(static_cast<uint8_t>(L.bits >= 8 ? 0xFF : (1 << L.bits) - 1));
+  int32x4_t acc[kTile];
+  for (int a = 0; a < kTile; ++a) acc[a] = vdupq_n_s32(0);
+  for (int g = 0; g < L.chunks; ++g) {
+    const uint8x16_t bytes = vld1q_u8(key + 16 * g);
+    for (int s = 0; s < kFields; ++s) {
+      const uint8x16_t idx =
+          kFields == 1 ? bytes : vandq_u8(vshlq_u8(bytes, vdupq_n_s8(static_cast<int8_t>(-s * L.bits))), mask);
+      const int8x16_t c = vqtbl1q_s8(table, idx);
+      const int8_t* qs = qt + (static_cast<int64_t>(g) * kFields + s) * 16;
+      for (int a = 0; a < kTile; ++a) {
+        const int8x16_t qa = vld1q_s8(qs + a * per_query);
+        acc[a] = vpadalq_s16(acc[a], vmull_s8(vget_low_s8(c), vget_low_s8(qa)));
+        acc[a] = vpadalq_s16(acc[a], vmull_high_s8(c, qa));
+      }
+    }
+  }
+  for (int a = 0; a < kTile; ++a) out[a * out_stride] = static_cast<float>(vaddvq_s32(acc[a])) * scales[a];
+}
+
+template <int kFields>
+void dot_int8_neon(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
+                   int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale, int bits,
+                   int d, float* out, int64_t out_stride) {
+  constexpr bool unpacked = kFields == 1;  // indices unpacked per key into whole zero-padded chunks
+  const Int8Layout L = int8_layout(16, kFields, bits, code_bytes, d);
+  const int64_t per_query = static_cast<int64_t>(L.chunks) * kFields * 16;
+  const std::vector<int8_t> qperm = permute_queries(q8, m, d, L, 16);
+  std::vector<float> scales(static_cast<size_t>(m));
+  for (int a = 0; a < m; ++a) scales[a] = q_scale[a] * table_scale;  // the scalar kernel's product
+  const int8x16_t table = vld1q_s8(table8);
+  std::vector<uint8_t> idx(unpacked ? static_cast<size_t>(L.stride) : 0, 0);
+  const UnpackFn unpack = select_unpack(SimdLevel::kNeon);
+  for (int64_t j = 0; j < n; ++j) {
+    const uint8_t* key = codes + j * code_bytes;
+    if (unpacked) {
+      unpack(key, d, bits, idx.data());
+      key = idx.data();
+    }
+    int a = 0;
+    for (; a + 4 <= m; a += 4) {
+      score_key_int8_neon<kFields, 4>(key, L, qperm.data() + a * per_query, per_query, table,
+                                      scales.data() + a, out + a * out_stride + j, out_stride);
+    }
+    for (; a < m; ++a) {
+      score_key_int8_neon<kFields, 1>(key, L, qperm.data() + a * per_query, per_query, table,
+                                      scales.data() + a, out + a * out_stride + j, out_stride);
+    }
+  }
+}
+
+void dot_packed_int8_neon(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
+                          int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
+                          int bits, int d, float* out, int64_t out_stride) {
+  if (int8_packed_lanes(bits, code_bytes, d)) {
+    if (bits == 4) return dot_int8_neon<2>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
+    if (bits == 2) return dot_int8_neon<4>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
+    if (bits == 1) return dot_int8_neon<8>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
+  }
+  dot_int8_neon<1>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
+}
+#endif
+
 }  // namespace
 
 DotPackedInt8Fn select_dot_packed_int8(SimdLevel level) {
   // The AVX-512 level runs the AVX2 kernel (the sums are exact, so the choice changes only speed):
   // a vpdpbusd (VNNI) twin was measured on a Sapphire Rapids Xeon and gained nothing in decode
   // attention (K4V4 at 32K: 1.24 ms against 1.18 with float32 scores), so it is not kept.
+#if defined(__aarch64__)
+  if (level == SimdLevel::kNeon) return dot_packed_int8_neon;  // kept beside its AVX2 twin
+#endif
   return TURBOKV_PICK(level, dot_packed_int8_scalar, dot_packed_int8_avx2, dot_packed_int8_avx2);
 }
 

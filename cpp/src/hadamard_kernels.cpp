@@ -1,6 +1,7 @@
 // Fast Walsh-Hadamard transform, O(n log n), in place and unnormalised.
 // Every variant computes each butterfly as (a + b, a - b) with a the lower-index element, stage by
 // stage, so all levels give bit-identical output (see kernels.hpp).
+#include "avx2_helpers.hpp"
 #include "kernels.hpp"
 
 namespace turbokv {
@@ -29,12 +30,17 @@ void fwht_scalar(const float* in, const float* pre, const float* post, float* ou
 // Within a register, lane j pairs with lane j ^ h. partner + v * sign gives a + b in the lower
 // lane (sign +1) and a - b in the upper lane (sign -1, where partner = a, v = b); the product by
 // +-1 is exact, so the fused multiply-add rounds exactly like the plain add or subtract.
+template <bool kHalves>
 TURBOKV_TARGET_AVX2 __m256 butterflies_within_avx2(__m256 v) {
   const __m256 s1 = _mm256_setr_ps(1, -1, 1, -1, 1, -1, 1, -1);
   const __m256 s2 = _mm256_setr_ps(1, 1, -1, -1, 1, 1, -1, -1);
   const __m256 s4 = _mm256_setr_ps(1, 1, 1, 1, -1, -1, -1, -1);
   v = _mm256_fmadd_ps(v, s1, _mm256_permute_ps(v, 0xB1));
   v = _mm256_fmadd_ps(v, s2, _mm256_permute_ps(v, 0x4E));
+  if (kHalves) {  // the same two sums on 128-bit halves, no vperm2f128 (kLaneSwapIsSlow)
+    const __m128 low = _mm256_castps256_ps128(v), high = _mm256_extractf128_ps(v, 1);
+    return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_add_ps(low, high)), _mm_sub_ps(low, high), 1);
+  }
   return _mm256_fmadd_ps(v, s4, _mm256_permute2f128_ps(v, v, 0x01));
 }
 
@@ -48,11 +54,11 @@ TURBOKV_TARGET_AVX2 void store_scaled_avx2(float* out, const float* post, int i,
 }
 
 // Whole transform in kRegs registers (n = 8 * kRegs): one load and one store per element.
-template <int kRegs>
+template <bool kHalves, int kRegs>
 TURBOKV_TARGET_AVX2 void fwht_registers_avx2(const float* in, const float* pre, const float* post,
                                              float* out) {
   __m256 r[kRegs];
-  for (int k = 0; k < kRegs; ++k) r[k] = butterflies_within_avx2(load_scaled_avx2(in, pre, 8 * k));
+  for (int k = 0; k < kRegs; ++k) r[k] = butterflies_within_avx2<kHalves>(load_scaled_avx2(in, pre, 8 * k));
   for (int h = 1; h < kRegs; h *= 2) {
     for (int k = 0; k < kRegs; ++k) {
       if (k & h) continue;
@@ -64,18 +70,19 @@ TURBOKV_TARGET_AVX2 void fwht_registers_avx2(const float* in, const float* pre, 
   for (int k = 0; k < kRegs; ++k) store_scaled_avx2(out, post, 8 * k, r[k]);
 }
 
+template <bool kHalves>
 TURBOKV_TARGET_AVX2 void fwht_avx2(const float* in, const float* pre, const float* post,
                                    float* out, int n) {
   switch (n) {
-    case 8: return fwht_registers_avx2<1>(in, pre, post, out);
-    case 16: return fwht_registers_avx2<2>(in, pre, post, out);
-    case 32: return fwht_registers_avx2<4>(in, pre, post, out);
-    case 64: return fwht_registers_avx2<8>(in, pre, post, out);
+    case 8: return fwht_registers_avx2<kHalves, 1>(in, pre, post, out);
+    case 16: return fwht_registers_avx2<kHalves, 2>(in, pre, post, out);
+    case 32: return fwht_registers_avx2<kHalves, 4>(in, pre, post, out);
+    case 64: return fwht_registers_avx2<kHalves, 8>(in, pre, post, out);
     case 128: {
       // 16 data registers plus the sign constants spill on AVX2's 16; two 64-float halves in
       // registers and the last stage as one pass are the same butterflies in the same order.
-      fwht_registers_avx2<8>(in, pre, nullptr, out);
-      fwht_registers_avx2<8>(in + 64, pre == nullptr ? nullptr : pre + 64, nullptr, out + 64);
+      fwht_registers_avx2<kHalves, 8>(in, pre, nullptr, out);
+      fwht_registers_avx2<kHalves, 8>(in + 64, pre == nullptr ? nullptr : pre + 64, nullptr, out + 64);
       for (int i = 0; i < 64; i += 8) {
         const __m256 a = _mm256_loadu_ps(out + i), b = _mm256_loadu_ps(out + i + 64);
         store_scaled_avx2(out, post, i, _mm256_add_ps(a, b));
@@ -87,7 +94,7 @@ TURBOKV_TARGET_AVX2 void fwht_avx2(const float* in, const float* pre, const floa
   }
   if (n < 8) return fwht_scalar(in, pre, post, out, n);
   for (int i = 0; i < n; i += 8) {
-    _mm256_storeu_ps(out + i, butterflies_within_avx2(load_scaled_avx2(in, pre, i)));
+    _mm256_storeu_ps(out + i, butterflies_within_avx2<kHalves>(load_scaled_avx2(in, pre, i)));
   }
   for (int h = 8; h < n; h *= 2) {
     for (int i = 0; i < n; i += 2 * h) {
@@ -149,7 +156,7 @@ TURBOKV_TARGET_AVX512 void fwht_avx512(const float* in, const float* pre, const 
     case 256: return fwht_registers_avx512<16>(in, pre, post, out);
     default: break;
   }
-  if (n < 16) return fwht_avx2(in, pre, post, out, n);
+  if (n < 16) return fwht_avx2<false>(in, pre, post, out, n);
   for (int i = 0; i < n; i += 16) {
     _mm512_storeu_ps(out + i, butterflies_within_avx512(load_scaled_avx512(in, pre, i)));
   }
@@ -170,8 +177,17 @@ TURBOKV_TARGET_AVX512 void fwht_avx512(const float* in, const float* pre, const 
 
 }  // namespace
 
+FwhtFn fwht_avx2_variant(bool halves) {
+#if TURBOKV_X86
+  return halves ? fwht_avx2<true> : fwht_avx2<false>;
+#else
+  (void)halves;
+  return nullptr;
+#endif
+}
+
 FwhtFn select_fwht(SimdLevel level) {
-  return TURBOKV_PICK(level, fwht_scalar, fwht_avx2, fwht_avx512);
+  return TURBOKV_PICK(level, fwht_scalar, fwht_avx2_variant(kLaneSwapIsSlow), fwht_avx512);
 }
 
 }  // namespace kernels

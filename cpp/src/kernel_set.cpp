@@ -12,6 +12,10 @@ const bool kGathersAreSlow = [] {
   __builtin_cpu_init();
   return __builtin_cpu_is("znver1") || __builtin_cpu_is("znver2");
 }();
+const bool kLaneSwapIsSlow = [] {
+  __builtin_cpu_init();
+  return __builtin_cpu_is("znver1") != 0;
+}();
 #endif
 
 namespace {

@@ -121,6 +121,9 @@ using DotPackedFn = void (*)(const float*, int, const uint8_t*, int64_t, int64_t
                              int, float*, int64_t);
 
 FwhtFn select_fwht(SimdLevel level);
+// The AVX2 transform with its 4-apart butterflies on 128-bit halves (true) or by vperm2f128
+// (false): select_fwht picks per CPU (kLaneSwapIsSlow), the tests run both; nullptr off x86.
+FwhtFn fwht_avx2_variant(bool halves);
 MatvecFn select_matvec_columns(SimdLevel level);
 SumSquaresFn select_sum_squares(SimdLevel level);
 QuantizeFn select_quantize(SimdLevel level);

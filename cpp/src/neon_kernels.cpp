@@ -1,13 +1,15 @@
 // arm64 NEON variants. The stages that decide stored bits (fwht, sum_squares, matvec_columns,
 // quantize) repeat the scalar reference's IEEE operations in its order, so codes and norms are
 // bit-identical to scalar, AVX2 and AVX-512 (kernels.hpp). The fused dot/axpy on packed codes
-// unpack and look each key up once, then run 4-wide multiply-adds for every query. Kernels not
-// listed in use_neon_kernels (pack, lookups, exp, gemm, float16) stay scalar for now.
+// unpack and look each key up once, then run 4-wide multiply-adds for every query. Int8 scores
+// have their NEON twin beside the AVX2 one (dot_int8_kernels.cpp). Kernels not listed in
+// use_neon_kernels (pack, lookups, exp, gemm, float16) stay scalar for now.
 #include "kernels.hpp"
 
 #if defined(__aarch64__)
 #include <arm_neon.h>
 
+#include <cstring>
 #include <vector>
 
 namespace turbokv {
@@ -119,14 +121,72 @@ float dot_neon(const float* a, const float* b, int d) {
   return sum;
 }
 
+// Rows of key or value floats, looked up once per key from its packed code. Tables of at most 16
+// floats (bits <= 4, head_dim a multiple of 16) go by byte planes: tbl fetches byte b of 16
+// centroids from plane b, two rounds of zips reassemble the floats exactly (the NEON twin of the
+// AVX2 PlaneValues); 4-bit codes are split into nibbles in registers. Other sizes unpack and
+// index the table one coordinate at a time.
+class RowDecoderNeon {
+ public:
+  RowDecoderNeon(const float* table, int bits, int d)
+      : table_(table), bits_(bits), d_(d), planes_ok_(bits <= 4 && d % 16 == 0),
+        idx_(static_cast<size_t>(d)) {
+    if (!planes_ok_) return;
+    uint8_t bytes[4][16] = {};
+    for (int e = 0; e < (1 << bits); ++e) {
+      uint32_t u;
+      std::memcpy(&u, table + e, sizeof(u));
+      for (int b = 0; b < 4; ++b) bytes[b][e] = static_cast<uint8_t>(u >> (8 * b));
+    }
+    for (int b = 0; b < 4; ++b) planes_[b] = vld1q_u8(bytes[b]);
+  }
+
+  // row[0, d) = table[index i of the code], exactly.
+  void decode(const uint8_t* code, float* row) {
+    if (!planes_ok_) {
+      select_unpack(SimdLevel::kScalar)(code, d_, bits_, idx_.data());
+      for (int i = 0; i < d_; ++i) row[i] = table_[idx_[i]];
+      return;
+    }
+    if (bits_ == 4) {
+      const uint8x8_t low_nibbles = vdup_n_u8(0x0F);
+      for (int i = 0; i < d_; i += 16) {
+        const uint8x8_t bytes = vld1_u8(code + i / 2);
+        // Index 2k is byte k's low nibble (little-endian bit stream).
+        const uint8x8x2_t split = vzip_u8(vand_u8(bytes, low_nibbles), vshr_n_u8(bytes, 4));
+        lookup16(vcombine_u8(split.val[0], split.val[1]), row + i);
+      }
+      return;
+    }
+    select_unpack(SimdLevel::kScalar)(code, d_, bits_, idx_.data());
+    for (int i = 0; i < d_; i += 16) lookup16(vld1q_u8(idx_.data() + i), row + i);
+  }
+
+ private:
+  void lookup16(uint8x16_t idx, float* out) const {
+    const uint8x16_t b0 = vqtbl1q_u8(planes_[0], idx), b1 = vqtbl1q_u8(planes_[1], idx);
+    const uint8x16_t b2 = vqtbl1q_u8(planes_[2], idx), b3 = vqtbl1q_u8(planes_[3], idx);
+    const uint16x8_t t0 = vreinterpretq_u16_u8(vzip1q_u8(b0, b1)), t1 = vreinterpretq_u16_u8(vzip2q_u8(b0, b1));
+    const uint16x8_t t2 = vreinterpretq_u16_u8(vzip1q_u8(b2, b3)), t3 = vreinterpretq_u16_u8(vzip2q_u8(b2, b3));
+    vst1q_f32(out, vreinterpretq_f32_u16(vzip1q_u16(t0, t2)));
+    vst1q_f32(out + 4, vreinterpretq_f32_u16(vzip2q_u16(t0, t2)));
+    vst1q_f32(out + 8, vreinterpretq_f32_u16(vzip1q_u16(t1, t3)));
+    vst1q_f32(out + 12, vreinterpretq_f32_u16(vzip2q_u16(t1, t3)));
+  }
+
+  const float* table_;
+  int bits_, d_;
+  bool planes_ok_;
+  uint8x16_t planes_[4] = {};
+  std::vector<uint8_t> idx_;
+};
+
 void dot_packed_neon(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
                      const float* table, int bits, int d, float* out, int64_t out_stride) {
-  const UnpackFn unpack = select_unpack(SimdLevel::kScalar);
-  std::vector<uint8_t> idx(static_cast<size_t>(d));
+  RowDecoderNeon decoder(table, bits, d);
   std::vector<float> row(static_cast<size_t>(d));
   for (int64_t j = 0; j < n; ++j) {
-    unpack(codes + j * code_bytes, d, bits, idx.data());
-    for (int i = 0; i < d; ++i) row[i] = table[idx[i]];
+    decoder.decode(codes + j * code_bytes, row.data());
     for (int a = 0; a < m; ++a) out[a * out_stride + j] = dot_neon(q + static_cast<int64_t>(a) * d, row.data(), d);
   }
 }
@@ -134,15 +194,13 @@ void dot_packed_neon(const float* q, int m, const uint8_t* codes, int64_t code_b
 void axpy_packed_neon(const float* w, int64_t w_stride, int m, const uint8_t* codes,
                       int64_t code_bytes, int64_t n, const float* table, int bits, int d,
                       float* acc) {
-  const UnpackFn unpack = select_unpack(SimdLevel::kScalar);
-  std::vector<uint8_t> idx(static_cast<size_t>(d));
+  RowDecoderNeon decoder(table, bits, d);
   std::vector<float> row(static_cast<size_t>(d));
   for (int64_t j = 0; j < n; ++j) {
     bool any = false;
     for (int a = 0; a < m && !any; ++a) any = w[a * w_stride + j] != 0.0f;
     if (!any) continue;
-    unpack(codes + j * code_bytes, d, bits, idx.data());
-    for (int i = 0; i < d; ++i) row[i] = table[idx[i]];
+    decoder.decode(codes + j * code_bytes, row.data());
     for (int a = 0; a < m; ++a) {
       const float weight = w[a * w_stride + j];
       if (weight == 0.0f) continue;

@@ -94,6 +94,12 @@ TEST(SimdParity, CodesAndNormsAreBitIdentical) {
 // worst case of those two roundings, computed independently of the kernels.
 TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
   for (SimdLevel level : supported_simd()) {
+    // Every SIMD level has its own int8 kernel (AVX2's serves AVX-512): this test compares two.
+    if (level != SimdLevel::kScalar) {
+      ASSERT_NE(kernels::kernel_set(level).dot_packed_int8,
+                kernels::kernel_set(SimdLevel::kScalar).dot_packed_int8)
+          << simd_name(level);
+    }
     for (int d : {8, 16, 32, 64, 80, 96, 128, 160, 256}) {
       const int n = 70;
       auto x = test_util::gaussian_rows(n, d, uint32_t(d) + 5);
@@ -159,6 +165,36 @@ TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
   wide.bits = 5;
   Codec five(wide);
   EXPECT_FALSE(five.int8_scores_supported());
+}
+
+// select_fwht takes one of two AVX2 transforms by CPU (128-bit halves on Zen 1, vperm2f128
+// elsewhere): both must give the scalar floats on every machine, whichever this one would pick.
+TEST(SimdParity, BothAvx2HadamardVariantsEqualScalar) {
+#if TURBOKV_X86
+  if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX2 on this CPU";
+  const auto& scalar = kernels::kernel_set(SimdLevel::kScalar);
+  for (bool halves : {false, true}) {
+    const kernels::FwhtFn fwht = kernels::fwht_avx2_variant(halves);
+    ASSERT_NE(fwht, nullptr);
+    for (int n : {8, 16, 32, 64, 128, 256, 512, 1024}) {
+      const auto x = test_util::gaussian_rows(1, n, 15);
+      const auto pre = test_util::gaussian_rows(1, n, 16), post = test_util::gaussian_rows(1, n, 17);
+      for (const float* p : {pre.data(), static_cast<const float*>(nullptr)}) {
+        for (const float* q : {post.data(), static_cast<const float*>(nullptr)}) {
+          std::vector<float> a(n), b(n);
+          scalar.fwht(x.data(), p, q, a.data(), n);
+          fwht(x.data(), p, q, b.data(), n);
+          ASSERT_EQ(a, b) << "halves=" << halves << " n=" << n;
+          b = x;
+          fwht(b.data(), p, q, b.data(), n);
+          ASSERT_EQ(a, b) << "in place, halves=" << halves << " n=" << n;
+        }
+      }
+    }
+  }
+#else
+  EXPECT_EQ(kernels::fwht_avx2_variant(true), nullptr);
+#endif
 }
 
 TEST(SimdParity, KernelsMatchScalarOnEdgeValues) {
