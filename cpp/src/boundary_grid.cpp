@@ -8,7 +8,17 @@
 namespace turbokv {
 namespace kernels {
 
-BoundaryGrid BoundaryGrid::build(const float* boundaries, int count) {
+namespace {
+
+bool is_symmetric_with_zero(const float* boundaries, int count) {
+  if (count % 2 == 0 || boundaries[count / 2] != 0.0f) return false;
+  for (int k = 0; k < count; ++k) {
+    if (boundaries[k] != -boundaries[count - 1 - k]) return false;
+  }
+  return true;
+}
+
+BoundaryGrid build_grid(const float* boundaries, int count) {
   BoundaryGrid grid;
   if (count < 2 || !(boundaries[count - 1] > boundaries[0])) return grid;
   // Start at 4 cells per boundary (enough for the Lloyd-Max codebooks of 5-8 bits, whose
@@ -35,6 +45,14 @@ BoundaryGrid BoundaryGrid::build(const float* boundaries, int count) {
     return grid;
   }
   return BoundaryGrid{};
+}
+
+}  // namespace
+
+BoundaryGrid BoundaryGrid::build(const float* boundaries, int count) {
+  BoundaryGrid grid = build_grid(boundaries, count);
+  grid.symmetric_with_zero = is_symmetric_with_zero(boundaries, count);
+  return grid;
 }
 
 const BoundaryGrid& codebook_grid(int bits) {

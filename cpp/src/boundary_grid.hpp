@@ -19,6 +19,10 @@ struct BoundaryGrid {
   int cells = 0;                  // 0: no grid (fewer than 2 boundaries, or no fine-enough grid)
   std::vector<int32_t> below;     // number of boundaries in the cells before this one
   std::vector<float> candidate;   // the boundary in this cell, +inf where there is none
+  // b[count - 1 - k] == -b[k] with a zero in the middle (odd count): the Lloyd-Max codebooks are,
+  // and the AVX2 counting quantiser then compares against the positive half only. Set whether
+  // or not a grid was found, so quantisers need not re-check it per vector.
+  bool symmetric_with_zero = false;
 
   // Float operations in this order (no fused multiply-add): the SIMD kernels repeat them.
   int cell(float v) const {

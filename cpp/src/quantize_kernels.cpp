@@ -101,29 +101,33 @@ TURBOKV_TARGET_AVX2 __m256i count_symmetric_avx2(__m256 v, const __m256* positiv
   return _mm256_add_epi32(_mm256_set1_epi32(kP + 1), _mm256_xor_si256(count, negative));
 }
 
-bool symmetric_with_zero(const float* boundaries, int count) {
-  if (count % 2 == 0 || boundaries[count / 2] != 0.0f) return false;
-  for (int k = 0; k < count; ++k) {
-    if (boundaries[k] != -boundaries[count - 1 - k]) return false;
+// One row: kSymmetric compares against the positive half of the boundaries only (the broadcast
+// constants are set up once per call; the check that the boundaries allow it is the grid's).
+template <int kBits, bool kSymmetric>
+TURBOKV_TARGET_AVX2 void quantize_rows_avx2(const float* x, __m256 vscale, const float* boundaries,
+                                            const float* centroids, uint8_t* idx, float* residual,
+                                            int n) {
+  constexpr int kCount = (1 << kBits) - 1, kUsed = kSymmetric ? kCount / 2 : kCount;
+  const float* used = kSymmetric ? boundaries + kCount / 2 + 1 : boundaries;
+  __m256 bounds[kUsed];
+  for (int k = 0; k < kUsed; ++k) bounds[k] = _mm256_set1_ps(used[k]);
+  for (int i = 0; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vscale);
+    const __m256i lo = kSymmetric ? count_symmetric_avx2<kBits>(v, bounds) : count_below_avx2<kBits>(v, bounds);
+    store_bytes_avx2(lo, idx + i);
+    if (residual != nullptr) _mm256_storeu_ps(residual + i, _mm256_sub_ps(v, lookup8(centroids, lo, kBits)));
   }
-  return true;
 }
 
 template <int kBits>
 TURBOKV_TARGET_AVX2 void quantize_count_avx2(const float* x, __m256 vscale, const float* boundaries,
-                                             const float* centroids, uint8_t* idx, float* residual,
-                                             int n) {
-  constexpr int kCount = (1 << kBits) - 1;
-  const bool symmetric = kBits >= 2 && symmetric_with_zero(boundaries, kCount);
-  __m256 bounds[kCount];
-  for (int k = 0; k < kCount; ++k) bounds[k] = _mm256_set1_ps(boundaries[k]);
-  const __m256* positive = bounds + kCount / 2 + 1;
-  for (int i = 0; i + 8 <= n; i += 8) {
-    const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vscale);
-    const __m256i lo = symmetric ? count_symmetric_avx2<kBits>(v, positive) : count_below_avx2<kBits>(v, bounds);
-    store_bytes_avx2(lo, idx + i);
-    if (residual != nullptr) _mm256_storeu_ps(residual + i, _mm256_sub_ps(v, lookup8(centroids, lo, kBits)));
+                                             const float* centroids, const BoundaryGrid* grid,
+                                             uint8_t* idx, float* residual, int n) {
+  // The grid, when given, was built from these boundaries (kernels.hpp), so its flag holds here.
+  if (kBits >= 2 && grid != nullptr && grid->symmetric_with_zero) {
+    return quantize_rows_avx2<kBits, kBits >= 2>(x, vscale, boundaries, centroids, idx, residual, n);
   }
+  quantize_rows_avx2<kBits, false>(x, vscale, boundaries, centroids, idx, residual, n);
 }
 
 // 5+ bits: the grid's two lookups (see boundary_grid.hpp), the cell computed as in BoundaryGrid::cell.
@@ -167,10 +171,10 @@ TURBOKV_TARGET_AVX2 void quantize_avx2(const float* x, float scale, const float*
                                        uint8_t* idx, float* residual, int n) {
   const __m256 vscale = _mm256_set1_ps(scale);
   switch (bits) {
-    case 1: quantize_count_avx2<1>(x, vscale, boundaries, centroids, idx, residual, n); break;
-    case 2: quantize_count_avx2<2>(x, vscale, boundaries, centroids, idx, residual, n); break;
-    case 3: quantize_count_avx2<3>(x, vscale, boundaries, centroids, idx, residual, n); break;
-    case 4: quantize_count_avx2<4>(x, vscale, boundaries, centroids, idx, residual, n); break;
+    case 1: quantize_count_avx2<1>(x, vscale, boundaries, centroids, grid, idx, residual, n); break;
+    case 2: quantize_count_avx2<2>(x, vscale, boundaries, centroids, grid, idx, residual, n); break;
+    case 3: quantize_count_avx2<3>(x, vscale, boundaries, centroids, grid, idx, residual, n); break;
+    case 4: quantize_count_avx2<4>(x, vscale, boundaries, centroids, grid, idx, residual, n); break;
     default:
       if (grid != nullptr && grid->cells > 0) {
         quantize_grid_avx2(x, vscale, *grid, centroids, bits, idx, residual, n);

@@ -29,6 +29,12 @@ TURBOKV_TARGET_AVX2 float sum_squares_avx2(const float* x, int n) {
     lo = _mm256_add_ps(lo, _mm256_mul_ps(a, a));
     hi = _mm256_add_ps(hi, _mm256_mul_ps(b, b));
   }
+  if (i == n) {  // fold16 in registers (the lanes' round trip through memory stalled on Zen 1)
+    const __m256 v8 = _mm256_add_ps(lo, hi);
+    const __m128 v4 = _mm_add_ps(_mm256_castps256_ps128(v8), _mm256_extractf128_ps(v8, 1));
+    const __m128 v2 = _mm_add_ps(v4, _mm_movehl_ps(v4, v4));
+    return _mm_cvtss_f32(_mm_add_ss(v2, _mm_shuffle_ps(v2, v2, 0x55)));
+  }
   alignas(32) float lanes[16];
   _mm256_store_ps(lanes, lo);
   _mm256_store_ps(lanes + 8, hi);
