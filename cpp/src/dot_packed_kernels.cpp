@@ -84,75 +84,6 @@ void from_lanes(const std::vector<float>& in, int m, int d, int chunks, int per_
   }
 }
 
-// AVX2 twins of the packed kernels below: 8 code bytes per step into 8 int32 lanes; a 16-entry
-// table is two 8-entry permutes blended on bit 3 of the index (same lane trick, same query
-// permutation). Only full 8-byte chunks take this path (head_dim * bits a multiple of 64).
-TURBOKV_TARGET_AVX2 __m256 lookup16_avx2(__m256i index, __m256 low, __m256 high) {
-  const __m256 a = _mm256_permutevar8x32_ps(low, index);
-  const __m256 b = _mm256_permutevar8x32_ps(high, index);
-  return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(index, 28)));
-}
-
-template <int kBits>
-TURBOKV_TARGET_AVX2 void dot_packed_bits_avx2(const float* q, int m, const uint8_t* codes,
-                                              int64_t code_bytes, int64_t n, const float* table,
-                                              int d, float* out, int64_t out_stride) {
-  constexpr int kPerByte = 8 / kBits;
-  const int chunks = d * kBits / 64;
-  const int64_t per_query = static_cast<int64_t>(chunks) * kPerByte * 8;
-  const std::vector<float> qperm = to_lanes(q, m, d, chunks, kPerByte, 8);
-  alignas(32) float repeated[16];
-  for (int j = 0; j < 16; ++j) repeated[j] = table[j & ((1 << kBits) - 1)];
-  const __m256 low = _mm256_load_ps(repeated), high = _mm256_load_ps(repeated + 8);
-  for (int a0 = 0; a0 < m; a0 += 4) {
-    const int tile = m - a0 < 4 ? m - a0 : 4;
-    const float* qt = qperm.data() + a0 * per_query;
-    for (int64_t j = 0; j < n; ++j) {
-      const uint8_t* key = codes + j * code_bytes;
-      _mm_prefetch(reinterpret_cast<const char*>(key + 24 * code_bytes), _MM_HINT_T0);
-      __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-      for (int g = 0; g < chunks; ++g) {
-        const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(key + 8 * g)));
-        for (int s = 0; s < kPerByte; ++s) {
-          const __m256 values = lookup16_avx2(_mm256_srli_epi32(bytes, s * kBits), low, high);
-          const float* qs = qt + (static_cast<int64_t>(g) * kPerByte + s) * 8;
-          for (int a = 0; a < tile; ++a) acc[a] = _mm256_fmadd_ps(_mm256_loadu_ps(qs + a * per_query), values, acc[a]);
-        }
-      }
-      for (int a = 0; a < tile; ++a) out[(a0 + a) * out_stride + j] = horizontal_sum(acc[a]);
-    }
-  }
-}
-
-// Up to kTile queries share each key's table lookups (they were repeated per query: values cost
-// twice the scores at GQA 4); accumulators stay in registers across all keys of one code chunk.
-template <int kBits, int kTile>
-TURBOKV_TARGET_AVX2 void axpy_packed_tile_avx2(const float* w, int64_t w_stride, int chunks,
-                                               const uint8_t* codes, int64_t code_bytes, int64_t n,
-                                               __m256 low, __m256 high, float* accperm,
-                                               int64_t per_query) {
-  constexpr int kPerByte = 8 / kBits;
-  for (int g = 0; g < chunks; ++g) {
-    __m256 sums[kTile][kPerByte];
-    for (int a = 0; a < kTile; ++a) {
-      for (int s = 0; s < kPerByte; ++s) sums[a][s] = _mm256_loadu_ps(accperm + a * per_query + (g * kPerByte + s) * 8);
-    }
-    for (int64_t j = 0; j < n; ++j) {
-      const __m256i bytes = _mm256_cvtepu8_epi32(
-          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + j * code_bytes + 8 * g)));
-      for (int s = 0; s < kPerByte; ++s) {
-        const __m256 values = lookup16_avx2(_mm256_srli_epi32(bytes, s * kBits), low, high);
-        for (int a = 0; a < kTile; ++a) {
-          sums[a][s] = _mm256_fmadd_ps(_mm256_broadcast_ss(w + a * w_stride + j), values, sums[a][s]);
-        }
-      }
-    }
-    for (int a = 0; a < kTile; ++a) {
-      for (int s = 0; s < kPerByte; ++s) _mm256_storeu_ps(accperm + a * per_query + (g * kPerByte + s) * 8, sums[a][s]);
-    }
-  }
-}
-
 // acc_a[c, c + 16) += sum_j w[a * w_stride + j] * values(j) for kTile queries, each query's 16
 // sums in two registers across all n tokens; values(j, v0, v1) gives coordinates c..c+15.
 template <int kTile, typename Values>
@@ -178,24 +109,41 @@ TURBOKV_TARGET_AVX2 void accumulate16_avx2(const float* w, int64_t w_stride, int
   }
 }
 
-// Coordinates c..c+15 of token j by byte planes: 16 indices in coordinate order (from 8 packed
-// 4-bit code bytes, or 16 unpacked index bytes), four pshufb fetch the 4 bytes of each centroid
-// and two rounds of unpacks reassemble the floats exactly.
-template <bool kNibbles>
+// Coordinates c..c+15 of token j by byte planes. kPacked = 1, 2, 4: the 16 fields come straight
+// from 2, 4 or 8 packed code bytes, each lane left holding its field at bit 0 or 2 (1 bit: at bit
+// 0-3) of its byte, i.e. a lane value v in 0..15 whose centroid field_table() stores at v;
+// kPacked = 0: 16 unpacked index bytes (3 bits). Four pshufb fetch the 4 bytes of each centroid
+// from the table's byte planes and two rounds of unpacks reassemble the floats exactly.
+template <int kPacked>
 struct PlaneValues {
   const uint8_t* indices;
   int64_t stride;
   int c;
   const __m128i* planes;
   TURBOKV_TARGET_AVX2 void operator()(int64_t j, __m256& v0, __m256& v1) const {
+    const uint8_t* key = indices + j * stride;
     __m128i idx;
-    if constexpr (kNibbles) {
+    if constexpr (kPacked == 4) {
       const __m128i low_nibbles = _mm_set1_epi8(0x0F);
-      const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(indices + j * stride + c / 2));
+      const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(key + c / 2));
       idx = _mm_unpacklo_epi8(_mm_and_si128(bytes, low_nibbles),
                               _mm_and_si128(_mm_srli_epi16(bytes, 4), low_nibbles));
+    } else if constexpr (kPacked == 2 || kPacked == 1) {
+      // Byte k of the group, repeated for its 8 / kPacked fields; field s keeps its bits where
+      // they are in the low nibble (s < 4 / kPacked) or the high one shifted down.
+      constexpr int kBytes = 2 * kPacked;
+      int32_t raw = 0;
+      std::memcpy(&raw, key + c * kPacked / 8, kBytes);
+      const __m128i repeat = kPacked == 2 ? _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3)
+                                          : _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+      const __m128i low = kPacked == 2 ? _mm_setr_epi8(3, 12, 0, 0, 3, 12, 0, 0, 3, 12, 0, 0, 3, 12, 0, 0)
+                                       : _mm_setr_epi8(1, 2, 4, 8, 0, 0, 0, 0, 1, 2, 4, 8, 0, 0, 0, 0);
+      const __m128i high = kPacked == 2 ? _mm_setr_epi8(0, 0, 3, 12, 0, 0, 3, 12, 0, 0, 3, 12, 0, 0, 3, 12)
+                                        : _mm_setr_epi8(0, 0, 0, 0, 1, 2, 4, 8, 0, 0, 0, 0, 1, 2, 4, 8);
+      const __m128i r = _mm_shuffle_epi8(_mm_cvtsi32_si128(raw), repeat);
+      idx = _mm_or_si128(_mm_and_si128(r, low), _mm_and_si128(_mm_srli_epi16(r, 4), high));
     } else {
-      idx = _mm_loadu_si128(reinterpret_cast<const __m128i*>(indices + j * stride + c));
+      idx = _mm_loadu_si128(reinterpret_cast<const __m128i*>(key + c));
     }
     const __m128i b0 = _mm_shuffle_epi8(planes[0], idx), b1 = _mm_shuffle_epi8(planes[1], idx);
     const __m128i b2 = _mm_shuffle_epi8(planes[2], idx), b3 = _mm_shuffle_epi8(planes[3], idx);
@@ -206,60 +154,71 @@ struct PlaneValues {
   }
 };
 
-// Values of at most 4 bits by byte planes (PlaneValues): the permute pair and blend per 8
-// coordinates were the bottleneck on Zen 1 (4-bit values 176 -> 109 cycles per token for 4
-// queries). Sums in the same order as the other AVX2 kernels.
-template <bool kNibbles, int kTile>
-TURBOKV_TARGET_AVX2 void axpy_planes_tile_avx2(const float* w, int64_t w_stride, int d,
-                                               const uint8_t* indices, int64_t stride, int64_t n,
-                                               const __m128i* planes, float* acc) {
-  for (int c = 0; c < d; c += 16) {
-    accumulate16_avx2<kTile>(w, w_stride, n, PlaneValues<kNibbles>{indices, stride, c, planes}, d, c, acc);
-  }
-}
-
-// head_dim a multiple of 16, bits <= 4: 4-bit codes straight from the packed bytes, narrower
-// widths unpacked to index bytes first.
-// Plane k holds byte k of each of the table's 16 floats (tables are padded to 16, kernels.hpp).
-TURBOKV_TARGET_AVX2 void float_byte_planes(const float* table, __m128i* planes) {
+// The 16 floats PlaneValues<kPacked> looks up, as byte planes (plane k holds byte k of each):
+// lane value v means centroid v (kPacked 4 and 0), (v & 3) | (v >> 2) (2 bits: v is the field
+// or the field << 2), or v != 0 (1 bit: v is 0 or a power of two). Tables are padded to 16.
+TURBOKV_TARGET_AVX2 void float_byte_planes(const float* table, int packed, __m128i* planes) {
   alignas(16) uint8_t bytes[4][16];
-  for (int i = 0; i < 16; ++i) {
+  for (int v = 0; v < 16; ++v) {
+    const int entry = packed == 2 ? ((v & 3) | (v >> 2)) : packed == 1 ? (v != 0) : v;
     uint32_t word;
-    std::memcpy(&word, table + i, 4);
-    for (int k = 0; k < 4; ++k) bytes[k][i] = static_cast<uint8_t>(word >> (8 * k));
+    std::memcpy(&word, table + entry, 4);
+    for (int k = 0; k < 4; ++k) bytes[k][v] = static_cast<uint8_t>(word >> (8 * k));
   }
   for (int k = 0; k < 4; ++k) planes[k] = _mm_load_si128(reinterpret_cast<const __m128i*>(bytes[k]));
 }
 
+// Values of at most 4 bits by byte planes (PlaneValues): the permute pair and blend per 8
+// coordinates were the bottleneck on Zen 1 (4-bit values 176 -> 109 cycles per token for 4
+// queries). Sums in the same order as the other AVX2 kernels.
+template <int kPacked, int kTile>
+TURBOKV_TARGET_AVX2 void axpy_planes_tile_avx2(const float* w, int64_t w_stride, int d,
+                                               const uint8_t* indices, int64_t stride, int64_t n,
+                                               const __m128i* planes, float* acc) {
+  for (int c = 0; c < d; c += 16) {
+    accumulate16_avx2<kTile>(w, w_stride, n, PlaneValues<kPacked>{indices, stride, c, planes}, d, c, acc);
+  }
+}
+
+template <int kTile>
+TURBOKV_TARGET_AVX2 void axpy_planes_tiles_avx2(int packed, const float* w, int64_t w_stride, int d,
+                                                const uint8_t* indices, int64_t stride, int64_t n,
+                                                const __m128i* planes, float* acc) {
+  switch (packed) {
+    case 4: return axpy_planes_tile_avx2<4, kTile>(w, w_stride, d, indices, stride, n, planes, acc);
+    case 2: return axpy_planes_tile_avx2<2, kTile>(w, w_stride, d, indices, stride, n, planes, acc);
+    case 1: return axpy_planes_tile_avx2<1, kTile>(w, w_stride, d, indices, stride, n, planes, acc);
+    default: return axpy_planes_tile_avx2<0, kTile>(w, w_stride, d, indices, stride, n, planes, acc);
+  }
+}
+
+// head_dim a multiple of 16, bits <= 4: 1-, 2- and 4-bit codes straight from the packed bytes
+// (whole bytes per 16 coordinates), 3-bit ones unpacked to index bytes first.
 TURBOKV_TARGET_AVX2 void axpy_planes_avx2(const float* w, int64_t w_stride, int m,
                                           const uint8_t* codes, int64_t code_bytes, int64_t n,
                                           const float* table, int bits, int d, float* acc) {
+  const int packed = bits == 3 ? 0 : bits;
   __m128i planes[4];
-  float_byte_planes(table, planes);
-  const bool nibbles = bits == 4;
-  std::vector<uint8_t> idx(nibbles ? 0 : static_cast<size_t>(n * d));
-  if (!nibbles) {
+  float_byte_planes(table, packed, planes);
+  std::vector<uint8_t> idx(packed ? 0 : static_cast<size_t>(n * d));
+  if (!packed) {
     const UnpackFn unpack = select_unpack(SimdLevel::kAvx2);
     for (int64_t j = 0; j < n; ++j) unpack(codes + j * code_bytes, d, bits, idx.data() + j * d);
   }
-  const uint8_t* indices = nibbles ? codes : idx.data();
-  const int64_t stride = nibbles ? code_bytes : d;
+  const uint8_t* indices = packed ? codes : idx.data();
+  const int64_t stride = packed ? code_bytes : d;
   int a = 0;
   for (; a + 4 <= m; a += 4) {
-    float* out = acc + static_cast<int64_t>(a) * d;
-    if (nibbles) axpy_planes_tile_avx2<true, 4>(w + a * w_stride, w_stride, d, indices, stride, n, planes, out);
-    else axpy_planes_tile_avx2<false, 4>(w + a * w_stride, w_stride, d, indices, stride, n, planes, out);
+    axpy_planes_tiles_avx2<4>(packed, w + a * w_stride, w_stride, d, indices, stride, n, planes, acc + static_cast<int64_t>(a) * d);
   }
   for (; a < m; ++a) {
-    float* out = acc + static_cast<int64_t>(a) * d;
-    if (nibbles) axpy_planes_tile_avx2<true, 1>(w + a * w_stride, w_stride, d, indices, stride, n, planes, out);
-    else axpy_planes_tile_avx2<false, 1>(w + a * w_stride, w_stride, d, indices, stride, n, planes, out);
+    axpy_planes_tiles_avx2<1>(packed, w + a * w_stride, w_stride, d, indices, stride, n, planes, acc + static_cast<int64_t>(a) * d);
   }
 }
 
 // Scores of up to 4 queries on key j by byte planes: each 16 looked-up coordinates serve every
 // query, two accumulators per query (chains of d / 16 FMAs).
-template <bool kNibbles, int kTile>
+template <int kPacked, int kTile>
 TURBOKV_TARGET_AVX2 void dot_planes_tile_avx2(const float* q, int d, const uint8_t* indices,
                                               int64_t stride, int64_t j, const __m128i* planes,
                                               float* out, int64_t out_stride) {
@@ -267,7 +226,7 @@ TURBOKV_TARGET_AVX2 void dot_planes_tile_avx2(const float* q, int d, const uint8
   for (int a = 0; a < kTile; ++a) acc[a][0] = acc[a][1] = _mm256_setzero_ps();
   for (int c = 0; c < d; c += 16) {
     __m256 v0, v1;
-    PlaneValues<kNibbles>{indices, stride, c, planes}(j, v0, v1);
+    PlaneValues<kPacked>{indices, stride, c, planes}(j, v0, v1);
     for (int a = 0; a < kTile; ++a) {
       acc[a][0] = _mm256_fmadd_ps(_mm256_loadu_ps(q + a * d + c), v0, acc[a][0]);
       acc[a][1] = _mm256_fmadd_ps(_mm256_loadu_ps(q + a * d + c + 8), v1, acc[a][1]);
@@ -285,61 +244,44 @@ TURBOKV_TARGET_AVX2 void dot_planes_tile_avx2(const float* q, int d, const uint8
   }
 }
 
-// head_dim a multiple of 16, bits <= 4, several queries: 4-bit codes straight from the packed
-// bytes, narrower widths unpacked per key.
-TURBOKV_TARGET_AVX2 void dot_planes_avx2(const float* q, int m, const uint8_t* codes,
-                                         int64_t code_bytes, int64_t n, const float* table,
-                                         int bits, int d, float* out, int64_t out_stride) {
-  __m128i planes[4];
-  float_byte_planes(table, planes);
+// All keys for m queries; kPacked as in PlaneValues (0: each key unpacked first).
+template <int kPacked>
+TURBOKV_TARGET_AVX2 void dot_planes_keys_avx2(const float* q, int m, const uint8_t* codes,
+                                              int64_t code_bytes, int64_t n, const __m128i* planes,
+                                              int bits, int d, float* out, int64_t out_stride) {
   const UnpackFn unpack = select_unpack(SimdLevel::kAvx2);
-  std::vector<uint8_t> idx(static_cast<size_t>(d));
+  std::vector<uint8_t> idx(kPacked ? 0 : static_cast<size_t>(d));
   for (int64_t j = 0; j < n; ++j) {
-    const bool nibbles = bits == 4;
-    if (!nibbles) unpack(codes + j * code_bytes, d, bits, idx.data());
     // Packed: key j at codes + j * code_bytes; unpacked: the one key in idx (stride 0).
-    const uint8_t* indices = nibbles ? codes : idx.data();
-    const int64_t stride = nibbles ? code_bytes : 0, key = nibbles ? j : 0;
+    if (!kPacked) unpack(codes + j * code_bytes, d, bits, idx.data());
+    const uint8_t* indices = kPacked ? codes : idx.data();
+    const int64_t stride = kPacked ? code_bytes : 0, key = kPacked ? j : 0;
     int a = 0;
     for (; a + 4 <= m; a += 4) {
-      const float* qa = q + static_cast<int64_t>(a) * d;
-      float* o = out + a * out_stride + j;
-      if (nibbles) dot_planes_tile_avx2<true, 4>(qa, d, indices, stride, key, planes, o, out_stride);
-      else dot_planes_tile_avx2<false, 4>(qa, d, indices, stride, key, planes, o, out_stride);
+      dot_planes_tile_avx2<kPacked, 4>(q + static_cast<int64_t>(a) * d, d, indices, stride, key,
+                                       planes, out + a * out_stride + j, out_stride);
     }
     for (; a < m; ++a) {
-      const float* qa = q + static_cast<int64_t>(a) * d;
-      float* o = out + a * out_stride + j;
-      if (nibbles) dot_planes_tile_avx2<true, 1>(qa, d, indices, stride, key, planes, o, out_stride);
-      else dot_planes_tile_avx2<false, 1>(qa, d, indices, stride, key, planes, o, out_stride);
+      dot_planes_tile_avx2<kPacked, 1>(q + static_cast<int64_t>(a) * d, d, indices, stride, key,
+                                       planes, out + a * out_stride + j, out_stride);
     }
   }
 }
 
-template <int kBits>
-TURBOKV_TARGET_AVX2 void axpy_packed_bits_avx2(const float* w, int64_t w_stride, int m,
-                                               const uint8_t* codes, int64_t code_bytes, int64_t n,
-                                               const float* table, int d, float* acc) {
-  constexpr int kPerByte = 8 / kBits;
-  const int chunks = d * kBits / 64;
-  const int64_t per_query = static_cast<int64_t>(chunks) * kPerByte * 8;
-  std::vector<float> accperm = to_lanes(acc, m, d, chunks, kPerByte, 8);
-  alignas(32) float repeated[16];
-  for (int j = 0; j < 16; ++j) repeated[j] = table[j & ((1 << kBits) - 1)];
-  const __m256 low = _mm256_load_ps(repeated), high = _mm256_load_ps(repeated + 8);
-  // 4 queries x (8 / bits) accumulators, the two table halves and the lookup fit in 16 registers
-  // up to 2 coordinates per byte; 1-bit codes (8 per byte) take 1 query at a time.
-  constexpr int kTile = kPerByte <= 2 ? 4 : kPerByte == 4 ? 2 : 1;
-  int a = 0;
-  for (; a + kTile <= m; a += kTile) {
-    axpy_packed_tile_avx2<kBits, kTile>(w + a * w_stride, w_stride, chunks, codes, code_bytes, n, low,
-                                        high, accperm.data() + a * per_query, per_query);
+// head_dim a multiple of 16, bits <= 4: 1-, 2- and 4-bit codes straight from the packed bytes,
+// 3-bit ones unpacked per key.
+TURBOKV_TARGET_AVX2 void dot_planes_avx2(const float* q, int m, const uint8_t* codes,
+                                         int64_t code_bytes, int64_t n, const float* table,
+                                         int bits, int d, float* out, int64_t out_stride) {
+  const int packed = bits == 3 ? 0 : bits;
+  __m128i planes[4];
+  float_byte_planes(table, packed, planes);
+  switch (packed) {
+    case 4: return dot_planes_keys_avx2<4>(q, m, codes, code_bytes, n, planes, bits, d, out, out_stride);
+    case 2: return dot_planes_keys_avx2<2>(q, m, codes, code_bytes, n, planes, bits, d, out, out_stride);
+    case 1: return dot_planes_keys_avx2<1>(q, m, codes, code_bytes, n, planes, bits, d, out, out_stride);
+    default: return dot_planes_keys_avx2<0>(q, m, codes, code_bytes, n, planes, bits, d, out, out_stride);
   }
-  for (; a < m; ++a) {
-    axpy_packed_tile_avx2<kBits, 1>(w + a * w_stride, w_stride, chunks, codes, code_bytes, n, low, high,
-                                    accperm.data() + a * per_query, per_query);
-  }
-  from_lanes(accperm, m, d, chunks, kPerByte, 8, acc);
 }
 
 // Widths with no lane kernel above (3, 5-8 bits), several queries: each key is unpacked and looked
@@ -438,16 +380,12 @@ TURBOKV_TARGET_AVX2 void axpy_packed_rows_avx2(const float* w, int64_t w_stride,
 
 void dot_packed_avx2(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
                      const float* table, int bits, int d, float* out, int64_t out_stride) {
-  // Byte planes (dot_planes_avx2) for several queries at 1-4 bits and for one query at 4 bits;
-  // Zen 1, cycles per key: 4 queries 1 bit 218 -> 166, 2 bits 213 -> 164, 3 bits 300 -> 196,
-  // 4 bits 216 -> 135; one query at 4 bits 129 -> 75 (at 1-3 bits it lost to the lane kernels
-  // and the generic route, which need no unpack per key).
-  if (bits <= 4 && d % 16 == 0 && (m > 1 || bits == 4)) {
+  // Byte planes (dot_planes_avx2) at 1-4 bits with head_dim a multiple of 16, except 3-bit keys
+  // of one query. Zen 1, cycles per key for 4 queries against the lane kernels they replaced:
+  // 1 bit 218 -> 140, 2 bits 213 -> 137, 3 bits 300 -> 170, 4 bits 216 -> 131; one query at 2
+  // bits 116 -> 77, at 4 bits 129 -> 75 (3 bits: 162 -> 136-176, so it keeps the generic route).
+  if (bits <= 4 && d % 16 == 0 && (m > 1 || bits != 3)) {
     return dot_planes_avx2(q, m, codes, code_bytes, n, table, bits, d, out, out_stride);
-  }
-  if (d * bits % 64 == 0) {
-    if (bits == 2) return dot_packed_bits_avx2<2>(q, m, codes, code_bytes, n, table, d, out, out_stride);
-    if (bits == 1) return dot_packed_bits_avx2<1>(q, m, codes, code_bytes, n, table, d, out, out_stride);
   }
   if (m > 1) return dot_packed_rows_avx2(q, m, codes, code_bytes, n, table, bits, d, out, out_stride);
   dot_packed_generic(select_dot_lookup(SimdLevel::kAvx2), select_unpack(SimdLevel::kAvx2), q, m,
@@ -457,22 +395,15 @@ void dot_packed_avx2(const float* q, int m, const uint8_t* codes, int64_t code_b
 void axpy_packed_avx2(const float* w, int64_t w_stride, int m, const uint8_t* codes,
                       int64_t code_bytes, int64_t n, const float* table, int bits, int d,
                       float* acc) {
-  // Up to 4 bits and head_dim a multiple of 16: byte-plane lookups (axpy_planes_avx2).
+  // Up to 4 bits and head_dim a multiple of 16: byte-plane lookups (axpy_planes_avx2), which
+  // replaced the lane kernels (Zen 1, 4 queries, cycles per token: 1 bit 158 -> 122, 2 bits 161
+  // -> 117, 3 bits 196 -> 144, 4 bits 176 -> 103). Other shapes: several queries share each
+  // key's lookups on the rows route.
   if (bits <= 4 && d % 16 == 0) return axpy_planes_avx2(w, w_stride, m, codes, code_bytes, n, table, bits, d, acc);
-  // Otherwise lane kernels for 1/2 bits hold 2 or 1 queries' accumulators in registers, so 4
-  // queries (GQA 4) repeated the lookups; the rows route shares them: 1.8-3.2x faster there
-  // (Zen 1, 4 queries: 2 bits 277 -> 158, 1 bit 492 -> 153 cycles per token).
-  if (d * bits % 64 == 0) {
-    if (bits == 4) return axpy_packed_bits_avx2<4>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
-    if (bits == 2 && m < 4) return axpy_packed_bits_avx2<2>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
-    if (bits == 1 && m < 4) return axpy_packed_bits_avx2<1>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
-  }
   if (m > 1) return axpy_packed_rows_avx2(w, w_stride, m, codes, code_bytes, n, table, bits, d, acc);
   axpy_packed_generic(select_axpy_lookup(SimdLevel::kAvx2), select_unpack(SimdLevel::kAvx2), w,
                       w_stride, m, codes, code_bytes, n, table, bits, d, acc);
 }
-
-
 
 // The four horizontal sums of a, b, c, d as lanes 0..3, in 9 instructions instead of 4 x 8.
 TURBOKV_TARGET_AVX512 __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {

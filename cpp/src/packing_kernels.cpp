@@ -131,16 +131,30 @@ TURBOKV_TARGET_AVX2 void unpack16_avx2(__m128i raw, uint8_t* idx) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(idx), bytes);
 }
 
+// pshufb indices that move bytes [s, 16) of a register to [0, 16 - s) and zero the rest, at
+// kSlideDown + s.
+alignas(16) constexpr int8_t kSlideDown[32] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                                               -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+
 template <int B>
 TURBOKV_TARGET_AVX2 void unpack_bits_avx2(const uint8_t* packed, int n, uint8_t* idx) {
   // A whole 16-byte load wherever 16 bytes remain in the packed row (a 2B-byte copy into a
   // register went through the stack: a store-forwarding stall per 16 indices, 3-bit scores 1.5x
-  // slower); only the last groups copy exactly their 2B bytes.
+  // slower); the last groups of a row of at least 16 bytes load its last 16 bytes and slide
+  // theirs down (the copy stalled there too: 3 of the 8 groups of a 2-bit row of 128); only
+  // shorter rows copy exactly their 2B bytes.
   const int64_t total = (static_cast<int64_t>(n) * B + 7) / 8;
   int i = 0;
   int64_t offset = 0;
   for (; i + 16 <= n && offset + 16 <= total; i += 16, offset += 2 * B) {
     unpack16_avx2<B>(_mm_loadu_si128(reinterpret_cast<const __m128i*>(packed + offset)), idx + i);
+  }
+  if (total >= 16) {
+    const __m128i last = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed + total - 16));
+    for (; i + 16 <= n; i += 16, offset += 2 * B) {
+      const int64_t slide = offset - (total - 16);  // in [1, 15]: offset + 16 > total > offset
+      unpack16_avx2<B>(_mm_shuffle_epi8(last, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kSlideDown + slide))), idx + i);
+    }
   }
   for (; i + 16 <= n; i += 16, offset += 2 * B) {
     __m128i raw = _mm_setzero_si128();
