@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <type_traits>
 #include <vector>
 
 #include "kernels.hpp"
@@ -64,11 +65,11 @@ struct Int8Layout {
 };
 
 // Packed lanes need whole indices per byte and whole 16-byte blocks per key.
-bool int8_packed_lanes(int bits, int64_t code_bytes, int d) {
+[[maybe_unused]] bool int8_packed_lanes(int bits, int64_t code_bytes, int d) {
   return code_bytes % 16 == 0 && d * bits == code_bytes * 8 && (bits == 1 || bits == 2 || bits == 4);
 }
 
-Int8Layout int8_layout(int lanes, int fields, int bits, int64_t code_bytes, int d) {
+[[maybe_unused]] Int8Layout int8_layout(int lanes, int fields, int bits, int64_t code_bytes, int d) {
   const bool unpacked = fields == 1;
   const int chunks = static_cast<int>(((unpacked ? d : code_bytes) + lanes - 1) / lanes);
   return Int8Layout{fields, unpacked ? 8 : bits, chunks,
@@ -91,6 +92,41 @@ Int8Layout int8_layout(int lanes, int fields, int bits, int64_t code_bytes, int 
   }
   return out;
 }
+
+// call(std::integral_constant<int, fields>) with the kernel's indices per scored byte: 8 / bits
+// on packed lanes (1, 2, 4 bits), else 1 (unpacked rows).
+template <typename Call>
+[[maybe_unused]] void with_int8_fields(int bits, int64_t code_bytes, int d, Call&& call) {
+  if (int8_packed_lanes(bits, code_bytes, d)) {
+    if (bits == 4) return call(std::integral_constant<int, 2>{});
+    if (bits == 2) return call(std::integral_constant<int, 4>{});
+    if (bits == 1) return call(std::integral_constant<int, 8>{});
+  }
+  call(std::integral_constant<int, 1>{});
+}
+
+// The keys one after another as the SIMD kernels read them: packed codes in place, or each key
+// unpacked into a zero-padded buffer of `padded` bytes (whole chunks; the query is zero there).
+class [[maybe_unused]] Int8KeyRows {
+ public:
+  Int8KeyRows(const uint8_t* codes, int64_t code_bytes, int bits, int d, bool unpacked,
+              int64_t padded, SimdLevel level)
+      : codes_(codes), code_bytes_(code_bytes), bits_(bits), d_(d), unpack_(select_unpack(level)),
+        idx_(unpacked ? static_cast<size_t>(padded) : 0, 0) {}
+  const uint8_t* operator()(int64_t j) {
+    const uint8_t* key = codes_ + j * code_bytes_;
+    if (idx_.empty()) return key;
+    unpack_(key, d_, bits_, idx_.data());
+    return idx_.data();
+  }
+
+ private:
+  const uint8_t* codes_;
+  int64_t code_bytes_;
+  int bits_, d_;
+  UnpackFn unpack_;
+  std::vector<uint8_t> idx_;
+};
 
 #if TURBOKV_X86
 // AVX2: pshufb looks 32 indices up in the 16-byte centroid table and maddubs multiplies |c| by
@@ -150,14 +186,9 @@ TURBOKV_TARGET_AVX2 void dot_int8_avx2(const int8_t* q8, const float* q_scale, i
   alignas(32) int8_t repeated[32];
   for (int i = 0; i < 32; ++i) repeated[i] = table8[i & 15];
   const __m256i table = _mm256_load_si256(reinterpret_cast<const __m256i*>(repeated));
-  std::vector<uint8_t> idx(unpacked ? static_cast<size_t>(L.chunks) * 32 : 0, 0);
-  const UnpackFn unpack = select_unpack(SimdLevel::kAvx2);
+  Int8KeyRows keys(codes, code_bytes, bits, d, unpacked, L.stride, SimdLevel::kAvx2);
   for (int64_t j = 0; j < n; ++j) {
-    const uint8_t* key = codes + j * code_bytes;
-    if (unpacked) {
-      unpack(key, d, bits, idx.data());
-      key = idx.data();
-    }
+    const uint8_t* key = keys(j);
     int a = 0;
     for (; a + 4 <= m; a += 4) {
       score_key_int8<kFields, 4>(key, L, qperm.data() + a * per_query, per_query, table,
@@ -175,12 +206,9 @@ TURBOKV_TARGET_AVX2 void dot_int8_avx2(const int8_t* q8, const float* q_scale, i
 void dot_packed_int8_avx2(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                           int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                           int bits, int d, float* out, int64_t out_stride) {
-  if (int8_packed_lanes(bits, code_bytes, d)) {
-    if (bits == 4) return dot_int8_avx2<2>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
-    if (bits == 2) return dot_int8_avx2<4>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
-    if (bits == 1) return dot_int8_avx2<8>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
-  }
-  dot_int8_avx2<1>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
+  with_int8_fields(bits, code_bytes, d, [&](auto fields) {
+    dot_int8_avx2<decltype(fields)::value>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
+  });
 }
 
 #endif
@@ -223,14 +251,9 @@ void dot_int8_neon(const int8_t* q8, const float* q_scale, int m, const uint8_t*
   std::vector<float> scales(static_cast<size_t>(m));
   for (int a = 0; a < m; ++a) scales[a] = q_scale[a] * table_scale;  // the scalar kernel's product
   const int8x16_t table = vld1q_s8(table8);
-  std::vector<uint8_t> idx(unpacked ? static_cast<size_t>(L.stride) : 0, 0);
-  const UnpackFn unpack = select_unpack(SimdLevel::kNeon);
+  Int8KeyRows keys(codes, code_bytes, bits, d, unpacked, L.stride, SimdLevel::kNeon);
   for (int64_t j = 0; j < n; ++j) {
-    const uint8_t* key = codes + j * code_bytes;
-    if (unpacked) {
-      unpack(key, d, bits, idx.data());
-      key = idx.data();
-    }
+    const uint8_t* key = keys(j);
     int a = 0;
     for (; a + 4 <= m; a += 4) {
       score_key_int8_neon<kFields, 4>(key, L, qperm.data() + a * per_query, per_query, table,
@@ -246,12 +269,9 @@ void dot_int8_neon(const int8_t* q8, const float* q_scale, int m, const uint8_t*
 void dot_packed_int8_neon(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                           int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                           int bits, int d, float* out, int64_t out_stride) {
-  if (int8_packed_lanes(bits, code_bytes, d)) {
-    if (bits == 4) return dot_int8_neon<2>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
-    if (bits == 2) return dot_int8_neon<4>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
-    if (bits == 1) return dot_int8_neon<8>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
-  }
-  dot_int8_neon<1>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
+  with_int8_fields(bits, code_bytes, d, [&](auto fields) {
+    dot_int8_neon<decltype(fields)::value>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
+  });
 }
 #endif
 
