@@ -244,6 +244,7 @@ BENCHMARK(BM_Attention)
     ->Args({32768, 4, 4, 0})
     ->Args({32768, 4, 4, 1})
     ->Args({32768, 4, 2, 1})
+    ->Args({32768, 8, 4, 1})  // the default preset, K8V4
     ->Args({32768, 0, 0, 1})
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Rotate)->Apply(rotate_args);
