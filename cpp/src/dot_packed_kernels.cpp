@@ -111,7 +111,7 @@ TURBOKV_TARGET_AVX2 void accumulate16_avx2(const float* w, int64_t w_stride, int
 
 // Coordinates c..c+15 of token j by byte planes. kPacked = 1, 2, 4: the 16 fields come straight
 // from 2, 4 or 8 packed code bytes, each lane left holding its field at bit 0 or 2 (1 bit: at bit
-// 0-3) of its byte, i.e. a lane value v in 0..15 whose centroid field_table() stores at v;
+// 0-3) of its byte, i.e. a lane value v in 0..15 whose centroid float_byte_planes() stores at v;
 // kPacked = 0: 16 unpacked index bytes (3 bits). Four pshufb fetch the 4 bytes of each centroid
 // from the table's byte planes and two rounds of unpacks reassemble the floats exactly.
 template <int kPacked>
@@ -220,8 +220,8 @@ TURBOKV_TARGET_AVX2 void axpy_planes_avx2(const float* w, int64_t w_stride, int 
 // each 16 looked-up coordinates serve every query, two accumulators per query (chains of d / 16
 // FMAs). head_dim a multiple of 16.
 template <int kTile, typename Values>
-TURBOKV_TARGET_AVX2 void dot16_tile_avx2(const float* q, int d, const Values& values, float* out,
-                                         int64_t out_stride) {
+TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void dot16_tile_avx2(
+    const float* q, int d, const Values& values, float* out, int64_t out_stride) {
   __m256 acc[kTile][2];
   for (int a = 0; a < kTile; ++a) acc[a][0] = acc[a][1] = _mm256_setzero_ps();
   for (int c = 0; c < d; c += 16) {
@@ -241,6 +241,19 @@ TURBOKV_TARGET_AVX2 void dot16_tile_avx2(const float* q, int d, const Values& va
     for (int a = 0; a < 4; ++a) out[a * out_stride] = sums[a];
   } else {
     for (int a = 0; a < kTile; ++a) out[a * out_stride] = horizontal_sum(_mm256_add_ps(acc[a][0], acc[a][1]));
+  }
+}
+
+// The last 1-3 queries of a key in one tile (one tile per query would repeat the lookups).
+template <typename Values>
+TURBOKV_TARGET_AVX2 void dot16_rest_avx2(int rest, const float* q, int d, const Values& values,
+                                         float* out, int64_t out_stride) {
+  switch (rest) {
+    case 4: return dot16_tile_avx2<4>(q, d, values, out, out_stride);
+    case 3: return dot16_tile_avx2<3>(q, d, values, out, out_stride);
+    case 2: return dot16_tile_avx2<2>(q, d, values, out, out_stride);
+    case 1: return dot16_tile_avx2<1>(q, d, values, out, out_stride);
+    default: return;
   }
 }
 
@@ -267,15 +280,10 @@ TURBOKV_TARGET_AVX2 void dot_planes_keys_avx2(const float* q, int m, const uint8
     if (!kPacked) unpack(codes + j * code_bytes, d, bits, idx.data());
     const uint8_t* indices = kPacked ? codes : idx.data();
     const int64_t stride = kPacked ? code_bytes : 0, key = kPacked ? j : 0;
+    const PlaneKey<kPacked> values{indices, stride, key, planes};
     int a = 0;
-    for (; a + 4 <= m; a += 4) {
-      dot16_tile_avx2<4>(q + static_cast<int64_t>(a) * d, d, PlaneKey<kPacked>{indices, stride, key, planes},
-                         out + a * out_stride + j, out_stride);
-    }
-    for (; a < m; ++a) {
-      dot16_tile_avx2<1>(q + static_cast<int64_t>(a) * d, d, PlaneKey<kPacked>{indices, stride, key, planes},
-                         out + a * out_stride + j, out_stride);
-    }
+    for (; a + 4 <= m; a += 4) dot16_tile_avx2<4>(q + static_cast<int64_t>(a) * d, d, values, out + a * out_stride + j, out_stride);
+    if (a < m) dot16_rest_avx2(m - a, q + static_cast<int64_t>(a) * d, d, values, out + a * out_stride + j, out_stride);
   }
 }
 
@@ -295,9 +303,10 @@ TURBOKV_TARGET_AVX2 void dot_planes_avx2(const float* q, int m, const uint8_t* c
   }
 }
 
-// Widths with no lane kernel above (3, 5-8 bits), several queries: each key is unpacked and looked
-// up once into d floats that every query then reads (the generic route gathers the table again
-// for each query: 8-bit scores for 8 queries cost 7.4x those for one).
+// Widths the byte planes do not take (5-8 bits; 3 bits of one query; head_dim not a multiple of
+// 16): each key is unpacked and looked up once into d floats that every query then reads (the
+// generic route gathers the table again for each query: 8-bit scores for 8 queries cost 7.4x
+// those for one).
 TURBOKV_TARGET_AVX2 void lookup_row_avx2(const uint8_t* idx, const float* table, int bits, int d,
                                          float* row) {
   int i = 0;
@@ -351,13 +360,7 @@ TURBOKV_TARGET_AVX2 void dot_packed_rows_avx2(const float* q, int m, const uint8
         unpack(key, d, bits, idx.data());
         key = idx.data();
       }
-      const LookupKey values{key, table, bits};
-      switch (m) {
-        case 4: dot16_tile_avx2<4>(q, d, values, out + j, out_stride); break;
-        case 3: dot16_tile_avx2<3>(q, d, values, out + j, out_stride); break;
-        case 2: dot16_tile_avx2<2>(q, d, values, out + j, out_stride); break;
-        default: dot16_tile_avx2<1>(q, d, values, out + j, out_stride); break;
-      }
+      dot16_rest_avx2(m, q, d, LookupKey{key, table, bits}, out + j, out_stride);
     }
     return;
   }
