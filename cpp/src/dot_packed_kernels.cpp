@@ -351,27 +351,19 @@ TURBOKV_TARGET_AVX2 void dot_packed_rows_avx2(const float* q, int m, const uint8
   // FMAs (dot16_tile_avx2), no row buffer, two chains per query. Zen 1, 8-bit keys of 4 queries:
   // 273 -> 175 cycles per key; K8V4 decode at 32K on one thread 32-45 -> 22-35 ms in 7
   // interleaved pairs. More queries keep the row, which every tile of 4 then reads.
-  if (m <= 4 && d % 16 == 0) {
-    std::vector<uint8_t> idx(static_cast<size_t>(d));
-    const UnpackFn unpack = select_unpack(SimdLevel::kAvx2);
-    for (int64_t j = 0; j < n; ++j) {
-      const uint8_t* key = codes + j * code_bytes;
-      if (bits != 8) {  // 8-bit codes are already one index per byte
-        unpack(key, d, bits, idx.data());
-        key = idx.data();
-      }
-      dot16_rest_avx2(m, q, d, LookupKey{key, table, bits}, out + j, out_stride);
-    }
-    return;
-  }
+  const bool fused = m <= 4 && d % 16 == 0;
   std::vector<uint8_t> idx(static_cast<size_t>(d));
-  std::vector<float> row(static_cast<size_t>(d));
+  std::vector<float> row(fused ? 0 : static_cast<size_t>(d));
   const UnpackFn unpack = select_unpack(SimdLevel::kAvx2);
   for (int64_t j = 0; j < n; ++j) {
     const uint8_t* key = codes + j * code_bytes;
     if (bits != 8) {  // 8-bit codes are already one index per byte
       unpack(key, d, bits, idx.data());
       key = idx.data();
+    }
+    if (fused) {
+      dot16_rest_avx2(m, q, d, LookupKey{key, table, bits}, out + j, out_stride);
+      continue;
     }
     lookup_row_avx2(key, table, bits, d, row.data());
     int a = 0;
