@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "boundary_grid.hpp"
 #include "kernels.hpp"
 
 #if TURBOKV_X86
@@ -35,6 +36,29 @@ TURBOKV_TARGET_AVX2 inline __m256 lookup8_loads(const float* table, const uint8_
 TURBOKV_TARGET_AVX2 inline __m256 lookup8_gather(const float* table, const uint8_t* idx) {
   const __m256i index = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(idx)));
   return _mm256_i32gather_ps(table, index, 4);
+}
+
+// The grid cells of 8 int32 lanes (quantize_grid_avx2), as their candidates and below counts.
+// Loads: each cell is one 64-bit load, two per register half, and two shuffles split the pairs
+// (12 loads per 8 values instead of the 32 of two separate scalar-load lookups).
+TURBOKV_TARGET_AVX2 inline void grid_cells_loads(const GridCell* table, __m256i cell,
+                                                 __m256* candidate, __m256i* below) {
+  alignas(32) uint64_t lane_pairs[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lane_pairs), cell);
+  const auto two_cells = [table](uint64_t pair) {  // cells pair & 0xFFFFFFFF and pair >> 32
+    const __m128d first = _mm_load_sd(reinterpret_cast<const double*>(table + static_cast<uint32_t>(pair)));
+    return _mm_castpd_ps(_mm_loadh_pd(first, reinterpret_cast<const double*>(table + (pair >> 32))));
+  };
+  const __m256 cells_0145 = _mm256_set_m128(two_cells(lane_pairs[2]), two_cells(lane_pairs[0]));
+  const __m256 cells_2367 = _mm256_set_m128(two_cells(lane_pairs[3]), two_cells(lane_pairs[1]));
+  *candidate = _mm256_shuffle_ps(cells_0145, cells_2367, 0x88);  // even floats: lanes 0-3 | 4-7
+  *below = _mm256_castps_si256(_mm256_shuffle_ps(cells_0145, cells_2367, 0xDD));
+}
+
+TURBOKV_TARGET_AVX2 inline void grid_cells_gather(const GridCell* table, __m256i cell,
+                                                  __m256* candidate, __m256i* below) {
+  *candidate = _mm256_i32gather_ps(&table->candidate, cell, sizeof(GridCell));
+  *below = _mm256_i32gather_epi32(&table->below, cell, sizeof(GridCell));
 }
 
 // table[idx[0..8)] for a table padded to 16 floats: one permute up to 3 bits, two and a blend at

@@ -27,19 +27,18 @@ BoundaryGrid build_grid(const float* boundaries, int count) {
     grid.origin = boundaries[0];
     grid.inv_width = static_cast<float>(cells) / (boundaries[count - 1] - boundaries[0]);
     grid.cells = cells;
-    grid.below.assign(cells, 0);
-    grid.candidate.assign(cells, INFINITY);
+    grid.table.assign(cells, GridCell{INFINITY, 0});
     std::vector<int> held(cells, 0);
     bool fine = true;
     for (int k = 0; k < count && fine; ++k) {
       const int c = grid.cell(boundaries[k]);
       fine = ++held[c] == 1;
-      grid.candidate[c] = boundaries[k];
+      grid.table[c].candidate = boundaries[k];
     }
     if (!fine) continue;
     int running = 0;
     for (int c = 0; c < cells; ++c) {
-      grid.below[c] = running;
+      grid.table[c].below = running;
       running += held[c];
     }
     return grid;

@@ -11,14 +11,21 @@ namespace kernels {
 // cell(v) = int(clamp((v - origin) * inv_width, 0, cells - 1)) is monotone in v, so every
 // boundary in a cell before v's is below v and every one after is above it. The grid is fine
 // enough that a cell holds at most one boundary; then
-//   index(v) = below[cell(v)] + (v >= candidate[cell(v)])
+//   index(v) = table[cell(v)].below + (v >= table[cell(v)].candidate)
 // is exactly the number of boundaries <= v, the scalar definition, with no tolerance involved.
+// One cell of the grid, both of its lookups in one 8-byte load (the scalar-load route of Zen 1/2
+// then reads 8 cells instead of 16 table entries per 8 values; gathers use a stride of 8).
+struct GridCell {
+  float candidate;  // the boundary in this cell, +inf where there is none
+  int32_t below;    // number of boundaries in the cells before this one
+};
+static_assert(sizeof(GridCell) == 8, "quantize_grid_avx2 loads a cell as one 64-bit word");
+
 struct BoundaryGrid {
   float origin = 0.0f;
   float inv_width = 0.0f;
   int cells = 0;                  // 0: no grid (fewer than 2 boundaries, or no fine-enough grid)
-  std::vector<int32_t> below;     // number of boundaries in the cells before this one
-  std::vector<float> candidate;   // the boundary in this cell, +inf where there is none
+  std::vector<GridCell> table;    // one per cell
   // b[count - 1 - k] == -b[k] with a zero in the middle (odd count): the Lloyd-Max codebooks are,
   // and the AVX2 counting quantiser then compares against the positive half only. Set whether
   // or not a grid was found, so quantisers need not re-check it per vector.

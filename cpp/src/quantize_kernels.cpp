@@ -28,21 +28,13 @@ void quantize_scalar(const float* x, float scale, const float* boundaries, const
 
 #if TURBOKV_X86
 // table[index lane] by 8 scalar loads (the lanes spilled once) where gathers are microcoded
-// (kGathersAreSlow, avx2_helpers.hpp), else a gather; for float and int32 tables.
+// (kGathersAreSlow, avx2_helpers.hpp), else a gather.
 TURBOKV_TARGET_AVX2 __m256 lookup8_lanes(const float* table, __m256i index) {
   if (!kGathersAreSlow) return _mm256_i32gather_ps(table, index, 4);
   alignas(32) int32_t lane[8];
   _mm256_store_si256(reinterpret_cast<__m256i*>(lane), index);
   return _mm256_setr_ps(table[lane[0]], table[lane[1]], table[lane[2]], table[lane[3]],
                         table[lane[4]], table[lane[5]], table[lane[6]], table[lane[7]]);
-}
-
-TURBOKV_TARGET_AVX2 __m256i lookup8_lanes(const int32_t* table, __m256i index) {
-  if (!kGathersAreSlow) return _mm256_i32gather_epi32(table, index, 4);
-  alignas(32) int32_t lane[8];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(lane), index);
-  return _mm256_setr_epi32(table[lane[0]], table[lane[1]], table[lane[2]], table[lane[3]],
-                           table[lane[4]], table[lane[5]], table[lane[6]], table[lane[7]]);
 }
 
 // Up to 8 levels: one permute; 16: two permutes and a blend on bit 3; more: scalar loads.
@@ -140,8 +132,13 @@ TURBOKV_TARGET_AVX2 void quantize_grid_avx2(const float* x, __m256 vscale, const
     const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vscale);
     const __m256 t = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_sub_ps(v, origin), inv_width), zero), last);
     const __m256i cell = _mm256_cvttps_epi32(t);
-    const __m256i below = lookup8_lanes(grid.below.data(), cell);
-    const __m256 candidate = lookup8_lanes(grid.candidate.data(), cell);
+    __m256 candidate;
+    __m256i below;
+    if (kGathersAreSlow) {
+      grid_cells_loads(grid.table.data(), cell, &candidate, &below);
+    } else {
+      grid_cells_gather(grid.table.data(), cell, &candidate, &below);
+    }
     const __m256i lo = _mm256_sub_epi32(below, _mm256_castps_si256(_mm256_cmp_ps(v, candidate, _CMP_GE_OQ)));
     store_bytes_avx2(lo, idx + i);
     if (residual != nullptr) _mm256_storeu_ps(residual + i, _mm256_sub_ps(v, lookup8(centroids, lo, bits)));

@@ -397,6 +397,47 @@ TEST(SimdParity, BothLookupRoutesReadTheTableExactly) {
 }
 #endif
 
+#if TURBOKV_X86
+TURBOKV_TARGET_AVX2 void grid_cells_both_ways(const kernels::GridCell* table, const int32_t* cells,
+                                              float* candidate_loads, int32_t* below_loads,
+                                              float* candidate_gather, int32_t* below_gather) {
+  const __m256i cell = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cells));
+  __m256 c;
+  __m256i b;
+  kernels::grid_cells_loads(table, cell, &c, &b);
+  _mm256_storeu_ps(candidate_loads, c);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(below_loads), b);
+  kernels::grid_cells_gather(table, cell, &c, &b);
+  _mm256_storeu_ps(candidate_gather, c);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(below_gather), b);
+}
+
+// The quantiser's grid lookups go by gather or by 64-bit scalar loads (kGathersAreSlow); both must
+// return each lane's own cell, in lane order, whichever route this machine's quantiser takes.
+TEST(SimdParity, BothGridCellRoutesReadTheirLanesCells) {
+  if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX2 here";
+  const auto& grid = kernels::codebook_grid(8);
+  const int cells = grid.cells;
+  ASSERT_GT(cells, 8);
+  std::vector<int32_t> lanes(512);
+  for (size_t i = 0; i < lanes.size(); ++i) lanes[i] = int32_t((i * 733 + 5) % cells);
+  lanes[0] = 0;
+  lanes[7] = cells - 1;
+  for (size_t i = 0; i + 8 <= lanes.size(); i += 8) {
+    float c_loads[8], c_gather[8];
+    int32_t b_loads[8], b_gather[8];
+    grid_cells_both_ways(grid.table.data(), lanes.data() + i, c_loads, b_loads, c_gather, b_gather);
+    for (int l = 0; l < 8; ++l) {
+      const kernels::GridCell& want = grid.table[lanes[i + l]];
+      ASSERT_EQ(c_loads[l], want.candidate) << i + l;
+      ASSERT_EQ(b_loads[l], want.below) << i + l;
+      ASSERT_EQ(c_gather[l], want.candidate) << i + l;
+      ASSERT_EQ(b_gather[l], want.below) << i + l;
+    }
+  }
+}
+#endif
+
 // The grid route of quantize (5+ bits on AVX2) counts boundaries exactly like the binary search,
 // for the codebooks' own grids and for hand-made boundaries that force a fine grid or none.
 TEST(SimdParity, QuantizeGridCountsBoundariesExactly) {
