@@ -4,6 +4,7 @@
 // unpack and look each key up once, then run 4-wide multiply-adds for every query. Int8 scores
 // have their NEON twin beside the AVX2 one (dot_int8_kernels.cpp). Kernels not listed in
 // use_neon_kernels (pack, lookups, exp, gemm, float16) stay scalar for now.
+#include "boundary_grid.hpp"
 #include "kernels.hpp"
 
 #if defined(__aarch64__)
@@ -84,16 +85,34 @@ void matvec_columns_neon(const float* columns, int rows, int cols, const float* 
   }
 }
 
-// Up to 4 bits the index is the count of boundaries <= v (one compare each, all independent);
-// wider codebooks use the scalar binary search.
-void quantize_neon(const float* x, float scale, const float* boundaries, const float* centroids,
-                   const BoundaryGrid* grid, int bits, uint8_t* idx, float* residual, int n) {
-  const QuantizeFn scalar = select_quantize(SimdLevel::kScalar);
-  if (bits < 1 || bits > 4) return scalar(x, scale, boundaries, centroids, grid, bits, idx, residual, n);
+// 5-8 bits: the boundary grid (boundary_grid.hpp). The cell is computed 4 lanes at a time with
+// BoundaryGrid::cell's operations in its order (truncation of a non-negative float, as its cast);
+// each lane then reads its 8-byte cell, one load instead of 8 dependent search steps.
+void quantize_grid_neon(const float* x, float32x4_t vscale, const BoundaryGrid& grid,
+                        const float* centroids, uint8_t* idx, float* residual, int n) {
+  const float32x4_t origin = vdupq_n_f32(grid.origin), inv_width = vdupq_n_f32(grid.inv_width);
+  const float32x4_t last = vdupq_n_f32(static_cast<float>(grid.cells - 1)), zero = vdupq_n_f32(0.0f);
+  for (int i = 0; i + 4 <= n; i += 4) {
+    const float32x4_t v = vmulq_f32(vld1q_f32(x + i), vscale);
+    const float32x4_t t = vminq_f32(vmaxq_f32(vmulq_f32(vsubq_f32(v, origin), inv_width), zero), last);
+    int32_t cells[4];
+    float values[4];
+    vst1q_s32(cells, vcvtq_s32_f32(t));
+    vst1q_f32(values, v);
+    for (int k = 0; k < 4; ++k) {
+      const GridCell& cell = grid.table[cells[k]];
+      const int index = cell.below + (values[k] >= cell.candidate ? 1 : 0);
+      idx[i + k] = static_cast<uint8_t>(index);
+      if (residual != nullptr) residual[i + k] = values[k] - centroids[index];
+    }
+  }
+}
+
+// Up to 4 bits the index is the count of boundaries <= v (one compare each, all independent).
+void quantize_count_neon(const float* x, float32x4_t vscale, const float* boundaries,
+                         const float* centroids, int bits, uint8_t* idx, float* residual, int n) {
   const int count = (1 << bits) - 1;
-  const float32x4_t vscale = vdupq_n_f32(scale);
-  int i = 0;
-  for (; i + 4 <= n; i += 4) {
+  for (int i = 0; i + 4 <= n; i += 4) {
     const float32x4_t v = vmulq_f32(vld1q_f32(x + i), vscale);
     uint32x4_t below = vdupq_n_u32(0);
     for (int k = 0; k < count; ++k) {
@@ -108,6 +127,22 @@ void quantize_neon(const float* x, float scale, const float* boundaries, const f
       if (residual != nullptr) residual[i + k] = values[k] - centroids[lanes[k]];
     }
   }
+}
+
+// Counting up to 4 bits, the grid above (where the codebook has one), else the scalar binary
+// search; the last n % 4 values are the scalar reference's.
+void quantize_neon(const float* x, float scale, const float* boundaries, const float* centroids,
+                   const BoundaryGrid* grid, int bits, uint8_t* idx, float* residual, int n) {
+  const QuantizeFn scalar = select_quantize(SimdLevel::kScalar);
+  const float32x4_t vscale = vdupq_n_f32(scale);
+  if (bits >= 1 && bits <= 4) {
+    quantize_count_neon(x, vscale, boundaries, centroids, bits, idx, residual, n);
+  } else if (grid != nullptr && grid->cells > 0) {
+    quantize_grid_neon(x, vscale, *grid, centroids, idx, residual, n);
+  } else {
+    return scalar(x, scale, boundaries, centroids, grid, bits, idx, residual, n);
+  }
+  const int i = n - n % 4;
   scalar(x + i, scale, boundaries, centroids, grid, bits, idx + i,
          residual == nullptr ? nullptr : residual + i, n - i);
 }

@@ -438,7 +438,7 @@ TEST(SimdParity, BothGridCellRoutesReadTheirLanesCells) {
 }
 #endif
 
-// The grid route of quantize (5+ bits on AVX2) counts boundaries exactly like the binary search,
+// The grid route of quantize (5+ bits on AVX2 and NEON) counts boundaries exactly like the binary search,
 // for the codebooks' own grids and for hand-made boundaries that force a fine grid or none.
 TEST(SimdParity, QuantizeGridCountsBoundariesExactly) {
   for (int bits = 5; bits <= 8; ++bits) ASSERT_GT(kernels::codebook_grid(bits).cells, 0) << bits;
