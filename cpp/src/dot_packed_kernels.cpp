@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "avx2_helpers.hpp"
+#include "avx512_helpers.hpp"
 #include "kernels.hpp"
 
 namespace turbokv {
@@ -406,8 +407,9 @@ TURBOKV_TARGET_AVX2 void axpy_packed_rows_avx2(const float* w, int64_t w_stride,
                                                const uint8_t* codes, int64_t code_bytes, int64_t n,
                                                const float* table, int bits, int d, float* acc) {
   const UnpackFn unpack = select_unpack(SimdLevel::kAvx2);
-  // 8-bit codes of whole 8-byte groups are the indices already (code_bytes == d): no copy.
-  const bool in_place = bits == 8 && d % 8 == 0;
+  // 8-bit codes of whole 8-byte groups in rows of d bytes are the indices already: no copy.
+  // (A padded stride, code_bytes > d, is copied: the tiles step through indices by d.)
+  const bool in_place = bits == 8 && d % 8 == 0 && code_bytes == d;
   std::vector<uint8_t> idx(in_place ? 0 : static_cast<size_t>(n * d) + 8);  // + 8: a tail's 8-byte loads
   if (!in_place) {
     for (int64_t j = 0; j < n; ++j) unpack(codes + j * code_bytes, d, bits, idx.data() + j * d);
@@ -448,17 +450,6 @@ void axpy_packed_avx2(const float* w, int64_t w_stride, int m, const uint8_t* co
                       w_stride, m, codes, code_bytes, n, table, bits, d, acc);
 }
 
-// The four horizontal sums of a, b, c, d as lanes 0..3, in 9 instructions instead of 4 x 8.
-TURBOKV_TARGET_AVX512 __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
-  // Per 128-bit lane: ab = [a0+a2, b0+b2, a1+a3, b1+b3], likewise cd.
-  const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
-  const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
-  // Per 128-bit lane: [a, b, c, d] partial sums.
-  const __m512 abcd = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, 0x44), _mm512_shuffle_ps(ab, cd, 0xEE));
-  const __m256 half = _mm256_add_ps(_mm512_castps512_ps256(abcd), _mm512_extractf32x8_ps(abcd, 1));
-  return _mm_add_ps(_mm256_castps256_ps128(half), _mm256_extractf128_ps(half, 1));
-}
-
 // For b in {1, 2, 4} a byte holds 8/b whole indices. Loading 16 code bytes into 16 int32 lanes
 // and shifting by s*b puts index (8/b)*byte + s in the low bits of each lane; vpermps reads only
 // the low 4 bits, so a 16-entry table that repeats the 2^b centroids (t[j] = c[j mod 2^b]) gives
@@ -471,19 +462,6 @@ TURBOKV_TARGET_AVX512 __m512i load_chunk(const uint8_t* key, int g, int chunks, 
                           ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(key + 16 * g))
                           : _mm_maskz_loadu_epi8(last_mask, key + 16 * g);
   return _mm512_cvtepu8_epi32(raw);
-}
-
-template <int kTile>
-TURBOKV_TARGET_AVX512 void store_sums(const __m512* acc, float* out, int64_t out_stride) {
-  if constexpr (kTile == 4) {
-    const __m128 sums = reduce4(acc[0], acc[1], acc[2], acc[3]);
-    out[0] = _mm_cvtss_f32(sums);
-    out[out_stride] = _mm_cvtss_f32(_mm_shuffle_ps(sums, sums, 0x55));
-    out[2 * out_stride] = _mm_cvtss_f32(_mm_shuffle_ps(sums, sums, 0xAA));
-    out[3 * out_stride] = _mm_cvtss_f32(_mm_shuffle_ps(sums, sums, 0xFF));
-  } else {
-    for (int a = 0; a < kTile; ++a) out[a * out_stride] = _mm512_reduce_add_ps(acc[a]);
-  }
 }
 
 // Two keys per iteration give the out-of-order core two independent FMA chains per query; a
@@ -657,6 +635,7 @@ TURBOKV_TARGET_AVX512 void axpy_packed_avx512(const float* w, int64_t w_stride, 
     case 2: return axpy_packed_bits_avx512<2>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
     case 4: return axpy_packed_bits_avx512<4>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
     default:
+      if (planes8_avx512_fit(bits, d)) return axpy_planes8_avx512(w, w_stride, m, codes, code_bytes, n, table, d, acc);
       // 3 and 5-8 bits: the AVX2 rows route (each lookup shared by the queries) beat the
       // per-query AVX-512 gathers on a Sapphire Rapids Xeon: decode at 32K K8V4 5.13 -> 2.82 ms,
       // K8V8 10.0 -> 4.3 ms (bench/results/attention_spr_b1.md).
@@ -675,6 +654,7 @@ TURBOKV_TARGET_AVX512 void dot_packed_avx512(const float* q, int m, const uint8_
     case 2: return dot_packed_bits_avx512<2>(q, m, codes, code_bytes, n, table, d, out, out_stride);
     case 4: return dot_packed_bits_avx512<4>(q, m, codes, code_bytes, n, table, d, out, out_stride);
     default:  // as axpy_packed_avx512
+      if (planes8_avx512_fit(bits, d)) return dot_planes8_avx512(q, m, codes, code_bytes, n, table, d, out, out_stride);
       // 3 bits: byte planes, 120-198 against 132-237 cycles per key on the rows route in two
       // noisy A/B runs on a Sapphire Rapids Xeon (4 queries).
       if (bits == 3 && d % 16 == 0 && m > 1) return dot_planes_avx2(q, m, codes, code_bytes, n, table, bits, d, out, out_stride);
