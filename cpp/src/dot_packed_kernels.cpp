@@ -635,9 +635,9 @@ TURBOKV_TARGET_AVX512 void axpy_packed_avx512(const float* w, int64_t w_stride, 
     case 2: return axpy_packed_bits_avx512<2>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
     case 4: return axpy_packed_bits_avx512<4>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
     default:
-      if (planes8_avx512_fit(bits, d)) return axpy_planes8_avx512(w, w_stride, m, codes, code_bytes, n, table, d, acc);
-      // 3 and 5-8 bits: the AVX2 rows route (each lookup shared by the queries) beat the
-      // per-query AVX-512 gathers on a Sapphire Rapids Xeon: decode at 32K K8V4 5.13 -> 2.82 ms,
+      if (planes_vbmi_fit(bits, d)) return axpy_planes_vbmi(w, w_stride, m, codes, code_bytes, n, table, bits, d, acc);
+      // Without VBMI, 3 and 5-8 bits: the AVX2 rows route (each lookup shared by the queries)
+      // beat the per-query AVX-512 gathers on a Sapphire Rapids Xeon: decode at 32K K8V4 5.13 -> 2.82 ms,
       // K8V8 10.0 -> 4.3 ms (bench/results/attention_spr_b1.md).
       if (m > 1) return axpy_packed_rows_avx2(w, w_stride, m, codes, code_bytes, n, table, bits, d, acc);
       return axpy_packed_generic(select_axpy_lookup(SimdLevel::kAvx512),
@@ -654,7 +654,7 @@ TURBOKV_TARGET_AVX512 void dot_packed_avx512(const float* q, int m, const uint8_
     case 2: return dot_packed_bits_avx512<2>(q, m, codes, code_bytes, n, table, d, out, out_stride);
     case 4: return dot_packed_bits_avx512<4>(q, m, codes, code_bytes, n, table, d, out, out_stride);
     default:  // as axpy_packed_avx512
-      if (planes8_avx512_fit(bits, d)) return dot_planes8_avx512(q, m, codes, code_bytes, n, table, d, out, out_stride);
+      if (planes_vbmi_fit(bits, d)) return dot_planes_vbmi(q, m, codes, code_bytes, n, table, bits, d, out, out_stride);
       // 3 bits: byte planes, 120-198 against 132-237 cycles per key on the rows route in two
       // noisy A/B runs on a Sapphire Rapids Xeon (4 queries).
       if (bits == 3 && d % 16 == 0 && m > 1) return dot_planes_avx2(q, m, codes, code_bytes, n, table, bits, d, out, out_stride);

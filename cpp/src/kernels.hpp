@@ -103,16 +103,16 @@ struct KernelSet {
                int m, int n, int depth, bool accumulate);
 };
 
-// 8-bit codes by byte planes on AVX-512 with VBMI (planes8_avx512_kernels.cpp): dot_packed and
-// axpy_packed of the AVX-512 level hand over to these where planes8_avx512_fit(bits, d) holds
-// (this CPU has VBMI, 8-bit codes, head_dim a multiple of 64). Same contracts as those two with
-// bits = 8; x86 only (fit is false elsewhere).
+// 3- and 5-8-bit codes by byte planes on AVX-512 with VBMI (planes_vbmi_kernels.cpp):
+// dot_packed and axpy_packed of the AVX-512 level hand over to these where
+// planes_vbmi_fit(bits, d) holds (this CPU has VBMI, those widths, head_dim a multiple of 64).
+// Same contracts as those two; defined on x86 only (fit is false elsewhere).
 extern const bool kHasAvx512Vbmi;  // this CPU has AVX-512 VBMI (false off x86); set before main
-bool planes8_avx512_fit(int bits, int d);
-void dot_planes8_avx512(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
-                        const float* table, int d, float* out, int64_t out_stride);
-void axpy_planes8_avx512(const float* w, int64_t w_stride, int m, const uint8_t* codes,
-                         int64_t code_bytes, int64_t n, const float* table, int d, float* acc);
+bool planes_vbmi_fit(int bits, int d);
+void dot_planes_vbmi(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
+                     const float* table, int bits, int d, float* out, int64_t out_stride);
+void axpy_planes_vbmi(const float* w, int64_t w_stride, int m, const uint8_t* codes,
+                      int64_t code_bytes, int64_t n, const float* table, int bits, int d, float* acc);
 
 // The kernels for one level; throws if the CPU lacks it.
 const KernelSet& kernel_set(SimdLevel level);

@@ -1,6 +1,7 @@
 // Every SIMD level must store exactly the bits the scalar code stores.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -9,6 +10,7 @@
 #include "../../cpp/src/boundary_grid.hpp"
 #include "../../cpp/src/kernels.hpp"
 #include "test_util.hpp"
+#include "turbokv/packing.hpp"
 
 using namespace turbokv;
 using turbokv::test_util::EncodedStore;
@@ -489,53 +491,62 @@ TEST(SimdParity, QuantizeGridCountsBoundariesExactly) {
 // The levels this build runs are the ones its architecture has: on arm64 the suite above runs
 // scalar and NEON (scripts/test_arm.sh, under qemu-user); on x86 scalar, AVX2 and AVX-512 as the
 // CPU allows.
-// 8-bit fused scores and values at every level against a double-precision sum over the table:
-// on AVX-512 with VBMI this is the byte-plane route (asserted), whose lane permutation and plane
-// halves (bit 7 of the code) a wrong index would break; elsewhere the level's own 8-bit route.
-TEST(SimdParity, EightBitPackedScoresAndValuesMatchTheTable) {
+// Fused scores and values of 3- and 5-8-bit codes at every level against a double-precision sum
+// over the table: on AVX-512 with VBMI this is the byte-plane route (asserted), whose in-register
+// unpacking, lane permutation and plane halves (bit 7 at 8 bits) a wrong index would break;
+// elsewhere the level's own route. Rows are padded past their packed bytes: the stride is honoured.
+TEST(SimdParity, WidePackedScoresAndValuesMatchTheTable) {
   std::mt19937 gen(11);
   std::normal_distribution<float> normal;
-  std::vector<float> table(256);
-  for (int e = 0; e < 256; ++e) table[e] = std::ldexp(float(e) - 127.5f, e % 5 - 9);
   for (SimdLevel level : supported_simd()) {
     const auto& k = kernels::kernel_set(level);
+    const auto& scalar = kernels::kernel_set(SimdLevel::kScalar);
     if (level == SimdLevel::kAvx512) {
-      EXPECT_EQ(kernels::planes8_avx512_fit(8, 128), kernels::kHasAvx512Vbmi);
-      std::cout << "8-bit codes at the AVX-512 level here: "
-                << (kernels::planes8_avx512_fit(8, 128) ? "VBMI byte planes" : "AVX2 rows route") << "\n";
+      for (int bits : {3, 5, 6, 7, 8}) EXPECT_EQ(kernels::planes_vbmi_fit(bits, 128), kernels::kHasAvx512Vbmi);
+      EXPECT_FALSE(kernels::planes_vbmi_fit(4, 128));
+      EXPECT_FALSE(kernels::planes_vbmi_fit(8, 96));
+      std::cout << "3- and 5-8-bit codes at the AVX-512 level here: "
+                << (kernels::kHasAvx512Vbmi ? "VBMI byte planes" : "AVX2 routes") << "\n";
     }
-    for (int d : {64, 96, 128, 256}) {
-      for (int m : {1, 2, 3, 4, 5, 8}) {
-        const int64_t n = 37, code_bytes = d + 3;  // padded rows: the stride is honoured
-        std::vector<uint8_t> codes(size_t(n * code_bytes));
-        for (auto& c : codes) c = uint8_t(gen() & 0xFF);
-        std::vector<float> q(size_t(m) * d), w(size_t(m) * n), scores(size_t(m) * n, -1.0f);
-        for (auto& x : q) x = normal(gen);
-        for (auto& x : w) x = normal(gen);
-        std::vector<float> acc(size_t(m) * d);
-        for (auto& x : acc) x = normal(gen);
-        const std::vector<float> acc0 = acc;
-        k.dot_packed(q.data(), m, codes.data(), code_bytes, n, table.data(), 8, d, scores.data(), n);
-        k.axpy_packed(w.data(), n, m, codes.data(), code_bytes, n, table.data(), 8, d, acc.data());
-        const std::string where = std::string(simd_name(level)) + " d " + std::to_string(d) + " m " + std::to_string(m);
-        for (int a = 0; a < m; ++a) {
-          for (int64_t j = 0; j < n; ++j) {
-            double want = 0, scale = 0;
-            for (int i = 0; i < d; ++i) {
-              const double term = double(q[size_t(a) * d + i]) * table[codes[size_t(j * code_bytes + i)]];
-              want += term;
-              scale += std::fabs(term);
-            }
-            ASSERT_NEAR(scores[size_t(a) * n + j], want, 1e-5 * scale) << where << " key " << j;
-          }
-          for (int i = 0; i < d; ++i) {
-            double want = acc0[size_t(a) * d + i], scale = std::fabs(want);
+    for (int bits : {3, 5, 6, 7, 8}) {
+      std::vector<float> table(std::max(16, 1 << bits));
+      for (size_t e = 0; e < table.size(); ++e) table[e] = std::ldexp(float(e) - 0.5f * float(table.size()), int(e % 5) - 9);
+      for (int d : {64, 96, 128, 256}) {
+        for (int m : {1, 2, 3, 4, 5, 8}) {
+          const int64_t n = 37, code_bytes = int64_t(packed_bytes(bits, size_t(d))) + 3;
+          // No slack after the last row: a read past it shows under ASan.
+          std::vector<uint8_t> idx(size_t(n) * d), codes(size_t(n * code_bytes), 0xA5);
+          for (auto& v : idx) v = uint8_t(gen() % (1u << bits));
+          for (int64_t j = 0; j < n; ++j) scalar.pack(idx.data() + j * d, d, bits, codes.data() + j * code_bytes);
+          std::vector<float> q(size_t(m) * d), w(size_t(m) * n), scores(size_t(m) * n, -1.0f);
+          for (auto& x : q) x = normal(gen);
+          for (auto& x : w) x = normal(gen);
+          std::vector<float> acc(size_t(m) * d);
+          for (auto& x : acc) x = normal(gen);
+          const std::vector<float> acc0 = acc;
+          k.dot_packed(q.data(), m, codes.data(), code_bytes, n, table.data(), bits, d, scores.data(), n);
+          k.axpy_packed(w.data(), n, m, codes.data(), code_bytes, n, table.data(), bits, d, acc.data());
+          const std::string where = std::string(simd_name(level)) + " bits " + std::to_string(bits) +
+                                    " d " + std::to_string(d) + " m " + std::to_string(m);
+          for (int a = 0; a < m; ++a) {
             for (int64_t j = 0; j < n; ++j) {
-              const double term = double(w[size_t(a) * n + j]) * table[codes[size_t(j * code_bytes + i)]];
-              want += term;
-              scale += std::fabs(term);
+              double want = 0, scale = 0;
+              for (int i = 0; i < d; ++i) {
+                const double term = double(q[size_t(a) * d + i]) * table[idx[size_t(j * d + i)]];
+                want += term;
+                scale += std::fabs(term);
+              }
+              ASSERT_NEAR(scores[size_t(a) * n + j], want, 1e-5 * scale) << where << " key " << j;
             }
-            ASSERT_NEAR(acc[size_t(a) * d + i], want, 1e-5 * scale) << where << " coordinate " << i;
+            for (int i = 0; i < d; ++i) {
+              double want = acc0[size_t(a) * d + i], scale = std::fabs(want);
+              for (int64_t j = 0; j < n; ++j) {
+                const double term = double(w[size_t(a) * n + j]) * table[idx[size_t(j * d + i)]];
+                want += term;
+                scale += std::fabs(term);
+              }
+              ASSERT_NEAR(acc[size_t(a) * d + i], want, 1e-5 * scale) << where << " coordinate " << i;
+            }
           }
         }
       }

@@ -1,0 +1,270 @@
+// 3- and 5-8-bit codes on AVX-512 with VBMI, by byte planes: byte p of every centroid forms a
+// plane of 2^bits bytes, and vpermb / vpermi2b look up 64 codes' bytes at once (6 / 7 index bits;
+// at 8 bits bit 7 picks one of two vpermi2b halves). Four planes and two rounds of unpacks
+// reassemble the floats exactly (the AVX2 byte-plane idea, dot_packed_kernels.cpp, at up to 256
+// entries), so 64 coordinates cost 15-21 shuffles shared by every query of the KV head, instead
+// of the AVX2 rows route (gathers, an unpack pass) this level took for these widths before.
+// Packed codes below 8 bits are taken apart in registers: 64 codes are 8 * bits bytes, vpermb
+// gives each 64-bit lane the bits bytes of its 8 codes and vpmultishiftqb moves code j of a lane
+// to byte j (paper-independent; packing layout in turbokv/packing.hpp).
+#include <cstring>
+#include <vector>
+
+#include "avx512_helpers.hpp"
+#include "kernels.hpp"
+
+namespace turbokv {
+namespace kernels {
+
+#if TURBOKV_X86
+const bool kHasAvx512Vbmi = [] {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512vbmi") != 0;
+}();
+
+bool planes_vbmi_fit(int bits, int d) {
+  return kHasAvx512Vbmi && (bits == 3 || (bits >= 5 && bits <= 8)) && d % 64 == 0;
+}
+
+namespace {
+
+#define TURBOKV_TARGET_AVX512_VBMI \
+  __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi,avx2,fma,bmi,bmi2,f16c")))
+
+// The 4 byte planes of a table of 2^kBits floats, 64 entries per register:
+// reg[kQuarters * p + k] holds byte p of entries 64 k .. 64 k + 63 (zero past the table).
+template <int kBits>
+struct Planes {
+  static constexpr int kQuarters = kBits <= 6 ? 1 : (1 << kBits) / 64;
+  __m512i reg[4 * kQuarters];
+};
+
+template <int kBits>
+TURBOKV_TARGET_AVX512_VBMI Planes<kBits> load_planes(const float* table) {
+  constexpr int kQuarters = Planes<kBits>::kQuarters, kEntries = 1 << kBits;
+  alignas(64) uint8_t bytes[4][64 * kQuarters] = {};
+  // Per 16 floats: vpermb gathers byte p of each float into the register's 16-byte quarter p.
+  alignas(64) int8_t order[64];
+  for (int p = 0; p < 4; ++p) {
+    for (int e = 0; e < 16; ++e) order[16 * p + e] = static_cast<int8_t>(4 * e + p);
+  }
+  const __m512i by_plane = _mm512_load_si512(order);
+  // Tables are padded to kMinTableSize (16) floats, so whole blocks of 16 are readable.
+  for (int block = 0; block < (kEntries + 15) / 16; ++block) {
+    const __m512i t = _mm512_permutexvar_epi8(by_plane, _mm512_loadu_si512(table + 16 * block));
+    alignas(64) uint8_t split[64];
+    _mm512_store_si512(split, t);
+    const int count = kEntries < 16 ? kEntries : 16;
+    for (int p = 0; p < 4; ++p) std::memcpy(bytes[p] + 16 * block, split + 16 * p, count);
+  }
+  Planes<kBits> planes;
+  for (int p = 0; p < 4; ++p) {
+    for (int k = 0; k < kQuarters; ++k) planes.reg[kQuarters * p + k] = _mm512_load_si512(bytes[p] + 64 * k);
+  }
+  return planes;
+}
+
+// 64 codes of kBits bits (8 * kBits bytes) as 64 index bytes in coordinate order; the shuffle
+// controls are set up once per call.
+template <int kBits>
+struct IndexLoader {
+  __m512i gather, shift, mask;
+
+  TURBOKV_TARGET_AVX512_VBMI IndexLoader() {
+    alignas(64) int8_t g[64], s[64];
+    for (int lane = 0; lane < 8; ++lane) {
+      for (int j = 0; j < 8; ++j) {
+        g[8 * lane + j] = static_cast<int8_t>(kBits * lane + (j < kBits ? j : 0));
+        s[8 * lane + j] = static_cast<int8_t>(kBits * j);
+      }
+    }
+    gather = _mm512_load_si512(g);
+    shift = _mm512_load_si512(s);
+    mask = _mm512_set1_epi8(static_cast<char>((1 << kBits) - 1));
+  }
+
+  TURBOKV_TARGET_AVX512_VBMI __m512i operator()(const uint8_t* src) const {
+    if constexpr (kBits == 8) {
+      return _mm512_loadu_si512(src);
+    } else {
+      // A masked load reads only this chunk's bytes (the row may end right after them).
+      const __m512i raw = _mm512_maskz_loadu_epi8((uint64_t{1} << (8 * kBits)) - 1, src);
+      const __m512i lanes = _mm512_permutexvar_epi8(gather, raw);  // lane l: bytes of codes 8l..8l+7
+      return _mm512_and_si512(_mm512_multishift_epi64_epi8(shift, lanes), mask);  // byte j: code j
+    }
+  }
+};
+
+// The centroids of 64 codes as 4 registers: f[r] lane 4 L + e holds coordinate 16 L + 4 r + e
+// (L the 128-bit lane), the order the unpacks leave them in; queries and accumulators are
+// permuted to match once per call (to_plane_order).
+template <int kBits>
+TURBOKV_TARGET_AVX512_VBMI inline void lookup64(const Planes<kBits>& planes, __m512i codes, __m512* f) {
+  constexpr int kQuarters = Planes<kBits>::kQuarters;
+  __m512i b[4];
+  for (int p = 0; p < 4; ++p) {
+    const __m512i* plane = planes.reg + kQuarters * p;
+    if constexpr (kBits <= 6) {
+      b[p] = _mm512_permutexvar_epi8(codes, plane[0]);
+    } else if constexpr (kBits == 7) {
+      b[p] = _mm512_permutex2var_epi8(plane[0], codes, plane[1]);
+    } else {
+      const __m512i low = _mm512_permutex2var_epi8(plane[0], codes, plane[1]);
+      const __m512i high = _mm512_permutex2var_epi8(plane[2], codes, plane[3]);
+      b[p] = _mm512_mask_blend_epi8(_mm512_movepi8_mask(codes), low, high);  // bit 7: entries 128+
+    }
+  }
+  const __m512i w01_low = _mm512_unpacklo_epi8(b[0], b[1]), w01_high = _mm512_unpackhi_epi8(b[0], b[1]);
+  const __m512i w23_low = _mm512_unpacklo_epi8(b[2], b[3]), w23_high = _mm512_unpackhi_epi8(b[2], b[3]);
+  f[0] = _mm512_castsi512_ps(_mm512_unpacklo_epi16(w01_low, w23_low));
+  f[1] = _mm512_castsi512_ps(_mm512_unpackhi_epi16(w01_low, w23_low));
+  f[2] = _mm512_castsi512_ps(_mm512_unpacklo_epi16(w01_high, w23_high));
+  f[3] = _mm512_castsi512_ps(_mm512_unpackhi_epi16(w01_high, w23_high));
+}
+
+// Coordinate i = 64 c + 16 L + 4 r + e sits at 64 c + 16 r + 4 L + e in plane order.
+int plane_position(int i) {
+  const int c = i / 64, L = (i / 16) % 4, r = (i / 4) % 4, e = i % 4;
+  return 64 * c + 16 * r + 4 * L + e;
+}
+
+std::vector<float> to_plane_order(const float* x, int m, int d) {
+  std::vector<float> out(static_cast<size_t>(m) * d);
+  for (int a = 0; a < m; ++a) {
+    for (int i = 0; i < d; ++i) out[static_cast<size_t>(a) * d + plane_position(i)] = x[static_cast<int64_t>(a) * d + i];
+  }
+  return out;
+}
+
+void from_plane_order(const std::vector<float>& in, int m, int d, float* x) {
+  for (int a = 0; a < m; ++a) {
+    for (int i = 0; i < d; ++i) x[static_cast<int64_t>(a) * d + i] = in[static_cast<size_t>(a) * d + plane_position(i)];
+  }
+}
+
+// kTile queries against every key: each 64-code chunk of the key is looked up once, then two
+// FMA chains per query.
+template <int kBits, int kTile>
+TURBOKV_TARGET_AVX512_VBMI void dot_tile(const Planes<kBits>& planes, const float* qperm, int d,
+                                         const uint8_t* codes, int64_t code_bytes, int64_t n,
+                                         float* out, int64_t out_stride) {
+  const IndexLoader<kBits> indices;
+  for (int64_t j = 0; j < n; ++j) {
+    const uint8_t* key = codes + j * code_bytes;
+    _mm_prefetch(reinterpret_cast<const char*>(key + 16 * code_bytes), _MM_HINT_T0);
+    __m512 even[kTile], odd[kTile];
+    for (int a = 0; a < kTile; ++a) even[a] = odd[a] = _mm512_setzero_ps();
+    for (int c = 0; c < d / 64; ++c) {
+      __m512 f[4];
+      lookup64<kBits>(planes, indices(key + 8 * kBits * c), f);
+      for (int a = 0; a < kTile; ++a) {
+        const float* qa = qperm + static_cast<int64_t>(a) * d + 64 * c;
+        even[a] = _mm512_fmadd_ps(_mm512_loadu_ps(qa), f[0], even[a]);
+        odd[a] = _mm512_fmadd_ps(_mm512_loadu_ps(qa + 16), f[1], odd[a]);
+        even[a] = _mm512_fmadd_ps(_mm512_loadu_ps(qa + 32), f[2], even[a]);
+        odd[a] = _mm512_fmadd_ps(_mm512_loadu_ps(qa + 48), f[3], odd[a]);
+      }
+    }
+    __m512 sums[kTile];
+    for (int a = 0; a < kTile; ++a) sums[a] = _mm512_add_ps(even[a], odd[a]);
+    store_sums<kTile>(sums, out + j, out_stride);
+  }
+}
+
+// kTile queries' accumulators of one 64-coordinate chunk stay in registers across every token.
+template <int kBits, int kTile>
+TURBOKV_TARGET_AVX512_VBMI void axpy_tile(const Planes<kBits>& planes, const float* w,
+                                          int64_t w_stride, int d, const uint8_t* codes,
+                                          int64_t code_bytes, int64_t n, float* accperm) {
+  const IndexLoader<kBits> indices;
+  for (int c = 0; c < d / 64; ++c) {
+    __m512 acc[kTile][4];
+    for (int a = 0; a < kTile; ++a) {
+      for (int r = 0; r < 4; ++r) acc[a][r] = _mm512_loadu_ps(accperm + static_cast<int64_t>(a) * d + 64 * c + 16 * r);
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      const uint8_t* src = codes + j * code_bytes + 8 * kBits * c;
+      _mm_prefetch(reinterpret_cast<const char*>(src + 16 * code_bytes), _MM_HINT_T0);
+      __m512 f[4];
+      lookup64<kBits>(planes, indices(src), f);
+      for (int a = 0; a < kTile; ++a) {
+        const __m512 weight = _mm512_set1_ps(w[a * w_stride + j]);
+        for (int r = 0; r < 4; ++r) acc[a][r] = _mm512_fmadd_ps(weight, f[r], acc[a][r]);
+      }
+    }
+    for (int a = 0; a < kTile; ++a) {
+      for (int r = 0; r < 4; ++r) _mm512_storeu_ps(accperm + static_cast<int64_t>(a) * d + 64 * c + 16 * r, acc[a][r]);
+    }
+  }
+}
+
+template <int kBits>
+TURBOKV_TARGET_AVX512_VBMI void dot_planes_bits(const float* q, int m, const uint8_t* codes,
+                                                int64_t code_bytes, int64_t n, const float* table,
+                                                int d, float* out, int64_t out_stride) {
+  const Planes<kBits> planes = load_planes<kBits>(table);
+  const std::vector<float> qperm = to_plane_order(q, m, d);
+  int a = 0;
+  for (; a + 4 <= m; a += 4) {
+    dot_tile<kBits, 4>(planes, qperm.data() + static_cast<int64_t>(a) * d, d, codes, code_bytes, n, out + a * out_stride, out_stride);
+  }
+  const float* rest = qperm.data() + static_cast<int64_t>(a) * d;
+  switch (m - a) {  // the last 1-3 queries share one tile's lookups
+    case 3: return dot_tile<kBits, 3>(planes, rest, d, codes, code_bytes, n, out + a * out_stride, out_stride);
+    case 2: return dot_tile<kBits, 2>(planes, rest, d, codes, code_bytes, n, out + a * out_stride, out_stride);
+    case 1: return dot_tile<kBits, 1>(planes, rest, d, codes, code_bytes, n, out + a * out_stride, out_stride);
+    default: return;
+  }
+}
+
+template <int kBits>
+TURBOKV_TARGET_AVX512_VBMI void axpy_planes_bits(const float* w, int64_t w_stride, int m,
+                                                 const uint8_t* codes, int64_t code_bytes,
+                                                 int64_t n, const float* table, int d, float* acc) {
+  const Planes<kBits> planes = load_planes<kBits>(table);
+  std::vector<float> accperm = to_plane_order(acc, m, d);
+  int a = 0;
+  for (; a + 4 <= m; a += 4) {
+    axpy_tile<kBits, 4>(planes, w + a * w_stride, w_stride, d, codes, code_bytes, n, accperm.data() + static_cast<int64_t>(a) * d);
+  }
+  float* rest = accperm.data() + static_cast<int64_t>(a) * d;
+  switch (m - a) {
+    case 3: axpy_tile<kBits, 3>(planes, w + a * w_stride, w_stride, d, codes, code_bytes, n, rest); break;
+    case 2: axpy_tile<kBits, 2>(planes, w + a * w_stride, w_stride, d, codes, code_bytes, n, rest); break;
+    case 1: axpy_tile<kBits, 1>(planes, w + a * w_stride, w_stride, d, codes, code_bytes, n, rest); break;
+    default: break;
+  }
+  from_plane_order(accperm, m, d, acc);
+}
+
+}  // namespace
+
+void dot_planes_vbmi(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
+                     const float* table, int bits, int d, float* out, int64_t out_stride) {
+  switch (bits) {
+    case 3: return dot_planes_bits<3>(q, m, codes, code_bytes, n, table, d, out, out_stride);
+    case 5: return dot_planes_bits<5>(q, m, codes, code_bytes, n, table, d, out, out_stride);
+    case 6: return dot_planes_bits<6>(q, m, codes, code_bytes, n, table, d, out, out_stride);
+    case 7: return dot_planes_bits<7>(q, m, codes, code_bytes, n, table, d, out, out_stride);
+    default: return dot_planes_bits<8>(q, m, codes, code_bytes, n, table, d, out, out_stride);
+  }
+}
+
+void axpy_planes_vbmi(const float* w, int64_t w_stride, int m, const uint8_t* codes,
+                      int64_t code_bytes, int64_t n, const float* table, int bits, int d,
+                      float* acc) {
+  switch (bits) {
+    case 3: return axpy_planes_bits<3>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
+    case 5: return axpy_planes_bits<5>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
+    case 6: return axpy_planes_bits<6>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
+    case 7: return axpy_planes_bits<7>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
+    default: return axpy_planes_bits<8>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
+  }
+}
+#else
+const bool kHasAvx512Vbmi = false;
+bool planes_vbmi_fit(int, int) { return false; }
+#endif
+
+}  // namespace kernels
+}  // namespace turbokv
