@@ -84,12 +84,26 @@ TURBOKV_TARGET_AVX2 __m256i count_symmetric_avx2(__m256 v, const __m256* positiv
   const __m256i negative = _mm256_castps_si256(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ));
   const __m256i magnitude = _mm256_andnot_si256(_mm256_set1_epi32(INT32_MIN), _mm256_castps_si256(v));
   const __m256 a = _mm256_castsi256_ps(_mm256_add_epi32(magnitude, negative));  // one ulp down if v < 0
-  __m256i even = _mm256_setzero_si256(), odd = _mm256_setzero_si256();
-  for (int j = 0; j < kP; ++j) {
-    const __m256i ge = _mm256_castps_si256(_mm256_cmp_ps(a, positive[j], _CMP_GE_OQ));
-    if (j % 2 == 0) even = _mm256_sub_epi32(even, ge); else odd = _mm256_sub_epi32(odd, ge);
+  __m256i count;
+  if constexpr (kBits == 4) {
+    // The 7 positive boundaries p_0..p_6 by a 3-step search (10 operations instead of 14 for
+    // the compare-and-count): a >= p_3, then p_1 or p_5 by blend, then p_0, p_2, p_4 or p_6 by an
+    // in-lane permute of the two steps' outcome. The same count for sorted boundaries, ties included.
+    const __m256 ge3 = _mm256_cmp_ps(a, positive[3], _CMP_GE_OQ);
+    const __m256 ge_mid = _mm256_cmp_ps(a, _mm256_blendv_ps(positive[1], positive[5], ge3), _CMP_GE_OQ);
+    const __m256i pair = _mm256_or_si256(_mm256_and_si256(_mm256_castps_si256(ge3), _mm256_set1_epi32(2)),
+                                         _mm256_and_si256(_mm256_castps_si256(ge_mid), _mm256_set1_epi32(1)));
+    const __m256 last = _mm256_permutevar_ps(positive[7], pair);  // positive[7]: p_0, p_2, p_4, p_6
+    const __m256i ge_last = _mm256_castps_si256(_mm256_cmp_ps(a, last, _CMP_GE_OQ));
+    count = _mm256_sub_epi32(_mm256_slli_epi32(pair, 1), ge_last);
+  } else {
+    __m256i even = _mm256_setzero_si256(), odd = _mm256_setzero_si256();
+    for (int j = 0; j < kP; ++j) {
+      const __m256i ge = _mm256_castps_si256(_mm256_cmp_ps(a, positive[j], _CMP_GE_OQ));
+      if (j % 2 == 0) even = _mm256_sub_epi32(even, ge); else odd = _mm256_sub_epi32(odd, ge);
+    }
+    count = _mm256_add_epi32(even, odd);
   }
-  const __m256i count = _mm256_add_epi32(even, odd);
   return _mm256_add_epi32(_mm256_set1_epi32(kP + 1), _mm256_xor_si256(count, negative));
 }
 
@@ -101,8 +115,12 @@ TURBOKV_TARGET_AVX2 void quantize_rows_avx2(const float* x, __m256 vscale, const
                                             int n) {
   constexpr int kCount = (1 << kBits) - 1, kUsed = kSymmetric ? kCount / 2 : kCount;
   const float* used = kSymmetric ? boundaries + kCount / 2 + 1 : boundaries;
-  __m256 bounds[kUsed];
+  // One more register for the symmetric 4-bit search: its last step's table p_0, p_2, p_4, p_6.
+  __m256 bounds[kUsed + 1];
   for (int k = 0; k < kUsed; ++k) bounds[k] = _mm256_set1_ps(used[k]);
+  bounds[kUsed] = kUsed == 7 ? _mm256_setr_ps(used[0], used[2], used[4], used[6], used[0], used[2],
+                                              used[4], used[6])
+                             : _mm256_setzero_ps();
   for (int i = 0; i + 8 <= n; i += 8) {
     const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vscale);
     const __m256i lo = kSymmetric ? count_symmetric_avx2<kBits>(v, bounds) : count_below_avx2<kBits>(v, bounds);
