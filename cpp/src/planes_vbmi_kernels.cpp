@@ -8,6 +8,9 @@
 // gives each 64-bit lane the bits bytes of its 8 codes and vpmultishiftqb moves code j of a lane
 // to byte j (paper-independent; packing layout in turbokv/packing.hpp).
 #include <cstring>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "avx512_helpers.hpp"
@@ -237,29 +240,34 @@ TURBOKV_TARGET_AVX512_VBMI void axpy_planes_bits(const float* w, int64_t w_strid
   from_plane_order(accperm, m, d, acc);
 }
 
+// Calls fn with the code width as a compile-time constant, for the widths planes_vbmi_fit accepts.
+template <typename Fn>
+void with_width(int bits, Fn&& fn) {
+  switch (bits) {
+    case 3: return fn(std::integral_constant<int, 3>{});
+    case 5: return fn(std::integral_constant<int, 5>{});
+    case 6: return fn(std::integral_constant<int, 6>{});
+    case 7: return fn(std::integral_constant<int, 7>{});
+    case 8: return fn(std::integral_constant<int, 8>{});
+    default: throw std::invalid_argument("no VBMI byte-plane kernel for " + std::to_string(bits) + "-bit codes");
+  }
+}
+
 }  // namespace
 
 void dot_planes_vbmi(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
                      const float* table, int bits, int d, float* out, int64_t out_stride) {
-  switch (bits) {
-    case 3: return dot_planes_bits<3>(q, m, codes, code_bytes, n, table, d, out, out_stride);
-    case 5: return dot_planes_bits<5>(q, m, codes, code_bytes, n, table, d, out, out_stride);
-    case 6: return dot_planes_bits<6>(q, m, codes, code_bytes, n, table, d, out, out_stride);
-    case 7: return dot_planes_bits<7>(q, m, codes, code_bytes, n, table, d, out, out_stride);
-    default: return dot_planes_bits<8>(q, m, codes, code_bytes, n, table, d, out, out_stride);
-  }
+  with_width(bits, [&](auto width) {
+    dot_planes_bits<decltype(width)::value>(q, m, codes, code_bytes, n, table, d, out, out_stride);
+  });
 }
 
 void axpy_planes_vbmi(const float* w, int64_t w_stride, int m, const uint8_t* codes,
                       int64_t code_bytes, int64_t n, const float* table, int bits, int d,
                       float* acc) {
-  switch (bits) {
-    case 3: return axpy_planes_bits<3>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
-    case 5: return axpy_planes_bits<5>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
-    case 6: return axpy_planes_bits<6>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
-    case 7: return axpy_planes_bits<7>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
-    default: return axpy_planes_bits<8>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
-  }
+  with_width(bits, [&](auto width) {
+    axpy_planes_bits<decltype(width)::value>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
+  });
 }
 #else
 const bool kHasAvx512Vbmi = false;
