@@ -118,9 +118,9 @@ TURBOKV_TARGET_AVX2 void quantize_rows_avx2(const float* x, __m256 vscale, const
   // One more register for the symmetric 4-bit search: its last step's table p_0, p_2, p_4, p_6.
   __m256 bounds[kUsed + 1];
   for (int k = 0; k < kUsed; ++k) bounds[k] = _mm256_set1_ps(used[k]);
-  bounds[kUsed] = kUsed == 7 ? _mm256_setr_ps(used[0], used[2], used[4], used[6], used[0], used[2],
-                                              used[4], used[6])
-                             : _mm256_setzero_ps();
+  if constexpr (kSymmetric && kBits == 4) {
+    bounds[kUsed] = _mm256_setr_ps(used[0], used[2], used[4], used[6], used[0], used[2], used[4], used[6]);
+  }
   for (int i = 0; i + 8 <= n; i += 8) {
     const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vscale);
     const __m256i lo = kSymmetric ? count_symmetric_avx2<kBits>(v, bounds) : count_below_avx2<kBits>(v, bounds);
