@@ -129,7 +129,7 @@ py::dict state_arrays(const TokenStore::State& st, int64_t batch, int64_t heads,
   const auto b = static_cast<py::ssize_t>(batch), h = static_cast<py::ssize_t>(heads);
   const auto t = static_cast<py::ssize_t>(st.chunk_length);
   auto bytes = [&](const std::vector<uint8_t>& v) {
-    const py::ssize_t per = (b * h * t) ? static_cast<py::ssize_t>(v.size()) / (b * h * t) : 0;
+    const py::ssize_t per = b * h * t != 0 ? static_cast<py::ssize_t>(v.size()) / (b * h * t) : 0;
     return py::array_t<uint8_t>({b, h, t, per}, v.data());
   };
   auto halves = [&](const std::vector<uint16_t>& v, py::ssize_t tokens) {

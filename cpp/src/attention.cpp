@@ -382,13 +382,17 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
   const int64_t chunks = (shape.q_len + chunk - 1) / chunk;
   const int64_t streams = keys.streams();
   const int64_t items = streams * chunks;
-  // Decode with fewer items than threads (small batch x kv_heads): each item's tokens are also
-  // split into parts of whole blocks, attended side by side and merged (flash-decoding), so that
-  // every core gets work. Parts keep at least 2 blocks: below that the merge is not worth it.
+  // Decode with fewer items than kUnitsPerThread x threads (small batch x kv_heads): each item's
+  // tokens are also split into parts of whole blocks, attended side by side and merged
+  // (flash-decoding), so that every core gets work, and several parts each, so that a core that
+  // starts late or runs slow (a busy host) leaves its later parts to the others instead of holding
+  // up the call. Parts keep at least 2 blocks: below that the merge is not worth it.
+  constexpr int64_t kUnitsPerThread = 4;
   const int64_t threads = pool ? pool->size() : 1;
+  const int64_t units = threads > 1 ? kUnitsPerThread * threads : 1;
   const int64_t blocks = (keys.length() + kBlock - 1) / kBlock;
   const int64_t splits =
-      items >= threads ? 1 : std::max<int64_t>(1, std::min((threads + items - 1) / items, blocks / 2));
+      items >= units ? 1 : std::max<int64_t>(1, std::min((units + items - 1) / items, blocks / 2));
   const int64_t tile_rows = min_tile_rows(keys.side().bits);
   const bool int8_keys = options.scores == ScorePrecision::kInt8 && keys.codec() &&
                          keys.codec()->int8_scores_supported();

@@ -1,6 +1,7 @@
 // Internal: small AVX-512 building blocks shared by the packed-code kernels.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "kernels.hpp"
 
@@ -30,6 +31,64 @@ TURBOKV_TARGET_AVX512 inline void store_sums(const __m512* acc, float* out, int6
     out[3 * out_stride] = _mm_cvtss_f32(_mm_shuffle_ps(sums, sums, 0xFF));
   } else {
     for (int a = 0; a < kTile; ++a) out[a * out_stride] = _mm512_reduce_add_ps(acc[a]);
+  }
+}
+
+// Room for the permuted copies of queries and accumulators that the packed kernels make on every
+// call, i.e. once per 256-token block in decode: on the stack up to kInline floats (4 queries of
+// head_dim 512), on the heap beyond, so that decode does not allocate per block.
+class PermutedScratch {
+ public:
+  explicit PermutedScratch(int64_t floats) {
+    if (floats > kInline) heap_.resize(static_cast<size_t>(floats));
+  }
+  float* data() { return heap_.empty() ? inline_ : heap_.data(); }
+
+ private:
+  static constexpr int64_t kInline = 2048;
+  alignas(64) float inline_[kInline];
+  std::vector<float> heap_;
+};
+
+// v[0, kFields) hold 16 kFields consecutive floats x; afterwards v[s] lane l holds x[l kFields + s]
+// (the lane order of one 16-byte chunk of codes with kFields indices per byte): log2(kFields)
+// rounds of even/odd splits, 2 permutes per register and round.
+template <int kFields>
+TURBOKV_TARGET_AVX512 inline void split_fields(__m512* v) {
+  if constexpr (kFields > 1) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    __m512 e[kFields / 2], o[kFields / 2];
+    for (int k = 0; k < kFields / 2; ++k) {
+      e[k] = _mm512_permutex2var_ps(v[2 * k], even, v[2 * k + 1]);
+      o[k] = _mm512_permutex2var_ps(v[2 * k], odd, v[2 * k + 1]);
+    }
+    split_fields<kFields / 2>(e);  // the even x: fields 0, 2, 4, ...
+    split_fields<kFields / 2>(o);  // the odd x: fields 1, 3, 5, ...
+    for (int s = 0; s < kFields / 2; ++s) {
+      v[2 * s] = e[s];
+      v[2 * s + 1] = o[s];
+    }
+  }
+}
+
+// The inverse of split_fields.
+template <int kFields>
+TURBOKV_TARGET_AVX512 inline void merge_fields(__m512* v) {
+  if constexpr (kFields > 1) {
+    const __m512i low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i high = _mm512_add_epi32(low, _mm512_set1_epi32(8));
+    __m512 e[kFields / 2], o[kFields / 2];
+    for (int s = 0; s < kFields / 2; ++s) {
+      e[s] = v[2 * s];
+      o[s] = v[2 * s + 1];
+    }
+    merge_fields<kFields / 2>(e);
+    merge_fields<kFields / 2>(o);
+    for (int k = 0; k < kFields / 2; ++k) {
+      v[2 * k] = _mm512_permutex2var_ps(e[k], low, o[k]);
+      v[2 * k + 1] = _mm512_permutex2var_ps(e[k], high, o[k]);
+    }
   }
 }
 

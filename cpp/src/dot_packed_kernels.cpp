@@ -54,9 +54,9 @@ void dot_packed_scalar(const float* q, int m, const uint8_t* codes, int64_t code
 // shifted by s * bits, lane l of step (g, s) holds the index of coordinate
 // (lanes * g + l) * per_byte + s. to_lanes copies m vectors of d floats into that order
 // (per vector: chunks * per_byte * lanes floats, zero past d); from_lanes copies them back.
-std::vector<float> to_lanes(const float* x, int m, int d, int chunks, int per_byte, int lanes) {
+void to_lanes(const float* x, int m, int d, int chunks, int per_byte, int lanes, float* out) {
   const int64_t per_vector = static_cast<int64_t>(chunks) * per_byte * lanes;
-  std::vector<float> out(static_cast<size_t>(per_vector * m), 0.0f);
+  std::fill(out, out + per_vector * m, 0.0f);
   for (int a = 0; a < m; ++a) {
     for (int g = 0; g < chunks; ++g) {
       for (int s = 0; s < per_byte; ++s) {
@@ -67,11 +67,9 @@ std::vector<float> to_lanes(const float* x, int m, int d, int chunks, int per_by
       }
     }
   }
-  return out;
 }
 
-void from_lanes(const std::vector<float>& in, int m, int d, int chunks, int per_byte, int lanes,
-                float* x) {
+void from_lanes(const float* in, int m, int d, int chunks, int per_byte, int lanes, float* x) {
   const int64_t per_vector = static_cast<int64_t>(chunks) * per_byte * lanes;
   for (int a = 0; a < m; ++a) {
     for (int g = 0; g < chunks; ++g) {
@@ -450,6 +448,32 @@ void axpy_packed_avx2(const float* w, int64_t w_stride, int m, const uint8_t* co
                       w_stride, m, codes, code_bytes, n, table, bits, d, acc);
 }
 
+// to_lanes and from_lanes with 16 lanes and kFields indices per byte. When every vector is whole
+// 16-byte chunks (d a multiple of 16 kFields) the order is a transpose within each chunk's
+// registers (split_fields): 8 permutes per 4-bit query of head_dim 128 instead of 128 scalar
+// copies; other shapes take the scalar copies.
+template <int kFields>
+TURBOKV_TARGET_AVX512 void to_lanes_avx512(const float* x, int m, int d, int chunks, float* out) {
+  if (d % (16 * kFields) != 0) return to_lanes(x, m, d, chunks, kFields, 16, out);
+  for (int64_t v = 0; v < static_cast<int64_t>(m) * d; v += 16 * kFields) {
+    __m512 r[kFields];
+    for (int s = 0; s < kFields; ++s) r[s] = _mm512_loadu_ps(x + v + 16 * s);
+    split_fields<kFields>(r);
+    for (int s = 0; s < kFields; ++s) _mm512_storeu_ps(out + v + 16 * s, r[s]);
+  }
+}
+
+template <int kFields>
+TURBOKV_TARGET_AVX512 void from_lanes_avx512(const float* in, int m, int d, int chunks, float* x) {
+  if (d % (16 * kFields) != 0) return from_lanes(in, m, d, chunks, kFields, 16, x);
+  for (int64_t v = 0; v < static_cast<int64_t>(m) * d; v += 16 * kFields) {
+    __m512 r[kFields];
+    for (int s = 0; s < kFields; ++s) r[s] = _mm512_loadu_ps(in + v + 16 * s);
+    merge_fields<kFields>(r);
+    for (int s = 0; s < kFields; ++s) _mm512_storeu_ps(x + v + 16 * s, r[s]);
+  }
+}
+
 // For b in {1, 2, 4} a byte holds 8/b whole indices. Loading 16 code bytes into 16 int32 lanes
 // and shifting by s*b puts index (8/b)*byte + s in the low bits of each lane; vpermps reads only
 // the low 4 bits, so a 16-entry table that repeats the 2^b centroids (t[j] = c[j mod 2^b]) gives
@@ -543,7 +567,8 @@ TURBOKV_TARGET_AVX512 void dot_packed_bits_avx512(const float* q, int m, const u
   const int chunks = (bytes + 15) / 16;
   const int last_bytes = bytes - 16 * (chunks - 1);
   const int64_t per_query = static_cast<int64_t>(chunks) * kPerByte * 16;
-  const std::vector<float> qperm = to_lanes(q, m, d, chunks, kPerByte, 16);
+  PermutedScratch qperm(per_query * m);
+  to_lanes_avx512<kPerByte>(q, m, d, chunks, qperm.data());
   alignas(64) float repeated[16];
   for (int j = 0; j < 16; ++j) repeated[j] = table[j & ((1 << kBits) - 1)];
   const __m512 table16 = _mm512_load_ps(repeated);
@@ -609,7 +634,8 @@ TURBOKV_TARGET_AVX512 void axpy_packed_bits_avx512(const float* w, int64_t w_str
   const int chunks = (bytes + 15) / 16;
   const int last_bytes = bytes - 16 * (chunks - 1);
   const int64_t per_query = static_cast<int64_t>(chunks) * kPerByte * 16;
-  std::vector<float> accperm = to_lanes(acc, m, d, chunks, kPerByte, 16);
+  PermutedScratch accperm(per_query * m);
+  to_lanes_avx512<kPerByte>(acc, m, d, chunks, accperm.data());
   alignas(64) float repeated[16];
   for (int j = 0; j < 16; ++j) repeated[j] = table[j & ((1 << kBits) - 1)];
   const __m512 table16 = _mm512_load_ps(repeated);
@@ -624,7 +650,7 @@ TURBOKV_TARGET_AVX512 void axpy_packed_bits_avx512(const float* w, int64_t w_str
     axpy_packed_tile_avx512<kBits, 1>(w + a * w_stride, w_stride, chunks, codes, code_bytes, n,
                                       table16, last_bytes, accperm.data() + a * per_query);
   }
-  from_lanes(accperm, m, d, chunks, kPerByte, 16, acc);
+  from_lanes_avx512<kPerByte>(accperm.data(), m, d, chunks, acc);
 }
 
 TURBOKV_TARGET_AVX512 void axpy_packed_avx512(const float* w, int64_t w_stride, int m,

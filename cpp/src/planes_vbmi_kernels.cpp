@@ -100,7 +100,7 @@ struct IndexLoader {
 
 // The centroids of 64 codes as 4 registers: f[r] lane 4 L + e holds coordinate 16 L + 4 r + e
 // (L the 128-bit lane), the order the unpacks leave them in; queries and accumulators are
-// permuted to match once per call (to_plane_order).
+// permuted to match once per call (swap_plane_order).
 template <int kBits>
 TURBOKV_TARGET_AVX512_VBMI inline void lookup64(const Planes<kBits>& planes, __m512i codes, __m512* f) {
   constexpr int kQuarters = Planes<kBits>::kQuarters;
@@ -125,23 +125,21 @@ TURBOKV_TARGET_AVX512_VBMI inline void lookup64(const Planes<kBits>& planes, __m
   f[3] = _mm512_castsi512_ps(_mm512_unpackhi_epi16(w01_high, w23_high));
 }
 
-// Coordinate i = 64 c + 16 L + 4 r + e sits at 64 c + 16 r + 4 L + e in plane order.
-int plane_position(int i) {
-  const int c = i / 64, L = (i / 16) % 4, r = (i / 4) % 4, e = i % 4;
-  return 64 * c + 16 * r + 4 * L + e;
-}
-
-std::vector<float> to_plane_order(const float* x, int m, int d) {
-  std::vector<float> out(static_cast<size_t>(m) * d);
-  for (int a = 0; a < m; ++a) {
-    for (int i = 0; i < d; ++i) out[static_cast<size_t>(a) * d + plane_position(i)] = x[static_cast<int64_t>(a) * d + i];
-  }
-  return out;
-}
-
-void from_plane_order(const std::vector<float>& in, int m, int d, float* x) {
-  for (int a = 0; a < m; ++a) {
-    for (int i = 0; i < d; ++i) x[static_cast<int64_t>(a) * d + i] = in[static_cast<size_t>(a) * d + plane_position(i)];
+// Coordinate i = 64 c + 16 L + 4 r + e sits at 64 c + 16 r + 4 L + e in plane order: within each
+// 64 floats a transpose of 4 x 4 blocks of 4 floats, its own inverse, so one function converts
+// both ways (8 block shuffles per 64 floats).
+TURBOKV_TARGET_AVX512_VBMI void swap_plane_order(const float* in, int m, int d, float* out) {
+  for (int64_t v = 0; v < static_cast<int64_t>(m) * d; v += 64) {
+    const __m512 x0 = _mm512_loadu_ps(in + v), x1 = _mm512_loadu_ps(in + v + 16);
+    const __m512 x2 = _mm512_loadu_ps(in + v + 32), x3 = _mm512_loadu_ps(in + v + 48);
+    // t0 = blocks (x0.0, x0.1, x1.0, x1.1), t1 = (x0.2, x0.3, x1.2, x1.3); t2, t3 likewise of x2, x3.
+    const __m512 t0 = _mm512_shuffle_f32x4(x0, x1, 0x44), t1 = _mm512_shuffle_f32x4(x0, x1, 0xEE);
+    const __m512 t2 = _mm512_shuffle_f32x4(x2, x3, 0x44), t3 = _mm512_shuffle_f32x4(x2, x3, 0xEE);
+    // Output r gathers block r of x0..x3.
+    _mm512_storeu_ps(out + v, _mm512_shuffle_f32x4(t0, t2, 0x88));
+    _mm512_storeu_ps(out + v + 16, _mm512_shuffle_f32x4(t0, t2, 0xDD));
+    _mm512_storeu_ps(out + v + 32, _mm512_shuffle_f32x4(t1, t3, 0x88));
+    _mm512_storeu_ps(out + v + 48, _mm512_shuffle_f32x4(t1, t3, 0xDD));
   }
 }
 
@@ -206,7 +204,8 @@ TURBOKV_TARGET_AVX512_VBMI void dot_planes_bits(const float* q, int m, const uin
                                                 int64_t code_bytes, int64_t n, const float* table,
                                                 int d, float* out, int64_t out_stride) {
   const Planes<kBits> planes = load_planes<kBits>(table);
-  const std::vector<float> qperm = to_plane_order(q, m, d);
+  PermutedScratch qperm(static_cast<int64_t>(m) * d);
+  swap_plane_order(q, m, d, qperm.data());
   int a = 0;
   for (; a + 4 <= m; a += 4) {
     dot_tile<kBits, 4>(planes, qperm.data() + static_cast<int64_t>(a) * d, d, codes, code_bytes, n, out + a * out_stride, out_stride);
@@ -225,7 +224,8 @@ TURBOKV_TARGET_AVX512_VBMI void axpy_planes_bits(const float* w, int64_t w_strid
                                                  const uint8_t* codes, int64_t code_bytes,
                                                  int64_t n, const float* table, int d, float* acc) {
   const Planes<kBits> planes = load_planes<kBits>(table);
-  std::vector<float> accperm = to_plane_order(acc, m, d);
+  PermutedScratch accperm(static_cast<int64_t>(m) * d);
+  swap_plane_order(acc, m, d, accperm.data());
   int a = 0;
   for (; a + 4 <= m; a += 4) {
     axpy_tile<kBits, 4>(planes, w + a * w_stride, w_stride, d, codes, code_bytes, n, accperm.data() + static_cast<int64_t>(a) * d);
@@ -237,7 +237,7 @@ TURBOKV_TARGET_AVX512_VBMI void axpy_planes_bits(const float* w, int64_t w_strid
     case 1: axpy_tile<kBits, 1>(planes, w + a * w_stride, w_stride, d, codes, code_bytes, n, rest); break;
     default: break;
   }
-  from_plane_order(accperm, m, d, acc);
+  swap_plane_order(accperm.data(), m, d, acc);
 }
 
 // Calls fn with the code width as a compile-time constant, for the widths planes_vbmi_fit accepts.

@@ -491,11 +491,14 @@ TEST(SimdParity, QuantizeGridCountsBoundariesExactly) {
 // The levels this build runs are the ones its architecture has: on arm64 the suite above runs
 // scalar and NEON (scripts/test_arm.sh, under qemu-user); on x86 scalar, AVX2 and AVX-512 as the
 // CPU allows.
-// Fused scores and values of 3- and 5-8-bit codes at every level against a double-precision sum
-// over the table: on AVX-512 with VBMI this is the byte-plane route (asserted), whose in-register
-// unpacking, lane permutation and plane halves (bit 7 at 8 bits) a wrong index would break;
-// elsewhere the level's own route. Rows are padded past their packed bytes: the stride is honoured.
-TEST(SimdParity, WidePackedScoresAndValuesMatchTheTable) {
+// Fused scores and values of 1-8-bit codes at every level against a double-precision sum over the
+// table: on AVX-512 with VBMI the 3- and 5-8-bit codes take the byte-plane route (asserted), whose
+// in-register unpacking, plane-order transpose and plane halves (bit 7 at 8 bits) a wrong index
+// would break; 1, 2 and 4 bits the lane kernels, whose queries and accumulators are permuted in
+// registers where head_dim is whole 16-byte chunks (4 bits: d = 64 ... 256; 2 bits: 64, 128, 256;
+// 1 bit: 128, 256) and by scalar copies elsewhere (2 bits at 96, 1 bit at 64 and 96). Elsewhere
+// the level's own route. Rows are padded past their packed bytes: the stride is honoured.
+TEST(SimdParity, PackedScoresAndValuesMatchTheTable) {
   std::mt19937 gen(11);
   std::normal_distribution<float> normal;
   for (SimdLevel level : supported_simd()) {
@@ -508,7 +511,7 @@ TEST(SimdParity, WidePackedScoresAndValuesMatchTheTable) {
       std::cout << "3- and 5-8-bit codes at the AVX-512 level here: "
                 << (kernels::kHasAvx512Vbmi ? "VBMI byte planes" : "AVX2 routes") << "\n";
     }
-    for (int bits : {3, 5, 6, 7, 8}) {
+    for (int bits = 1; bits <= 8; ++bits) {
       std::vector<float> table(std::max(16, 1 << bits));
       for (size_t e = 0; e < table.size(); ++e) table[e] = std::ldexp(float(e) - 0.5f * float(table.size()), int(e % 5) - 9);
       for (int d : {64, 96, 128, 256}) {
