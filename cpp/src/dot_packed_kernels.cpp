@@ -639,8 +639,10 @@ TURBOKV_TARGET_AVX512 void axpy_packed_bits_avx512(const float* w, int64_t w_str
   alignas(64) float repeated[16];
   for (int j = 0; j < 16; ++j) repeated[j] = table[j & ((1 << kBits) - 1)];
   const __m512 table16 = _mm512_load_ps(repeated);
-  // Tiles small enough that tile x (8 / bits) accumulators fit in the 32 registers.
-  constexpr int kTile = kPerByte >= 4 ? 2 : 4;
+  // Tiles of 4 queries share each lookup (GQA 4 in one pass over the codes) where their
+  // 4 x (8 / bits) accumulators leave room in the 32 registers (2 and 4 bits: 16 and 8); 1 bit
+  // would need 32, so it takes 2 queries per pass.
+  constexpr int kTile = kPerByte >= 8 ? 2 : 4;
   int a = 0;
   for (; a + kTile <= m; a += kTile) {
     axpy_packed_tile_avx512<kBits, kTile>(w + a * w_stride, w_stride, chunks, codes, code_bytes, n,
