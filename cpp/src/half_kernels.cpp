@@ -71,7 +71,7 @@ TURBOKV_TARGET_AVX512 void dot_half_avx512(const float* q, int m, const uint16_t
       const float* qa = q + static_cast<int64_t>(a) * d;
       __m512 acc = _mm512_setzero_ps();
       for (int i = 0; i < d; i += 16) {
-        const __mmask16 mask = d - i >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (d - i)) - 1u);
+        const auto mask = static_cast<__mmask16>(d - i >= 16 ? 0xFFFFu : (1u << (d - i)) - 1u);
         acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, qa + i), load_half16(v + i, mask), acc);
       }
       out[a * out_stride + j] = _mm512_reduce_add_ps(acc);
@@ -89,7 +89,7 @@ TURBOKV_TARGET_AVX512 void axpy_half_avx512(const float* w, int64_t w_stride, in
       const __m512 vw = _mm512_set1_ps(weight);
       float* acc_a = acc + static_cast<int64_t>(a) * d;
       for (int i = 0; i < d; i += 16) {
-        const __mmask16 mask = d - i >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (d - i)) - 1u);
+        const auto mask = static_cast<__mmask16>(d - i >= 16 ? 0xFFFFu : (1u << (d - i)) - 1u);
         const __m512 sum = _mm512_fmadd_ps(vw, load_half16(v + i, mask), _mm512_maskz_loadu_ps(mask, acc_a + i));
         _mm512_mask_storeu_ps(acc_a + i, mask, sum);
       }
