@@ -4,6 +4,10 @@
 
 #include "kernels.hpp"
 
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
 namespace turbokv {
 namespace kernels {
 namespace {
@@ -128,13 +132,74 @@ TURBOKV_TARGET_AVX512 float scale_max_avx512(float* x, int64_t n, float scale) {
 }
 #endif
 
+#if defined(__aarch64__)
+// NEON twins of the AVX2 versions: the same range reduction, polynomial and two-factor 2^k.
+float scale_max_neon(float* x, int64_t n, float scale) {
+  float32x4_t max = vdupq_n_f32(-INFINITY);
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const float32x4_t v = vmulq_n_f32(vld1q_f32(x + i), scale);
+    vst1q_f32(x + i, v);
+    max = vmaxnmq_f32(max, v);  // maxNum: a NaN v keeps max, as the scalar loop
+  }
+  float lanes[4];
+  vst1q_f32(lanes, max);
+  float top = scale_max_scalar(x + i, n - i, scale);
+  for (float lane : lanes) top = lane > top ? lane : top;
+  return top;
+}
+
+float32x4_t exp_neon(float32x4_t v) {
+  const float32x4_t clamped = vmaxq_f32(v, vdupq_n_f32(-104.0f));
+  const float32x4_t k = vrndnq_f32(vmulq_n_f32(clamped, 1.44269504088896341f));
+  float32x4_t r = vfmsq_n_f32(clamped, k, 0.693359375f);  // clamped - k ln2_hi
+  r = vfmsq_n_f32(r, k, -2.12194440e-4f);
+  float32x4_t p = vdupq_n_f32(1.0f / 720);
+  p = vfmaq_f32(vdupq_n_f32(1.0f / 120), p, r);
+  p = vfmaq_f32(vdupq_n_f32(1.0f / 24), p, r);
+  p = vfmaq_f32(vdupq_n_f32(1.0f / 6), p, r);
+  p = vfmaq_f32(vdupq_n_f32(0.5f), p, r);
+  p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
+  p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
+  const int32x4_t ki = vcvtq_s32_f32(k);  // k is integral
+  const int32x4_t half = vshrq_n_s32(ki, 1);
+  const int32x4_t bias = vdupq_n_s32(127);
+  const float32x4_t two_half = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(half, bias), 23));
+  const float32x4_t two_rest = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(vsubq_s32(ki, half), bias), 23));
+  const float32x4_t result = vmulq_f32(vmulq_f32(p, two_half), two_rest);
+  // Below FLT_MIN (and -inf): 0, as exp_avx2.
+  const uint32x4_t normal = vcgeq_f32(v, vdupq_n_f32(-87.3365478515625f));
+  return vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(result), normal));
+}
+
+float exp_shifted_neon(float* x, int64_t n, float shift) {
+  const float32x4_t vshift = vdupq_n_f32(shift);
+  float32x4_t sum = vdupq_n_f32(0.0f);
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const float32x4_t e = exp_neon(vsubq_f32(vld1q_f32(x + i), vshift));
+    vst1q_f32(x + i, e);
+    sum = vaddq_f32(sum, e);
+  }
+  float lanes[4];
+  vst1q_f32(lanes, sum);
+  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + exp_shifted_scalar(x + i, n - i, shift);
+}
+#endif
+
 }  // namespace
 
 ScaleMaxFn select_scale_max(SimdLevel level) {
+#if defined(__aarch64__)
+  if (level == SimdLevel::kNeon) return scale_max_neon;
+#endif
   return TURBOKV_PICK(level, scale_max_scalar, scale_max_avx2, scale_max_avx512);
 }
 
 ExpShiftedFn select_exp_shifted(SimdLevel level) {
+#if defined(__aarch64__)
+  if (level == SimdLevel::kNeon) return exp_shifted_neon;
+#endif
   return TURBOKV_PICK(level, exp_shifted_scalar, exp_shifted_avx2, exp_shifted_avx512);
 }
 

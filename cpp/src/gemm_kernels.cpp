@@ -9,6 +9,10 @@
 // register-blocked kernel reaches most of a core's FMA rate on them.
 #include "kernels.hpp"
 
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
 namespace turbokv {
 namespace kernels {
 namespace {
@@ -89,11 +93,65 @@ TURBOKV_TARGET_AVX2 void gemm_avx2(const float* a, int64_t lda, const float* b, 
 }
 #endif
 
+#if defined(__aarch64__)
+// NEON: the same register blocks with 4-float vectors, kRows x (4 kVecs) of c (6 x 16: 24 of
+// the 32 registers hold accumulators).
+template <int kRows, int kVecs>
+inline void gemm_block_neon(const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                            int64_t ldc, int depth, bool accumulate) {
+  float32x4_t acc[kRows][kVecs];
+  for (int r = 0; r < kRows; ++r) {
+    for (int v = 0; v < kVecs; ++v) acc[r][v] = accumulate ? vld1q_f32(c + r * ldc + 4 * v) : vdupq_n_f32(0.0f);
+  }
+  for (int k = 0; k < depth; ++k) {
+    float32x4_t bv[kVecs];
+    for (int v = 0; v < kVecs; ++v) bv[v] = vld1q_f32(b + k * ldb + 4 * v);
+    for (int r = 0; r < kRows; ++r) {
+      const float ark = a[r * lda + k];
+      for (int v = 0; v < kVecs; ++v) acc[r][v] = vfmaq_n_f32(acc[r][v], bv[v], ark);
+    }
+  }
+  for (int r = 0; r < kRows; ++r) {
+    for (int v = 0; v < kVecs; ++v) vst1q_f32(c + r * ldc + 4 * v, acc[r][v]);
+  }
+}
+
+template <int kRows>
+void gemm_band_neon(const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                    int64_t ldc, int n, int depth, bool accumulate) {
+  int j = 0;
+  for (; j + 16 <= n; j += 16) gemm_block_neon<kRows, 4>(a, lda, b + j, ldb, c + j, ldc, depth, accumulate);
+  for (; j + 4 <= n; j += 4) gemm_block_neon<kRows, 1>(a, lda, b + j, ldb, c + j, ldc, depth, accumulate);
+  if (j < n) gemm_scalar(a, lda, b + j, ldb, c + j, ldc, kRows, n - j, depth, accumulate);
+}
+
+void gemm_neon(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+               int m, int n, int depth, bool accumulate) {
+  int i = 0;
+  for (; i + 6 <= m; i += 6) gemm_band_neon<6>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, depth, accumulate);
+  const float* at = a + i * lda;
+  float* ct = c + i * ldc;
+  switch (m - i) {
+    case 5: gemm_band_neon<5>(at, lda, b, ldb, ct, ldc, n, depth, accumulate); break;
+    case 4: gemm_band_neon<4>(at, lda, b, ldb, ct, ldc, n, depth, accumulate); break;
+    case 3: gemm_band_neon<3>(at, lda, b, ldb, ct, ldc, n, depth, accumulate); break;
+    case 2: gemm_band_neon<2>(at, lda, b, ldb, ct, ldc, n, depth, accumulate); break;
+    case 1: gemm_band_neon<1>(at, lda, b, ldb, ct, ldc, n, depth, accumulate); break;
+    default: break;
+  }
+}
+#endif
+
 }  // namespace
 
 // The AVX-512 level uses the AVX2 product: a 512-bit twin has not been measured yet (Zen 4 runs
 // AVX-512 on a 256-bit datapath; see DESIGN.md §4).
-GemmFn select_gemm(SimdLevel level) { return TURBOKV_PICK(level, gemm_scalar, gemm_avx2, gemm_avx2); }
+GemmFn select_gemm(SimdLevel level) {
+#if defined(__aarch64__)
+  if (level == SimdLevel::kNeon) return gemm_neon;
+#endif
+  return TURBOKV_PICK(level, gemm_scalar, gemm_avx2, gemm_avx2);
+}
 
 }  // namespace kernels
 }  // namespace turbokv

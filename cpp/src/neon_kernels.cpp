@@ -1,9 +1,10 @@
 // arm64 NEON variants. The stages that decide stored bits (fwht, sum_squares, matvec_columns,
 // quantize) repeat the scalar reference's IEEE operations in its order, so codes and norms are
 // bit-identical to scalar, AVX2 and AVX-512 (kernels.hpp). The fused dot/axpy on packed codes
-// unpack and look each key up once, then run 4-wide multiply-adds for every query. Int8 scores
-// have their NEON twin beside the AVX2 one (dot_int8_kernels.cpp). Kernels not listed in
-// use_neon_kernels (pack, lookups, exp, gemm, float16) stay scalar for now.
+// unpack and look each key up once, then run 4-wide multiply-adds for every query. Int8 scores,
+// the softmax rows (exp_shifted, scale_max) and the prefill tiles' product (gemm) have their NEON
+// twins beside the AVX2 ones (dot_int8_kernels.cpp, exp_kernels.cpp, gemm_kernels.cpp). Kernels
+// neither here nor there (pack, lookups, float16) stay scalar for now.
 #include "boundary_grid.hpp"
 #include "kernels.hpp"
 

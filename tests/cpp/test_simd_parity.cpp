@@ -283,6 +283,9 @@ TEST(SimdParity, ExpShiftedOnSoftmaxRows) {
   std::mt19937 gen(7);
   std::uniform_real_distribution<float> value(-120.0f, 0.0f);
   for (SimdLevel level : simd_levels()) {
+    // Each SIMD level has its own exp and scale_max (NEON too): this compares two kernels.
+    ASSERT_NE(kernels::kernel_set(level).exp_shifted, kernels::kernel_set(SimdLevel::kScalar).exp_shifted);
+    ASSERT_NE(kernels::kernel_set(level).scale_max, kernels::kernel_set(SimdLevel::kScalar).scale_max);
     for (int n = 1; n <= 300; ++n) {
       std::vector<float> x(static_cast<size_t>(n));
       for (auto& v : x) v = value(gen);
@@ -307,6 +310,8 @@ TEST(SimdParity, ExpShiftedOnSoftmaxRows) {
 TEST(SimdParity, GemmMatchesDoubleProduct) {
   for (SimdLevel level : simd_levels()) {
     const auto& k = kernels::kernel_set(level);
+    // Every SIMD level has a register-blocked product (AVX-512 runs the AVX2 one, NEON its own).
+    ASSERT_NE(k.gemm, kernels::kernel_set(SimdLevel::kScalar).gemm) << simd_name(level);
     for (int m : {1, 5, 6, 7, 13}) {
       for (int n : {1, 8, 15, 16, 37, 64}) {
         for (int depth : {1, 32, 67}) {
