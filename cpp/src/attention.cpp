@@ -393,7 +393,7 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
   const int64_t blocks = (keys.length() + kBlock - 1) / kBlock;
   const int64_t splits =
       items >= units ? 1 : std::max<int64_t>(1, std::min((units + items - 1) / items, blocks / 2));
-  const int64_t tile_rows = min_tile_rows(keys.side().bits);
+  const int64_t tile_rows = min_tile_rows(keys.side().bits, keys.simd_level());
   const bool int8_keys = options.scores == ScorePrecision::kInt8 && keys.codec() &&
                          keys.codec()->int8_scores_supported();
   std::vector<std::unique_ptr<StreamWork>> parts(static_cast<size_t>(items * splits));

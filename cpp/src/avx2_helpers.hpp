@@ -79,6 +79,72 @@ TURBOKV_TARGET_AVX2 inline float horizontal_sum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// acc_a[c, c + 16) += sum_j w[a * w_stride + j] * values(j) for kTile queries, each query's 16
+// sums in two registers across all n tokens; values(j, v0, v1) gives coordinates c..c+15.
+template <int kTile, typename Values>
+TURBOKV_TARGET_AVX2 void accumulate16_avx2(const float* w, int64_t w_stride, int64_t n,
+                                           const Values& values, int d, int c, float* acc) {
+  __m256 sums[kTile][2];
+  for (int a = 0; a < kTile; ++a) {
+    sums[a][0] = _mm256_loadu_ps(acc + a * d + c);
+    sums[a][1] = _mm256_loadu_ps(acc + a * d + c + 8);
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    __m256 v0, v1;
+    values(j, v0, v1);
+    for (int a = 0; a < kTile; ++a) {
+      const __m256 weight = _mm256_broadcast_ss(w + a * w_stride + j);
+      sums[a][0] = _mm256_fmadd_ps(weight, v0, sums[a][0]);
+      sums[a][1] = _mm256_fmadd_ps(weight, v1, sums[a][1]);
+    }
+  }
+  for (int a = 0; a < kTile; ++a) {
+    _mm256_storeu_ps(acc + a * d + c, sums[a][0]);
+    _mm256_storeu_ps(acc + a * d + c + 8, sums[a][1]);
+  }
+}
+
+// Scores of up to 4 queries on one key whose coordinates c..c+15 values(c, v0, v1) looks up:
+// each 16 looked-up coordinates serve every query, two accumulators per query (chains of d / 16
+// FMAs). head_dim a multiple of 16.
+template <int kTile, typename Values>
+TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void dot16_tile_avx2(
+    const float* q, int d, const Values& values, float* out, int64_t out_stride) {
+  __m256 acc[kTile][2];
+  for (int a = 0; a < kTile; ++a) acc[a][0] = acc[a][1] = _mm256_setzero_ps();
+  for (int c = 0; c < d; c += 16) {
+    __m256 v0, v1;
+    values(c, v0, v1);
+    for (int a = 0; a < kTile; ++a) {
+      acc[a][0] = _mm256_fmadd_ps(_mm256_loadu_ps(q + a * d + c), v0, acc[a][0]);
+      acc[a][1] = _mm256_fmadd_ps(_mm256_loadu_ps(q + a * d + c + 8), v1, acc[a][1]);
+    }
+  }
+  if constexpr (kTile == 4) {  // four horizontal sums at once: lane a is query a's
+    const __m256 h01 = _mm256_hadd_ps(_mm256_add_ps(acc[0][0], acc[0][1]), _mm256_add_ps(acc[1][0], acc[1][1]));
+    const __m256 h23 = _mm256_hadd_ps(_mm256_add_ps(acc[2][0], acc[2][1]), _mm256_add_ps(acc[3][0], acc[3][1]));
+    const __m256 h = _mm256_hadd_ps(h01, h23);
+    alignas(16) float sums[4];
+    _mm_store_ps(sums, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+    for (int a = 0; a < 4; ++a) out[a * out_stride] = sums[a];
+  } else {
+    for (int a = 0; a < kTile; ++a) out[a * out_stride] = horizontal_sum(_mm256_add_ps(acc[a][0], acc[a][1]));
+  }
+}
+
+// The last 1-3 queries of a key in one tile (one tile per query would repeat the lookups).
+template <typename Values>
+TURBOKV_TARGET_AVX2 void dot16_rest_avx2(int rest, const float* q, int d, const Values& values,
+                                         float* out, int64_t out_stride) {
+  switch (rest) {
+    case 4: return dot16_tile_avx2<4>(q, d, values, out, out_stride);
+    case 3: return dot16_tile_avx2<3>(q, d, values, out, out_stride);
+    case 2: return dot16_tile_avx2<2>(q, d, values, out, out_stride);
+    case 1: return dot16_tile_avx2<1>(q, d, values, out, out_stride);
+    default: return;
+  }
+}
+
 }  // namespace kernels
 }  // namespace turbokv
 #endif

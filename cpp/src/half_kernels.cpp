@@ -1,6 +1,12 @@
-// float16 vectors: the full-precision side of the cache (bits = 0) and the residual window.
+// float16 vectors: the full-precision side of the cache (bits = 0, and keys that protection
+// keeps in float16) and the residual window.
+#include "avx2_helpers.hpp"
 #include "kernels.hpp"
 #include "turbokv/half.hpp"
+
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
 
 namespace turbokv {
 namespace kernels {
@@ -59,6 +65,52 @@ TURBOKV_TARGET_AVX2 void from_half_avx2(const uint16_t* x, float* out, int64_t n
   from_half_scalar(x + i, out + i, n - i);
 }
 
+// Scores and values on float16 vectors with the skeletons of the packed-code kernels
+// (avx2_helpers.hpp): each 16 converted coordinates serve up to 4 queries (the scalar loops
+// converted every coordinate in software once per query). head_dim a multiple of 16.
+struct HalfKey {  // coordinates c..c+15 of one vector
+  const uint16_t* v;
+  TURBOKV_TARGET_AVX2 void operator()(int c, __m256& v0, __m256& v1) const {
+    v0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + c)));
+    v1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + c + 8)));
+  }
+};
+
+struct HalfColumns {  // coordinates c..c+15 of vector j
+  const uint16_t* halves;
+  int d, c;
+  TURBOKV_TARGET_AVX2 void operator()(int64_t j, __m256& v0, __m256& v1) const {
+    HalfKey{halves + j * d}(c, v0, v1);
+  }
+};
+
+TURBOKV_TARGET_AVX2 void dot_half_avx2(const float* q, int m, const uint16_t* halves, int64_t n,
+                                       int d, float* out, int64_t out_stride) {
+  if (d % 16 != 0) return dot_half_scalar(q, m, halves, n, d, out, out_stride);
+  for (int64_t j = 0; j < n; ++j) {
+    const HalfKey key{halves + j * d};
+    int a = 0;
+    for (; a + 4 <= m; a += 4) dot16_tile_avx2<4>(q + static_cast<int64_t>(a) * d, d, key, out + a * out_stride + j, out_stride);
+    if (a < m) dot16_rest_avx2(m - a, q + static_cast<int64_t>(a) * d, d, key, out + a * out_stride + j, out_stride);
+  }
+}
+
+TURBOKV_TARGET_AVX2 void axpy_half_avx2(const float* w, int64_t w_stride, int m,
+                                        const uint16_t* halves, int64_t n, int d, float* acc) {
+  if (d % 16 != 0) return axpy_half_scalar(w, w_stride, m, halves, n, d, acc);
+  int a = 0;
+  for (; a + 4 <= m; a += 4) {
+    for (int c = 0; c < d; c += 16) {
+      accumulate16_avx2<4>(w + a * w_stride, w_stride, n, HalfColumns{halves, d, c}, d, c, acc + static_cast<int64_t>(a) * d);
+    }
+  }
+  for (; a < m; ++a) {
+    for (int c = 0; c < d; c += 16) {
+      accumulate16_avx2<1>(w + a * w_stride, w_stride, n, HalfColumns{halves, d, c}, d, c, acc + static_cast<int64_t>(a) * d);
+    }
+  }
+}
+
 TURBOKV_TARGET_AVX512 __m512 load_half16(const uint16_t* x, __mmask16 mask) {
   return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, x));
 }
@@ -98,22 +150,99 @@ TURBOKV_TARGET_AVX512 void axpy_half_avx512(const float* w, int64_t w_stride, in
 }
 #endif
 
+#if defined(__aarch64__)
+// NEON: the hardware conversions round to nearest even (the default FPCR mode) and handle
+// subnormals like float_to_half / half_to_float, so stored halves stay level-independent; the
+// inputs are finite (the cache refuses NaN, Inf and values beyond the float16 range).
+void to_half_neon(const float* x, uint16_t* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) vst1_u16(out + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(x + i))));
+  to_half_scalar(x + i, out + i, n - i);
+}
+
+void from_half_neon(const uint16_t* x, float* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) vst1q_f32(out + i, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(x + i))));
+  from_half_scalar(x + i, out + i, n - i);
+}
+
+inline float32x4_t load_half4(const uint16_t* x) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(x))); }
+
+// Up to 4 queries per vector, each 4 converted coordinates serving all of them.
+template <int kTile>
+void dot_half_tile_neon(const float* q, int d, const uint16_t* v, float* out, int64_t out_stride) {
+  float32x4_t acc[kTile];
+  for (int a = 0; a < kTile; ++a) acc[a] = vdupq_n_f32(0.0f);
+  int i = 0;
+  for (; i + 4 <= d; i += 4) {
+    const float32x4_t x = load_half4(v + i);
+    for (int a = 0; a < kTile; ++a) acc[a] = vfmaq_f32(acc[a], vld1q_f32(q + a * d + i), x);
+  }
+  for (int a = 0; a < kTile; ++a) {
+    float sum = vaddvq_f32(acc[a]);
+    for (int t = i; t < d; ++t) sum += q[a * d + t] * half_to_float(v[t]);
+    out[a * out_stride] = sum;
+  }
+}
+
+void dot_half_neon(const float* q, int m, const uint16_t* halves, int64_t n, int d, float* out,
+                   int64_t out_stride) {
+  for (int64_t j = 0; j < n; ++j) {
+    const uint16_t* v = halves + j * d;
+    int a = 0;
+    for (; a + 4 <= m; a += 4) dot_half_tile_neon<4>(q + static_cast<int64_t>(a) * d, d, v, out + a * out_stride + j, out_stride);
+    for (; a < m; ++a) dot_half_tile_neon<1>(q + static_cast<int64_t>(a) * d, d, v, out + a * out_stride + j, out_stride);
+  }
+}
+
+void axpy_half_neon(const float* w, int64_t w_stride, int m, const uint16_t* halves, int64_t n,
+                    int d, float* acc) {
+  for (int64_t j = 0; j < n; ++j) {
+    const uint16_t* v = halves + j * d;
+    int i = 0;
+    for (; i + 4 <= d; i += 4) {
+      const float32x4_t x = load_half4(v + i);
+      for (int a = 0; a < m; ++a) {
+        float* acc_a = acc + static_cast<int64_t>(a) * d + i;
+        vst1q_f32(acc_a, vfmaq_n_f32(vld1q_f32(acc_a), x, w[a * w_stride + j]));
+      }
+    }
+    for (; i < d; ++i) {
+      const float x = half_to_float(v[i]);
+      for (int a = 0; a < m; ++a) acc[static_cast<int64_t>(a) * d + i] += w[a * w_stride + j] * x;
+    }
+  }
+}
+#endif
+
 }  // namespace
 
 ToHalfFn select_to_half(SimdLevel level) {
+#if defined(__aarch64__)
+  if (level == SimdLevel::kNeon) return to_half_neon;
+#endif
   return TURBOKV_PICK(level, to_half_scalar, to_half_avx2, to_half_avx2);
 }
 
 FromHalfFn select_from_half(SimdLevel level) {
+#if defined(__aarch64__)
+  if (level == SimdLevel::kNeon) return from_half_neon;
+#endif
   return TURBOKV_PICK(level, from_half_scalar, from_half_avx2, from_half_avx2);
 }
 
 DotHalfFn select_dot_half(SimdLevel level) {
-  return TURBOKV_PICK(level, dot_half_scalar, dot_half_scalar, dot_half_avx512);
+#if defined(__aarch64__)
+  if (level == SimdLevel::kNeon) return dot_half_neon;
+#endif
+  return TURBOKV_PICK(level, dot_half_scalar, dot_half_avx2, dot_half_avx512);
 }
 
 AxpyHalfFn select_axpy_half(SimdLevel level) {
-  return TURBOKV_PICK(level, axpy_half_scalar, axpy_half_scalar, axpy_half_avx512);
+#if defined(__aarch64__)
+  if (level == SimdLevel::kNeon) return axpy_half_neon;
+#endif
+  return TURBOKV_PICK(level, axpy_half_scalar, axpy_half_avx2, axpy_half_avx512);
 }
 
 }  // namespace kernels

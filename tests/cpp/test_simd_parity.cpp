@@ -10,6 +10,7 @@
 #include "../../cpp/src/boundary_grid.hpp"
 #include "../../cpp/src/kernels.hpp"
 #include "test_util.hpp"
+#include "turbokv/half.hpp"
 #include "turbokv/packing.hpp"
 
 using namespace turbokv;
@@ -335,6 +336,86 @@ TEST(SimdParity, GemmMatchesDoubleProduct) {
                     << simd_name(level) << " m " << m << " n " << n << " depth " << depth;
               }
             }
+          }
+        }
+      }
+    }
+  }
+}
+
+// float16 storage at every level: conversions bit-identical to the scalar ones (stored halves never
+// depend on the level) over every finite half and floats rounding into all of them (ties,
+// subnormals, the largest), and the window / full-precision scores and values against double sums.
+TEST(SimdParity, HalfKernelsMatchTheirOracles) {
+  const auto& scalar = kernels::kernel_set(SimdLevel::kScalar);
+  std::vector<uint16_t> every;
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    if ((h & 0x7C00u) != 0x7C00u) every.push_back(static_cast<uint16_t>(h));  // finite halves
+  }
+  std::vector<float> floats;
+  for (uint16_t h : every) {
+    const float f = half_to_float(h);
+    floats.push_back(f);
+    // The midpoint to the next half up (a tie, rounds to even) and points just either side of it.
+    if ((h & 0x7FFFu) < 0x7BFFu) {
+      const float next = half_to_float(static_cast<uint16_t>(h + 1));
+      const float mid = f + (next - f) / 2;
+      floats.push_back(mid);
+      floats.push_back(std::nextafter(mid, next));
+      floats.push_back(std::nextafter(mid, f));
+    }
+  }
+  std::vector<uint16_t> want_halves(floats.size());
+  scalar.to_half(floats.data(), want_halves.data(), int64_t(floats.size()));
+  std::vector<float> want_floats(every.size());
+  scalar.from_half(every.data(), want_floats.data(), int64_t(every.size()));
+  std::mt19937 gen(5);
+  std::normal_distribution<float> normal;
+  for (SimdLevel level : simd_levels()) {
+    const auto& k = kernels::kernel_set(level);
+    const std::string where = simd_name(level);
+    ASSERT_NE(k.to_half, scalar.to_half) << where;  // each SIMD level converts with its own
+    ASSERT_NE(k.dot_half, scalar.dot_half) << where;
+    ASSERT_NE(k.axpy_half, scalar.axpy_half) << where;
+    std::vector<uint16_t> halves(floats.size());
+    k.to_half(floats.data(), halves.data(), int64_t(floats.size()));
+    ASSERT_EQ(halves, want_halves) << where;
+    std::vector<float> back(every.size());
+    k.from_half(every.data(), back.data(), int64_t(every.size()));
+    ASSERT_EQ(0, std::memcmp(back.data(), want_floats.data(), back.size() * sizeof(float))) << where;
+    for (int d : {8, 12, 16, 40, 64, 128}) {
+      for (int m : {1, 2, 3, 4, 5, 8}) {
+        const int64_t n = 37;
+        std::vector<float> x(size_t(n) * d), q(size_t(m) * d), w(size_t(m) * n), acc(size_t(m) * d);
+        for (auto& v : x) v = normal(gen);
+        for (auto& v : q) v = normal(gen);
+        for (auto& v : w) v = normal(gen);
+        for (auto& v : acc) v = normal(gen);
+        std::vector<uint16_t> h(x.size());
+        scalar.to_half(x.data(), h.data(), int64_t(x.size()));
+        const std::vector<float> acc0 = acc;
+        std::vector<float> scores(size_t(m) * n);
+        k.dot_half(q.data(), m, h.data(), n, d, scores.data(), n);
+        k.axpy_half(w.data(), n, m, h.data(), n, d, acc.data());
+        const std::string at = where + " d " + std::to_string(d) + " m " + std::to_string(m);
+        for (int a = 0; a < m; ++a) {
+          for (int64_t j = 0; j < n; ++j) {
+            double want = 0, scale = 0;
+            for (int i = 0; i < d; ++i) {
+              const double term = double(q[size_t(a) * d + i]) * half_to_float(h[size_t(j * d + i)]);
+              want += term;
+              scale += std::fabs(term);
+            }
+            ASSERT_NEAR(scores[size_t(a) * n + j], want, 1e-5 * scale) << at << " key " << j;
+          }
+          for (int i = 0; i < d; ++i) {
+            double want = acc0[size_t(a) * d + i], scale = std::fabs(want);
+            for (int64_t j = 0; j < n; ++j) {
+              const double term = double(w[size_t(a) * n + j]) * half_to_float(h[size_t(j * d + i)]);
+              want += term;
+              scale += std::fabs(term);
+            }
+            ASSERT_NEAR(acc[size_t(a) * d + i], want, 1e-5 * scale) << at << " coordinate " << i;
           }
         }
       }

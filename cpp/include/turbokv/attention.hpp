@@ -29,10 +29,13 @@ enum class AttentionPath { kAuto, kCodes, kTiles };
 
 // Where tiles start to win, measured (bench/prefill.py --crossover; AVX2 EPYC, 8K tokens, 32/8
 // heads d 128 and 9/3 heads d 64; time tiles / codes): 2- and 4-bit keys 1.1-1.5 at 9-12 rows,
-// 0.8-0.95 at 16; 8-bit keys (slow to score on the codes) 1.1-1.2 at 3-4 rows, 0.6 at 6-8;
-// float16 keys 0.2 already at 3 rows (converting a block once beats converting it per query).
-inline int64_t min_tile_rows(int key_bits) {
-  if (key_bits == 0) return 1;
+// 0.8-0.95 at 16; 8-bit keys (slow to score on the codes) 1.1-1.2 at 3-4 rows, 0.6 at 6-8.
+// float16 keys: at the AVX2 level, whose codes path converts each 16 coordinates once for 4
+// queries (dot_half_avx2), 3.6 at 4 rows, 1.07 at 32, 0.83 at 64 (d 128; d 64: 3.0 at 3 rows,
+// 1.15 at 24, 0.85 at 48); other levels were measured only when their codes path converted every
+// coordinate once per query (0.2 at 3 rows) and keep tiles from one row.
+inline int64_t min_tile_rows(int key_bits, SimdLevel level) {
+  if (key_bits == 0) return level == SimdLevel::kAvx2 ? 40 : 1;
   return key_bits >= 8 ? 8 : 16;
 }
 
