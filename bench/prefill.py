@@ -100,7 +100,7 @@ def crossover(repeats: int) -> str:
              "| --- | --- |" + " --- |" * 7]
     for q_heads, kv_heads, d in ((32, 8, 128), (9, 3, 64)):
         k = rng.standard_normal((1, kv_heads, 8192, d), dtype=np.float32)
-        for bits in ((8, 8), (8, 4), (4, 4), (3, 3), (2, 2), (0, 0)):
+        for bits in ((8, 8), (8, 4), (4, 4), (3, 3), (2, 2), (0, 0), (0, 4)):  # (0, 4): protected keys
             cache = turbokv.KVCache(d, kv_heads, *bits, protect_keys=False)
             cache.update(k, k)
             cells = []
