@@ -32,6 +32,38 @@ void gemm_scalar(const float* a, int64_t lda, const float* b, int64_t ldb, float
   }
 }
 
+// The register-blocked product, written once: Isa::block<kRows, kVecs> keeps kRows x kVecs
+// vectors of c in registers (Isa::kLanes floats each). Rows go in bands of 6 and one band of the
+// 1-5 left over; each band's columns in blocks of Isa::kWide, then of Isa::kLanes, then the scalar
+// loop for the rest.
+template <typename Isa, int kRows>
+void gemm_band(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+               int n, int depth, bool accumulate) {
+  int j = 0;
+  for (; j + Isa::kWide <= n; j += Isa::kWide) {
+    Isa::template block<kRows, Isa::kWide / Isa::kLanes>(a, lda, b + j, ldb, c + j, ldc, depth, accumulate);
+  }
+  for (; j + Isa::kLanes <= n; j += Isa::kLanes) Isa::template block<kRows, 1>(a, lda, b + j, ldb, c + j, ldc, depth, accumulate);
+  if (j < n) gemm_scalar(a, lda, b + j, ldb, c + j, ldc, kRows, n - j, depth, accumulate);
+}
+
+template <typename Isa>
+void gemm_in_bands(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                   int m, int n, int depth, bool accumulate) {
+  int i = 0;
+  for (; i + 6 <= m; i += 6) gemm_band<Isa, 6>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, depth, accumulate);
+  const float* at = a + i * lda;
+  float* ct = c + i * ldc;
+  switch (m - i) {
+    case 5: return gemm_band<Isa, 5>(at, lda, b, ldb, ct, ldc, n, depth, accumulate);
+    case 4: return gemm_band<Isa, 4>(at, lda, b, ldb, ct, ldc, n, depth, accumulate);
+    case 3: return gemm_band<Isa, 3>(at, lda, b, ldb, ct, ldc, n, depth, accumulate);
+    case 2: return gemm_band<Isa, 2>(at, lda, b, ldb, ct, ldc, n, depth, accumulate);
+    case 1: return gemm_band<Isa, 1>(at, lda, b, ldb, ct, ldc, n, depth, accumulate);
+    default: return;
+  }
+}
+
 #if TURBOKV_X86
 // kRows x (8 kVecs) block of c in registers: per step of depth, kVecs loads of b, kRows
 // broadcasts of a, kRows x kVecs FMAs (6 x 16 is the classic AVX2 shape: 12 accumulators).
@@ -65,31 +97,18 @@ TURBOKV_TARGET_AVX2 inline void gemm_block_avx2(const float* a, int64_t lda, con
   }
 }
 
-// One band of up to 6 rows across all columns: 16-column blocks, then one 8-column block.
-template <int kRows>
-TURBOKV_TARGET_AVX2 void gemm_band_avx2(const float* a, int64_t lda, const float* b, int64_t ldb,
-                                        float* c, int64_t ldc, int n, int depth, bool accumulate) {
-  int j = 0;
-  for (; j + 16 <= n; j += 16) gemm_block_avx2<kRows, 2>(a, lda, b + j, ldb, c + j, ldc, depth, accumulate);
-  for (; j + 8 <= n; j += 8) gemm_block_avx2<kRows, 1>(a, lda, b + j, ldb, c + j, ldc, depth, accumulate);
-  if (j < n) gemm_scalar(a, lda, b + j, ldb, c + j, ldc, kRows, n - j, depth, accumulate);
-}
-
-TURBOKV_TARGET_AVX2 void gemm_avx2(const float* a, int64_t lda, const float* b, int64_t ldb,
-                                   float* c, int64_t ldc, int m, int n, int depth,
-                                   bool accumulate) {
-  int i = 0;
-  for (; i + 6 <= m; i += 6) gemm_band_avx2<6>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, depth, accumulate);
-  const float* at = a + i * lda;
-  float* ct = c + i * ldc;
-  switch (m - i) {
-    case 5: gemm_band_avx2<5>(at, lda, b, ldb, ct, ldc, n, depth, accumulate); break;
-    case 4: gemm_band_avx2<4>(at, lda, b, ldb, ct, ldc, n, depth, accumulate); break;
-    case 3: gemm_band_avx2<3>(at, lda, b, ldb, ct, ldc, n, depth, accumulate); break;
-    case 2: gemm_band_avx2<2>(at, lda, b, ldb, ct, ldc, n, depth, accumulate); break;
-    case 1: gemm_band_avx2<1>(at, lda, b, ldb, ct, ldc, n, depth, accumulate); break;
-    default: break;
+struct Avx2 {  // 6 x 16 blocks: 12 accumulators of AVX2's 16 registers
+  static constexpr int kLanes = 8, kWide = 16;
+  template <int kRows, int kVecs>
+  TURBOKV_TARGET_AVX2 static void block(const float* a, int64_t lda, const float* b, int64_t ldb,
+                                        float* c, int64_t ldc, int depth, bool accumulate) {
+    gemm_block_avx2<kRows, kVecs>(a, lda, b, ldb, c, ldc, depth, accumulate);
   }
+};
+
+void gemm_avx2(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+               int m, int n, int depth, bool accumulate) {
+  gemm_in_bands<Avx2>(a, lda, b, ldb, c, ldc, m, n, depth, accumulate);
 }
 #endif
 
@@ -116,29 +135,18 @@ inline void gemm_block_neon(const float* a, int64_t lda, const float* b, int64_t
   }
 }
 
-template <int kRows>
-void gemm_band_neon(const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
-                    int64_t ldc, int n, int depth, bool accumulate) {
-  int j = 0;
-  for (; j + 16 <= n; j += 16) gemm_block_neon<kRows, 4>(a, lda, b + j, ldb, c + j, ldc, depth, accumulate);
-  for (; j + 4 <= n; j += 4) gemm_block_neon<kRows, 1>(a, lda, b + j, ldb, c + j, ldc, depth, accumulate);
-  if (j < n) gemm_scalar(a, lda, b + j, ldb, c + j, ldc, kRows, n - j, depth, accumulate);
-}
+struct Neon {  // 6 x 16 blocks: 24 accumulators of NEON's 32 registers
+  static constexpr int kLanes = 4, kWide = 16;
+  template <int kRows, int kVecs>
+  static void block(const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                    int64_t ldc, int depth, bool accumulate) {
+    gemm_block_neon<kRows, kVecs>(a, lda, b, ldb, c, ldc, depth, accumulate);
+  }
+};
 
 void gemm_neon(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
                int m, int n, int depth, bool accumulate) {
-  int i = 0;
-  for (; i + 6 <= m; i += 6) gemm_band_neon<6>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, n, depth, accumulate);
-  const float* at = a + i * lda;
-  float* ct = c + i * ldc;
-  switch (m - i) {
-    case 5: gemm_band_neon<5>(at, lda, b, ldb, ct, ldc, n, depth, accumulate); break;
-    case 4: gemm_band_neon<4>(at, lda, b, ldb, ct, ldc, n, depth, accumulate); break;
-    case 3: gemm_band_neon<3>(at, lda, b, ldb, ct, ldc, n, depth, accumulate); break;
-    case 2: gemm_band_neon<2>(at, lda, b, ldb, ct, ldc, n, depth, accumulate); break;
-    case 1: gemm_band_neon<1>(at, lda, b, ldb, ct, ldc, n, depth, accumulate); break;
-    default: break;
-  }
+  gemm_in_bands<Neon>(a, lda, b, ldb, c, ldc, m, n, depth, accumulate);
 }
 #endif
 
