@@ -167,7 +167,8 @@ class KVCache:
         #: How the last attention call summed scores: "exact", "int8" or "mixed" (None: no call).
         self.last_attention_scores: Optional[str] = None
         #: Parts each (batch, kv head)'s tokens were split into by the last attention call: > 1
-        #: when there were fewer of them than threads (decode at small batch), so every core works.
+        #: when there were fewer of them than 4 per thread (decode at small batch), so every core
+        #: works and a slow core leaves its later parts to the others.
         self.last_attention_splits: Optional[int] = None
 
     # Generation-loop API ----------------------------------------------------------------------
