@@ -10,7 +10,7 @@ namespace kernels {
 #if TURBOKV_X86
 const bool kGathersAreSlow = [] {
   __builtin_cpu_init();
-  return __builtin_cpu_is("znver1") || __builtin_cpu_is("znver2");
+  return __builtin_cpu_is("znver1") || __builtin_cpu_is("znver2") || __builtin_cpu_is("znver3");
 }();
 const bool kLaneSwapIsSlow = [] {
   __builtin_cpu_init();
