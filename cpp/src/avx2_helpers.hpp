@@ -73,6 +73,26 @@ TURBOKV_TARGET_AVX2 inline __m256 gather8(const float* table, const uint8_t* idx
   return _mm256_blendv_ps(low, high, _mm256_castsi256_ps(_mm256_slli_epi32(index, 28)));  // bit 3
 }
 
+// 16 3-bit indices (6 packed bytes at p: index i at bits [3i, 3i + 3) of the little-endian
+// stream, packing.hpp) as 16 bytes, taken apart in registers: pshufb gives each index the 16-bit
+// window of its byte and the next (indices 0-7 in the low lane, 8-15 in the high), a multiply by
+// 2^(8 - s) and a shift by 8 move its bit s to bit 0, a pack and a mask leave the index. Reads 8
+// bytes that end at most at `end` (p + 6 <= end, and p - 2 >= the row's start where p + 8 > end):
+// the last group of a row loads from 2 bytes earlier and its windows start 2 bytes later.
+TURBOKV_TARGET_AVX2 inline __m128i unpack3_x16_avx2(const uint8_t* p, const uint8_t* end) {
+  const bool tail = p + 8 > end;
+  const uint8_t* from = tail ? end - 8 : p;
+  const __m256i bytes = _mm256_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(from)));
+  __m256i windows = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 1, 2, 1, 2, 1, 2, 2, 3, 2, 3,
+                                     3, 4, 3, 4, 3, 4, 4, 5, 4, 5, 4, 5, 5, 6, 5, 6);
+  if (tail) windows = _mm256_add_epi8(windows, _mm256_set1_epi8(static_cast<char>(p - from)));
+  // s = 3i mod 8 repeats every 8 indices: 0, 3, 6, 1, 4, 7, 2, 5.
+  const __m256i to_bit_8 = _mm256_setr_epi16(256, 32, 4, 128, 16, 2, 64, 8, 256, 32, 4, 128, 16, 2, 64, 8);
+  const __m256i fields = _mm256_srli_epi16(_mm256_mullo_epi16(_mm256_shuffle_epi8(bytes, windows), to_bit_8), 8);
+  return _mm_and_si128(_mm_packus_epi16(_mm256_castsi256_si128(fields), _mm256_extracti128_si256(fields, 1)),
+                       _mm_set1_epi8(7));
+}
+
 TURBOKV_TARGET_AVX2 inline float horizontal_sum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));

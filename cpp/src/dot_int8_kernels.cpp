@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "avx2_helpers.hpp"
 #include "kernels.hpp"
 
 #if defined(__aarch64__)
@@ -138,16 +139,19 @@ TURBOKV_TARGET_AVX2 __m256i load_chunk32(const uint8_t* p, int64_t remaining) {
   return _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
-template <int kFields, int kTile>
+template <int kFields, int kTile, bool kThreeBit>
 TURBOKV_TARGET_AVX2 void score_key_int8(const uint8_t* key, const Int8Layout& L, const int8_t* qt,
                                         int64_t per_query, __m256i table, const float* scales,
-                                        float* out, int64_t out_stride) {
+                                        int64_t code_bytes, float* out, int64_t out_stride) {
   const __m256i mask = _mm256_set1_epi8(static_cast<char>(L.bits >= 8 ? 0xFF : (1 << L.bits) - 1));
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
                     _mm256_setzero_si256()};
   for (int g = 0; g < L.chunks; ++g) {
-    const __m256i bytes = load_chunk32(key + 32 * g, L.stride - 32 * g);
+    const __m256i bytes =
+        kThreeBit ? _mm256_set_m128i(unpack3_x16_avx2(key + 12 * g + 6, key + code_bytes),
+                                     unpack3_x16_avx2(key + 12 * g, key + code_bytes))
+                  : load_chunk32(key + 32 * g, L.stride - 32 * g);
     for (int s = 0; s < kFields; ++s) {
       const __m256i idx =
           kFields == 1 ? bytes : _mm256_and_si256(_mm256_srli_epi16(bytes, s * L.bits), mask);
@@ -170,12 +174,13 @@ TURBOKV_TARGET_AVX2 void score_key_int8(const uint8_t* key, const Int8Layout& L,
   for (int a = 0; a < kTile; ++a) out[a * out_stride] = values[a];
 }
 
-template <int kFields>
+template <int kFields, bool kThreeBit>
 TURBOKV_TARGET_AVX2 void dot_int8_avx2(const int8_t* q8, const float* q_scale, int m,
                                        const uint8_t* codes, int64_t code_bytes, int64_t n,
                                        const int8_t* table8, float table_scale, int bits, int d,
                                        float* out, int64_t out_stride) {
-  // kFields == 1: the indices are unpacked per key into a zero-padded buffer of whole chunks.
+  // kFields == 1: the indices are unpacked per key into a zero-padded buffer of whole chunks, or
+  // (kThreeBit) in registers from the packed row.
   constexpr bool unpacked = kFields == 1;
   const Int8Layout L = int8_layout(32, kFields, bits, code_bytes, d);
   const int64_t per_query = static_cast<int64_t>(L.chunks) * kFields * 32;
@@ -186,28 +191,34 @@ TURBOKV_TARGET_AVX2 void dot_int8_avx2(const int8_t* q8, const float* q_scale, i
   alignas(32) int8_t repeated[32];
   for (int i = 0; i < 32; ++i) repeated[i] = table8[i & 15];
   const __m256i table = _mm256_load_si256(reinterpret_cast<const __m256i*>(repeated));
-  Int8KeyRows keys(codes, code_bytes, bits, d, unpacked, L.stride, SimdLevel::kAvx2);
+  Int8KeyRows keys(codes, code_bytes, bits, d, unpacked && !kThreeBit, L.stride, SimdLevel::kAvx2);
   for (int64_t j = 0; j < n; ++j) {
     const uint8_t* key = keys(j);
     int a = 0;
     for (; a + 4 <= m; a += 4) {
-      score_key_int8<kFields, 4>(key, L, qperm.data() + a * per_query, per_query, table,
-                                 scales.data() + a, out + a * out_stride + j, out_stride);
+      score_key_int8<kFields, 4, kThreeBit>(key, L, qperm.data() + a * per_query, per_query, table,
+                                            scales.data() + a, code_bytes, out + a * out_stride + j,
+                                            out_stride);
     }
     const int rest = m - a;
     const int8_t* qt = qperm.data() + a * per_query;
     float* o = out + a * out_stride + j;
-    if (rest == 3) score_key_int8<kFields, 3>(key, L, qt, per_query, table, scales.data() + a, o, out_stride);
-    if (rest == 2) score_key_int8<kFields, 2>(key, L, qt, per_query, table, scales.data() + a, o, out_stride);
-    if (rest == 1) score_key_int8<kFields, 1>(key, L, qt, per_query, table, scales.data() + a, o, out_stride);
+    const float* sc = scales.data() + a;
+    if (rest == 3) score_key_int8<kFields, 3, kThreeBit>(key, L, qt, per_query, table, sc, code_bytes, o, out_stride);
+    if (rest == 2) score_key_int8<kFields, 2, kThreeBit>(key, L, qt, per_query, table, sc, code_bytes, o, out_stride);
+    if (rest == 1) score_key_int8<kFields, 1, kThreeBit>(key, L, qt, per_query, table, sc, code_bytes, o, out_stride);
   }
 }
 
 void dot_packed_int8_avx2(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                           int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                           int bits, int d, float* out, int64_t out_stride) {
+  // 3 bits: chunk g's 32 indices taken apart from its 12 packed bytes in registers (kThreeBit).
+  if (bits == 3 && int8_three_bit_in_registers(code_bytes, d)) {
+    return dot_int8_avx2<1, true>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
+  }
   with_int8_fields(bits, code_bytes, d, [&](auto fields) {
-    dot_int8_avx2<decltype(fields)::value>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
+    dot_int8_avx2<decltype(fields)::value, false>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
   });
 }
 

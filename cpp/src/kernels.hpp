@@ -114,6 +114,15 @@ void dot_planes_vbmi(const float* q, int m, const uint8_t* codes, int64_t code_b
 void axpy_planes_vbmi(const float* w, int64_t w_stride, int m, const uint8_t* codes,
                       int64_t code_bytes, int64_t n, const float* table, int bits, int d, float* acc);
 
+// Int8 scores of 3-bit keys on AVX2 (AVX-512 shares that kernel): each group of 16 indices is
+// taken apart in registers from its 6 packed bytes (unpack3_x16_avx2) where rows hold at least
+// 8 bytes and head_dim is a multiple of 32; other shapes unpack each key to index bytes first.
+// The float32 kernels unpack 3-bit keys first everywhere: in registers they were 6% (scores) and
+// 10% (values) slower on a Zen 3 core, int8 scores 10% faster (kernel_choices_avx2.md, round 12).
+inline bool int8_three_bit_in_registers(int64_t code_bytes, int d) {
+  return code_bytes >= 8 && d % 32 == 0;
+}
+
 // The kernels for one level; throws if the CPU lacks it.
 const KernelSet& kernel_set(SimdLevel level);
 

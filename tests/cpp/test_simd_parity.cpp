@@ -92,7 +92,10 @@ TEST(SimdParity, CodesAndNormsAreBitIdentical) {
 }
 
 // Int8 scores sum integers exactly, so every level must return the scalar level's floats bit for
-// bit (mse; prod adds a float32 sketch term), on packed lanes (1/2/4 bits, whole 16-byte halves) and on unpacked rows (3 bits, odd sizes).
+// bit (mse; prod adds a float32 sketch term), on packed lanes (1/2/4 bits, whole 16-byte halves),
+// on 3-bit rows taken apart in registers (AVX2 at head_dim 32, 64, 96, 128, 160, 256, asserted:
+// the codec's rows end at their packed bytes, so each row's last group loads from before its
+// start) and on unpacked rows (3 bits at other sizes).
 // Against float32 scores the error is the rounding of query and centroids: bounded here by the
 // worst case of those two roundings, computed independently of the kernels.
 TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
@@ -115,6 +118,9 @@ TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
           cfg.seed = 7;
           Codec scalar(cfg, SimdLevel::kScalar), simd(cfg, level);
           ASSERT_TRUE(simd.int8_scores_supported());
+          if (bits == 3) {
+            EXPECT_EQ(kernels::int8_three_bit_in_registers(int64_t(simd.code_bytes()), d), d % 32 == 0) << d;
+          }
           EncodedStore enc(scalar, n);
           scalar.encode(x.data(), n, d, enc.out());
           const std::string where = std::string(simd_name(level)) + " d=" + std::to_string(d) +
@@ -583,7 +589,9 @@ TEST(SimdParity, QuantizeGridCountsBoundariesExactly) {
 // would break; 1, 2 and 4 bits the lane kernels, whose queries and accumulators are permuted in
 // registers where head_dim is whole 16-byte chunks (4 bits: d = 64 ... 256; 2 bits: 64, 128, 256;
 // 1 bit: 128, 256) and by scalar copies elsewhere (2 bits at 96, 1 bit at 64 and 96). Elsewhere
-// the level's own route. Rows are padded past their packed bytes: the stride is honoured.
+// the level's own route. Rows are padded past their packed bytes at d = 96 and 256, so the
+// stride is honoured, and end at their packed bytes elsewhere (d = 16 and 32 too); none has
+// slack after the last row.
 TEST(SimdParity, PackedScoresAndValuesMatchTheTable) {
   std::mt19937 gen(11);
   std::normal_distribution<float> normal;
@@ -600,9 +608,11 @@ TEST(SimdParity, PackedScoresAndValuesMatchTheTable) {
     for (int bits = 1; bits <= 8; ++bits) {
       std::vector<float> table(std::max(16, 1 << bits));
       for (size_t e = 0; e < table.size(); ++e) table[e] = std::ldexp(float(e) - 0.5f * float(table.size()), int(e % 5) - 9);
-      for (int d : {64, 96, 128, 256}) {
+      for (int d : {16, 32, 64, 96, 128, 256}) {
+        const int pad = d == 96 || d == 256 ? 3 : 0;
+        const int64_t code_bytes = int64_t(packed_bytes(bits, size_t(d))) + pad;
         for (int m : {1, 2, 3, 4, 5, 8}) {
-          const int64_t n = 37, code_bytes = int64_t(packed_bytes(bits, size_t(d))) + 3;
+          const int64_t n = 37;
           // No slack after the last row: a read past it shows under ASan.
           std::vector<uint8_t> idx(size_t(n) * d), codes(size_t(n * code_bytes), 0xA5);
           for (auto& v : idx) v = uint8_t(gen() % (1u << bits));
