@@ -164,12 +164,37 @@ TURBOKV_TARGET_AVX2 void unpack_bits_avx2(const uint8_t* packed, int n, uint8_t*
   unpack_scalar(packed + offset, n - i, B, idx + i);
 }
 
+// 4 bits: byte k = idx[2k] | idx[2k + 1] << 4 is one maddubs of the masked index bytes with
+// (1, 16) (at most 255, no saturation), and packus with a qword permute puts 64 indices' bytes in
+// order: 8 operations per 32 output bytes instead of the general shift-and-mask rounds and a copy
+// through the stack (4-bit encode spent ~10% of its time packing).
+TURBOKV_TARGET_AVX2 __m256i nibble_pairs_avx2(const uint8_t* idx) {
+  const __m256i bytes = _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx)),
+                                         _mm256_set1_epi8(0x0F));  // bits above the width are ignored
+  return _mm256_maddubs_epi16(bytes, _mm256_set1_epi16(0x1001));  // bytes (1, 16)
+}
+
+TURBOKV_TARGET_AVX2 void pack_nibbles_avx2(const uint8_t* idx, int n, uint8_t* out) {
+  int i = 0;
+  for (; i + 64 <= n; i += 64, out += 32) {
+    const __m256i bytes = _mm256_permute4x64_epi64(
+        _mm256_packus_epi16(nibble_pairs_avx2(idx + i), nibble_pairs_avx2(idx + i + 32)), 0xD8);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), bytes);
+  }
+  for (; i + 32 <= n; i += 32, out += 16) {
+    const __m256i pairs = nibble_pairs_avx2(idx + i);
+    const __m256i bytes = _mm256_permute4x64_epi64(_mm256_packus_epi16(pairs, pairs), 0xD8);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm256_castsi256_si128(bytes));
+  }
+  pack_scalar(idx + i, n - i, 4, out);
+}
+
 TURBOKV_TARGET_AVX2 void pack_avx2(const uint8_t* idx, int n, int bits, uint8_t* out) {
   switch (bits) {
     case 1: return pack_bits_avx2<1>(idx, n, out);
     case 2: return pack_bits_avx2<2>(idx, n, out);
     case 3: return pack_bits_avx2<3>(idx, n, out);
-    case 4: return pack_bits_avx2<4>(idx, n, out);
+    case 4: return pack_nibbles_avx2(idx, n, out);
     case 5: return pack_bits_avx2<5>(idx, n, out);
     case 6: return pack_bits_avx2<6>(idx, n, out);
     case 7: return pack_bits_avx2<7>(idx, n, out);
