@@ -189,10 +189,32 @@ TURBOKV_TARGET_AVX2 void pack_nibbles_avx2(const uint8_t* idx, int n, uint8_t* o
   pack_scalar(idx + i, n - i, 4, out);
 }
 
+// 2 bits: maddubs with (1, 4) joins index pairs, madd with (1, 16) the pairs of pairs into
+// i0 | i1 << 2 | i2 << 4 | i3 << 6 per int32 (at most 255), two packs and a dword permute order
+// them: 12 operations per 16 output bytes.
+TURBOKV_TARGET_AVX2 __m256i quad_fields_avx2(const uint8_t* idx) {
+  const __m256i bytes = _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx)),
+                                         _mm256_set1_epi8(0x03));  // bits above the width are ignored
+  const __m256i pairs = _mm256_maddubs_epi16(bytes, _mm256_set1_epi16(0x0401));  // bytes (1, 4)
+  return _mm256_madd_epi16(pairs, _mm256_set1_epi32(0x00100001));                // words (1, 16)
+}
+
+TURBOKV_TARGET_AVX2 void pack_quads_avx2(const uint8_t* idx, int n, uint8_t* out) {
+  int i = 0;
+  for (; i + 64 <= n; i += 64, out += 16) {
+    const __m256i words = _mm256_packus_epi32(quad_fields_avx2(idx + i), quad_fields_avx2(idx + i + 32));
+    // dwords: first 32 indices' bytes 0-3 | 4-7 in lanes 0 | 4, the next 32's in 1 | 5
+    const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(words, words),
+                                                      _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm256_castsi256_si128(bytes));
+  }
+  pack_scalar(idx + i, n - i, 2, out);
+}
+
 TURBOKV_TARGET_AVX2 void pack_avx2(const uint8_t* idx, int n, int bits, uint8_t* out) {
   switch (bits) {
     case 1: return pack_bits_avx2<1>(idx, n, out);
-    case 2: return pack_bits_avx2<2>(idx, n, out);
+    case 2: return pack_quads_avx2(idx, n, out);
     case 3: return pack_bits_avx2<3>(idx, n, out);
     case 4: return pack_nibbles_avx2(idx, n, out);
     case 5: return pack_bits_avx2<5>(idx, n, out);
