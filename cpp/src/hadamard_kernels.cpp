@@ -53,45 +53,91 @@ TURBOKV_TARGET_AVX2 void store_scaled_avx2(float* out, const float* post, int i,
   _mm256_storeu_ps(out + i, post ? _mm256_mul_ps(v, _mm256_loadu_ps(post + i)) : v);
 }
 
-// Whole transform in kRegs registers (n = 8 * kRegs): one load and one store per element.
-template <bool kHalves, int kRegs>
-TURBOKV_TARGET_AVX2 void fwht_registers_avx2(const float* in, const float* pre, const float* post,
-                                             float* out) {
-  __m256 r[kRegs];
-  for (int k = 0; k < kRegs; ++k) r[k] = butterflies_within_avx2<kHalves>(load_scaled_avx2(in, pre, 8 * k));
-  for (int h = 1; h < kRegs; h *= 2) {
-    for (int k = 0; k < kRegs; ++k) {
-      if (k & h) continue;
-      const __m256 a = r[k], b = r[k + h];
+// Registers r[0, kCount) hold floats [0, 8 * kCount) of in, transformed depth first: each half
+// is finished before the butterflies that join the halves. Every element still meets the stages
+// in the order h = 1, 2, 4, ... with the same operands (bit-identical), but few registers are live
+// at once: on a Zen 3 core the d = 128 transform took 33 ns instead of 55-60 breadth first (GCC
+// spilled the 8 registers between stages; kernel_choices_avx2.md, round 12).
+// kPre: pre is not null (chosen once per call, not per register).
+template <bool kHalves, int kCount, bool kPre>
+TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void fwht_depth_first_avx2(
+    __m256* r, const float* in, const float* pre) {
+  if constexpr (kCount == 1) {
+    const __m256 v = _mm256_loadu_ps(in);
+    r[0] = butterflies_within_avx2<kHalves>(kPre ? _mm256_mul_ps(v, _mm256_loadu_ps(pre)) : v);
+  } else {
+    constexpr int kHalf = kCount / 2;
+    fwht_depth_first_avx2<kHalves, kHalf, kPre>(r, in, pre);
+    fwht_depth_first_avx2<kHalves, kHalf, kPre>(r + kHalf, in + 8 * kHalf, kPre ? pre + 8 * kHalf : nullptr);
+    for (int k = 0; k < kHalf; ++k) {
+      const __m256 a = r[k], b = r[k + kHalf];
       r[k] = _mm256_add_ps(a, b);
-      r[k + h] = _mm256_sub_ps(a, b);
+      r[k + kHalf] = _mm256_sub_ps(a, b);
     }
   }
-  for (int k = 0; k < kRegs; ++k) store_scaled_avx2(out, post, 8 * k, r[k]);
+}
+
+// out[i, i + 8) = v, times post[i, i + 8) where kPost.
+template <bool kPost>
+TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void store_block_avx2(float* out, const float* post,
+                                                                               int i, __m256 v) {
+  _mm256_storeu_ps(out + i, kPost ? _mm256_mul_ps(v, _mm256_loadu_ps(post + i)) : v);
+}
+
+// Whole transform of n = 8 * kRegs floats in registers: one load and one store per element. The
+// last stage stores its sums directly (a loop storing r[] became a block copy through the stack
+// and general registers in GCC 12).
+template <bool kHalves, int kRegs, bool kPre, bool kPost>
+TURBOKV_TARGET_AVX2 void fwht_registers_avx2(const float* in, const float* pre, const float* post, float* out) {
+  __m256 r[kRegs];
+  if constexpr (kRegs == 1) {
+    fwht_depth_first_avx2<kHalves, 1, kPre>(r, in, pre);
+    store_block_avx2<kPost>(out, post, 0, r[0]);
+  } else {
+    constexpr int kHalf = kRegs / 2;
+    fwht_depth_first_avx2<kHalves, kHalf, kPre>(r, in, pre);
+    fwht_depth_first_avx2<kHalves, kHalf, kPre>(r + kHalf, in + 8 * kHalf, kPre ? pre + 8 * kHalf : nullptr);
+    for (int k = 0; k < kHalf; ++k) {
+      store_block_avx2<kPost>(out, post, 8 * k, _mm256_add_ps(r[k], r[k + kHalf]));
+      store_block_avx2<kPost>(out, post, 8 * (k + kHalf), _mm256_sub_ps(r[k], r[k + kHalf]));
+    }
+  }
+}
+
+// n = 8 ... 128; false for other n. pre and post are resolved once per call (kPre, kPost):
+// branches on them per register made GCC keep the registers on the stack.
+template <bool kHalves, bool kPre, bool kPost>
+TURBOKV_TARGET_AVX2 bool fwht_in_registers_avx2(const float* in, const float* pre, const float* post,
+                                                float* out, int n) {
+  switch (n) {
+    case 8: fwht_registers_avx2<kHalves, 1, kPre, kPost>(in, pre, post, out); return true;
+    case 16: fwht_registers_avx2<kHalves, 2, kPre, kPost>(in, pre, post, out); return true;
+    case 32: fwht_registers_avx2<kHalves, 4, kPre, kPost>(in, pre, post, out); return true;
+    case 64: fwht_registers_avx2<kHalves, 8, kPre, kPost>(in, pre, post, out); return true;
+    case 128:
+      // 16 data registers plus the sign constants spill on AVX2's 16; two 64-float halves in
+      // registers and the last stage as one pass are the same butterflies in the same order.
+      fwht_registers_avx2<kHalves, 8, kPre, false>(in, pre, nullptr, out);
+      fwht_registers_avx2<kHalves, 8, kPre, false>(in + 64, kPre ? pre + 64 : nullptr, nullptr, out + 64);
+      for (int i = 0; i < 64; i += 8) {
+        const __m256 a = _mm256_loadu_ps(out + i), b = _mm256_loadu_ps(out + i + 64);
+        store_block_avx2<kPost>(out, post, i, _mm256_add_ps(a, b));
+        store_block_avx2<kPost>(out, post, i + 64, _mm256_sub_ps(a, b));
+      }
+      return true;
+    default: return false;
+  }
 }
 
 template <bool kHalves>
 TURBOKV_TARGET_AVX2 void fwht_avx2(const float* in, const float* pre, const float* post,
                                    float* out, int n) {
-  switch (n) {
-    case 8: return fwht_registers_avx2<kHalves, 1>(in, pre, post, out);
-    case 16: return fwht_registers_avx2<kHalves, 2>(in, pre, post, out);
-    case 32: return fwht_registers_avx2<kHalves, 4>(in, pre, post, out);
-    case 64: return fwht_registers_avx2<kHalves, 8>(in, pre, post, out);
-    case 128: {
-      // 16 data registers plus the sign constants spill on AVX2's 16; two 64-float halves in
-      // registers and the last stage as one pass are the same butterflies in the same order.
-      fwht_registers_avx2<kHalves, 8>(in, pre, nullptr, out);
-      fwht_registers_avx2<kHalves, 8>(in + 64, pre == nullptr ? nullptr : pre + 64, nullptr, out + 64);
-      for (int i = 0; i < 64; i += 8) {
-        const __m256 a = _mm256_loadu_ps(out + i), b = _mm256_loadu_ps(out + i + 64);
-        store_scaled_avx2(out, post, i, _mm256_add_ps(a, b));
-        store_scaled_avx2(out, post, i + 64, _mm256_sub_ps(a, b));
-      }
-      return;
-    }
-    default: break;
-  }
+  const bool done =
+      pre != nullptr ? (post != nullptr ? fwht_in_registers_avx2<kHalves, true, true>(in, pre, post, out, n)
+                                        : fwht_in_registers_avx2<kHalves, true, false>(in, pre, nullptr, out, n))
+                     : (post != nullptr ? fwht_in_registers_avx2<kHalves, false, true>(in, nullptr, post, out, n)
+                                        : fwht_in_registers_avx2<kHalves, false, false>(in, nullptr, nullptr, out, n));
+  if (done) return;
   if (n < 8) return fwht_scalar(in, pre, post, out, n);
   for (int i = 0; i < n; i += 8) {
     _mm256_storeu_ps(out + i, butterflies_within_avx2<kHalves>(load_scaled_avx2(in, pre, i)));
