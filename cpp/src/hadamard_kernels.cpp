@@ -54,10 +54,11 @@ TURBOKV_TARGET_AVX2 void store_scaled_avx2(float* out, const float* post, int i,
 }
 
 // Registers r[0, kCount) hold floats [0, 8 * kCount) of in, transformed depth first: each half
-// is finished before the butterflies that join the halves. Every element still meets the stages
-// in the order h = 1, 2, 4, ... with the same operands (bit-identical), but few registers are live
-// at once: on a Zen 3 core the d = 128 transform took 33 ns instead of 55-60 breadth first (GCC
-// spilled the 8 registers between stages; kernel_choices_avx2.md, round 12).
+// is finished before the butterflies that join the halves, so few registers are live at once.
+// Every element still meets the stages in the order h = 1, 2, 4, ... with the same operands
+// (bit-identical). With pre and post as template arguments and the last stage storing directly
+// (fwht_registers_avx2), GCC no longer keeps the registers on the stack: d = 128 in 41 instead of
+// 55 ns on a Zen 3 core (best of 400 calls; kernel_choices_avx2.md, round 12).
 // kPre: pre is not null (chosen once per call, not per register).
 template <bool kHalves, int kCount, bool kPre>
 TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void fwht_depth_first_avx2(
