@@ -1,5 +1,6 @@
 // Internal: small AVX2 building blocks shared by the lookup and packed-code kernels.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <cstring>
 
@@ -73,24 +74,57 @@ TURBOKV_TARGET_AVX2 inline __m256 gather8(const float* table, const uint8_t* idx
   return _mm256_blendv_ps(low, high, _mm256_castsi256_ps(_mm256_slli_epi32(index, 28)));  // bit 3
 }
 
-// 16 3-bit indices (6 packed bytes at p: index i at bits [3i, 3i + 3) of the little-endian
-// stream, packing.hpp) as 16 bytes, taken apart in registers: pshufb gives each index the 16-bit
-// window of its byte and the next (indices 0-7 in the low lane, 8-15 in the high), a multiply by
-// 2^(8 - s) and a shift by 8 move its bit s to bit 0, a pack and a mask leave the index. Reads 8
-// bytes that end at most at `end` (p + 6 <= end, and p - 2 >= the row's start where p + 8 > end):
-// the last group of a row loads from 2 bytes earlier and its windows start 2 bytes later.
+// For unpacking 16 indices: 16-bit lane k gets bytes (k B / 8, k B / 8 + 1) of the 2B packed bytes.
+template <int B>
+constexpr std::array<int8_t, 32> unpack_order() {
+  std::array<int8_t, 32> order{};
+  for (int k = 0; k < 16; ++k) {
+    const int byte = k * B / 8;
+    order[2 * k] = static_cast<int8_t>(byte);
+    order[2 * k + 1] = static_cast<int8_t>(byte + 1 < 2 * B ? byte + 1 : -1);
+  }
+  return order;
+}
+
+template <int B>
+constexpr std::array<uint16_t, 16> unpack_multiplier() {
+  std::array<uint16_t, 16> m{};
+  for (int k = 0; k < 16; ++k) m[k] = static_cast<uint16_t>(1u << (16 - k * B % 8 - B));
+  return m;
+}
+
+template <int B>
+alignas(32) inline constexpr std::array<int8_t, 32> kUnpackOrder = unpack_order<B>();
+template <int B>
+alignas(32) inline constexpr std::array<uint16_t, 16> kUnpackMultiplier = unpack_multiplier<B>();
+
+// 16 indices of B < 8 bits from the 2B packed bytes at the start of raw (packing.hpp's layout),
+// as 16 bytes: each 16-bit lane gets the two bytes its index starts in, a multiply by
+// 2^(16 - shift - B) moves the index to the top of the lane (the bits above fall off), and a
+// shift brings it down. unpack_avx2 stores them; the int8 scores of 3-bit keys use them in place.
+template <int B>
+TURBOKV_TARGET_AVX2 inline __m128i unpack16_register_avx2(__m128i raw) {
+  const __m256i both = _mm256_broadcastsi128_si256(raw);
+  __m256i v = _mm256_shuffle_epi8(both, _mm256_load_si256(reinterpret_cast<const __m256i*>(kUnpackOrder<B>.data())));
+  v = _mm256_mullo_epi16(v, _mm256_load_si256(reinterpret_cast<const __m256i*>(kUnpackMultiplier<B>.data())));
+  v = _mm256_srli_epi16(v, 16 - B);
+  return _mm_packus_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+}
+
+// pshufb indices that move bytes [s, 16) of a register to [0, 16 - s) and zero the rest, at
+// kSlideDown + s.
+alignas(16) inline constexpr int8_t kSlideDown[32] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                                                      -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+
+// 16 3-bit indices from the 6 packed bytes at p (p + 6 <= end) by unpack16_register_avx2, reading
+// 8 bytes that end at most at `end`: a row's last group (p + 8 > end, p - 2 >= the row's start)
+// loads from up to 2 bytes earlier and slides its bytes down.
 TURBOKV_TARGET_AVX2 inline __m128i unpack3_x16_avx2(const uint8_t* p, const uint8_t* end) {
-  const bool tail = p + 8 > end;
-  const uint8_t* from = tail ? end - 8 : p;
-  const __m256i bytes = _mm256_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(from)));
-  __m256i windows = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 1, 2, 1, 2, 1, 2, 2, 3, 2, 3,
-                                     3, 4, 3, 4, 3, 4, 4, 5, 4, 5, 4, 5, 5, 6, 5, 6);
-  if (tail) windows = _mm256_add_epi8(windows, _mm256_set1_epi8(static_cast<char>(p - from)));
-  // s = 3i mod 8 repeats every 8 indices: 0, 3, 6, 1, 4, 7, 2, 5.
-  const __m256i to_bit_8 = _mm256_setr_epi16(256, 32, 4, 128, 16, 2, 64, 8, 256, 32, 4, 128, 16, 2, 64, 8);
-  const __m256i fields = _mm256_srli_epi16(_mm256_mullo_epi16(_mm256_shuffle_epi8(bytes, windows), to_bit_8), 8);
-  return _mm_and_si128(_mm_packus_epi16(_mm256_castsi256_si128(fields), _mm256_extracti128_si256(fields, 1)),
-                       _mm_set1_epi8(7));
+  if (p + 8 <= end) return unpack16_register_avx2<3>(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  const uint8_t* from = end - 8;
+  const __m128i raw = _mm_shuffle_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(from)),
+                                       _mm_loadu_si128(reinterpret_cast<const __m128i*>(kSlideDown + (p - from))));
+  return unpack16_register_avx2<3>(raw);
 }
 
 TURBOKV_TARGET_AVX2 inline float horizontal_sum(__m256 v) {

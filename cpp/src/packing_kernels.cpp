@@ -2,6 +2,7 @@
 #include <array>
 #include <cstring>
 
+#include "avx2_helpers.hpp"
 #include "kernels.hpp"
 #include "turbokv/packing.hpp"
 
@@ -61,31 +62,8 @@ constexpr std::array<int8_t, 32> pack_order() {
   return order;
 }
 
-// For unpacking 16 indices: 16-bit lane k gets bytes (k B / 8, k B / 8 + 1) of the 2B packed bytes.
-template <int B>
-constexpr std::array<int8_t, 32> unpack_order() {
-  std::array<int8_t, 32> order{};
-  for (int k = 0; k < 16; ++k) {
-    const int byte = k * B / 8;
-    order[2 * k] = static_cast<int8_t>(byte);
-    order[2 * k + 1] = static_cast<int8_t>(byte + 1 < 2 * B ? byte + 1 : -1);
-  }
-  return order;
-}
-
-template <int B>
-constexpr std::array<uint16_t, 16> unpack_multiplier() {
-  std::array<uint16_t, 16> m{};
-  for (int k = 0; k < 16; ++k) m[k] = static_cast<uint16_t>(1u << (16 - k * B % 8 - B));
-  return m;
-}
-
 template <int B>
 alignas(32) constexpr std::array<int8_t, 32> kPackOrder = pack_order<B>();
-template <int B>
-alignas(32) constexpr std::array<int8_t, 32> kUnpackOrder = unpack_order<B>();
-template <int B>
-alignas(32) constexpr std::array<uint16_t, 16> kUnpackMultiplier = unpack_multiplier<B>();
 
 // Pack 32 indices of B < 8 bits (4 groups of 8, each group B bytes) by merging neighbours in
 // ever wider lanes: 2 x B bits per 16-bit lane, 4 x B per 32-bit lane, 8 x B per 64-bit lane;
@@ -118,23 +96,10 @@ TURBOKV_TARGET_AVX2 void pack_bits_avx2(const uint8_t* idx, int n, uint8_t* out)
   pack_scalar(idx + i, n - i, B, out);
 }
 
-// Unpack 16 indices of B < 8 bits (2B bytes): each 16-bit lane gets the two bytes its index
-// starts in, a multiply by 2^(16 - shift - B) moves the index to the top of the lane (the bits
-// above fall off), and a shift brings it down.
 template <int B>
 TURBOKV_TARGET_AVX2 void unpack16_avx2(__m128i raw, uint8_t* idx) {
-  const __m256i both = _mm256_broadcastsi128_si256(raw);
-  __m256i v = _mm256_shuffle_epi8(both, _mm256_load_si256(reinterpret_cast<const __m256i*>(kUnpackOrder<B>.data())));
-  v = _mm256_mullo_epi16(v, _mm256_load_si256(reinterpret_cast<const __m256i*>(kUnpackMultiplier<B>.data())));
-  v = _mm256_srli_epi16(v, 16 - B);
-  const __m128i bytes = _mm_packus_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(idx), bytes);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(idx), unpack16_register_avx2<B>(raw));
 }
-
-// pshufb indices that move bytes [s, 16) of a register to [0, 16 - s) and zero the rest, at
-// kSlideDown + s.
-alignas(16) constexpr int8_t kSlideDown[32] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
-                                               -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
 
 template <int B>
 TURBOKV_TARGET_AVX2 void unpack_bits_avx2(const uint8_t* packed, int n, uint8_t* idx) {
