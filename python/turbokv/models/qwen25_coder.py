@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, List, Tuple
 
-from . import load_gguf, modules_installed
+from . import load_gguf, model_dir, modules_installed
 
 PARTS = 22
 SIZE = 1_117_320_768
@@ -46,7 +46,7 @@ def path() -> Path:
     """The assembled GGUF file (built from the 22 parts on first use); ImportError with the install
     command if a part is absent, ValueError if the parts do not add up to the expected file."""
     parts = _parts()
-    folder = Path(os.environ.get("TURBOKV_MODEL_DIR", Path.home() / ".cache" / "turbokv"))
+    folder = model_dir()
     target = folder / FILE
     if target.exists() and target.stat().st_size == SIZE:
         return target
@@ -80,5 +80,6 @@ def available() -> bool:
 def load(attn_implementation: str = "turbokv") -> Tuple[Any, Any]:
     """Returns ``(model, tokenizer)``: float32 ``Qwen2ForCausalLM`` (eval mode) and its tokenizer.
     The first call assembles the file (a few seconds); loading dequantizes about 1.5 B weights
-    (about a minute on 2 cores, 7 GB of memory)."""
+    (about a minute on 2 cores, 7 GB of memory). No converted copy is kept (it would take 6 GB of
+    disk as float32)."""
     return load_gguf(path(), attn_implementation, INSTALL)
