@@ -314,6 +314,29 @@ TEST(SimdParity, ExpShiftedOnSoftmaxRows) {
 
 // The tile product at every level against a double oracle, over shapes that hit every tail of
 // the register blocks (rows 1..13, columns with 16-, 8- and scalar tails, strides past the width).
+// The dense rotation (head_dims that are not powers of two) and the QJL sketch: every row count
+// from 1 to 300 meets each register block (64, 32, 16, 8 rows on AVX2; 128 ... 16 on AVX-512) and
+// the tails after them; the output must be the scalar's bits, and nothing past the rows written.
+TEST(SimdParity, MatvecColumnsIsBitIdenticalAtEveryRowCount) {
+  const auto& scalar = kernels::kernel_set(SimdLevel::kScalar);
+  for (SimdLevel level : simd_levels()) {
+    const auto& k = kernels::kernel_set(level);
+    ASSERT_NE(k.matvec_columns, scalar.matvec_columns) << simd_name(level);
+    for (int rows = 1; rows <= 300; ++rows) {
+      for (int cols : {1, 7, 96}) {
+        const auto columns = test_util::gaussian_rows(cols, rows, uint32_t(rows));
+        const auto x = test_util::gaussian_rows(1, cols, uint32_t(cols));
+        std::vector<float> want(size_t(rows) + 1, -7.0f), got(size_t(rows) + 1, -7.0f);
+        scalar.matvec_columns(columns.data(), rows, cols, x.data(), want.data());
+        k.matvec_columns(columns.data(), rows, cols, x.data(), got.data());
+        ASSERT_EQ(0, std::memcmp(want.data(), got.data(), sizeof(float) * want.size()))
+            << simd_name(level) << " rows " << rows << " cols " << cols;
+        ASSERT_EQ(got[size_t(rows)], -7.0f);
+      }
+    }
+  }
+}
+
 TEST(SimdParity, GemmMatchesDoubleProduct) {
   for (SimdLevel level : simd_levels()) {
     const auto& k = kernels::kernel_set(level);
