@@ -165,11 +165,17 @@ void Codec::encode_one(const float* x, int64_t row, std::vector<float>& scratch,
   // Rotated coordinates of the unit vector, times sqrt(d), are ~N(0, 1): the codebook's scale.
   const float scale = norm > 0.0f ? sqrt_dim_ / norm : 0.0f;
   const bool prod = config_.mode == Mode::kProd;
-  kernels_->quantize(rotated, scale, boundaries_.data(), centroids_.data(),
-                     grid_, mse_bits(), idx.data(),
-                     prod ? work : nullptr, d);
   uint8_t* codes = out.codes + row * static_cast<int64_t>(code_bytes());
-  kernels_->pack(idx.data(), d, mse_bits(), codes);
+  if (kernels_->quantize_packed != nullptr && !prod && !config_.norm_correction) {
+    // Nothing below reads the index bytes: the level may pack as it quantises.
+    kernels_->quantize_packed(rotated, scale, boundaries_.data(), centroids_.data(), grid_,
+                              mse_bits(), idx.data(), codes, d);
+  } else {
+    kernels_->quantize(rotated, scale, boundaries_.data(), centroids_.data(),
+                       grid_, mse_bits(), idx.data(),
+                       prod ? work : nullptr, d);
+    kernels_->pack(idx.data(), d, mse_bits(), codes);
+  }
 
   if (config_.norm_correction) {
     for (int i = 0; i < d; ++i) work[i] = centroids_[idx[i]];

@@ -54,6 +54,9 @@ TURBOKV_TARGET_AVX2 void to_half_avx2(const float* x, uint16_t* out, int64_t n) 
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
                      _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
   }
+  // GCC turns the call below into a jump without clearing the upper register halves first
+  // (KernelsReturnWithCleanUpperHalves).
+  _mm256_zeroupper();
   to_half_scalar(x + i, out + i, n - i);
 }
 

@@ -58,6 +58,10 @@ struct KernelSet {
   // not null, is BoundaryGrid::build of these boundaries (a faster route to the same indices).
   void (*quantize)(const float* x, float scale, const float* boundaries, const float* centroids,
                    const BoundaryGrid* grid, int bits, uint8_t* idx, float* residual, int n);
+  // pack(quantize(x)) without a residual, in one pass where the level fuses the two (same bytes;
+  // idx is scratch for what it does not fuse); null where it does not: call quantize, then pack.
+  void (*quantize_packed)(const float* x, float scale, const float* boundaries, const float* centroids,
+                          const BoundaryGrid* grid, int bits, uint8_t* idx, uint8_t* out, int n);
   // Dense little-endian bit stream: index i occupies bits [i*bits, (i+1)*bits).
   void (*pack)(const uint8_t* idx, int n, int bits, uint8_t* out);
   void (*unpack)(const uint8_t* packed, int n, int bits, uint8_t* idx);
@@ -133,6 +137,8 @@ using SumSquaresFn = float (*)(const float*, int);
 using QuantizeFn = void (*)(const float*, float, const float*, const float*, const BoundaryGrid*, int,
                             uint8_t*, float*, int);
 using PackFn = void (*)(const uint8_t*, int, int, uint8_t*);
+using QuantizePackedFn = void (*)(const float*, float, const float*, const float*, const BoundaryGrid*,
+                                  int, uint8_t*, uint8_t*, int);
 using UnpackFn = void (*)(const uint8_t*, int, int, uint8_t*);
 using DotLookupFn = float (*)(const float*, const uint8_t*, const float*, int, int);
 using AxpyLookupFn = void (*)(float, const uint8_t*, const float*, int, float*, int);
@@ -147,6 +153,7 @@ FwhtFn fwht_avx2_variant(bool halves);
 MatvecFn select_matvec_columns(SimdLevel level);
 SumSquaresFn select_sum_squares(SimdLevel level);
 QuantizeFn select_quantize(SimdLevel level);
+QuantizePackedFn select_quantize_packed(SimdLevel level);  // null: not fused
 PackFn select_pack(SimdLevel level);
 UnpackFn select_unpack(SimdLevel level);
 DotLookupFn select_dot_lookup(SimdLevel level);

@@ -89,13 +89,17 @@ TURBOKV_TARGET_AVX2 __m256i count_symmetric_avx2(__m256 v, const __m256* positiv
     // The 7 positive boundaries p_0..p_6 by a 3-step search (10 operations instead of 14 for
     // the compare-and-count): a >= p_3, then p_1 or p_5 by blend, then p_0, p_2, p_4 or p_6 by an
     // in-lane permute of the two steps' outcome. The same count for sorted boundaries, ties included.
-    const __m256 ge3 = _mm256_cmp_ps(a, positive[3], _CMP_GE_OQ);
-    const __m256 ge_mid = _mm256_cmp_ps(a, _mm256_blendv_ps(positive[1], positive[5], ge3), _CMP_GE_OQ);
-    const __m256i pair = _mm256_or_si256(_mm256_and_si256(_mm256_castps_si256(ge3), _mm256_set1_epi32(2)),
-                                         _mm256_and_si256(_mm256_castps_si256(ge_mid), _mm256_set1_epi32(1)));
-    const __m256 last = _mm256_permutevar_ps(positive[7], pair);  // positive[7]: p_0, p_2, p_4, p_6
+    // The steps' outcomes are -1 / 0 masks: minus = -(2 * [a >= p_3] + [a >= mid]) in -3 ... 0
+    // selects the last boundary by its low two bits (positive[7] holds p_0, p_6, p_4, p_2 in
+    // that order), and count = -(2 * minus + [a >= last]). Adds only: no constants to hold.
+    const __m256i ge3 = _mm256_castps_si256(_mm256_cmp_ps(a, positive[3], _CMP_GE_OQ));
+    const __m256 mid = _mm256_blendv_ps(positive[1], positive[5], _mm256_castsi256_ps(ge3));
+    const __m256i ge_mid = _mm256_castps_si256(_mm256_cmp_ps(a, mid, _CMP_GE_OQ));
+    const __m256i minus = _mm256_add_epi32(_mm256_add_epi32(ge3, ge3), ge_mid);
+    const __m256 last = _mm256_permutevar_ps(positive[7], minus);
     const __m256i ge_last = _mm256_castps_si256(_mm256_cmp_ps(a, last, _CMP_GE_OQ));
-    count = _mm256_sub_epi32(_mm256_slli_epi32(pair, 1), ge_last);
+    count = _mm256_sub_epi32(_mm256_setzero_si256(),
+                             _mm256_add_epi32(_mm256_add_epi32(minus, minus), ge_last));
   } else {
     __m256i even = _mm256_setzero_si256(), odd = _mm256_setzero_si256();
     for (int j = 0; j < kP; ++j) {
@@ -107,26 +111,82 @@ TURBOKV_TARGET_AVX2 __m256i count_symmetric_avx2(__m256 v, const __m256* positiv
   return _mm256_add_epi32(_mm256_set1_epi32(kP + 1), _mm256_xor_si256(count, negative));
 }
 
-// One row: kSymmetric compares against the positive half of the boundaries only (the broadcast
-// constants are set up once per call; the check that the boundaries allow it is the grid's).
+// The broadcast boundaries the counts compare against, set up once per call. kSymmetric: the
+// positive half only (the check that the boundaries allow it is the grid's).
+template <int kBits, bool kSymmetric>
+struct CountBounds {
+  static constexpr int kCount = (1 << kBits) - 1, kUsed = kSymmetric ? kCount / 2 : kCount;
+  // One more register for the symmetric 4-bit search: its last step's table p_0, p_2, p_4, p_6.
+  __m256 b[kUsed + 1];
+};
+
+template <int kBits, bool kSymmetric>
+TURBOKV_TARGET_AVX2 void set_bounds_avx2(const float* boundaries, CountBounds<kBits, kSymmetric>* out) {
+  using B = CountBounds<kBits, kSymmetric>;
+  const float* used = kSymmetric ? boundaries + B::kCount / 2 + 1 : boundaries;
+  for (int k = 0; k < B::kUsed; ++k) out->b[k] = _mm256_set1_ps(used[k]);
+  if constexpr (kSymmetric && kBits == 4) {
+    out->b[B::kUsed] = _mm256_setr_ps(used[0], used[6], used[4], used[2], used[0], used[6], used[4], used[2]);
+  }
+}
+
+// The indices of x[0, 8) * scale as int32 lanes.
+template <int kBits, bool kSymmetric>
+TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline __m256i count_avx2(
+    const float* x, __m256 vscale, const CountBounds<kBits, kSymmetric>& bounds, __m256* scaled) {
+  *scaled = _mm256_mul_ps(_mm256_loadu_ps(x), vscale);
+  return kSymmetric ? count_symmetric_avx2<kBits>(*scaled, bounds.b) : count_below_avx2<kBits>(*scaled, bounds.b);
+}
+
+// One row, index bytes out.
 template <int kBits, bool kSymmetric>
 TURBOKV_TARGET_AVX2 void quantize_rows_avx2(const float* x, __m256 vscale, const float* boundaries,
                                             const float* centroids, uint8_t* idx, float* residual,
                                             int n) {
-  constexpr int kCount = (1 << kBits) - 1, kUsed = kSymmetric ? kCount / 2 : kCount;
-  const float* used = kSymmetric ? boundaries + kCount / 2 + 1 : boundaries;
-  // One more register for the symmetric 4-bit search: its last step's table p_0, p_2, p_4, p_6.
-  __m256 bounds[kUsed + 1];
-  for (int k = 0; k < kUsed; ++k) bounds[k] = _mm256_set1_ps(used[k]);
-  if constexpr (kSymmetric && kBits == 4) {
-    bounds[kUsed] = _mm256_setr_ps(used[0], used[2], used[4], used[6], used[0], used[2], used[4], used[6]);
-  }
+  CountBounds<kBits, kSymmetric> bounds;
+  set_bounds_avx2(boundaries, &bounds);
   for (int i = 0; i + 8 <= n; i += 8) {
-    const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vscale);
-    const __m256i lo = kSymmetric ? count_symmetric_avx2<kBits>(v, bounds) : count_below_avx2<kBits>(v, bounds);
+    __m256 v;
+    const __m256i lo = count_avx2(x + i, vscale, bounds, &v);
     store_bytes_avx2(lo, idx + i);
     if (residual != nullptr) _mm256_storeu_ps(residual + i, _mm256_sub_ps(v, lookup8(centroids, lo, kBits)));
   }
+}
+
+// 4 bits quantised and packed in one pass, 64 indices at a time: the 8 registers of counts become
+// bytes by packs, maddubs (1, 16) joins each index pair into its code byte, and a qword permute
+// plus an in-lane shuffle undo the packs' lane order. No index bytes are stored and read back by
+// a second pass. Returns how many leading indices it packed (a multiple of 64).
+// (scale is a float, not a __m256: GCC leaves the upper register halves dirty on returning from a
+// helper with vector arguments, KernelsReturnWithCleanUpperHalves.)
+template <bool kSymmetric>
+TURBOKV_TARGET_AVX2 int quantize_nibbles_avx2(const float* x, float scale, const float* boundaries,
+                                              uint8_t* out, int n) {
+  const __m256 vscale = _mm256_set1_ps(scale);
+  CountBounds<4, kSymmetric> bounds;
+  set_bounds_avx2(boundaries, &bounds);
+  // After the packs, lane 0 holds pairs 0 1 4 5 8 9 12 13 | 16 17 ..., lane 1 pairs 2 3 6 7 ...;
+  // the qword permute brings pairs 0-15 into lane 0, and this shuffle sorts each lane.
+  const __m256i order = _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,
+                                         0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
+  const __m256i nibble_weights = _mm256_set1_epi16(0x1001);  // bytes (1, 16)
+  int i = 0;
+  for (; i + 64 <= n; i += 64, out += 32) {
+    __m256i half[2];
+    for (int h = 0; h < 2; ++h) {
+      __m256 v;
+      const __m256i c0 = count_avx2(x + i + 32 * h, vscale, bounds, &v);
+      const __m256i c1 = count_avx2(x + i + 32 * h + 8, vscale, bounds, &v);
+      const __m256i p01 = _mm256_packs_epi32(c0, c1);
+      const __m256i c2 = count_avx2(x + i + 32 * h + 16, vscale, bounds, &v);
+      const __m256i c3 = count_avx2(x + i + 32 * h + 24, vscale, bounds, &v);
+      const __m256i bytes = _mm256_packus_epi16(p01, _mm256_packs_epi32(c2, c3));
+      half[h] = _mm256_maddubs_epi16(bytes, nibble_weights);
+    }
+    const __m256i pairs = _mm256_permute4x64_epi64(_mm256_packus_epi16(half[0], half[1]), 0xD8);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_shuffle_epi8(pairs, order));
+  }
+  return i;
 }
 
 template <int kBits>
@@ -200,6 +260,56 @@ TURBOKV_TARGET_AVX2 void quantize_avx2(const float* x, float scale, const float*
   const int i = n - n % 8;
   quantize_scalar(x + i, scale, boundaries, centroids, grid, bits, idx + i,
                   residual == nullptr ? nullptr : residual + i, n - i);
+}
+
+// 2 bits the same way: after the packs, maddubs (1, 4) and madd (1, 16) make one code byte per
+// dword (lane 0 holds bytes 0 2 4 6, lane 1 bytes 1 3 5 7 of the 32 indices); two more packs and
+// an interleave of the two lanes put 64 indices' 16 bytes in order.
+template <bool kSymmetric>
+TURBOKV_TARGET_AVX2 int quantize_quads_avx2(const float* x, float scale, const float* boundaries,
+                                            uint8_t* out, int n) {
+  const __m256 vscale = _mm256_set1_ps(scale);
+  CountBounds<2, kSymmetric> bounds;
+  set_bounds_avx2(boundaries, &bounds);
+  const __m256i pair_weights = _mm256_set1_epi16(0x0401), quad_weights = _mm256_set1_epi32(0x00100001);
+  int i = 0;
+  for (; i + 64 <= n; i += 64, out += 16) {
+    __m256i quads[2];
+    for (int h = 0; h < 2; ++h) {
+      __m256 v;
+      const __m256i c0 = count_avx2(x + i + 32 * h, vscale, bounds, &v);
+      const __m256i c1 = count_avx2(x + i + 32 * h + 8, vscale, bounds, &v);
+      const __m256i p01 = _mm256_packs_epi32(c0, c1);
+      const __m256i c2 = count_avx2(x + i + 32 * h + 16, vscale, bounds, &v);
+      const __m256i c3 = count_avx2(x + i + 32 * h + 24, vscale, bounds, &v);
+      const __m256i bytes = _mm256_packus_epi16(p01, _mm256_packs_epi32(c2, c3));
+      quads[h] = _mm256_madd_epi16(_mm256_maddubs_epi16(bytes, pair_weights), quad_weights);
+    }
+    const __m256i words = _mm256_packus_epi32(quads[0], quads[1]);
+    const __m256i bytes = _mm256_packus_epi16(words, words);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
+                     _mm_unpacklo_epi8(_mm256_castsi256_si128(bytes), _mm256_extracti128_si256(bytes, 1)));
+  }
+  return i;
+}
+
+// pack(quantize(x)) for one row. 2 and 4 bits go 64 indices at a time through quantize_quads_avx2
+// and quantize_nibbles_avx2; the rest (other widths, a tail) quantise to idx and pack.
+TURBOKV_TARGET_AVX2 void quantize_packed_avx2(const float* x, float scale, const float* boundaries,
+                                              const float* centroids, const BoundaryGrid* grid,
+                                              int bits, uint8_t* idx, uint8_t* out, int n) {
+  const bool symmetric = grid != nullptr && grid->symmetric_with_zero;
+  int done = 0;
+  if (bits == 4) {
+    done = symmetric ? quantize_nibbles_avx2<true>(x, scale, boundaries, out, n)
+                     : quantize_nibbles_avx2<false>(x, scale, boundaries, out, n);
+  } else if (bits == 2) {
+    done = symmetric ? quantize_quads_avx2<true>(x, scale, boundaries, out, n)
+                     : quantize_quads_avx2<false>(x, scale, boundaries, out, n);
+  }
+  if (done == n) return;
+  quantize_avx2(x + done, scale, boundaries, centroids, grid, bits, idx, nullptr, n - done);
+  select_pack(SimdLevel::kAvx2)(idx, n - done, bits, out + done * bits / 8);
 }
 
 template <int kBits>
@@ -283,6 +393,14 @@ TURBOKV_TARGET_AVX512 void quantize_avx512(const float* x, float scale, const fl
 
 QuantizeFn select_quantize(SimdLevel level) {
   return TURBOKV_PICK(level, quantize_scalar, quantize_avx2, quantize_avx512);
+}
+
+QuantizePackedFn select_quantize_packed(SimdLevel level) {
+#if TURBOKV_X86
+  if (level == SimdLevel::kAvx2) return quantize_packed_avx2;
+#endif
+  (void)level;
+  return nullptr;
 }
 
 }  // namespace kernels

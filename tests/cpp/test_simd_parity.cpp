@@ -5,6 +5,11 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include "../../cpp/src/avx2_helpers.hpp"
 #include "../../cpp/src/boundary_grid.hpp"
@@ -602,6 +607,174 @@ TEST(SimdParity, QuantizeGridCountsBoundariesExactly) {
     ASSERT_EQ(ia, ib) << "level " << int(level);
   }
 }
+
+// quantize_packed (AVX2: 4 bits packed in registers, 64 indices at a time) must write the bytes
+// pack(quantize(x)) writes: Lloyd-Max boundaries with their grid (the symmetric count) and without
+// (every boundary compared), values on and beside every boundary, lengths with and without a tail
+// after the last 64, and nothing past the row's bytes.
+TEST(SimdParity, QuantizePackedWritesWhatQuantizeThenPackWrites) {
+  const auto& scalar = kernels::kernel_set(SimdLevel::kScalar);
+  std::mt19937 gen(5);
+  std::normal_distribution<float> normal;
+  bool fused_somewhere = false;
+  for (SimdLevel level : supported_simd()) {
+    const auto& k = kernels::kernel_set(level);
+    if (k.quantize_packed == nullptr) continue;  // that level quantises, then packs
+    fused_somewhere = true;
+    for (int bits = 1; bits <= 8; ++bits) {
+      const auto& book = lloyd_max_codebook(bits);
+      std::vector<float> table(std::max<size_t>(book.centroids.size(), kernels::kMinTableSize), 0.0f);
+      std::copy(book.centroids.begin(), book.centroids.end(), table.begin());
+      std::vector<float> bounds(table.size(), INFINITY);
+      std::copy(book.boundaries.begin(), book.boundaries.end(), bounds.begin());
+      for (int n : {8, 64, 128, 136, 192, 1024}) {
+        std::vector<float> v(size_t(n) + 8);
+        for (auto& x : v) x = normal(gen) * 1.3f;
+        for (size_t b = 0; b < book.boundaries.size() && 3 * b + 2 < size_t(n); ++b) {
+          const float at = book.boundaries[b];
+          v[3 * b] = at;
+          v[3 * b + 1] = std::nextafter(at, -INFINITY);
+          v[3 * b + 2] = std::nextafter(at, INFINITY);
+        }
+        for (const kernels::BoundaryGrid* grid : {&kernels::codebook_grid(bits),
+                                                   static_cast<const kernels::BoundaryGrid*>(nullptr)}) {
+          const size_t bytes = size_t(n) * bits / 8;
+          std::vector<uint8_t> ia(n), want(bytes + 1, 0xA5), ib(n), got(bytes + 1, 0xA5);
+          scalar.quantize(v.data(), 1.0f, bounds.data(), table.data(), nullptr, bits, ia.data(), nullptr, n);
+          scalar.pack(ia.data(), n, bits, want.data());
+          k.quantize_packed(v.data(), 1.0f, bounds.data(), table.data(), grid, bits, ib.data(), got.data(), n);
+          ASSERT_EQ(want, got) << simd_name(level) << " bits " << bits << " n " << n
+                               << (grid ? " grid" : " no grid");
+        }
+      }
+    }
+  }
+#if TURBOKV_X86
+  EXPECT_EQ(fused_somewhere, simd_supported(SimdLevel::kAvx2));  // the AVX2 level fuses
+#endif
+  (void)fused_somewhere;
+}
+
+#if TURBOKV_X86
+namespace {
+
+// XINUSE (xgetbv with ecx = 1): which state components are not in their initial state. Bit 2 is
+// the upper halves of ymm0-15, bit 7 the upper halves of zmm0-15; vzeroupper clears both.
+bool upper_halves_in_use() {
+  uint32_t eax, edx;
+  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(1));
+  return (eax & ((1u << 2) | (1u << 7))) != 0;
+}
+
+bool cpu_reports_xinuse() {
+  unsigned eax, ebx, ecx, edx;
+  return __get_cpuid_count(0xD, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 2)) != 0;
+}
+
+TURBOKV_TARGET_AVX2 void clear_upper_halves() { _mm256_zeroupper(); }
+
+}  // namespace
+
+// Every kernel returns with the upper halves of the vector registers clear (vzeroupper), so the
+// SSE-encoded code around it (everything compiled for the x86-64 baseline) pays no transition
+// penalty. GCC leaves them dirty across a tail call into a scalar function and around helpers that
+// take __m256 arguments; on a Zen 3 core that cost a 4-bit quantise-and-pack call 115 ns on top of
+// its 30 (kernel_choices_avx2.md, round 13). Tails (n not a multiple of the width) are included.
+TEST(SimdParity, KernelsReturnWithCleanUpperHalves) {
+  if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX here";
+  ASSERT_TRUE(cpu_reports_xinuse()) << "this CPU cannot report XINUSE (xgetbv ecx = 1)";
+  clear_upper_halves();
+  ASSERT_FALSE(upper_halves_in_use());
+  const int d = 128;
+  const auto x = test_util::gaussian_rows(8, 2 * d, 11);
+  const auto& book = lloyd_max_codebook(4);
+  std::vector<float> table(kernels::kMinTableSize * 16, 0.0f), bounds(table.size(), INFINITY);
+  std::copy(book.centroids.begin(), book.centroids.end(), table.begin());
+  std::copy(book.boundaries.begin(), book.boundaries.end(), bounds.begin());
+  std::vector<float> out(8 * 2 * d), acc(8 * 2 * d, 0.0f), weights(64, 0.25f), q_scale(4, 0.01f);
+  std::vector<uint8_t> idx(2 * d, 3), codes(64 * 2 * d, 0x5A);
+  std::vector<int8_t> q8(4 * 2 * d, 3), table8(16, 5);
+  std::vector<uint16_t> halves(64 * 2 * d, 0x3C00);
+  for (SimdLevel level : simd_levels()) {
+    const auto& k = kernels::kernel_set(level);
+    std::string where;
+    auto check = [&](const char* kernel, int n) {
+      EXPECT_FALSE(upper_halves_in_use()) << simd_name(level) << " " << kernel << " n " << n;
+      clear_upper_halves();
+    };
+    for (int n : {8, 13, 64, 128, 131}) {
+      k.matvec_columns(x.data(), n, 7, x.data(), out.data());
+      check("matvec_columns", n);
+      (void)k.sum_squares(x.data(), n);
+      check("sum_squares", n);
+      k.to_half(x.data(), halves.data(), n);
+      check("to_half", n);
+      k.from_half(halves.data(), out.data(), n);
+      check("from_half", n);
+      std::vector<float> e(x.begin(), x.begin() + n);
+      (void)k.exp_shifted(e.data(), n, 3.0f);
+      check("exp_shifted", n);
+      (void)k.scale_max(e.data(), n, 0.5f);
+      check("scale_max", n);
+      k.gemm(x.data(), n, x.data(), n, out.data(), n, 5, n, 7, false);
+      check("gemm", n);
+      for (int bits : {1, 2, 3, 4, 5, 8}) {
+        const auto& grid = kernels::codebook_grid(bits);
+        k.quantize(x.data(), 1.0f, bounds.data(), table.data(), &grid, bits, idx.data(), out.data(), n);
+        check("quantize", n);
+        k.quantize(x.data(), 1.0f, bounds.data(), table.data(), &grid, bits, idx.data(), nullptr, n);
+        check("quantize without residual", n);
+        if (k.quantize_packed != nullptr) {
+          k.quantize_packed(x.data(), 1.0f, bounds.data(), table.data(), &grid, bits, idx.data(),
+                            codes.data(), n);
+          check("quantize_packed", n);
+        }
+        k.pack(idx.data(), n, bits, codes.data());
+        check("pack", n);
+        k.unpack(codes.data(), n, bits, idx.data());
+        check("unpack", n);
+        (void)k.dot_lookup(x.data(), idx.data(), table.data(), bits, n);
+        check("dot_lookup", n);
+        k.axpy_lookup(0.5f, idx.data(), table.data(), bits, acc.data(), n);
+        check("axpy_lookup", n);
+      }
+      (void)k.sign_dot(x.data(), codes.data(), n);
+      check("sign_dot", n);
+    }
+    for (int dim : {16, 64, 96, 128}) {
+      for (int bits : {1, 2, 3, 4, 5, 8}) {
+        const int64_t code_bytes = int64_t(dim) * bits / 8;
+        for (int m : {1, 3, 4}) {
+          for (int64_t keys : {1, 5, 32}) {
+            k.dot_packed(x.data(), m, codes.data(), code_bytes, keys, table.data(), bits, dim, out.data(), keys);
+            check("dot_packed", dim);
+            k.axpy_packed(weights.data(), keys, m, codes.data(), code_bytes, keys, table.data(), bits, dim,
+                          acc.data());
+            check("axpy_packed", dim);
+            if (bits <= 4) {
+              k.dot_packed_int8(q8.data(), q_scale.data(), m, codes.data(), code_bytes, keys, table8.data(),
+                                0.1f, bits, dim, out.data(), keys);
+              check("dot_packed_int8", dim);
+            }
+          }
+        }
+      }
+      for (int m : {1, 4}) {
+        k.dot_half(x.data(), m, halves.data(), 5, dim, out.data(), 5);
+        check("dot_half", dim);
+        k.axpy_half(weights.data(), 5, m, halves.data(), 5, dim, acc.data());
+        check("axpy_half", dim);
+      }
+    }
+    for (int n : {8, 16, 64, 128, 256}) {
+      for (const float* pre : {static_cast<const float*>(nullptr), x.data()}) {
+        k.fwht(x.data(), pre, pre, out.data(), n);
+        check("fwht", n);
+      }
+    }
+  }
+}
+#endif
 
 // The levels this build runs are the ones its architecture has: on arm64 the suite above runs
 // scalar and NEON (scripts/test_arm.sh, under qemu-user); on x86 scalar, AVX2 and AVX-512 as the
