@@ -116,7 +116,8 @@ TURBOKV_TARGET_AVX2 __m256i count_symmetric_avx2(__m256 v, const __m256* positiv
 template <int kBits, bool kSymmetric>
 struct CountBounds {
   static constexpr int kCount = (1 << kBits) - 1, kUsed = kSymmetric ? kCount / 2 : kCount;
-  // One more register for the symmetric 4-bit search: its last step's table p_0, p_2, p_4, p_6.
+  // One more register for the symmetric 4-bit search: its last step's table, p_0, p_6, p_4, p_2
+  // (the order count_symmetric_avx2 indexes it in).
   __m256 b[kUsed + 1];
 };
 
@@ -153,6 +154,20 @@ TURBOKV_TARGET_AVX2 void quantize_rows_avx2(const float* x, __m256 vscale, const
   }
 }
 
+// The indices of x[0, 32) * scale as 32 bytes in the packs' lane order: lane 0 holds indices 0-3,
+// 8-11, 16-19, 24-27, lane 1 indices 4-7, 12-15, 20-23, 28-31 (groups of 4 stay in order).
+template <int kBits, bool kSymmetric>
+TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline __m256i count32_bytes_avx2(
+    const float* x, __m256 vscale, const CountBounds<kBits, kSymmetric>& bounds) {
+  __m256 v;
+  const __m256i c0 = count_avx2(x, vscale, bounds, &v);
+  const __m256i c1 = count_avx2(x + 8, vscale, bounds, &v);
+  const __m256i p01 = _mm256_packs_epi32(c0, c1);  // packed before c2, c3 exist: fewer live registers
+  const __m256i c2 = count_avx2(x + 16, vscale, bounds, &v);
+  const __m256i c3 = count_avx2(x + 24, vscale, bounds, &v);
+  return _mm256_packus_epi16(p01, _mm256_packs_epi32(c2, c3));
+}
+
 // 4 bits quantised and packed in one pass, 64 indices at a time: the 8 registers of counts become
 // bytes by packs, maddubs (1, 16) joins each index pair into its code byte, and a qword permute
 // plus an in-lane shuffle undo the packs' lane order. No index bytes are stored and read back by
@@ -174,14 +189,7 @@ TURBOKV_TARGET_AVX2 int quantize_nibbles_avx2(const float* x, float scale, const
   for (; i + 64 <= n; i += 64, out += 32) {
     __m256i half[2];
     for (int h = 0; h < 2; ++h) {
-      __m256 v;
-      const __m256i c0 = count_avx2(x + i + 32 * h, vscale, bounds, &v);
-      const __m256i c1 = count_avx2(x + i + 32 * h + 8, vscale, bounds, &v);
-      const __m256i p01 = _mm256_packs_epi32(c0, c1);
-      const __m256i c2 = count_avx2(x + i + 32 * h + 16, vscale, bounds, &v);
-      const __m256i c3 = count_avx2(x + i + 32 * h + 24, vscale, bounds, &v);
-      const __m256i bytes = _mm256_packus_epi16(p01, _mm256_packs_epi32(c2, c3));
-      half[h] = _mm256_maddubs_epi16(bytes, nibble_weights);
+      half[h] = _mm256_maddubs_epi16(count32_bytes_avx2(x + i + 32 * h, vscale, bounds), nibble_weights);
     }
     const __m256i pairs = _mm256_permute4x64_epi64(_mm256_packus_epi16(half[0], half[1]), 0xD8);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_shuffle_epi8(pairs, order));
@@ -276,13 +284,7 @@ TURBOKV_TARGET_AVX2 int quantize_quads_avx2(const float* x, float scale, const f
   for (; i + 64 <= n; i += 64, out += 16) {
     __m256i quads[2];
     for (int h = 0; h < 2; ++h) {
-      __m256 v;
-      const __m256i c0 = count_avx2(x + i + 32 * h, vscale, bounds, &v);
-      const __m256i c1 = count_avx2(x + i + 32 * h + 8, vscale, bounds, &v);
-      const __m256i p01 = _mm256_packs_epi32(c0, c1);
-      const __m256i c2 = count_avx2(x + i + 32 * h + 16, vscale, bounds, &v);
-      const __m256i c3 = count_avx2(x + i + 32 * h + 24, vscale, bounds, &v);
-      const __m256i bytes = _mm256_packus_epi16(p01, _mm256_packs_epi32(c2, c3));
+      const __m256i bytes = count32_bytes_avx2(x + i + 32 * h, vscale, bounds);
       quads[h] = _mm256_madd_epi16(_mm256_maddubs_epi16(bytes, pair_weights), quad_weights);
     }
     const __m256i words = _mm256_packus_epi32(quads[0], quads[1]);
