@@ -265,6 +265,10 @@ TURBOKV_TARGET_AVX2 void quantize_avx2(const float* x, float scale, const float*
         quantize_search_avx2(x, vscale, boundaries, centroids, bits, idx, residual, n);
       }
   }
+  // Where the helpers above are not inlined (the sanitizer build), GCC returns from them, which
+  // take vector arguments, assuming clean upper halves that they never cleared
+  // (KernelsReturnWithCleanUpperHalves): clear them before the SSE code of the tail.
+  _mm256_zeroupper();
   const int i = n - n % 8;
   quantize_scalar(x + i, scale, boundaries, centroids, grid, bits, idx + i,
                   residual == nullptr ? nullptr : residual + i, n - i);
@@ -378,16 +382,17 @@ TURBOKV_TARGET_AVX512 void quantize_avx512(const float* x, float scale, const fl
     return quantize_avx2(x, scale, boundaries, centroids, grid, bits, idx, residual, n);
   }
   switch (bits) {
-    case 0: return quantize_bits_avx512<0>(x, scale, boundaries, centroids, idx, residual, n);
-    case 1: return quantize_bits_avx512<1>(x, scale, boundaries, centroids, idx, residual, n);
-    case 2: return quantize_bits_avx512<2>(x, scale, boundaries, centroids, idx, residual, n);
-    case 3: return quantize_bits_avx512<3>(x, scale, boundaries, centroids, idx, residual, n);
-    case 4: return quantize_bits_avx512<4>(x, scale, boundaries, centroids, idx, residual, n);
-    case 5: return quantize_bits_avx512<5>(x, scale, boundaries, centroids, idx, residual, n);
-    case 6: return quantize_bits_avx512<6>(x, scale, boundaries, centroids, idx, residual, n);
-    case 7: return quantize_bits_avx512<7>(x, scale, boundaries, centroids, idx, residual, n);
-    default: return quantize_bits_avx512<8>(x, scale, boundaries, centroids, idx, residual, n);
+    case 0: quantize_bits_avx512<0>(x, scale, boundaries, centroids, idx, residual, n); break;
+    case 1: quantize_bits_avx512<1>(x, scale, boundaries, centroids, idx, residual, n); break;
+    case 2: quantize_bits_avx512<2>(x, scale, boundaries, centroids, idx, residual, n); break;
+    case 3: quantize_bits_avx512<3>(x, scale, boundaries, centroids, idx, residual, n); break;
+    case 4: quantize_bits_avx512<4>(x, scale, boundaries, centroids, idx, residual, n); break;
+    case 5: quantize_bits_avx512<5>(x, scale, boundaries, centroids, idx, residual, n); break;
+    case 6: quantize_bits_avx512<6>(x, scale, boundaries, centroids, idx, residual, n); break;
+    case 7: quantize_bits_avx512<7>(x, scale, boundaries, centroids, idx, residual, n); break;
+    default: quantize_bits_avx512<8>(x, scale, boundaries, centroids, idx, residual, n); break;
   }
+  _mm256_zeroupper();  // as in quantize_avx2: the helpers take vector arguments
 }
 #endif
 

@@ -700,8 +700,10 @@ TEST(SimdParity, KernelsReturnWithCleanUpperHalves) {
   for (SimdLevel level : simd_levels()) {
     const auto& k = kernels::kernel_set(level);
     std::string where;
+    int bits = 0;  // in the messages of the kernels that take a width
     auto check = [&](const char* kernel, int n) {
-      EXPECT_FALSE(upper_halves_in_use()) << simd_name(level) << " " << kernel << " n " << n;
+      EXPECT_FALSE(upper_halves_in_use()) << simd_name(level) << " " << kernel << " n " << n
+                                     << (bits >= 1 && bits <= 8 ? " bits " + std::to_string(bits) : "");
       clear_upper_halves();
     };
     for (int n : {8, 13, 64, 128, 131}) {
@@ -720,7 +722,7 @@ TEST(SimdParity, KernelsReturnWithCleanUpperHalves) {
       check("scale_max", n);
       k.gemm(x.data(), n, x.data(), n, out.data(), n, 5, n, 7, false);
       check("gemm", n);
-      for (int bits : {1, 2, 3, 4, 5, 8}) {
+      for (bits = 1; bits <= 8; ++bits) {
         const auto& grid = kernels::codebook_grid(bits);
         k.quantize(x.data(), 1.0f, bounds.data(), table.data(), &grid, bits, idx.data(), out.data(), n);
         check("quantize", n);
@@ -744,7 +746,7 @@ TEST(SimdParity, KernelsReturnWithCleanUpperHalves) {
       check("sign_dot", n);
     }
     for (int dim : {16, 64, 96, 128}) {
-      for (int bits = 1; bits <= 8; ++bits) {
+      for (bits = 1; bits <= 8; ++bits) {
         const int64_t code_bytes = int64_t(dim) * bits / 8;
         for (int m : {1, 3, 4, 8}) {
           for (int64_t keys : {1, 5, 32}) {
