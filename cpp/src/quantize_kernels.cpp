@@ -299,8 +299,37 @@ TURBOKV_TARGET_AVX2 int quantize_quads_avx2(const float* x, float scale, const f
   return i;
 }
 
-// pack(quantize(x)) for one row. 2 and 4 bits go 64 indices at a time through quantize_quads_avx2
-// and quantize_nibbles_avx2; the rest (other widths, a tail) quantise to idx and pack.
+// 3 bits: maddubs (1, 8) and madd (1, 64) make a 12-bit field of 4 indices per dword (lane 0 holds
+// indices 0-3, 8-11, 16-19, 24-27, lane 1 indices 4-7, 12-15, ...); lane 1's fields moved up 12
+// bits onto lane 0's are the 24 bits of each 8 indices, whose 3 low bytes a shuffle gathers:
+// 12 code bytes per 32 indices, stored 16 + 8 per 64.
+template <bool kSymmetric>
+TURBOKV_TARGET_AVX2 int quantize_triples_avx2(const float* x, float scale, const float* boundaries,
+                                              uint8_t* out, int n) {
+  const __m256 vscale = _mm256_set1_ps(scale);
+  CountBounds<3, kSymmetric> bounds;
+  set_bounds_avx2(boundaries, &bounds);
+  const __m256i pair_weights = _mm256_set1_epi16(0x0801), quad_weights = _mm256_set1_epi32(0x00400001);
+  const __m128i low_three_bytes = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
+  int i = 0;
+  for (; i + 64 <= n; i += 64, out += 24) {
+    __m128i groups[2];  // 12 code bytes each, then zeros
+    for (int h = 0; h < 2; ++h) {
+      const __m256i bytes = count32_bytes_avx2(x + i + 32 * h, vscale, bounds);
+      const __m256i fields = _mm256_madd_epi16(_mm256_maddubs_epi16(bytes, pair_weights), quad_weights);
+      const __m128i octets = _mm_or_si128(_mm256_castsi256_si128(fields),
+                                          _mm_slli_epi32(_mm256_extracti128_si256(fields, 1), 12));
+      groups[h] = _mm_shuffle_epi8(octets, low_three_bytes);
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_or_si128(groups[0], _mm_slli_si128(groups[1], 12)));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(out + 16), _mm_srli_si128(groups[1], 4));
+  }
+  return i;
+}
+
+// pack(quantize(x)) for one row. 2, 3 and 4 bits go 64 indices at a time through
+// quantize_quads_avx2, quantize_triples_avx2 and quantize_nibbles_avx2; the rest (other widths, a
+// tail) quantise to idx and pack.
 TURBOKV_TARGET_AVX2 void quantize_packed_avx2(const float* x, float scale, const float* boundaries,
                                               const float* centroids, const BoundaryGrid* grid,
                                               int bits, uint8_t* idx, uint8_t* out, int n) {
@@ -309,6 +338,9 @@ TURBOKV_TARGET_AVX2 void quantize_packed_avx2(const float* x, float scale, const
   if (bits == 4) {
     done = symmetric ? quantize_nibbles_avx2<true>(x, scale, boundaries, out, n)
                      : quantize_nibbles_avx2<false>(x, scale, boundaries, out, n);
+  } else if (bits == 3) {
+    done = symmetric ? quantize_triples_avx2<true>(x, scale, boundaries, out, n)
+                     : quantize_triples_avx2<false>(x, scale, boundaries, out, n);
   } else if (bits == 2) {
     done = symmetric ? quantize_quads_avx2<true>(x, scale, boundaries, out, n)
                      : quantize_quads_avx2<false>(x, scale, boundaries, out, n);
