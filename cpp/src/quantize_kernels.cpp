@@ -168,35 +168,6 @@ TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline __m256i count32_bytes_
   return _mm256_packus_epi16(p01, _mm256_packs_epi32(c2, c3));
 }
 
-// 4 bits quantised and packed in one pass, 64 indices at a time: the 8 registers of counts become
-// bytes by packs, maddubs (1, 16) joins each index pair into its code byte, and a qword permute
-// plus an in-lane shuffle undo the packs' lane order. No index bytes are stored and read back by
-// a second pass. Returns how many leading indices it packed (a multiple of 64).
-// (scale is a float, not a __m256: GCC leaves the upper register halves dirty on returning from a
-// helper with vector arguments, KernelsReturnWithCleanUpperHalves.)
-template <bool kSymmetric>
-TURBOKV_TARGET_AVX2 int quantize_nibbles_avx2(const float* x, float scale, const float* boundaries,
-                                              uint8_t* out, int n) {
-  const __m256 vscale = _mm256_set1_ps(scale);
-  CountBounds<4, kSymmetric> bounds;
-  set_bounds_avx2(boundaries, &bounds);
-  // After the packs, lane 0 holds pairs 0 1 4 5 8 9 12 13 | 16 17 ..., lane 1 pairs 2 3 6 7 ...;
-  // the qword permute brings pairs 0-15 into lane 0, and this shuffle sorts each lane.
-  const __m256i order = _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,
-                                         0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
-  const __m256i nibble_weights = _mm256_set1_epi16(0x1001);  // bytes (1, 16)
-  int i = 0;
-  for (; i + 64 <= n; i += 64, out += 32) {
-    __m256i half[2];
-    for (int h = 0; h < 2; ++h) {
-      half[h] = _mm256_maddubs_epi16(count32_bytes_avx2(x + i + 32 * h, vscale, bounds), nibble_weights);
-    }
-    const __m256i pairs = _mm256_permute4x64_epi64(_mm256_packus_epi16(half[0], half[1]), 0xD8);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_shuffle_epi8(pairs, order));
-  }
-  return i;
-}
-
 template <int kBits>
 TURBOKV_TARGET_AVX2 void quantize_count_avx2(const float* x, __m256 vscale, const float* boundaries,
                                              const float* centroids, const BoundaryGrid* grid,
@@ -274,49 +245,40 @@ TURBOKV_TARGET_AVX2 void quantize_avx2(const float* x, float scale, const float*
                   residual == nullptr ? nullptr : residual + i, n - i);
 }
 
-// 2 bits the same way: after the packs, maddubs (1, 4) and madd (1, 16) make one code byte per
-// dword (lane 0 holds bytes 0 2 4 6, lane 1 bytes 1 3 5 7 of the 32 indices); two more packs and
-// an interleave of the two lanes put 64 indices' 16 bytes in order.
-template <bool kSymmetric>
-TURBOKV_TARGET_AVX2 int quantize_quads_avx2(const float* x, float scale, const float* boundaries,
-                                            uint8_t* out, int n) {
-  const __m256 vscale = _mm256_set1_ps(scale);
-  CountBounds<2, kSymmetric> bounds;
-  set_bounds_avx2(boundaries, &bounds);
-  const __m256i pair_weights = _mm256_set1_epi16(0x0401), quad_weights = _mm256_set1_epi32(0x00100001);
-  int i = 0;
-  for (; i + 64 <= n; i += 64, out += 16) {
+// Quantise and pack in one pass, 64 indices at a time: count32_bytes_avx2 gives each 32 indices'
+// bytes in the packs' lane order (lane 0: indices 0-3, 8-11, 16-19, 24-27; lane 1: 4-7, 12-15, ...),
+// and a packer per width turns two such registers into the 64 indices' code bytes, so no index
+// bytes are stored and read back by a second pass. Every packer joins neighbours by multiply-adds
+// (a field never exceeds its int16 / int32 lane) and then undoes the lane order.
+
+// 2 bits: maddubs (1, 4) and madd (1, 16) leave one code byte per dword (lane 0 bytes 0 2 4 6,
+// lane 1 bytes 1 3 5 7 of the 32 indices); two packs and an interleave of the lanes order them.
+struct QuadPacker {
+  static constexpr int kBits = 2;
+  TURBOKV_TARGET_AVX2 static void pack64(const __m256i* bytes, uint8_t* out) {
     __m256i quads[2];
     for (int h = 0; h < 2; ++h) {
-      const __m256i bytes = count32_bytes_avx2(x + i + 32 * h, vscale, bounds);
-      quads[h] = _mm256_madd_epi16(_mm256_maddubs_epi16(bytes, pair_weights), quad_weights);
+      quads[h] = _mm256_madd_epi16(_mm256_maddubs_epi16(bytes[h], _mm256_set1_epi16(0x0401)),
+                                   _mm256_set1_epi32(0x00100001));
     }
     const __m256i words = _mm256_packus_epi32(quads[0], quads[1]);
-    const __m256i bytes = _mm256_packus_epi16(words, words);
+    const __m256i packed = _mm256_packus_epi16(words, words);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
-                     _mm_unpacklo_epi8(_mm256_castsi256_si128(bytes), _mm256_extracti128_si256(bytes, 1)));
+                     _mm_unpacklo_epi8(_mm256_castsi256_si128(packed), _mm256_extracti128_si256(packed, 1)));
   }
-  return i;
-}
+};
 
-// 3 bits: maddubs (1, 8) and madd (1, 64) make a 12-bit field of 4 indices per dword (lane 0 holds
-// indices 0-3, 8-11, 16-19, 24-27, lane 1 indices 4-7, 12-15, ...); lane 1's fields moved up 12
-// bits onto lane 0's are the 24 bits of each 8 indices, whose 3 low bytes a shuffle gathers:
-// 12 code bytes per 32 indices, stored 16 + 8 per 64.
-template <bool kSymmetric>
-TURBOKV_TARGET_AVX2 int quantize_triples_avx2(const float* x, float scale, const float* boundaries,
-                                              uint8_t* out, int n) {
-  const __m256 vscale = _mm256_set1_ps(scale);
-  CountBounds<3, kSymmetric> bounds;
-  set_bounds_avx2(boundaries, &bounds);
-  const __m256i pair_weights = _mm256_set1_epi16(0x0801), quad_weights = _mm256_set1_epi32(0x00400001);
-  const __m128i low_three_bytes = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
-  int i = 0;
-  for (; i + 64 <= n; i += 64, out += 24) {
+// 3 bits: maddubs (1, 8) and madd (1, 64) make a 12-bit field of 4 indices per dword; lane 1's
+// fields moved up 12 bits onto lane 0's are the 24 bits of each 8 indices, whose 3 low bytes a
+// shuffle gathers (12 code bytes per 32 indices, stored 16 + 8).
+struct TriplePacker {
+  static constexpr int kBits = 3;
+  TURBOKV_TARGET_AVX2 static void pack64(const __m256i* bytes, uint8_t* out) {
+    const __m128i low_three_bytes = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
     __m128i groups[2];  // 12 code bytes each, then zeros
     for (int h = 0; h < 2; ++h) {
-      const __m256i bytes = count32_bytes_avx2(x + i + 32 * h, vscale, bounds);
-      const __m256i fields = _mm256_madd_epi16(_mm256_maddubs_epi16(bytes, pair_weights), quad_weights);
+      const __m256i fields = _mm256_madd_epi16(_mm256_maddubs_epi16(bytes[h], _mm256_set1_epi16(0x0801)),
+                                               _mm256_set1_epi32(0x00400001));
       const __m128i octets = _mm_or_si128(_mm256_castsi256_si128(fields),
                                           _mm_slli_epi32(_mm256_extracti128_si256(fields, 1), 12));
       groups[h] = _mm_shuffle_epi8(octets, low_three_bytes);
@@ -324,26 +286,60 @@ TURBOKV_TARGET_AVX2 int quantize_triples_avx2(const float* x, float scale, const
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_or_si128(groups[0], _mm_slli_si128(groups[1], 12)));
     _mm_storel_epi64(reinterpret_cast<__m128i*>(out + 16), _mm_srli_si128(groups[1], 4));
   }
+};
+
+// 4 bits: maddubs (1, 16) joins each index pair into its code byte; after a packus, lane 0 holds
+// pairs 0 1 4 5 8 9 12 13 | 16 17 ..., lane 1 pairs 2 3 6 7 ...; a qword permute brings pairs
+// 0-15 into lane 0 and a shuffle sorts each lane.
+struct NibblePacker {
+  static constexpr int kBits = 4;
+  TURBOKV_TARGET_AVX2 static void pack64(const __m256i* bytes, uint8_t* out) {
+    const __m256i order = _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,
+                                           0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
+    const __m256i weights = _mm256_set1_epi16(0x1001);  // bytes (1, 16)
+    const __m256i pairs = _mm256_permute4x64_epi64(
+        _mm256_packus_epi16(_mm256_maddubs_epi16(bytes[0], weights), _mm256_maddubs_epi16(bytes[1], weights)), 0xD8);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_shuffle_epi8(pairs, order));
+  }
+};
+
+// Returns how many leading indices it packed (a multiple of 64). scale is a float, not a __m256:
+// GCC leaves the upper register halves dirty on returning from a helper with vector arguments
+// (KernelsReturnWithCleanUpperHalves).
+template <class Packer, bool kSymmetric>
+TURBOKV_TARGET_AVX2 int quantize_packed_rows_avx2(const float* x, float scale, const float* boundaries,
+                                                  uint8_t* out, int n) {
+  const __m256 vscale = _mm256_set1_ps(scale);
+  CountBounds<Packer::kBits, kSymmetric> bounds;
+  set_bounds_avx2(boundaries, &bounds);
+  int i = 0;
+  for (; i + 64 <= n; i += 64, out += 8 * Packer::kBits) {
+    const __m256i bytes[2] = {count32_bytes_avx2(x + i, vscale, bounds),
+                              count32_bytes_avx2(x + i + 32, vscale, bounds)};
+    Packer::pack64(bytes, out);
+  }
   return i;
 }
 
-// pack(quantize(x)) for one row. 2, 3 and 4 bits go 64 indices at a time through
-// quantize_quads_avx2, quantize_triples_avx2 and quantize_nibbles_avx2; the rest (other widths, a
-// tail) quantise to idx and pack.
+template <class Packer>
+TURBOKV_TARGET_AVX2 int quantize_packed_rows_avx2(const float* x, float scale, const float* boundaries,
+                                                  const BoundaryGrid* grid, uint8_t* out, int n) {
+  return grid != nullptr && grid->symmetric_with_zero
+             ? quantize_packed_rows_avx2<Packer, true>(x, scale, boundaries, out, n)
+             : quantize_packed_rows_avx2<Packer, false>(x, scale, boundaries, out, n);
+}
+
+// pack(quantize(x)) for one row: 2, 3 and 4 bits 64 indices at a time by quantize_packed_rows_avx2,
+// the rest (other widths, a tail) quantised to idx and packed.
 TURBOKV_TARGET_AVX2 void quantize_packed_avx2(const float* x, float scale, const float* boundaries,
                                               const float* centroids, const BoundaryGrid* grid,
                                               int bits, uint8_t* idx, uint8_t* out, int n) {
-  const bool symmetric = grid != nullptr && grid->symmetric_with_zero;
   int done = 0;
-  if (bits == 4) {
-    done = symmetric ? quantize_nibbles_avx2<true>(x, scale, boundaries, out, n)
-                     : quantize_nibbles_avx2<false>(x, scale, boundaries, out, n);
-  } else if (bits == 3) {
-    done = symmetric ? quantize_triples_avx2<true>(x, scale, boundaries, out, n)
-                     : quantize_triples_avx2<false>(x, scale, boundaries, out, n);
-  } else if (bits == 2) {
-    done = symmetric ? quantize_quads_avx2<true>(x, scale, boundaries, out, n)
-                     : quantize_quads_avx2<false>(x, scale, boundaries, out, n);
+  switch (bits) {
+    case 2: done = quantize_packed_rows_avx2<QuadPacker>(x, scale, boundaries, grid, out, n); break;
+    case 3: done = quantize_packed_rows_avx2<TriplePacker>(x, scale, boundaries, grid, out, n); break;
+    case 4: done = quantize_packed_rows_avx2<NibblePacker>(x, scale, boundaries, grid, out, n); break;
+    default: break;
   }
   if (done == n) return;
   quantize_avx2(x + done, scale, boundaries, centroids, grid, bits, idx, nullptr, n - done);
