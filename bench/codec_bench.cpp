@@ -63,6 +63,30 @@ void BM_Rotate(benchmark::State& state) {
   set_counters(state, d);
 }
 
+// Encode of `rows` vectors at head_dim 128 into one preallocated output: 64 rows stay in L1 (32 KB
+// of input, the kernels alone), 262,144 rows stream 128 MiB from memory (what
+// bench/codec_throughput.py times, without the fresh output arrays each Python call allocates).
+void BM_EncodeRows(benchmark::State& state) {
+  const int64_t rows = state.range(0);
+  const int d = 128, bits = int(state.range(1));
+  const auto level = SimdLevel(state.range(2));
+  if (skip_unsupported(state, level)) return;
+  const Codec codec(CodecConfig{d, bits, Mode::kMse, 0, NormDtype::kFloat32, false}, level);
+  std::vector<float> x(static_cast<size_t>(rows) * d);
+  std::mt19937 gen(1);
+  std::normal_distribution<float> g;
+  for (float& v : x) v = g(gen);
+  std::vector<uint8_t> codes(static_cast<size_t>(rows) * codec.code_bytes());
+  std::vector<float> norms(static_cast<size_t>(rows));
+  const EncodedBuffers out{codes.data(), norms.data(), nullptr, nullptr};
+  for (auto _ : state) {
+    codec.encode(x.data(), rows, d, out);
+    benchmark::DoNotOptimize(codes.data());
+  }
+  state.SetItemsProcessed(state.iterations() * rows);
+  state.SetBytesProcessed(state.iterations() * rows * d * int64_t(sizeof(float)));
+}
+
 void BM_Encode(benchmark::State& state) {
   const int d = int(state.range(0)), bits = int(state.range(1));
   const auto level = SimdLevel(state.range(2));
@@ -249,6 +273,9 @@ BENCHMARK(BM_Attention)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Rotate)->Apply(rotate_args);
 BENCHMARK(BM_Encode)->Apply(codec_args);
+BENCHMARK(BM_EncodeRows)
+    ->ArgNames({"rows", "bits", "simd"})
+    ->ArgsProduct({{64, 262144}, {2, 3, 4, 8}, {int(SimdLevel::kAvx2), int(SimdLevel::kAvx512)}});
 BENCHMARK(BM_Decode)->Apply(codec_args);
 BENCHMARK(BM_Scores)->Apply(codec_args);
 BENCHMARK_MAIN();
