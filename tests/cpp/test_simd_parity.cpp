@@ -699,7 +699,6 @@ TEST(SimdParity, KernelsReturnWithCleanUpperHalves) {
   std::vector<uint16_t> halves(64 * 2 * d, 0x3C00);
   for (SimdLevel level : simd_levels()) {
     const auto& k = kernels::kernel_set(level);
-    std::string where;
     int bits = 0;  // in the messages of the kernels that take a width
     auto check = [&](const char* kernel, int n) {
       EXPECT_FALSE(upper_halves_in_use()) << simd_name(level) << " " << kernel << " n " << n
