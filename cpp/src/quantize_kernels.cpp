@@ -179,26 +179,57 @@ TURBOKV_TARGET_AVX2 void quantize_count_avx2(const float* x, __m256 vscale, cons
   quantize_rows_avx2<kBits, false>(x, vscale, boundaries, centroids, idx, residual, n);
 }
 
+TURBOKV_TARGET_AVX2 inline __m256i grid_cell_avx2(__m256 v, __m256 origin, __m256 inv_width, __m256 last) {
+  const __m256 t = _mm256_mul_ps(_mm256_sub_ps(v, origin), inv_width);
+  return _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(t, _mm256_setzero_ps()), last));
+}
+
+// index = below + (v >= candidate) for 8 values (boundary_grid.hpp), stored with their residuals.
+TURBOKV_TARGET_AVX2 inline void store_grid_indices_avx2(__m256 v, __m256 candidate, __m256i below,
+                                                        const float* centroids, int bits, uint8_t* idx,
+                                                        float* residual) {
+  const __m256i lo = _mm256_sub_epi32(below, _mm256_castps_si256(_mm256_cmp_ps(v, candidate, _CMP_GE_OQ)));
+  store_bytes_avx2(lo, idx);
+  if (residual != nullptr) _mm256_storeu_ps(residual, _mm256_sub_ps(v, lookup8(centroids, lo, bits)));
+}
+
 // 5+ bits: the grid's two lookups (see boundary_grid.hpp), the cell computed as in BoundaryGrid::cell.
+// With scalar loads, the cells of a chunk of values are computed and stored first and read back in
+// a second pass, so no load waits on the store that wrote its index (grid_cells_loads).
 TURBOKV_TARGET_AVX2 void quantize_grid_avx2(const float* x, __m256 vscale, const BoundaryGrid& grid,
                                             const float* centroids, int bits, uint8_t* idx,
                                             float* residual, int n) {
   const __m256 origin = _mm256_set1_ps(grid.origin), inv_width = _mm256_set1_ps(grid.inv_width);
-  const __m256 last = _mm256_set1_ps(static_cast<float>(grid.cells - 1)), zero = _mm256_setzero_ps();
-  for (int i = 0; i + 8 <= n; i += 8) {
-    const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vscale);
-    const __m256 t = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_sub_ps(v, origin), inv_width), zero), last);
-    const __m256i cell = _mm256_cvttps_epi32(t);
-    __m256 candidate;
-    __m256i below;
-    if (kGathersAreSlow) {
-      grid_cells_loads(grid.table.data(), cell, &candidate, &below);
-    } else {
-      grid_cells_gather(grid.table.data(), cell, &candidate, &below);
+  const __m256 last = _mm256_set1_ps(static_cast<float>(grid.cells - 1));
+  const GridCell* const table = grid.table.data();
+  const int whole = n - n % 8;
+  if (!kGathersAreSlow) {
+    for (int i = 0; i < whole; i += 8) {
+      const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vscale);
+      __m256 candidate;
+      __m256i below;
+      grid_cells_gather(table, grid_cell_avx2(v, origin, inv_width, last), &candidate, &below);
+      store_grid_indices_avx2(v, candidate, below, centroids, bits, idx + i, residual == nullptr ? nullptr : residual + i);
     }
-    const __m256i lo = _mm256_sub_epi32(below, _mm256_castps_si256(_mm256_cmp_ps(v, candidate, _CMP_GE_OQ)));
-    store_bytes_avx2(lo, idx + i);
-    if (residual != nullptr) _mm256_storeu_ps(residual + i, _mm256_sub_ps(v, lookup8(centroids, lo, bits)));
+    return;
+  }
+  constexpr int kChunk = 128;
+  alignas(32) int32_t cells[kChunk];
+  for (int start = 0; start < whole; start += kChunk) {
+    const int count = whole - start < kChunk ? whole - start : kChunk;
+    const float* const xs = x + start;
+    for (int i = 0; i < count; i += 8) {
+      const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(xs + i), vscale);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(cells + i), grid_cell_avx2(v, origin, inv_width, last));
+    }
+    for (int i = 0; i < count; i += 8) {
+      const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(xs + i), vscale);
+      __m256 candidate;
+      __m256i below;
+      grid_cells_loads(table, cells + i, &candidate, &below);
+      store_grid_indices_avx2(v, candidate, below, centroids, bits, idx + start + i,
+                              residual == nullptr ? nullptr : residual + start + i);
+    }
   }
 }
 
@@ -330,7 +361,7 @@ TURBOKV_TARGET_AVX2 int quantize_packed_rows_avx2(const float* x, float scale, c
 }
 
 // pack(quantize(x)) for one row: 2, 3 and 4 bits 64 indices at a time by quantize_packed_rows_avx2,
-// the rest (other widths, a tail) quantised to idx and packed.
+// 8 bits quantised straight into the codes, the rest (other widths, a tail) quantised to idx and packed.
 TURBOKV_TARGET_AVX2 void quantize_packed_avx2(const float* x, float scale, const float* boundaries,
                                               const float* centroids, const BoundaryGrid* grid,
                                               int bits, uint8_t* idx, uint8_t* out, int n) {
@@ -342,6 +373,10 @@ TURBOKV_TARGET_AVX2 void quantize_packed_avx2(const float* x, float scale, const
     default: break;
   }
   if (done == n) return;
+  if (bits == 8) {  // the codes are the index bytes: no copy through idx
+    quantize_avx2(x, scale, boundaries, centroids, grid, bits, out, nullptr, n);
+    return;
+  }
   quantize_avx2(x + done, scale, boundaries, centroids, grid, bits, idx, nullptr, n - done);
   select_pack(SimdLevel::kAvx2)(idx, n - done, bits, out + done * bits / 8);
 }

@@ -526,7 +526,7 @@ TURBOKV_TARGET_AVX2 void grid_cells_both_ways(const kernels::GridCell* table, co
   const __m256i cell = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cells));
   __m256 c;
   __m256i b;
-  kernels::grid_cells_loads(table, cell, &c, &b);
+  kernels::grid_cells_loads(table, cells, &c, &b);
   _mm256_storeu_ps(candidate_loads, c);
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(below_loads), b);
   kernels::grid_cells_gather(table, cell, &c, &b);
@@ -580,16 +580,18 @@ TEST(SimdParity, QuantizeGridCountsBoundariesExactly) {
       std::vector<float> table(book.centroids.begin(), book.centroids.end());
       std::vector<float> bounds(table.size(), INFINITY);
       std::copy(book.boundaries.begin(), book.boundaries.end(), bounds.begin());
-      std::vector<float> v(4099);
-      for (size_t i = 0; i < v.size(); ++i) v[i] = normal(gen) * (i % 3 == 0 ? 3.0f : 1.0f);
-      const int n = int(v.size());
-      std::vector<uint8_t> ia(n), ib(n);
-      std::vector<float> ra(n), rb(n);
-      scalar.quantize(v.data(), 0.7f, bounds.data(), table.data(), nullptr, bits, ia.data(), ra.data(), n);
-      k.quantize(v.data(), 0.7f, bounds.data(), table.data(), &kernels::codebook_grid(bits), bits,
-                 ib.data(), rb.data(), n);
-      ASSERT_EQ(ia, ib) << "bits " << bits << " level " << int(level);
-      ASSERT_EQ(ra, rb) << "bits " << bits << " level " << int(level);
+      // Lengths ending on, before and after the AVX2 route's 128-value chunks, with 8-value tails.
+      for (int n : {4099, 203, 128, 136, 7}) {
+        std::vector<float> v(n);
+        for (size_t i = 0; i < v.size(); ++i) v[i] = normal(gen) * (i % 3 == 0 ? 3.0f : 1.0f);
+        std::vector<uint8_t> ia(n), ib(n);
+        std::vector<float> ra(n), rb(n);
+        scalar.quantize(v.data(), 0.7f, bounds.data(), table.data(), nullptr, bits, ia.data(), ra.data(), n);
+        k.quantize(v.data(), 0.7f, bounds.data(), table.data(), &kernels::codebook_grid(bits), bits,
+                   ib.data(), rb.data(), n);
+        ASSERT_EQ(ia, ib) << "bits " << bits << " n " << n << " level " << int(level);
+        ASSERT_EQ(ra, rb) << "bits " << bits << " n " << n << " level " << int(level);
+      }
     }
     // Hand-made boundaries padded with +inf to a 5-bit table: values on and next to each of them.
     std::vector<float> bounds(32, INFINITY), table(32, 0.0f);
