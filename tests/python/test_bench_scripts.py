@@ -124,3 +124,17 @@ def test_prompt_cache_script(tmp_path):
     rows = {row["setting"]: row for row in result["rows"]}
     dense = rows["DynamicCache + SDPA, reuse (float16 safetensors)"]["file_bytes"]
     assert rows["TurboQuantCache 4bit, reuse (.tkv)"]["file_bytes"] < dense / 2
+
+
+def test_ab_sources_compile_against_the_core():
+    """bench/ab/run.sh builds whole libraries (minutes); here its two sources are only compiled
+    against this tree's headers, so that an API change that breaks the tool fails a test."""
+    root = BENCH.parent
+    side = ["g++", "-std=c++17", "-fsyntax-only", "-Dturbokv=ab_head", "-DAB_SIDE=ab_head_",
+            f"-I{root / 'cpp' / 'include'}", str(BENCH / "ab" / "side.cpp")]
+    subprocess.run(side, check=True, capture_output=True, timeout=120)
+    subprocess.run(["g++", "-std=c++17", "-fsyntax-only", str(BENCH / "ab" / "main.cpp")], check=True,
+                   capture_output=True, timeout=120)
+    usage = subprocess.run(["bash", str(BENCH / "ab" / "run.sh"), "HEAD"], capture_output=True, text=True,
+                           timeout=60)
+    assert usage.returncode == 2 and "usage" in usage.stderr

@@ -1,0 +1,121 @@
+// bench/ab/run.sh's timer: two builds of the library in one process, called alternately, so that
+// both see the same machine state (on a shared VM whose speed changes within seconds, separate
+// runs of two binaries compare phases, not code). Reports the minimum per call of each side over
+// many alternating calls, their ratio, and whether the outputs are identical.
+//   ab encode BITS ROWS CALLS [SIMD] [HEAD_DIM] Codec::encode of ROWS vectors (head_dim 128)
+//   ab attention KBITS VBITS CONTEXT CALLS [THREADED] [SIMD]
+//                                             one decode step, 32 query / 8 KV heads, d = 128
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#define AB_DECLARE(side)                                                                      \
+  void* side##_codec_new(int, int, int);                                                      \
+  int64_t side##_code_bytes(void*);                                                           \
+  void side##_encode(void*, const float*, int64_t, uint8_t*, float*);                        \
+  void side##_codec_delete(void*);                                                           \
+  void* side##_layer_new(int, int, int, int, int, const float*, const float*, int64_t);      \
+  void side##_attend(void*, const float*, int, float, bool, float*);                        \
+  void side##_layer_delete(void*);
+AB_DECLARE(ab_base)
+AB_DECLARE(ab_head)
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Minimum seconds per call of a and b, called alternately `calls` times.
+std::pair<double, double> alternate(const std::function<void()>& a, const std::function<void()>& b, int calls) {
+  double best_a = 1e30, best_b = 1e30;
+  for (int i = 0; i < calls; ++i) {
+    const auto t0 = Clock::now();
+    a();
+    const auto t1 = Clock::now();
+    b();
+    const auto t2 = Clock::now();
+    best_a = std::min(best_a, std::chrono::duration<double>(t1 - t0).count());
+    best_b = std::min(best_b, std::chrono::duration<double>(t2 - t1).count());
+  }
+  return {best_a, best_b};
+}
+
+std::vector<float> gaussian(size_t n, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> normal;
+  std::vector<float> x(n);
+  for (float& v : x) v = normal(gen);
+  return x;
+}
+
+int usage() {
+  std::fprintf(stderr,
+               "usage: ab encode BITS ROWS CALLS [SIMD] [HEAD_DIM=128]\n"
+               "       ab attention KBITS VBITS CONTEXT CALLS [THREADED=1] [SIMD]\n"
+               "SIMD: 0 scalar, 1 avx2, 2 avx512, 3 neon (default: 1 on x86, 3 on arm64)\n");
+  return 2;
+}
+
+#if defined(__aarch64__)
+constexpr int kDefaultSimd = 3;
+#else
+constexpr int kDefaultSimd = 1;
+#endif
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) return usage();
+  const std::string mode = argv[1];
+  if (mode == "encode" && argc >= 5) {
+    const int bits = std::atoi(argv[2]), rows = std::atoi(argv[3]), calls = std::atoi(argv[4]);
+    const int simd = argc > 5 ? std::atoi(argv[5]) : kDefaultSimd;
+    const int d = argc > 6 ? std::atoi(argv[6]) : 128;
+    const auto x = gaussian(size_t(rows) * d, 1);
+    void* base = ab_base_codec_new(d, bits, simd);
+    void* head = ab_head_codec_new(d, bits, simd);
+    std::vector<uint8_t> codes_base(size_t(rows) * ab_base_code_bytes(base)), codes_head(size_t(rows) * ab_head_code_bytes(head));
+    std::vector<float> norms_base(rows), norms_head(rows);
+    const auto [t_base, t_head] = alternate([&] { ab_base_encode(base, x.data(), rows, codes_base.data(), norms_base.data()); },
+                                            [&] { ab_head_encode(head, x.data(), rows, codes_head.data(), norms_head.data()); }, calls);
+    const double bytes = 4.0 * d * rows;
+    std::printf("encode d=%d bits=%d rows=%d simd=%d, min of %d alternating calls: base %.1f ns/vector (%.2f GB/s), "
+                "head %.1f ns/vector (%.2f GB/s), head/base %.3f, identical output: %s\n",
+                d, bits, rows, simd, calls, t_base / rows * 1e9, bytes / t_base / 1e9, t_head / rows * 1e9,
+                bytes / t_head / 1e9, t_head / t_base,
+                codes_base == codes_head && norms_base == norms_head ? "yes" : "NO");
+    ab_base_codec_delete(base);
+    ab_head_codec_delete(head);
+    return 0;
+  }
+  if (mode == "attention" && argc >= 6) {
+    const int d = 128;
+    const int kbits = std::atoi(argv[2]), vbits = std::atoi(argv[3]);
+    const int64_t context = std::atoll(argv[4]);
+    const int calls = std::atoi(argv[5]);
+    const bool threaded = argc > 6 ? std::atoi(argv[6]) != 0 : true;
+    const int simd = argc > 7 ? std::atoi(argv[7]) : kDefaultSimd;
+    const int kv_heads = 8, q_heads = 32;
+    const auto k = gaussian(size_t(kv_heads) * context * d, 2), v = gaussian(k.size(), 3), q = gaussian(size_t(q_heads) * d, 4);
+    void* base = ab_base_layer_new(d, kv_heads, kbits, vbits, simd, k.data(), v.data(), context);
+    void* head = ab_head_layer_new(d, kv_heads, kbits, vbits, simd, k.data(), v.data(), context);
+    std::vector<float> out_base(q.size()), out_head(q.size());
+    const float scale = 1.0f / std::sqrt(float(d));
+    const auto [t_base, t_head] = alternate([&] { ab_base_attend(base, q.data(), q_heads, scale, threaded, out_base.data()); },
+                                            [&] { ab_head_attend(head, q.data(), q_heads, scale, threaded, out_head.data()); }, calls);
+    std::printf("attention K%dV%d context=%lld heads 32/8 d=%d %s simd=%d, min of %d alternating calls: base %.3f ms, "
+                "head %.3f ms, head/base %.3f, identical output: %s\n",
+                kbits, vbits, static_cast<long long>(context), d, threaded ? "threaded" : "one thread", simd, calls,
+                t_base * 1e3, t_head * 1e3, t_head / t_base, out_base == out_head ? "yes" : "NO");
+    ab_base_layer_delete(base);
+    ab_head_layer_delete(head);
+    return 0;
+  }
+  return usage();
+}
