@@ -266,14 +266,32 @@ TURBOKV_TARGET_AVX2 void dot_row_tile_avx2(const float* q, int d, const float* r
   }
 }
 
-// One key's indices looked up by columns of 16 (gather8), for dot16_tile_avx2.
+// 8 lookups: kByLoads, the scalar-load route of 5-8-bit tables where gathers are slow
+// (lookup8_loads), decided once per call; else gather8, which picks a route per call from bits
+// and kGathersAreSlow (those two branches in the inner loop cost 8-bit scores 52 against 44 ns
+// per key for 4 queries on Zen 3; kernel_choices_avx2.md, round 14).
+template <bool kByLoads>
+TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline __m256 lookup8_route(const float* table,
+                                                                             const uint8_t* idx, int bits) {
+  if constexpr (kByLoads) {
+    return lookup8_loads(table, idx);
+  } else {
+    return gather8(table, idx, bits);
+  }
+}
+
+// Whether a table of this width takes lookup8_route<true>.
+inline bool lookups_by_loads(int bits) { return bits > 4 && kGathersAreSlow; }
+
+// One key's indices looked up by columns of 16, for dot16_tile_avx2.
+template <bool kByLoads>
 struct LookupKey {
   const uint8_t* idx;
   const float* table;
   int bits;
   TURBOKV_TARGET_AVX2 void operator()(int c, __m256& v0, __m256& v1) const {
-    v0 = gather8(table, idx + c, bits);
-    v1 = gather8(table, idx + c + 8, bits);
+    v0 = lookup8_route<kByLoads>(table, idx + c, bits);
+    v1 = lookup8_route<kByLoads>(table, idx + c + 8, bits);
   }
 };
 
@@ -288,6 +306,7 @@ TURBOKV_TARGET_AVX2 void dot_packed_rows_avx2(const float* q, int m, const uint8
   std::vector<uint8_t> idx(static_cast<size_t>(d));
   std::vector<float> row(fused ? 0 : static_cast<size_t>(d));
   const UnpackFn unpack = select_unpack(SimdLevel::kAvx2);
+  const bool by_loads = lookups_by_loads(bits);
   for (int64_t j = 0; j < n; ++j) {
     const uint8_t* key = codes + j * code_bytes;
     if (bits != 8) {  // 8-bit codes are already one index per byte
@@ -295,7 +314,11 @@ TURBOKV_TARGET_AVX2 void dot_packed_rows_avx2(const float* q, int m, const uint8
       key = idx.data();
     }
     if (fused) {
-      dot16_rest_avx2(m, q, d, LookupKey{key, table, bits}, out + j, out_stride);
+      if (by_loads) {
+        dot16_rest_avx2(m, q, d, LookupKey<true>{key, table, bits}, out + j, out_stride);
+      } else {
+        dot16_rest_avx2(m, q, d, LookupKey<false>{key, table, bits}, out + j, out_stride);
+      }
       continue;
     }
     lookup_row_avx2(key, table, bits, d, row.data());
@@ -305,7 +328,8 @@ TURBOKV_TARGET_AVX2 void dot_packed_rows_avx2(const float* q, int m, const uint8
   }
 }
 
-// Coordinates i..i+15 of unpacked key j, looked up in the table (gather8).
+// Coordinates i..i+15 of unpacked key j, looked up in the table (lookup8_route).
+template <bool kByLoads>
 struct RowValues {
   const uint8_t* idx;
   int d, i;
@@ -313,8 +337,8 @@ struct RowValues {
   int bits;
   TURBOKV_TARGET_AVX2 void operator()(int64_t j, __m256& v0, __m256& v1) const {
     const uint8_t* key = idx + j * d + i;
-    v0 = gather8(table, key, bits);
-    v1 = gather8(table, key + 8, bits);
+    v0 = lookup8_route<kByLoads>(table, key, bits);
+    v1 = lookup8_route<kByLoads>(table, key + 8, bits);
   }
 };
 
@@ -325,7 +349,14 @@ TURBOKV_TARGET_AVX2 void axpy_rows_tile_avx2(const float* w, int64_t w_stride, c
                                              int64_t n, const float* table, int bits, int d,
                                              float* acc) {
   int i = 0;
-  for (; i + 16 <= d; i += 16) accumulate16_avx2<kTile>(w, w_stride, n, RowValues{idx, d, i, table, bits}, d, i, acc);
+  const bool by_loads = lookups_by_loads(bits);
+  for (; i + 16 <= d; i += 16) {
+    if (by_loads) {
+      accumulate16_avx2<kTile>(w, w_stride, n, RowValues<true>{idx, d, i, table, bits}, d, i, acc);
+    } else {
+      accumulate16_avx2<kTile>(w, w_stride, n, RowValues<false>{idx, d, i, table, bits}, d, i, acc);
+    }
+  }
   for (; i < d; ++i) {
     for (int a = 0; a < kTile; ++a) {
       float sum = acc[a * d + i];
