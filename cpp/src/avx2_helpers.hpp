@@ -159,6 +159,22 @@ TURBOKV_TARGET_AVX2 void accumulate16_avx2(const float* w, int64_t w_stride, int
   }
 }
 
+// out[a * out_stride] = the sum of query a's two accumulators' lanes, for the tile's queries.
+template <int kTile>
+TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void store_tile_sums_avx2(const __m256 (&acc)[kTile][2],
+                                                                                  float* out, int64_t out_stride) {
+  if constexpr (kTile == 4) {  // four horizontal sums at once: lane a is query a's
+    const __m256 h01 = _mm256_hadd_ps(_mm256_add_ps(acc[0][0], acc[0][1]), _mm256_add_ps(acc[1][0], acc[1][1]));
+    const __m256 h23 = _mm256_hadd_ps(_mm256_add_ps(acc[2][0], acc[2][1]), _mm256_add_ps(acc[3][0], acc[3][1]));
+    const __m256 h = _mm256_hadd_ps(h01, h23);
+    alignas(16) float sums[4];
+    _mm_store_ps(sums, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+    for (int a = 0; a < 4; ++a) out[a * out_stride] = sums[a];
+  } else {
+    for (int a = 0; a < kTile; ++a) out[a * out_stride] = horizontal_sum(_mm256_add_ps(acc[a][0], acc[a][1]));
+  }
+}
+
 // Scores of up to 4 queries on one key whose coordinates c..c+15 values(c, v0, v1) looks up:
 // each 16 looked-up coordinates serve every query, two accumulators per query (chains of d / 16
 // FMAs). head_dim a multiple of 16.
@@ -175,16 +191,25 @@ TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void dot16_tile_avx2(
       acc[a][1] = _mm256_fmadd_ps(_mm256_loadu_ps(q + a * d + c + 8), v1, acc[a][1]);
     }
   }
-  if constexpr (kTile == 4) {  // four horizontal sums at once: lane a is query a's
-    const __m256 h01 = _mm256_hadd_ps(_mm256_add_ps(acc[0][0], acc[0][1]), _mm256_add_ps(acc[1][0], acc[1][1]));
-    const __m256 h23 = _mm256_hadd_ps(_mm256_add_ps(acc[2][0], acc[2][1]), _mm256_add_ps(acc[3][0], acc[3][1]));
-    const __m256 h = _mm256_hadd_ps(h01, h23);
-    alignas(16) float sums[4];
-    _mm_store_ps(sums, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
-    for (int a = 0; a < 4; ++a) out[a * out_stride] = sums[a];
-  } else {
-    for (int a = 0; a < kTile; ++a) out[a * out_stride] = horizontal_sum(_mm256_add_ps(acc[a][0], acc[a][1]));
+  store_tile_sums_avx2<kTile>(acc, out, out_stride);
+}
+
+// As dot16_tile_avx2, 32 coordinates per step: values(c, v) gives coordinates c..c+31 in the lane
+// order of to_lane_order32 (v[k] lanes 0-3: c + 4k ..; lanes 4-7: c + 16 + 4k ..), and q holds the
+// queries in that order. head_dim a multiple of 32.
+template <int kTile, typename Values>
+TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void dot32_tile_avx2(
+    const float* q, int d, const Values& values, float* out, int64_t out_stride) {
+  __m256 acc[kTile][2];
+  for (int a = 0; a < kTile; ++a) acc[a][0] = acc[a][1] = _mm256_setzero_ps();
+  for (int c = 0; c < d; c += 32) {
+    __m256 v[4];
+    values(c, v);
+    for (int a = 0; a < kTile; ++a) {
+      for (int k = 0; k < 4; ++k) acc[a][k % 2] = _mm256_fmadd_ps(_mm256_loadu_ps(q + a * d + c + 8 * k), v[k], acc[a][k % 2]);
+    }
   }
+  store_tile_sums_avx2<kTile>(acc, out, out_stride);
 }
 
 // The last 1-3 queries of a key in one tile (one tile per query would repeat the lookups).
@@ -197,6 +222,63 @@ TURBOKV_TARGET_AVX2 void dot16_rest_avx2(int rest, const float* q, int d, const 
     case 2: return dot16_tile_avx2<2>(q, d, values, out, out_stride);
     case 1: return dot16_tile_avx2<1>(q, d, values, out, out_stride);
     default: return;
+  }
+}
+
+// The last 1-3 queries of a key in one 32-wide tile.
+template <typename Values>
+TURBOKV_TARGET_AVX2 void dot32_rest_avx2(int rest, const float* q, int d, const Values& values,
+                                         float* out, int64_t out_stride) {
+  switch (rest) {
+    case 4: return dot32_tile_avx2<4>(q, d, values, out, out_stride);
+    case 3: return dot32_tile_avx2<3>(q, d, values, out, out_stride);
+    case 2: return dot32_tile_avx2<2>(q, d, values, out, out_stride);
+    case 1: return dot32_tile_avx2<1>(q, d, values, out, out_stride);
+    default: return;
+  }
+}
+
+// The 32-wide steps' lane order: position p of each block of 32 holds coordinate
+// 16 * (p % 8 >= 4) + 4 * (p / 8) + p % 4 (what two 128-bit lanes of byte-plane lookups give).
+// m vectors of d floats (d a multiple of 32) copied into that order.
+inline void to_lane_order32(const float* x, int m, int d, float* out) {
+  for (int a = 0; a < m; ++a) {
+    for (int c = 0; c < d; c += 32) {
+      for (int p = 0; p < 32; ++p) out[a * d + c + p] = x[a * d + c + 16 * (p % 8 >= 4) + 4 * (p / 8) + p % 4];
+    }
+  }
+}
+
+// acc_a[c, c + 32) += sum_j w[a * w_stride + j] * values(j) for kTile queries, values(j, v) giving
+// coordinates c..c+31 in the lane order above; acc stays in coordinate order (permuted on the way
+// in and out). Each coordinate's sum runs over j in order, as in accumulate16_avx2.
+template <int kTile, typename Values>
+TURBOKV_TARGET_AVX2 void accumulate32_avx2(const float* w, int64_t w_stride, int64_t n,
+                                           const Values& values, int d, int c, float* acc) {
+  __m256 sums[kTile][4];
+  for (int a = 0; a < kTile; ++a) {
+    const float* row = acc + a * d + c;
+    const __m256 c0 = _mm256_loadu_ps(row), c8 = _mm256_loadu_ps(row + 8);
+    const __m256 c16 = _mm256_loadu_ps(row + 16), c24 = _mm256_loadu_ps(row + 24);
+    sums[a][0] = _mm256_permute2f128_ps(c0, c16, 0x20);
+    sums[a][1] = _mm256_permute2f128_ps(c0, c16, 0x31);
+    sums[a][2] = _mm256_permute2f128_ps(c8, c24, 0x20);
+    sums[a][3] = _mm256_permute2f128_ps(c8, c24, 0x31);
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    __m256 v[4];
+    values(j, v);
+    for (int a = 0; a < kTile; ++a) {
+      const __m256 weight = _mm256_broadcast_ss(w + a * w_stride + j);
+      for (int k = 0; k < 4; ++k) sums[a][k] = _mm256_fmadd_ps(weight, v[k], sums[a][k]);
+    }
+  }
+  for (int a = 0; a < kTile; ++a) {
+    float* row = acc + a * d + c;
+    _mm256_storeu_ps(row, _mm256_permute2f128_ps(sums[a][0], sums[a][1], 0x20));
+    _mm256_storeu_ps(row + 16, _mm256_permute2f128_ps(sums[a][0], sums[a][1], 0x31));
+    _mm256_storeu_ps(row + 8, _mm256_permute2f128_ps(sums[a][2], sums[a][3], 0x20));
+    _mm256_storeu_ps(row + 24, _mm256_permute2f128_ps(sums[a][2], sums[a][3], 0x31));
   }
 }
 

@@ -142,6 +142,129 @@ TURBOKV_TARGET_AVX2 void float_byte_planes(const float* table, int packed, __m12
   for (int k = 0; k < 4; ++k) planes[k] = _mm_load_si128(reinterpret_cast<const __m128i*>(bytes[k]));
 }
 
+// Coordinates c..c+31 of a key of kPacked = 2 or 4 bits from its code bytes at `bytes` (those of
+// coordinate c), by byte planes in both 128-bit lanes at once: lane 0 gets the lane values
+// (PlaneValues' meaning, planes as float_byte_planes gives them, in both lanes) of coordinates
+// c..c+15, lane 1 those of c+16..c+31; four lookups and two rounds of unpacks then reassemble the
+// floats in to_lane_order32's order. 4 bits: each byte widened to a word whose low byte is its low
+// nibble (coordinate 2k) and high byte its high one; 2 bits: each lane repeats its 4 bytes and
+// masks each field in place, as PlaneValues does per 16 (1-bit codes keep the 16-wide route). Per 32 coordinates 13-14 shuffles against
+// 30-32 for two 16-wide PlaneValues (Zen 3, 4-bit, 4 queries: scores 36.8 -> 23.6, values 30-33
+// -> 20-21 ns per key; kernel_choices_avx2.md, round 14).
+template <int kPacked>
+TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void planes32_avx2(const uint8_t* bytes,
+                                                                           const __m256i* planes,
+                                                                           __m256* v) {
+  __m256i idx;
+  if constexpr (kPacked == 4) {
+    const __m256i words = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes)));
+    idx = _mm256_or_si256(_mm256_and_si256(words, _mm256_set1_epi16(0x000F)),
+                          _mm256_and_si256(_mm256_slli_epi16(words, 4), _mm256_set1_epi16(0x0F00)));
+  } else {
+    static_assert(kPacked == 2, "2 or 4 bits");
+    // 8 bytes: lane 0 reads bytes 0-3 (coordinates c..c+15), lane 1 bytes 4-7.
+    int64_t word;
+    std::memcpy(&word, bytes, 8);
+    const __m256i repeat = _mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3,
+                                            4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7);
+    const __m256i r = _mm256_shuffle_epi8(_mm256_set1_epi64x(word), repeat);
+    const __m256i low = _mm256_set1_epi32(0x00000C03), high = _mm256_set1_epi32(0x0C030000);  // (3, 12, 0, 0), (0, 0, 3, 12)
+    idx = _mm256_or_si256(_mm256_and_si256(r, low), _mm256_and_si256(_mm256_srli_epi16(r, 4), high));
+  }
+  const __m256i b0 = _mm256_shuffle_epi8(planes[0], idx), b1 = _mm256_shuffle_epi8(planes[1], idx);
+  const __m256i b2 = _mm256_shuffle_epi8(planes[2], idx), b3 = _mm256_shuffle_epi8(planes[3], idx);
+  const __m256i t0 = _mm256_unpacklo_epi8(b0, b1), t1 = _mm256_unpackhi_epi8(b0, b1);
+  const __m256i t2 = _mm256_unpacklo_epi8(b2, b3), t3 = _mm256_unpackhi_epi8(b2, b3);
+  v[0] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(t0, t2));
+  v[1] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(t0, t2));
+  v[2] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(t1, t3));
+  v[3] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(t1, t3));
+}
+
+// float_byte_planes of a 2- or 4-bit table, each plane in both 128-bit lanes.
+TURBOKV_TARGET_AVX2 void planes32_table(const float* table, int packed, __m256i* planes) {
+  __m128i narrow[4];
+  float_byte_planes(table, packed, narrow);
+  for (int k = 0; k < 4; ++k) planes[k] = _mm256_broadcastsi128_si256(narrow[k]);
+}
+
+// Token j's coordinates c..c+31 (values) and key j's coordinates c..c+31 (scores).
+template <int kPacked>
+struct PlaneValues32 {
+  const uint8_t* codes;
+  int64_t code_bytes;
+  int c;
+  const __m256i* planes;
+  TURBOKV_TARGET_AVX2 void operator()(int64_t j, __m256* v) const {
+    planes32_avx2<kPacked>(codes + j * code_bytes + c * kPacked / 8, planes, v);
+  }
+};
+template <int kPacked>
+struct PlaneKey32 {
+  const uint8_t* key;
+  const __m256i* planes;
+  TURBOKV_TARGET_AVX2 void operator()(int c, __m256* v) const { planes32_avx2<kPacked>(key + c * kPacked / 8, planes, v); }
+};
+
+// 2- and 4-bit codes, head_dim a multiple of 32: scores, the queries copied into the lane
+// order once per call.
+template <int kPacked>
+TURBOKV_TARGET_AVX2 void dot_planes32_avx2(const float* q, int m, const uint8_t* codes,
+                                           int64_t code_bytes, int64_t n, const float* table, int d,
+                                           float* out, int64_t out_stride) {
+  __m256i planes[4];
+  planes32_table(table, kPacked, planes);
+  std::vector<float> lanes(static_cast<size_t>(m) * d);
+  to_lane_order32(q, m, d, lanes.data());
+  for (int64_t j = 0; j < n; ++j) {
+    const PlaneKey32<kPacked> key{codes + j * code_bytes, planes};
+    int a = 0;
+    for (; a + 4 <= m; a += 4) dot32_tile_avx2<4>(lanes.data() + static_cast<int64_t>(a) * d, d, key, out + a * out_stride + j, out_stride);
+    if (a < m) dot32_rest_avx2(m - a, lanes.data() + static_cast<int64_t>(a) * d, d, key, out + a * out_stride + j, out_stride);
+  }
+}
+
+// 2- and 4-bit codes, head_dim a multiple of 32: values, 4 queries per pass.
+template <int kPacked>
+TURBOKV_TARGET_AVX2 void axpy_planes32_avx2(const float* w, int64_t w_stride, int m,
+                                            const uint8_t* codes, int64_t code_bytes, int64_t n,
+                                            const float* table, int d, float* acc) {
+  __m256i planes[4];
+  planes32_table(table, kPacked, planes);
+  int a = 0;
+  for (; a + 4 <= m; a += 4) {
+    for (int c = 0; c < d; c += 32) {
+      accumulate32_avx2<4>(w + a * w_stride, w_stride, n, PlaneValues32<kPacked>{codes, code_bytes, c, planes}, d, c, acc + static_cast<int64_t>(a) * d);
+    }
+  }
+  for (; a < m; ++a) {
+    for (int c = 0; c < d; c += 32) {
+      accumulate32_avx2<1>(w + a * w_stride, w_stride, n, PlaneValues32<kPacked>{codes, code_bytes, c, planes}, d, c, acc + static_cast<int64_t>(a) * d);
+    }
+  }
+}
+
+// The 32-wide planes for 2 and 4 bits with head_dim a multiple of 32; false: not taken.
+bool dot_planes32(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
+                  const float* table, int bits, int d, float* out, int64_t out_stride) {
+  if (d % 32 != 0) return false;
+  switch (bits) {
+    case 4: dot_planes32_avx2<4>(q, m, codes, code_bytes, n, table, d, out, out_stride); return true;
+    case 2: dot_planes32_avx2<2>(q, m, codes, code_bytes, n, table, d, out, out_stride); return true;
+    default: return false;
+  }
+}
+
+bool axpy_planes32(const float* w, int64_t w_stride, int m, const uint8_t* codes, int64_t code_bytes,
+                   int64_t n, const float* table, int bits, int d, float* acc) {
+  if (d % 32 != 0) return false;
+  switch (bits) {
+    case 4: axpy_planes32_avx2<4>(w, w_stride, m, codes, code_bytes, n, table, d, acc); return true;
+    case 2: axpy_planes32_avx2<2>(w, w_stride, m, codes, code_bytes, n, table, d, acc); return true;
+    default: return false;
+  }
+}
+
 // Values of at most 4 bits by byte planes (PlaneValues): the permute pair and blend per 8
 // coordinates were the bottleneck on Zen 1 (4-bit values 176 -> 109 cycles per token for 4
 // queries). Sums in the same order as the other AVX2 kernels.
@@ -171,6 +294,7 @@ TURBOKV_TARGET_AVX2 void axpy_planes_tiles_avx2(int packed, const float* w, int6
 TURBOKV_TARGET_AVX2 void axpy_planes_avx2(const float* w, int64_t w_stride, int m,
                                           const uint8_t* codes, int64_t code_bytes, int64_t n,
                                           const float* table, int bits, int d, float* acc) {
+  if (axpy_planes32(w, w_stride, m, codes, code_bytes, n, table, bits, d, acc)) return;
   const int packed = bits == 3 ? 0 : bits;
   __m128i planes[4];
   float_byte_planes(table, packed, planes);
@@ -225,6 +349,7 @@ TURBOKV_TARGET_AVX2 void dot_planes_keys_avx2(const float* q, int m, const uint8
 TURBOKV_TARGET_AVX2 void dot_planes_avx2(const float* q, int m, const uint8_t* codes,
                                          int64_t code_bytes, int64_t n, const float* table,
                                          int bits, int d, float* out, int64_t out_stride) {
+  if (dot_planes32(q, m, codes, code_bytes, n, table, bits, d, out, out_stride)) return;
   const int packed = bits == 3 ? 0 : bits;
   __m128i planes[4];
   float_byte_planes(table, packed, planes);
@@ -389,6 +514,7 @@ void dot_packed_avx2(const float* q, int m, const uint8_t* codes, int64_t code_b
   // of one query. Zen 1, cycles per key for 4 queries against the lane kernels they replaced:
   // 1 bit 218 -> 140, 2 bits 213 -> 137, 3 bits 300 -> 170, 4 bits 216 -> 131; one query at 2
   // bits 116 -> 77, at 4 bits 129 -> 75 (3 bits: 162 -> 136-176, so it takes the rows route).
+  // 2 and 4 bits with head_dim a multiple of 32 go 32 coordinates per step (dot_planes32).
   if (bits <= 4 && d % 16 == 0 && (m > 1 || bits != 3)) {
     return dot_planes_avx2(q, m, codes, code_bytes, n, table, bits, d, out, out_stride);
   }
@@ -405,7 +531,8 @@ void axpy_packed_avx2(const float* w, int64_t w_stride, int m, const uint8_t* co
                       float* acc) {
   // Up to 4 bits and head_dim a multiple of 16: byte-plane lookups (axpy_planes_avx2), which
   // replaced the lane kernels (Zen 1, 4 queries, cycles per token: 1 bit 158 -> 122, 2 bits 161
-  // -> 117, 3 bits 196 -> 144, 4 bits 176 -> 103). Other shapes: several queries share each
+  // -> 117, 3 bits 196 -> 144, 4 bits 176 -> 103; 2 and 4 bits with head_dim a multiple of 32
+  // since 32 coordinates per step, axpy_planes32). Other shapes: several queries share each
   // key's lookups on the rows route.
   if (bits <= 4 && d % 16 == 0) return axpy_planes_avx2(w, w_stride, m, codes, code_bytes, n, table, bits, d, acc);
   if (m > 1) return axpy_packed_rows_avx2(w, w_stride, m, codes, code_bytes, n, table, bits, d, acc);
