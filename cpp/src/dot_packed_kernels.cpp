@@ -143,7 +143,7 @@ TURBOKV_TARGET_AVX2 void float_byte_planes(const float* table, int packed, __m12
 }
 
 // Coordinates c..c+31 of a key of kPacked = 2 or 4 bits from its code bytes at `bytes` (those of
-// coordinate c), by byte planes in both 128-bit lanes at once: lane 0 gets the lane values
+// coordinate c; kPacked = 0: 3-bit keys' unpacked index bytes from coordinate c on), by byte planes in both 128-bit lanes at once: lane 0 gets the lane values
 // (PlaneValues' meaning, planes as float_byte_planes gives them, in both lanes) of coordinates
 // c..c+15, lane 1 those of c+16..c+31; four lookups and two rounds of unpacks then reassemble the
 // floats in to_lane_order32's order. 4 bits: each byte widened to a word whose low byte is its low
@@ -156,12 +156,14 @@ TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void planes32_avx2(con
                                                                            const __m256i* planes,
                                                                            __m256* v) {
   __m256i idx;
-  if constexpr (kPacked == 4) {
+  if constexpr (kPacked == 0) {  // 32 unpacked index bytes (3 bits): lane 0 holds c..c+15 already
+    idx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes));
+  } else if constexpr (kPacked == 4) {
     const __m256i words = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes)));
     idx = _mm256_or_si256(_mm256_and_si256(words, _mm256_set1_epi16(0x000F)),
                           _mm256_and_si256(_mm256_slli_epi16(words, 4), _mm256_set1_epi16(0x0F00)));
   } else {
-    static_assert(kPacked == 2, "2 or 4 bits");
+    static_assert(kPacked == 2, "2 or 4 bits, or unpacked indices");
     // 8 bytes: lane 0 reads bytes 0-3 (coordinates c..c+15), lane 1 bytes 4-7.
     int64_t word;
     std::memcpy(&word, bytes, 8);
@@ -181,7 +183,7 @@ TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void planes32_avx2(con
   v[3] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(t1, t3));
 }
 
-// float_byte_planes of a 2- or 4-bit table, each plane in both 128-bit lanes.
+// float_byte_planes of a 2-, 3- or 4-bit table, each plane in both 128-bit lanes.
 TURBOKV_TARGET_AVX2 void planes32_table(const float* table, int packed, __m256i* planes) {
   __m128i narrow[4];
   float_byte_planes(table, packed, narrow);
@@ -196,17 +198,19 @@ struct PlaneValues32 {
   int c;
   const __m256i* planes;
   TURBOKV_TARGET_AVX2 void operator()(int64_t j, __m256* v) const {
-    planes32_avx2<kPacked>(codes + j * code_bytes + c * kPacked / 8, planes, v);
+    planes32_avx2<kPacked>(codes + j * code_bytes + (kPacked ? c * kPacked / 8 : c), planes, v);
   }
 };
 template <int kPacked>
 struct PlaneKey32 {
   const uint8_t* key;
   const __m256i* planes;
-  TURBOKV_TARGET_AVX2 void operator()(int c, __m256* v) const { planes32_avx2<kPacked>(key + c * kPacked / 8, planes, v); }
+  TURBOKV_TARGET_AVX2 void operator()(int c, __m256* v) const {
+    planes32_avx2<kPacked>(key + (kPacked ? c * kPacked / 8 : c), planes, v);
+  }
 };
 
-// 2- and 4-bit codes, head_dim a multiple of 32: scores, the queries copied into the lane
+// 2-, 3- and 4-bit codes (kPacked 2, 0, 4), head_dim a multiple of 32: scores, the queries copied into the lane
 // order once per call.
 template <int kPacked>
 TURBOKV_TARGET_AVX2 void dot_planes32_avx2(const float* q, int m, const uint8_t* codes,
@@ -216,41 +220,52 @@ TURBOKV_TARGET_AVX2 void dot_planes32_avx2(const float* q, int m, const uint8_t*
   planes32_table(table, kPacked, planes);
   std::vector<float> lanes(static_cast<size_t>(m) * d);
   to_lane_order32(q, m, d, lanes.data());
+  const UnpackFn unpack = select_unpack(SimdLevel::kAvx2);
+  std::vector<uint8_t> idx(kPacked ? 0 : static_cast<size_t>(d));
   for (int64_t j = 0; j < n; ++j) {
-    const PlaneKey32<kPacked> key{codes + j * code_bytes, planes};
+    if (!kPacked) unpack(codes + j * code_bytes, d, 3, idx.data());
+    const PlaneKey32<kPacked> key{kPacked ? codes + j * code_bytes : idx.data(), planes};
     int a = 0;
     for (; a + 4 <= m; a += 4) dot32_tile_avx2<4>(lanes.data() + static_cast<int64_t>(a) * d, d, key, out + a * out_stride + j, out_stride);
     if (a < m) dot32_rest_avx2(m - a, lanes.data() + static_cast<int64_t>(a) * d, d, key, out + a * out_stride + j, out_stride);
   }
 }
 
-// 2- and 4-bit codes, head_dim a multiple of 32: values, 4 queries per pass.
+// 2-, 3- and 4-bit codes (kPacked 2, 0, 4), head_dim a multiple of 32: values, 4 queries per pass.
 template <int kPacked>
 TURBOKV_TARGET_AVX2 void axpy_planes32_avx2(const float* w, int64_t w_stride, int m,
                                             const uint8_t* codes, int64_t code_bytes, int64_t n,
                                             const float* table, int d, float* acc) {
   __m256i planes[4];
   planes32_table(table, kPacked, planes);
+  std::vector<uint8_t> idx(kPacked ? 0 : static_cast<size_t>(n * d));
+  if (!kPacked) {
+    const UnpackFn unpack = select_unpack(SimdLevel::kAvx2);
+    for (int64_t j = 0; j < n; ++j) unpack(codes + j * code_bytes, d, 3, idx.data() + j * d);
+  }
+  const uint8_t* indices = kPacked ? codes : idx.data();
+  const int64_t stride = kPacked ? code_bytes : d;
   int a = 0;
   for (; a + 4 <= m; a += 4) {
     for (int c = 0; c < d; c += 32) {
-      accumulate32_avx2<4>(w + a * w_stride, w_stride, n, PlaneValues32<kPacked>{codes, code_bytes, c, planes}, d, c, acc + static_cast<int64_t>(a) * d);
+      accumulate32_avx2<4>(w + a * w_stride, w_stride, n, PlaneValues32<kPacked>{indices, stride, c, planes}, d, c, acc + static_cast<int64_t>(a) * d);
     }
   }
   for (; a < m; ++a) {
     for (int c = 0; c < d; c += 32) {
-      accumulate32_avx2<1>(w + a * w_stride, w_stride, n, PlaneValues32<kPacked>{codes, code_bytes, c, planes}, d, c, acc + static_cast<int64_t>(a) * d);
+      accumulate32_avx2<1>(w + a * w_stride, w_stride, n, PlaneValues32<kPacked>{indices, stride, c, planes}, d, c, acc + static_cast<int64_t>(a) * d);
     }
   }
 }
 
-// The 32-wide planes for 2 and 4 bits with head_dim a multiple of 32; false: not taken.
+// The 32-wide planes for 2, 3 and 4 bits with head_dim a multiple of 32; false: not taken.
 bool dot_planes32(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
                   const float* table, int bits, int d, float* out, int64_t out_stride) {
   if (d % 32 != 0) return false;
   switch (bits) {
     case 4: dot_planes32_avx2<4>(q, m, codes, code_bytes, n, table, d, out, out_stride); return true;
     case 2: dot_planes32_avx2<2>(q, m, codes, code_bytes, n, table, d, out, out_stride); return true;
+    case 3: dot_planes32_avx2<0>(q, m, codes, code_bytes, n, table, d, out, out_stride); return true;
     default: return false;
   }
 }
@@ -261,6 +276,7 @@ bool axpy_planes32(const float* w, int64_t w_stride, int m, const uint8_t* codes
   switch (bits) {
     case 4: axpy_planes32_avx2<4>(w, w_stride, m, codes, code_bytes, n, table, d, acc); return true;
     case 2: axpy_planes32_avx2<2>(w, w_stride, m, codes, code_bytes, n, table, d, acc); return true;
+    case 3: axpy_planes32_avx2<0>(w, w_stride, m, codes, code_bytes, n, table, d, acc); return true;
     default: return false;
   }
 }
