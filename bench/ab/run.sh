@@ -2,7 +2,8 @@
 # A/B of two commits of the C++ core in one process (see main.cpp for why):
 #   bash bench/ab/run.sh BASE [HEAD] -- encode 8 64 20000
 #   bash bench/ab/run.sh HEAD~1 -- attention 4 4 32768 40
-# BASE, HEAD: git revisions; HEAD omitted: the working tree. Each side's cpp/src is compiled with
+# BASE, HEAD: git revisions, or folders holding a cpp/ tree (e.g. from git archive, where no .git
+# is at hand); HEAD omitted: the working tree. Each side's cpp/src is compiled with
 # the flags of the CMake Release build into build/ab/<side>/ with its namespace renamed, then both
 # are linked into build/ab/ab, which runs the arguments after "--".
 set -euo pipefail
@@ -21,6 +22,8 @@ build_side() {  # build_side NAME REVISION ("" for the working tree)
   rm -rf "$out/$name" && mkdir -p "$src" "$out/$name/obj"
   if [[ -z $rev ]]; then
     cp -r "$root/cpp" "$src/"
+  elif [[ -d $rev/cpp ]]; then
+    cp -r "$rev/cpp" "$src/"
   else
     git -C "$root" archive "$rev" cpp | tar -x -C "$src"
   fi
@@ -36,5 +39,6 @@ build_side() {  # build_side NAME REVISION ("" for the working tree)
 build_side ab_base "$base"
 build_side ab_head "$head"
 g++ -O2 -std=c++17 "$root/bench/ab/main.cpp" "$out/ab_base/lib.a" "$out/ab_head/lib.a" -lpthread -o "$out/ab"
-echo "base: $base ($(git -C "$root" rev-parse --short "$base")); head: ${head:-working tree}; $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | xargs)"
+describe() { if [[ -d $1/cpp ]]; then echo "folder $1"; else echo "$1 ($(git -C "$root" rev-parse --short "$1"))"; fi; }
+echo "base: $(describe "$base"); head: ${head:+$(describe "$head")}${head:-working tree}; $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | xargs)"
 "$out/ab" "$@"
