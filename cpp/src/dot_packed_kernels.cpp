@@ -142,15 +142,16 @@ TURBOKV_TARGET_AVX2 void float_byte_planes(const float* table, int packed, __m12
   for (int k = 0; k < 4; ++k) planes[k] = _mm_load_si128(reinterpret_cast<const __m128i*>(bytes[k]));
 }
 
-// Coordinates c..c+31 of a key of kPacked = 2 or 4 bits from its code bytes at `bytes` (those of
-// coordinate c; kPacked = 0: 3-bit keys' unpacked index bytes from coordinate c on), by byte planes in both 128-bit lanes at once: lane 0 gets the lane values
-// (PlaneValues' meaning, planes as float_byte_planes gives them, in both lanes) of coordinates
-// c..c+15, lane 1 those of c+16..c+31; four lookups and two rounds of unpacks then reassemble the
-// floats in to_lane_order32's order. 4 bits: each byte widened to a word whose low byte is its low
-// nibble (coordinate 2k) and high byte its high one; 2 bits: each lane repeats its 4 bytes and
-// masks each field in place, as PlaneValues does per 16 (1-bit codes keep the 16-wide route). Per 32 coordinates 13-14 shuffles against
-// 30-32 for two 16-wide PlaneValues (Zen 3, 4-bit, 4 queries: scores 36.8 -> 23.6, values 30-33
-// -> 20-21 ns per key; kernel_choices_avx2.md, round 14).
+// Coordinates c..c+31 of a key from `bytes`: the code bytes of coordinate c on (kPacked = 2 or 4
+// bits) or its unpacked index bytes from c on (kPacked = 0: 3 bits). Byte planes in both 128-bit
+// lanes at once: lane 0 gets the lane values (PlaneValues' meaning; planes as float_byte_planes
+// gives them, in both lanes) of coordinates c..c+15, lane 1 those of c+16..c+31; four lookups and
+// two rounds of unpacks then reassemble the floats in to_lane_order32's order. 4 bits: each byte
+// widened to a word whose low byte is its low nibble (coordinate 2k) and high byte its high one;
+// 2 bits: each lane repeats its 4 bytes and masks each field in place, as PlaneValues does per 16
+// (1-bit codes keep the 16-wide route). 12-14 shuffles per 32 coordinates against 28-32 for two
+// 16-wide PlaneValues (Zen 3, 4-bit, 4 queries: scores 36.8 -> 23.6 ns per key, values 30-33 ->
+// 20-21 ns per token; kernel_choices_avx2.md, round 14).
 template <int kPacked>
 TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void planes32_avx2(const uint8_t* bytes,
                                                                            const __m256i* planes,
@@ -210,8 +211,8 @@ struct PlaneKey32 {
   }
 };
 
-// 2-, 3- and 4-bit codes (kPacked 2, 0, 4), head_dim a multiple of 32: scores, the queries copied into the lane
-// order once per call.
+// 2-, 3- and 4-bit codes (kPacked 2, 0, 4), head_dim a multiple of 32: scores, the queries
+// copied into the lane order once per call.
 template <int kPacked>
 TURBOKV_TARGET_AVX2 void dot_planes32_avx2(const float* q, int m, const uint8_t* codes,
                                            int64_t code_bytes, int64_t n, const float* table, int d,
