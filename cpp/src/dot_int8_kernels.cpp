@@ -270,10 +270,12 @@ void dot_int8_neon(const int8_t* q8, const float* q_scale, int m, const uint8_t*
       score_key_int8_neon<kFields, 4>(key, L, qperm.data() + a * per_query, per_query, table,
                                       scales.data() + a, out + a * out_stride + j, out_stride);
     }
-    for (; a < m; ++a) {
-      score_key_int8_neon<kFields, 1>(key, L, qperm.data() + a * per_query, per_query, table,
-                                      scales.data() + a, out + a * out_stride + j, out_stride);
-    }
+    const int8_t* qt = qperm.data() + a * per_query;  // the last 1-3 queries in one tile
+    float* o = out + a * out_stride + j;
+    const float* sc = scales.data() + a;
+    if (m - a == 3) score_key_int8_neon<kFields, 3>(key, L, qt, per_query, table, sc, o, out_stride);
+    if (m - a == 2) score_key_int8_neon<kFields, 2>(key, L, qt, per_query, table, sc, o, out_stride);
+    if (m - a == 1) score_key_int8_neon<kFields, 1>(key, L, qt, per_query, table, sc, o, out_stride);
   }
 }
 

@@ -232,7 +232,8 @@ TURBOKV_TARGET_AVX2 void dot_planes32_avx2(const float* q, int m, const uint8_t*
   }
 }
 
-// 2-, 3- and 4-bit codes (kPacked 2, 0, 4), head_dim a multiple of 32: values, 4 queries per pass.
+// 2-, 3- and 4-bit codes (kPacked 2, 0, 4), head_dim a multiple of 32: values, up to 4 queries per
+// pass.
 template <int kPacked>
 TURBOKV_TARGET_AVX2 void axpy_planes32_avx2(const float* w, int64_t w_stride, int m,
                                             const uint8_t* codes, int64_t code_bytes, int64_t n,
@@ -252,9 +253,15 @@ TURBOKV_TARGET_AVX2 void axpy_planes32_avx2(const float* w, int64_t w_stride, in
       accumulate32_avx2<4>(w + a * w_stride, w_stride, n, PlaneValues32<kPacked>{indices, stride, c, planes}, d, c, acc + static_cast<int64_t>(a) * d);
     }
   }
-  for (; a < m; ++a) {
-    for (int c = 0; c < d; c += 32) {
-      accumulate32_avx2<1>(w + a * w_stride, w_stride, n, PlaneValues32<kPacked>{indices, stride, c, planes}, d, c, acc + static_cast<int64_t>(a) * d);
+  if (a == m) return;
+  // The last 1-3 queries in one pass (GQA 3, 6, ...: one pass per query repeated the lookups).
+  for (int c = 0; c < d; c += 32) {
+    const PlaneValues32<kPacked> values{indices, stride, c, planes};
+    float* rest = acc + static_cast<int64_t>(a) * d;
+    switch (m - a) {
+      case 3: accumulate32_avx2<3>(w + a * w_stride, w_stride, n, values, d, c, rest); break;
+      case 2: accumulate32_avx2<2>(w + a * w_stride, w_stride, n, values, d, c, rest); break;
+      default: accumulate32_avx2<1>(w + a * w_stride, w_stride, n, values, d, c, rest); break;
     }
   }
 }
@@ -326,8 +333,12 @@ TURBOKV_TARGET_AVX2 void axpy_planes_avx2(const float* w, int64_t w_stride, int 
   for (; a + 4 <= m; a += 4) {
     axpy_planes_tiles_avx2<4>(packed, w + a * w_stride, w_stride, d, indices, stride, n, planes, acc + static_cast<int64_t>(a) * d);
   }
-  for (; a < m; ++a) {
-    axpy_planes_tiles_avx2<1>(packed, w + a * w_stride, w_stride, d, indices, stride, n, planes, acc + static_cast<int64_t>(a) * d);
+  float* const rest = acc + static_cast<int64_t>(a) * d;
+  switch (m - a) {  // the last 1-3 queries in one pass, as axpy_planes32_avx2
+    case 3: return axpy_planes_tiles_avx2<3>(packed, w + a * w_stride, w_stride, d, indices, stride, n, planes, rest);
+    case 2: return axpy_planes_tiles_avx2<2>(packed, w + a * w_stride, w_stride, d, indices, stride, n, planes, rest);
+    case 1: return axpy_planes_tiles_avx2<1>(packed, w + a * w_stride, w_stride, d, indices, stride, n, planes, rest);
+    default: return;
   }
 }
 
@@ -522,7 +533,13 @@ TURBOKV_TARGET_AVX2 void axpy_packed_rows_avx2(const float* w, int64_t w_stride,
   const uint8_t* indices = in_place ? codes : idx.data();
   int a = 0;
   for (; a + 4 <= m; a += 4) axpy_rows_tile_avx2<4>(w + a * w_stride, w_stride, indices, n, table, bits, d, acc + static_cast<int64_t>(a) * d);
-  for (; a < m; ++a) axpy_rows_tile_avx2<1>(w + a * w_stride, w_stride, indices, n, table, bits, d, acc + static_cast<int64_t>(a) * d);
+  float* const rest = acc + static_cast<int64_t>(a) * d;
+  switch (m - a) {  // the last 1-3 queries in one pass, as axpy_planes32_avx2
+    case 3: return axpy_rows_tile_avx2<3>(w + a * w_stride, w_stride, indices, n, table, bits, d, rest);
+    case 2: return axpy_rows_tile_avx2<2>(w + a * w_stride, w_stride, indices, n, table, bits, d, rest);
+    case 1: return axpy_rows_tile_avx2<1>(w + a * w_stride, w_stride, indices, n, table, bits, d, rest);
+    default: return;
+  }
 }
 
 void dot_packed_avx2(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
@@ -686,9 +703,14 @@ TURBOKV_TARGET_AVX512 void dot_packed_bits_avx512(const float* q, int m, const u
     dot_packed_tiles_avx512<kBits, 4>(qperm.data() + a * per_query, chunks, codes, code_bytes, n,
                                       table16, last_bytes, out + a * out_stride, out_stride);
   }
-  for (; a < m; ++a) {
-    dot_packed_tiles_avx512<kBits, 1>(qperm.data() + a * per_query, chunks, codes, code_bytes, n,
-                                      table16, last_bytes, out + a * out_stride, out_stride);
+  // The last 1-3 queries in one tile (a tile per query repeated the lookups: GQA 3, 6, ...).
+  const float* rest_q = qperm.data() + a * per_query;
+  float* rest_out = out + a * out_stride;
+  switch (m - a) {
+    case 3: return dot_packed_tiles_avx512<kBits, 3>(rest_q, chunks, codes, code_bytes, n, table16, last_bytes, rest_out, out_stride);
+    case 2: return dot_packed_tiles_avx512<kBits, 2>(rest_q, chunks, codes, code_bytes, n, table16, last_bytes, rest_out, out_stride);
+    case 1: return dot_packed_tiles_avx512<kBits, 1>(rest_q, chunks, codes, code_bytes, n, table16, last_bytes, rest_out, out_stride);
+    default: return;
   }
 }
 
@@ -757,9 +779,15 @@ TURBOKV_TARGET_AVX512 void axpy_packed_bits_avx512(const float* w, int64_t w_str
     axpy_packed_tile_avx512<kBits, kTile>(w + a * w_stride, w_stride, chunks, codes, code_bytes, n,
                                           table16, last_bytes, accperm.data() + a * per_query);
   }
-  for (; a < m; ++a) {
-    axpy_packed_tile_avx512<kBits, 1>(w + a * w_stride, w_stride, chunks, codes, code_bytes, n,
-                                      table16, last_bytes, accperm.data() + a * per_query);
+  // The last queries in one pass (a pass per query repeated the lookups: GQA 3, 6, ...).
+  const float* rest_w = w + a * w_stride;
+  float* rest_acc = accperm.data() + a * per_query;
+  if (m - a == 3 && kTile == 4) {
+    axpy_packed_tile_avx512<kBits, 3>(rest_w, w_stride, chunks, codes, code_bytes, n, table16, last_bytes, rest_acc);
+  } else if (m - a == 2) {
+    axpy_packed_tile_avx512<kBits, 2>(rest_w, w_stride, chunks, codes, code_bytes, n, table16, last_bytes, rest_acc);
+  } else if (m - a == 1) {
+    axpy_packed_tile_avx512<kBits, 1>(rest_w, w_stride, chunks, codes, code_bytes, n, table16, last_bytes, rest_acc);
   }
   from_lanes_avx512<kPerByte>(accperm.data(), m, d, chunks, acc);
 }

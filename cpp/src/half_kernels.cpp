@@ -107,9 +107,15 @@ TURBOKV_TARGET_AVX2 void axpy_half_avx2(const float* w, int64_t w_stride, int m,
       accumulate16_avx2<4>(w + a * w_stride, w_stride, n, HalfColumns{halves, d, c}, d, c, acc + static_cast<int64_t>(a) * d);
     }
   }
-  for (; a < m; ++a) {
-    for (int c = 0; c < d; c += 16) {
-      accumulate16_avx2<1>(w + a * w_stride, w_stride, n, HalfColumns{halves, d, c}, d, c, acc + static_cast<int64_t>(a) * d);
+  if (a == m) return;
+  // The last 1-3 queries in one pass (one pass per query converted the halves again for each).
+  for (int c = 0; c < d; c += 16) {
+    const HalfColumns columns{halves, d, c};
+    float* rest = acc + static_cast<int64_t>(a) * d;
+    switch (m - a) {
+      case 3: accumulate16_avx2<3>(w + a * w_stride, w_stride, n, columns, d, c, rest); break;
+      case 2: accumulate16_avx2<2>(w + a * w_stride, w_stride, n, columns, d, c, rest); break;
+      default: accumulate16_avx2<1>(w + a * w_stride, w_stride, n, columns, d, c, rest); break;
     }
   }
 }

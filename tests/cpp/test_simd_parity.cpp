@@ -131,7 +131,7 @@ TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
           const std::string where = std::string(simd_name(level)) + " d=" + std::to_string(d) +
                                     " bits=" + std::to_string(bits) +
                                     (mode == Mode::kProd ? " prod" : " mse");
-          for (int m : {1, 3, 4, 5, 9}) {
+          for (int m : {1, 2, 3, 4, 5, 6, 9}) {
             auto q = test_util::gaussian_rows(m, d, uint32_t(m * 31 + d));
             std::vector<float> exact(size_t(m) * n), a(size_t(m) * n), b(size_t(m) * n);
             scalar.scores(q.data(), m, d, enc.in(), n, exact.data());
