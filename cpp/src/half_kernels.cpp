@@ -200,7 +200,11 @@ void dot_half_neon(const float* q, int m, const uint16_t* halves, int64_t n, int
     const uint16_t* v = halves + j * d;
     int a = 0;
     for (; a + 4 <= m; a += 4) dot_half_tile_neon<4>(q + static_cast<int64_t>(a) * d, d, v, out + a * out_stride + j, out_stride);
-    for (; a < m; ++a) dot_half_tile_neon<1>(q + static_cast<int64_t>(a) * d, d, v, out + a * out_stride + j, out_stride);
+    const float* rest_q = q + static_cast<int64_t>(a) * d;  // the last 1-3 queries in one tile
+    float* rest_out = out + a * out_stride + j;
+    if (m - a == 3) dot_half_tile_neon<3>(rest_q, d, v, rest_out, out_stride);
+    if (m - a == 2) dot_half_tile_neon<2>(rest_q, d, v, rest_out, out_stride);
+    if (m - a == 1) dot_half_tile_neon<1>(rest_q, d, v, rest_out, out_stride);
   }
 }
 
