@@ -219,7 +219,7 @@ TURBOKV_TARGET_AVX2 void dot_planes32_avx2(const float* q, int m, const uint8_t*
                                            float* out, int64_t out_stride) {
   __m256i planes[4];
   planes32_table(table, kPacked, planes);
-  std::vector<float> lanes(static_cast<size_t>(m) * d);
+  PermutedScratch lanes(static_cast<int64_t>(m) * d);  // no allocation per block up to 4 x 512
   to_lane_order32(q, m, d, lanes.data());
   const UnpackFn unpack = select_unpack(SimdLevel::kAvx2);
   std::vector<uint8_t> idx(kPacked ? 0 : static_cast<size_t>(d));
