@@ -44,9 +44,11 @@ void* AB_NAME(layer_new)(int head_dim, int kv_heads, int key_bits, int value_bit
   return layer;
 }
 
-void AB_NAME(attend)(void* layer, const float* q, int q_heads, float scale, bool threaded, float* out) {
+void AB_NAME(attend)(void* layer, const float* q, int q_heads, float scale, bool threaded, bool int8,
+                     float* out) {
   turbokv::AttentionOptions options;
   options.scale = scale;
+  if (int8) options.scores = turbokv::ScorePrecision::kInt8;
   static_cast<turbokv::KVCacheLayer*>(layer)->attention(q, 1, q_heads, 1, options, out, threaded);
 }
 

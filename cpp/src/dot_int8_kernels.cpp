@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "avx2_helpers.hpp"
+#include "int8_layout.hpp"
 #include "kernels.hpp"
 
 #if defined(__aarch64__)
@@ -51,47 +52,6 @@ void dot_packed_int8_scalar(const int8_t* q8, const float* q_scale, int m, const
       out[a * out_stride + j] = static_cast<float>(sum) * (q_scale[a] * table_scale);
     }
   }
-}
-
-// The SIMD kernels read kLanes index bytes per step. For 1, 2 and 4 bits a packed byte holds
-// fields = 8 / bits whole indices (field s at bit s * bits), so kLanes code bytes shifted and
-// masked give `fields` vectors of kLanes indices straight from the packed codes; other widths
-// (3 bits) are unpacked to one byte per index first (fields = 1). The query is permuted once into
-// that lane order: step g, field s, lane l holds coordinate (kLanes * g + l) * fields + s.
-struct Int8Layout {
-  int fields;      // indices per byte of the scored stream
-  int bits;        // their width (8: already one byte per index)
-  int chunks;      // kLanes-byte steps per key
-  int64_t stride;  // bytes per key in the scored stream (a multiple of 16)
-};
-
-// Packed lanes need whole indices per byte and whole 16-byte blocks per key.
-[[maybe_unused]] bool int8_packed_lanes(int bits, int64_t code_bytes, int d) {
-  return code_bytes % 16 == 0 && d * bits == code_bytes * 8 && (bits == 1 || bits == 2 || bits == 4);
-}
-
-[[maybe_unused]] Int8Layout int8_layout(int lanes, int fields, int bits, int64_t code_bytes, int d) {
-  const bool unpacked = fields == 1;
-  const int chunks = static_cast<int>(((unpacked ? d : code_bytes) + lanes - 1) / lanes);
-  return Int8Layout{fields, unpacked ? 8 : bits, chunks,
-                    unpacked ? static_cast<int64_t>(lanes) * chunks : code_bytes};
-}
-
-[[maybe_unused]] std::vector<int8_t> permute_queries(const int8_t* q8, int m, int d,
-                                                     const Int8Layout& L, int lanes) {
-  const int64_t per_query = static_cast<int64_t>(L.chunks) * L.fields * lanes;
-  std::vector<int8_t> out(static_cast<size_t>(per_query * m), 0);  // zero past d: adds nothing
-  for (int a = 0; a < m; ++a) {
-    for (int g = 0; g < L.chunks; ++g) {
-      for (int s = 0; s < L.fields; ++s) {
-        for (int l = 0; l < lanes; ++l) {
-          const int i = (lanes * g + l) * L.fields + s;
-          if (i < d) out[a * per_query + (g * L.fields + s) * lanes + l] = q8[static_cast<int64_t>(a) * d + i];
-        }
-      }
-    }
-  }
-  return out;
 }
 
 // call(std::integral_constant<int, fields>) with the kernel's indices per scored byte: 8 / bits
@@ -222,6 +182,16 @@ void dot_packed_int8_avx2(const int8_t* q8, const float* q_scale, int m, const u
   });
 }
 
+// AVX-512: the VNNI kernel where it fits (1, 2, 4 bits on packed lanes), else the AVX2 one.
+void dot_packed_int8_avx512(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
+                            int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
+                            int bits, int d, float* out, int64_t out_stride) {
+  if (int8_vnni_fit(bits, code_bytes, d)) {
+    return dot_packed_int8_vnni(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
+  }
+  dot_packed_int8_avx2(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
+}
+
 #endif
 
 #if defined(__aarch64__)
@@ -291,13 +261,14 @@ void dot_packed_int8_neon(const int8_t* q8, const float* q_scale, int m, const u
 }  // namespace
 
 DotPackedInt8Fn select_dot_packed_int8(SimdLevel level) {
-  // The AVX-512 level runs the AVX2 kernel (the sums are exact, so the choice changes only speed):
-  // a vpdpbusd (VNNI) twin was measured on a Sapphire Rapids Xeon and gained nothing in decode
-  // attention (K4V4 at 32K: 1.24 ms against 1.18 with float32 scores), so it is not kept.
+  // The AVX-512 level takes the VNNI kernel where the CPU has it and the shape fits, else the AVX2
+  // kernel (the sums are exact, so the choice changes only speed). VNNI lost nothing and gained
+  // nothing on a 16-core Sapphire Rapids Xeon whose decode was bound by memory; on 2 cores it is
+  // the arithmetic that binds (kernel_choices_avx2.md, round 15).
 #if defined(__aarch64__)
   if (level == SimdLevel::kNeon) return dot_packed_int8_neon;  // kept beside its AVX2 twin
 #endif
-  return TURBOKV_PICK(level, dot_packed_int8_scalar, dot_packed_int8_avx2, dot_packed_int8_avx2);
+  return TURBOKV_PICK(level, dot_packed_int8_scalar, dot_packed_int8_avx2, dot_packed_int8_avx512);
 }
 
 }  // namespace kernels

@@ -707,11 +707,14 @@ TURBOKV_TARGET_AVX512 void dot_packed_bits_avx512(const float* q, int m, const u
   const float* rest_q = qperm.data() + a * per_query;
   float* rest_out = out + a * out_stride;
   switch (m - a) {
-    case 3: return dot_packed_tiles_avx512<kBits, 3>(rest_q, chunks, codes, code_bytes, n, table16, last_bytes, rest_out, out_stride);
-    case 2: return dot_packed_tiles_avx512<kBits, 2>(rest_q, chunks, codes, code_bytes, n, table16, last_bytes, rest_out, out_stride);
-    case 1: return dot_packed_tiles_avx512<kBits, 1>(rest_q, chunks, codes, code_bytes, n, table16, last_bytes, rest_out, out_stride);
-    default: return;
+    case 3: dot_packed_tiles_avx512<kBits, 3>(rest_q, chunks, codes, code_bytes, n, table16, last_bytes, rest_out, out_stride); break;
+    case 2: dot_packed_tiles_avx512<kBits, 2>(rest_q, chunks, codes, code_bytes, n, table16, last_bytes, rest_out, out_stride); break;
+    case 1: dot_packed_tiles_avx512<kBits, 1>(rest_q, chunks, codes, code_bytes, n, table16, last_bytes, rest_out, out_stride); break;
+    default: break;
   }
+  // GCC leaves the upper halves dirty after a callee that takes a vector argument (table16):
+  // clear them here, or SSE code after the call pays the transition penalty.
+  _mm256_zeroupper();
 }
 
 // Same lane order as dot_packed: the accumulators live permuted for the call and are put back

@@ -105,11 +105,17 @@ TEST(SimdParity, CodesAndNormsAreBitIdentical) {
 // worst case of those two roundings, computed independently of the kernels.
 TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
   for (SimdLevel level : supported_simd()) {
-    // Every SIMD level has its own int8 kernel (AVX2's serves AVX-512): this test compares two.
+    // Every SIMD level has its own int8 kernel: this test compares two. AVX-512 hands 1-, 2- and
+    // 4-bit keys on packed lanes to its VNNI kernel where the CPU has VNNI (asserted per shape
+    // below), everything else to the AVX2 kernel.
     if (level != SimdLevel::kScalar) {
       ASSERT_NE(kernels::kernel_set(level).dot_packed_int8,
                 kernels::kernel_set(SimdLevel::kScalar).dot_packed_int8)
           << simd_name(level);
+    }
+    if (level == SimdLevel::kAvx512) {
+      std::cout << "[ info     ] AVX-512 int8 scores of 1/2/4-bit packed lanes: "
+                << (kernels::kHasAvx512Vnni ? "VNNI kernel" : "AVX2 kernel (no VNNI)") << "\n";
     }
     for (int d : {8, 16, 32, 64, 80, 96, 128, 160, 256}) {
       const int n = 70;
@@ -125,6 +131,11 @@ TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
           ASSERT_TRUE(simd.int8_scores_supported());
           if (bits == 3) {
             EXPECT_EQ(kernels::int8_three_bit_in_registers(int64_t(simd.code_bytes()), d), d % 32 == 0) << d;
+          }
+          if (mode == Mode::kMse) {  // the VNNI route's shapes: whole indices per byte, 16-byte rows
+            const bool packed_lanes = bits != 3 && d * bits % 128 == 0;
+            EXPECT_EQ(kernels::int8_vnni_fit(bits, int64_t(simd.code_bytes()), d),
+                      kernels::kHasAvx512Vnni && packed_lanes) << d << " " << bits;
           }
           EncodedStore enc(scalar, n);
           scalar.encode(x.data(), n, d, enc.out());

@@ -1,0 +1,52 @@
+// Internal: how the SIMD int8 score kernels (dot_int8_kernels.cpp, dot_int8_vnni_kernels.cpp)
+// lay a key's index bytes and the permuted queries out in lanes.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace turbokv {
+namespace kernels {
+
+// The SIMD kernels read kLanes index bytes per step. For 1, 2 and 4 bits a packed byte holds
+// fields = 8 / bits whole indices (field s at bit s * bits), so kLanes code bytes shifted and
+// masked give `fields` vectors of kLanes indices straight from the packed codes; other widths
+// (3 bits) are unpacked to one byte per index first (fields = 1). The query is permuted once into
+// that lane order: step g, field s, lane l holds coordinate (kLanes * g + l) * fields + s.
+struct Int8Layout {
+  int fields;      // indices per byte of the scored stream
+  int bits;        // their width (8: already one byte per index)
+  int chunks;      // kLanes-byte steps per key
+  int64_t stride;  // bytes per key in the scored stream (a multiple of 16)
+};
+
+// Packed lanes need whole indices per byte and whole 16-byte blocks per key.
+inline bool int8_packed_lanes(int bits, int64_t code_bytes, int d) {
+  return code_bytes % 16 == 0 && d * bits == code_bytes * 8 && (bits == 1 || bits == 2 || bits == 4);
+}
+
+inline Int8Layout int8_layout(int lanes, int fields, int bits, int64_t code_bytes, int d) {
+  const bool unpacked = fields == 1;
+  const int chunks = static_cast<int>(((unpacked ? d : code_bytes) + lanes - 1) / lanes);
+  return Int8Layout{fields, unpacked ? 8 : bits, chunks,
+                    unpacked ? static_cast<int64_t>(lanes) * chunks : code_bytes};
+}
+
+inline std::vector<int8_t> permute_queries(const int8_t* q8, int m, int d, const Int8Layout& L,
+                                           int lanes) {
+  const int64_t per_query = static_cast<int64_t>(L.chunks) * L.fields * lanes;
+  std::vector<int8_t> out(static_cast<size_t>(per_query * m), 0);  // zero past d: adds nothing
+  for (int a = 0; a < m; ++a) {
+    for (int g = 0; g < L.chunks; ++g) {
+      for (int s = 0; s < L.fields; ++s) {
+        for (int l = 0; l < lanes; ++l) {
+          const int i = (lanes * g + l) * L.fields + s;
+          if (i < d) out[a * per_query + (g * L.fields + s) * lanes + l] = q8[static_cast<int64_t>(a) * d + i];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace kernels
+}  // namespace turbokv
