@@ -18,12 +18,12 @@ bool is_symmetric_with_zero(const float* boundaries, int count) {
   return true;
 }
 
-BoundaryGrid build_grid(const float* boundaries, int count) {
+// The first grid of first_cells, 2 first_cells, ... up to last_cells cells on which no cell holds
+// two boundaries (cells == 0 if none).
+BoundaryGrid build_grid(const float* boundaries, int count, int first_cells, int last_cells) {
   BoundaryGrid grid;
   if (count < 2 || !(boundaries[count - 1] > boundaries[0])) return grid;
-  // Start at 4 cells per boundary (enough for the Lloyd-Max codebooks of 5-8 bits, whose
-  // narrowest gap is half the mean one) and refine until no cell holds two boundaries.
-  for (int cells = 4 * count; cells <= (1 << 16); cells *= 2) {
+  for (int cells = first_cells; cells <= last_cells; cells *= 2) {
     grid.origin = boundaries[0];
     grid.inv_width = static_cast<float>(cells) / (boundaries[count - 1] - boundaries[0]);
     grid.cells = cells;
@@ -49,8 +49,20 @@ BoundaryGrid build_grid(const float* boundaries, int count) {
 }  // namespace
 
 BoundaryGrid BoundaryGrid::build(const float* boundaries, int count) {
-  BoundaryGrid grid = build_grid(boundaries, count);
+  // Start at 4 cells per boundary (enough for the Lloyd-Max codebooks of 5-8 bits, whose
+  // narrowest gap is half the mean one) and refine until no cell holds two boundaries.
+  BoundaryGrid grid = build_grid(boundaries, count, 4 * count, 1 << 16);
   grid.symmetric_with_zero = is_symmetric_with_zero(boundaries, count);
+  const BoundaryGrid narrow = build_grid(boundaries, count, 16, 32);
+  if (narrow.cells > 0) {
+    grid.narrow.origin = narrow.origin;
+    grid.narrow.inv_width = narrow.inv_width;
+    grid.narrow.cells = narrow.cells;
+    for (int c = 0; c < 32; ++c) {  // cells past the grid's end are never looked up
+      grid.narrow.candidate[c] = c < narrow.cells ? narrow.table[c].candidate : INFINITY;
+      grid.narrow.below[c] = c < narrow.cells ? narrow.table[c].below : count;
+    }
+  }
   return grid;
 }
 

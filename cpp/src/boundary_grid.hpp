@@ -31,6 +31,17 @@ struct BoundaryGrid {
   // or not a grid was found, so quantisers need not re-check it per vector.
   bool symmetric_with_zero = false;
 
+  // The same boundaries on at most 32 cells, where that is fine enough (one boundary per cell at
+  // most: the 2-4-bit codebooks), with the same cell() arithmetic: the AVX-512 quantiser of 4-bit
+  // codes looks a cell's candidate and count up in registers (two-register permutes).
+  struct Narrow {
+    float origin = 0.0f;
+    float inv_width = 0.0f;
+    int cells = 0;  // 0: none
+    alignas(64) float candidate[32] = {};
+    alignas(64) int32_t below[32] = {};
+  } narrow;
+
   // Float operations in this order (no fused multiply-add): the SIMD kernels repeat them.
   int cell(float v) const {
     float t = (v - origin) * inv_width;

@@ -575,6 +575,12 @@ TEST(SimdParity, BothGridCellRoutesReadTheirLanesCells) {
 // for the codebooks' own grids and for hand-made boundaries that force a fine grid or none.
 TEST(SimdParity, QuantizeGridCountsBoundariesExactly) {
   for (int bits = 5; bits <= 8; ++bits) ASSERT_GT(kernels::codebook_grid(bits).cells, 0) << bits;
+  // The narrow grid (AVX-512's 4-bit route, at most 32 cells) exists for 2-4 bits, not beyond.
+  for (int bits = 2; bits <= 4; ++bits) {
+    ASSERT_GT(kernels::codebook_grid(bits).narrow.cells, 0) << bits;
+    ASSERT_LE(kernels::codebook_grid(bits).narrow.cells, 32) << bits;
+  }
+  EXPECT_EQ(kernels::codebook_grid(5).narrow.cells, 0);
   const std::vector<float> close = {-1.0f, 0.0f, 0.001f, 1.0f};
   const auto fine = kernels::BoundaryGrid::build(close.data(), 4);
   ASSERT_GE(fine.cells, 2000);
@@ -586,9 +592,10 @@ TEST(SimdParity, QuantizeGridCountsBoundariesExactly) {
   for (SimdLevel level : simd_levels()) {
     const auto& k = kernels::kernel_set(level);
     const auto& scalar = kernels::kernel_set(SimdLevel::kScalar);
-    for (int bits = 5; bits <= 8; ++bits) {
+    for (int bits = 4; bits <= 8; ++bits) {
       const auto& book = lloyd_max_codebook(bits);
-      std::vector<float> table(book.centroids.begin(), book.centroids.end());
+      std::vector<float> table(std::max<size_t>(book.centroids.size(), kernels::kMinTableSize), 0.0f);
+      std::copy(book.centroids.begin(), book.centroids.end(), table.begin());
       std::vector<float> bounds(table.size(), INFINITY);
       std::copy(book.boundaries.begin(), book.boundaries.end(), bounds.begin());
       // Lengths ending on, before and after the AVX2 route's 128-value chunks, with 8-value tails.
@@ -603,6 +610,15 @@ TEST(SimdParity, QuantizeGridCountsBoundariesExactly) {
         ASSERT_EQ(ia, ib) << "bits " << bits << " n " << n << " level " << int(level);
         ASSERT_EQ(ra, rb) << "bits " << bits << " n " << n << " level " << int(level);
       }
+      // Every boundary, and the floats on either side of it (scale 1: the values are the products).
+      std::vector<float> on;
+      for (float b : book.boundaries) on.insert(on.end(), {b, std::nextafter(b, -INFINITY), std::nextafter(b, INFINITY)});
+      const int count = int(on.size());
+      std::vector<uint8_t> ia(count), ib(count);
+      scalar.quantize(on.data(), 1.0f, bounds.data(), table.data(), nullptr, bits, ia.data(), nullptr, count);
+      k.quantize(on.data(), 1.0f, bounds.data(), table.data(), &kernels::codebook_grid(bits), bits, ib.data(),
+                 nullptr, count);
+      ASSERT_EQ(ia, ib) << "bits " << bits << " on the boundaries, level " << int(level);
     }
     // Hand-made boundaries padded with +inf to a 5-bit table: values on and next to each of them.
     std::vector<float> bounds(32, INFINITY), table(32, 0.0f);
