@@ -26,7 +26,7 @@ const bool kHasAvx512Vnni = [] {
 }();
 
 bool int8_vnni_fit(int bits, int64_t code_bytes, int d) {
-  return kHasAvx512Vnni && int8_packed_lanes(bits, code_bytes, d);
+  return kHasAvx512Vnni && (int8_packed_lanes(bits, code_bytes, d) || (bits == 3 && planes_vbmi_fit(bits, d)));
 }
 
 namespace {
@@ -242,6 +242,13 @@ void dot_int8_vnni_rows(const int8_t* q8, const float* q_scale, int m, const uin
 void dot_packed_int8_vnni(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                           int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                           int bits, int d, float* out, int64_t out_stride) {
+  if (bits == 3) {
+    // Index bytes first (64 per vpermb + vpmultishiftqb), then the one-index-per-byte route: the
+    // AVX2 kernel's per-key unpack made 3-bit int8 scores slower than float32 at this level.
+    std::vector<uint8_t> idx(static_cast<size_t>(n) * d);
+    unpack_rows_vbmi(codes, code_bytes, n, bits, d, idx.data());
+    return dot_int8_vnni<1, false>(q8, q_scale, m, idx.data(), d, n, table8, table_scale, d, out, out_stride);
+  }
   switch (bits) {
     case 4: return dot_int8_vnni_rows<2>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, d, out, out_stride);
     case 2: return dot_int8_vnni_rows<4>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, d, out, out_stride);

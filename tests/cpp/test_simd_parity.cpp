@@ -106,8 +106,8 @@ TEST(SimdParity, CodesAndNormsAreBitIdentical) {
 TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
   for (SimdLevel level : supported_simd()) {
     // Every SIMD level has its own int8 kernel: this test compares two. AVX-512 hands 1-, 2- and
-    // 4-bit keys on packed lanes to its VNNI kernel where the CPU has VNNI (asserted per shape
-    // below), everything else to the AVX2 kernel.
+    // 4-bit keys on packed lanes (and 3-bit ones, with VBMI) to its VNNI kernel where the CPU has
+    // VNNI (asserted per shape below), everything else to the AVX2 kernel.
     if (level != SimdLevel::kScalar) {
       ASSERT_NE(kernels::kernel_set(level).dot_packed_int8,
                 kernels::kernel_set(SimdLevel::kScalar).dot_packed_int8)
@@ -132,10 +132,12 @@ TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
           if (bits == 3) {
             EXPECT_EQ(kernels::int8_three_bit_in_registers(int64_t(simd.code_bytes()), d), d % 32 == 0) << d;
           }
-          if (mode == Mode::kMse) {  // the VNNI route's shapes: whole indices per byte, 16-byte rows
+          if (mode == Mode::kMse) {  // the VNNI route's shapes: whole indices per byte, 16-byte rows;
+                                     // 3 bits with VBMI at head_dim a multiple of 64
             const bool packed_lanes = bits != 3 && d * bits % 128 == 0;
+            const bool three = bits == 3 && kernels::kHasAvx512Vbmi && d % 64 == 0;
             EXPECT_EQ(kernels::int8_vnni_fit(bits, int64_t(simd.code_bytes()), d),
-                      kernels::kHasAvx512Vnni && packed_lanes) << d << " " << bits;
+                      kernels::kHasAvx512Vnni && (packed_lanes || three)) << d << " " << bits;
           }
           EncodedStore enc(scalar, n);
           scalar.encode(x.data(), n, d, enc.out());
