@@ -1,5 +1,6 @@
-// Int8 scores of 1-, 2- and 4-bit keys on AVX-512 with VNNI (Ice Lake, Sapphire Rapids, Zen 4 and
-// later). Same integers as every other level (dot_int8_kernels.cpp), so the same floats.
+// Int8 scores of 1-4-bit keys on AVX-512 with VNNI (Ice Lake, Sapphire Rapids, Zen 4 and later;
+// 3-bit keys also need VBMI, which unpacks them to index bytes first). Same integers as every other
+// level (dot_int8_kernels.cpp), so the same floats.
 //
 // vpdpbusd multiplies unsigned by signed bytes and adds each 4 neighbouring products into an int32
 // lane, exactly (no saturation). The centroids are signed, so the table holds c + 128 (1..255) and
