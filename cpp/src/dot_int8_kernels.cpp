@@ -182,7 +182,7 @@ void dot_packed_int8_avx2(const int8_t* q8, const float* q_scale, int m, const u
   });
 }
 
-// AVX-512: the VNNI kernel where it fits (1, 2, 4 bits on packed lanes), else the AVX2 one.
+// AVX-512: the VNNI kernel where it fits (int8_vnni_fit), else the AVX2 one.
 void dot_packed_int8_avx512(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                             int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                             int bits, int d, float* out, int64_t out_stride) {

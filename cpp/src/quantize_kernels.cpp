@@ -462,7 +462,6 @@ TURBOKV_TARGET_AVX512 inline __m512i narrow_grid_index(const NarrowGridAvx512& g
                                _mm512_set1_epi32(1));
 }
 
-template <int kBits>
 TURBOKV_TARGET_AVX512 void quantize_narrow_avx512(const float* x, float scale, const BoundaryGrid& grid,
                                                   const float* centroids, uint8_t* idx, float* residual,
                                                   int n) {
@@ -474,7 +473,7 @@ TURBOKV_TARGET_AVX512 void quantize_narrow_avx512(const float* x, float scale, c
     const __m512i index = narrow_grid_index(g, v);
     _mm_mask_storeu_epi8(idx + i, mask, _mm512_cvtepi32_epi8(index));
     if (residual != nullptr) {
-      _mm512_mask_storeu_ps(residual + i, mask, _mm512_sub_ps(v, lookup16<kBits>(centroids, index)));
+      _mm512_mask_storeu_ps(residual + i, mask, _mm512_sub_ps(v, lookup16<4>(centroids, index)));
     }
   }
 }
@@ -504,7 +503,7 @@ TURBOKV_TARGET_AVX512 void quantize_avx512(const float* x, float scale, const fl
   // 2-core AVX-512 VM); 2 bits measured 1.18 (two search steps are cheaper than the grid's nine
   // operations) and 3 bits 1.01, so they keep the search.
   if (bits == 4 && grid != nullptr && grid->narrow.cells > 0) {
-    quantize_narrow_avx512<4>(x, scale, *grid, centroids, idx, residual, n);
+    quantize_narrow_avx512(x, scale, *grid, centroids, idx, residual, n);
     _mm256_zeroupper();
     return;
   }
