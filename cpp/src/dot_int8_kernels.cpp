@@ -18,6 +18,9 @@
 #if defined(__aarch64__)
 #include <arm_neon.h>
 #endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 namespace turbokv {
 namespace kernels {
@@ -90,96 +93,28 @@ class [[maybe_unused]] Int8KeyRows {
 };
 
 #if TURBOKV_X86
-// AVX2: pshufb looks 32 indices up in the 16-byte centroid table and maddubs multiplies |c| by
-// the query byte carrying c's sign (no saturation: 2 * 127^2 < 2^15), madd with ones widens to
-// int32.
-// 32 bytes of a key; a last chunk of 16 is zero-extended (its query bytes are zero).
-TURBOKV_TARGET_AVX2 __m256i load_chunk32(const uint8_t* p, int64_t remaining) {
-  if (remaining >= 32) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  return _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
+// The AVX2 kernel twice (int8_avx2_kernel.inc), without and with AVX-VNNI.
+namespace plain {
+#define TURBOKV_INT8_AVX2_TARGET TURBOKV_TARGET_AVX2
+#define TURBOKV_INT8_AVX_VNNI 0
+#include "int8_avx2_kernel.inc"
+#undef TURBOKV_INT8_AVX_VNNI
+#undef TURBOKV_INT8_AVX2_TARGET
+}  // namespace plain
 
-template <int kFields, int kTile, bool kThreeBit>
-TURBOKV_TARGET_AVX2 void score_key_int8(const uint8_t* key, const Int8Layout& L, const int8_t* qt,
-                                        int64_t per_query, __m256i table, const float* scales,
-                                        int64_t code_bytes, float* out, int64_t out_stride) {
-  const __m256i mask = _mm256_set1_epi8(static_cast<char>(L.bits >= 8 ? 0xFF : (1 << L.bits) - 1));
-  const __m256i ones = _mm256_set1_epi16(1);
-  __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
-                    _mm256_setzero_si256()};
-  for (int g = 0; g < L.chunks; ++g) {
-    const __m256i bytes =
-        kThreeBit ? _mm256_set_m128i(unpack3_x16_avx2(key + 12 * g + 6, key + code_bytes),
-                                     unpack3_x16_avx2(key + 12 * g, key + code_bytes))
-                  : load_chunk32(key + 32 * g, L.stride - 32 * g);
-    for (int s = 0; s < kFields; ++s) {
-      const __m256i idx =
-          kFields == 1 ? bytes : _mm256_and_si256(_mm256_srli_epi16(bytes, s * L.bits), mask);
-      const __m256i c = _mm256_shuffle_epi8(table, idx);
-      const __m256i c_abs = _mm256_abs_epi8(c);
-      const int8_t* qs = qt + (static_cast<int64_t>(g) * kFields + s) * 32;
-      for (int a = 0; a < kTile; ++a) {
-        const __m256i qa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + a * per_query));
-        const __m256i pairs = _mm256_maddubs_epi16(c_abs, _mm256_sign_epi8(qa, c));
-        acc[a] = _mm256_add_epi32(acc[a], _mm256_madd_epi16(pairs, ones));
-      }
-    }
-  }
-  // Four horizontal int32 sums at once: lane a of the result is query a's.
-  const __m256i h01 = _mm256_hadd_epi32(acc[0], acc[1]), h23 = _mm256_hadd_epi32(acc[2], acc[3]);
-  const __m256i h = _mm256_hadd_epi32(h01, h23);
-  const __m128i sums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-  alignas(16) float values[4];
-  _mm_store_ps(values, _mm_mul_ps(_mm_cvtepi32_ps(sums), _mm_loadu_ps(scales)));
-  for (int a = 0; a < kTile; ++a) out[a * out_stride] = values[a];
-}
-
-template <int kFields, bool kThreeBit>
-TURBOKV_TARGET_AVX2 void dot_int8_avx2(const int8_t* q8, const float* q_scale, int m,
-                                       const uint8_t* codes, int64_t code_bytes, int64_t n,
-                                       const int8_t* table8, float table_scale, int bits, int d,
-                                       float* out, int64_t out_stride) {
-  // kFields == 1: the indices are unpacked per key into a zero-padded buffer of whole chunks, or
-  // (kThreeBit) in registers from the packed row.
-  constexpr bool unpacked = kFields == 1;
-  const Int8Layout L = int8_layout(32, kFields, bits, code_bytes, d);
-  const int64_t per_query = static_cast<int64_t>(L.chunks) * kFields * 32;
-  const std::vector<int8_t> qperm = permute_queries(q8, m, d, L, 32);
-  // The same products as the scalar kernel: q_scale[a] * table_scale, then times the sum.
-  std::vector<float> scales(static_cast<size_t>(m) + 4, 0.0f);
-  for (int a = 0; a < m; ++a) scales[a] = q_scale[a] * table_scale;
-  alignas(32) int8_t repeated[32];
-  for (int i = 0; i < 32; ++i) repeated[i] = table8[i & 15];
-  const __m256i table = _mm256_load_si256(reinterpret_cast<const __m256i*>(repeated));
-  Int8KeyRows keys(codes, code_bytes, bits, d, unpacked && !kThreeBit, L.stride, SimdLevel::kAvx2);
-  for (int64_t j = 0; j < n; ++j) {
-    const uint8_t* key = keys(j);
-    int a = 0;
-    for (; a + 4 <= m; a += 4) {
-      score_key_int8<kFields, 4, kThreeBit>(key, L, qperm.data() + a * per_query, per_query, table,
-                                            scales.data() + a, code_bytes, out + a * out_stride + j,
-                                            out_stride);
-    }
-    const int rest = m - a;
-    const int8_t* qt = qperm.data() + a * per_query;
-    float* o = out + a * out_stride + j;
-    const float* sc = scales.data() + a;
-    if (rest == 3) score_key_int8<kFields, 3, kThreeBit>(key, L, qt, per_query, table, sc, code_bytes, o, out_stride);
-    if (rest == 2) score_key_int8<kFields, 2, kThreeBit>(key, L, qt, per_query, table, sc, code_bytes, o, out_stride);
-    if (rest == 1) score_key_int8<kFields, 1, kThreeBit>(key, L, qt, per_query, table, sc, code_bytes, o, out_stride);
-  }
-}
+namespace avx_vnni {
+#define TURBOKV_INT8_AVX2_TARGET __attribute__((target("avx2,fma,bmi,bmi2,f16c,avxvnni")))
+#define TURBOKV_INT8_AVX_VNNI 1
+#include "int8_avx2_kernel.inc"
+#undef TURBOKV_INT8_AVX_VNNI
+#undef TURBOKV_INT8_AVX2_TARGET
+}  // namespace avx_vnni
 
 void dot_packed_int8_avx2(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                           int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                           int bits, int d, float* out, int64_t out_stride) {
-  // 3 bits: chunk g's 32 indices taken apart from its 12 packed bytes in registers (kThreeBit).
-  if (bits == 3 && int8_three_bit_in_registers(code_bytes, d)) {
-    return dot_int8_avx2<1, true>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
-  }
-  with_int8_fields(bits, code_bytes, d, [&](auto fields) {
-    dot_int8_avx2<decltype(fields)::value, false>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
-  });
+  (kHasAvxVnni ? avx_vnni::dot_packed_int8 : plain::dot_packed_int8)(
+      q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
 }
 
 // AVX-512: the VNNI kernel where it fits (int8_vnni_fit), else the AVX2 one.
@@ -259,6 +194,22 @@ void dot_packed_int8_neon(const int8_t* q8, const float* q_scale, int m, const u
 #endif
 
 }  // namespace
+
+#if TURBOKV_X86
+const bool kHasAvxVnni = [] {
+  // CPUID leaf 7 subleaf 1, EAX bit 4 (clang 14's __builtin_cpu_supports has no "avxvnni"). The
+  // AVX2 level that uses it has already checked that the OS saves the 256-bit registers.
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) != 0 && ((eax >> 4) & 1u) != 0;
+}();
+
+DotPackedInt8Fn dot_packed_int8_avx2_variant(bool avx_vnni) {
+  return avx_vnni ? avx_vnni::dot_packed_int8 : plain::dot_packed_int8;
+}
+#else
+const bool kHasAvxVnni = false;
+DotPackedInt8Fn dot_packed_int8_avx2_variant(bool) { return nullptr; }
+#endif
 
 DotPackedInt8Fn select_dot_packed_int8(SimdLevel level) {
   // The AVX-512 level takes the VNNI kernel where the CPU has it and the shape fits, else the AVX2

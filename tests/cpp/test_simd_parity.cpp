@@ -114,7 +114,7 @@ TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
           << simd_name(level);
     }
     if (level == SimdLevel::kAvx512) {
-      std::cout << "[ info     ] AVX-512 int8 scores of 1/2/4-bit packed lanes: "
+      std::cout << "[ info     ] AVX-512 int8 scores of 1/2/4-bit packed lanes (3 bits with VBMI): "
                 << (kernels::kHasAvx512Vnni ? "VNNI kernel" : "AVX2 kernel (no VNNI)") << "\n";
     }
     for (int d : {8, 16, 32, 64, 80, 96, 128, 160, 256}) {
@@ -192,6 +192,44 @@ TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
   wide.bits = 5;
   Codec five(wide);
   EXPECT_FALSE(five.int8_scores_supported());
+}
+
+// The AVX2 level's int8 kernel uses AVX-VNNI where the CPU has it: both variants must return the
+// scalar kernel's floats (exact integer sums): the plain one on every AVX2 machine, the VNNI one
+// where the CPU can run it (the level's own kernel, also in the test above, is the one it picks).
+TEST(SimdParity, BothAvx2Int8VariantsEqualScalar) {
+#if TURBOKV_X86
+  if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX2 on this CPU";
+  std::cout << "[ info     ] AVX2 int8 scores with AVX-VNNI: " << (kernels::kHasAvxVnni ? "yes" : "no (plain only)") << "\n";
+  const auto& scalar = kernels::kernel_set(SimdLevel::kScalar);
+  std::mt19937 gen(21);
+  std::vector<int8_t> table8(16);
+  for (auto& t : table8) t = int8_t(int(gen() % 255) - 127);
+  for (bool vnni : {false, true}) {
+    if (vnni && !kernels::kHasAvxVnni) continue;
+    const kernels::DotPackedInt8Fn kernel = kernels::dot_packed_int8_avx2_variant(vnni);
+    ASSERT_NE(kernel, nullptr);
+    for (int bits = 1; bits <= 4; ++bits) {
+      for (int d : {32, 64, 80, 96, 128, 256}) {
+        const int64_t code_bytes = (int64_t(d) * bits + 7) / 8, n = 37;
+        std::vector<uint8_t> codes(size_t(code_bytes * n));
+        for (auto& c : codes) c = uint8_t(gen());
+        for (int m : {1, 3, 4, 6}) {
+          std::vector<int8_t> q8(size_t(m) * d);
+          for (auto& q : q8) q = int8_t(int(gen() % 255) - 127);
+          std::vector<float> q_scale(m, 0.01f), a(size_t(m) * n), b(size_t(m) * n);
+          scalar.dot_packed_int8(q8.data(), q_scale.data(), m, codes.data(), code_bytes, n, table8.data(), 0.02f,
+                                 bits, d, a.data(), n);
+          kernel(q8.data(), q_scale.data(), m, codes.data(), code_bytes, n, table8.data(), 0.02f, bits, d, b.data(), n);
+          ASSERT_EQ(a, b) << "vnni=" << vnni << " bits=" << bits << " d=" << d << " m=" << m;
+        }
+      }
+    }
+  }
+#else
+  EXPECT_EQ(kernels::dot_packed_int8_avx2_variant(true), nullptr);
+  EXPECT_FALSE(kernels::kHasAvxVnni);
+#endif
 }
 
 // select_fwht takes one of two AVX2 transforms by CPU (128-bit halves on Zen 1, vperm2f128
