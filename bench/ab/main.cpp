@@ -22,7 +22,7 @@
   void side##_encode(void*, const float*, int64_t, uint8_t*, float*);                        \
   void side##_codec_delete(void*);                                                           \
   void* side##_layer_new(int, int, int, int, int, const float*, const float*, int64_t);      \
-  void side##_attend(void*, const float*, int, float, bool, bool, float*);                        \
+  void side##_attend(void*, const float*, int, float, bool, bool, float*);                  \
   void side##_layer_delete(void*);
 AB_DECLARE(ab_base)
 AB_DECLARE(ab_head)
@@ -102,7 +102,9 @@ int main(int argc, char** argv) {
     const bool threaded = argc > 6 ? std::atoi(argv[6]) != 0 : true;
     const int simd = argc > 7 ? std::atoi(argv[7]) : kDefaultSimd;
     const int q_heads = argc > 9 ? std::atoi(argv[8]) : 32, kv_heads = argc > 9 ? std::atoi(argv[9]) : 8;
-    const bool int8 = argc > 10 && std::string(argv[10]) == "int8";
+    // Head counts come as a pair; the only word after them is int8 (anything else is refused).
+    if (argc == 9 || argc > 11 || (argc == 11 && std::string(argv[10]) != "int8")) return usage();
+    const bool int8 = argc == 11;
     const auto k = gaussian(size_t(kv_heads) * context * d, 2), v = gaussian(k.size(), 3), q = gaussian(size_t(q_heads) * d, 4);
     void* base = ab_base_layer_new(d, kv_heads, kbits, vbits, simd, k.data(), v.data(), context);
     void* head = ab_head_layer_new(d, kv_heads, kbits, vbits, simd, k.data(), v.data(), context);

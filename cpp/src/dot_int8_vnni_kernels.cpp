@@ -246,7 +246,9 @@ void dot_packed_int8_vnni(const int8_t* q8, const float* q_scale, int m, const u
   if (bits == 3) {
     // Index bytes first (64 per vpermb + vpmultishiftqb), then the one-index-per-byte route: the
     // AVX2 kernel's per-key unpack made 3-bit int8 scores slower than float32 at this level.
-    std::vector<uint8_t> idx(static_cast<size_t>(n) * d);
+    // One buffer per thread, kept across calls: decode calls this once per 256-token block.
+    thread_local std::vector<uint8_t> idx;
+    idx.resize(static_cast<size_t>(n) * d);
     unpack_rows_vbmi(codes, code_bytes, n, bits, d, idx.data());
     return dot_int8_vnni<1, false>(q8, q_scale, m, idx.data(), d, n, table8, table_scale, d, out, out_stride);
   }
