@@ -2,7 +2,7 @@
 
     python bench/attention.py [--contexts 1024 4096 16384 32768 65536] [--settings 4,4 4,2]
         [--batch 1] [--heads 32 8] [--simd avx2 avx512] [--scores exact int8]
-        [--json bench/results/attention.json]
+        [--values exact int8] [--json bench/results/attention.json]
 
 Shape: batch --batch (1), 8 KV heads, 32 query heads (GQA 4), head_dim 128, one query token. Rows:
 turbokv fused attention (K4V4, K4V2) on the codes; numpy float32 dense attention; torch
@@ -34,12 +34,14 @@ def main() -> None:
                         help="time the fused rows at these instruction sets (scalar avx2 avx512); default: the best")
     parser.add_argument("--scores", nargs="+", default=["exact"], choices=["exact", "int8"],
                         help="score precision per fused row (int8: keys of at most 4 bits)")
+    parser.add_argument("--values", nargs="+", default=["exact"], choices=["exact", "int8"],
+                        help="value precision per fused row, with each score precision (int8: values of at most 4 bits)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     settings = [tuple(int(b) for b in s.split(",")) for s in args.settings]
     results = run_attention(args.contexts, args.repeats, settings=settings, batch=args.batch,
                             simd_levels=args.simd or (None,), heads=tuple(args.heads),
-                            score_modes=args.scores)
+                            score_modes=args.scores, value_modes=args.values)
     if not results["torch"]:
         print("torch not installed: no torch SDPA rows (pip install torch==2.13.0)")
     print(attention_table(results))

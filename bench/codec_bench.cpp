@@ -152,16 +152,22 @@ BENCHMARK(BM_GroupScores)->ArgNames({"bits", "simd", "int8"})->ArgsProduct({{1, 
 void BM_GroupValues(benchmark::State& state) {
   const int d = 128, bits = int(state.range(0));
   const auto level = SimdLevel(state.range(1));
+  const bool int8 = state.range(2) == 1;
   if (skip_unsupported(state, level)) return;
   Fixture f(d, bits, Mode::kMse, level);
+  if (int8 && !f.codec.int8_values_supported()) {
+    state.SkipWithError("int8 values need values of at most 4 bits");
+    return;
+  }
   std::vector<float> w(4 * kVectors, 1.0f / kVectors), acc(4 * d), sketch(4 * d), scratch(5 * kVectors);
   for (auto _ : state) {
-    f.codec.accumulate(w.data(), kVectors, 4, f.in(), kVectors, acc.data(), sketch.data(), scratch.data());
+    f.codec.accumulate(w.data(), kVectors, 4, f.in(), kVectors, acc.data(), sketch.data(), scratch.data(),
+                       int8 ? ValuePrecision::kInt8 : ValuePrecision::kExact);
     benchmark::DoNotOptimize(acc.data());
   }
   state.SetItemsProcessed(state.iterations() * kVectors);  // tokens
 }
-BENCHMARK(BM_GroupValues)->ArgNames({"bits", "simd"})->ArgsProduct({{1, 2, 3, 4, 8}, {1, 2}});
+BENCHMARK(BM_GroupValues)->ArgNames({"bits", "simd", "int8"})->ArgsProduct({{1, 2, 3, 4, 8}, {1, 2}, {0, 1}});
 
 void codec_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"d", "bits", "simd", "prod"});
@@ -202,8 +208,12 @@ void BM_Attention(benchmark::State& state) {
   std::vector<float> q(q_heads * d), out(q.size());
   for (float& x : q) x = g(gen);
   const bool threaded = state.range(3) != 0;
+  AttentionOptions options{0.088f};
+  // int8: 0 float32 sums, 1 int8 scores, 2 int8 scores and values (where the widths allow).
+  if (state.range(4) >= 1) options.scores = ScorePrecision::kInt8;
+  if (state.range(4) >= 2) options.values = ValuePrecision::kInt8;
   for (auto _ : state) {
-    cache.attention(q.data(), 1, q_heads, 1, AttentionOptions{0.088f}, out.data(), threaded);
+    cache.attention(q.data(), 1, q_heads, 1, options, out.data(), threaded);
     benchmark::DoNotOptimize(out.data());
   }
   state.SetBytesProcessed(state.iterations() * cache.used_bytes());
@@ -262,14 +272,16 @@ BENCHMARK(BM_Avx512FmaPeak);
 }  // namespace
 
 BENCHMARK(BM_Attention)
-    ->ArgNames({"context", "kbits", "vbits", "threads"})
-    ->Args({2048, 4, 4, 0})
-    ->Args({8192, 4, 4, 0})
-    ->Args({32768, 4, 4, 0})
-    ->Args({32768, 4, 4, 1})
-    ->Args({32768, 4, 2, 1})
-    ->Args({32768, 8, 4, 1})  // the default preset, K8V4
-    ->Args({32768, 0, 0, 1})
+    ->ArgNames({"context", "kbits", "vbits", "threads", "int8"})
+    ->Args({2048, 4, 4, 0, 0})
+    ->Args({8192, 4, 4, 0, 0})
+    ->Args({32768, 4, 4, 0, 0})
+    ->Args({32768, 4, 4, 0, 1})
+    ->Args({32768, 4, 4, 0, 2})
+    ->Args({32768, 4, 4, 1, 0})
+    ->Args({32768, 4, 2, 1, 0})
+    ->Args({32768, 8, 4, 1, 0})  // the default preset, K8V4
+    ->Args({32768, 0, 0, 1, 0})
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Rotate)->Apply(rotate_args);
 BENCHMARK(BM_Encode)->Apply(codec_args);

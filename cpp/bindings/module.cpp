@@ -180,6 +180,12 @@ ScorePrecision score_precision(const std::string& name) {
   throw py::value_error("scores must be 'exact' or 'int8', got '" + name + "'");
 }
 
+ValuePrecision value_precision(const std::string& name) {
+  if (name == "exact") return ValuePrecision::kExact;
+  if (name == "int8") return ValuePrecision::kInt8;
+  throw py::value_error("values must be 'exact' or 'int8', got '" + name + "'");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -197,6 +203,14 @@ PYBIND11_MODULE(_core, m) {
     return names;
   });
   m.def("default_simd", [] { return std::string(simd_name(default_simd())); });
+  m.def("int8_values_fast", [](int bits, int head_dim) {
+    CodecConfig cfg;
+    cfg.bits = bits;
+    cfg.head_dim = head_dim;
+    return Codec(cfg, default_simd()).int8_values_fast();
+  }, py::arg("bits"), py::arg("head_dim"),
+  "Whether values=\"int8\" runs a SIMD kernel for these values at the default SIMD level "
+  "(AVX-512 with VNNI and VBMI) rather than the portable reference, which is slower than exact.");
 
   m.def("attention_kl",
         [](py::array q, py::array exact, py::array stored, float scale, bool causal, int64_t window,
@@ -321,7 +335,8 @@ PYBIND11_MODULE(_core, m) {
       .def("attention",
            [](const KVCacheLayer& c, py::array q, float scale, bool threaded,
               std::optional<py::array> key_valid, float softcap, std::optional<py::array> sinks,
-              const std::string& path, bool causal, int64_t window, const std::string& scores) {
+              const std::string& path, bool causal, int64_t window, const std::string& scores,
+              const std::string& values) {
              if (q.ndim() != 4 || q.shape(3) != c.config().head_dim) {
                throw py::value_error("queries must have shape (batch, q_heads, q_len, head_dim)");
              }
@@ -340,6 +355,7 @@ PYBIND11_MODULE(_core, m) {
                throw py::value_error("path must be 'auto', 'codes' or 'tiles', got '" + path + "'");
              }
              options.scores = score_precision(scores);
+             options.values = value_precision(values);
              const float* qp = buffer<float>(q, static_cast<size_t>(q.size()), "queries", false);
              if (key_valid) {
                // The mask's token count travels with it; the cache checks it under its lock.
@@ -361,12 +377,12 @@ PYBIND11_MODULE(_core, m) {
                report = c.attention(qp, q.shape(0), q.shape(1), q.shape(2), options, op, threaded);
              }
              return py::make_tuple(out, report.items, report.tiled_items, report.sequence_splits,
-                                   report.int8_items);
+                                   report.int8_items, report.int8_value_items);
            },
            py::arg("queries"), py::arg("scale"), py::arg("threaded") = true,
            py::arg("key_valid") = py::none(), py::arg("softcap") = 0.0f,
            py::arg("sinks") = py::none(), py::arg("path") = "auto", py::arg("causal") = true,
-           py::arg("window") = 0, py::arg("scores") = "exact")
+           py::arg("window") = 0, py::arg("scores") = "exact", py::arg("values") = "exact")
       .def("select_batch",
            [](KVCacheLayer& c, std::vector<int64_t> rows) {
              py::gil_scoped_release release;

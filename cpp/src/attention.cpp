@@ -58,6 +58,7 @@ struct StreamWork {
   float scale, softcap;
   bool tiles, causal;
   bool int8 = false;  // score the key codes in int8 (set before reset)
+  ValuePrecision value_precision = ValuePrecision::kExact;  // how value codes are summed
   const uint8_t* valid = nullptr;  // this stream's batch row of key_valid, or nullptr
   std::vector<float> row_sink;     // the sink logit of each row's query head; empty: no sinks
   std::vector<float> row_offset;   // q . key_offset per row (raw score units); empty: none
@@ -244,7 +245,7 @@ struct StreamWork {
                   acc_dense.data());
     } else {
       values.codec()->accumulate(scores.data(), n, rows, vs.codes, n, acc_rotated.data(),
-                                 acc_sketch.data(), scratch.data());
+                                 acc_sketch.data(), scratch.data(), value_precision);
     }
   }
 
@@ -396,6 +397,8 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
   const int64_t tile_rows = min_tile_rows(keys.side().bits, keys.simd_level());
   const bool int8_keys = options.scores == ScorePrecision::kInt8 && keys.codec() &&
                          keys.codec()->int8_scores_supported();
+  const bool int8_values = options.values == ValuePrecision::kInt8 && values.codec() &&
+                           values.codec()->int8_values_supported();
   std::vector<std::unique_ptr<StreamWork>> parts(static_cast<size_t>(items * splits));
   std::vector<std::vector<float*>> out_rows(static_cast<size_t>(items));
   // The work of one item with its queries loaded; `keep_rows`: record where its rows go (once per
@@ -411,6 +414,7 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
                                           options.scale, options.softcap, tiles, options.causal,
                                           options.window);
     w->int8 = int8_keys && !tiles;
+    if (int8_values && !tiles) w->value_precision = ValuePrecision::kInt8;
     if (options.key_valid) w->valid = options.key_valid + b * keys.length();
     if (options.sinks) w->row_sink.resize(static_cast<size_t>(rows));
     // Centred keys: the softmax alone ignores the per-query constant q . offset, a softcap or a
@@ -473,6 +477,7 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
   }
   AttentionReport report{items, tiled, splits};
   report.int8_items = int8_keys ? items - tiled : 0;
+  report.int8_value_items = int8_values ? items - tiled : 0;
   return report;
 }
 

@@ -317,8 +317,13 @@ void Codec::scores_prepared_int8(const int8_t* q8, const float* scales, const fl
 
 void Codec::accumulate(const float* w, int64_t w_stride, int64_t m,
                        const ConstEncodedBuffers& values, int64_t n, float* acc_rotated,
-                       float* acc_sketch, float* scratch) const {
+                       float* acc_sketch, float* scratch, ValuePrecision precision) const {
   const int d = config_.head_dim;
+  const bool int8 = precision == ValuePrecision::kInt8;
+  if (int8 && !int8_values_supported()) {
+    throw std::invalid_argument("int8 values need values of at most 4 bits, these have " +
+                                std::to_string(mse_bits()));
+  }
   // decode(v_j) = R^T (||v_j|| c[idx_j] / sqrt(d) + ||v_j|| beta gamma_j S^T s_j): fold the
   // per-token scalars into the weights, then sum codes and signs in their own domains.
   const float* norms = load_norms(values.norms, 0, n, scratch + m * n);  // scratch: (m + 1) n
@@ -327,9 +332,16 @@ void Codec::accumulate(const float* w, int64_t w_stride, int64_t m,
     float* sa = scratch + a * n;
     for (int64_t j = 0; j < n; ++j) sa[j] = wa[j] * (norms[j] * inv_sqrt_dim_);
   }
-  kernels_->axpy_packed(scratch, n, static_cast<int>(m), values.codes,
-                        static_cast<int64_t>(code_bytes()), n, centroids_.data(), mse_bits(), d,
-                        acc_rotated);
+  if (int8) {
+    // The kernel refuses negative weights (rounded on each group's largest) before adding anything.
+    kernels_->axpy_packed_int8(scratch, n, static_cast<int>(m), values.codes,
+                               static_cast<int64_t>(code_bytes()), n, centroids_int8_.data(),
+                               centroids_int8_scale_, mse_bits(), d, acc_rotated);
+  } else {
+    kernels_->axpy_packed(scratch, n, static_cast<int>(m), values.codes,
+                          static_cast<int64_t>(code_bytes()), n, centroids_.data(), mse_bits(), d,
+                          acc_rotated);
+  }
   if (config_.mode != Mode::kProd) return;
   const float beta = qjl_.front().estimator_scale() * sqrt_dim_;  // undoes the 1/sqrt(d) above
   for (int64_t j = 0; j < n; ++j) {
@@ -342,6 +354,11 @@ void Codec::accumulate(const float* w, int64_t w_stride, int64_t m,
       for (int i = 0; i < d; ++i) acc[i] += ((signs[i >> 3] >> (i & 7)) & 1u) ? weight : -weight;
     }
   }
+}
+
+bool Codec::int8_values_fast() const {
+  return int8_values_supported() && level_ == SimdLevel::kAvx512 &&
+         kernels::int8_values_vnni_fit(mse_bits(), static_cast<int64_t>(code_bytes()), config_.head_dim);
 }
 
 void Codec::finish_accumulated(float* acc_rotated, const float* acc_sketch, float* out) const {

@@ -38,6 +38,7 @@ KernelSet build(SimdLevel level) {
   k.dot_packed = select_dot_packed(level);
   k.dot_packed_int8 = select_dot_packed_int8(level);
   k.axpy_packed = select_axpy_packed(level);
+  k.axpy_packed_int8 = select_axpy_packed_int8(level);
   k.dot_half = select_dot_half(level);
   k.axpy_half = select_axpy_half(level);
   k.to_half = select_to_half(level);

@@ -65,6 +65,12 @@ def _check_scores(scores: Any) -> str:
     return scores
 
 
+def _check_values(values: Any) -> str:
+    if values not in ("exact", "int8"):
+        raise ValueError(f"values must be 'exact' or 'int8', got {values!r}")
+    return values
+
+
 class KVCache:
     """One attention layer's key/value cache, stored TurboQuant-compressed.
 
@@ -109,6 +115,9 @@ class KVCache:
         scores: how ``attention`` sums scores on the codes unless told otherwise: ``"exact"``
             (float32, default) or ``"int8"`` (query and centroids rounded to int8, summed
             exactly; keys of at most 4 bits; see ``attention``).
+        values: how ``attention`` sums values on the codes unless told otherwise: ``"exact"``
+            (float32, default) or ``"int8"`` (weights rounded to bytes per 16 tokens, centroids
+            to int8, summed exactly; values of at most 4 bits; see ``attention``).
         path: how ``attention`` does each block unless told otherwise: ``"auto"`` (default),
             ``"codes"`` or ``"tiles"`` (see ``attention``). ``"codes"`` makes a prompt's queries
             score the codes as decode steps do (with ``scores="int8"``: in int8).
@@ -129,7 +138,7 @@ class KVCache:
                  center_keys: bool = True, protect_keys: bool = True,
                  protection_bound: float = protection.DEFAULT_BOUND,
                  refine_bound: Optional[float] = None, scores: str = "exact",
-                 path: str = "auto") -> None:
+                 path: str = "auto", values: str = "exact") -> None:
         self.head_dim = check_int("head_dim", head_dim, 8, 1024)
         self.num_kv_heads = check_int("num_kv_heads", num_kv_heads, 1, 1 << 16)
         self.residual_window = check_int("residual_window", residual_window, 0, 1 << 20)
@@ -153,6 +162,7 @@ class KVCache:
         self.center_keys, self.protect_keys, self.protection_bound = center_keys, protect_keys, bound
         self.refine_bound = refine
         self.scores = _check_scores(scores)
+        self.values = _check_values(values)
         self.path = _check_path(path)
         key_seed, value_seed = layer_seeds(self.seed, self.layer_index)
         self._layer = _core.KVCacheLayer(self.head_dim, self.num_kv_heads, key, value,
@@ -166,6 +176,8 @@ class KVCache:
         self.last_attention_path: Optional[str] = None
         #: How the last attention call summed scores: "exact", "int8" or "mixed" (None: no call).
         self.last_attention_scores: Optional[str] = None
+        #: How the last attention call summed values: "exact", "int8" or "mixed" (None: no call).
+        self.last_attention_values: Optional[str] = None
         #: Parts each (batch, kv head)'s tokens were split into by the last attention call: > 1
         #: when there were fewer of them than 4 per thread (decode at small batch), so every core
         #: works and a slow core leaves its later parts to the others.
@@ -229,7 +241,8 @@ class KVCache:
     def attention(self, queries: Any, scale: Optional[float] = None, threaded: bool = True,
                   key_mask: Optional[np.ndarray] = None, softcap: Optional[float] = None,
                   sinks: Optional[Any] = None, path: Optional[str] = None, causal: bool = True,
-                  window: Optional[int] = None, scores: Optional[str] = None) -> np.ndarray:
+                  window: Optional[int] = None, scores: Optional[str] = None,
+                  values: Optional[str] = None) -> np.ndarray:
         """Softmax attention of ``queries`` over the cache, computed on the codes; causal unless
         ``causal=False``.
 
@@ -276,6 +289,19 @@ class KVCache:
                 rows' intervals (``bench/results/quality_int8.md``). It applies to keys of at
                 most 4 bits on the codes path; wider or float16 keys and tiles stay float32.
                 ``last_attention_scores`` says which ran.
+            values: how the codes path sums values (default: the cache's ``values`` setting,
+                itself ``"exact"`` unless set). ``"exact"``: float32 multiply-adds with the
+                codebook. ``"int8"``: per query and group of 16 tokens the softmax weights are
+                rounded to bytes on the group's largest, the centroids to int8, and the products
+                summed exactly in int32 (the same integers at every SIMD level). Fast on AVX-512
+                CPUs with VNNI and VBMI (Ice Lake, Sapphire Rapids, Zen 4 and later:
+                ``vpdpbusd``, 64 products per instruction) for 1-, 2- and 4-bit values; elsewhere
+                a portable reference that is slower than ``"exact"``
+                (``turbokv.int8_values_fast()`` says which). Its error is the two roundings (a
+                weight's at most 1/510 of its group's largest; measured on models in
+                ``bench/results/quality_int8.md``). It applies to values of at most 4 bits on the
+                codes path; wider or float16 values and tiles stay float32.
+                ``last_attention_values`` says which ran.
 
         A query that sees no token returns zeros. Queries holding NaN or Inf raise ValueError
         (an overflow upstream would otherwise pass unnoticed).
@@ -284,6 +310,7 @@ class KVCache:
             raise TypeError(f"causal must be bool, got {causal!r}")
         path = self.path if path is None else _check_path(path)
         scores = self.scores if scores is None else _check_scores(scores)
+        values = self.values if values is None else _check_values(values)
         if window is not None:
             if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window <= 0:
                 raise ValueError(f"window must be an int > 0 or None, got {window!r}")
@@ -316,10 +343,12 @@ class KVCache:
             return np.zeros(q.shape, np.float32)
         if self._probe is not None:
             self._protect(q, scale, causal, window)
-        out, items, tiled, splits, int8 = self._layer.attention(
-            q, scale, threaded, valid, cap, sink_logits, path, causal, int(window or 0), scores)
+        out, items, tiled, splits, int8, int8_values = self._layer.attention(
+            q, scale, threaded, valid, cap, sink_logits, path, causal, int(window or 0), scores, values)
         self.last_attention_path = "tiles" if tiled == items else "codes" if tiled == 0 else "mixed"
         self.last_attention_scores = "int8" if int8 == items else "exact" if int8 == 0 else "mixed"
+        self.last_attention_values = ("int8" if int8_values == items else "exact" if int8_values == 0
+                                      else "mixed")
         self.last_attention_splits = splits
         return out
 
@@ -451,7 +480,7 @@ class KVCache:
             "value_norm_correction": self.value_norm_correction,
             "center_keys": self.center_keys, "protect_keys": self.protect_keys,
             "protection_bound": self.protection_bound, "refine_bound": self.refine_bound,
-            "scores": self.scores, "path": self.path, "batch": self.batch, "offset": self.offset, "stored_key_bits": self.stored_key_bits,
+            "scores": self.scores, "values": self.values, "path": self.path, "batch": self.batch, "offset": self.offset, "stored_key_bits": self.stored_key_bits,
         }
 
     @property
@@ -496,6 +525,7 @@ class KVCache:
         if version == 2:  # absent in files written before they existed: the defaults
             settings["refine_bound"] = meta_state.get("refine_bound")
             settings["scores"] = meta_state.get("scores", "exact")
+            settings["values"] = meta_state.get("values", "exact")
             settings["path"] = meta_state.get("path", "auto")
         cache = cls(**settings)
         batch = check_int("batch", meta_state["batch"], 0, 1 << 31)

@@ -194,6 +194,129 @@ TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
   EXPECT_FALSE(five.int8_scores_supported());
 }
 
+// Int8 values sum integers exactly and take the same float steps at every level, so every level
+// must return the scalar reference's floats bit for bit: weights with zeros, a heavy token, an
+// all-zero group and a partial last group, 1-9 queries, every width of at most 4 bits. The path is
+// asserted per shape: AVX-512 with VNNI and VBMI runs its vpdpbusd kernel on packed lanes.
+TEST(SimdParity, Int8ValuesAreBitIdenticalToScalar) {
+  const auto& scalar = kernels::kernel_set(SimdLevel::kScalar);
+  std::mt19937 gen(5);
+  std::vector<int8_t> table8(16);
+  for (auto& t : table8) t = int8_t(int(gen() % 255) - 127);
+  for (SimdLevel level : simd_levels()) {
+    const auto& k = kernels::kernel_set(level);
+    if (level == SimdLevel::kAvx512) {
+      std::cout << "[ info     ] AVX-512 int8 values: "
+                << (kernels::kHasAvx512Vnni && kernels::kHasAvx512Vbmi ? "vpdpbusd kernel on packed lanes"
+                                                                       : "scalar reference (no VNNI + VBMI)")
+                << "\n";
+    }
+    for (int bits = 1; bits <= 4; ++bits) {
+      for (int d : {32, 64, 80, 96, 128, 256}) {
+        const int64_t code_bytes = (int64_t(d) * bits + 7) / 8;
+        const bool packed_lanes = bits != 3 && d * bits % 128 == 0;
+        EXPECT_EQ(kernels::int8_values_vnni_fit(bits, code_bytes, d),
+                  kernels::kHasAvx512Vnni && kernels::kHasAvx512Vbmi && packed_lanes) << bits << " " << d;
+        for (int64_t n : {1, 5, 16, 37, 300}) {
+          std::vector<uint8_t> codes(size_t(code_bytes * n));
+          for (auto& c : codes) c = uint8_t(gen());
+          for (int m : {1, 2, 3, 4, 5, 9}) {
+            std::vector<float> w(size_t(m) * n);
+            std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+            for (auto& v : w) v = unit(gen) < 0.1f ? 0.0f : unit(gen) * 1e-3f;
+            w[0] = 0.9f;  // a heavy token in the first group
+            if (n >= 32) std::fill(w.begin() + 16, w.begin() + 32, 0.0f);  // an all-zero group
+            std::vector<float> init(size_t(m) * d);
+            for (auto& v : init) v = unit(gen) - 0.5f;
+            std::vector<float> a = init, b = init;
+            scalar.axpy_packed_int8(w.data(), n, m, codes.data(), code_bytes, n, table8.data(), 0.02f, bits, d, a.data());
+            k.axpy_packed_int8(w.data(), n, m, codes.data(), code_bytes, n, table8.data(), 0.02f, bits, d, b.data());
+            ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)))
+                << simd_name(level) << " bits=" << bits << " d=" << d << " n=" << n << " m=" << m;
+            ASSERT_NE(a, init) << "nothing added";
+          }
+        }
+      }
+    }
+  }
+}
+
+// Against float32 values the error of int8 values is the rounding of the weights (at most 1/510
+// of their group's largest each) and of the centroids (c_max / 254): bounded here per coordinate
+// from the weights and the codebook alone, independently of the kernels.
+TEST(SimdParity, Int8ValuesStayWithinTheirRoundingBound) {
+  for (SimdLevel level : supported_simd()) {
+    for (int bits = 1; bits <= 4; ++bits) {
+      for (int d : {64, 128}) {
+        CodecConfig cfg;
+        cfg.head_dim = d;
+        cfg.bits = bits;
+        cfg.seed = 3;
+        Codec codec(cfg, level);
+        ASSERT_TRUE(codec.int8_values_supported());
+        EXPECT_EQ(codec.int8_values_fast(),
+                  level == SimdLevel::kAvx512 && kernels::int8_values_vnni_fit(bits, int64_t(codec.code_bytes()), d));
+        const int n = 300, m = 4;
+        auto x = test_util::gaussian_rows(n, d, uint32_t(d + bits));
+        EncodedStore enc(codec, n);
+        codec.encode(x.data(), n, d, enc.out());
+        std::mt19937 gen(uint32_t(bits * 7 + d));
+        std::uniform_real_distribution<float> logit(-6.0f, 0.0f);
+        std::vector<float> w(size_t(m) * n);
+        for (auto& v : w) v = std::exp(logit(gen));
+        for (int a = 0; a < m; ++a) w[size_t(a) * n + 3 * a] = 50.0f;  // a sink per query
+        std::vector<float> exact(size_t(m) * d, 0.0f), int8(size_t(m) * d, 0.0f), sketch(size_t(m) * d, 0.0f);
+        std::vector<float> scratch(size_t(m + 1) * n);
+        codec.accumulate(w.data(), n, m, enc.in(), n, exact.data(), sketch.data(), scratch.data());
+        codec.accumulate(w.data(), n, m, enc.in(), n, int8.data(), sketch.data(), scratch.data(),
+                         ValuePrecision::kInt8);
+        const auto& c = codec.codebook().centroids;
+        float c_max = 0.0f;
+        for (float v : c) c_max = std::max(c_max, std::fabs(v));
+        bool differs = false;
+        for (int a = 0; a < m; ++a) {
+          // Weights as accumulate scales them (norm / sqrt(d)); per group the rounding bound.
+          double bound = 0.0;
+          for (int j0 = 0; j0 < n; j0 += kernels::kInt8ValueGroup) {
+            double top = 0.0, sum = 0.0;
+            const int count = std::min(kernels::kInt8ValueGroup, n - j0);
+            for (int j = j0; j < j0 + count; ++j) {
+              double norm = 0.0;
+              for (int i = 0; i < d; ++i) norm += double(x[size_t(j) * d + i]) * x[size_t(j) * d + i];
+              const double wj = w[size_t(a) * n + j] * std::sqrt(norm) / std::sqrt(double(d));
+              top = std::max(top, wj);
+              sum += wj;
+            }
+            bound += count * top / 510.0 * c_max + (sum + count * top / 510.0) * c_max / 254.0;
+          }
+          for (int i = 0; i < d; ++i) {
+            const double err = std::fabs(double(int8[size_t(a) * d + i]) - exact[size_t(a) * d + i]);
+            ASSERT_LE(err, bound * 1.001 + 1e-6) << simd_name(level) << " bits=" << bits << " d=" << d;
+            differs |= int8[size_t(a) * d + i] != exact[size_t(a) * d + i];
+          }
+        }
+        EXPECT_TRUE(differs) << "int8 values equal float32 ones everywhere (path not taken?)";
+        // Negative weights cannot be rounded on their group's largest: refused.
+        w[1] = -1.0f;
+        EXPECT_THROW(codec.accumulate(w.data(), n, m, enc.in(), n, int8.data(), sketch.data(),
+                                      scratch.data(), ValuePrecision::kInt8),
+                     std::invalid_argument);
+      }
+    }
+  }
+  CodecConfig wide;
+  wide.bits = 5;
+  Codec five(wide);
+  EXPECT_FALSE(five.int8_values_supported());
+  std::vector<float> w(4, 1.0f), acc(128), sketch(128), scratch(8);
+  EncodedStore enc(five, 4);
+  std::vector<float> x(4 * 128, 1.0f);
+  five.encode(x.data(), 4, 128, enc.out());
+  EXPECT_THROW(five.accumulate(w.data(), 4, 1, enc.in(), 4, acc.data(), sketch.data(), scratch.data(),
+                               ValuePrecision::kInt8),
+               std::invalid_argument);
+}
+
 // The AVX2 level's int8 kernel uses AVX-VNNI where the CPU has it: both variants must return the
 // scalar kernel's floats (exact integer sums): the plain one on every AVX2 machine, the VNNI one
 // where the CPU can run it (the level's own kernel, also in the test above, is the one it picks).

@@ -42,6 +42,15 @@ def test_attention_script_int8_rows(tmp_path):
     assert "turbokv fused K8V4 int8" not in names
 
 
+def test_attention_script_int8_value_rows(tmp_path):
+    result = run("attention.py", "--contexts", "300", "--repeats", "1", "--settings", "4,4", "4,8",
+                 "--scores", "int8", "--values", "exact", "int8", tmp_path=tmp_path)
+    names = {r["impl"] for r in result["rows"]}
+    # int8 values apply to values of at most 4 bits: none for K4V8
+    assert {"turbokv fused K4V4 int8", "turbokv fused K4V4 int8 int8 values", "turbokv fused K4V8 int8"} <= names
+    assert "turbokv fused K4V8 int8 int8 values" not in names
+
+
 def test_attention_script_widths_batch_and_levels(tmp_path):
     result = run("attention.py", "--contexts", "300", "--repeats", "1", "--settings", "3,3", "8,4",
                  "--batch", "2", "--simd", "scalar", tmp_path=tmp_path)

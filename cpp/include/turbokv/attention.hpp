@@ -26,6 +26,8 @@ enum class AttentionPath { kAuto, kCodes, kTiles };
 
 // AttentionOptions::scores (ScorePrecision, codec.hpp) applies to keys of at most 4 bits scored
 // on the codes path; wider keys, float16 keys and tiles stay float32 (AttentionReport::int8_items).
+// AttentionOptions::values (ValuePrecision) likewise to values of at most 4 bits summed on the
+// codes path (AttentionReport::int8_value_items).
 
 // Where tiles start to win, measured (bench/prefill.py --crossover; AVX2 EPYC, 8K tokens, 32/8
 // heads d 128 and 9/3 heads d 64; time tiles / codes): 2- and 4-bit keys 1.1-1.5 at 9-12 rows,
@@ -47,6 +49,8 @@ struct AttentionReport {
   int64_t sequence_splits = 1;
   // Items whose keys were scored in int8 (ScorePrecision::kInt8 where it applies).
   int64_t int8_items = 0;
+  // Items whose values were summed in int8 (ValuePrecision::kInt8 where it applies).
+  int64_t int8_value_items = 0;
 };
 
 struct AttentionShape {
@@ -76,6 +80,7 @@ struct AttentionOptions {
   const float* key_offset = nullptr;
   AttentionPath path = AttentionPath::kAuto;
   ScorePrecision scores = ScorePrecision::kExact;
+  ValuePrecision values = ValuePrecision::kExact;
   // false: every query sees every cached token (encoders, cross-attention), and q_len may exceed
   // the cache length.
   bool causal = true;

@@ -30,6 +30,12 @@ enum class Mode { kMse, kProd };
 // the rotated query and the centroids rounded to int8, products summed exactly in int32
 // (pshufb/maddubs on AVX2); keys of at most 4 bits only (Codec::int8_scores_supported).
 enum class ScorePrecision { kExact, kInt8 };
+// How value sums on the codes are done. kExact: float32 multiply-adds with the float codebook.
+// kInt8: each query's weights rounded to unsigned bytes per group of 16 tokens (scaled to that
+// group's largest), the centroids to int8, products summed exactly in int32 (vpdpbusd on AVX-512
+// with VNNI and VBMI; the scalar reference elsewhere); values of at most 4 bits only
+// (Codec::int8_values_supported).
+enum class ValuePrecision { kExact, kInt8 };
 enum class NormDtype { kFloat32, kFloat16 };
 
 struct CodecConfig {
@@ -121,8 +127,16 @@ class Codec {
   //   sum_j w[a * w_stride + j] decode(v_j) = finish(acc_rotated_a, acc_sketch_a)
   // where accumulate adds block after block into acc_rotated (m x d, rotated domain) and, in prod
   // mode, acc_sketch (m x d, sketch domain). scratch holds (m + 1) * n floats.
+  // ValuePrecision::kInt8 (int8_values_supported) needs w >= 0 (softmax weights; else
+  // std::invalid_argument) and sums the codes in integers; the sketch term stays float32.
   void accumulate(const float* w, int64_t w_stride, int64_t m, const ConstEncodedBuffers& values,
-                  int64_t n, float* acc_rotated, float* acc_sketch, float* scratch) const;
+                  int64_t n, float* acc_rotated, float* acc_sketch, float* scratch,
+                  ValuePrecision precision = ValuePrecision::kExact) const;
+  bool int8_values_supported() const { return mse_bits() <= 4; }
+  // Whether this CPU level runs int8 values by a SIMD kernel (else the scalar reference, slower
+  // than float32 values): AVX-512 with VNNI and VBMI, 1, 2 or 4 bits, head_dim a multiple of
+  // 128 / bits.
+  bool int8_values_fast() const;
   // out (d floats) = R^T (acc_rotated + S^T acc_sketch): one inverse rotation per query.
   void finish_accumulated(float* acc_rotated, const float* acc_sketch, float* out) const;
 

@@ -8,6 +8,7 @@ decode-then-attend, each with its KV bytes, plus the memory-read floor of the tu
 from __future__ import annotations
 
 import math
+import itertools
 import os
 import platform
 import statistics
@@ -79,7 +80,8 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
                   show_progress: bool = True, settings: Sequence[Tuple[int, int]] = ((4, 4), (4, 2)),
                   batch: int = 1, simd_levels: Sequence[Optional[str]] = (None,),
                   heads: Tuple[int, int] = (Q_HEADS, KV_HEADS),
-                  score_modes: Sequence[str] = ("exact",)) -> Dict:
+                  score_modes: Sequence[str] = ("exact",),
+                  value_modes: Sequence[str] = ("exact",)) -> Dict:
     """Runs the benchmark; returns {"machine", "batch", "read_bandwidth_gbs", "rows": [...]}, one
     row per (context, implementation) with ms, kv_bytes and the speedup / floor ratios.
 
@@ -89,6 +91,8 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
     level names the row, as ``TURBOKV_SIMD`` would pick it). ``heads``: (query, KV) heads.
     ``score_modes``: ``KVCache.attention(scores=...)`` per fused row ("exact", "int8"); an int8
     row is labelled so and only timed where int8 scoring applies (keys of at most 4 bits).
+    ``value_modes``: ``KVCache.attention(values=...)`` likewise ("int8 values" rows: values of at
+    most 4 bits), each combined with every score mode.
     ``show_progress`` draws a progress bar on stderr (tqdm)."""
     from ._progress import tqdm
 
@@ -134,16 +138,19 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
                 if level and cache.simd != level:
                     raise RuntimeError(f"asked for {level}, the cache runs {cache.simd}")
                 cache.update(k, v)
-                for mode in score_modes:
-                    if mode == "int8" and kb > 4:
-                        continue  # scored in float32 anyway: the exact row is that row
-                    name = label + (" int8" if mode == "int8" else "")
-                    rows[name] = (median_time(lambda: cache.attention(q, scores=mode), repeats), cache.used_nbytes)
-                    if cache.last_attention_scores != mode:
-                        raise RuntimeError(f"{name}: asked for {mode} scores, ran {cache.last_attention_scores}")
+                for mode, vmode in itertools.product(score_modes, value_modes):
+                    if (mode == "int8" and kb > 4) or (vmode == "int8" and vb > 4):
+                        continue  # summed in float32 anyway: the exact row is that row
+                    name = label + (" int8" if mode == "int8" else "") + (" int8 values" if vmode == "int8" else "")
+                    rows[name] = (median_time(lambda: cache.attention(q, scores=mode, values=vmode), repeats),
+                                  cache.used_nbytes)
+                    if cache.last_attention_scores != mode or cache.last_attention_values != vmode:
+                        raise RuntimeError(f"{name}: asked for {mode} scores and {vmode} values, ran "
+                                           f"{cache.last_attention_scores} and {cache.last_attention_values}")
                     if cache.last_attention_splits > 1:  # fewer streams than threads: split tokens
                         rows[name + " one thread"] = (
-                            median_time(lambda: cache.attention(q, threaded=False, scores=mode), repeats),
+                            median_time(lambda: cache.attention(q, threaded=False, scores=mode, values=vmode),
+                                        repeats),
                             cache.used_nbytes)
                 first = first or (label, cache)
         label, cache = first

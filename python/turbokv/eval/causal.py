@@ -203,6 +203,10 @@ def evaluate(model: Any, task: CausalTask, settings: Sequence[Setting], chunk: O
             expected = ["int8" if 0 < layer.cache.stored_key_bits <= 4 else "exact" for layer in cache.layers]
             if scores_ran != expected:
                 raise RuntimeError(f"{setting.label}: layers ran {scores_ran}, expected {expected}")
+        if setting.kwargs.get("values") == "int8":  # values are never raised: every layer ran them
+            values_ran = [str(layer.cache.last_attention_values) for layer in cache.layers]
+            if values_ran != ["int8"] * len(cache.layers):
+                raise RuntimeError(f"{setting.label}: layers ran {values_ran} values, expected int8")
         kv_bytes, bits = _stored_bits_per_coordinate(cache, length, batch)
         summary = cache.summary()
         raised = [[s["layer"], s["stored_key_bits"]] for s in summary["layers"]

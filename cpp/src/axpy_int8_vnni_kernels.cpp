@@ -1,0 +1,275 @@
+// Int8 values on AVX-512 with VNNI and VBMI (Ice Lake, Sapphire Rapids, Zen 4 and later). The
+// contract and the scalar reference are in axpy_int8_kernels.cpp; this kernel computes the same
+// integers and performs the same float steps, so it returns the same floats.
+//
+// vpdpbusd adds 4 neighbouring byte products into each int32 lane, so a lane must hold 4 tokens'
+// bytes of one coordinate: four rows' 16-byte chunks are placed side by side (3 inserts) and
+// transposed by one vpermb (byte 4k + t = row t's byte k). The fields of each byte (the 2, 4 or 8
+// indices it packs) are masked out in place and looked up by vpshufb in the int8 centroids, and
+// each (field, query) pair costs one vpdpbusd against the query's 4 weight bytes broadcast:
+// 64 products per instruction where a float FMA does 16, with the lookups shared by the queries.
+#include <algorithm>
+#include <memory>
+#include <new>
+#include <stdexcept>
+#include <vector>
+
+#include "int8_layout.hpp"
+#include "kernels.hpp"
+
+namespace turbokv {
+namespace kernels {
+
+#if TURBOKV_X86
+bool int8_values_vnni_fit(int bits, int64_t code_bytes, int d) {
+  return kHasAvx512Vnni && kHasAvx512Vbmi && int8_packed_lanes(bits, code_bytes, d);
+}
+
+namespace {
+
+// A 64-byte aligned buffer that only grows (the transposed rows of one call).
+class AlignedBytes {
+ public:
+  void reserve(size_t bytes) {
+    if (bytes <= size_) return;
+    data_.reset(static_cast<uint8_t*>(::operator new[](bytes, std::align_val_t{64})));
+    size_ = bytes;
+  }
+  uint8_t* data() const { return data_.get(); }
+
+ private:
+  struct Free {
+    void operator()(uint8_t* p) const { ::operator delete[](p, std::align_val_t{64}); }
+  };
+  std::unique_ptr<uint8_t[], Free> data_;
+  size_t size_ = 0;
+};
+
+#define TURBOKV_TARGET_AVX512_VNNI_VBMI                                                       \
+  __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi,avx2,fma," \
+                        "bmi,bmi2,f16c")))
+
+constexpr int kTokensPerStep = 4;  // the 4 bytes that vpdpbusd sums into one lane
+constexpr int kStepsPerGroup = kInt8ValueGroup / kTokensPerStep;
+
+// What a call shares across its query tiles.
+struct ValueCall {
+  const uint8_t* rows;  // steps of 4 tokens: per chunk, 64 transposed bytes (transpose_rows)
+  int64_t steps;        // groups * kStepsPerGroup
+  int chunks;           // 16-byte chunks per row
+  int64_t groups;       // weight groups: ceil(n / kInt8ValueGroup)
+  const uint8_t* w8;    // per query: groups * kInt8ValueGroup weight bytes, zero past n
+  const float* scales;  // per query: one scale per group
+  float* acc;           // per query: d floats in lane order (chunk, field, lane)
+  int d;
+};
+
+// The codes as steps of 4 tokens, chunk-major: out[(g * steps + s) * 64 + 4k + t] is token 4s + t's
+// byte 16 g + k, steps = groups * kStepsPerGroup. Per 4 chunks, each row's 64 bytes are loaded
+// once; per chunk two vpermt2b take bytes 16 g + k of rows (0, 1) and (2, 3) and a blend keeps
+// t = 0, 1 from the first (3 inserts and a vpermb per chunk cost 1.3x the time). Tokens past n
+// repeat the last one: their weight bytes are zero. Done once per call, so query tiles share it.
+TURBOKV_TARGET_AVX512_VNNI_VBMI void transpose_rows(const uint8_t* codes, int64_t code_bytes,
+                                                    int64_t n, int chunks, uint8_t* out) {
+  alignas(64) uint8_t order[4][64];
+  for (int c = 0; c < 4; ++c) {
+    for (int k = 0; k < 16; ++k) {
+      for (int t = 0; t < kTokensPerStep; ++t) order[c][4 * k + t] = static_cast<uint8_t>((t & 1) * 64 + 16 * c + k);
+    }
+  }
+  const __mmask64 upper_pair = 0xCCCCCCCCCCCCCCCCull;  // bytes 4k + 2 and 4k + 3
+  const int64_t steps = (n + kInt8ValueGroup - 1) / kInt8ValueGroup * kStepsPerGroup;
+  for (int64_t s = 0; s < steps; ++s) {
+    const int64_t j = s * kTokensPerStep;
+    const uint8_t* r[4];
+    for (int t = 0; t < 4; ++t) r[t] = codes + std::min(j + t, n - 1) * code_bytes;
+    for (int g0 = 0; g0 < chunks; g0 += 4) {
+      // Masked past the row's end: no byte outside the codes is read.
+      const int64_t left = code_bytes - 16 * int64_t{g0};
+      const __mmask64 valid = left >= 64 ? ~__mmask64{0} : (__mmask64{1} << left) - 1;
+      const __m512i x0 = _mm512_maskz_loadu_epi8(valid, r[0] + 16 * g0);
+      const __m512i x1 = _mm512_maskz_loadu_epi8(valid, r[1] + 16 * g0);
+      const __m512i x2 = _mm512_maskz_loadu_epi8(valid, r[2] + 16 * g0);
+      const __m512i x3 = _mm512_maskz_loadu_epi8(valid, r[3] + 16 * g0);
+      for (int c = 0; c < 4 && g0 + c < chunks; ++c) {
+        const __m512i idx = _mm512_load_si512(order[c]);
+        const __m512i low = _mm512_permutex2var_epi8(x0, idx, x1);
+        const __m512i high = _mm512_permutex2var_epi8(x2, idx, x3);
+        _mm512_store_si512(out + ((g0 + c) * steps + s) * 64, _mm512_mask_blend_epi8(upper_pair, low, high));
+      }
+    }
+  }
+}
+
+// acc += the products of a and b, in place. GCC 12 gives _mm512_dpbusd_epi32 a fresh destination
+// and copies it back: two register moves per instruction in this loop's steady state, which cost
+// 1.3x the kernel's time here; the asm keeps the accumulator where it is.
+TURBOKV_TARGET_AVX512_VNNI_VBMI inline void dpbusd(__m512i& acc, __m512i a, __m512i b) {
+#if defined(__GNUC__) && !defined(__clang__)
+  __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+#else
+  acc = _mm512_dpbusd_epi32(acc, a, b);
+#endif
+}
+
+template <int kFields, int kTile>
+TURBOKV_TARGET_AVX512_VNNI_VBMI void accumulate_tile(const ValueCall& c, int a0, __m512i table) {
+  constexpr int kBits = 8 / kFields;
+  const __m512i field_mask = _mm512_set1_epi8(static_cast<char>((1 << kBits) - 1));
+  const int64_t w8_stride = c.groups * kInt8ValueGroup;
+  for (int g = 0; g < c.chunks; ++g) {
+    const uint8_t* rows = c.rows + g * c.steps * 64;
+    for (int64_t group = 0; group < c.groups; ++group) {
+      __m512i sums[kTile][kFields];
+      for (int a = 0; a < kTile; ++a) {
+        for (int f = 0; f < kFields; ++f) sums[a][f] = _mm512_setzero_si512();
+      }
+      // Every group has kStepsPerGroup steps (transpose_rows pads them): a fixed trip count,
+      // without which GCC 12 copied every accumulator twice per step.
+#pragma GCC unroll 4
+      for (int64_t s = group * kStepsPerGroup; s < (group + 1) * kStepsPerGroup; ++s) {
+        const __m512i bytes = _mm512_load_si512(rows + s * 64);
+        __m512i weights[kTile];
+        for (int a = 0; a < kTile; ++a) {
+          int32_t four;
+          __builtin_memcpy(&four, c.w8 + (a0 + a) * w8_stride + s * kTokensPerStep, sizeof four);
+          weights[a] = _mm512_set1_epi32(four);
+        }
+        for (int f = 0; f < kFields; ++f) {
+          const __m512i idx = _mm512_and_si512(_mm512_srli_epi16(bytes, f * kBits), field_mask);
+          const __m512i centroids = _mm512_shuffle_epi8(table, idx);
+          for (int a = 0; a < kTile; ++a) dpbusd(sums[a][f], weights[a], centroids);
+        }
+      }
+      for (int a = 0; a < kTile; ++a) {
+        const __m512 scale = _mm512_set1_ps(c.scales[(a0 + a) * c.groups + group]);
+        for (int f = 0; f < kFields; ++f) {
+          float* p = c.acc + static_cast<int64_t>(a0 + a) * c.d + (g * kFields + f) * 16;
+          _mm512_storeu_ps(p, _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(sums[a][f]), _mm512_loadu_ps(p)));
+        }
+      }
+    }
+  }
+}
+
+// The weights of one query as bytes and scales, group by group: quantize_group_weights' steps
+// (the maximum is exact in any order; the product and nearest-even rounding are per lane).
+// Returns false, having written part of out, if a weight is negative.
+TURBOKV_TARGET_AVX512_VNNI_VBMI bool quantize_weights(const float* w, int64_t n, int64_t groups,
+                                                      float table_scale, uint8_t* out, float* scales) {
+  __mmask16 negative = 0;
+  for (int64_t group = 0; group < groups; ++group) {
+    const int64_t j = group * kInt8ValueGroup;
+    const int64_t count = std::min<int64_t>(kInt8ValueGroup, n - j);
+    const __m512 v = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << count) - 1u), w + j);
+    negative |= _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
+    const float top = _mm512_reduce_max_ps(v);  // the zeros past n change nothing (weights >= 0)
+    const float inv = top > 0.0f ? 255.0f / top : 0.0f;
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j),
+                     _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v, _mm512_set1_ps(inv)))));
+    scales[group] = (top / 255.0f) * table_scale;
+  }
+  return negative == 0;
+}
+
+// Lane order: per 16 * kFields coordinates (one chunk of codes), field f's lane k holds
+// coordinate 16 * kFields * g + k * kFields + f. With 2 fields (4 bits) a chunk's two vectors are
+// the even and the odd coordinates, two vpermt2ps each way; the other widths move one float at a
+// time (per call, m * d of them against 4 products per token and coordinate).
+inline int lane_of(int fields, int64_t i) {
+  const int64_t per_chunk = 16 * fields;
+  return static_cast<int>(i / per_chunk * per_chunk + i % fields * 16 + i % per_chunk / fields);
+}
+
+template <int kFields>
+TURBOKV_TARGET_AVX512_VNNI_VBMI void to_lanes(const float* in, int64_t count, float* out) {
+  if (kFields == 2) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    for (int64_t i = 0; i < count; i += 32) {
+      const __m512 a = _mm512_loadu_ps(in + i), b = _mm512_loadu_ps(in + i + 16);
+      _mm512_storeu_ps(out + i, _mm512_permutex2var_ps(a, even, b));
+      _mm512_storeu_ps(out + i + 16, _mm512_permutex2var_ps(a, odd, b));
+    }
+    return;
+  }
+  for (int64_t i = 0; i < count; ++i) out[lane_of(kFields, i)] = in[i];
+}
+
+template <int kFields>
+TURBOKV_TARGET_AVX512_VNNI_VBMI void from_lanes(const float* in, int64_t count, float* out) {
+  if (kFields == 2) {
+    const __m512i low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i high = _mm512_add_epi32(low, _mm512_set1_epi32(8));
+    for (int64_t i = 0; i < count; i += 32) {
+      const __m512 e = _mm512_loadu_ps(in + i), o = _mm512_loadu_ps(in + i + 16);
+      _mm512_storeu_ps(out + i, _mm512_permutex2var_ps(e, low, o));
+      _mm512_storeu_ps(out + i + 16, _mm512_permutex2var_ps(e, high, o));
+    }
+    return;
+  }
+  for (int64_t i = 0; i < count; ++i) out[i] = in[lane_of(kFields, i)];
+}
+
+template <int kFields>
+TURBOKV_TARGET_AVX512_VNNI_VBMI void axpy_int8_fields(const float* w, int64_t w_stride, int m,
+                                                      const uint8_t* codes, int64_t code_bytes,
+                                                      int64_t n, const int8_t* table8,
+                                                      float table_scale, int d, float* acc) {
+  if (n <= 0) return;
+  const int64_t groups = (n + kInt8ValueGroup - 1) / kInt8ValueGroup;
+  const int64_t steps = groups * kStepsPerGroup;
+  const int chunks = static_cast<int>(code_bytes / 16);
+  thread_local std::vector<uint8_t> w8;
+  thread_local std::vector<float> scales, lanes;
+  thread_local AlignedBytes rows;
+  w8.resize(static_cast<size_t>(m * groups * kInt8ValueGroup));
+  scales.resize(static_cast<size_t>(m * groups));
+  for (int a = 0; a < m; ++a) {
+    if (!quantize_weights(w + a * w_stride, n, groups, table_scale, w8.data() + a * groups * kInt8ValueGroup,
+                          scales.data() + a * groups)) {
+      throw std::invalid_argument("int8 values need weights >= 0 (softmax weights)");
+    }
+  }
+  rows.reserve(static_cast<size_t>(steps * chunks * 64));
+  transpose_rows(codes, code_bytes, n, chunks, rows.data());
+  lanes.resize(static_cast<size_t>(m) * d);
+  to_lanes<kFields>(acc, m * d, lanes.data());
+  const ValueCall call{rows.data(), steps, chunks, groups, w8.data(), scales.data(), lanes.data(), d};
+  alignas(64) int8_t repeated[64];
+  for (int k = 0; k < 64; ++k) repeated[k] = table8[k & 15];
+  const __m512i table = _mm512_load_si512(repeated);
+  // Tiles of 4 queries share each lookup where their 4 x fields int32 sums fit in registers (2 and
+  // 4 bits: 16 and 8); 1 bit takes 2 queries per tile.
+  constexpr int kTile = kFields >= 8 ? 2 : 4;
+  int a = 0;
+  for (; a + kTile <= m; a += kTile) accumulate_tile<kFields, kTile>(call, a, table);
+  switch (m - a) {
+    case 3: accumulate_tile<kFields, 3>(call, a, table); break;
+    case 2: accumulate_tile<kFields, 2>(call, a, table); break;
+    case 1: accumulate_tile<kFields, 1>(call, a, table); break;
+    default: break;
+  }
+  from_lanes<kFields>(lanes.data(), m * d, acc);
+  _mm256_zeroupper();
+}
+
+}  // namespace
+
+void axpy_packed_int8_vnni(const float* w, int64_t w_stride, int m, const uint8_t* codes,
+                           int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
+                           int bits, int d, float* acc) {
+  switch (bits) {
+    case 1: return axpy_int8_fields<8>(w, w_stride, m, codes, code_bytes, n, table8, table_scale, d, acc);
+    case 2: return axpy_int8_fields<4>(w, w_stride, m, codes, code_bytes, n, table8, table_scale, d, acc);
+    default: return axpy_int8_fields<2>(w, w_stride, m, codes, code_bytes, n, table8, table_scale, d, acc);
+  }
+}
+#else
+bool int8_values_vnni_fit(int, int64_t, int) { return false; }
+void axpy_packed_int8_vnni(const float*, int64_t, int, const uint8_t*, int64_t, int64_t,
+                           const int8_t*, float, int, int, float*) {}
+#endif
+
+}  // namespace kernels
+}  // namespace turbokv
