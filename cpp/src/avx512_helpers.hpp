@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "kernels.hpp"
+#include "lane_order.hpp"
 
 #if TURBOKV_X86
 namespace turbokv {
@@ -89,6 +90,32 @@ TURBOKV_TARGET_AVX512 inline void merge_fields(__m512* v) {
       v[2 * k] = _mm512_permutex2var_ps(e[k], low, o[k]);
       v[2 * k + 1] = _mm512_permutex2var_ps(e[k], high, o[k]);
     }
+  }
+}
+
+// to_lanes and from_lanes with 16 lanes and kFields indices per byte. When every vector is whole
+// 16-byte chunks (d a multiple of 16 kFields) the order is a transpose within each chunk's
+// registers (split_fields): 8 permutes per 4-bit query of head_dim 128 instead of 128 scalar
+// copies; other shapes take the scalar copies.
+template <int kFields>
+TURBOKV_TARGET_AVX512 void to_lanes_avx512(const float* x, int m, int d, int chunks, float* out) {
+  if (d % (16 * kFields) != 0) return to_lanes(x, m, d, chunks, kFields, 16, out);
+  for (int64_t v = 0; v < static_cast<int64_t>(m) * d; v += 16 * kFields) {
+    __m512 r[kFields];
+    for (int s = 0; s < kFields; ++s) r[s] = _mm512_loadu_ps(x + v + 16 * s);
+    split_fields<kFields>(r);
+    for (int s = 0; s < kFields; ++s) _mm512_storeu_ps(out + v + 16 * s, r[s]);
+  }
+}
+
+template <int kFields>
+TURBOKV_TARGET_AVX512 void from_lanes_avx512(const float* in, int m, int d, int chunks, float* x) {
+  if (d % (16 * kFields) != 0) return from_lanes(in, m, d, chunks, kFields, 16, x);
+  for (int64_t v = 0; v < static_cast<int64_t>(m) * d; v += 16 * kFields) {
+    __m512 r[kFields];
+    for (int s = 0; s < kFields; ++s) r[s] = _mm512_loadu_ps(in + v + 16 * s);
+    merge_fields<kFields>(r);
+    for (int s = 0; s < kFields; ++s) _mm512_storeu_ps(x + v + 16 * s, r[s]);
   }
 }
 

@@ -3,21 +3,25 @@
 // Per query and per group of kInt8ValueGroup tokens (counted from the call's first token), the
 // weights are rounded to unsigned bytes on the group's largest, u_j = nearest(w_j * 255 / max),
 // the centroids are the codebook's int8 form (quantize_int8), the products u_j * c8[idx] summed
-// exactly in int32 and added once per group: acc = fma((max / 255) * table_scale, float(sum), acc).
+// exactly in int32 and added once per group: acc = fma((max / 127) * table_scale, float(sum), acc).
 // Integer sums are exact and the float steps are the same at every level, so every level returns
 // the same floats. Scaling per group of 16 keeps a heavy token (an attention sink) from rounding
-// its neighbours' weights away beyond its own group: a weight's rounding error is at most 1/510 of
+// its neighbours' weights away beyond its own group: a weight's rounding error is at most 1/254 of
 // its group's largest.
 //
-// This file holds the scalar reference, the selector and the fit test; the AVX-512 kernel
-// (vpdpbusd: 64 products per instruction against 16 per float FMA) is axpy_int8_vnni_kernels.cpp.
+// This file holds the scalar reference, the AVX2 kernels (axpy_int8_avx2_kernel.inc, plain and with
+// AVX-VNNI) and the selector; the AVX-512 kernel (vpdpbusd: 64 products per instruction against 16
+// per float FMA) is axpy_int8_vnni_kernels.cpp.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <vector>
 
+#include "aligned_bytes.hpp"
 #include "int8_layout.hpp"
 #include "kernels.hpp"
+#include "lane_order.hpp"
 
 namespace turbokv {
 namespace kernels {
@@ -30,10 +34,10 @@ float quantize_group_weights(const float* w, int64_t count, float table_scale, u
     negative |= w[j] < 0.0f;
   }
   if (negative) throw std::invalid_argument("int8 values need weights >= 0 (softmax weights)");
-  const float inv = top > 0.0f ? 255.0f / top : 0.0f;
-  // w_j * inv <= 255 up to one rounding, which nearest-even keeps at 255.
+  const float inv = top > 0.0f ? 127.0f / top : 0.0f;
+  // w_j * inv <= 127 up to one rounding, which nearest-even keeps at 127.
   for (int64_t j = 0; j < count; ++j) out[j] = static_cast<uint8_t>(std::nearbyint(w[j] * inv));
-  return (top / 255.0f) * table_scale;
+  return top > 0.0f ? (top / 127.0f) * table_scale : 0.0f;
 }
 
 namespace {
@@ -73,20 +77,199 @@ void axpy_packed_int8_scalar(const float* w, int64_t w_stride, int m, const uint
 }
 
 #if TURBOKV_X86
+constexpr int kTokensPerStep = 4;  // the 4 bytes that one int32 lane sums
+constexpr int kStepsPerGroup = kInt8ValueGroup / kTokensPerStep;
+
+// Per-thread scratch of the AVX2 kernels, kept across calls (decode calls once per block).
+struct ValueScratch {
+  std::vector<uint8_t> w8, indices;
+  std::vector<float> scales, lanes;
+  AlignedBytes rows;
+};
+
+ValueScratch& value_scratch() {
+  thread_local ValueScratch scratch;
+  return scratch;
+}
+
+// What one call shares across its query tiles (axpy_int8_avx2_kernel.inc).
+struct ValueCallAvx2 {
+  const uint8_t* rows;      // transposed: per chunk and step of 4 tokens, 64 bytes
+  int64_t steps;            // groups * kStepsPerGroup
+  int chunks;               // 16-byte chunks per row
+  int64_t groups;           // ceil(n / kInt8ValueGroup)
+  const uint8_t* w8;        // per query: groups * kInt8ValueGroup weight bytes, zero past n
+  const float* scales;      // per query: one per group
+  float* acc;               // per query: lanes_per_query floats in lane order (8 lanes)
+  int64_t lanes_per_query;  // chunks * 16 * fields
+};
+
+// quantize_group_weights for every group of one query, 8 lanes at a time (the same maximum,
+// products and nearest-even rounding); false if a weight is negative.
+TURBOKV_TARGET_AVX2 bool quantize_weights_avx2(const float* w, int64_t n, int64_t groups,
+                                               float table_scale, uint8_t* out, float* scales) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  int negative = 0;
+  for (int64_t group = 0; group < groups; ++group) {
+    const int64_t j = group * kInt8ValueGroup;
+    const int count = static_cast<int>(std::min<int64_t>(kInt8ValueGroup, n - j));
+    const __m256 v0 = _mm256_maskload_ps(w + j, _mm256_cmpgt_epi32(_mm256_set1_epi32(count), lane));
+    const __m256 v1 = _mm256_maskload_ps(w + j + 8, _mm256_cmpgt_epi32(_mm256_set1_epi32(count - 8), lane));
+    negative |= _mm256_movemask_ps(_mm256_cmp_ps(v0, _mm256_setzero_ps(), _CMP_LT_OQ)) |
+                _mm256_movemask_ps(_mm256_cmp_ps(v1, _mm256_setzero_ps(), _CMP_LT_OQ));
+    __m256 top8 = _mm256_max_ps(v0, v1);
+    top8 = _mm256_max_ps(top8, _mm256_permute2f128_ps(top8, top8, 1));
+    top8 = _mm256_max_ps(top8, _mm256_shuffle_ps(top8, top8, 0x4E));
+    top8 = _mm256_max_ps(top8, _mm256_shuffle_ps(top8, top8, 0xB1));
+    const float top = _mm256_cvtss_f32(top8);
+    const __m256 inv = _mm256_set1_ps(top > 0.0f ? 127.0f / top : 0.0f);
+    const __m256i u0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, inv));
+    const __m256i u1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, inv));
+    const __m128i words0 = _mm_packs_epi32(_mm256_castsi256_si128(u0), _mm256_extracti128_si256(u0, 1));
+    const __m128i words1 = _mm_packs_epi32(_mm256_castsi256_si128(u1), _mm256_extracti128_si256(u1, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j), _mm_packus_epi16(words0, words1));
+    scales[group] = top > 0.0f ? (top / 127.0f) * table_scale : 0.0f;
+  }
+  return negative == 0;
+}
+
+// 16 code bytes of a row, zero past its end.
+TURBOKV_TARGET_AVX2 inline __m128i row_chunk(const uint8_t* row, int64_t code_bytes, int g) {
+  const int64_t left = code_bytes - 16 * int64_t{g};
+  if (left >= 16) return _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 16 * g));
+  alignas(16) uint8_t tail[16] = {};
+  std::memcpy(tail, row + 16 * g, static_cast<size_t>(left));
+  return _mm_load_si128(reinterpret_cast<const __m128i*>(tail));
+}
+
+// The AVX-512 kernel's transposed layout (out[(g * steps + s) * 64 + 4k + t] = token 4s + t's byte
+// 16 g + k; tokens past n repeat the last one, whose weight bytes are zero there), by 32-bit and
+// 64-bit unpacks of four rows' chunks and one in-lane pshufb per 32 bytes.
+TURBOKV_TARGET_AVX2 void transpose_rows_avx2(const uint8_t* codes, int64_t code_bytes, int64_t n,
+                                             int chunks, int64_t steps, uint8_t* out) {
+  const __m256i order = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
+                                         0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  for (int64_t s = 0; s < steps; ++s) {
+    const int64_t j = s * kTokensPerStep;
+    const uint8_t* r[4];
+    for (int t = 0; t < 4; ++t) r[t] = codes + std::min(j + t, n - 1) * code_bytes;
+    for (int g = 0; g < chunks; ++g) {
+      const __m128i r0 = row_chunk(r[0], code_bytes, g), r1 = row_chunk(r[1], code_bytes, g);
+      const __m128i r2 = row_chunk(r[2], code_bytes, g), r3 = row_chunk(r[3], code_bytes, g);
+      // Bytes 4q..4q+3 of the four rows side by side, for q = 0..3.
+      const __m128i t0 = _mm_unpacklo_epi32(r0, r1), t1 = _mm_unpackhi_epi32(r0, r1);
+      const __m128i t2 = _mm_unpacklo_epi32(r2, r3), t3 = _mm_unpackhi_epi32(r2, r3);
+      const __m256i k0 = _mm256_set_m128i(_mm_unpackhi_epi64(t0, t2), _mm_unpacklo_epi64(t0, t2));
+      const __m256i k8 = _mm256_set_m128i(_mm_unpackhi_epi64(t1, t3), _mm_unpacklo_epi64(t1, t3));
+      uint8_t* o = out + (g * steps + s) * 64;
+      _mm256_store_si256(reinterpret_cast<__m256i*>(o), _mm256_shuffle_epi8(k0, order));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(o + 32), _mm256_shuffle_epi8(k8, order));
+    }
+  }
+}
+
+// Floats 0, 2, 4, 6 of a shuffle's two 128-bit lanes in order (lane 0's pair, then lane 1's).
+TURBOKV_TARGET_AVX2 inline __m256 spread(__m256 x) {
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(x), 0xD8));
+}
+
+// Lane order with 8 lanes (to_lanes); 2 fields (4 bits) as even and odd coordinates in registers.
+TURBOKV_TARGET_AVX2 void values_to_lanes(const float* acc, int m, int d, int chunks, int fields, float* lanes) {
+  if (fields != 2 || d % 16 != 0 || d != chunks * 32) return to_lanes(acc, m, d, 2 * chunks, fields, 8, lanes);
+  for (int64_t i = 0; i < static_cast<int64_t>(m) * d; i += 16) {
+    const __m256 a = _mm256_loadu_ps(acc + i), b = _mm256_loadu_ps(acc + i + 8);
+    _mm256_storeu_ps(lanes + i, spread(_mm256_shuffle_ps(a, b, 0x88)));
+    _mm256_storeu_ps(lanes + i + 8, spread(_mm256_shuffle_ps(a, b, 0xDD)));
+  }
+}
+
+TURBOKV_TARGET_AVX2 void values_from_lanes(const float* lanes, int m, int d, int chunks, int fields, float* acc) {
+  if (fields != 2 || d % 16 != 0 || d != chunks * 32) return from_lanes(lanes, m, d, 2 * chunks, fields, 8, acc);
+  for (int64_t i = 0; i < static_cast<int64_t>(m) * d; i += 16) {
+    const __m256 even = _mm256_loadu_ps(lanes + i), odd = _mm256_loadu_ps(lanes + i + 8);
+    const __m256 low = _mm256_unpacklo_ps(even, odd), high = _mm256_unpackhi_ps(even, odd);
+    _mm256_storeu_ps(acc + i, _mm256_permute2f128_ps(low, high, 0x20));
+    _mm256_storeu_ps(acc + i + 8, _mm256_permute2f128_ps(low, high, 0x31));
+  }
+}
+
+// Weights rounded (refusing negative ones before anything is added), rows transposed, the
+// accumulators put in lane order: what both AVX2 variants share.
+TURBOKV_TARGET_AVX2 ValueCallAvx2 prepare_values_avx2(const float* w, int64_t w_stride, int m,
+                                                      const uint8_t* codes, int64_t code_bytes,
+                                                      int64_t n, float table_scale, int d, int fields,
+                                                      const float* acc, ValueScratch& scratch) {
+  const int64_t groups = (n + kInt8ValueGroup - 1) / kInt8ValueGroup;
+  const int64_t steps = groups * kStepsPerGroup;
+  const int chunks = static_cast<int>((code_bytes + 15) / 16);
+  scratch.w8.resize(static_cast<size_t>(m * groups * kInt8ValueGroup));
+  scratch.scales.resize(static_cast<size_t>(m * groups));
+  for (int a = 0; a < m; ++a) {
+    if (!quantize_weights_avx2(w + a * w_stride, n, groups, table_scale,
+                               scratch.w8.data() + a * groups * kInt8ValueGroup, scratch.scales.data() + a * groups)) {
+      throw std::invalid_argument("int8 values need weights >= 0 (softmax weights)");
+    }
+  }
+  scratch.rows.reserve(static_cast<size_t>(steps * chunks * 64));
+  transpose_rows_avx2(codes, code_bytes, n, chunks, steps, scratch.rows.data());
+  const int64_t per_query = static_cast<int64_t>(chunks) * 16 * fields;
+  scratch.lanes.resize(static_cast<size_t>(m * per_query));
+  values_to_lanes(acc, m, d, chunks, fields, scratch.lanes.data());
+  return ValueCallAvx2{scratch.rows.data(), steps, chunks, groups, scratch.w8.data(), scratch.scales.data(),
+                       scratch.lanes.data(), per_query};
+}
+
+TURBOKV_TARGET_AVX2 void finish_values_avx2(const ValueCallAvx2& call, int m, int d, int fields, float* acc) {
+  values_from_lanes(call.acc, m, d, call.chunks, fields, acc);
+}
+
+// The AVX2 kernel twice (axpy_int8_avx2_kernel.inc), without and with AVX-VNNI.
+namespace plain {
+#define TURBOKV_INT8_AVX2_TARGET TURBOKV_TARGET_AVX2
+#define TURBOKV_INT8_AVX_VNNI 0
+#include "axpy_int8_avx2_kernel.inc"
+#undef TURBOKV_INT8_AVX_VNNI
+#undef TURBOKV_INT8_AVX2_TARGET
+}  // namespace plain
+
+namespace avx_vnni {
+#define TURBOKV_INT8_AVX2_TARGET __attribute__((target("avx2,fma,bmi,bmi2,f16c,avxvnni")))
+#define TURBOKV_INT8_AVX_VNNI 1
+#include "axpy_int8_avx2_kernel.inc"
+#undef TURBOKV_INT8_AVX_VNNI
+#undef TURBOKV_INT8_AVX2_TARGET
+}  // namespace avx_vnni
+
+void axpy_packed_int8_avx2(const float* w, int64_t w_stride, int m, const uint8_t* codes,
+                           int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
+                           int bits, int d, float* acc) {
+  (kHasAvxVnni ? avx_vnni::axpy_packed_int8 : plain::axpy_packed_int8)(
+      w, w_stride, m, codes, code_bytes, n, table8, table_scale, bits, d, acc);
+}
+
+// AVX-512: the VNNI kernel where it fits, else the AVX2 one (the same integers either way).
 void axpy_packed_int8_avx512(const float* w, int64_t w_stride, int m, const uint8_t* codes,
                              int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                              int bits, int d, float* acc) {
   if (int8_values_vnni_fit(bits, code_bytes, d)) {
     return axpy_packed_int8_vnni(w, w_stride, m, codes, code_bytes, n, table8, table_scale, bits, d, acc);
   }
-  axpy_packed_int8_scalar(w, w_stride, m, codes, code_bytes, n, table8, table_scale, bits, d, acc);
+  axpy_packed_int8_avx2(w, w_stride, m, codes, code_bytes, n, table8, table_scale, bits, d, acc);
 }
 #endif
 
 }  // namespace
 
+#if TURBOKV_X86
+AxpyPackedInt8Fn axpy_packed_int8_avx2_variant(bool avx_vnni) {
+  return avx_vnni ? avx_vnni::axpy_packed_int8 : plain::axpy_packed_int8;
+}
+#else
+AxpyPackedInt8Fn axpy_packed_int8_avx2_variant(bool) { return nullptr; }
+#endif
+
 AxpyPackedInt8Fn select_axpy_packed_int8(SimdLevel level) {
-  return TURBOKV_PICK(level, axpy_packed_int8_scalar, axpy_packed_int8_scalar, axpy_packed_int8_avx512);
+  return TURBOKV_PICK(level, axpy_packed_int8_scalar, axpy_packed_int8_avx2, axpy_packed_int8_avx512);
 }
 
 }  // namespace kernels

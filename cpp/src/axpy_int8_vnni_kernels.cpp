@@ -3,17 +3,18 @@
 // integers and performs the same float steps, so it returns the same floats.
 //
 // vpdpbusd adds 4 neighbouring byte products into each int32 lane, so a lane must hold 4 tokens'
-// bytes of one coordinate: four rows' 16-byte chunks are placed side by side (3 inserts) and
-// transposed by one vpermb (byte 4k + t = row t's byte k). The fields of each byte (the 2, 4 or 8
-// indices it packs) are masked out in place and looked up by vpshufb in the int8 centroids, and
-// each (field, query) pair costs one vpdpbusd against the query's 4 weight bytes broadcast:
-// 64 products per instruction where a float FMA does 16, with the lookups shared by the queries.
+// bytes of one coordinate: once per call the rows are transposed to steps of 4 tokens (byte 4k + t
+// = row t's byte k; transpose_rows). The fields of each byte (the 2, 4 or 8 indices it packs, or
+// one: 3-bit codes are unpacked to index bytes first) are masked out in place and looked up by
+// vpshufb in the int8 centroids, and each (field, query) pair costs one vpdpbusd against the
+// query's 4 weight bytes broadcast: 64 products per instruction where a float FMA does 16, with
+// the lookups shared by the queries.
 #include <algorithm>
-#include <memory>
-#include <new>
 #include <stdexcept>
 #include <vector>
 
+#include "aligned_bytes.hpp"
+#include "avx512_helpers.hpp"
 #include "int8_layout.hpp"
 #include "kernels.hpp"
 
@@ -22,28 +23,11 @@ namespace kernels {
 
 #if TURBOKV_X86
 bool int8_values_vnni_fit(int bits, int64_t code_bytes, int d) {
-  return kHasAvx512Vnni && kHasAvx512Vbmi && int8_packed_lanes(bits, code_bytes, d);
+  return kHasAvx512Vnni && kHasAvx512Vbmi &&
+         (int8_packed_lanes(bits, code_bytes, d) || (bits == 3 && planes_vbmi_fit(bits, d)));
 }
 
 namespace {
-
-// A 64-byte aligned buffer that only grows (the transposed rows of one call).
-class AlignedBytes {
- public:
-  void reserve(size_t bytes) {
-    if (bytes <= size_) return;
-    data_.reset(static_cast<uint8_t*>(::operator new[](bytes, std::align_val_t{64})));
-    size_ = bytes;
-  }
-  uint8_t* data() const { return data_.get(); }
-
- private:
-  struct Free {
-    void operator()(uint8_t* p) const { ::operator delete[](p, std::align_val_t{64}); }
-  };
-  std::unique_ptr<uint8_t[], Free> data_;
-  size_t size_ = 0;
-};
 
 #define TURBOKV_TARGET_AVX512_VNNI_VBMI                                                       \
   __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi,avx2,fma," \
@@ -164,51 +148,12 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI bool quantize_weights(const float* w, int64_t n,
     const __m512 v = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << count) - 1u), w + j);
     negative |= _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
     const float top = _mm512_reduce_max_ps(v);  // the zeros past n change nothing (weights >= 0)
-    const float inv = top > 0.0f ? 255.0f / top : 0.0f;
+    const float inv = top > 0.0f ? 127.0f / top : 0.0f;  // an all-zero group: scale +0 (not -0)
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j),
                      _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v, _mm512_set1_ps(inv)))));
-    scales[group] = (top / 255.0f) * table_scale;
+    scales[group] = top > 0.0f ? (top / 127.0f) * table_scale : 0.0f;
   }
   return negative == 0;
-}
-
-// Lane order: per 16 * kFields coordinates (one chunk of codes), field f's lane k holds
-// coordinate 16 * kFields * g + k * kFields + f. With 2 fields (4 bits) a chunk's two vectors are
-// the even and the odd coordinates, two vpermt2ps each way; the other widths move one float at a
-// time (per call, m * d of them against 4 products per token and coordinate).
-inline int lane_of(int fields, int64_t i) {
-  const int64_t per_chunk = 16 * fields;
-  return static_cast<int>(i / per_chunk * per_chunk + i % fields * 16 + i % per_chunk / fields);
-}
-
-template <int kFields>
-TURBOKV_TARGET_AVX512_VNNI_VBMI void to_lanes(const float* in, int64_t count, float* out) {
-  if (kFields == 2) {
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-    for (int64_t i = 0; i < count; i += 32) {
-      const __m512 a = _mm512_loadu_ps(in + i), b = _mm512_loadu_ps(in + i + 16);
-      _mm512_storeu_ps(out + i, _mm512_permutex2var_ps(a, even, b));
-      _mm512_storeu_ps(out + i + 16, _mm512_permutex2var_ps(a, odd, b));
-    }
-    return;
-  }
-  for (int64_t i = 0; i < count; ++i) out[lane_of(kFields, i)] = in[i];
-}
-
-template <int kFields>
-TURBOKV_TARGET_AVX512_VNNI_VBMI void from_lanes(const float* in, int64_t count, float* out) {
-  if (kFields == 2) {
-    const __m512i low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    const __m512i high = _mm512_add_epi32(low, _mm512_set1_epi32(8));
-    for (int64_t i = 0; i < count; i += 32) {
-      const __m512 e = _mm512_loadu_ps(in + i), o = _mm512_loadu_ps(in + i + 16);
-      _mm512_storeu_ps(out + i, _mm512_permutex2var_ps(e, low, o));
-      _mm512_storeu_ps(out + i + 16, _mm512_permutex2var_ps(e, high, o));
-    }
-    return;
-  }
-  for (int64_t i = 0; i < count; ++i) out[i] = in[lane_of(kFields, i)];
 }
 
 template <int kFields>
@@ -234,7 +179,7 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI void axpy_int8_fields(const float* w, int64_t w_
   rows.reserve(static_cast<size_t>(steps * chunks * 64));
   transpose_rows(codes, code_bytes, n, chunks, rows.data());
   lanes.resize(static_cast<size_t>(m) * d);
-  to_lanes<kFields>(acc, m * d, lanes.data());
+  to_lanes_avx512<kFields>(acc, m, d, chunks, lanes.data());
   const ValueCall call{rows.data(), steps, chunks, groups, w8.data(), scales.data(), lanes.data(), d};
   alignas(64) int8_t repeated[64];
   for (int k = 0; k < 64; ++k) repeated[k] = table8[k & 15];
@@ -250,7 +195,7 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI void axpy_int8_fields(const float* w, int64_t w_
     case 1: accumulate_tile<kFields, 1>(call, a, table); break;
     default: break;
   }
-  from_lanes<kFields>(lanes.data(), m * d, acc);
+  from_lanes_avx512<kFields>(lanes.data(), m, d, chunks, acc);
   _mm256_zeroupper();
 }
 
@@ -259,6 +204,14 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI void axpy_int8_fields(const float* w, int64_t w_
 void axpy_packed_int8_vnni(const float* w, int64_t w_stride, int m, const uint8_t* codes,
                            int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                            int bits, int d, float* acc) {
+  if (bits == 3) {
+    // 3-bit fields straddle bytes: unpacked to one index per byte first (the VBMI loader), the
+    // kernel then reads them as one field per byte. Kept per thread across calls.
+    thread_local std::vector<uint8_t> idx;
+    idx.resize(static_cast<size_t>(n) * d);
+    unpack_rows_vbmi(codes, code_bytes, n, bits, d, idx.data());
+    return axpy_int8_fields<1>(w, w_stride, m, idx.data(), d, n, table8, table_scale, d, acc);
+  }
   switch (bits) {
     case 1: return axpy_int8_fields<8>(w, w_stride, m, codes, code_bytes, n, table8, table_scale, d, acc);
     case 2: return axpy_int8_fields<4>(w, w_stride, m, codes, code_bytes, n, table8, table_scale, d, acc);

@@ -357,8 +357,11 @@ void Codec::accumulate(const float* w, int64_t w_stride, int64_t m,
 }
 
 bool Codec::int8_values_fast() const {
-  return int8_values_supported() && level_ == SimdLevel::kAvx512 &&
-         kernels::int8_values_vnni_fit(mse_bits(), static_cast<int64_t>(code_bytes()), config_.head_dim);
+  if (!int8_values_supported()) return false;
+  const bool avx512_vnni = level_ == SimdLevel::kAvx512 &&
+      kernels::int8_values_vnni_fit(mse_bits(), static_cast<int64_t>(code_bytes()), config_.head_dim);
+  const bool avx_vnni = (level_ == SimdLevel::kAvx2 || level_ == SimdLevel::kAvx512) && kernels::kHasAvxVnni;
+  return avx512_vnni || avx_vnni;
 }
 
 void Codec::finish_accumulated(float* acc_rotated, const float* acc_sketch, float* out) const {

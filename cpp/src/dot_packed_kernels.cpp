@@ -50,39 +50,6 @@ void dot_packed_scalar(const float* q, int m, const uint8_t* codes, int64_t code
 }
 
 #if TURBOKV_X86
-// The lane order of the packed kernels. With `lanes` code bytes loaded into int32 lanes and
-// shifted by s * bits, lane l of step (g, s) holds the index of coordinate
-// (lanes * g + l) * per_byte + s. to_lanes copies m vectors of d floats into that order
-// (per vector: chunks * per_byte * lanes floats, zero past d); from_lanes copies them back.
-void to_lanes(const float* x, int m, int d, int chunks, int per_byte, int lanes, float* out) {
-  const int64_t per_vector = static_cast<int64_t>(chunks) * per_byte * lanes;
-  std::fill(out, out + per_vector * m, 0.0f);
-  for (int a = 0; a < m; ++a) {
-    for (int g = 0; g < chunks; ++g) {
-      for (int s = 0; s < per_byte; ++s) {
-        for (int l = 0; l < lanes; ++l) {
-          const int i = (lanes * g + l) * per_byte + s;
-          if (i < d) out[a * per_vector + (g * per_byte + s) * lanes + l] = x[static_cast<int64_t>(a) * d + i];
-        }
-      }
-    }
-  }
-}
-
-void from_lanes(const float* in, int m, int d, int chunks, int per_byte, int lanes, float* x) {
-  const int64_t per_vector = static_cast<int64_t>(chunks) * per_byte * lanes;
-  for (int a = 0; a < m; ++a) {
-    for (int g = 0; g < chunks; ++g) {
-      for (int s = 0; s < per_byte; ++s) {
-        for (int l = 0; l < lanes; ++l) {
-          const int i = (lanes * g + l) * per_byte + s;
-          if (i < d) x[static_cast<int64_t>(a) * d + i] = in[a * per_vector + (g * per_byte + s) * lanes + l];
-        }
-      }
-    }
-  }
-}
-
 // Coordinates c..c+15 of token j by byte planes. kPacked = 1, 2, 4: the 16 fields come straight
 // from 2, 4 or 8 packed code bytes, each lane left holding its field at bit 0 or 2 (1 bit: at bit
 // 0-3) of its byte, i.e. a lane value v in 0..15 whose centroid float_byte_planes() stores at v;
@@ -574,32 +541,6 @@ void axpy_packed_avx2(const float* w, int64_t w_stride, int m, const uint8_t* co
                       w_stride, m, codes, code_bytes, n, table, bits, d, acc);
 }
 
-// to_lanes and from_lanes with 16 lanes and kFields indices per byte. When every vector is whole
-// 16-byte chunks (d a multiple of 16 kFields) the order is a transpose within each chunk's
-// registers (split_fields): 8 permutes per 4-bit query of head_dim 128 instead of 128 scalar
-// copies; other shapes take the scalar copies.
-template <int kFields>
-TURBOKV_TARGET_AVX512 void to_lanes_avx512(const float* x, int m, int d, int chunks, float* out) {
-  if (d % (16 * kFields) != 0) return to_lanes(x, m, d, chunks, kFields, 16, out);
-  for (int64_t v = 0; v < static_cast<int64_t>(m) * d; v += 16 * kFields) {
-    __m512 r[kFields];
-    for (int s = 0; s < kFields; ++s) r[s] = _mm512_loadu_ps(x + v + 16 * s);
-    split_fields<kFields>(r);
-    for (int s = 0; s < kFields; ++s) _mm512_storeu_ps(out + v + 16 * s, r[s]);
-  }
-}
-
-template <int kFields>
-TURBOKV_TARGET_AVX512 void from_lanes_avx512(const float* in, int m, int d, int chunks, float* x) {
-  if (d % (16 * kFields) != 0) return from_lanes(in, m, d, chunks, kFields, 16, x);
-  for (int64_t v = 0; v < static_cast<int64_t>(m) * d; v += 16 * kFields) {
-    __m512 r[kFields];
-    for (int s = 0; s < kFields; ++s) r[s] = _mm512_loadu_ps(in + v + 16 * s);
-    merge_fields<kFields>(r);
-    for (int s = 0; s < kFields; ++s) _mm512_storeu_ps(x + v + 16 * s, r[s]);
-  }
-}
-
 // For b in {1, 2, 4} a byte holds 8/b whole indices. Loading 16 code bytes into 16 int32 lanes
 // and shifting by s*b puts index (8/b)*byte + s in the low bits of each lane; vpermps reads only
 // the low 4 bits, so a 16-entry table that repeats the 2^b centroids (t[j] = c[j mod 2^b]) gives
@@ -793,6 +734,7 @@ TURBOKV_TARGET_AVX512 void axpy_packed_bits_avx512(const float* w, int64_t w_str
     axpy_packed_tile_avx512<kBits, 1>(rest_w, w_stride, chunks, codes, code_bytes, n, table16, last_bytes, rest_acc);
   }
   from_lanes_avx512<kPerByte>(accperm.data(), m, d, chunks, acc);
+  _mm256_zeroupper();  // as dot_packed_bits_avx512: GCC may not, after the lane copies
 }
 
 TURBOKV_TARGET_AVX512 void axpy_packed_avx512(const float* w, int64_t w_stride, int m,

@@ -87,7 +87,7 @@ struct KernelSet {
   void (*dot_packed_int8)(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                           int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                           int bits, int d, float* out, int64_t out_stride);
-  // axpy_packed with the weights rounded to unsigned bytes per group of kInt8ValueGroup tokens and
+  // axpy_packed with the weights rounded to 7-bit bytes per group of kInt8ValueGroup tokens and
   // int8 centroids (quantize_int8), summed exactly (axpy_int8_kernels.cpp), so bit-identical at
   // every level. Weights must be >= 0 (softmax weights); bits <= 4; table8 holds 16 entries.
   void (*axpy_packed_int8)(const float* w, int64_t w_stride, int m, const uint8_t* codes,
@@ -140,12 +140,14 @@ void dot_packed_int8_vnni(const int8_t* q8, const float* q_scale, int m, const u
 
 // Int8 values (axpy_int8_kernels.cpp): tokens per weight scale, counted from a call's first token.
 constexpr int kInt8ValueGroup = 16;
-// out[j] = nearest(w[j] * 255 / max w) for the count <= kInt8ValueGroup weights of one group (all
-// >= 0, else std::invalid_argument), returning (max w / 255) * table_scale: the group's scale.
+// out[j] = nearest(w[j] * 127 / max w) for the count <= kInt8ValueGroup weights of one group (all
+// >= 0, else std::invalid_argument), returning (max w / 127) * table_scale (0 if max w is 0):
+// the group's scale.
 float quantize_group_weights(const float* w, int64_t count, float table_scale, uint8_t* out);
 // The AVX-512 level's int8 value kernel by vpdpbusd (axpy_int8_vnni_kernels.cpp) where
-// int8_values_vnni_fit holds (VNNI and VBMI, 1, 2 or 4 bits on packed lanes); elsewhere the
-// scalar reference. Same contract as KernelSet::axpy_packed_int8; x86 only (fit is false elsewhere).
+// int8_values_vnni_fit holds (VNNI and VBMI; 1, 2 or 4 bits on packed lanes, 3 bits where
+// planes_vbmi_fit unpacks them); elsewhere the AVX2 kernel. Same contract as
+// KernelSet::axpy_packed_int8; x86 only (fit is false elsewhere).
 bool int8_values_vnni_fit(int bits, int64_t code_bytes, int d);
 void axpy_packed_int8_vnni(const float* w, int64_t w_stride, int m, const uint8_t* codes,
                            int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
@@ -208,6 +210,8 @@ using AxpyPackedFn = void (*)(const float*, int64_t, int, const uint8_t*, int64_
 using AxpyPackedInt8Fn = void (*)(const float*, int64_t, int, const uint8_t*, int64_t, int64_t,
                                   const int8_t*, float, int, int, float*);
 AxpyPackedInt8Fn select_axpy_packed_int8(SimdLevel level);
+// The AVX2 level's int8 value kernel without and with AVX-VNNI, for tests (nullptr off x86).
+AxpyPackedInt8Fn axpy_packed_int8_avx2_variant(bool avx_vnni);
 using DotHalfFn = void (*)(const float*, int, const uint16_t*, int64_t, int, float*, int64_t);
 using AxpyHalfFn = void (*)(const float*, int64_t, int, const uint16_t*, int64_t, int, float*);
 using ToHalfFn = void (*)(const float*, uint16_t*, int64_t);

@@ -116,8 +116,8 @@ class KVCache:
             (float32, default) or ``"int8"`` (query and centroids rounded to int8, summed
             exactly; keys of at most 4 bits; see ``attention``).
         values: how ``attention`` sums values on the codes unless told otherwise: ``"exact"``
-            (float32, default) or ``"int8"`` (weights rounded to bytes per 16 tokens, centroids
-            to int8, summed exactly; values of at most 4 bits; see ``attention``).
+            (float32, default) or ``"int8"`` (weights rounded to 7-bit bytes per 16 tokens,
+            centroids to int8, summed exactly; values of at most 4 bits; see ``attention``).
         path: how ``attention`` does each block unless told otherwise: ``"auto"`` (default),
             ``"codes"`` or ``"tiles"`` (see ``attention``). ``"codes"`` makes a prompt's queries
             score the codes as decode steps do (with ``scores="int8"``: in int8).
@@ -292,14 +292,14 @@ class KVCache:
             values: how the codes path sums values (default: the cache's ``values`` setting,
                 itself ``"exact"`` unless set). ``"exact"``: float32 multiply-adds with the
                 codebook. ``"int8"``: per query and group of 16 tokens the softmax weights are
-                rounded to bytes on the group's largest, the centroids to int8, and the products
-                summed exactly in int32 (the same integers at every SIMD level). Fast on AVX-512
-                CPUs with VNNI and VBMI (Ice Lake, Sapphire Rapids, Zen 4 and later:
-                ``vpdpbusd``, 64 products per instruction) for 1-, 2- and 4-bit values; elsewhere
-                a portable reference that is slower than ``"exact"``
-                (``turbokv.int8_values_fast()`` says which). Its error is the two roundings (a
-                weight's at most 1/510 of its group's largest; measured on models in
-                ``bench/results/quality_int8.md``). It applies to values of at most 4 bits on the
+                rounded to 7-bit bytes on the group's largest, the centroids to int8, and the
+                products summed exactly in int32 (the same integers at every SIMD level). Fast
+                where the CPU has ``vpdpbusd``: AVX-512 VNNI (Ice Lake, Sapphire Rapids, Zen 4 and
+                later) or AVX-VNNI (Alder Lake and later Intel client cores); plain AVX2 runs
+                ``maddubs`` and other levels a portable reference, neither faster than
+                ``"exact"`` (``turbokv.int8_values_fast(bits, head_dim)`` says which). Its error
+                is the two roundings (a weight's at most 1/254 of its group's largest; measured
+                on models in ``bench/results/quality_int8.md``). It applies to values of at most 4 bits on the
                 codes path; wider or float16 values and tiles stay float32.
                 ``last_attention_values`` says which ran.
 

@@ -197,7 +197,8 @@ TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
 // Int8 values sum integers exactly and take the same float steps at every level, so every level
 // must return the scalar reference's floats bit for bit: weights with zeros, a heavy token, an
 // all-zero group and a partial last group, 1-9 queries, every width of at most 4 bits. The path is
-// asserted per shape: AVX-512 with VNNI and VBMI runs its vpdpbusd kernel on packed lanes.
+// asserted per shape: AVX-512 with VNNI and VBMI runs its vpdpbusd kernel on packed lanes and on
+// 3-bit codes unpacked to index bytes.
 TEST(SimdParity, Int8ValuesAreBitIdenticalToScalar) {
   const auto& scalar = kernels::kernel_set(SimdLevel::kScalar);
   std::mt19937 gen(5);
@@ -215,8 +216,9 @@ TEST(SimdParity, Int8ValuesAreBitIdenticalToScalar) {
       for (int d : {32, 64, 80, 96, 128, 256}) {
         const int64_t code_bytes = (int64_t(d) * bits + 7) / 8;
         const bool packed_lanes = bits != 3 && d * bits % 128 == 0;
+        const bool three = bits == 3 && d % 64 == 0;  // unpacked by the VBMI loader first
         EXPECT_EQ(kernels::int8_values_vnni_fit(bits, code_bytes, d),
-                  kernels::kHasAvx512Vnni && kernels::kHasAvx512Vbmi && packed_lanes) << bits << " " << d;
+                  kernels::kHasAvx512Vnni && kernels::kHasAvx512Vbmi && (packed_lanes || three)) << bits << " " << d;
         for (int64_t n : {1, 5, 16, 37, 300}) {
           std::vector<uint8_t> codes(size_t(code_bytes * n));
           for (auto& c : codes) c = uint8_t(gen());
@@ -241,7 +243,7 @@ TEST(SimdParity, Int8ValuesAreBitIdenticalToScalar) {
   }
 }
 
-// Against float32 values the error of int8 values is the rounding of the weights (at most 1/510
+// Against float32 values the error of int8 values is the rounding of the weights (at most 1/254
 // of their group's largest each) and of the centroids (c_max / 254): bounded here per coordinate
 // from the weights and the codebook alone, independently of the kernels.
 TEST(SimdParity, Int8ValuesStayWithinTheirRoundingBound) {
@@ -254,8 +256,10 @@ TEST(SimdParity, Int8ValuesStayWithinTheirRoundingBound) {
         cfg.seed = 3;
         Codec codec(cfg, level);
         ASSERT_TRUE(codec.int8_values_supported());
+        // vpdpbusd: AVX-512 VNNI where the shape fits, AVX-VNNI at both x86 levels.
         EXPECT_EQ(codec.int8_values_fast(),
-                  level == SimdLevel::kAvx512 && kernels::int8_values_vnni_fit(bits, int64_t(codec.code_bytes()), d));
+                  (level == SimdLevel::kAvx512 && kernels::int8_values_vnni_fit(bits, int64_t(codec.code_bytes()), d)) ||
+                      ((level == SimdLevel::kAvx2 || level == SimdLevel::kAvx512) && kernels::kHasAvxVnni));
         const int n = 300, m = 4;
         auto x = test_util::gaussian_rows(n, d, uint32_t(d + bits));
         EncodedStore enc(codec, n);
@@ -287,7 +291,7 @@ TEST(SimdParity, Int8ValuesStayWithinTheirRoundingBound) {
               top = std::max(top, wj);
               sum += wj;
             }
-            bound += count * top / 510.0 * c_max + (sum + count * top / 510.0) * c_max / 254.0;
+            bound += count * top / 254.0 * c_max + (sum + count * top / 254.0) * c_max / 254.0;
           }
           for (int i = 0; i < d; ++i) {
             const double err = std::fabs(double(int8[size_t(a) * d + i]) - exact[size_t(a) * d + i]);
@@ -315,6 +319,49 @@ TEST(SimdParity, Int8ValuesStayWithinTheirRoundingBound) {
   EXPECT_THROW(five.accumulate(w.data(), 4, 1, enc.in(), 4, acc.data(), sketch.data(), scratch.data(),
                                ValuePrecision::kInt8),
                std::invalid_argument);
+}
+
+// The AVX2 level's int8 value kernel uses AVX-VNNI where the CPU has it: both variants must return
+// the scalar reference's floats, on every width of at most 4 bits and shapes whose rows end
+// mid-chunk (d 80, 3 bits), with a heavy token and 1-6 queries.
+TEST(SimdParity, BothAvx2Int8ValueVariantsEqualScalar) {
+#if TURBOKV_X86
+  if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX2 on this CPU";
+  std::cout << "[ info     ] AVX2 int8 values with AVX-VNNI: " << (kernels::kHasAvxVnni ? "yes" : "no (plain only)") << "\n";
+  const auto& scalar = kernels::kernel_set(SimdLevel::kScalar);
+  std::mt19937 gen(17);
+  std::vector<int8_t> table8(16);
+  for (auto& t : table8) t = int8_t(int(gen() % 255) - 127);
+  std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+  for (bool vnni : {false, true}) {
+    if (vnni && !kernels::kHasAvxVnni) continue;
+    const kernels::AxpyPackedInt8Fn kernel = kernels::axpy_packed_int8_avx2_variant(vnni);
+    ASSERT_NE(kernel, nullptr);
+    for (int bits = 1; bits <= 4; ++bits) {
+      for (int d : {32, 64, 80, 96, 128, 256}) {
+        const int64_t code_bytes = (int64_t(d) * bits + 7) / 8;
+        for (int64_t n : {3, 37, 300}) {
+          std::vector<uint8_t> codes(size_t(code_bytes * n));
+          for (auto& c : codes) c = uint8_t(gen());
+          for (int m : {1, 3, 4, 6}) {
+            std::vector<float> w(size_t(m) * n);
+            for (auto& v : w) v = unit(gen) * 1e-2f;
+            w[1] = 5.0f;
+            std::vector<float> a(size_t(m) * d), b;
+            for (auto& v : a) v = unit(gen) - 0.5f;
+            b = a;
+            scalar.axpy_packed_int8(w.data(), n, m, codes.data(), code_bytes, n, table8.data(), 0.03f, bits, d, a.data());
+            kernel(w.data(), n, m, codes.data(), code_bytes, n, table8.data(), 0.03f, bits, d, b.data());
+            ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)))
+                << "vnni=" << vnni << " bits=" << bits << " d=" << d << " n=" << n << " m=" << m;
+          }
+        }
+      }
+    }
+  }
+#else
+  EXPECT_EQ(kernels::axpy_packed_int8_avx2_variant(true), nullptr);
+#endif
 }
 
 // The AVX2 level's int8 kernel uses AVX-VNNI where the CPU has it: both variants must return the
@@ -950,6 +997,9 @@ TEST(SimdParity, KernelsReturnWithCleanUpperHalves) {
               k.dot_packed_int8(q8.data(), q_scale.data(), m, codes.data(), code_bytes, keys, table8.data(),
                                 0.1f, bits, dim, out.data(), keys);
               check("dot_packed_int8", dim);
+              k.axpy_packed_int8(weights.data(), keys, m, codes.data(), code_bytes, keys, table8.data(), 0.1f,
+                                 bits, dim, acc.data());
+              check("axpy_packed_int8", dim);
             }
           }
         }

@@ -31,10 +31,10 @@ enum class Mode { kMse, kProd };
 // (pshufb/maddubs on AVX2); keys of at most 4 bits only (Codec::int8_scores_supported).
 enum class ScorePrecision { kExact, kInt8 };
 // How value sums on the codes are done. kExact: float32 multiply-adds with the float codebook.
-// kInt8: each query's weights rounded to unsigned bytes per group of 16 tokens (scaled to that
-// group's largest), the centroids to int8, products summed exactly in int32 (vpdpbusd on AVX-512
-// with VNNI and VBMI; the scalar reference elsewhere); values of at most 4 bits only
-// (Codec::int8_values_supported).
+// kInt8: each query's weights rounded to 7-bit bytes per group of 16 tokens (scaled to that
+// group's largest), the centroids to int8, products summed exactly in int32 (vpdpbusd with
+// AVX-512 VNNI or AVX-VNNI, maddubs on plain AVX2; the scalar reference on other levels); values
+// of at most 4 bits only (Codec::int8_values_supported).
 enum class ValuePrecision { kExact, kInt8 };
 enum class NormDtype { kFloat32, kFloat16 };
 
@@ -133,9 +133,10 @@ class Codec {
                   int64_t n, float* acc_rotated, float* acc_sketch, float* scratch,
                   ValuePrecision precision = ValuePrecision::kExact) const;
   bool int8_values_supported() const { return mse_bits() <= 4; }
-  // Whether this CPU level runs int8 values by a SIMD kernel (else the scalar reference, slower
-  // than float32 values): AVX-512 with VNNI and VBMI, 1, 2 or 4 bits, head_dim a multiple of
-  // 128 / bits.
+  // Whether this codec's level sums int8 values by vpdpbusd, the instruction that makes them pay:
+  // AVX-512 with VNNI and VBMI (1, 2 or 4 bits with head_dim a multiple of 128 / bits, 3 bits with
+  // head_dim a multiple of 64), or AVX-VNNI at the AVX2 and AVX-512 levels (any shape). Plain AVX2
+  // (maddubs) and the scalar reference are not faster than float32 values.
   bool int8_values_fast() const;
   // out (d floats) = R^T (acc_rotated + S^T acc_sketch): one inverse rotation per query.
   void finish_accumulated(float* acc_rotated, const float* acc_sketch, float* out) const;
