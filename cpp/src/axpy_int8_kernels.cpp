@@ -224,21 +224,9 @@ TURBOKV_TARGET_AVX2 void finish_values_avx2(const ValueCallAvx2& call, int m, in
 }
 
 // The AVX2 kernel twice (axpy_int8_avx2_kernel.inc), without and with AVX-VNNI.
-namespace plain {
-#define TURBOKV_INT8_AVX2_TARGET TURBOKV_TARGET_AVX2
-#define TURBOKV_INT8_AVX_VNNI 0
-#include "axpy_int8_avx2_kernel.inc"
-#undef TURBOKV_INT8_AVX_VNNI
-#undef TURBOKV_INT8_AVX2_TARGET
-}  // namespace plain
-
-namespace avx_vnni {
-#define TURBOKV_INT8_AVX2_TARGET __attribute__((target("avx2,fma,bmi,bmi2,f16c,avxvnni")))
-#define TURBOKV_INT8_AVX_VNNI 1
-#include "axpy_int8_avx2_kernel.inc"
-#undef TURBOKV_INT8_AVX_VNNI
-#undef TURBOKV_INT8_AVX2_TARGET
-}  // namespace avx_vnni
+#define TURBOKV_AVX2_TWICE_FILE "axpy_int8_avx2_kernel.inc"
+#include "avx2_twice.inc"
+#undef TURBOKV_AVX2_TWICE_FILE
 
 void axpy_packed_int8_avx2(const float* w, int64_t w_stride, int m, const uint8_t* codes,
                            int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,

@@ -357,7 +357,9 @@ void Codec::accumulate(const float* w, int64_t w_stride, int64_t m,
 }
 
 bool Codec::int8_values_fast() const {
-  if (!int8_values_supported()) return false;
+  // 3 bits: the unpacking to index bytes costs what the integer sums save (decode at 32K 0.98-1.05x
+  // the time of float32 values, bench/results/kernel_choices_avx2.md, round 16).
+  if (!int8_values_supported() || mse_bits() == 3) return false;
   const bool avx512_vnni = level_ == SimdLevel::kAvx512 &&
       kernels::int8_values_vnni_fit(mse_bits(), static_cast<int64_t>(code_bytes()), config_.head_dim);
   const bool avx_vnni = (level_ == SimdLevel::kAvx2 || level_ == SimdLevel::kAvx512) && kernels::kHasAvxVnni;

@@ -459,17 +459,20 @@ def test_saved_loaded_and_copied_caches_continue_exactly(models, tmp_path):
         cache_for(fused).save(tmp_path / "empty.tkv")
 
 
-def test_int8_scores_in_a_model_run_on_the_codes_and_stay_close(models):
-    """TurboQuantCache(scores="int8"): decode steps score 4-bit keys in int8 (asserted per layer),
-    the prompt on tiles stays float32, and the logits move far less than the codec moves them."""
+@pytest.mark.parametrize("which", ["scores", "values"])
+def test_int8_in_a_model_runs_on_the_codes_and_stays_close(models, which):
+    """TurboQuantCache(scores="int8") / (values="int8"): decode steps score 4-bit keys / sum 4-bit
+    values in int8 (asserted per layer), the prompt on tiles stays float32, and the logits move far
+    less than the codec moves them."""
     default, fused = models
     ids = torch.randint(0, 512, (2, 24), generator=torch.Generator().manual_seed(7))
     exact_cache = cache_for(fused, key_bits=4, value_bits=4)
-    int8_cache = cache_for(fused, key_bits=4, value_bits=4, scores="int8")
+    int8_cache = cache_for(fused, key_bits=4, value_bits=4, **{which: "int8"})
     exact = stepwise_logits(fused, exact_cache, ids, steps=4)
     int8 = stepwise_logits(fused, int8_cache, ids, steps=4)
-    assert {layer.cache.last_attention_scores for layer in int8_cache.layers} == {"int8"}
-    assert {layer.cache.last_attention_scores for layer in exact_cache.layers} == {"exact"}
+    ran = f"last_attention_{which}"
+    assert {getattr(layer.cache, ran) for layer in int8_cache.layers} == {"int8"}
+    assert {getattr(layer.cache, ran) for layer in exact_cache.layers} == {"exact"}
     reference = stepwise_logits(default, DynamicCache(), ids, steps=4)
     codec_kl = kl(reference, exact)[:, 1:].mean()
     int8_kl = kl(exact, int8)[:, 1:].mean()  # decode steps only: the prefill is the same

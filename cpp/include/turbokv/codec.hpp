@@ -133,10 +133,10 @@ class Codec {
                   int64_t n, float* acc_rotated, float* acc_sketch, float* scratch,
                   ValuePrecision precision = ValuePrecision::kExact) const;
   bool int8_values_supported() const { return mse_bits() <= 4; }
-  // Whether this codec's level sums int8 values by vpdpbusd, the instruction that makes them pay:
-  // AVX-512 with VNNI and VBMI (1, 2 or 4 bits with head_dim a multiple of 128 / bits, 3 bits with
-  // head_dim a multiple of 64), or AVX-VNNI at the AVX2 and AVX-512 levels (any shape). Plain AVX2
-  // (maddubs) and the scalar reference are not faster than float32 values.
+  // Whether int8 values are faster than float32 ones here: summed by vpdpbusd, with AVX-512 VNNI
+  // and VBMI (1, 2 or 4 bits, head_dim a multiple of 128 / bits) or AVX-VNNI at the AVX2 and
+  // AVX-512 levels (1, 2 or 4 bits, any shape). Not for 3 bits (their unpacking costs what the
+  // sums save), plain AVX2 (maddubs) or the scalar reference: the same results, no faster.
   bool int8_values_fast() const;
   // out (d floats) = R^T (acc_rotated + S^T acc_sketch): one inverse rotation per query.
   void finish_accumulated(float* acc_rotated, const float* acc_sketch, float* out) const;
