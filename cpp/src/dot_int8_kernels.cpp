@@ -151,7 +151,8 @@ void dot_int8_neon(const int8_t* q8, const float* q_scale, int m, const uint8_t*
   constexpr bool unpacked = kFields == 1;  // indices unpacked per key into whole zero-padded chunks
   const Int8Layout L = int8_layout(16, kFields, bits, code_bytes, d);
   const int64_t per_query = static_cast<int64_t>(L.chunks) * kFields * 16;
-  const std::vector<int8_t> qperm = permute_queries(q8, m, d, L, 16);
+  const std::vector<int8_t>& qperm =
+      remembered_queries(q8, m, d, L, 16, [&] { return permute_queries(q8, m, d, L, 16); });
   std::vector<float> scales(static_cast<size_t>(m));
   for (int a = 0; a < m; ++a) scales[a] = q_scale[a] * table_scale;  // the scalar kernel's product
   const int8x16_t table = vld1q_s8(table8);

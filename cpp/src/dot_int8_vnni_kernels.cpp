@@ -207,7 +207,8 @@ TURBOKV_TARGET_AVX512_VNNI void dot_int8_vnni(const int8_t* q8, const float* q_s
                                               const int8_t* table8, float table_scale, int d,
                                               float* out, int64_t out_stride) {
   const Int8Layout layout = int8_layout(kPaired ? 32 : 64, kFields, 8 / kFields, code_bytes, d);
-  const std::vector<int8_t> queries = vnni_queries<kFields>(q8, m, d, layout, kPaired);
+  const std::vector<int8_t>& queries = remembered_queries(
+      q8, m, d, layout, kPaired ? 32 : 64, [&] { return vnni_queries<kFields>(q8, m, d, layout, kPaired); });
   std::vector<int32_t> offsets(static_cast<size_t>(m));
   std::vector<float> scales(static_cast<size_t>(m));
   for (int a = 0; a < m; ++a) {
