@@ -3,7 +3,7 @@
 // runs of two binaries compare phases, not code). Reports the minimum per call of each side over
 // many alternating calls, their ratio, and whether the outputs are identical.
 //   ab encode BITS ROWS CALLS [SIMD] [HEAD_DIM] Codec::encode of ROWS vectors (head_dim 128)
-//   ab attention KBITS VBITS CONTEXT CALLS [THREADED] [SIMD] [Q_HEADS KV_HEADS] [int8]
+//   ab attention KBITS VBITS CONTEXT CALLS [THREADED] [SIMD] [Q_HEADS KV_HEADS] [int8|int8kv]
 //                                             one decode step, d = 128 (32 query / 8 KV heads)
 #include <algorithm>
 #include <chrono>
@@ -22,7 +22,7 @@
   void side##_encode(void*, const float*, int64_t, uint8_t*, float*);                        \
   void side##_codec_delete(void*);                                                           \
   void* side##_layer_new(int, int, int, int, int, const float*, const float*, int64_t);      \
-  void side##_attend(void*, const float*, int, float, bool, bool, float*);                  \
+  bool side##_attend(void*, const float*, int, float, bool, int, float*);                   \
   void side##_layer_delete(void*);
 AB_DECLARE(ab_base)
 AB_DECLARE(ab_head)
@@ -57,7 +57,7 @@ std::vector<float> gaussian(size_t n, unsigned seed) {
 int usage() {
   std::fprintf(stderr,
                "usage: ab encode BITS ROWS CALLS [SIMD] [HEAD_DIM=128]\n"
-               "       ab attention KBITS VBITS CONTEXT CALLS [THREADED=1] [SIMD] [Q_HEADS=32 KV_HEADS=8] [int8]\n"
+               "       ab attention KBITS VBITS CONTEXT CALLS [THREADED=1] [SIMD] [Q_HEADS=32 KV_HEADS=8] [int8|int8kv]\n"
                "SIMD: 0 scalar, 1 avx2, 2 avx512, 3 neon (default: 1 on x86, 3 on arm64)\n");
   return 2;
 }
@@ -102,19 +102,26 @@ int main(int argc, char** argv) {
     const bool threaded = argc > 6 ? std::atoi(argv[6]) != 0 : true;
     const int simd = argc > 7 ? std::atoi(argv[7]) : kDefaultSimd;
     const int q_heads = argc > 9 ? std::atoi(argv[8]) : 32, kv_heads = argc > 9 ? std::atoi(argv[9]) : 8;
-    // Head counts come as a pair; the only word after them is int8 (anything else is refused).
-    if (argc == 9 || argc > 11 || (argc == 11 && std::string(argv[10]) != "int8")) return usage();
-    const bool int8 = argc == 11;
+    // Head counts come as a pair; the only words after them are int8 (scores) and int8kv (scores
+    // and values); anything else is refused.
+    const std::string word = argc == 11 ? argv[10] : "";
+    if (argc == 9 || argc > 11 || (argc == 11 && word != "int8" && word != "int8kv")) return usage();
+    const int int8 = word == "int8kv" ? 2 : word == "int8" ? 1 : 0;
     const auto k = gaussian(size_t(kv_heads) * context * d, 2), v = gaussian(k.size(), 3), q = gaussian(size_t(q_heads) * d, 4);
     void* base = ab_base_layer_new(d, kv_heads, kbits, vbits, simd, k.data(), v.data(), context);
     void* head = ab_head_layer_new(d, kv_heads, kbits, vbits, simd, k.data(), v.data(), context);
     std::vector<float> out_base(q.size()), out_head(q.size());
     const float scale = 1.0f / std::sqrt(float(d));
+    if (!ab_base_attend(base, q.data(), q_heads, scale, threaded, int8, out_base.data()) ||
+        !ab_head_attend(head, q.data(), q_heads, scale, threaded, int8, out_head.data())) {
+      std::fprintf(stderr, "int8kv: a side's commit has no int8 values (added in b2945d7)\n");
+      return 2;
+    }
     const auto [t_base, t_head] = alternate([&] { ab_base_attend(base, q.data(), q_heads, scale, threaded, int8, out_base.data()); },
                                             [&] { ab_head_attend(head, q.data(), q_heads, scale, threaded, int8, out_head.data()); }, calls);
     std::printf("attention K%dV%d%s context=%lld heads %d/%d d=%d %s simd=%d, min of %d alternating calls: base %.3f ms, "
                 "head %.3f ms, head/base %.3f, identical output: %s\n",
-                kbits, vbits, int8 ? " int8 scores" : "", static_cast<long long>(context), q_heads, kv_heads, d, threaded ? "threaded" : "one thread", simd, calls,
+                kbits, vbits, int8 == 2 ? " int8 scores and values" : int8 == 1 ? " int8 scores" : "", static_cast<long long>(context), q_heads, kv_heads, d, threaded ? "threaded" : "one thread", simd, calls,
                 t_base * 1e3, t_head * 1e3, t_head / t_base, out_base == out_head ? "yes" : "NO");
     ab_base_layer_delete(base);
     ab_head_layer_delete(head);

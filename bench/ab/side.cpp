@@ -44,12 +44,28 @@ void* AB_NAME(layer_new)(int head_dim, int kv_heads, int key_bits, int value_bit
   return layer;
 }
 
-void AB_NAME(attend)(void* layer, const float* q, int q_heads, float scale, bool threaded, bool int8,
+// Int8 values where the commit has them (AttentionOptions::values, since b2945d7): the member's own
+// type names the enum, so this compiles against older commits too, where it returns false.
+template <typename Options>
+auto set_int8_values(Options& o, int) -> decltype(o.values = decltype(o.values)(1), bool()) {
+  o.values = decltype(o.values)(1);  // ValuePrecision::kInt8
+  return true;
+}
+template <typename Options>
+bool set_int8_values(Options&, long) {
+  return false;
+}
+
+// int8: 0 float32 sums, 1 int8 scores, 2 int8 scores and values. Returns false if the commit
+// lacks int8 values.
+bool AB_NAME(attend)(void* layer, const float* q, int q_heads, float scale, bool threaded, int int8,
                      float* out) {
   turbokv::AttentionOptions options;
   options.scale = scale;
-  if (int8) options.scores = turbokv::ScorePrecision::kInt8;
+  if (int8 >= 1) options.scores = turbokv::ScorePrecision::kInt8;
+  if (int8 >= 2 && !set_int8_values(options, 0)) return false;
   static_cast<turbokv::KVCacheLayer*>(layer)->attention(q, 1, q_heads, 1, options, out, threaded);
+  return true;
 }
 
 void AB_NAME(layer_delete)(void* layer) { delete static_cast<turbokv::KVCacheLayer*>(layer); }
