@@ -13,6 +13,7 @@
 // AVX-VNNI) and the selector; the AVX-512 kernel (vpdpbusd: 64 products per instruction against 16
 // per float FMA) is axpy_int8_vnni_kernels.cpp.
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -26,14 +27,16 @@
 namespace turbokv {
 namespace kernels {
 
+const char* const kBadWeights = "int8 values need finite weights >= 0 (softmax weights)";
+
 float quantize_group_weights(const float* w, int64_t count, float table_scale, uint8_t* out) {
   float top = 0.0f;
-  bool negative = false;
+  bool bad = false;
   for (int64_t j = 0; j < count; ++j) {
     top = std::max(top, w[j]);
-    negative |= w[j] < 0.0f;
+    bad |= !(w[j] >= 0.0f && w[j] <= FLT_MAX);  // negative, NaN or Inf: nothing to round on
   }
-  if (negative) throw std::invalid_argument("int8 values need weights >= 0 (softmax weights)");
+  if (bad) throw std::invalid_argument(kBadWeights);
   const float inv = top > 0.0f ? 127.0f / top : 0.0f;
   // w_j * inv <= 127 up to one rounding, which nearest-even keeps at 127.
   for (int64_t j = 0; j < count; ++j) out[j] = static_cast<uint8_t>(std::nearbyint(w[j] * inv));
@@ -105,7 +108,7 @@ struct ValueCallAvx2 {
 };
 
 // quantize_group_weights for every group of one query, 8 lanes at a time (the same maximum,
-// products and nearest-even rounding); false if a weight is negative.
+// products and nearest-even rounding); false if a weight is negative, NaN or infinite.
 TURBOKV_TARGET_AVX2 bool quantize_weights_avx2(const float* w, int64_t n, int64_t groups,
                                                float table_scale, uint8_t* out, float* scales) {
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -115,8 +118,10 @@ TURBOKV_TARGET_AVX2 bool quantize_weights_avx2(const float* w, int64_t n, int64_
     const int count = static_cast<int>(std::min<int64_t>(kInt8ValueGroup, n - j));
     const __m256 v0 = _mm256_maskload_ps(w + j, _mm256_cmpgt_epi32(_mm256_set1_epi32(count), lane));
     const __m256 v1 = _mm256_maskload_ps(w + j + 8, _mm256_cmpgt_epi32(_mm256_set1_epi32(count - 8), lane));
-    negative |= _mm256_movemask_ps(_mm256_cmp_ps(v0, _mm256_setzero_ps(), _CMP_LT_OQ)) |
-                _mm256_movemask_ps(_mm256_cmp_ps(v1, _mm256_setzero_ps(), _CMP_LT_OQ));
+    negative |= _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(v0, _mm256_setzero_ps(), _CMP_NGE_UQ),
+                                                _mm256_cmp_ps(v0, _mm256_set1_ps(FLT_MAX), _CMP_GT_OQ))) |
+                _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(v1, _mm256_setzero_ps(), _CMP_NGE_UQ),
+                                                _mm256_cmp_ps(v1, _mm256_set1_ps(FLT_MAX), _CMP_GT_OQ)));
     __m256 top8 = _mm256_max_ps(v0, v1);
     top8 = _mm256_max_ps(top8, _mm256_permute2f128_ps(top8, top8, 1));
     top8 = _mm256_max_ps(top8, _mm256_shuffle_ps(top8, top8, 0x4E));
@@ -207,7 +212,7 @@ TURBOKV_TARGET_AVX2 ValueCallAvx2 prepare_values_avx2(const float* w, int64_t w_
   for (int a = 0; a < m; ++a) {
     if (!quantize_weights_avx2(w + a * w_stride, n, groups, table_scale,
                                scratch.w8.data() + a * groups * kInt8ValueGroup, scratch.scales.data() + a * groups)) {
-      throw std::invalid_argument("int8 values need weights >= 0 (softmax weights)");
+      throw std::invalid_argument(kBadWeights);
     }
   }
   scratch.rows.reserve(static_cast<size_t>(steps * chunks * 64));

@@ -10,6 +10,7 @@
 // query's 4 weight bytes broadcast: 64 products per instruction where a float FMA does 16, with
 // the lookups shared by the queries.
 #include <algorithm>
+#include <cfloat>
 #include <stdexcept>
 #include <vector>
 
@@ -138,7 +139,7 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI void accumulate_tile(const ValueCall& c, int a0,
 
 // The weights of one query as bytes and scales, group by group: quantize_group_weights' steps
 // (the maximum is exact in any order; the product and nearest-even rounding are per lane).
-// Returns false, having written part of out, if a weight is negative.
+// Returns false, having written part of out, if a weight is negative, NaN or infinite.
 TURBOKV_TARGET_AVX512_VNNI_VBMI bool quantize_weights(const float* w, int64_t n, int64_t groups,
                                                       float table_scale, uint8_t* out, float* scales) {
   __mmask16 negative = 0;
@@ -146,7 +147,8 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI bool quantize_weights(const float* w, int64_t n,
     const int64_t j = group * kInt8ValueGroup;
     const int64_t count = std::min<int64_t>(kInt8ValueGroup, n - j);
     const __m512 v = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << count) - 1u), w + j);
-    negative |= _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
+    negative = _kor_mask16(negative, _kor_mask16(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NGE_UQ),  // < 0, NaN
+                                                 _mm512_cmp_ps_mask(v, _mm512_set1_ps(FLT_MAX), _CMP_GT_OQ)));  // +Inf
     const float top = _mm512_reduce_max_ps(v);  // the zeros past n change nothing (weights >= 0)
     const float inv = top > 0.0f ? 127.0f / top : 0.0f;  // an all-zero group: scale +0 (not -0)
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j),
@@ -173,7 +175,7 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI void axpy_int8_fields(const float* w, int64_t w_
   for (int a = 0; a < m; ++a) {
     if (!quantize_weights(w + a * w_stride, n, groups, table_scale, w8.data() + a * groups * kInt8ValueGroup,
                           scales.data() + a * groups)) {
-      throw std::invalid_argument("int8 values need weights >= 0 (softmax weights)");
+      throw std::invalid_argument(kBadWeights);
     }
   }
   rows.reserve(static_cast<size_t>(steps * chunks * 64));

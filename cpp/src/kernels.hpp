@@ -141,9 +141,12 @@ void dot_packed_int8_vnni(const int8_t* q8, const float* q_scale, int m, const u
 // Int8 values (axpy_int8_kernels.cpp): tokens per weight scale, counted from a call's first token.
 constexpr int kInt8ValueGroup = 16;
 // out[j] = nearest(w[j] * 127 / max w) for the count <= kInt8ValueGroup weights of one group (all
-// >= 0, else std::invalid_argument), returning (max w / 127) * table_scale (0 if max w is 0):
+// finite and >= 0, else std::invalid_argument), returning (max w / 127) * table_scale (0 if max w is 0):
 // the group's scale.
 float quantize_group_weights(const float* w, int64_t count, float table_scale, uint8_t* out);
+// What every level's int8 value kernel throws (std::invalid_argument) for a negative, NaN or
+// infinite weight, before adding anything.
+extern const char* const kBadWeights;
 // The AVX-512 level's int8 value kernel by vpdpbusd (axpy_int8_vnni_kernels.cpp) where
 // int8_values_vnni_fit holds (VNNI and VBMI; 1, 2 or 4 bits on packed lanes, 3 bits where
 // planes_vbmi_fit unpacks them); elsewhere the AVX2 kernel. Same contract as

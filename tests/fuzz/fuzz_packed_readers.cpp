@@ -1,5 +1,6 @@
-// Decode, fused scores and fused attention on arbitrary packed buffers (any bits, any norms,
-// including NaN/Inf) of arbitrary declared shapes: never out of bounds, never a crash.
+// Decode, fused scores (float32 and int8), int8 value sums and fused attention (float32 and int8)
+// on arbitrary packed buffers (any bits, any norms and weights, including NaN/Inf) of arbitrary
+// declared shapes: never out of bounds, never a crash.
 #include <stdexcept>
 #include <vector>
 
@@ -27,6 +28,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<float> out(n * d), scores(m * n);
   codec.decode(enc, n, out.data());
   codec.scores(q.data(), m, d, enc, n, scores.data());
+  if (codec.int8_scores_supported()) codec.scores(q.data(), m, d, enc, n, scores.data(), ScorePrecision::kInt8);
+  if (codec.int8_values_supported()) {
+    // Weights of any bits: negative, NaN and infinite ones are refused, the rest summed.
+    const std::vector<float> w = in.floats(m * n);
+    std::vector<float> acc(m * d, 0.0f), sketch(m * d, 0.0f), scratch((m + 1) * n);
+    try {
+      codec.accumulate(w.data(), n, m, enc, n, acc.data(), sketch.data(), scratch.data(), ValuePrecision::kInt8);
+    } catch (const std::invalid_argument&) {
+    }
+  }
 
   // The same bytes as a cache's state, then attention over it.
   CacheConfig cache;
@@ -47,6 +58,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::vector<float> queries = in.floats(4 * d);
   try {
     layer.attention(queries.data(), 1, 4, 1, AttentionOptions{0.1f}, attention_out.data(), false);
+    AttentionOptions int8{0.1f};
+    int8.scores = ScorePrecision::kInt8;
+    int8.values = ValuePrecision::kInt8;
+    layer.attention(queries.data(), 1, 4, 1, int8, attention_out.data(), false);
   } catch (const std::invalid_argument&) {
     return 0;  // NaN/Inf queries are refused (the documented behaviour)
   }

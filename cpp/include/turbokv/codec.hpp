@@ -127,8 +127,9 @@ class Codec {
   //   sum_j w[a * w_stride + j] decode(v_j) = finish(acc_rotated_a, acc_sketch_a)
   // where accumulate adds block after block into acc_rotated (m x d, rotated domain) and, in prod
   // mode, acc_sketch (m x d, sketch domain). scratch holds (m + 1) * n floats.
-  // ValuePrecision::kInt8 (int8_values_supported) needs w >= 0 (softmax weights; else
-  // std::invalid_argument) and sums the codes in integers; the sketch term stays float32.
+  // ValuePrecision::kInt8 (int8_values_supported) needs finite w >= 0 (softmax weights; else
+  // std::invalid_argument, nothing added) and sums the codes in integers; the sketch term stays
+  // float32.
   void accumulate(const float* w, int64_t w_stride, int64_t m, const ConstEncodedBuffers& values,
                   int64_t n, float* acc_rotated, float* acc_sketch, float* scratch,
                   ValuePrecision precision = ValuePrecision::kExact) const;
