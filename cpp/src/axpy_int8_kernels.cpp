@@ -37,10 +37,10 @@ float quantize_group_weights(const float* w, int64_t count, float table_scale, u
     bad |= !(w[j] >= 0.0f && w[j] <= FLT_MAX);  // negative, NaN or Inf: nothing to round on
   }
   if (bad) throw std::invalid_argument(kBadWeights);
-  const float inv = top > 0.0f ? 127.0f / top : 0.0f;
+  const float inv = top >= kSmallestGroupMax ? 127.0f / top : 0.0f;
   // w_j * inv <= 127 up to one rounding, which nearest-even keeps at 127.
   for (int64_t j = 0; j < count; ++j) out[j] = static_cast<uint8_t>(std::nearbyint(w[j] * inv));
-  return top > 0.0f ? (top / 127.0f) * table_scale : 0.0f;
+  return top >= kSmallestGroupMax ? (top / 127.0f) * table_scale : 0.0f;
 }
 
 namespace {
@@ -127,13 +127,13 @@ TURBOKV_TARGET_AVX2 bool quantize_weights_avx2(const float* w, int64_t n, int64_
     top8 = _mm256_max_ps(top8, _mm256_shuffle_ps(top8, top8, 0x4E));
     top8 = _mm256_max_ps(top8, _mm256_shuffle_ps(top8, top8, 0xB1));
     const float top = _mm256_cvtss_f32(top8);
-    const __m256 inv = _mm256_set1_ps(top > 0.0f ? 127.0f / top : 0.0f);
+    const __m256 inv = _mm256_set1_ps(top >= kSmallestGroupMax ? 127.0f / top : 0.0f);
     const __m256i u0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, inv));
     const __m256i u1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, inv));
     const __m128i words0 = _mm_packs_epi32(_mm256_castsi256_si128(u0), _mm256_extracti128_si256(u0, 1));
     const __m128i words1 = _mm_packs_epi32(_mm256_castsi256_si128(u1), _mm256_extracti128_si256(u1, 1));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j), _mm_packus_epi16(words0, words1));
-    scales[group] = top > 0.0f ? (top / 127.0f) * table_scale : 0.0f;
+    scales[group] = top >= kSmallestGroupMax ? (top / 127.0f) * table_scale : 0.0f;
   }
   return negative == 0;
 }

@@ -150,10 +150,10 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI bool quantize_weights(const float* w, int64_t n,
     negative = _kor_mask16(negative, _kor_mask16(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NGE_UQ),  // < 0, NaN
                                                  _mm512_cmp_ps_mask(v, _mm512_set1_ps(FLT_MAX), _CMP_GT_OQ)));  // +Inf
     const float top = _mm512_reduce_max_ps(v);  // the zeros past n change nothing (weights >= 0)
-    const float inv = top > 0.0f ? 127.0f / top : 0.0f;  // an all-zero group: scale +0 (not -0)
+    const float inv = top >= kSmallestGroupMax ? 127.0f / top : 0.0f;  // all-zero groups: scale +0, not -0
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j),
                      _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v, _mm512_set1_ps(inv)))));
-    scales[group] = top > 0.0f ? (top / 127.0f) * table_scale : 0.0f;
+    scales[group] = top >= kSmallestGroupMax ? (top / 127.0f) * table_scale : 0.0f;
   }
   return negative == 0;
 }

@@ -140,9 +140,13 @@ void dot_packed_int8_vnni(const int8_t* q8, const float* q_scale, int m, const u
 
 // Int8 values (axpy_int8_kernels.cpp): tokens per weight scale, counted from a call's first token.
 constexpr int kInt8ValueGroup = 16;
+// A group whose largest weight is below this counts as all zeros (scale 0), so that 127 / max stays
+// finite (a denormal max made it infinite and the rounding undefined; found by
+// fuzz_packed_readers). Such a group adds nothing instead of at most 16 x 2^-120 x |centroid|.
+constexpr float kSmallestGroupMax = 0x1p-120f;
 // out[j] = nearest(w[j] * 127 / max w) for the count <= kInt8ValueGroup weights of one group (all
-// finite and >= 0, else std::invalid_argument), returning (max w / 127) * table_scale (0 if max w is 0):
-// the group's scale.
+// finite and >= 0, else std::invalid_argument), returning (max w / 127) * table_scale (0 if max w is
+// below kSmallestGroupMax, and out all zeros): the group's scale.
 float quantize_group_weights(const float* w, int64_t count, float table_scale, uint8_t* out);
 // What every level's int8 value kernel throws (std::invalid_argument) for a negative, NaN or
 // infinite weight, before adding anything.

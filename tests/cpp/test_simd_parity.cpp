@@ -228,6 +228,9 @@ TEST(SimdParity, Int8ValuesAreBitIdenticalToScalar) {
             for (auto& v : w) v = unit(gen) < 0.1f ? 0.0f : unit(gen) * 1e-3f;
             w[0] = 0.9f;  // a heavy token in the first group
             if (n >= 32) std::fill(w.begin() + 16, w.begin() + 32, 0.0f);  // an all-zero group
+            if (n >= 48) std::fill(w.begin() + 32, w.begin() + 48, 1e-40f);  // denormal: counts as zero
+            if (n >= 64) w[50] = 1e-36f;  // just above kSmallestGroupMax, with denormal neighbours
+            if (n >= 64) w[51] = 1e-40f;
             std::vector<float> init(size_t(m) * d);
             for (auto& v : init) v = unit(gen) - 0.5f;
             std::vector<float> a = init, b = init;
