@@ -1,8 +1,9 @@
 // Int8 values (#13 item 3): the value side of attention with its multiply-adds in integers.
 //
 // Per query and per group of kInt8ValueGroup tokens (counted from the call's first token), the
-// weights are rounded to unsigned bytes on the group's largest, u_j = nearest(w_j * 255 / max),
-// the centroids are the codebook's int8 form (quantize_int8), the products u_j * c8[idx] summed
+// weights are rounded to 7-bit bytes on the group's largest, u_j = nearest(w_j * 127 / max) (7 bits
+// so that plain AVX2's maddubs cannot saturate: 2 * 127 * 127 < 2^15), the centroids are the
+// codebook's int8 form (quantize_int8), the products u_j * c8[idx] summed
 // exactly in int32 and added once per group: acc = fma((max / 127) * table_scale, float(sum), acc).
 // Integer sums are exact and the float steps are the same at every level, so every level returns
 // the same floats. Scaling per group of 16 keeps a heavy token (an attention sink) from rounding
@@ -45,7 +46,7 @@ float quantize_group_weights(const float* w, int64_t count, float table_scale, u
 
 namespace {
 
-// All weights are rounded before anything is added, so a negative one leaves acc untouched.
+// All weights are rounded before anything is added, so a refused one leaves acc untouched.
 void axpy_packed_int8_scalar(const float* w, int64_t w_stride, int m, const uint8_t* codes,
                              int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                              int bits, int d, float* acc) {
@@ -72,7 +73,7 @@ void axpy_packed_int8_scalar(const float* w, int64_t w_stride, int m, const uint
         unpack(codes + (j0 + j) * code_bytes, d, bits, idx.data());
         for (int i = 0; i < d; ++i) sums[i] += int32_t{ua[j]} * int32_t{table8[idx[i]]};
       }
-      // |sum| <= 16 * 255 * 127 < 2^24: the conversion is exact.
+      // |sum| <= 16 * 127 * 127 < 2^24: the conversion is exact.
       const float scale = scales[a * groups + group];
       for (int i = 0; i < d; ++i) acc_a[i] = std::fma(scale, static_cast<float>(sums[i]), acc_a[i]);
     }

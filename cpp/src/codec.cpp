@@ -333,7 +333,8 @@ void Codec::accumulate(const float* w, int64_t w_stride, int64_t m,
     for (int64_t j = 0; j < n; ++j) sa[j] = wa[j] * (norms[j] * inv_sqrt_dim_);
   }
   if (int8) {
-    // The kernel refuses negative weights (rounded on each group's largest) before adding anything.
+    // The kernel refuses negative, NaN and infinite weights (rounded on each group's largest) before
+    // adding anything.
     kernels_->axpy_packed_int8(scratch, n, static_cast<int>(m), values.codes,
                                static_cast<int64_t>(code_bytes()), n, centroids_int8_.data(),
                                centroids_int8_scale_, mse_bits(), d, acc_rotated);
