@@ -113,13 +113,13 @@ struct ValueCallAvx2 {
 TURBOKV_TARGET_AVX2 bool quantize_weights_avx2(const float* w, int64_t n, int64_t groups,
                                                float table_scale, uint8_t* out, float* scales) {
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  int negative = 0;
+  int bad = 0;
   for (int64_t group = 0; group < groups; ++group) {
     const int64_t j = group * kInt8ValueGroup;
     const int count = static_cast<int>(std::min<int64_t>(kInt8ValueGroup, n - j));
     const __m256 v0 = _mm256_maskload_ps(w + j, _mm256_cmpgt_epi32(_mm256_set1_epi32(count), lane));
     const __m256 v1 = _mm256_maskload_ps(w + j + 8, _mm256_cmpgt_epi32(_mm256_set1_epi32(count - 8), lane));
-    negative |= _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(v0, _mm256_setzero_ps(), _CMP_NGE_UQ),
+    bad |= _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(v0, _mm256_setzero_ps(), _CMP_NGE_UQ),
                                                 _mm256_cmp_ps(v0, _mm256_set1_ps(FLT_MAX), _CMP_GT_OQ))) |
                 _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(v1, _mm256_setzero_ps(), _CMP_NGE_UQ),
                                                 _mm256_cmp_ps(v1, _mm256_set1_ps(FLT_MAX), _CMP_GT_OQ)));
@@ -136,7 +136,7 @@ TURBOKV_TARGET_AVX2 bool quantize_weights_avx2(const float* w, int64_t n, int64_
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j), _mm_packus_epi16(words0, words1));
     scales[group] = top >= kSmallestGroupMax ? (top / 127.0f) * table_scale : 0.0f;
   }
-  return negative == 0;
+  return bad == 0;
 }
 
 // 16 code bytes of a row, zero past its end.
@@ -199,7 +199,7 @@ TURBOKV_TARGET_AVX2 void values_from_lanes(const float* lanes, int m, int d, int
   }
 }
 
-// Weights rounded (refusing negative ones before anything is added), rows transposed, the
+// Weights rounded (refusing negative, NaN and infinite ones before anything is added), rows transposed, the
 // accumulators put in lane order: what both AVX2 variants share.
 TURBOKV_TARGET_AVX2 ValueCallAvx2 prepare_values_avx2(const float* w, int64_t w_stride, int m,
                                                       const uint8_t* codes, int64_t code_bytes,

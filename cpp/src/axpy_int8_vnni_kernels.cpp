@@ -142,12 +142,12 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI void accumulate_tile(const ValueCall& c, int a0,
 // Returns false, having written part of out, if a weight is negative, NaN or infinite.
 TURBOKV_TARGET_AVX512_VNNI_VBMI bool quantize_weights(const float* w, int64_t n, int64_t groups,
                                                       float table_scale, uint8_t* out, float* scales) {
-  __mmask16 negative = 0;
+  __mmask16 bad = 0;
   for (int64_t group = 0; group < groups; ++group) {
     const int64_t j = group * kInt8ValueGroup;
     const int64_t count = std::min<int64_t>(kInt8ValueGroup, n - j);
     const __m512 v = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << count) - 1u), w + j);
-    negative = _kor_mask16(negative, _kor_mask16(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NGE_UQ),  // < 0, NaN
+    bad = _kor_mask16(bad, _kor_mask16(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NGE_UQ),  // < 0, NaN
                                                  _mm512_cmp_ps_mask(v, _mm512_set1_ps(FLT_MAX), _CMP_GT_OQ)));  // +Inf
     const float top = _mm512_reduce_max_ps(v);  // the zeros past n change nothing (weights >= 0)
     const float inv = top >= kSmallestGroupMax ? 127.0f / top : 0.0f;  // all-zero groups: scale +0, not -0
@@ -155,7 +155,7 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI bool quantize_weights(const float* w, int64_t n,
                      _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v, _mm512_set1_ps(inv)))));
     scales[group] = top >= kSmallestGroupMax ? (top / 127.0f) * table_scale : 0.0f;
   }
-  return negative == 0;
+  return bad == 0;
 }
 
 template <int kFields>
@@ -223,7 +223,9 @@ void axpy_packed_int8_vnni(const float* w, int64_t w_stride, int m, const uint8_
 #else
 bool int8_values_vnni_fit(int, int64_t, int) { return false; }
 void axpy_packed_int8_vnni(const float*, int64_t, int, const uint8_t*, int64_t, int64_t,
-                           const int8_t*, float, int, int, float*) {}
+                           const int8_t*, float, int, int, float*) {
+  throw std::logic_error("axpy_packed_int8_vnni called off x86 (int8_values_vnni_fit is false)");
+}
 #endif
 
 }  // namespace kernels
