@@ -57,12 +57,6 @@ TURBOKV_TARGET_AVX2 inline void grid_cells_loads(const GridCell* table, const in
   *below = _mm256_castps_si256(_mm256_shuffle_ps(cells_0145, cells_2367, 0xDD));
 }
 
-TURBOKV_TARGET_AVX2 inline void grid_cells_gather(const GridCell* table, __m256i cell,
-                                                  __m256* candidate, __m256i* below) {
-  *candidate = _mm256_i32gather_ps(&table->candidate, cell, sizeof(GridCell));
-  *below = _mm256_i32gather_epi32(&table->below, cell, sizeof(GridCell));
-}
-
 // table[idx[0..8)] for a table padded to 16 floats: one permute up to 3 bits, two and a blend at
 // 4, loads or a gather above.
 TURBOKV_TARGET_AVX2 inline __m256 gather8(const float* table, const uint8_t* idx, int bits) {

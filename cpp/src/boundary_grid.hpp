@@ -19,7 +19,7 @@ struct GridCell {
   float candidate;  // the boundary in this cell, +inf where there is none
   int32_t below;    // number of boundaries in the cells before this one
 };
-static_assert(sizeof(GridCell) == 8, "quantize_grid_avx2 loads a cell as one 64-bit word");
+static_assert(sizeof(GridCell) == 8, "the grid quantisers load or gather a cell as one 64-bit word");
 
 struct BoundaryGrid {
   float origin = 0.0f;

@@ -194,8 +194,11 @@ TURBOKV_TARGET_AVX2 inline void store_grid_indices_avx2(__m256 v, __m256 candida
 }
 
 // 5+ bits: the grid's two lookups (see boundary_grid.hpp), the cell computed as in BoundaryGrid::cell.
-// With scalar loads, the cells of a chunk of values are computed and stored first and read back in
-// a second pass, so no load waits on the store that wrote its index (grid_cells_loads).
+// The cells of a chunk of values are computed and stored first and read back by 64-bit scalar
+// loads in a second pass, so no load waits on the store that wrote its index (grid_cells_loads).
+// Loads beat gathers here on every core measured: Zen 1 and Zen 3 (microcoded gathers) and a
+// Sapphire Rapids Xeon's AVX2 level (8-bit encode 49 against 59 ms per 262,144 rows with 64-bit
+// gathers, 1.3x with 32-bit ones; kernel_choices_avx2.md, round 17).
 TURBOKV_TARGET_AVX2 void quantize_grid_avx2(const float* x, __m256 vscale, const BoundaryGrid& grid,
                                             const float* centroids, int bits, uint8_t* idx,
                                             float* residual, int n) {
@@ -203,16 +206,6 @@ TURBOKV_TARGET_AVX2 void quantize_grid_avx2(const float* x, __m256 vscale, const
   const __m256 last = _mm256_set1_ps(static_cast<float>(grid.cells - 1));
   const GridCell* const table = grid.table.data();
   const int whole = n - n % 8;
-  if (!kGathersAreSlow) {
-    for (int i = 0; i < whole; i += 8) {
-      const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), vscale);
-      __m256 candidate;
-      __m256i below;
-      grid_cells_gather(table, grid_cell_avx2(v, origin, inv_width, last), &candidate, &below);
-      store_grid_indices_avx2(v, candidate, below, centroids, bits, idx + i, residual == nullptr ? nullptr : residual + i);
-    }
-    return;
-  }
   constexpr int kChunk = 128;
   alignas(32) int32_t cells[kChunk];
   for (int start = 0; start < whole; start += kChunk) {
@@ -496,6 +489,38 @@ TURBOKV_TARGET_AVX512 int quantize_packed_nibbles_avx512(const float* x, float s
   return i;
 }
 
+// 5+ bits on the grid (boundary_grid.hpp), 16 values at a time: each cell's candidate and count
+// come in one 64-bit gather element, so 16 values gather 16 elements (the AVX2 route's two 32-bit
+// gathers per 8 values read 32), and two two-register permutes split the pairs.
+TURBOKV_TARGET_AVX512 void quantize_grid_avx512(const float* x, float scale, const BoundaryGrid& grid,
+                                                const float* centroids, uint8_t* idx, float* residual,
+                                                int n) {
+  const __m512 vscale = _mm512_set1_ps(scale);
+  const __m512 origin = _mm512_set1_ps(grid.origin), inv_width = _mm512_set1_ps(grid.inv_width);
+  const __m512 last = _mm512_set1_ps(static_cast<float>(grid.cells - 1));
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const void* const table = grid.table.data();
+  for (int i = 0; i < n; i += 16) {
+    const __mmask16 mask = n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1u);
+    const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, x + i), vscale);
+    __m512 t = _mm512_mul_ps(_mm512_sub_ps(v, origin), inv_width);  // BoundaryGrid::cell
+    t = _mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), last);
+    const __m512i cell = _mm512_cvttps_epi32(t);  // in [0, cells) for masked-off lanes too (v = 0)
+    const __m512i first = _mm512_i32gather_epi64(_mm512_castsi512_si256(cell), table, sizeof(GridCell));
+    const __m512i second = _mm512_i32gather_epi64(_mm512_extracti64x4_epi64(cell, 1), table, sizeof(GridCell));
+    const __m512 candidate = _mm512_castsi512_ps(_mm512_permutex2var_epi32(first, even, second));
+    const __m512i below = _mm512_permutex2var_epi32(first, odd, second);
+    const __m512i index =
+        _mm512_mask_add_epi32(below, _mm512_cmp_ps_mask(v, candidate, _CMP_GE_OQ), below, _mm512_set1_epi32(1));
+    _mm_mask_storeu_epi8(idx + i, mask, _mm512_cvtepi32_epi8(index));
+    if (residual != nullptr) {
+      _mm512_mask_storeu_ps(residual + i, mask,
+                            _mm512_sub_ps(v, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, index, centroids, 4)));
+    }
+  }
+}
+
 TURBOKV_TARGET_AVX512 void quantize_avx512(const float* x, float scale, const float* boundaries,
                                            const float* centroids, const BoundaryGrid* grid,
                                            int bits, uint8_t* idx, float* residual, int n) {
@@ -507,10 +532,12 @@ TURBOKV_TARGET_AVX512 void quantize_avx512(const float* x, float scale, const fl
     _mm256_zeroupper();
     return;
   }
-  // 6-8 bits: the AVX2 grid (two lookups) beat this binary search (6-8 dependent gathers) 1.5x
-  // at 8 bits on a Sapphire Rapids Xeon. Same indices either way (bit-identity contract).
+  // 6-8 bits: the grid (two lookups) beat this binary search (6-8 dependent gathers) 1.5x at 8
+  // bits on a Sapphire Rapids Xeon. Same indices either way (bit-identity contract).
   if (bits >= 6 && grid != nullptr && grid->cells > 0) {
-    return quantize_avx2(x, scale, boundaries, centroids, grid, bits, idx, residual, n);
+    quantize_grid_avx512(x, scale, *grid, centroids, idx, residual, n);
+    _mm256_zeroupper();
+    return;
   }
   switch (bits) {
     case 0: quantize_bits_avx512<0>(x, scale, boundaries, centroids, idx, residual, n); break;

@@ -751,23 +751,18 @@ TEST(SimdParity, BothLookupRoutesReadTheTableExactly) {
 #endif
 
 #if TURBOKV_X86
-TURBOKV_TARGET_AVX2 void grid_cells_both_ways(const kernels::GridCell* table, const int32_t* cells,
-                                              float* candidate_loads, int32_t* below_loads,
-                                              float* candidate_gather, int32_t* below_gather) {
-  const __m256i cell = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cells));
+TURBOKV_TARGET_AVX2 void grid_cells_by_loads(const kernels::GridCell* table, const int32_t* cells,
+                                             float* candidate, int32_t* below) {
   __m256 c;
   __m256i b;
   kernels::grid_cells_loads(table, cells, &c, &b);
-  _mm256_storeu_ps(candidate_loads, c);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(below_loads), b);
-  kernels::grid_cells_gather(table, cell, &c, &b);
-  _mm256_storeu_ps(candidate_gather, c);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(below_gather), b);
+  _mm256_storeu_ps(candidate, c);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(below), b);
 }
 
-// The quantiser's grid lookups go by gather or by 64-bit scalar loads (kGathersAreSlow); both must
-// return each lane's own cell, in lane order, whichever route this machine's quantiser takes.
-TEST(SimdParity, BothGridCellRoutesReadTheirLanesCells) {
+// The AVX2 quantiser reads its grid cells by 64-bit scalar loads, two per register half, then
+// splits the pairs by shuffles: each lane must get its own cell, in lane order.
+TEST(SimdParity, GridCellLoadsReadEachLanesCell) {
   if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX2 here";
   const auto& grid = kernels::codebook_grid(8);
   const int cells = grid.cells;
@@ -777,21 +772,19 @@ TEST(SimdParity, BothGridCellRoutesReadTheirLanesCells) {
   lanes[0] = 0;
   lanes[7] = cells - 1;
   for (size_t i = 0; i + 8 <= lanes.size(); i += 8) {
-    float c_loads[8], c_gather[8];
-    int32_t b_loads[8], b_gather[8];
-    grid_cells_both_ways(grid.table.data(), lanes.data() + i, c_loads, b_loads, c_gather, b_gather);
+    float candidate[8];
+    int32_t below[8];
+    grid_cells_by_loads(grid.table.data(), lanes.data() + i, candidate, below);
     for (int l = 0; l < 8; ++l) {
       const kernels::GridCell& want = grid.table[lanes[i + l]];
-      ASSERT_EQ(c_loads[l], want.candidate) << i + l;
-      ASSERT_EQ(b_loads[l], want.below) << i + l;
-      ASSERT_EQ(c_gather[l], want.candidate) << i + l;
-      ASSERT_EQ(b_gather[l], want.below) << i + l;
+      ASSERT_EQ(candidate[l], want.candidate) << i + l;
+      ASSERT_EQ(below[l], want.below) << i + l;
     }
   }
 }
 #endif
 
-// The grid route of quantize (5+ bits on AVX2 and NEON) counts boundaries exactly like the binary search,
+// The grid route of quantize (6+ bits on AVX-512, 5+ on AVX2 and NEON) counts boundaries exactly like the binary search,
 // for the codebooks' own grids and for hand-made boundaries that force a fine grid or none.
 TEST(SimdParity, QuantizeGridCountsBoundariesExactly) {
   for (int bits = 5; bits <= 8; ++bits) ASSERT_GT(kernels::codebook_grid(bits).cells, 0) << bits;
