@@ -60,6 +60,11 @@ Codec::Codec(const CodecConfig& config, SimdLevel level)
   std::copy(codebook_->boundaries.begin(), codebook_->boundaries.end(), boundaries_.begin());
 }
 
+bool Codec::encodes_rows_fused() const {
+  return kernels_->encode_rows != nullptr && config_.mode == Mode::kMse && !config_.norm_correction &&
+         rotation_.is_hadamard() && kernels::encode_rows_fit(level_, mse_bits(), config_.head_dim);
+}
+
 size_t Codec::code_bytes() const { return packed_bytes(mse_bits(), config_.head_dim); }
 
 size_t Codec::qjl_bytes() const {
@@ -81,6 +86,15 @@ void Codec::store_norm(void* base, int64_t row, float value) const {
   } else {
     static_cast<float*>(base)[row] = value;
   }
+}
+
+void Codec::store_vector_norm(void* base, int64_t row, float value) const {
+  if (config_.norm_dtype == NormDtype::kFloat16 && value > 65504.0f) {
+    throw NonFiniteInput("the norm of input vector " + std::to_string(row) + " (" +
+                             std::to_string(value) + ") exceeds the float16 range; use norm_dtype='float32'",
+                         row);
+  }
+  store_norm(base, row, value);
 }
 
 float Codec::load_norm(const void* base, int64_t row) const {
@@ -113,6 +127,28 @@ void Codec::encode_rows(const T* x, int64_t n, int64_t row_stride, const Encoded
   // values, [3d, 4d) sketch projections.
   std::vector<float> scratch(4 * static_cast<size_t>(d));
   std::vector<uint8_t> idx(static_cast<size_t>(d));
+  if constexpr (std::is_same_v<T, float>) {
+    if (encodes_rows_fused()) {
+      // Whole rows by the level's one-pass kernel; a row it stops at (too small or too large a
+      // sum of squares, or not finite) goes through encode_one, which rescales or refuses it.
+      constexpr int64_t kBlock = 64;
+      float norms[kBlock];
+      int64_t row = 0;
+      while (row < n) {
+        const int64_t count = std::min(kBlock, n - row);
+        const int64_t done = kernels_->encode_rows(
+            x + row * row_stride, count, row_stride, d, mse_bits(), rotation_.scaled_signs().data(), sqrt_dim_,
+            kSmallestSafeSumSquares, *grid_, out.codes + row * static_cast<int64_t>(code_bytes()), norms);
+        for (int64_t i = 0; i < done; ++i) store_vector_norm(out.norms, row + i, norms[i]);
+        row += done;
+        if (done < count) {
+          encode_one(x + row * row_stride, row, scratch, idx, out);
+          ++row;
+        }
+      }
+      return;
+    }
+  }
   for (int64_t row = 0; row < n; ++row) {
     const T* src = x + row * row_stride;
     if constexpr (std::is_same_v<T, float>) {
@@ -183,13 +219,7 @@ void Codec::encode_one(const float* x, int64_t row, std::vector<float>& scratch,
     // ||u_hat|| = ||c[idx]|| / sqrt(d); storing ||x|| / ||u_hat|| makes the decoded norm exact.
     if (centroid_sum_squares > 0.0f) stored_norm = stored_norm * sqrt_dim_ / std::sqrt(centroid_sum_squares);
   }
-  if (config_.norm_dtype == NormDtype::kFloat16 && stored_norm > 65504.0f) {
-    throw NonFiniteInput("the norm of input vector " + std::to_string(row) + " (" +
-                             std::to_string(stored_norm) +
-                             ") exceeds the float16 range; use norm_dtype='float32'",
-                         row);
-  }
-  store_norm(out.norms, row, stored_norm);
+  store_vector_norm(out.norms, row, stored_norm);
 
   if (prod) {
     // work holds the residual in codebook units: sqrt(d) (u - u_hat) in the rotated domain.

@@ -2,6 +2,7 @@
 // Every variant computes each butterfly as (a + b, a - b) with a the lower-index element, stage by
 // stage, so all levels give bit-identical output (see kernels.hpp).
 #include "avx2_helpers.hpp"
+#include "encode_avx512.hpp"
 #include "kernels.hpp"
 
 namespace turbokv {
@@ -157,17 +158,6 @@ TURBOKV_TARGET_AVX2 void fwht_avx2(const float* in, const float* pre, const floa
   }
 }
 
-TURBOKV_TARGET_AVX512 __m512 butterflies_within_avx512(__m512 v) {
-  const __m512 s1 = _mm512_setr_ps(1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1);
-  const __m512 s2 = _mm512_setr_ps(1, 1, -1, -1, 1, 1, -1, -1, 1, 1, -1, -1, 1, 1, -1, -1);
-  const __m512 s4 = _mm512_setr_ps(1, 1, 1, 1, -1, -1, -1, -1, 1, 1, 1, 1, -1, -1, -1, -1);
-  const __m512 s8 = _mm512_setr_ps(1, 1, 1, 1, 1, 1, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1);
-  v = _mm512_fmadd_ps(v, s1, _mm512_permute_ps(v, 0xB1));
-  v = _mm512_fmadd_ps(v, s2, _mm512_permute_ps(v, 0x4E));
-  v = _mm512_fmadd_ps(v, s4, _mm512_shuffle_f32x4(v, v, 0xB1));
-  return _mm512_fmadd_ps(v, s8, _mm512_shuffle_f32x4(v, v, 0x4E));
-}
-
 TURBOKV_TARGET_AVX512 __m512 load_scaled_avx512(const float* in, const float* pre, int i) {
   const __m512 v = _mm512_loadu_ps(in + i);
   return pre ? _mm512_mul_ps(v, _mm512_loadu_ps(pre + i)) : v;
@@ -181,15 +171,8 @@ template <int kRegs>
 TURBOKV_TARGET_AVX512 void fwht_registers_avx512(const float* in, const float* pre,
                                                  const float* post, float* out) {
   __m512 r[kRegs];
-  for (int k = 0; k < kRegs; ++k) r[k] = butterflies_within_avx512(load_scaled_avx512(in, pre, 16 * k));
-  for (int h = 1; h < kRegs; h *= 2) {
-    for (int k = 0; k < kRegs; ++k) {
-      if (k & h) continue;
-      const __m512 a = r[k], b = r[k + h];
-      r[k] = _mm512_add_ps(a, b);
-      r[k + h] = _mm512_sub_ps(a, b);
-    }
-  }
+  for (int k = 0; k < kRegs; ++k) r[k] = load_scaled_avx512(in, pre, 16 * k);
+  fwht_in_registers_avx512<kRegs>(r);
   for (int k = 0; k < kRegs; ++k) store_scaled_avx512(out, post, 16 * k, r[k]);
 }
 

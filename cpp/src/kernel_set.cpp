@@ -30,6 +30,7 @@ KernelSet build(SimdLevel level) {
   k.sum_squares = select_sum_squares(level);
   k.quantize = select_quantize(level);
   k.quantize_packed = select_quantize_packed(level);
+  k.encode_rows = select_encode_rows(level);
   k.pack = select_pack(level);
   k.unpack = select_unpack(level);
   k.dot_lookup = select_dot_lookup(level);

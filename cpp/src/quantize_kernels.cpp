@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "avx2_helpers.hpp"
+#include "encode_avx512.hpp"
 #include "kernels.hpp"
 
 namespace turbokv {
@@ -196,9 +197,9 @@ TURBOKV_TARGET_AVX2 inline void store_grid_indices_avx2(__m256 v, __m256 candida
 // 5+ bits: the grid's two lookups (see boundary_grid.hpp), the cell computed as in BoundaryGrid::cell.
 // The cells of a chunk of values are computed and stored first and read back by 64-bit scalar
 // loads in a second pass, so no load waits on the store that wrote its index (grid_cells_loads).
-// Loads beat gathers here on every core measured: Zen 1 and Zen 3 (microcoded gathers) and a
-// Sapphire Rapids Xeon's AVX2 level (8-bit encode 49 against 59 ms per 262,144 rows with 64-bit
-// gathers, 1.3x with 32-bit ones; kernel_choices_avx2.md, round 17).
+// Loads on every CPU: Zen 1 and Zen 3 microcode gathers, and at a Sapphire Rapids Xeon's AVX2
+// level loads took 0.95-0.97x the 32-bit gathers' time from L1 and 0.91-1.05x streamed
+// (kernel_choices_avx2.md, round 17), so one route is kept.
 TURBOKV_TARGET_AVX2 void quantize_grid_avx2(const float* x, __m256 vscale, const BoundaryGrid& grid,
                                             const float* centroids, int bits, uint8_t* idx,
                                             float* residual, int n) {
@@ -429,32 +430,6 @@ TURBOKV_TARGET_AVX512 void quantize_bits_avx512(const float* x, float scale,
   }
 }
 
-// 4 bits on the narrow grid (at most 32 cells): index = below[cell] + (v >= candidate[cell]),
-// the cell from BoundaryGrid::cell's float operations, candidate and count looked up in registers
-// by two-register permutes. Three shuffle-port operations per 16 values instead of the binary
-// search's eight (a permute and a compare per step).
-struct NarrowGridAvx512 {
-  __m512 origin, inv_width, last_cell, candidate_lo, candidate_hi;
-  __m512i below_lo, below_hi;
-};
-
-TURBOKV_TARGET_AVX512 inline NarrowGridAvx512 load_narrow_grid(const BoundaryGrid::Narrow& g) {
-  return {_mm512_set1_ps(g.origin),           _mm512_set1_ps(g.inv_width),
-          _mm512_set1_ps(static_cast<float>(g.cells - 1)),
-          _mm512_load_ps(g.candidate),        _mm512_load_ps(g.candidate + 16),
-          _mm512_load_si512(g.below),         _mm512_load_si512(g.below + 16)};
-}
-
-TURBOKV_TARGET_AVX512 inline __m512i narrow_grid_index(const NarrowGridAvx512& g, __m512 v) {
-  __m512 t = _mm512_mul_ps(_mm512_sub_ps(v, g.origin), g.inv_width);
-  t = _mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), g.last_cell);
-  const __m512i cell = _mm512_cvttps_epi32(t);
-  const __m512 candidate = _mm512_permutex2var_ps(g.candidate_lo, cell, g.candidate_hi);
-  const __m512i below = _mm512_permutex2var_epi32(g.below_lo, cell, g.below_hi);
-  return _mm512_mask_add_epi32(below, _mm512_cmp_ps_mask(v, candidate, _CMP_GE_OQ), below,
-                               _mm512_set1_epi32(1));
-}
-
 TURBOKV_TARGET_AVX512 void quantize_narrow_avx512(const float* x, float scale, const BoundaryGrid& grid,
                                                   const float* centroids, uint8_t* idx, float* residual,
                                                   int n) {
@@ -471,9 +446,8 @@ TURBOKV_TARGET_AVX512 void quantize_narrow_avx512(const float* x, float scale, c
   }
 }
 
-// 4-bit codes of the first n - n % 32 values straight from the narrow grid: in each 64-bit lane
-// the odd coordinate's index moves 28 bits down beside the even one's, and vpmovqb keeps the low
-// byte (even | odd << 4, pack's order). Returns how many values it packed.
+// 4-bit codes of the first n - n % 32 values straight from the narrow grid (nibbles_avx512).
+// Returns how many values it packed.
 TURBOKV_TARGET_AVX512 int quantize_packed_nibbles_avx512(const float* x, float scale,
                                                          const BoundaryGrid& grid, uint8_t* out, int n) {
   const NarrowGridAvx512 g = load_narrow_grid(grid.narrow);
@@ -482,37 +456,22 @@ TURBOKV_TARGET_AVX512 int quantize_packed_nibbles_avx512(const float* x, float s
   for (; i + 32 <= n; i += 32) {
     const __m512i a = narrow_grid_index(g, _mm512_mul_ps(_mm512_loadu_ps(x + i), vscale));
     const __m512i b = narrow_grid_index(g, _mm512_mul_ps(_mm512_loadu_ps(x + i + 16), vscale));
-    const __m128i bytes_a = _mm512_cvtepi64_epi8(_mm512_or_si512(a, _mm512_srli_epi64(a, 28)));
-    const __m128i bytes_b = _mm512_cvtepi64_epi8(_mm512_or_si512(b, _mm512_srli_epi64(b, 28)));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i / 2), _mm_unpacklo_epi64(bytes_a, bytes_b));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i / 2), nibbles_avx512(a, b));
   }
   return i;
 }
 
-// 5+ bits on the grid (boundary_grid.hpp), 16 values at a time: each cell's candidate and count
-// come in one 64-bit gather element, so 16 values gather 16 elements (the AVX2 route's two 32-bit
-// gathers per 8 values read 32), and two two-register permutes split the pairs.
+// 6-8 bits on the grid, 16 values at a time (grid_index, encode_avx512.hpp).
 TURBOKV_TARGET_AVX512 void quantize_grid_avx512(const float* x, float scale, const BoundaryGrid& grid,
                                                 const float* centroids, uint8_t* idx, float* residual,
                                                 int n) {
   const __m512 vscale = _mm512_set1_ps(scale);
-  const __m512 origin = _mm512_set1_ps(grid.origin), inv_width = _mm512_set1_ps(grid.inv_width);
-  const __m512 last = _mm512_set1_ps(static_cast<float>(grid.cells - 1));
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-  const void* const table = grid.table.data();
+  const GridAvx512 g = load_grid(grid);
   for (int i = 0; i < n; i += 16) {
     const __mmask16 mask = n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1u);
+    // Masked-off lanes are 0, whose cell is in range: every gathered address is in the table.
     const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, x + i), vscale);
-    __m512 t = _mm512_mul_ps(_mm512_sub_ps(v, origin), inv_width);  // BoundaryGrid::cell
-    t = _mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), last);
-    const __m512i cell = _mm512_cvttps_epi32(t);  // in [0, cells) for masked-off lanes too (v = 0)
-    const __m512i first = _mm512_i32gather_epi64(_mm512_castsi512_si256(cell), table, sizeof(GridCell));
-    const __m512i second = _mm512_i32gather_epi64(_mm512_extracti64x4_epi64(cell, 1), table, sizeof(GridCell));
-    const __m512 candidate = _mm512_castsi512_ps(_mm512_permutex2var_epi32(first, even, second));
-    const __m512i below = _mm512_permutex2var_epi32(first, odd, second);
-    const __m512i index =
-        _mm512_mask_add_epi32(below, _mm512_cmp_ps_mask(v, candidate, _CMP_GE_OQ), below, _mm512_set1_epi32(1));
+    const __m512i index = grid_index(g, v);
     _mm_mask_storeu_epi8(idx + i, mask, _mm512_cvtepi32_epi8(index));
     if (residual != nullptr) {
       _mm512_mask_storeu_ps(residual + i, mask,

@@ -1,6 +1,7 @@
 // Sum of squares in a fixed order: lane j of 16 accumulates x[i]^2 for i = j (mod 16), then the
 // lanes fold pairwise (j += j + 8, j + 4, j + 2, j + 1). The order is what makes norms bit-identical
 // across SIMD levels; 16 lanes also keep the rounding error small for long vectors.
+#include "encode_avx512.hpp"
 #include "kernels.hpp"
 
 namespace turbokv {
@@ -54,12 +55,7 @@ TURBOKV_TARGET_AVX512 float sum_squares_avx512(const float* x, int n) {
     const __m512 a = _mm512_maskz_loadu_ps(tail, x + i);
     acc = _mm512_mask_add_ps(acc, tail, acc, _mm512_mul_ps(a, a));
   }
-  // Fold 16 -> 8 -> 4 -> 2 -> 1 exactly as fold16 does.
-  __m256 v8 = _mm256_add_ps(_mm512_castps512_ps256(acc), _mm512_extractf32x8_ps(acc, 1));
-  __m128 v4 = _mm_add_ps(_mm256_castps256_ps128(v8), _mm256_extractf128_ps(v8, 1));
-  __m128 v2 = _mm_add_ps(v4, _mm_movehl_ps(v4, v4));
-  __m128 v1 = _mm_add_ss(v2, _mm_shuffle_ps(v2, v2, 0x55));
-  return _mm_cvtss_f32(v1);
+  return fold16_avx512(acc);
 }
 #endif
 
