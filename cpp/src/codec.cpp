@@ -127,27 +127,19 @@ void Codec::encode_rows(const T* x, int64_t n, int64_t row_stride, const Encoded
   // values, [3d, 4d) sketch projections.
   std::vector<float> scratch(4 * static_cast<size_t>(d));
   std::vector<uint8_t> idx(static_cast<size_t>(d));
-  if constexpr (std::is_same_v<T, float>) {
-    if (encodes_rows_fused()) {
-      // Whole rows by the level's one-pass kernel; a row it stops at (too small or too large a
-      // sum of squares, or not finite) goes through encode_one, which rescales or refuses it.
-      constexpr int64_t kBlock = 64;
-      float norms[kBlock];
-      int64_t row = 0;
-      while (row < n) {
-        const int64_t count = std::min(kBlock, n - row);
-        const int64_t done = kernels_->encode_rows(
-            x + row * row_stride, count, row_stride, d, mse_bits(), rotation_.scaled_signs().data(), sqrt_dim_,
-            kSmallestSafeSumSquares, *grid_, out.codes + row * static_cast<int64_t>(code_bytes()), norms);
-        for (int64_t i = 0; i < done; ++i) store_vector_norm(out.norms, row + i, norms[i]);
-        row += done;
-        if (done < count) {
-          encode_one(x + row * row_stride, row, scratch, idx, out);
-          ++row;
-        }
+  if (encodes_rows_fused()) {
+    std::vector<float> block;  // float16 rows, converted (exactly) a block at a time
+    if constexpr (!std::is_same_v<T, float>) block.resize(static_cast<size_t>(kFusedBlock) * d);
+    for (int64_t first = 0; first < n; first += kFusedBlock) {
+      const int64_t count = std::min(kFusedBlock, n - first);
+      if constexpr (std::is_same_v<T, float>) {
+        encode_block_fused(x + first * row_stride, row_stride, first, count, scratch, idx, out);
+      } else {
+        for (int64_t r = 0; r < count; ++r) kernels_->from_half(x + (first + r) * row_stride, block.data() + r * d, d);
+        encode_block_fused(block.data(), d, first, count, scratch, idx, out);
       }
-      return;
     }
+    return;
   }
   for (int64_t row = 0; row < n; ++row) {
     const T* src = x + row * row_stride;
@@ -156,6 +148,28 @@ void Codec::encode_rows(const T* x, int64_t n, int64_t row_stride, const Encoded
     } else {
       for (int i = 0; i < d; ++i) scratch[i] = half_to_float(src[i]);
       encode_one(scratch.data(), row, scratch, idx, out);
+    }
+  }
+}
+
+void Codec::encode_block_fused(const float* rows, int64_t row_stride, int64_t first, int64_t count,
+                               std::vector<float>& scratch, std::vector<uint8_t>& idx,
+                               const EncodedBuffers& out) const {
+  // Whole rows by the level's one-pass kernel; a row it stops at (too small or too large a sum of
+  // squares, or not finite) goes through encode_one, which rescales or refuses it.
+  float norms[kFusedBlock];
+  int64_t r = 0;
+  while (r < count) {
+    const int64_t row = first + r;
+    const int64_t done = kernels_->encode_rows(rows + r * row_stride, count - r, row_stride, config_.head_dim,
+                                               mse_bits(), rotation_.scaled_signs().data(), sqrt_dim_,
+                                               kSmallestSafeSumSquares, *grid_,
+                                               out.codes + row * static_cast<int64_t>(code_bytes()), norms);
+    for (int64_t i = 0; i < done; ++i) store_vector_norm(out.norms, row + i, norms[i]);
+    r += done;
+    if (r < count) {
+      encode_one(rows + r * row_stride, first + r, scratch, idx, out);
+      ++r;
     }
   }
 }

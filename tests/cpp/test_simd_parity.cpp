@@ -96,6 +96,94 @@ TEST(SimdParity, CodesAndNormsAreBitIdentical) {
   }
 }
 
+// The one-pass row encoder (AVX-512: 4 and 8 bits at head_dim 64, 128, 256) hands rows whose sum
+// of squares is too small, too large or not finite back to the stage-by-stage path: codes and
+// norms must equal the scalar level's around such rows wherever they fall (first, last, at and
+// beside the 64-row block edges, several in a row), on strided rows, and a NaN row must be refused
+// under its own index with the rows before it written as the scalar level writes them; the same
+// for float16 rows.
+TEST(SimdParity, FusedEncodeMatchesTheStagesAroundRowsItHandsBack) {
+  bool fused_somewhere = false;
+  for (SimdLevel level : simd_levels()) {
+    for (int d : {64, 128, 256, 80}) {
+      for (int bits : {3, 4, 8}) {
+        CodecConfig cfg;
+        cfg.head_dim = d;
+        cfg.bits = bits;
+        cfg.seed = 5;
+        const Codec scalar(cfg, SimdLevel::kScalar), simd(cfg, level);
+        const bool expect_fused = level == SimdLevel::kAvx512 && (bits == 4 || bits == 8) && d != 80;
+        ASSERT_EQ(simd.encodes_rows_fused(), expect_fused) << simd_name(level) << " d=" << d << " bits=" << bits;
+        if (!expect_fused) continue;
+        fused_somewhere = true;
+        CodecConfig corrected = cfg;
+        corrected.norm_correction = true;
+        EXPECT_FALSE(Codec(corrected, level).encodes_rows_fused());
+        CodecConfig prod = cfg;
+        prod.mode = Mode::kProd;
+        EXPECT_FALSE(Codec(prod, level).encodes_rows_fused());
+
+        const int n = 200, stride = d + 8;  // strided rows, and more than three 64-row blocks
+        auto x = test_util::gaussian_rows(n, stride, uint32_t(d + bits));
+        const auto scale_row = [&](int r, float s) {
+          for (int i = 0; i < d; ++i) x[size_t(r) * stride + i] *= s;
+        };
+        for (int r : {0, 1, 63, 64, 65, 127, 128, 130, 199}) scale_row(r, 1e-20f);  // sum of squares underflows
+        for (int r : {2, 100, 101, 102}) scale_row(r, 3e19f);                         // sum of squares overflows
+        for (int i = 0; i < d; ++i) x[size_t(150) * stride + i] = 0.0f;              // a zero row
+        EncodedStore a(scalar, n), b(simd, n);
+        scalar.encode(x.data(), n, stride, a.out());
+        simd.encode(x.data(), n, stride, b.out());
+        const std::string where = std::string(simd_name(level)) + " d=" + std::to_string(d) + " bits=" + std::to_string(bits);
+        ASSERT_EQ(a.codes, b.codes) << where;
+        ASSERT_EQ(a.norms, b.norms) << where;
+
+        x[size_t(70) * stride + 3] = NAN;
+        EncodedStore c(scalar, n), e(simd, n);
+        int64_t refused_scalar = -1, refused_simd = -1;
+        try {
+          scalar.encode(x.data(), n, stride, c.out());
+        } catch (const NonFiniteInput& error) {
+          refused_scalar = error.row();
+        }
+        try {
+          simd.encode(x.data(), n, stride, e.out());
+        } catch (const NonFiniteInput& error) {
+          refused_simd = error.row();
+        }
+        ASSERT_EQ(refused_scalar, 70) << where;
+        ASSERT_EQ(refused_simd, 70) << where;
+        const size_t before = size_t(70) * scalar.code_bytes();
+        ASSERT_TRUE(std::equal(c.codes.begin(), c.codes.begin() + before, e.codes.begin())) << where;
+        ASSERT_TRUE(std::equal(c.norms.begin(), c.norms.begin() + 70 * 4, e.norms.begin())) << where;
+
+        // float16 rows go through the same kernel a converted block at a time; zero rows (the
+        // only ones float16 can make too small) and an infinite one are handed back.
+        const auto g = test_util::gaussian_rows(n, stride, uint32_t(7 * d + bits));
+        std::vector<uint16_t> halves(g.size());
+        for (size_t i = 0; i < g.size(); ++i) halves[i] = float_to_half(g[i]);
+        for (int r : {0, 63, 64, 128, 199}) std::fill_n(halves.begin() + size_t(r) * stride, d, uint16_t{0});
+        EncodedStore h_scalar(scalar, n), h_simd(simd, n);
+        scalar.encode(halves.data(), n, stride, h_scalar.out());
+        simd.encode(halves.data(), n, stride, h_simd.out());
+        ASSERT_EQ(h_scalar.codes, h_simd.codes) << where << " float16";
+        ASSERT_EQ(h_scalar.norms, h_simd.norms) << where << " float16";
+        halves[size_t(90) * stride + 1] = 0x7C00;  // +inf
+        try {
+          simd.encode(halves.data(), n, stride, h_simd.out());
+          FAIL() << where << " float16: an infinite row was encoded";
+        } catch (const NonFiniteInput& error) {
+          ASSERT_EQ(error.row(), 90) << where;
+        }
+      }
+    }
+  }
+  if (simd_supported(SimdLevel::kAvx512)) {
+    ASSERT_TRUE(fused_somewhere);
+  }
+  std::cout << "one-pass row encoder tested here: " << (fused_somewhere ? "yes" : "no (no AVX-512)") << "\n";
+}
+
 // Int8 scores sum integers exactly, so every level must return the scalar level's floats bit for
 // bit (mse; prod adds a float32 sketch term), on packed lanes (1/2/4 bits, whole 16-byte halves),
 // on 3-bit rows taken apart in registers (AVX2 at head_dim 32, 64, 96, 128, 160, 256, asserted:
@@ -973,6 +1061,10 @@ TEST(SimdParity, KernelsReturnWithCleanUpperHalves) {
           k.quantize_packed(x.data(), 1.0f, bounds.data(), table.data(), &grid, bits, idx.data(),
                             codes.data(), n);
           check("quantize_packed", n);
+        }
+        if (k.encode_rows != nullptr) {  // two rows of 128 floats, table as the sign flips
+          (void)k.encode_rows(x.data(), 2, d, d, bits, table.data(), 11.3f, 1e-30f, grid, codes.data(), out.data());
+          check("encode_rows", n);
         }
         k.pack(idx.data(), n, bits, codes.data());
         check("pack", n);

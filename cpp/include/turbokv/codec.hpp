@@ -118,9 +118,10 @@ class Codec {
   // centroids likewise, products summed exactly; the sketch term of prod mode stays float32.
   // Bit-identical at every SIMD level; the error is the query's and the centroids' rounding.
   bool int8_scores_supported() const { return mse_bits() <= 4; }
-  // Whether encode runs float32 rows through the level's one-pass kernel (norm, rotation and
-  // quantiser in registers; the same codes and norms as the stage-by-stage path): mse mode without
-  // norm correction, the Hadamard rotation, and a (bits, head_dim) the level fuses.
+  // Whether encode runs rows (float16 ones converted a block at a time) through the level's
+  // one-pass kernel (norm, rotation and quantiser in registers; the same codes and norms as the
+  // stage-by-stage path): mse mode without norm correction, the Hadamard rotation, and a
+  // (bits, head_dim) the level fuses.
   bool encodes_rows_fused() const;
   void prepare_queries_int8(const float* rotated, int64_t m, int8_t* q8, float* scales) const;
   void scores_prepared_int8(const int8_t* q8, const float* scales, const float* sketched,
@@ -165,6 +166,11 @@ class Codec {
   void encode_rows(const T* x, int64_t n, int64_t row_stride, const EncodedBuffers& out) const;
   void encode_one(const float* x, int64_t row, std::vector<float>& scratch, std::vector<uint8_t>& idx,
                   const EncodedBuffers& out) const;
+  // Rows [first, first + count) of the output from count <= kFusedBlock float32 rows, by the
+  // level's one-pass kernel (encodes_rows_fused) and encode_one for the rows it hands back.
+  static constexpr int64_t kFusedBlock = 64;
+  void encode_block_fused(const float* rows, int64_t row_stride, int64_t first, int64_t count,
+                          std::vector<float>& scratch, std::vector<uint8_t>& idx, const EncodedBuffers& out) const;
   void store_norm(void* base, int64_t row, float value) const;
   // store_norm of an encoded vector's norm, refusing one beyond the float16 range if stored so.
   void store_vector_norm(void* base, int64_t row, float value) const;
