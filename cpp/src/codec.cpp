@@ -163,7 +163,7 @@ void Codec::encode_block_fused(const float* rows, int64_t row_stride, int64_t fi
     const int64_t row = first + r;
     const int64_t done = kernels_->encode_rows(rows + r * row_stride, count - r, row_stride, config_.head_dim,
                                                mse_bits(), rotation_.scaled_signs().data(), sqrt_dim_,
-                                               kSmallestSafeSumSquares, *grid_,
+                                               kSmallestSafeSumSquares, boundaries_.data(), *grid_,
                                                out.codes + row * static_cast<int64_t>(code_bytes()), norms);
     for (int64_t i = 0; i < done; ++i) store_vector_norm(out.norms, row + i, norms[i]);
     r += done;

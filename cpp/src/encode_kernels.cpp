@@ -101,8 +101,9 @@ TURBOKV_TARGET_AVX512 int64_t encode_rows_of(const float* x, int64_t n, int64_t 
 
 TURBOKV_TARGET_AVX512 int64_t encode_rows_avx512(const float* x, int64_t n, int64_t row_stride, int d,
                                                  int bits, const float* pre, float sqrt_dim,
-                                                 float min_sum_squares, const BoundaryGrid& grid,
-                                                 uint8_t* codes, float* norms) {
+                                                 float min_sum_squares, const float* boundaries,
+                                                 const BoundaryGrid& grid, uint8_t* codes, float* norms) {
+  (void)boundaries;  // the grids hold what the quantisers need
   if (bits == 4 && grid.narrow.cells > 0) {
     const NibbleCodes nibbles{load_narrow_grid(grid.narrow)};
     return encode_rows_of(x, n, row_stride, d, pre, sqrt_dim, min_sum_squares, nibbles, codes, norms);
@@ -119,12 +120,14 @@ TURBOKV_TARGET_AVX512 int64_t encode_rows_avx512(const float* x, int64_t n, int6
 
 bool encode_rows_fit(SimdLevel level, int bits, int d) {
   const bool width = (bits == 4 && codebook_grid(bits).narrow.cells > 0) || (bits == 8 && codebook_grid(bits).cells > 0);
-  return level == SimdLevel::kAvx512 && width && (d == 64 || d == 128 || d == 256);
+  const bool x86 = level == SimdLevel::kAvx512 || level == SimdLevel::kAvx2;
+  return x86 && width && (d == 64 || d == 128 || d == 256);
 }
 
 EncodeRowsFn select_encode_rows(SimdLevel level) {
 #if TURBOKV_X86
   if (level == SimdLevel::kAvx512) return encode_rows_avx512;
+  if (level == SimdLevel::kAvx2) return select_encode_rows_avx2();
 #endif
   (void)level;
   return nullptr;

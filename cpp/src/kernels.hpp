@@ -62,14 +62,16 @@ struct KernelSet {
   // idx is scratch for what it does not fuse); null where it does not: call quantize, then pack.
   void (*quantize_packed)(const float* x, float scale, const float* boundaries, const float* centroids,
                           const BoundaryGrid* grid, int bits, uint8_t* idx, uint8_t* out, int n);
-  // Rows [0, n) of x (row_stride floats apart) encoded in one pass under the Hadamard rotation
+  // Rows [0, n) of x (row_stride floats apart) encoded row after row under the Hadamard rotation
   // with sign flips pre (Rotation::scaled_signs): codes + row * (d * bits / 8) and norms[row] =
   // sqrt(sum_squares(row)) get what sum_squares, fwht(pre) and quantize_packed with scale
-  // sqrt_dim / norm write. Stops before the first row whose sum of squares is outside
-  // [min_sum_squares, FLT_MAX] (the caller rescales it) and returns how many rows it encoded: 0
-  // where (bits, d) is not one it fuses (encode_rows_fit). Null where the level fuses none.
+  // sqrt_dim / norm write (boundaries and grid as for quantize). AVX-512 holds each row in
+  // registers from its first load to its packed bytes; AVX2 runs the stage kernels; both issue the
+  // next row's norm before this row's transform. Stops before the first row whose sum of squares
+  // is outside [min_sum_squares, FLT_MAX] (the caller rescales it) and returns how many rows it
+  // encoded: 0 where (bits, d) is not one it takes (encode_rows_fit). Null where the level has none.
   int64_t (*encode_rows)(const float* x, int64_t n, int64_t row_stride, int d, int bits,
-                         const float* pre, float sqrt_dim, float min_sum_squares,
+                         const float* pre, float sqrt_dim, float min_sum_squares, const float* boundaries,
                          const BoundaryGrid& grid, uint8_t* codes, float* norms);
   // Dense little-endian bit stream: index i occupies bits [i*bits, (i+1)*bits).
   void (*pack)(const uint8_t* idx, int n, int bits, uint8_t* out);
@@ -192,7 +194,7 @@ using QuantizePackedFn = void (*)(const float*, float, const float*, const float
                                   int, uint8_t*, uint8_t*, int);
 using UnpackFn = void (*)(const uint8_t*, int, int, uint8_t*);
 using EncodeRowsFn = int64_t (*)(const float*, int64_t, int64_t, int, int, const float*, float, float,
-                                 const BoundaryGrid&, uint8_t*, float*);
+                                 const float*, const BoundaryGrid&, uint8_t*, float*);
 using DotLookupFn = float (*)(const float*, const uint8_t*, const float*, int, int);
 using AxpyLookupFn = void (*)(float, const uint8_t*, const float*, int, float*, int);
 using SignDotFn = float (*)(const float*, const uint8_t*, int);
@@ -208,7 +210,9 @@ SumSquaresFn select_sum_squares(SimdLevel level);
 QuantizeFn select_quantize(SimdLevel level);
 QuantizePackedFn select_quantize_packed(SimdLevel level);  // null: not fused
 EncodeRowsFn select_encode_rows(SimdLevel level);          // null: no level-wide fusion
-// Whether this level's encode_rows fuses (bits, d): AVX-512, 4 or 8 bits, head_dim 64, 128 or 256.
+EncodeRowsFn select_encode_rows_avx2();                    // quantize_kernels.cpp; null off x86
+// Whether this level's encode_rows takes (bits, d): AVX-512 and AVX2, 4 or 8 bits, head_dim 64,
+// 128 or 256.
 bool encode_rows_fit(SimdLevel level, int bits, int d);
 PackFn select_pack(SimdLevel level);
 UnpackFn select_unpack(SimdLevel level);

@@ -3,6 +3,8 @@
 // variants count it other ways (compares, a boundary grid) that give the same integer, and a value
 // exactly on a boundary goes to the upper cell at every level, so codes are bit-identical.
 #include "boundary_grid.hpp"
+#include <cfloat>
+#include <cmath>
 #include <cstdint>
 
 #include "avx2_helpers.hpp"
@@ -375,6 +377,47 @@ TURBOKV_TARGET_AVX2 void quantize_packed_avx2(const float* x, float scale, const
   select_pack(SimdLevel::kAvx2)(idx, n - done, bits, out + done * bits / 8);
 }
 
+// The AVX2 level's row encoder (KernelSet::encode_rows): the stage kernels' own code, in the
+// order of encode_rows_avx512 (the next row's sum of squares, square root and division issued
+// before this row's transform and quantiser), without encode_one's per-row set-up.
+TURBOKV_TARGET_AVX2 int64_t encode_rows_avx2(const float* x, int64_t n, int64_t row_stride, int d, int bits,
+                                             const float* pre, float sqrt_dim, float min_sum_squares,
+                                             const float* boundaries, const BoundaryGrid& grid, uint8_t* codes,
+                                             float* norms) {
+  if (!encode_rows_fit(SimdLevel::kAvx2, bits, d) || n <= 0) return 0;
+  const SumSquaresFn sum_squares_of = select_sum_squares(SimdLevel::kAvx2);
+  const FwhtFn fwht = select_fwht(SimdLevel::kAvx2);
+  const auto safe = [min_sum_squares](float sum_squares) {
+    return sum_squares >= min_sum_squares && sum_squares <= FLT_MAX;  // else the caller rescales
+  };
+  const int64_t code_bytes = static_cast<int64_t>(d) * bits / 8;
+  alignas(32) float rotated[256];
+  float sum_squares = sum_squares_of(x, d);
+  if (!safe(sum_squares)) return 0;
+  int64_t row = 0;
+  for (; row < n; ++row) {
+    const float* in = x + row * row_stride;
+    const float norm = std::sqrt(sum_squares);
+    const float scale = sqrt_dim / norm;
+    const bool more = row + 1 < n;
+    if (more) sum_squares = sum_squares_of(in + row_stride, d);
+    fwht(in, pre, nullptr, rotated, d);
+    uint8_t* out = codes + row * code_bytes;
+    if (bits == 4) {
+      quantize_packed_rows_avx2<NibblePacker>(rotated, scale, boundaries, &grid, out, d);
+    } else {
+      quantize_grid_avx2(rotated, _mm256_set1_ps(scale), grid, nullptr, bits, out, nullptr, d);
+    }
+    norms[row] = norm;
+    if (more && !safe(sum_squares)) {
+      ++row;
+      break;
+    }
+  }
+  _mm256_zeroupper();
+  return row;
+}
+
 template <int kBits>
 TURBOKV_TARGET_AVX512 __m512 lookup16(const float* table, __m512i index) {
   if constexpr (kBits <= 4) return _mm512_permutexvar_ps(index, _mm512_loadu_ps(table));
@@ -543,6 +586,14 @@ QuantizePackedFn select_quantize_packed(SimdLevel level) {
 #endif
   (void)level;
   return nullptr;
+}
+
+EncodeRowsFn select_encode_rows_avx2() {
+#if TURBOKV_X86
+  return encode_rows_avx2;
+#else
+  return nullptr;
+#endif
 }
 
 }  // namespace kernels

@@ -118,10 +118,11 @@ class Codec {
   // centroids likewise, products summed exactly; the sketch term of prod mode stays float32.
   // Bit-identical at every SIMD level; the error is the query's and the centroids' rounding.
   bool int8_scores_supported() const { return mse_bits() <= 4; }
-  // Whether encode runs rows (float16 ones converted a block at a time) through the level's
-  // one-pass kernel (norm, rotation and quantiser in registers; the same codes and norms as the
-  // stage-by-stage path): mse mode without norm correction, the Hadamard rotation, and a
-  // (bits, head_dim) the level fuses.
+  // Whether encode runs rows (float16 ones converted a block at a time) through the level's row
+  // encoder (KernelSet::encode_rows: on AVX-512 norm, rotation and quantiser in registers, on AVX2
+  // the stage kernels with the next row's norm issued early; the same codes and norms as
+  // encode_one): mse mode without norm correction, the Hadamard rotation, and a (bits, head_dim)
+  // the level takes.
   bool encodes_rows_fused() const;
   void prepare_queries_int8(const float* rotated, int64_t m, int8_t* q8, float* scales) const;
   void scores_prepared_int8(const int8_t* q8, const float* scales, const float* sketched,
