@@ -46,6 +46,29 @@ BoundaryGrid build_grid(const float* boundaries, int count, int first_cells, int
   return BoundaryGrid{};
 }
 
+// The positive half of symmetric boundaries on 8 cells from 0, the last boundary in the last
+// cell (cells == 0 if two share a cell, or there are more than 8).
+BoundaryGrid::Positive build_positive(const float* boundaries, int count) {
+  BoundaryGrid::Positive grid;
+  const int first = count / 2 + 1, positives = count - first;  // past the middle zero
+  if (positives < 1 || positives > 8) return grid;
+  grid.cells = 8;
+  grid.inv_width = 8.0f / boundaries[count - 1];
+  std::array<int, 8> held{};
+  for (int c = 0; c < 8; ++c) grid.candidate[c] = INFINITY;
+  for (int k = first; k < count; ++k) {
+    const int c = grid.cell(boundaries[k]);
+    if (++held[c] > 1) return BoundaryGrid::Positive{};
+    grid.candidate[c] = boundaries[k];
+  }
+  int running = 0;
+  for (int c = 0; c < 8; ++c) {
+    grid.below[c] = running;
+    running += held[c];
+  }
+  return grid;
+}
+
 }  // namespace
 
 BoundaryGrid BoundaryGrid::build(const float* boundaries, int count) {
@@ -53,6 +76,7 @@ BoundaryGrid BoundaryGrid::build(const float* boundaries, int count) {
   // narrowest gap is half the mean one) and refine until no cell holds two boundaries.
   BoundaryGrid grid = build_grid(boundaries, count, 4 * count, 1 << 16);
   grid.symmetric_with_zero = is_symmetric_with_zero(boundaries, count);
+  if (grid.symmetric_with_zero) grid.positive = build_positive(boundaries, count);
   const BoundaryGrid narrow = build_grid(boundaries, count, 16, 32);
   if (narrow.cells > 0) {
     grid.narrow.origin = narrow.origin;

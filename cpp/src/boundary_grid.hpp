@@ -42,6 +42,22 @@ struct BoundaryGrid {
     alignas(64) int32_t below[32] = {};
   } narrow;
 
+  // Where symmetric_with_zero: the positive boundaries p_0 < ... < p_{P-1} on at most 8 cells
+  // from 0, cell(a) = int(min(a * inv_width, cells - 1)) for a >= 0, where that puts at most one
+  // boundary in a cell (the 4-bit codebook): the AVX2 quantiser counts the positive boundaries
+  // below |v| as below[cell] + (|v| >= candidate[cell]) with one 8-lane permute for each.
+  struct Positive {
+    float inv_width = 0.0f;
+    int cells = 0;  // 0: none
+    alignas(32) float candidate[8] = {};
+    alignas(32) int32_t below[8] = {};
+    int cell(float a) const {
+      float t = a * inv_width;
+      t = t > static_cast<float>(cells - 1) ? static_cast<float>(cells - 1) : t;
+      return static_cast<int>(t);
+    }
+  } positive;
+
   // Float operations in this order (no fused multiply-add): the SIMD kernels repeat them.
   int cell(float v) const {
     float t = (v - origin) * inv_width;

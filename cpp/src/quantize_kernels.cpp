@@ -81,14 +81,22 @@ TURBOKV_TARGET_AVX2 __m256i count_below_avx2(__m256 v, const __m256* bounds) {
 // #(-p_j <= v) = P - #(a > p_j), and a > p_j is a' >= p_j for a' = a one ulp down (a > 0 there).
 // So idx = P + 1 + (c XOR m) with c counted on a (or a') and m = -1 where v < 0: the same index as
 // the full count, ties included, in 4 + 2P operations instead of 2(2P + 1).
-template <int kBits>
+template <int kBits, bool kPositiveGrid>
 TURBOKV_TARGET_AVX2 __m256i count_symmetric_avx2(__m256 v, const __m256* positive) {
   constexpr int kP = (1 << (kBits - 1)) - 1;
   const __m256i negative = _mm256_castps_si256(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ));
   const __m256i magnitude = _mm256_andnot_si256(_mm256_set1_epi32(INT32_MIN), _mm256_castps_si256(v));
   const __m256 a = _mm256_castsi256_ps(_mm256_add_epi32(magnitude, negative));  // one ulp down if v < 0
   __m256i count;
-  if constexpr (kBits == 4) {
+  if constexpr (kPositiveGrid) {
+    // The positive boundaries on at most 8 cells from 0 (BoundaryGrid::Positive): a's cell, then
+    // its candidate and count by one vpermps each, count = below + (a >= candidate). positive[0]
+    // holds inv_width, [1] the last cell, [2] the candidates, [3] the counts (as float bits).
+    const __m256i cell = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_mul_ps(a, positive[0]), positive[1]));
+    const __m256 candidate = _mm256_permutevar8x32_ps(positive[2], cell);
+    const __m256i below = _mm256_permutevar8x32_epi32(_mm256_castps_si256(positive[3]), cell);
+    count = _mm256_sub_epi32(below, _mm256_castps_si256(_mm256_cmp_ps(a, candidate, _CMP_GE_OQ)));
+  } else if constexpr (kBits == 4) {
     // The 7 positive boundaries p_0..p_6 by a 3-step search (10 operations instead of 14 for
     // the compare-and-count): a >= p_3, then p_1 or p_5 by blend, then p_0, p_2, p_4 or p_6 by an
     // in-lane permute of the two steps' outcome. The same count for sorted boundaries, ties included.
@@ -115,18 +123,30 @@ TURBOKV_TARGET_AVX2 __m256i count_symmetric_avx2(__m256 v, const __m256* positiv
 }
 
 // The broadcast boundaries the counts compare against, set up once per call. kSymmetric: the
-// positive half only (the check that the boundaries allow it is the grid's).
-template <int kBits, bool kSymmetric>
+// positive half only (the check that the boundaries allow it is the grid's); kPositiveGrid (4
+// bits, symmetric): the positive half on the grid's 8 cells instead (BoundaryGrid::Positive).
+template <int kBits, bool kSymmetric, bool kPositiveGrid = false>
 struct CountBounds {
+  static_assert(!kPositiveGrid || (kSymmetric && kBits == 4), "the positive grid serves 4 symmetric bits");
   static constexpr int kCount = (1 << kBits) - 1, kUsed = kSymmetric ? kCount / 2 : kCount;
   // One more register for the symmetric 4-bit search: its last step's table, p_0, p_6, p_4, p_2
   // (the order count_symmetric_avx2 indexes it in).
   __m256 b[kUsed + 1];
 };
 
-template <int kBits, bool kSymmetric>
-TURBOKV_TARGET_AVX2 void set_bounds_avx2(const float* boundaries, CountBounds<kBits, kSymmetric>* out) {
-  using B = CountBounds<kBits, kSymmetric>;
+template <int kBits, bool kSymmetric, bool kPositiveGrid>
+TURBOKV_TARGET_AVX2 void set_bounds_avx2(const float* boundaries, const BoundaryGrid* grid,
+                                         CountBounds<kBits, kSymmetric, kPositiveGrid>* out) {
+  using B = CountBounds<kBits, kSymmetric, kPositiveGrid>;
+  if constexpr (kPositiveGrid) {
+    const BoundaryGrid::Positive& p = grid->positive;
+    out->b[0] = _mm256_set1_ps(p.inv_width);
+    out->b[1] = _mm256_set1_ps(static_cast<float>(p.cells - 1));
+    out->b[2] = _mm256_load_ps(p.candidate);
+    out->b[3] = _mm256_castsi256_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(p.below)));
+    return;
+  }
+  (void)grid;
   const float* used = kSymmetric ? boundaries + B::kCount / 2 + 1 : boundaries;
   for (int k = 0; k < B::kUsed; ++k) out->b[k] = _mm256_set1_ps(used[k]);
   if constexpr (kSymmetric && kBits == 4) {
@@ -135,20 +155,21 @@ TURBOKV_TARGET_AVX2 void set_bounds_avx2(const float* boundaries, CountBounds<kB
 }
 
 // The indices of x[0, 8) * scale as int32 lanes.
-template <int kBits, bool kSymmetric>
+template <int kBits, bool kSymmetric, bool kPositiveGrid>
 TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline __m256i count_avx2(
-    const float* x, __m256 vscale, const CountBounds<kBits, kSymmetric>& bounds, __m256* scaled) {
+    const float* x, __m256 vscale, const CountBounds<kBits, kSymmetric, kPositiveGrid>& bounds, __m256* scaled) {
   *scaled = _mm256_mul_ps(_mm256_loadu_ps(x), vscale);
-  return kSymmetric ? count_symmetric_avx2<kBits>(*scaled, bounds.b) : count_below_avx2<kBits>(*scaled, bounds.b);
+  return kSymmetric ? count_symmetric_avx2<kBits, kPositiveGrid>(*scaled, bounds.b)
+                    : count_below_avx2<kBits>(*scaled, bounds.b);
 }
 
 // One row, index bytes out.
-template <int kBits, bool kSymmetric>
+template <int kBits, bool kSymmetric, bool kPositiveGrid = false>
 TURBOKV_TARGET_AVX2 void quantize_rows_avx2(const float* x, __m256 vscale, const float* boundaries,
-                                            const float* centroids, uint8_t* idx, float* residual,
-                                            int n) {
-  CountBounds<kBits, kSymmetric> bounds;
-  set_bounds_avx2(boundaries, &bounds);
+                                            const BoundaryGrid* grid, const float* centroids, uint8_t* idx,
+                                            float* residual, int n) {
+  CountBounds<kBits, kSymmetric, kPositiveGrid> bounds;
+  set_bounds_avx2(boundaries, grid, &bounds);
   for (int i = 0; i + 8 <= n; i += 8) {
     __m256 v;
     const __m256i lo = count_avx2(x + i, vscale, bounds, &v);
@@ -159,9 +180,9 @@ TURBOKV_TARGET_AVX2 void quantize_rows_avx2(const float* x, __m256 vscale, const
 
 // The indices of x[0, 32) * scale as 32 bytes in the packs' lane order: lane 0 holds indices 0-3,
 // 8-11, 16-19, 24-27, lane 1 indices 4-7, 12-15, 20-23, 28-31 (groups of 4 stay in order).
-template <int kBits, bool kSymmetric>
+template <int kBits, bool kSymmetric, bool kPositiveGrid>
 TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline __m256i count32_bytes_avx2(
-    const float* x, __m256 vscale, const CountBounds<kBits, kSymmetric>& bounds) {
+    const float* x, __m256 vscale, const CountBounds<kBits, kSymmetric, kPositiveGrid>& bounds) {
   __m256 v;
   const __m256i c0 = count_avx2(x, vscale, bounds, &v);
   const __m256i c1 = count_avx2(x + 8, vscale, bounds, &v);
@@ -171,15 +192,28 @@ TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline __m256i count32_bytes_
   return _mm256_packus_epi16(p01, _mm256_packs_epi32(c2, c3));
 }
 
+// 4 symmetric bits by the positive grid (two vpermps) where the codebook has one, except where
+// lane-crossing permutes are slow (Zen 1, kLaneSwapIsSlow), which keeps the 3-step search it was
+// measured with. On a Sapphire Rapids core the grid took 0.83-0.89x the search's time
+// (kernel_choices_avx2.md, round 17).
+inline bool use_positive_grid(const BoundaryGrid* grid) {
+  return grid != nullptr && grid->symmetric_with_zero && grid->positive.cells > 0 && !kLaneSwapIsSlow;
+}
+
 template <int kBits>
 TURBOKV_TARGET_AVX2 void quantize_count_avx2(const float* x, __m256 vscale, const float* boundaries,
                                              const float* centroids, const BoundaryGrid* grid,
                                              uint8_t* idx, float* residual, int n) {
   // The grid, when given, was built from these boundaries (kernels.hpp), so its flag holds here.
-  if (kBits >= 2 && grid != nullptr && grid->symmetric_with_zero) {
-    return quantize_rows_avx2<kBits, kBits >= 2>(x, vscale, boundaries, centroids, idx, residual, n);
+  if constexpr (kBits == 4) {
+    if (use_positive_grid(grid)) {
+      return quantize_rows_avx2<4, true, true>(x, vscale, boundaries, grid, centroids, idx, residual, n);
+    }
   }
-  quantize_rows_avx2<kBits, false>(x, vscale, boundaries, centroids, idx, residual, n);
+  if (kBits >= 2 && grid != nullptr && grid->symmetric_with_zero) {
+    return quantize_rows_avx2<kBits, kBits >= 2>(x, vscale, boundaries, grid, centroids, idx, residual, n);
+  }
+  quantize_rows_avx2<kBits, false>(x, vscale, boundaries, grid, centroids, idx, residual, n);
 }
 
 TURBOKV_TARGET_AVX2 inline __m256i grid_cell_avx2(__m256 v, __m256 origin, __m256 inv_width, __m256 last) {
@@ -333,12 +367,12 @@ struct NibblePacker {
 // Returns how many leading indices it packed (a multiple of 64). scale is a float, not a __m256:
 // GCC leaves the upper register halves dirty on returning from a helper with vector arguments
 // (KernelsReturnWithCleanUpperHalves).
-template <class Packer, bool kSymmetric>
+template <class Packer, bool kSymmetric, bool kPositiveGrid = false>
 TURBOKV_TARGET_AVX2 int quantize_packed_rows_avx2(const float* x, float scale, const float* boundaries,
-                                                  uint8_t* out, int n) {
+                                                  const BoundaryGrid* grid, uint8_t* out, int n) {
   const __m256 vscale = _mm256_set1_ps(scale);
-  CountBounds<Packer::kBits, kSymmetric> bounds;
-  set_bounds_avx2(boundaries, &bounds);
+  CountBounds<Packer::kBits, kSymmetric, kPositiveGrid> bounds;
+  set_bounds_avx2(boundaries, grid, &bounds);
   int i = 0;
   for (; i + 64 <= n; i += 64, out += 8 * Packer::kBits) {
     const __m256i bytes[2] = {count32_bytes_avx2(x + i, vscale, bounds),
@@ -351,9 +385,12 @@ TURBOKV_TARGET_AVX2 int quantize_packed_rows_avx2(const float* x, float scale, c
 template <class Packer>
 TURBOKV_TARGET_AVX2 int quantize_packed_rows_avx2(const float* x, float scale, const float* boundaries,
                                                   const BoundaryGrid* grid, uint8_t* out, int n) {
+  if constexpr (Packer::kBits == 4) {
+    if (use_positive_grid(grid)) return quantize_packed_rows_avx2<Packer, true, true>(x, scale, boundaries, grid, out, n);
+  }
   return grid != nullptr && grid->symmetric_with_zero
-             ? quantize_packed_rows_avx2<Packer, true>(x, scale, boundaries, out, n)
-             : quantize_packed_rows_avx2<Packer, false>(x, scale, boundaries, out, n);
+             ? quantize_packed_rows_avx2<Packer, true>(x, scale, boundaries, grid, out, n)
+             : quantize_packed_rows_avx2<Packer, false>(x, scale, boundaries, grid, out, n);
 }
 
 // pack(quantize(x)) for one row: 2, 3 and 4 bits 64 indices at a time by quantize_packed_rows_avx2,

@@ -883,6 +883,9 @@ TEST(SimdParity, QuantizeGridCountsBoundariesExactly) {
     ASSERT_LE(kernels::codebook_grid(bits).narrow.cells, 32) << bits;
   }
   EXPECT_EQ(kernels::codebook_grid(5).narrow.cells, 0);
+  // The 4-bit codebook's 7 positive boundaries fit the AVX2 quantiser's 8-cell positive grid.
+  ASSERT_TRUE(kernels::codebook_grid(4).symmetric_with_zero);
+  ASSERT_EQ(kernels::codebook_grid(4).positive.cells, 8);
   const std::vector<float> close = {-1.0f, 0.0f, 0.001f, 1.0f};
   const auto fine = kernels::BoundaryGrid::build(close.data(), 4);
   ASSERT_GE(fine.cells, 2000);
@@ -937,6 +940,43 @@ TEST(SimdParity, QuantizeGridCountsBoundariesExactly) {
     k.quantize(v.data(), 1.0f, bounds.data(), table.data(), &fine, 5, ib.data(), nullptr, n);
     ASSERT_EQ(ia, ib) << "level " << int(level);
   }
+}
+
+// 4 symmetric bits at the AVX2 level count by the positive grid where the codebook has one (not on
+// Zen 1) and by the 3-step search otherwise: both routes against the scalar binary search, on
+// and beside every boundary, with and without packing.
+TEST(SimdParity, BothFourBitCountRoutesEqualTheSearch) {
+  if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX2 here";
+  const auto& scalar = kernels::kernel_set(SimdLevel::kScalar);
+  const auto& avx2 = kernels::kernel_set(SimdLevel::kAvx2);
+  const auto& book = lloyd_max_codebook(4);
+  std::vector<float> table(kernels::kMinTableSize, 0.0f), bounds(kernels::kMinTableSize, INFINITY);
+  std::copy(book.centroids.begin(), book.centroids.end(), table.begin());
+  std::copy(book.boundaries.begin(), book.boundaries.end(), bounds.begin());
+  const kernels::BoundaryGrid& with_positive = kernels::codebook_grid(4);
+  kernels::BoundaryGrid without_positive = with_positive;
+  without_positive.positive.cells = 0;
+  std::mt19937 gen(17);
+  std::normal_distribution<float> normal;
+  std::vector<float> v;
+  for (float b : book.boundaries) {
+    v.insert(v.end(), {b, std::nextafter(b, -INFINITY), std::nextafter(b, INFINITY), -b});
+  }
+  v.insert(v.end(), {0.0f, -0.0f, 1e-40f, -1e-40f, 30.0f, -30.0f});
+  while (v.size() % 64 != 0 || v.size() < 1024) v.push_back(normal(gen) * 1.5f);
+  const int n = int(v.size());
+  std::vector<uint8_t> want(n), packed_want(n / 2);
+  scalar.quantize(v.data(), 1.0f, bounds.data(), table.data(), nullptr, 4, want.data(), nullptr, n);
+  scalar.pack(want.data(), n, 4, packed_want.data());
+  for (const kernels::BoundaryGrid* grid : {&with_positive, static_cast<const kernels::BoundaryGrid*>(&without_positive)}) {
+    std::vector<uint8_t> got(n), packed(n / 2), scratch(n);
+    avx2.quantize(v.data(), 1.0f, bounds.data(), table.data(), grid, 4, got.data(), nullptr, n);
+    ASSERT_EQ(want, got) << (grid->positive.cells ? "positive grid" : "3-step search");
+    avx2.quantize_packed(v.data(), 1.0f, bounds.data(), table.data(), grid, 4, scratch.data(), packed.data(), n);
+    ASSERT_EQ(packed_want, packed) << (grid->positive.cells ? "positive grid" : "3-step search");
+  }
+  std::cout << "the AVX2 level here counts 4 bits by "
+            << (kernels::kLaneSwapIsSlow ? "the 3-step search" : "the positive grid") << "\n";
 }
 
 // quantize_packed (AVX2: 4 bits packed in registers, 64 indices at a time) must write the bytes
