@@ -942,6 +942,7 @@ TEST(SimdParity, QuantizeGridCountsBoundariesExactly) {
   }
 }
 
+#if TURBOKV_X86
 // 4 symmetric bits at the AVX2 level count by the positive grid where the codebook has one (not on
 // Zen 1) and by the 3-step search otherwise: both routes against the scalar binary search, on
 // and beside every boundary, with and without packing.
@@ -978,6 +979,7 @@ TEST(SimdParity, BothFourBitCountRoutesEqualTheSearch) {
   std::cout << "the AVX2 level here counts 4 bits by "
             << (kernels::kLaneSwapIsSlow ? "the 3-step search" : "the positive grid") << "\n";
 }
+#endif
 
 // quantize_packed (AVX2: 4 bits packed in registers, 64 indices at a time) must write the bytes
 // pack(quantize(x)) writes: Lloyd-Max boundaries with their grid (the symmetric count) and without
