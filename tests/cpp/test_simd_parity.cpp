@@ -176,6 +176,28 @@ TEST(SimdParity, FusedEncodeMatchesTheStagesAroundRowsItHandsBack) {
         } catch (const NonFiniteInput& error) {
           ASSERT_EQ(error.row(), 90) << where;
         }
+
+        // float16 norm storage: the first norm past its range is refused under its own row.
+        CodecConfig half_norms = cfg;
+        half_norms.norm_dtype = NormDtype::kFloat16;
+        const Codec scalar_h(half_norms, SimdLevel::kScalar), simd_h(half_norms, level);
+        ASSERT_TRUE(simd_h.encodes_rows_fused()) << where;
+        auto big = test_util::gaussian_rows(n, d, uint32_t(11 * d + bits));
+        for (int i = 0; i < d; ++i) big[size_t(77) * d + i] *= 1e5f;
+        EncodedStore f_scalar(scalar_h, n), f_simd(simd_h, n);
+        int64_t refused[2] = {-1, -1};
+        const Codec* codecs[2] = {&scalar_h, &simd_h};
+        EncodedStore* stores[2] = {&f_scalar, &f_simd};
+        for (int c = 0; c < 2; ++c) {
+          try {
+            codecs[c]->encode(big.data(), n, d, stores[c]->out());
+          } catch (const NonFiniteInput& error) {
+            refused[c] = error.row();
+          }
+        }
+        ASSERT_EQ(refused[0], 77) << where;
+        ASSERT_EQ(refused[1], 77) << where;
+        ASSERT_TRUE(std::equal(f_scalar.norms.begin(), f_scalar.norms.begin() + 77 * 2, f_simd.norms.begin())) << where;
       }
     }
   }
