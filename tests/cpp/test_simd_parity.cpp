@@ -330,7 +330,7 @@ TEST(SimdParity, Int8ValuesAreBitIdenticalToScalar) {
         const bool three = bits == 3 && d % 64 == 0;  // unpacked by the VBMI loader first
         EXPECT_EQ(kernels::int8_values_vnni_fit(bits, code_bytes, d),
                   kernels::kHasAvx512Vnni && kernels::kHasAvx512Vbmi && (packed_lanes || three)) << bits << " " << d;
-        for (int64_t n : {1, 5, 16, 37, 300}) {
+        for (int64_t n : {1, 5, 16, 37, 300, 777}) {  // 777: whole batches of 16 groups and a rest
           std::vector<uint8_t> codes(size_t(code_bytes * n));
           for (auto& c : codes) c = uint8_t(gen());
           for (int m : {1, 2, 3, 4, 5, 9}) {
