@@ -64,7 +64,7 @@ TURBOKV_TARGET_AVX512 inline NarrowGridAvx512 load_narrow_grid(const BoundaryGri
           _mm512_load_si512(g.below),         _mm512_load_si512(g.below + 16)};
 }
 
-TURBOKV_TARGET_AVX512 inline __m512i narrow_grid_index(const NarrowGridAvx512& g, __m512 v) {
+TURBOKV_TARGET_AVX512 inline __m512i grid_index(const NarrowGridAvx512& g, __m512 v) {
   __m512 t = _mm512_mul_ps(_mm512_sub_ps(v, g.origin), g.inv_width);
   t = _mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), g.last_cell);
   const __m512i cell = _mm512_cvttps_epi32(t);

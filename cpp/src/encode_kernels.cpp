@@ -25,16 +25,34 @@ TURBOKV_TARGET_AVX512 inline float sum_squares_registers(const float* in) {
   return fold16_avx512(acc);
 }
 
-// The codes of one row from its transform in registers, times scale: 4 bits on the narrow grid
-// (two registers' indices per 16 bytes), 8 bits on the grid (the indices are the bytes).
+#define TURBOKV_ROW_PIPELINE_TARGET TURBOKV_TARGET_AVX512
+#include "row_pipeline.inc"
+#undef TURBOKV_ROW_PIPELINE_TARGET
+
+// One row of 16 kRegs coordinates in registers: its sum of squares, then its transform and codes,
+// times scale: 4 bits on the narrow grid (two registers' indices per 16 bytes), 8 bits on the grid
+// (the indices are the bytes).
+template <int kRegs, class Codes>
+struct RowInRegisters {
+  const float* pre;
+  Codes codes_of;
+  TURBOKV_TARGET_AVX512 float sum_squares(const float* in) const { return sum_squares_registers<kRegs>(in); }
+  TURBOKV_TARGET_AVX512 void encode(const float* in, float scale, uint8_t* out) const {
+    __m512 r[kRegs];
+    for (int k = 0; k < kRegs; ++k) r[k] = _mm512_mul_ps(_mm512_loadu_ps(in + 16 * k), _mm512_loadu_ps(pre + 16 * k));
+    fwht_in_registers_avx512<kRegs>(r);
+    codes_of.template store<kRegs>(r, _mm512_set1_ps(scale), out);
+  }
+};
+
 struct NibbleCodes {
   static constexpr int kBits = 4;
   NarrowGridAvx512 grid;
   template <int kRegs>
   TURBOKV_TARGET_AVX512 void store(const __m512* r, __m512 scale, uint8_t* out) const {
     for (int k = 0; k < kRegs; k += 2) {
-      const __m512i a = narrow_grid_index(grid, _mm512_mul_ps(r[k], scale));
-      const __m512i b = narrow_grid_index(grid, _mm512_mul_ps(r[k + 1], scale));
+      const __m512i a = grid_index(grid, _mm512_mul_ps(r[k], scale));
+      const __m512i b = grid_index(grid, _mm512_mul_ps(r[k + 1], scale));
       _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 8 * k), nibbles_avx512(a, b));
     }
   }
@@ -52,49 +70,21 @@ struct ByteCodes {
   }
 };
 
-// Software-pipelined by one row: the next row's sum of squares, square root and division (a
-// dependent chain of ~70 cycles) are issued before this row's transform and quantiser, which
-// need only this row's scale, so the two overlap (4 bits: 0.91-0.97x the time of the plain order).
-template <int kRegs, class Codes>
-TURBOKV_TARGET_AVX512 int64_t encode_rows_pipelined(const float* x, int64_t n, int64_t row_stride,
-                                                    const float* pre, float sqrt_dim, float min_sum_squares,
-                                                    const Codes& codes_of, uint8_t* codes, float* norms) {
-  constexpr int kCodeBytes = 2 * kRegs * Codes::kBits;  // 16 kRegs coordinates
-  const auto safe = [min_sum_squares](float sum_squares) {
-    return sum_squares >= min_sum_squares && sum_squares <= FLT_MAX;  // else the caller rescales
-  };
-  if (n <= 0) return 0;
-  float sum_squares = sum_squares_registers<kRegs>(x);
-  if (!safe(sum_squares)) return 0;
-  int64_t row = 0;
-  for (; row < n; ++row) {
-    const float* in = x + row * row_stride;
-    const float norm = std::sqrt(sum_squares);
-    const __m512 scale = _mm512_set1_ps(sqrt_dim / norm);
-    const bool more = row + 1 < n;
-    if (more) sum_squares = sum_squares_registers<kRegs>(in + row_stride);
-    __m512 r[kRegs];
-    for (int k = 0; k < kRegs; ++k) r[k] = _mm512_mul_ps(_mm512_loadu_ps(in + 16 * k), _mm512_loadu_ps(pre + 16 * k));
-    fwht_in_registers_avx512<kRegs>(r);
-    codes_of.template store<kRegs>(r, scale, codes + row * kCodeBytes);
-    norms[row] = norm;
-    if (more && !safe(sum_squares)) {
-      ++row;
-      break;
-    }
-  }
-  _mm256_zeroupper();
-  return row;
-}
-
 template <class Codes>
 TURBOKV_TARGET_AVX512 int64_t encode_rows_of(const float* x, int64_t n, int64_t row_stride, int d,
                                              const float* pre, float sqrt_dim, float min_sum_squares,
                                              const Codes& codes_of, uint8_t* codes, float* norms) {
+  const int64_t bytes = int64_t{d} * Codes::kBits / 8;
   switch (d) {
-    case 64: return encode_rows_pipelined<4>(x, n, row_stride, pre, sqrt_dim, min_sum_squares, codes_of, codes, norms);
-    case 128: return encode_rows_pipelined<8>(x, n, row_stride, pre, sqrt_dim, min_sum_squares, codes_of, codes, norms);
-    case 256: return encode_rows_pipelined<16>(x, n, row_stride, pre, sqrt_dim, min_sum_squares, codes_of, codes, norms);
+    case 64:
+      return encode_rows_pipelined(RowInRegisters<4, Codes>{pre, codes_of}, x, n, row_stride, bytes, sqrt_dim,
+                                   min_sum_squares, codes, norms);
+    case 128:
+      return encode_rows_pipelined(RowInRegisters<8, Codes>{pre, codes_of}, x, n, row_stride, bytes, sqrt_dim,
+                                   min_sum_squares, codes, norms);
+    case 256:
+      return encode_rows_pipelined(RowInRegisters<16, Codes>{pre, codes_of}, x, n, row_stride, bytes, sqrt_dim,
+                                   min_sum_squares, codes, norms);
     default: return 0;
   }
 }

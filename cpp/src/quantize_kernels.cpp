@@ -414,45 +414,42 @@ TURBOKV_TARGET_AVX2 void quantize_packed_avx2(const float* x, float scale, const
   select_pack(SimdLevel::kAvx2)(idx, n - done, bits, out + done * bits / 8);
 }
 
-// The AVX2 level's row encoder (KernelSet::encode_rows): the stage kernels' own code, in the
-// order of encode_rows_avx512 (the next row's sum of squares, square root and division issued
-// before this row's transform and quantiser), without encode_one's per-row set-up.
+#define TURBOKV_ROW_PIPELINE_TARGET TURBOKV_TARGET_AVX2
+#include "row_pipeline.inc"
+#undef TURBOKV_ROW_PIPELINE_TARGET
+
+// One row by the AVX2 stage kernels: sum_squares, fwht into a buffer, then the 4-bit count and
+// packer or the 8-bit grid, without encode_one's per-row set-up.
+struct RowByStages {
+  SumSquaresFn sum_squares_of;
+  FwhtFn fwht;
+  const float* pre;
+  const float* boundaries;
+  const BoundaryGrid* grid;
+  int d, bits;
+  float* rotated;  // d floats
+  float sum_squares(const float* in) const { return sum_squares_of(in, d); }
+  TURBOKV_TARGET_AVX2 void encode(const float* in, float scale, uint8_t* out) const {
+    fwht(in, pre, nullptr, rotated, d);
+    if (bits == 4) {
+      quantize_packed_rows_avx2<NibblePacker>(rotated, scale, boundaries, grid, out, d);
+    } else {
+      quantize_grid_avx2(rotated, _mm256_set1_ps(scale), *grid, nullptr, bits, out, nullptr, d);
+    }
+  }
+};
+
+// The AVX2 level's row encoder (KernelSet::encode_rows).
 TURBOKV_TARGET_AVX2 int64_t encode_rows_avx2(const float* x, int64_t n, int64_t row_stride, int d, int bits,
                                              const float* pre, float sqrt_dim, float min_sum_squares,
                                              const float* boundaries, const BoundaryGrid& grid, uint8_t* codes,
                                              float* norms) {
-  if (!encode_rows_fit(SimdLevel::kAvx2, bits, d) || n <= 0) return 0;
-  const SumSquaresFn sum_squares_of = select_sum_squares(SimdLevel::kAvx2);
-  const FwhtFn fwht = select_fwht(SimdLevel::kAvx2);
-  const auto safe = [min_sum_squares](float sum_squares) {
-    return sum_squares >= min_sum_squares && sum_squares <= FLT_MAX;  // else the caller rescales
-  };
-  const int64_t code_bytes = static_cast<int64_t>(d) * bits / 8;
+  if (!encode_rows_fit(SimdLevel::kAvx2, bits, d)) return 0;
   alignas(32) float rotated[256];
-  float sum_squares = sum_squares_of(x, d);
-  if (!safe(sum_squares)) return 0;
-  int64_t row = 0;
-  for (; row < n; ++row) {
-    const float* in = x + row * row_stride;
-    const float norm = std::sqrt(sum_squares);
-    const float scale = sqrt_dim / norm;
-    const bool more = row + 1 < n;
-    if (more) sum_squares = sum_squares_of(in + row_stride, d);
-    fwht(in, pre, nullptr, rotated, d);
-    uint8_t* out = codes + row * code_bytes;
-    if (bits == 4) {
-      quantize_packed_rows_avx2<NibblePacker>(rotated, scale, boundaries, &grid, out, d);
-    } else {
-      quantize_grid_avx2(rotated, _mm256_set1_ps(scale), grid, nullptr, bits, out, nullptr, d);
-    }
-    norms[row] = norm;
-    if (more && !safe(sum_squares)) {
-      ++row;
-      break;
-    }
-  }
-  _mm256_zeroupper();
-  return row;
+  const RowByStages row_of{select_sum_squares(SimdLevel::kAvx2), select_fwht(SimdLevel::kAvx2), pre, boundaries,
+                           &grid, d, bits, rotated};
+  return encode_rows_pipelined(row_of, x, n, row_stride, int64_t{d} * bits / 8, sqrt_dim, min_sum_squares, codes,
+                               norms);
 }
 
 template <int kBits>
@@ -510,22 +507,6 @@ TURBOKV_TARGET_AVX512 void quantize_bits_avx512(const float* x, float scale,
   }
 }
 
-TURBOKV_TARGET_AVX512 void quantize_narrow_avx512(const float* x, float scale, const BoundaryGrid& grid,
-                                                  const float* centroids, uint8_t* idx, float* residual,
-                                                  int n) {
-  const NarrowGridAvx512 g = load_narrow_grid(grid.narrow);
-  const __m512 vscale = _mm512_set1_ps(scale);
-  for (int i = 0; i < n; i += 16) {
-    const __mmask16 mask = n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1u);
-    const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, x + i), vscale);
-    const __m512i index = narrow_grid_index(g, v);
-    _mm_mask_storeu_epi8(idx + i, mask, _mm512_cvtepi32_epi8(index));
-    if (residual != nullptr) {
-      _mm512_mask_storeu_ps(residual + i, mask, _mm512_sub_ps(v, lookup16<4>(centroids, index)));
-    }
-  }
-}
-
 // 4-bit codes of the first n - n % 32 values straight from the narrow grid (nibbles_avx512).
 // Returns how many values it packed.
 TURBOKV_TARGET_AVX512 int quantize_packed_nibbles_avx512(const float* x, float scale,
@@ -534,19 +515,31 @@ TURBOKV_TARGET_AVX512 int quantize_packed_nibbles_avx512(const float* x, float s
   const __m512 vscale = _mm512_set1_ps(scale);
   int i = 0;
   for (; i + 32 <= n; i += 32) {
-    const __m512i a = narrow_grid_index(g, _mm512_mul_ps(_mm512_loadu_ps(x + i), vscale));
-    const __m512i b = narrow_grid_index(g, _mm512_mul_ps(_mm512_loadu_ps(x + i + 16), vscale));
+    const __m512i a = grid_index(g, _mm512_mul_ps(_mm512_loadu_ps(x + i), vscale));
+    const __m512i b = grid_index(g, _mm512_mul_ps(_mm512_loadu_ps(x + i + 16), vscale));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i / 2), nibbles_avx512(a, b));
   }
   return i;
 }
 
-// 6-8 bits on the grid, 16 values at a time (grid_index, encode_avx512.hpp).
-TURBOKV_TARGET_AVX512 void quantize_grid_avx512(const float* x, float scale, const BoundaryGrid& grid,
-                                                const float* centroids, uint8_t* idx, float* residual,
-                                                int n) {
+// The centroids of 16 indices (masked-off lanes 0): a permute of the 4-bit table, a gather above.
+TURBOKV_TARGET_AVX512 inline __m512 centroids_of(const NarrowGridAvx512&, const float* centroids, __m512i index,
+                                                 __mmask16) {
+  return lookup16<4>(centroids, index);
+}
+
+TURBOKV_TARGET_AVX512 inline __m512 centroids_of(const GridAvx512&, const float* centroids, __m512i index,
+                                                 __mmask16 mask) {
+  return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, index, centroids, 4);
+}
+
+// Indices (and residuals) on a grid, 16 values at a time (grid_index, encode_avx512.hpp): the
+// narrow grid of 4 bits or the grid of 6-8 bits.
+template <class Grid>
+TURBOKV_TARGET_AVX512 void quantize_on_grid_avx512(const float* x, float scale, const Grid& g,
+                                                   const float* centroids, uint8_t* idx, float* residual,
+                                                   int n) {
   const __m512 vscale = _mm512_set1_ps(scale);
-  const GridAvx512 g = load_grid(grid);
   for (int i = 0; i < n; i += 16) {
     const __mmask16 mask = n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1u);
     // Masked-off lanes are 0, whose cell is in range: every gathered address is in the table.
@@ -554,8 +547,7 @@ TURBOKV_TARGET_AVX512 void quantize_grid_avx512(const float* x, float scale, con
     const __m512i index = grid_index(g, v);
     _mm_mask_storeu_epi8(idx + i, mask, _mm512_cvtepi32_epi8(index));
     if (residual != nullptr) {
-      _mm512_mask_storeu_ps(residual + i, mask,
-                            _mm512_sub_ps(v, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, index, centroids, 4)));
+      _mm512_mask_storeu_ps(residual + i, mask, _mm512_sub_ps(v, centroids_of(g, centroids, index, mask)));
     }
   }
 }
@@ -567,14 +559,14 @@ TURBOKV_TARGET_AVX512 void quantize_avx512(const float* x, float scale, const fl
   // 2-core AVX-512 VM); 2 bits measured 1.18 (two search steps are cheaper than the grid's nine
   // operations) and 3 bits 1.01, so they keep the search.
   if (bits == 4 && grid != nullptr && grid->narrow.cells > 0) {
-    quantize_narrow_avx512(x, scale, *grid, centroids, idx, residual, n);
+    quantize_on_grid_avx512(x, scale, load_narrow_grid(grid->narrow), centroids, idx, residual, n);
     _mm256_zeroupper();
     return;
   }
   // 6-8 bits: the grid (two lookups) beat this binary search (6-8 dependent gathers) 1.5x at 8
   // bits on a Sapphire Rapids Xeon. Same indices either way (bit-identity contract).
   if (bits >= 6 && grid != nullptr && grid->cells > 0) {
-    quantize_grid_avx512(x, scale, *grid, centroids, idx, residual, n);
+    quantize_on_grid_avx512(x, scale, load_grid(*grid), centroids, idx, residual, n);
     _mm256_zeroupper();
     return;
   }
