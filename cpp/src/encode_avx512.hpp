@@ -100,6 +100,14 @@ TURBOKV_TARGET_AVX512 inline __m512i grid_index(const GridAvx512& g, __m512 v) {
   return _mm512_mask_add_epi32(below, _mm512_cmp_ps_mask(v, candidate, _CMP_GE_OQ), below, _mm512_set1_epi32(1));
 }
 
+// 2-bit pairs of 32 indices, a = those of values [0, 16), b = [16, 32): lane i = index 2i | index
+// 2i + 1 << 2 (4 bits, pack's order), by the even/odd permutes of nibbles_avx512.
+TURBOKV_TARGET_AVX512 inline __m512i pairs_avx512(__m512i a, __m512i b) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  return _mm512_or_si512(_mm512_permutex2var_epi32(a, even, b), _mm512_slli_epi32(_mm512_permutex2var_epi32(a, odd, b), 2));
+}
+
 // The 4-bit codes of 32 indices, a = those of values [0, 16), b = [16, 32): two two-register
 // permutes take the even and the odd values' indices, and byte i = even | odd << 4 (pack's order)
 // is the low byte of each lane: 6 operations per 16 bytes where two vpmovqb took 9.

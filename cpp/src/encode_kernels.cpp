@@ -1,5 +1,5 @@
 // Whole rows encoded in one pass where the stages allow it: the sum of squares, the Hadamard
-// rotation and the quantiser of 4- or 8-bit codes held in registers from the first load to the packed
+// rotation and the quantiser of 2-, 4- or 8-bit codes held in registers from the first load to the packed
 // bytes, instead of three kernel calls per row with the rotated vector stored and read back in
 // between (Codec::encode_one). The same float operations in the same order as those stages
 // (encode_avx512.hpp), so the same codes and norms.
@@ -58,6 +58,29 @@ struct NibbleCodes {
   }
 };
 
+// 2 bits: the index is the count of the 3 boundaries <= v (three compares), and each 16 bytes of
+// codes come from 4 registers by two rounds of even/odd permutes (pairs, then pairs of pairs).
+struct QuadCodes {
+  static constexpr int kBits = 2;
+  __m512 bounds[3];
+  template <int kRegs>
+  TURBOKV_TARGET_AVX512 void store(const __m512* r, __m512 scale, uint8_t* out) const {
+    for (int k = 0; k < kRegs; k += 4) {
+      __m512i index[4];
+      for (int q = 0; q < 4; ++q) {
+        const __m512 v = _mm512_mul_ps(r[k + q], scale);
+        __m512i count = _mm512_setzero_si512();
+        for (const __m512& b : bounds) {
+          count = _mm512_mask_add_epi32(count, _mm512_cmp_ps_mask(v, b, _CMP_GE_OQ), count, _mm512_set1_epi32(1));
+        }
+        index[q] = count;
+      }
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 4 * k),
+                       nibbles_avx512(pairs_avx512(index[0], index[1]), pairs_avx512(index[2], index[3])));
+    }
+  }
+};
+
 struct ByteCodes {
   static constexpr int kBits = 8;
   GridAvx512 grid;
@@ -93,10 +116,13 @@ TURBOKV_TARGET_AVX512 int64_t encode_rows_avx512(const float* x, int64_t n, int6
                                                  int bits, const float* pre, float sqrt_dim,
                                                  float min_sum_squares, const float* boundaries,
                                                  const BoundaryGrid& grid, uint8_t* codes, float* norms) {
-  (void)boundaries;  // the grids hold what the quantisers need
   if (bits == 4 && grid.narrow.cells > 0) {
     const NibbleCodes nibbles{load_narrow_grid(grid.narrow)};
     return encode_rows_of(x, n, row_stride, d, pre, sqrt_dim, min_sum_squares, nibbles, codes, norms);
+  }
+  if (bits == 2) {
+    const QuadCodes quads{{_mm512_set1_ps(boundaries[0]), _mm512_set1_ps(boundaries[1]), _mm512_set1_ps(boundaries[2])}};
+    return encode_rows_of(x, n, row_stride, d, pre, sqrt_dim, min_sum_squares, quads, codes, norms);
   }
   if (bits == 8 && grid.cells > 0) {
     const ByteCodes bytes{load_grid(grid)};
@@ -110,8 +136,9 @@ TURBOKV_TARGET_AVX512 int64_t encode_rows_avx512(const float* x, int64_t n, int6
 
 bool encode_rows_fit(SimdLevel level, int bits, int d) {
   const bool width = (bits == 4 && codebook_grid(bits).narrow.cells > 0) || (bits == 8 && codebook_grid(bits).cells > 0);
-  const bool x86 = level == SimdLevel::kAvx512 || level == SimdLevel::kAvx2;
-  return x86 && width && (d == 64 || d == 128 || d == 256);
+  const bool shape = d == 64 || d == 128 || d == 256;
+  if (level == SimdLevel::kAvx512) return shape && (width || bits == 2);
+  return level == SimdLevel::kAvx2 && shape && width;
 }
 
 EncodeRowsFn select_encode_rows(SimdLevel level) {

@@ -211,8 +211,8 @@ QuantizeFn select_quantize(SimdLevel level);
 QuantizePackedFn select_quantize_packed(SimdLevel level);  // null: not fused
 EncodeRowsFn select_encode_rows(SimdLevel level);          // null: no level-wide fusion
 EncodeRowsFn select_encode_rows_avx2();                    // quantize_kernels.cpp; null off x86
-// Whether this level's encode_rows takes (bits, d): AVX-512 and AVX2, 4 or 8 bits, head_dim 64,
-// 128 or 256.
+// Whether this level's encode_rows takes (bits, d): head_dim 64, 128 or 256, at AVX-512 2, 4 or 8
+// bits, at AVX2 4 or 8.
 bool encode_rows_fit(SimdLevel level, int bits, int d);
 PackFn select_pack(SimdLevel level);
 UnpackFn select_unpack(SimdLevel level);

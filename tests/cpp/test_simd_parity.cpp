@@ -96,7 +96,7 @@ TEST(SimdParity, CodesAndNormsAreBitIdentical) {
   }
 }
 
-// The row encoders (AVX-512 and AVX2: 4 and 8 bits at head_dim 64, 128, 256) hand rows whose sum
+// The row encoders (head_dim 64, 128, 256; AVX-512 2, 4 and 8 bits, AVX2 4 and 8) hand rows whose sum
 // of squares is too small, too large or not finite back to the stage-by-stage path: codes and
 // norms must equal the scalar level's around such rows wherever they fall (first, last, at and
 // beside the 64-row block edges, several in a row), on strided rows, and a NaN row must be refused
@@ -106,14 +106,15 @@ TEST(SimdParity, FusedEncodeMatchesTheStagesAroundRowsItHandsBack) {
   bool fused_somewhere = false;
   for (SimdLevel level : simd_levels()) {
     for (int d : {64, 128, 256, 80}) {
-      for (int bits : {3, 4, 8}) {
+      for (int bits : {2, 3, 4, 8}) {
         CodecConfig cfg;
         cfg.head_dim = d;
         cfg.bits = bits;
         cfg.seed = 5;
         const Codec scalar(cfg, SimdLevel::kScalar), simd(cfg, level);
         const bool x86 = level == SimdLevel::kAvx512 || level == SimdLevel::kAvx2;
-        const bool expect_fused = x86 && (bits == 4 || bits == 8) && d != 80;
+        const bool expect_fused =
+            x86 && (bits == 4 || bits == 8 || (bits == 2 && level == SimdLevel::kAvx512)) && d != 80;
         ASSERT_EQ(simd.encodes_rows_fused(), expect_fused) << simd_name(level) << " d=" << d << " bits=" << bits;
         if (!expect_fused) continue;
         fused_somewhere = true;
