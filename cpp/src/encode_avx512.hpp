@@ -64,10 +64,20 @@ TURBOKV_TARGET_AVX512 inline NarrowGridAvx512 load_narrow_grid(const BoundaryGri
           _mm512_load_si512(g.below),         _mm512_load_si512(g.below + 16)};
 }
 
+// BoundaryGrid::cell's float operations, 16 lanes at once (both grids).
+TURBOKV_TARGET_AVX512 inline __m512i grid_cell_avx512(__m512 v, __m512 origin, __m512 inv_width, __m512 last_cell) {
+  const __m512 t = _mm512_mul_ps(_mm512_sub_ps(v, origin), inv_width);
+  return _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), last_cell));
+}
+
+// Lanes 2i (even) or 2i + 1 (odd) of a then b: one two-register permute's index.
+TURBOKV_TARGET_AVX512 inline __m512i even_lanes() {
+  return _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+}
+TURBOKV_TARGET_AVX512 inline __m512i odd_lanes() { return _mm512_add_epi32(even_lanes(), _mm512_set1_epi32(1)); }
+
 TURBOKV_TARGET_AVX512 inline __m512i grid_index(const NarrowGridAvx512& g, __m512 v) {
-  __m512 t = _mm512_mul_ps(_mm512_sub_ps(v, g.origin), g.inv_width);
-  t = _mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), g.last_cell);
-  const __m512i cell = _mm512_cvttps_epi32(t);
+  const __m512i cell = grid_cell_avx512(v, g.origin, g.inv_width, g.last_cell);
   const __m512 candidate = _mm512_permutex2var_ps(g.candidate_lo, cell, g.candidate_hi);
   const __m512i below = _mm512_permutex2var_epi32(g.below_lo, cell, g.below_hi);
   return _mm512_mask_add_epi32(below, _mm512_cmp_ps_mask(v, candidate, _CMP_GE_OQ), below,
@@ -88,34 +98,26 @@ TURBOKV_TARGET_AVX512 inline GridAvx512 load_grid(const BoundaryGrid& g) {
 }
 
 TURBOKV_TARGET_AVX512 inline __m512i grid_index(const GridAvx512& g, __m512 v) {
-  __m512 t = _mm512_mul_ps(_mm512_sub_ps(v, g.origin), g.inv_width);  // BoundaryGrid::cell
-  t = _mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), g.last_cell);
-  const __m512i cell = _mm512_cvttps_epi32(t);
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512i cell = grid_cell_avx512(v, g.origin, g.inv_width, g.last_cell);
   const __m512i first = _mm512_i32gather_epi64(_mm512_castsi512_si256(cell), g.table, sizeof(GridCell));
   const __m512i second = _mm512_i32gather_epi64(_mm512_extracti64x4_epi64(cell, 1), g.table, sizeof(GridCell));
-  const __m512 candidate = _mm512_castsi512_ps(_mm512_permutex2var_epi32(first, even, second));
-  const __m512i below = _mm512_permutex2var_epi32(first, odd, second);
+  const __m512 candidate = _mm512_castsi512_ps(_mm512_permutex2var_epi32(first, even_lanes(), second));
+  const __m512i below = _mm512_permutex2var_epi32(first, odd_lanes(), second);
   return _mm512_mask_add_epi32(below, _mm512_cmp_ps_mask(v, candidate, _CMP_GE_OQ), below, _mm512_set1_epi32(1));
 }
 
-// 2-bit pairs of 32 indices, a = those of values [0, 16), b = [16, 32): lane i = index 2i | index
-// 2i + 1 << 2 (4 bits, pack's order), by the even/odd permutes of nibbles_avx512.
-TURBOKV_TARGET_AVX512 inline __m512i pairs_avx512(__m512i a, __m512i b) {
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-  return _mm512_or_si512(_mm512_permutex2var_epi32(a, even, b), _mm512_slli_epi32(_mm512_permutex2var_epi32(a, odd, b), 2));
+// Lane i = index 2i | index 2i + 1 << kShift for 32 indices, a = those of values [0, 16), b = [16,
+// 32): two two-register permutes take the even and the odd values' indices (pack's order).
+template <int kShift>
+TURBOKV_TARGET_AVX512 inline __m512i pair_lanes(__m512i a, __m512i b) {
+  return _mm512_or_si512(_mm512_permutex2var_epi32(a, even_lanes(), b),
+                         _mm512_slli_epi32(_mm512_permutex2var_epi32(a, odd_lanes(), b), kShift));
 }
 
-// The 4-bit codes of 32 indices, a = those of values [0, 16), b = [16, 32): two two-register
-// permutes take the even and the odd values' indices, and byte i = even | odd << 4 (pack's order)
-// is the low byte of each lane: 6 operations per 16 bytes where two vpmovqb took 9.
+// The 4-bit codes of 32 indices as 16 bytes: 6 operations where two vpmovqb took 9. 2-bit codes
+// are nibbles of pair_lanes<2> (pairs, then pairs of pairs).
 TURBOKV_TARGET_AVX512 inline __m128i nibbles_avx512(__m512i a, __m512i b) {
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-  const __m512i low = _mm512_permutex2var_epi32(a, even, b), high = _mm512_permutex2var_epi32(a, odd, b);
-  return _mm512_cvtepi32_epi8(_mm512_or_si512(low, _mm512_slli_epi32(high, 4)));
+  return _mm512_cvtepi32_epi8(pair_lanes<4>(a, b));
 }
 
 }  // namespace kernels

@@ -76,7 +76,7 @@ struct QuadCodes {
         index[q] = count;
       }
       _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 4 * k),
-                       nibbles_avx512(pairs_avx512(index[0], index[1]), pairs_avx512(index[2], index[3])));
+                       nibbles_avx512(pair_lanes<2>(index[0], index[1]), pair_lanes<2>(index[2], index[3])));
     }
   }
 };
