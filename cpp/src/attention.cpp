@@ -221,18 +221,19 @@ struct StreamWork {
   }
 
   void block_codes(int64_t t0, int64_t n, const Segment& ks, const Segment& vs) {
-    // The value codes of this block are needed right after the scores: start fetching them now
-    // so that the first pass over them does not wait on memory.
-    if (!vs.halves) {
-      const auto* bytes = reinterpret_cast<const char*>(vs.codes.codes);
-      const int64_t total = n * static_cast<int64_t>(values.codec()->code_bytes());
-      for (int64_t offset = 0; offset < total; offset += 64) __builtin_prefetch(bytes + offset);
+    // The value codes of this block are needed right after the scores: the int8 score kernels
+    // fetch value row j beside key j; otherwise they are all requested now, so that the first pass
+    // over them does not wait on memory.
+    const uint8_t* value_rows = vs.halves ? nullptr : vs.codes.codes;
+    const int64_t value_bytes = value_rows ? static_cast<int64_t>(values.codec()->code_bytes()) : 0;
+    if (value_rows && !(int8 && !ks.halves)) {
+      for (int64_t offset = 0; offset < n * value_bytes; offset += 64) __builtin_prefetch(value_rows + offset);
     }
     if (ks.halves) {
       k.dot_half(q.data(), static_cast<int>(rows), ks.halves, n, static_cast<int>(d), scores.data(), n);
     } else if (int8) {
       keys.codec()->scores_prepared_int8(q8.data(), q8_scale.data(), q_sketched.data(), rows,
-                                         ks.codes, n, scores.data(), n);
+                                         ks.codes, n, scores.data(), n, value_rows, value_bytes);
     } else {
       keys.codec()->scores_prepared(q_rotated.data(), q_sketched.data(), rows, ks.codes, n,
                                     scores.data(), n);

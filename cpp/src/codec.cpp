@@ -346,7 +346,8 @@ void Codec::prepare_queries_int8(const float* rotated, int64_t m, int8_t* q8, fl
 
 void Codec::scores_prepared_int8(const int8_t* q8, const float* scales, const float* sketched,
                                  int64_t m, const ConstEncodedBuffers& keys, int64_t n, float* out,
-                                 int64_t out_stride) const {
+                                 int64_t out_stride, const uint8_t* prefetch_rows,
+                                 int64_t prefetch_stride) const {
   if (!int8_scores_supported()) {
     throw std::invalid_argument("int8 scores need keys of at most 4 bits, these have " +
                                 std::to_string(mse_bits()));
@@ -355,7 +356,8 @@ void Codec::scores_prepared_int8(const int8_t* q8, const float* scales, const fl
   finish_scores(sketched, m, keys, n, out, out_stride, [&](int64_t j0, int64_t count, float* o) {
     kernels_->dot_packed_int8(q8, scales, static_cast<int>(m), keys.codes + j0 * code_bytes(),
                               static_cast<int64_t>(code_bytes()), count, centroids_int8_.data(),
-                              centroids_int8_scale_, mse_bits(), d, o, out_stride);
+                              centroids_int8_scale_, mse_bits(), d, o, out_stride,
+                              kernels::RowsAhead{prefetch_rows, prefetch_stride}.from(j0));
   });
 }
 

@@ -42,10 +42,11 @@ namespace {
 
 void dot_packed_int8_scalar(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                             int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
-                            int bits, int d, float* out, int64_t out_stride) {
+                            int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
   std::vector<uint8_t> idx(static_cast<size_t>(d));
   const UnpackFn unpack = select_unpack(SimdLevel::kScalar);
   for (int64_t j = 0; j < n; ++j) {
+    ahead.fetch(j);
     unpack(codes + j * code_bytes, d, bits, idx.data());
     for (int a = 0; a < m; ++a) {
       const int8_t* qa = q8 + static_cast<int64_t>(a) * d;
@@ -100,19 +101,19 @@ class [[maybe_unused]] Int8KeyRows {
 
 void dot_packed_int8_avx2(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                           int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
-                          int bits, int d, float* out, int64_t out_stride) {
+                          int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
   (kHasAvxVnni ? avx_vnni::dot_packed_int8 : plain::dot_packed_int8)(
-      q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
+      q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride, ahead);
 }
 
 // AVX-512: the VNNI kernel where it fits (int8_vnni_fit), else the AVX2 one.
 void dot_packed_int8_avx512(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                             int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
-                            int bits, int d, float* out, int64_t out_stride) {
+                            int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
   if (int8_vnni_fit(bits, code_bytes, d)) {
-    return dot_packed_int8_vnni(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
+    return dot_packed_int8_vnni(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride, ahead);
   }
-  dot_packed_int8_avx2(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
+  dot_packed_int8_avx2(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride, ahead);
 }
 
 #endif
@@ -147,7 +148,7 @@ void score_key_int8_neon(const uint8_t* key, const Int8Layout& L, const int8_t* 
 template <int kFields>
 void dot_int8_neon(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                    int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale, int bits,
-                   int d, float* out, int64_t out_stride) {
+                   int d, float* out, int64_t out_stride, RowsAhead ahead) {
   constexpr bool unpacked = kFields == 1;  // indices unpacked per key into whole zero-padded chunks
   const Int8Layout L = int8_layout(16, kFields, bits, code_bytes, d);
   const int64_t per_query = static_cast<int64_t>(L.chunks) * kFields * 16;
@@ -158,6 +159,7 @@ void dot_int8_neon(const int8_t* q8, const float* q_scale, int m, const uint8_t*
   const int8x16_t table = vld1q_s8(table8);
   Int8KeyRows keys(codes, code_bytes, bits, d, unpacked, L.stride, SimdLevel::kNeon);
   for (int64_t j = 0; j < n; ++j) {
+    ahead.fetch(j);
     const uint8_t* key = keys(j);
     int a = 0;
     for (; a + 4 <= m; a += 4) {
@@ -175,9 +177,9 @@ void dot_int8_neon(const int8_t* q8, const float* q_scale, int m, const uint8_t*
 
 void dot_packed_int8_neon(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                           int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
-                          int bits, int d, float* out, int64_t out_stride) {
+                          int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
   with_int8_fields(bits, code_bytes, d, [&](auto fields) {
-    dot_int8_neon<decltype(fields)::value>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride);
+    dot_int8_neon<decltype(fields)::value>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride, ahead);
   });
 }
 #endif

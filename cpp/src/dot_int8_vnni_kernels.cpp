@@ -205,7 +205,7 @@ template <int kFields, bool kPaired>
 TURBOKV_TARGET_AVX512_VNNI void dot_int8_vnni(const int8_t* q8, const float* q_scale, int m,
                                               const uint8_t* codes, int64_t code_bytes, int64_t n,
                                               const int8_t* table8, float table_scale, int d,
-                                              float* out, int64_t out_stride) {
+                                              float* out, int64_t out_stride, RowsAhead ahead) {
   const Int8Layout layout = int8_layout(kPaired ? 32 : 64, kFields, 8 / kFields, code_bytes, d);
   const std::vector<int8_t>& queries = remembered_queries(
       q8, m, d, layout, kPaired ? 32 : 64, [&] { return vnni_queries<kFields>(q8, m, d, layout, kPaired); });
@@ -224,26 +224,32 @@ TURBOKV_TARGET_AVX512_VNNI void dot_int8_vnni(const int8_t* q8, const float* q_s
                    queries.data(), offsets.data(), scales.data(),
                    _mm512_broadcast_i32x4(shifted)};
   int64_t j = 0;
-  for (; j + 4 <= n; j += 4) score_keys<kFields, true, kPaired>(c, m, codes + j * code_bytes, out + j, out_stride);
-  for (; j < n; ++j) score_keys<kFields, false, kPaired>(c, m, codes + j * code_bytes, out + j, out_stride);
+  for (; j + 4 <= n; j += 4) {
+    for (int k = 0; k < 4; ++k) ahead.fetch(j + k);
+    score_keys<kFields, true, kPaired>(c, m, codes + j * code_bytes, out + j, out_stride);
+  }
+  for (; j < n; ++j) {
+    ahead.fetch(j);
+    score_keys<kFields, false, kPaired>(c, m, codes + j * code_bytes, out + j, out_stride);
+  }
   _mm256_zeroupper();
 }
 
 template <int kFields>
 void dot_int8_vnni_rows(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                         int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale, int d,
-                        float* out, int64_t out_stride) {
+                        float* out, int64_t out_stride, RowsAhead ahead) {
   if (code_bytes == 32) {
-    return dot_int8_vnni<kFields, true>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, d, out, out_stride);
+    return dot_int8_vnni<kFields, true>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, d, out, out_stride, ahead);
   }
-  dot_int8_vnni<kFields, false>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, d, out, out_stride);
+  dot_int8_vnni<kFields, false>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, d, out, out_stride, ahead);
 }
 
 }  // namespace
 
 void dot_packed_int8_vnni(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                           int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
-                          int bits, int d, float* out, int64_t out_stride) {
+                          int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
   if (bits == 3) {
     // Index bytes first (64 per vpermb + vpmultishiftqb), then the one-index-per-byte route: the
     // AVX2 kernel's per-key unpack made 3-bit int8 scores slower than float32 at this level.
@@ -251,12 +257,12 @@ void dot_packed_int8_vnni(const int8_t* q8, const float* q_scale, int m, const u
     thread_local std::vector<uint8_t> idx;
     idx.resize(static_cast<size_t>(n) * d);
     unpack_rows_vbmi(codes, code_bytes, n, bits, d, idx.data());
-    return dot_int8_vnni<1, false>(q8, q_scale, m, idx.data(), d, n, table8, table_scale, d, out, out_stride);
+    return dot_int8_vnni<1, false>(q8, q_scale, m, idx.data(), d, n, table8, table_scale, d, out, out_stride, ahead);
   }
   switch (bits) {
-    case 4: return dot_int8_vnni_rows<2>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, d, out, out_stride);
-    case 2: return dot_int8_vnni_rows<4>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, d, out, out_stride);
-    default: return dot_int8_vnni_rows<8>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, d, out, out_stride);
+    case 4: return dot_int8_vnni_rows<2>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, d, out, out_stride, ahead);
+    case 2: return dot_int8_vnni_rows<4>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, d, out, out_stride, ahead);
+    default: return dot_int8_vnni_rows<8>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, d, out, out_stride, ahead);
   }
 }
 

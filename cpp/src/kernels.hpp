@@ -41,6 +41,21 @@ namespace kernels {
 
 struct BoundaryGrid;  // boundary_grid.hpp
 
+// Rows the caller reads right after a score kernel (decode: the block's value codes). Row j, at
+// rows + j * stride, is prefetched while key j is scored, so that its loads overlap the arithmetic:
+// one burst of 256 prefetches before the scores waited on the line-fill buffers (kernel_choices
+// round 18). A hint only: nothing is read through it. rows == nullptr: nothing is fetched.
+struct RowsAhead {
+  const uint8_t* rows = nullptr;
+  int64_t stride = 0;
+  void fetch(int64_t j) const {
+    if (!rows) return;
+    const uint8_t* row = rows + j * stride;
+    for (int64_t offset = 0; offset < stride; offset += 64) __builtin_prefetch(row + offset);
+  }
+  RowsAhead from(int64_t j) const { return rows ? RowsAhead{rows + j * stride, stride} : RowsAhead{}; }
+};
+
 // Tables handed to lookups and to quantize are padded to at least this many floats.
 constexpr int kMinTableSize = 16;
 
@@ -94,10 +109,11 @@ struct KernelSet {
                       float* acc);
   // out[a * out_stride + j] = float(sum_i q8_a[i] * table8[index i of key j]) * (q_scale[a] *
   // table_scale): dot_packed with an int8 query and int8 centroids (quantize_int8), summed
-  // exactly, so bit-identical at every level. bits <= 4; table8 holds 16 entries.
+  // exactly, so bit-identical at every level. bits <= 4; table8 holds 16 entries. ahead: rows
+  // prefetched beside the keys (RowsAhead).
   void (*dot_packed_int8)(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                           int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
-                          int bits, int d, float* out, int64_t out_stride);
+                          int bits, int d, float* out, int64_t out_stride, RowsAhead ahead);
   // axpy_packed with the weights rounded to 7-bit bytes per group of kInt8ValueGroup tokens and
   // int8 centroids (quantize_int8), summed exactly (axpy_int8_kernels.cpp), so bit-identical at
   // every level. Weights must be >= 0 (softmax weights); bits <= 4; table8 holds 16 entries.
@@ -147,7 +163,7 @@ extern const bool kHasAvx512Vnni;  // this CPU has AVX-512 VNNI (false off x86);
 bool int8_vnni_fit(int bits, int64_t code_bytes, int d);
 void dot_packed_int8_vnni(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                           int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
-                          int bits, int d, float* out, int64_t out_stride);
+                          int bits, int d, float* out, int64_t out_stride, RowsAhead ahead);
 
 // Int8 values (axpy_int8_kernels.cpp): tokens per weight scale, counted from a call's first token.
 constexpr int kInt8ValueGroup = 16;
@@ -221,7 +237,7 @@ AxpyLookupFn select_axpy_lookup(SimdLevel level);
 SignDotFn select_sign_dot(SimdLevel level);
 DotPackedFn select_dot_packed(SimdLevel level);
 using DotPackedInt8Fn = void (*)(const int8_t*, const float*, int, const uint8_t*, int64_t, int64_t,
-                                 const int8_t*, float, int, int, float*, int64_t);
+                                 const int8_t*, float, int, int, float*, int64_t, RowsAhead);
 DotPackedInt8Fn select_dot_packed_int8(SimdLevel level);
 // The AVX2 level's int8 kernel runs with AVX-VNNI (256-bit vpdpbusd) where the CPU has it
 // (kHasAvxVnni; false off x86); both variants, for tests (nullptr off x86).

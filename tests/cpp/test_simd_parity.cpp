@@ -511,8 +511,10 @@ TEST(SimdParity, BothAvx2Int8VariantsEqualScalar) {
           for (auto& q : q8) q = int8_t(int(gen() % 255) - 127);
           std::vector<float> q_scale(m, 0.01f), a(size_t(m) * n), b(size_t(m) * n);
           scalar.dot_packed_int8(q8.data(), q_scale.data(), m, codes.data(), code_bytes, n, table8.data(), 0.02f,
-                                 bits, d, a.data(), n);
-          kernel(q8.data(), q_scale.data(), m, codes.data(), code_bytes, n, table8.data(), 0.02f, bits, d, b.data(), n);
+                                 bits, d, a.data(), n, {});
+          // With rows to prefetch beside the keys (a hint: the same scores).
+          kernel(q8.data(), q_scale.data(), m, codes.data(), code_bytes, n, table8.data(), 0.02f, bits, d, b.data(), n,
+                 kernels::RowsAhead{codes.data(), code_bytes});
           ASSERT_EQ(a, b) << "vnni=" << vnni << " bits=" << bits << " d=" << d << " m=" << m;
         }
       }
@@ -1156,7 +1158,7 @@ TEST(SimdParity, KernelsReturnWithCleanUpperHalves) {
             check("axpy_packed", dim);
             if (bits <= 4) {
               k.dot_packed_int8(q8.data(), q_scale.data(), m, codes.data(), code_bytes, keys, table8.data(),
-                                0.1f, bits, dim, out.data(), keys);
+                                0.1f, bits, dim, out.data(), keys, {});
               check("dot_packed_int8", dim);
               k.axpy_packed_int8(weights.data(), keys, m, codes.data(), code_bytes, keys, table8.data(), 0.1f,
                                  bits, dim, acc.data());

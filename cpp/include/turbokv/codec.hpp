@@ -125,9 +125,12 @@ class Codec {
   // the level takes.
   bool encodes_rows_fused() const;
   void prepare_queries_int8(const float* rotated, int64_t m, int8_t* q8, float* scales) const;
+  // prefetch_rows: n rows of prefetch_stride bytes the caller reads next (decode: the block's
+  // value codes), prefetched beside the keys as they are scored; a hint, nothing is read.
   void scores_prepared_int8(const int8_t* q8, const float* scales, const float* sketched,
                             int64_t m, const ConstEncodedBuffers& keys, int64_t n, float* out,
-                            int64_t out_stride) const;
+                            int64_t out_stride, const uint8_t* prefetch_rows = nullptr,
+                            int64_t prefetch_stride = 0) const;
 
   // Weighted sums of encoded vectors without decoding them (the value side of attention):
   //   sum_j w[a * w_stride + j] decode(v_j) = finish(acc_rotated_a, acc_sketch_a)
