@@ -225,7 +225,10 @@ TURBOKV_TARGET_AVX512_VNNI void dot_int8_vnni(const int8_t* q8, const float* q_s
                    _mm512_broadcast_i32x4(shifted)};
   int64_t j = 0;
   for (; j + 4 <= n; j += 4) {
-    for (int k = 0; k < 4; ++k) ahead.fetch(j + k);
+    for (int k = 0; k < 4; ++k) {
+      ahead.fetch(j + k);
+      fetch_key_ahead(codes, code_bytes, j + k, n);
+    }
     score_keys<kFields, true, kPaired>(c, m, codes + j * code_bytes, out + j, out_stride);
   }
   for (; j < n; ++j) {
