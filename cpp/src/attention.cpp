@@ -229,6 +229,18 @@ struct StreamWork {
     if (value_rows && !(int8 && !ks.halves)) {
       for (int64_t offset = 0; offset < n * value_bytes; offset += 64) __builtin_prefetch(value_rows + offset);
     }
+    // The norms of both sides (float16: 512 bytes per 256 tokens), read after the codes of each
+    // side: a few lines, fetched now.
+    for (const Segment* side : {&ks, &vs}) {
+      if (side->halves) continue;
+      const TokenStore& store = side == &ks ? keys : values;
+      // Every line the norms touch (they need not start on one), by address: nothing is read.
+      const uintptr_t first = reinterpret_cast<uintptr_t>(side->codes.norms);
+      const uintptr_t end = first + static_cast<uintptr_t>(n) * store.codec()->norm_bytes();
+      for (uintptr_t line = first & ~uintptr_t{63}; line < end; line += 64) {
+        __builtin_prefetch(reinterpret_cast<const void*>(line));
+      }
+    }
     if (ks.halves) {
       k.dot_half(q.data(), static_cast<int>(rows), ks.halves, n, static_cast<int>(d), scores.data(), n);
     } else if (int8) {
