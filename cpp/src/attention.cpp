@@ -221,12 +221,12 @@ struct StreamWork {
   }
 
   void block_codes(int64_t t0, int64_t n, const Segment& ks, const Segment& vs) {
-    // The value codes of this block are needed right after the scores: the int8 score kernels
-    // fetch value row j beside key j; otherwise they are all requested now, so that the first pass
-    // over them does not wait on memory.
+    // The value codes of this block are needed right after the scores: the score kernels fetch
+    // value row j beside key j (RowsAhead); beside float16 keys they are all requested now, so
+    // that the first pass over them does not wait on memory.
     const uint8_t* value_rows = vs.halves ? nullptr : vs.codes.codes;
     const int64_t value_bytes = value_rows ? static_cast<int64_t>(values.codec()->code_bytes()) : 0;
-    if (value_rows && !(int8 && !ks.halves)) {
+    if (value_rows && ks.halves) {
       for (int64_t offset = 0; offset < n * value_bytes; offset += 64) __builtin_prefetch(value_rows + offset);
     }
     // The norms of both sides (float16: 512 bytes per 256 tokens), read after the codes of each
@@ -248,7 +248,7 @@ struct StreamWork {
                                          ks.codes, n, scores.data(), n, value_rows, value_bytes);
     } else {
       keys.codec()->scores_prepared(q_rotated.data(), q_sketched.data(), rows, ks.codes, n,
-                                    scores.data(), n);
+                                    scores.data(), n, value_rows, value_bytes);
     }
     bool any_visible = false;
     for (int64_t r = 0; r < rows; ++r) any_visible |= softmax_row(r, scores.data() + r * n, t0, n);

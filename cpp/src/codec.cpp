@@ -330,12 +330,13 @@ void Codec::finish_scores(const float* sketched, int64_t m, const ConstEncodedBu
 
 void Codec::scores_prepared(const float* rotated, const float* sketched, int64_t m,
                             const ConstEncodedBuffers& keys, int64_t n, float* out,
-                            int64_t out_stride) const {
+                            int64_t out_stride, const uint8_t* prefetch_rows,
+                            int64_t prefetch_stride) const {
   const int d = config_.head_dim;
   finish_scores(sketched, m, keys, n, out, out_stride, [&](int64_t j0, int64_t count, float* o) {
     kernels_->dot_packed(rotated, static_cast<int>(m), keys.codes + j0 * code_bytes(),
                          static_cast<int64_t>(code_bytes()), count, centroids_.data(), mse_bits(), d,
-                         o, out_stride);
+                         o, out_stride, kernels::RowsAhead{prefetch_rows, prefetch_stride}.from(j0));
   });
 }
 

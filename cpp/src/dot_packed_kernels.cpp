@@ -15,9 +15,10 @@ namespace {
 // Portable version: unpack each key's indices once, then one lookup-dot per query.
 void dot_packed_generic(DotLookupFn dot, UnpackFn unpack, const float* q, int m,
                         const uint8_t* codes, int64_t code_bytes, int64_t n, const float* table,
-                        int bits, int d, float* out, int64_t out_stride) {
+                        int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
   std::vector<uint8_t> idx(static_cast<size_t>(d));
   for (int64_t j = 0; j < n; ++j) {
+    ahead.fetch(j);
     unpack(codes + j * code_bytes, d, bits, idx.data());
     for (int a = 0; a < m; ++a) out[a * out_stride + j] = dot(q + a * d, idx.data(), table, bits, d);
   }
@@ -44,9 +45,9 @@ void axpy_packed_scalar(const float* w, int64_t w_stride, int m, const uint8_t* 
 }
 
 void dot_packed_scalar(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
-                       const float* table, int bits, int d, float* out, int64_t out_stride) {
+                       const float* table, int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
   dot_packed_generic(select_dot_lookup(SimdLevel::kScalar), select_unpack(SimdLevel::kScalar), q,
-                     m, codes, code_bytes, n, table, bits, d, out, out_stride);
+                     m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
 }
 
 #if TURBOKV_X86
@@ -183,7 +184,7 @@ struct PlaneKey32 {
 template <int kPacked>
 TURBOKV_TARGET_AVX2 void dot_planes32_avx2(const float* q, int m, const uint8_t* codes,
                                            int64_t code_bytes, int64_t n, const float* table, int d,
-                                           float* out, int64_t out_stride) {
+                                           float* out, int64_t out_stride, RowsAhead ahead) {
   __m256i planes[4];
   planes32_table(table, kPacked, planes);
   PermutedScratch lanes(static_cast<int64_t>(m) * d);  // no allocation per block up to 4 x 512
@@ -191,6 +192,7 @@ TURBOKV_TARGET_AVX2 void dot_planes32_avx2(const float* q, int m, const uint8_t*
   const UnpackFn unpack = select_unpack(SimdLevel::kAvx2);
   std::vector<uint8_t> idx(kPacked ? 0 : static_cast<size_t>(d));
   for (int64_t j = 0; j < n; ++j) {
+    ahead.fetch(j);
     if (!kPacked) unpack(codes + j * code_bytes, d, 3, idx.data());
     const PlaneKey32<kPacked> key{kPacked ? codes + j * code_bytes : idx.data(), planes};
     int a = 0;
@@ -235,12 +237,12 @@ TURBOKV_TARGET_AVX2 void axpy_planes32_avx2(const float* w, int64_t w_stride, in
 
 // The 32-wide planes for 2, 3 and 4 bits with head_dim a multiple of 32; false: not taken.
 bool dot_planes32(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
-                  const float* table, int bits, int d, float* out, int64_t out_stride) {
+                  const float* table, int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
   if (d % 32 != 0) return false;
   switch (bits) {
-    case 4: dot_planes32_avx2<4>(q, m, codes, code_bytes, n, table, d, out, out_stride); return true;
-    case 2: dot_planes32_avx2<2>(q, m, codes, code_bytes, n, table, d, out, out_stride); return true;
-    case 3: dot_planes32_avx2<0>(q, m, codes, code_bytes, n, table, d, out, out_stride); return true;
+    case 4: dot_planes32_avx2<4>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead); return true;
+    case 2: dot_planes32_avx2<2>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead); return true;
+    case 3: dot_planes32_avx2<0>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead); return true;
     default: return false;
   }
 }
@@ -324,10 +326,11 @@ struct PlaneKey {
 template <int kPacked>
 TURBOKV_TARGET_AVX2 void dot_planes_keys_avx2(const float* q, int m, const uint8_t* codes,
                                               int64_t code_bytes, int64_t n, const __m128i* planes,
-                                              int bits, int d, float* out, int64_t out_stride) {
+                                              int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
   const UnpackFn unpack = select_unpack(SimdLevel::kAvx2);
   std::vector<uint8_t> idx(kPacked ? 0 : static_cast<size_t>(d));
   for (int64_t j = 0; j < n; ++j) {
+    ahead.fetch(j);
     // Packed: key j at codes + j * code_bytes; unpacked: the one key in idx (stride 0).
     if (!kPacked) unpack(codes + j * code_bytes, d, bits, idx.data());
     const uint8_t* indices = kPacked ? codes : idx.data();
@@ -343,16 +346,16 @@ TURBOKV_TARGET_AVX2 void dot_planes_keys_avx2(const float* q, int m, const uint8
 // 3-bit ones unpacked per key.
 TURBOKV_TARGET_AVX2 void dot_planes_avx2(const float* q, int m, const uint8_t* codes,
                                          int64_t code_bytes, int64_t n, const float* table,
-                                         int bits, int d, float* out, int64_t out_stride) {
-  if (dot_planes32(q, m, codes, code_bytes, n, table, bits, d, out, out_stride)) return;
+                                         int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
+  if (dot_planes32(q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead)) return;
   const int packed = bits == 3 ? 0 : bits;
   __m128i planes[4];
   float_byte_planes(table, packed, planes);
   switch (packed) {
-    case 4: return dot_planes_keys_avx2<4>(q, m, codes, code_bytes, n, planes, bits, d, out, out_stride);
-    case 2: return dot_planes_keys_avx2<2>(q, m, codes, code_bytes, n, planes, bits, d, out, out_stride);
-    case 1: return dot_planes_keys_avx2<1>(q, m, codes, code_bytes, n, planes, bits, d, out, out_stride);
-    default: return dot_planes_keys_avx2<0>(q, m, codes, code_bytes, n, planes, bits, d, out, out_stride);
+    case 4: return dot_planes_keys_avx2<4>(q, m, codes, code_bytes, n, planes, bits, d, out, out_stride, ahead);
+    case 2: return dot_planes_keys_avx2<2>(q, m, codes, code_bytes, n, planes, bits, d, out, out_stride, ahead);
+    case 1: return dot_planes_keys_avx2<1>(q, m, codes, code_bytes, n, planes, bits, d, out, out_stride, ahead);
+    default: return dot_planes_keys_avx2<0>(q, m, codes, code_bytes, n, planes, bits, d, out, out_stride, ahead);
   }
 }
 
@@ -417,7 +420,7 @@ struct LookupKey {
 
 TURBOKV_TARGET_AVX2 void dot_packed_rows_avx2(const float* q, int m, const uint8_t* codes,
                                               int64_t code_bytes, int64_t n, const float* table,
-                                              int bits, int d, float* out, int64_t out_stride) {
+                                              int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
   // Up to 4 queries and head_dim a multiple of 16: the looked-up columns go straight into the
   // FMAs (dot16_tile_avx2), no row buffer, two chains per query. Zen 1, 8-bit keys of 4 queries:
   // 273 -> 175 cycles per key; K8V4 decode at 32K on one thread 32-45 -> 22-35 ms in 7
@@ -428,6 +431,7 @@ TURBOKV_TARGET_AVX2 void dot_packed_rows_avx2(const float* q, int m, const uint8
   const UnpackFn unpack = select_unpack(SimdLevel::kAvx2);
   const bool by_loads = lookups_by_loads(bits);
   for (int64_t j = 0; j < n; ++j) {
+    ahead.fetch(j);
     const uint8_t* key = codes + j * code_bytes;
     if (bits != 8) {  // 8-bit codes are already one index per byte
       unpack(key, d, bits, idx.data());
@@ -510,21 +514,21 @@ TURBOKV_TARGET_AVX2 void axpy_packed_rows_avx2(const float* w, int64_t w_stride,
 }
 
 void dot_packed_avx2(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
-                     const float* table, int bits, int d, float* out, int64_t out_stride) {
+                     const float* table, int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
   // Byte planes (dot_planes_avx2) at 1-4 bits with head_dim a multiple of 16, except 3-bit keys
   // of one query. Zen 1, cycles per key for 4 queries against the lane kernels they replaced:
   // 1 bit 218 -> 140, 2 bits 213 -> 137, 3 bits 300 -> 170, 4 bits 216 -> 131; one query at 2
   // bits 116 -> 77, at 4 bits 129 -> 75 (3 bits: 162 -> 136-176, so it takes the rows route).
   // 2 and 4 bits with head_dim a multiple of 32 go 32 coordinates per step (dot_planes32).
   if (bits <= 4 && d % 16 == 0 && (m > 1 || bits != 3)) {
-    return dot_planes_avx2(q, m, codes, code_bytes, n, table, bits, d, out, out_stride);
+    return dot_planes_avx2(q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
   }
   // The rows route, fused for one query too when head_dim is a multiple of 16 (one query, d =
   // 128: 8 bits 152-179 -> 121-141, 3 bits 139-148 -> 126-131 cycles per key against the
   // generic route).
-  if (m > 1 || d % 16 == 0) return dot_packed_rows_avx2(q, m, codes, code_bytes, n, table, bits, d, out, out_stride);
+  if (m > 1 || d % 16 == 0) return dot_packed_rows_avx2(q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
   dot_packed_generic(select_dot_lookup(SimdLevel::kAvx2), select_unpack(SimdLevel::kAvx2), q, m,
-                     codes, code_bytes, n, table, bits, d, out, out_stride);
+                     codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
 }
 
 void axpy_packed_avx2(const float* w, int64_t w_stride, int m, const uint8_t* codes,
@@ -561,13 +565,15 @@ template <int kBits, int kTile, int kChunks>
 TURBOKV_TARGET_AVX512 void dot_packed_tile_avx512(const float* qperm, int dynamic_chunks,
                                                   const uint8_t* codes, int64_t code_bytes,
                                                   int64_t n, __m512 table16, int last_bytes,
-                                                  float* out, int64_t out_stride) {
+                                                  float* out, int64_t out_stride, RowsAhead ahead) {
   constexpr int kPerByte = 8 / kBits;
   const int chunks = kChunks > 0 ? kChunks : dynamic_chunks;
   const int64_t per_query = static_cast<int64_t>(chunks) * kPerByte * 16;
   const __mmask16 last_mask = static_cast<__mmask16>((1u << last_bytes) - 1u);
   int64_t j = 0;
   for (; j + 2 <= n; j += 2) {
+    ahead.fetch(j);
+    ahead.fetch(j + 1);
     const uint8_t* key0 = codes + j * code_bytes;
     const uint8_t* key1 = key0 + code_bytes;
     _mm_prefetch(reinterpret_cast<const char*>(key0 + 24 * code_bytes), _MM_HINT_T0);
@@ -593,6 +599,7 @@ TURBOKV_TARGET_AVX512 void dot_packed_tile_avx512(const float* qperm, int dynami
     store_sums<kTile>(acc1, out + j + 1, out_stride);
   }
   for (; j < n; ++j) {
+    ahead.fetch(j);
     const uint8_t* key = codes + j * code_bytes;
     __m512 acc[kTile];
     for (int a = 0; a < kTile; ++a) acc[a] = _mm512_setzero_ps();
@@ -615,12 +622,12 @@ template <int kBits, int kTile>
 TURBOKV_TARGET_AVX512 void dot_packed_tiles_avx512(const float* qperm, int chunks,
                                                    const uint8_t* codes, int64_t code_bytes,
                                                    int64_t n, __m512 table16, int last_bytes,
-                                                   float* out, int64_t out_stride) {
+                                                   float* out, int64_t out_stride, RowsAhead ahead) {
   switch (chunks) {  // head_dim 64 / 128 / 256 at 4 bits
-    case 2: return dot_packed_tile_avx512<kBits, kTile, 2>(qperm, chunks, codes, code_bytes, n, table16, last_bytes, out, out_stride);
-    case 4: return dot_packed_tile_avx512<kBits, kTile, 4>(qperm, chunks, codes, code_bytes, n, table16, last_bytes, out, out_stride);
-    case 8: return dot_packed_tile_avx512<kBits, kTile, 8>(qperm, chunks, codes, code_bytes, n, table16, last_bytes, out, out_stride);
-    default: return dot_packed_tile_avx512<kBits, kTile, 0>(qperm, chunks, codes, code_bytes, n, table16, last_bytes, out, out_stride);
+    case 2: return dot_packed_tile_avx512<kBits, kTile, 2>(qperm, chunks, codes, code_bytes, n, table16, last_bytes, out, out_stride, ahead);
+    case 4: return dot_packed_tile_avx512<kBits, kTile, 4>(qperm, chunks, codes, code_bytes, n, table16, last_bytes, out, out_stride, ahead);
+    case 8: return dot_packed_tile_avx512<kBits, kTile, 8>(qperm, chunks, codes, code_bytes, n, table16, last_bytes, out, out_stride, ahead);
+    default: return dot_packed_tile_avx512<kBits, kTile, 0>(qperm, chunks, codes, code_bytes, n, table16, last_bytes, out, out_stride, ahead);
   }
 }
 
@@ -628,7 +635,7 @@ template <int kBits>
 TURBOKV_TARGET_AVX512 void dot_packed_bits_avx512(const float* q, int m, const uint8_t* codes,
                                                   int64_t code_bytes, int64_t n,
                                                   const float* table, int d, float* out,
-                                                  int64_t out_stride) {
+                                                  int64_t out_stride, RowsAhead ahead) {
   constexpr int kPerByte = 8 / kBits;
   const int bytes = (d * kBits + 7) / 8;
   const int chunks = (bytes + 15) / 16;
@@ -642,15 +649,15 @@ TURBOKV_TARGET_AVX512 void dot_packed_bits_avx512(const float* q, int m, const u
   int a = 0;
   for (; a + 4 <= m; a += 4) {
     dot_packed_tiles_avx512<kBits, 4>(qperm.data() + a * per_query, chunks, codes, code_bytes, n,
-                                      table16, last_bytes, out + a * out_stride, out_stride);
+                                      table16, last_bytes, out + a * out_stride, out_stride, ahead);
   }
   // The last 1-3 queries in one tile (a tile per query repeated the lookups: GQA 3, 6, ...).
   const float* rest_q = qperm.data() + a * per_query;
   float* rest_out = out + a * out_stride;
   switch (m - a) {
-    case 3: dot_packed_tiles_avx512<kBits, 3>(rest_q, chunks, codes, code_bytes, n, table16, last_bytes, rest_out, out_stride); break;
-    case 2: dot_packed_tiles_avx512<kBits, 2>(rest_q, chunks, codes, code_bytes, n, table16, last_bytes, rest_out, out_stride); break;
-    case 1: dot_packed_tiles_avx512<kBits, 1>(rest_q, chunks, codes, code_bytes, n, table16, last_bytes, rest_out, out_stride); break;
+    case 3: dot_packed_tiles_avx512<kBits, 3>(rest_q, chunks, codes, code_bytes, n, table16, last_bytes, rest_out, out_stride, ahead); break;
+    case 2: dot_packed_tiles_avx512<kBits, 2>(rest_q, chunks, codes, code_bytes, n, table16, last_bytes, rest_out, out_stride, ahead); break;
+    case 1: dot_packed_tiles_avx512<kBits, 1>(rest_q, chunks, codes, code_bytes, n, table16, last_bytes, rest_out, out_stride, ahead); break;
     default: break;
   }
   // GCC leaves the upper halves dirty after a callee that takes a vector argument (table16):
@@ -758,20 +765,20 @@ TURBOKV_TARGET_AVX512 void axpy_packed_avx512(const float* w, int64_t w_stride, 
 
 TURBOKV_TARGET_AVX512 void dot_packed_avx512(const float* q, int m, const uint8_t* codes,
                                              int64_t code_bytes, int64_t n, const float* table,
-                                             int bits, int d, float* out, int64_t out_stride) {
+                                             int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
   switch (bits) {
-    case 1: return dot_packed_bits_avx512<1>(q, m, codes, code_bytes, n, table, d, out, out_stride);
-    case 2: return dot_packed_bits_avx512<2>(q, m, codes, code_bytes, n, table, d, out, out_stride);
-    case 4: return dot_packed_bits_avx512<4>(q, m, codes, code_bytes, n, table, d, out, out_stride);
+    case 1: return dot_packed_bits_avx512<1>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead);
+    case 2: return dot_packed_bits_avx512<2>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead);
+    case 4: return dot_packed_bits_avx512<4>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead);
     default:  // as axpy_packed_avx512
-      if (planes_vbmi_fit(bits, d)) return dot_planes_vbmi(q, m, codes, code_bytes, n, table, bits, d, out, out_stride);
+      if (planes_vbmi_fit(bits, d)) return dot_planes_vbmi(q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
       // 3 bits: byte planes, 120-198 against 132-237 cycles per key on the rows route in two
       // noisy A/B runs on a Sapphire Rapids Xeon (4 queries).
-      if (bits == 3 && d % 16 == 0 && m > 1) return dot_planes_avx2(q, m, codes, code_bytes, n, table, bits, d, out, out_stride);
-      if (m > 1) return dot_packed_rows_avx2(q, m, codes, code_bytes, n, table, bits, d, out, out_stride);
+      if (bits == 3 && d % 16 == 0 && m > 1) return dot_planes_avx2(q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
+      if (m > 1) return dot_packed_rows_avx2(q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
       return dot_packed_generic(select_dot_lookup(SimdLevel::kAvx512),
                                 select_unpack(SimdLevel::kAvx512), q, m, codes, code_bytes, n,
-                                table, bits, d, out, out_stride);
+                                table, bits, d, out, out_stride, ahead);
   }
 }
 #endif

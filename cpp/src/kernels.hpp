@@ -108,8 +108,10 @@ struct KernelSet {
   // out[a * out_stride + j] = sum_i q_a[i] * table[index i of key j] for m queries of d floats
   // (query a at q + a * d) against n keys of packed b-bit codes, key j at codes + j * code_bytes.
   // The fused-score inner loop: codes are read packed, never unpacked to memory.
+  // ahead: rows prefetched beside the keys (RowsAhead).
   void (*dot_packed)(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
-                     const float* table, int bits, int d, float* out, int64_t out_stride);
+                     const float* table, int bits, int d, float* out, int64_t out_stride,
+                     RowsAhead ahead);
   // acc_a[i] += sum_j w[a * w_stride + j] * table[index i of key j], acc_a at acc + a * d:
   // the value side of fused attention, also straight from packed bytes.
   void (*axpy_packed)(const float* w, int64_t w_stride, int m, const uint8_t* codes,
@@ -155,7 +157,8 @@ struct KernelSet {
 extern const bool kHasAvx512Vbmi;  // this CPU has AVX-512 VBMI (false off x86); set before main
 bool planes_vbmi_fit(int bits, int d);
 void dot_planes_vbmi(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
-                     const float* table, int bits, int d, float* out, int64_t out_stride);
+                     const float* table, int bits, int d, float* out, int64_t out_stride,
+                     RowsAhead ahead);
 void axpy_planes_vbmi(const float* w, int64_t w_stride, int m, const uint8_t* codes,
                       int64_t code_bytes, int64_t n, const float* table, int bits, int d, float* acc);
 // The n rows of packed codes as n rows of d index bytes, where planes_vbmi_fit(bits, d) holds.
@@ -223,7 +226,7 @@ using DotLookupFn = float (*)(const float*, const uint8_t*, const float*, int, i
 using AxpyLookupFn = void (*)(float, const uint8_t*, const float*, int, float*, int);
 using SignDotFn = float (*)(const float*, const uint8_t*, int);
 using DotPackedFn = void (*)(const float*, int, const uint8_t*, int64_t, int64_t, const float*, int,
-                             int, float*, int64_t);
+                             int, float*, int64_t, RowsAhead);
 
 FwhtFn select_fwht(SimdLevel level);
 // The AVX2 transform with its 4-apart butterflies on 128-bit halves (true) or by vperm2f128

@@ -229,10 +229,12 @@ class RowDecoderNeon {
 };
 
 void dot_packed_neon(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
-                     const float* table, int bits, int d, float* out, int64_t out_stride) {
+                     const float* table, int bits, int d, float* out, int64_t out_stride,
+                     RowsAhead ahead) {
   RowDecoderNeon decoder(table, bits, d);
   std::vector<float> row(static_cast<size_t>(d));
   for (int64_t j = 0; j < n; ++j) {
+    ahead.fetch(j);
     decoder.decode(codes + j * code_bytes, row.data());
     for (int a = 0; a < m; ++a) out[a * out_stride + j] = dot_neon(q + static_cast<int64_t>(a) * d, row.data(), d);
   }

@@ -148,9 +148,10 @@ TURBOKV_TARGET_AVX512_VBMI void swap_plane_order(const float* in, int m, int d, 
 template <int kBits, int kTile>
 TURBOKV_TARGET_AVX512_VBMI void dot_tile(const Planes<kBits>& planes, const float* qperm, int d,
                                          const uint8_t* codes, int64_t code_bytes, int64_t n,
-                                         float* out, int64_t out_stride) {
+                                         float* out, int64_t out_stride, RowsAhead ahead) {
   const IndexLoader<kBits> indices;
   for (int64_t j = 0; j < n; ++j) {
+    ahead.fetch(j);
     const uint8_t* key = codes + j * code_bytes;
     _mm_prefetch(reinterpret_cast<const char*>(key + 16 * code_bytes), _MM_HINT_T0);
     __m512 even[kTile], odd[kTile];
@@ -202,19 +203,19 @@ TURBOKV_TARGET_AVX512_VBMI void axpy_tile(const Planes<kBits>& planes, const flo
 template <int kBits>
 TURBOKV_TARGET_AVX512_VBMI void dot_planes_bits(const float* q, int m, const uint8_t* codes,
                                                 int64_t code_bytes, int64_t n, const float* table,
-                                                int d, float* out, int64_t out_stride) {
+                                                int d, float* out, int64_t out_stride, RowsAhead ahead) {
   const Planes<kBits> planes = load_planes<kBits>(table);
   PermutedScratch qperm(static_cast<int64_t>(m) * d);
   swap_plane_order(q, m, d, qperm.data());
   int a = 0;
   for (; a + 4 <= m; a += 4) {
-    dot_tile<kBits, 4>(planes, qperm.data() + static_cast<int64_t>(a) * d, d, codes, code_bytes, n, out + a * out_stride, out_stride);
+    dot_tile<kBits, 4>(planes, qperm.data() + static_cast<int64_t>(a) * d, d, codes, code_bytes, n, out + a * out_stride, out_stride, ahead);
   }
   const float* rest = qperm.data() + static_cast<int64_t>(a) * d;
   switch (m - a) {  // the last 1-3 queries share one tile's lookups
-    case 3: return dot_tile<kBits, 3>(planes, rest, d, codes, code_bytes, n, out + a * out_stride, out_stride);
-    case 2: return dot_tile<kBits, 2>(planes, rest, d, codes, code_bytes, n, out + a * out_stride, out_stride);
-    case 1: return dot_tile<kBits, 1>(planes, rest, d, codes, code_bytes, n, out + a * out_stride, out_stride);
+    case 3: return dot_tile<kBits, 3>(planes, rest, d, codes, code_bytes, n, out + a * out_stride, out_stride, ahead);
+    case 2: return dot_tile<kBits, 2>(planes, rest, d, codes, code_bytes, n, out + a * out_stride, out_stride, ahead);
+    case 1: return dot_tile<kBits, 1>(planes, rest, d, codes, code_bytes, n, out + a * out_stride, out_stride, ahead);
     default: return;
   }
 }
@@ -275,9 +276,10 @@ void unpack_rows_vbmi(const uint8_t* codes, int64_t code_bytes, int64_t n, int b
 }
 
 void dot_planes_vbmi(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
-                     const float* table, int bits, int d, float* out, int64_t out_stride) {
+                     const float* table, int bits, int d, float* out, int64_t out_stride,
+                     RowsAhead ahead) {
   with_width(bits, [&](auto width) {
-    dot_planes_bits<decltype(width)::value>(q, m, codes, code_bytes, n, table, d, out, out_stride);
+    dot_planes_bits<decltype(width)::value>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead);
   });
 }
 

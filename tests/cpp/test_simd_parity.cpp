@@ -1151,7 +1151,7 @@ TEST(SimdParity, KernelsReturnWithCleanUpperHalves) {
         const int64_t code_bytes = int64_t(dim) * bits / 8;
         for (int m : {1, 3, 4, 8}) {
           for (int64_t keys : {1, 5, 32}) {
-            k.dot_packed(x.data(), m, codes.data(), code_bytes, keys, table.data(), bits, dim, out.data(), keys);
+            k.dot_packed(x.data(), m, codes.data(), code_bytes, keys, table.data(), bits, dim, out.data(), keys, {});
             check("dot_packed", dim);
             k.axpy_packed(weights.data(), keys, m, codes.data(), code_bytes, keys, table.data(), bits, dim,
                           acc.data());
@@ -1227,7 +1227,9 @@ TEST(SimdParity, PackedScoresAndValuesMatchTheTable) {
           std::vector<float> acc(size_t(m) * d);
           for (auto& x : acc) x = normal(gen);
           const std::vector<float> acc0 = acc;
-          k.dot_packed(q.data(), m, codes.data(), code_bytes, n, table.data(), bits, d, scores.data(), n);
+          // With rows to prefetch beside the keys on every route (a hint: the same scores).
+          k.dot_packed(q.data(), m, codes.data(), code_bytes, n, table.data(), bits, d, scores.data(), n,
+                       kernels::RowsAhead{codes.data(), code_bytes});
           k.axpy_packed(w.data(), n, m, codes.data(), code_bytes, n, table.data(), bits, d, acc.data());
           const std::string where = std::string(simd_name(level)) + " bits " + std::to_string(bits) +
                                     " d " + std::to_string(d) + " m " + std::to_string(m);

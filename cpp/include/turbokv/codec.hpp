@@ -108,10 +108,13 @@ class Codec {
   // rotated (m x d) = R q / sqrt(d), and in prod mode sketched (m x d) = sqrt(pi/2)/m S R q.
   void prepare_queries(const float* q, int64_t m, int64_t q_stride, float* rotated,
                        float* sketched) const;
-  // out[a * out_stride + j] = <q_a, decode(key j)> from prepared queries.
+  // out[a * out_stride + j] = <q_a, decode(key j)> from prepared queries. prefetch_rows: n rows of
+  // prefetch_stride bytes the caller reads next (decode: the block's value codes), prefetched
+  // beside the keys as they are scored; a hint, nothing is read.
   void scores_prepared(const float* rotated, const float* sketched, int64_t m,
                        const ConstEncodedBuffers& keys, int64_t n, float* out,
-                       int64_t out_stride) const;
+                       int64_t out_stride, const uint8_t* prefetch_rows = nullptr,
+                       int64_t prefetch_stride = 0) const;
 
   // Int8 scores (#13 item 2), for mse widths up to 4 bits (int8_scores_supported): each prepared
   // query rounded to int8 with one scale (prepare_queries_int8: q8 m x d, scales m), the
@@ -125,8 +128,7 @@ class Codec {
   // the level takes.
   bool encodes_rows_fused() const;
   void prepare_queries_int8(const float* rotated, int64_t m, int8_t* q8, float* scales) const;
-  // prefetch_rows: n rows of prefetch_stride bytes the caller reads next (decode: the block's
-  // value codes), prefetched beside the keys as they are scored; a hint, nothing is read.
+  // prefetch_rows: as in scores_prepared.
   void scores_prepared_int8(const int8_t* q8, const float* scales, const float* sketched,
                             int64_t m, const ConstEncodedBuffers& keys, int64_t n, float* out,
                             int64_t out_stride, const uint8_t* prefetch_rows = nullptr,
