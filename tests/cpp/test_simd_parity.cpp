@@ -460,7 +460,7 @@ TEST(SimdParity, BothAvx2Int8ValueVariantsEqualScalar) {
     const kernels::AxpyPackedInt8Fn kernel = kernels::axpy_packed_int8_avx2_variant(vnni);
     ASSERT_NE(kernel, nullptr);
     for (int bits = 1; bits <= 4; ++bits) {
-      for (int d : {32, 64, 80, 96, 128, 256}) {
+      for (int d : {32, 40, 64, 80, 96, 128, 256}) {  // 40: 3-bit rows padded to whole 16-byte chunks
         const int64_t code_bytes = (int64_t(d) * bits + 7) / 8;
         for (int64_t n : {3, 37, 300}) {
           std::vector<uint8_t> codes(size_t(code_bytes * n));
