@@ -23,6 +23,16 @@ struct Segment {
   const uint16_t* halves = nullptr;  // float16 tokens (chunks of a bits = 0 side, or the window)
 };
 
+// Prefetches every 64-byte line that [p, p + bytes) touches (p need not start one), by address:
+// nothing is read.
+void prefetch_lines(const void* p, int64_t bytes) {
+  const uintptr_t first = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t end = first + static_cast<uintptr_t>(bytes);
+  for (uintptr_t line = first & ~uintptr_t{63}; line < end; line += 64) {
+    __builtin_prefetch(reinterpret_cast<const void*>(line));
+  }
+}
+
 Segment segment_at(const TokenStore& st, int64_t s, int64_t t) {
   Segment seg;
   const int64_t d = st.head_dim();
@@ -226,21 +236,11 @@ struct StreamWork {
     // that the first pass over them does not wait on memory.
     const uint8_t* value_rows = vs.halves ? nullptr : vs.codes.codes;
     const int64_t value_bytes = value_rows ? static_cast<int64_t>(values.codec()->code_bytes()) : 0;
-    if (value_rows && ks.halves) {
-      for (int64_t offset = 0; offset < n * value_bytes; offset += 64) __builtin_prefetch(value_rows + offset);
-    }
+    if (value_rows && ks.halves) prefetch_lines(value_rows, n * value_bytes);
     // The norms of both sides (float16: 512 bytes per 256 tokens), read after the codes of each
     // side: a few lines, fetched now.
-    for (const Segment* side : {&ks, &vs}) {
-      if (side->halves) continue;
-      const TokenStore& store = side == &ks ? keys : values;
-      // Every line the norms touch (they need not start on one), by address: nothing is read.
-      const uintptr_t first = reinterpret_cast<uintptr_t>(side->codes.norms);
-      const uintptr_t end = first + static_cast<uintptr_t>(n) * store.codec()->norm_bytes();
-      for (uintptr_t line = first & ~uintptr_t{63}; line < end; line += 64) {
-        __builtin_prefetch(reinterpret_cast<const void*>(line));
-      }
-    }
+    if (!ks.halves) prefetch_lines(ks.codes.norms, n * static_cast<int64_t>(keys.codec()->norm_bytes()));
+    if (!vs.halves) prefetch_lines(vs.codes.norms, n * static_cast<int64_t>(values.codec()->norm_bytes()));
     if (ks.halves) {
       k.dot_half(q.data(), static_cast<int>(rows), ks.halves, n, static_cast<int>(d), scores.data(), n);
     } else if (int8) {
