@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "aligned_bytes.hpp"
+#include "avx2_helpers.hpp"
 #include "int8_layout.hpp"
 #include "kernels.hpp"
 #include "lane_order.hpp"
@@ -148,9 +149,24 @@ TURBOKV_TARGET_AVX2 inline __m128i row_chunk(const uint8_t* row, int64_t code_by
   return _mm_load_si128(reinterpret_cast<const __m128i*>(tail));
 }
 
+// Chunk g of a 3-bit row as the 16 bytes that a 4-bit row of the same indices would hold there
+// (packing.hpp: index 2k in byte k's low nibble, 2k + 1 in its high one): the chunk's 32 indices
+// taken apart from their 12 packed bytes in registers (unpack3_x16_avx2; the row holds at least 8
+// bytes, int8_three_bit_in_registers), then paired by maddubs (low + 16 * high, at most 119).
+TURBOKV_TARGET_AVX2 inline __m128i three_bit_chunk_as_nibbles(const uint8_t* row, int64_t code_bytes, int g) {
+  const __m128i low_plus_16_high = _mm_set1_epi16(0x1001);
+  const uint8_t* end = row + code_bytes;
+  const __m128i first = _mm_maddubs_epi16(unpack3_x16_avx2(row + 12 * g, end), low_plus_16_high);
+  const __m128i second = _mm_maddubs_epi16(unpack3_x16_avx2(row + 12 * g + 6, end), low_plus_16_high);
+  return _mm_packus_epi16(first, second);
+}
+
 // The AVX-512 kernel's transposed layout (out[(g * steps + s) * 64 + 4k + t] = token 4s + t's byte
 // 16 g + k; tokens past n repeat the last one, whose weight bytes are zero there), by 32-bit and
-// 64-bit unpacks of four rows' chunks and one in-lane pshufb per 32 bytes.
+// 64-bit unpacks of four rows' chunks and one in-lane pshufb per 32 bytes. kThreeBit: 3-bit rows,
+// transposed as the 4-bit rows of their indices (three_bit_chunk_as_nibbles), so the 4-bit kernel
+// sums them with no unpacked copy of the block (head_dim a multiple of 32).
+template <bool kThreeBit>
 TURBOKV_TARGET_AVX2 void transpose_rows_avx2(const uint8_t* codes, int64_t code_bytes, int64_t n,
                                              int chunks, int64_t steps, uint8_t* out) {
   const __m256i order = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
@@ -160,11 +176,13 @@ TURBOKV_TARGET_AVX2 void transpose_rows_avx2(const uint8_t* codes, int64_t code_
     const uint8_t* r[4];
     for (int t = 0; t < 4; ++t) r[t] = codes + std::min(j + t, n - 1) * code_bytes;
     for (int g = 0; g < chunks; ++g) {
-      const __m128i r0 = row_chunk(r[0], code_bytes, g), r1 = row_chunk(r[1], code_bytes, g);
-      const __m128i r2 = row_chunk(r[2], code_bytes, g), r3 = row_chunk(r[3], code_bytes, g);
+      __m128i c[4];
+      for (int t = 0; t < 4; ++t) {
+        c[t] = kThreeBit ? three_bit_chunk_as_nibbles(r[t], code_bytes, g) : row_chunk(r[t], code_bytes, g);
+      }
       // Bytes 4q..4q+3 of the four rows side by side, for q = 0..3.
-      const __m128i t0 = _mm_unpacklo_epi32(r0, r1), t1 = _mm_unpackhi_epi32(r0, r1);
-      const __m128i t2 = _mm_unpacklo_epi32(r2, r3), t3 = _mm_unpackhi_epi32(r2, r3);
+      const __m128i t0 = _mm_unpacklo_epi32(c[0], c[1]), t1 = _mm_unpackhi_epi32(c[0], c[1]);
+      const __m128i t2 = _mm_unpacklo_epi32(c[2], c[3]), t3 = _mm_unpackhi_epi32(c[2], c[3]);
       const __m256i k0 = _mm256_set_m128i(_mm_unpackhi_epi64(t0, t2), _mm_unpacklo_epi64(t0, t2));
       const __m256i k8 = _mm256_set_m128i(_mm_unpackhi_epi64(t1, t3), _mm_unpacklo_epi64(t1, t3));
       uint8_t* o = out + (g * steps + s) * 64;
@@ -204,10 +222,11 @@ TURBOKV_TARGET_AVX2 void values_from_lanes(const float* lanes, int m, int d, int
 TURBOKV_TARGET_AVX2 ValueCallAvx2 prepare_values_avx2(const float* w, int64_t w_stride, int m,
                                                       const uint8_t* codes, int64_t code_bytes,
                                                       int64_t n, float table_scale, int d, int fields,
-                                                      const float* acc, ValueScratch& scratch) {
+                                                      bool three_bit, const float* acc, ValueScratch& scratch) {
   const int64_t groups = (n + kInt8ValueGroup - 1) / kInt8ValueGroup;
   const int64_t steps = groups * kStepsPerGroup;
-  const int chunks = static_cast<int>((code_bytes + 15) / 16);
+  // Three-bit rows are summed as the d / 2 bytes of 4-bit rows: d / 32 whole chunks.
+  const int chunks = three_bit ? d / 32 : static_cast<int>((code_bytes + 15) / 16);
   scratch.w8.resize(static_cast<size_t>(m * groups * kInt8ValueGroup));
   scratch.scales.resize(static_cast<size_t>(m * groups));
   for (int a = 0; a < m; ++a) {
@@ -217,7 +236,8 @@ TURBOKV_TARGET_AVX2 ValueCallAvx2 prepare_values_avx2(const float* w, int64_t w_
     }
   }
   scratch.rows.reserve(static_cast<size_t>(steps * chunks * 64));
-  transpose_rows_avx2(codes, code_bytes, n, chunks, steps, scratch.rows.data());
+  (three_bit ? transpose_rows_avx2<true> : transpose_rows_avx2<false>)(codes, code_bytes, n, chunks, steps,
+                                                                      scratch.rows.data());
   const int64_t per_query = static_cast<int64_t>(chunks) * 16 * fields;
   scratch.lanes.resize(static_cast<size_t>(m * per_query));
   values_to_lanes(acc, m, d, chunks, fields, scratch.lanes.data());

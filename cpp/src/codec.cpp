@@ -405,12 +405,15 @@ void Codec::accumulate(const float* w, int64_t w_stride, int64_t m,
 }
 
 bool Codec::int8_values_fast() const {
-  // 3 bits: the unpacking to index bytes costs what the integer sums save (decode at 32K 0.98-1.05x
-  // the time of float32 values, bench/results/kernel_choices_avx2.md, round 16).
-  if (!int8_values_supported() || mse_bits() == 3) return false;
-  const bool avx512_vnni = level_ == SimdLevel::kAvx512 &&
-      kernels::int8_values_vnni_fit(mse_bits(), static_cast<int64_t>(code_bytes()), config_.head_dim);
-  const bool avx_vnni = (level_ == SimdLevel::kAvx2 || level_ == SimdLevel::kAvx512) && kernels::kHasAvxVnni;
+  if (!int8_values_supported()) return false;
+  const int bits = mse_bits(), d = config_.head_dim;
+  const int64_t code_bytes = static_cast<int64_t>(this->code_bytes());
+  const bool avx512_vnni = level_ == SimdLevel::kAvx512 && kernels::int8_values_vnni_fit(bits, code_bytes, d);
+  // 3 bits on the AVX2 kernel: fast where the rows are taken apart in registers (head_dim a multiple
+  // of 32); the per-call unpacking of other shapes costs what the integer sums save (decode at 32K
+  // 0.98-1.05x the time of float32 values, bench/results/kernel_choices_avx2.md, round 16).
+  const bool avx_vnni = (level_ == SimdLevel::kAvx2 || level_ == SimdLevel::kAvx512) && kernels::kHasAvxVnni &&
+                        (bits != 3 || kernels::int8_three_bit_in_registers(code_bytes, d));
   return avx512_vnni || avx_vnni;
 }
 

@@ -371,11 +371,11 @@ TEST(SimdParity, Int8ValuesStayWithinTheirRoundingBound) {
         cfg.seed = 3;
         Codec codec(cfg, level);
         ASSERT_TRUE(codec.int8_values_supported());
-        // vpdpbusd: AVX-512 VNNI where the shape fits, AVX-VNNI at both x86 levels; never 3 bits.
+        // vpdpbusd: AVX-512 VNNI where the shape fits, AVX-VNNI at both x86 levels (3 bits: head_dim
+        // a multiple of 32, as both of these are).
         EXPECT_EQ(codec.int8_values_fast(),
-                  bits != 3 &&
-                      ((level == SimdLevel::kAvx512 && kernels::int8_values_vnni_fit(bits, int64_t(codec.code_bytes()), d)) ||
-                       ((level == SimdLevel::kAvx2 || level == SimdLevel::kAvx512) && kernels::kHasAvxVnni)));
+                  (level == SimdLevel::kAvx512 && kernels::int8_values_vnni_fit(bits, int64_t(codec.code_bytes()), d)) ||
+                      ((level == SimdLevel::kAvx2 || level == SimdLevel::kAvx512) && kernels::kHasAvxVnni));
         const int n = 300, m = 4;
         auto x = test_util::gaussian_rows(n, d, uint32_t(d + bits));
         EncodedStore enc(codec, n);
@@ -460,7 +460,9 @@ TEST(SimdParity, BothAvx2Int8ValueVariantsEqualScalar) {
     const kernels::AxpyPackedInt8Fn kernel = kernels::axpy_packed_int8_avx2_variant(vnni);
     ASSERT_NE(kernel, nullptr);
     for (int bits = 1; bits <= 4; ++bits) {
-      for (int d : {32, 40, 64, 80, 96, 128, 256}) {  // 40: 3-bit rows padded to whole 16-byte chunks
+      // 3 bits: multiples of 32 take the rows apart in registers; 40 and 80 unpack them to whole
+      // 16-byte chunks.
+      for (int d : {32, 40, 64, 80, 96, 128, 256}) {
         const int64_t code_bytes = (int64_t(d) * bits + 7) / 8;
         for (int64_t n : {3, 37, 300}) {
           std::vector<uint8_t> codes(size_t(code_bytes * n));
