@@ -97,7 +97,7 @@ struct PlaneValues {
 };
 
 // The 16 floats PlaneValues<kPacked> looks up, as byte planes (plane k holds byte k of each):
-// lane value v means centroid v (kPacked 4 and 0), (v & 3) | (v >> 2) (2 bits: v is the field
+// lane value v means centroid v (kPacked 4, 3 and 0), (v & 3) | (v >> 2) (2 bits: v is the field
 // or the field << 2), or v != 0 (1 bit: v is 0 or a power of two). Tables are padded to 16.
 TURBOKV_TARGET_AVX2 void float_byte_planes(const float* table, int packed, __m128i* planes) {
   alignas(16) uint8_t bytes[4][16];
@@ -110,8 +110,9 @@ TURBOKV_TARGET_AVX2 void float_byte_planes(const float* table, int packed, __m12
   for (int k = 0; k < 4; ++k) planes[k] = _mm_load_si128(reinterpret_cast<const __m128i*>(bytes[k]));
 }
 
-// Coordinates c..c+31 of a key from `bytes`: the code bytes of coordinate c on (kPacked = 2 or 4
-// bits) or its unpacked index bytes from c on (kPacked = 0: 3 bits). Byte planes in both 128-bit
+// Coordinates c..c+31 of a key from `bytes`: the code bytes of coordinate c on (kPacked = 2, 3 or
+// 4 bits; 3: the 12 bytes of c..c+31 taken apart in registers by unpack3_x16_avx2, reading no
+// byte at or past the row's `end`). Byte planes in both 128-bit
 // lanes at once: lane 0 gets the lane values (PlaneValues' meaning; planes as float_byte_planes
 // gives them, in both lanes) of coordinates c..c+15, lane 1 those of c+16..c+31; four lookups and
 // two rounds of unpacks then reassemble the floats in to_lane_order32's order. 4 bits: each byte
@@ -122,17 +123,18 @@ TURBOKV_TARGET_AVX2 void float_byte_planes(const float* table, int packed, __m12
 // 20-21 ns per token; kernel_choices_avx2.md, round 14).
 template <int kPacked>
 TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void planes32_avx2(const uint8_t* bytes,
+                                                                           const uint8_t* end,
                                                                            const __m256i* planes,
                                                                            __m256* v) {
   __m256i idx;
-  if constexpr (kPacked == 0) {  // 32 unpacked index bytes (3 bits): lane 0 holds c..c+15 already
-    idx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes));
+  if constexpr (kPacked == 3) {  // lane 0 gets c..c+15, lane 1 c+16..c+31
+    idx = _mm256_set_m128i(unpack3_x16_avx2(bytes + 6, end), unpack3_x16_avx2(bytes, end));
   } else if constexpr (kPacked == 4) {
     const __m256i words = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes)));
     idx = _mm256_or_si256(_mm256_and_si256(words, _mm256_set1_epi16(0x000F)),
                           _mm256_and_si256(_mm256_slli_epi16(words, 4), _mm256_set1_epi16(0x0F00)));
   } else {
-    static_assert(kPacked == 2, "2 or 4 bits, or unpacked indices");
+    static_assert(kPacked == 2, "2, 3 or 4 bits");
     // 8 bytes: lane 0 reads bytes 0-3 (coordinates c..c+15), lane 1 bytes 4-7.
     int64_t word;
     std::memcpy(&word, bytes, 8);
@@ -167,20 +169,22 @@ struct PlaneValues32 {
   int c;
   const __m256i* planes;
   TURBOKV_TARGET_AVX2 void operator()(int64_t j, __m256* v) const {
-    planes32_avx2<kPacked>(codes + j * code_bytes + (kPacked ? c * kPacked / 8 : c), planes, v);
+    const uint8_t* row = codes + j * code_bytes;
+    planes32_avx2<kPacked>(row + c * kPacked / 8, row + code_bytes, planes, v);
   }
 };
 template <int kPacked>
 struct PlaneKey32 {
   const uint8_t* key;
+  int64_t code_bytes;
   const __m256i* planes;
   TURBOKV_TARGET_AVX2 void operator()(int c, __m256* v) const {
-    planes32_avx2<kPacked>(key + (kPacked ? c * kPacked / 8 : c), planes, v);
+    planes32_avx2<kPacked>(key + c * kPacked / 8, key + code_bytes, planes, v);
   }
 };
 
-// 2-, 3- and 4-bit codes (kPacked 2, 0, 4), head_dim a multiple of 32: scores, the queries
-// copied into the lane order once per call.
+// 2-, 3- and 4-bit codes (kPacked = bits), head_dim a multiple of 32, read from the packed rows:
+// scores, the queries copied into the lane order once per call.
 template <int kPacked>
 TURBOKV_TARGET_AVX2 void dot_planes32_avx2(const float* q, int m, const uint8_t* codes,
                                            int64_t code_bytes, int64_t n, const float* table, int d,
@@ -189,33 +193,25 @@ TURBOKV_TARGET_AVX2 void dot_planes32_avx2(const float* q, int m, const uint8_t*
   planes32_table(table, kPacked, planes);
   PermutedScratch lanes(static_cast<int64_t>(m) * d);  // no allocation per block up to 4 x 512
   to_lane_order32(q, m, d, lanes.data());
-  const UnpackFn unpack = select_unpack(SimdLevel::kAvx2);
-  std::vector<uint8_t> idx(kPacked ? 0 : static_cast<size_t>(d));
   for (int64_t j = 0; j < n; ++j) {
     ahead.fetch(j);
-    if (!kPacked) unpack(codes + j * code_bytes, d, 3, idx.data());
-    const PlaneKey32<kPacked> key{kPacked ? codes + j * code_bytes : idx.data(), planes};
+    const PlaneKey32<kPacked> key{codes + j * code_bytes, code_bytes, planes};
     int a = 0;
     for (; a + 4 <= m; a += 4) dot32_tile_avx2<4>(lanes.data() + static_cast<int64_t>(a) * d, d, key, out + a * out_stride + j, out_stride);
     if (a < m) dot32_rest_avx2(m - a, lanes.data() + static_cast<int64_t>(a) * d, d, key, out + a * out_stride + j, out_stride);
   }
 }
 
-// 2-, 3- and 4-bit codes (kPacked 2, 0, 4), head_dim a multiple of 32: values, up to 4 queries per
-// pass.
+// 2-, 3- and 4-bit codes (kPacked = bits), head_dim a multiple of 32, read from the packed rows:
+// values, up to 4 queries per pass.
 template <int kPacked>
 TURBOKV_TARGET_AVX2 void axpy_planes32_avx2(const float* w, int64_t w_stride, int m,
                                             const uint8_t* codes, int64_t code_bytes, int64_t n,
                                             const float* table, int d, float* acc) {
   __m256i planes[4];
   planes32_table(table, kPacked, planes);
-  std::vector<uint8_t> idx(kPacked ? 0 : static_cast<size_t>(n * d));
-  if (!kPacked) {
-    const UnpackFn unpack = select_unpack(SimdLevel::kAvx2);
-    for (int64_t j = 0; j < n; ++j) unpack(codes + j * code_bytes, d, 3, idx.data() + j * d);
-  }
-  const uint8_t* indices = kPacked ? codes : idx.data();
-  const int64_t stride = kPacked ? code_bytes : d;
+  const uint8_t* indices = codes;
+  const int64_t stride = code_bytes;
   int a = 0;
   for (; a + 4 <= m; a += 4) {
     for (int c = 0; c < d; c += 32) {
@@ -242,7 +238,7 @@ bool dot_planes32(const float* q, int m, const uint8_t* codes, int64_t code_byte
   switch (bits) {
     case 4: dot_planes32_avx2<4>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead); return true;
     case 2: dot_planes32_avx2<2>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead); return true;
-    case 3: dot_planes32_avx2<0>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead); return true;
+    case 3: dot_planes32_avx2<3>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead); return true;
     default: return false;
   }
 }
@@ -253,7 +249,7 @@ bool axpy_planes32(const float* w, int64_t w_stride, int m, const uint8_t* codes
   switch (bits) {
     case 4: axpy_planes32_avx2<4>(w, w_stride, m, codes, code_bytes, n, table, d, acc); return true;
     case 2: axpy_planes32_avx2<2>(w, w_stride, m, codes, code_bytes, n, table, d, acc); return true;
-    case 3: axpy_planes32_avx2<0>(w, w_stride, m, codes, code_bytes, n, table, d, acc); return true;
+    case 3: axpy_planes32_avx2<3>(w, w_stride, m, codes, code_bytes, n, table, d, acc); return true;
     default: return false;
   }
 }
