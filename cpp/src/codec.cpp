@@ -408,13 +408,14 @@ bool Codec::int8_values_fast() const {
   if (!int8_values_supported()) return false;
   const int bits = mse_bits(), d = config_.head_dim;
   const int64_t code_bytes = static_cast<int64_t>(this->code_bytes());
-  const bool avx512_vnni = level_ == SimdLevel::kAvx512 && kernels::int8_values_vnni_fit(bits, code_bytes, d);
-  // 3 bits on the AVX2 kernel: fast where the rows are taken apart in registers (head_dim a multiple
-  // of 32); the per-call unpacking of other shapes costs what the integer sums save (decode at 32K
-  // 0.98-1.05x the time of float32 values, bench/results/kernel_choices_avx2.md, round 16).
-  const bool avx_vnni = (level_ == SimdLevel::kAvx2 || level_ == SimdLevel::kAvx512) && kernels::kHasAvxVnni &&
-                        (bits != 3 || kernels::int8_three_bit_in_registers(code_bytes, d));
-  return avx512_vnni || avx_vnni;
+  const bool x86 = level_ == SimdLevel::kAvx2 || level_ == SimdLevel::kAvx512;
+  const bool vnni_kernel = level_ == SimdLevel::kAvx512 && kernels::int8_values_vnni_fit(bits, code_bytes, d);
+  // 3 bits pay only on the AVX2 kernel with AVX-VNNI, rows taken apart in registers (head_dim a
+  // multiple of 32): 0.86x the time of float32 values at 32K K3V3. Unpacked to index bytes (other
+  // head_dims; the AVX-512 VBMI kernel), the unpacking costs what the integer sums save: 0.98-1.05x
+  // (bench/results/kernel_choices_avx2.md, rounds 16 and 19).
+  if (bits == 3) return x86 && !vnni_kernel && kernels::kHasAvxVnni && kernels::int8_three_bit_in_registers(code_bytes, d);
+  return vnni_kernel || (x86 && kernels::kHasAvxVnni);
 }
 
 void Codec::finish_accumulated(float* acc_rotated, const float* acc_sketch, float* out) const {

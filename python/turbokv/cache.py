@@ -295,9 +295,10 @@ class KVCache:
                 rounded to 7-bit bytes on the group's largest, the centroids to int8, and the
                 products summed exactly in int32 (the same integers at every SIMD level). Fast
                 where the CPU has ``vpdpbusd``: AVX-512 VNNI (Ice Lake, Sapphire Rapids, Zen 4 and
-                later) or AVX-VNNI (Alder Lake and later Intel client cores), for 1-4-bit
-                values (3 bits: head_dim a multiple of 32 there); plain AVX2 (``maddubs``) and
-                other levels (a portable reference) give the same results no faster than ``"exact"``
+                later) or AVX-VNNI (Alder Lake and later Intel client cores), for 1-, 2- and
+                4-bit values, and 3-bit ones on AVX-VNNI's kernel where head_dim is a multiple of
+                32; plain AVX2 (``maddubs``) and other levels (a portable reference) give the same
+                results no faster than ``"exact"``
                 (``turbokv.int8_values_fast(bits, head_dim)`` says which). Its error
                 is the two roundings (a weight's at most 1/254 of its group's largest; measured
                 on models in ``bench/results/quality_int8.md``). It applies to values of at most 4 bits on the
