@@ -210,18 +210,16 @@ TURBOKV_TARGET_AVX2 void axpy_planes32_avx2(const float* w, int64_t w_stride, in
                                             const float* table, int d, float* acc) {
   __m256i planes[4];
   planes32_table(table, kPacked, planes);
-  const uint8_t* indices = codes;
-  const int64_t stride = code_bytes;
   int a = 0;
   for (; a + 4 <= m; a += 4) {
     for (int c = 0; c < d; c += 32) {
-      accumulate32_avx2<4>(w + a * w_stride, w_stride, n, PlaneValues32<kPacked>{indices, stride, c, planes}, d, c, acc + static_cast<int64_t>(a) * d);
+      accumulate32_avx2<4>(w + a * w_stride, w_stride, n, PlaneValues32<kPacked>{codes, code_bytes, c, planes}, d, c, acc + static_cast<int64_t>(a) * d);
     }
   }
   if (a == m) return;
   // The last 1-3 queries in one pass (GQA 3, 6, ...: one pass per query repeated the lookups).
   for (int c = 0; c < d; c += 32) {
-    const PlaneValues32<kPacked> values{indices, stride, c, planes};
+    const PlaneValues32<kPacked> values{codes, code_bytes, c, planes};
     float* rest = acc + static_cast<int64_t>(a) * d;
     switch (m - a) {
       case 3: accumulate32_avx2<3>(w + a * w_stride, w_stride, n, values, d, c, rest); break;
