@@ -11,7 +11,8 @@ once with the 4 query heads of a KV head riding as a query sequence); decode-the
 decodes the whole cache, then numpy attention). Each row prints its KV bytes, and turbokv rows
 print the memory-read floor: their compressed bytes divided by this machine's read bandwidth,
 measured in the same run. All implementations use every core (turbokv's thread pool, BLAS and
-torch threads). Timing: median of --repeats calls after a warm-up. The code is
+torch threads). Timing: median of --repeats calls after a warm-up, a context's rows timed in
+turns (one call of each per round), so they share the machine's speed drifts. The code is
 turbokv.eval.benchmarks.run_attention, also behind `python -m turbokv bench`.
 """
 

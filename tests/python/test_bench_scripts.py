@@ -147,3 +147,14 @@ def test_ab_sources_compile_against_the_core():
     usage = subprocess.run(["bash", str(BENCH / "ab" / "run.sh"), "HEAD"], capture_output=True, text=True,
                            timeout=60)
     assert usage.returncode == 2 and "usage" in usage.stderr
+
+
+def test_interleaved_medians_times_rows_in_turns():
+    from turbokv.eval.benchmarks import interleaved_medians
+
+    order = []
+    calls = {name: ((lambda name=name: order.append(name)), n) for name, n in (("a", 3), ("b", 1), ("c", 2))}
+    medians = interleaved_medians(calls)
+    # One warm-up call each, then rounds: every row once per round while its repeats last.
+    assert order == ["a", "b", "c", "a", "b", "c", "a", "c", "a"]
+    assert set(medians) == {"a", "b", "c"} and all(m >= 0 for m in medians.values())

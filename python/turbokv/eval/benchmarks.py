@@ -8,6 +8,7 @@ decode-then-attend, each with its KV bytes, plus the memory-read floor of the tu
 from __future__ import annotations
 
 import math
+import functools
 import itertools
 import os
 import platform
@@ -41,6 +42,25 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def interleaved_medians(calls: Dict[str, Tuple[Callable[[], object], int]]) -> Dict[str, float]:
+    """Median seconds of each named call, ``calls[name] = (fn, repeats)``, timed in turns.
+
+    After one warm-up call each, round r calls every fn whose repeats exceed r, in order, so all
+    rows sample the same stretches of time: on a machine whose speed drifts (a VM's neighbours,
+    turbo) rows timed one after another moved by up to 1.5x against each other (2-core VM,
+    session 19), which their ratios to the best dense row then carried."""
+    for fn, _ in calls.values():
+        fn()
+    times: Dict[str, list] = {name: [] for name in calls}
+    for r in range(max((n for _, n in calls.values()), default=0)):
+        for name, (fn, n) in calls.items():
+            if r < n:
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def read_bandwidth(repeats: int = 10) -> float:
@@ -92,7 +112,9 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
     ``score_modes``: ``KVCache.attention(scores=...)`` per fused row ("exact", "int8"); an int8
     row is labelled so and only timed where int8 scoring applies (keys of at most 4 bits).
     ``value_modes``: ``KVCache.attention(values=...)`` likewise ("int8 values" rows: values of at
-    most 4 bits), each combined with every score mode.
+    most 4 bits), each combined with every score mode. Timing: the median of ``repeats`` calls
+    per row (decode-then-attend: a third of them), a context's rows timed in turns
+    (:func:`interleaved_medians`).
     ``show_progress`` draws a progress bar on stderr (tqdm)."""
     from ._progress import tqdm
 
@@ -110,17 +132,20 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
         k = rng.standard_normal((batch, kv_heads, T, HEAD_DIM), dtype=np.float32)
         v = rng.standard_normal((batch, kv_heads, T, HEAD_DIM), dtype=np.float32)
         q = rng.standard_normal((batch, q_heads, 1, HEAD_DIM), dtype=np.float32)
-        rows = {"numpy float32 dense": (median_time(lambda: numpy_attention(q, k, v), repeats), k.nbytes * 2)}
+        # Every row's call and bytes first, then all timed in turns (interleaved_medians).
+        calls: Dict[str, Tuple[Callable[[], object], int]] = {
+            "numpy float32 dense": (lambda: numpy_attention(q, k, v), repeats)}
+        nbytes = {"numpy float32 dense": k.nbytes * 2}
         if torch is not None:
             tq, tk, tv = (torch.from_numpy(a) for a in (q, k, v))
             # One decode token: the query heads of a KV head can ride as a query sequence of
             # length 4 (no causal mask needed), which avoids SDPA repeating K/V for GQA.
             tq_grouped = tq.reshape(batch, kv_heads, q_heads // kv_heads, HEAD_DIM)
-            with torch.inference_mode():
-                t = median_time(lambda: F.scaled_dot_product_attention(tq, tk, tv, enable_gqa=True), repeats)
-                t_grouped = median_time(lambda: F.scaled_dot_product_attention(tq_grouped, tk, tv), repeats)
-            rows["torch SDPA float32 (enable_gqa)"] = (t, k.nbytes * 2)
-            rows["torch SDPA float32 (query heads as q_len)"] = (t_grouped, k.nbytes * 2)
+            calls["torch SDPA float32 (enable_gqa)"] = (
+                lambda: F.scaled_dot_product_attention(tq, tk, tv, enable_gqa=True), repeats)
+            calls["torch SDPA float32 (query heads as q_len)"] = (
+                lambda: F.scaled_dot_product_attention(tq_grouped, tk, tv), repeats)
+            nbytes["torch SDPA float32 (enable_gqa)"] = nbytes["torch SDPA float32 (query heads as q_len)"] = k.nbytes * 2
         first = None
         for level in simd_levels:
             for kb, vb in settings:
@@ -142,25 +167,32 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
                     if (mode == "int8" and kb > 4) or (vmode == "int8" and vb > 4):
                         continue  # summed in float32 anyway: the exact row is that row
                     name = label + (" int8" if mode == "int8" else "") + (" int8 values" if vmode == "int8" else "")
-                    rows[name] = (median_time(lambda: cache.attention(q, scores=mode, values=vmode), repeats),
-                                  cache.used_nbytes)
+                    fused = functools.partial(cache.attention, q, scores=mode, values=vmode)
+                    fused()  # the path this row names must be the one that runs
                     if cache.last_attention_scores != mode or cache.last_attention_values != vmode:
                         raise RuntimeError(f"{name}: asked for {mode} scores and {vmode} values, ran "
                                            f"{cache.last_attention_scores} and {cache.last_attention_values}")
+                    calls[name], nbytes[name] = (fused, repeats), cache.used_nbytes
                     if cache.last_attention_splits > 1:  # fewer streams than threads: split tokens
-                        rows[name + " one thread"] = (
-                            median_time(lambda: cache.attention(q, threaded=False, scores=mode, values=vmode),
-                                        repeats),
-                            cache.used_nbytes)
+                        calls[name + " one thread"] = (
+                            functools.partial(cache.attention, q, threaded=False, scores=mode, values=vmode),
+                            repeats)
+                        nbytes[name + " one thread"] = cache.used_nbytes
                 first = first or (label, cache)
         label, cache = first
 
-        def decode_then_attend():
+        def decode_then_attend(cache=cache):
             kd, vd = cache.fetch()
             return numpy_attention(q, kd, vd)
 
         decode_label = label.replace("fused", "decode-then-attend")
-        rows[decode_label] = (median_time(decode_then_attend, max(3, repeats // 3)), cache.used_nbytes)
+        calls[decode_label], nbytes[decode_label] = (decode_then_attend, max(3, repeats // 3)), cache.used_nbytes
+        if torch is not None:
+            with torch.inference_mode():
+                medians = interleaved_medians(calls)
+        else:
+            medians = interleaved_medians(calls)
+        rows = {name: (medians[name], nbytes[name]) for name in calls}
         best_dense = min(t for name, (t, _) in rows.items() if "dense" in name or "SDPA" in name)
         decode_t = rows[decode_label][0]
         for name, (t, nbytes) in rows.items():

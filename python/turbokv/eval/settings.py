@@ -85,6 +85,9 @@ SETTINGS: List[Setting] = [
     _s("K4V4 int8 values", "scores", key_bits=4, value_bits=4, values="int8", path="codes"),
     _s("K4V4 int8 scores and values", "scores", key_bits=4, value_bits=4, scores="int8", values="int8",
        path="codes"),
+    _s("K3V3 int8 values", "scores", key_bits=3, value_bits=3, values="int8", path="codes"),
+    _s("K3V3 int8 scores and values", "scores", key_bits=3, value_bits=3, scores="int8", values="int8",
+       path="codes"),
 ]
 
 #: A short list for quick runs and tests.
