@@ -326,8 +326,8 @@ void BM_ValueKernels(benchmark::State& state) {
       } else if (kernel == 4) {
         k.axpy_packed_int8(w.data(), n, m, c, code_bytes, n, table8.data(), 0.01f, bits, d, acc.data());
       } else {
-        kernels::axpy_packed_int8_avx2_variant(kernel == 2)(w.data(), n, m, c, code_bytes, n, table8.data(),
-                                                            0.01f, bits, d, acc.data());
+        kernels::axpy_packed_int8_avx2_variant(kernel == 2, !kernels::kPdepIsSlow)(
+            w.data(), n, m, c, code_bytes, n, table8.data(), 0.01f, bits, d, acc.data());
       }
     }
     benchmark::DoNotOptimize(acc.data());

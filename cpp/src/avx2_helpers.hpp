@@ -22,6 +22,10 @@ extern const bool kGathersAreSlow;
 // (Zen 2 and Intel: 1): the FWHT's 4-apart butterflies there use 128-bit halves instead
 // (hadamard_kernels.cpp; the same adds and subtracts, so the same floats).
 extern const bool kLaneSwapIsSlow;
+// Zen 1 and 2 run pdep/pext in microcode (tens to hundreds of cycles, growing with the mask's set
+// bits; one micro-op on Intel since Haswell and on Zen 3): code that spreads bit fields with
+// pdep keeps a SIMD route for them.
+extern const bool kPdepIsSlow;
 
 TURBOKV_TARGET_AVX2 inline __m256 lookup8_loads(const float* table, const uint8_t* idx) {
   // The 8 indices in one 64-bit load, taken apart by shifts (ALU work) rather than 8 byte loads:

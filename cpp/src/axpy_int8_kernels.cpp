@@ -149,11 +149,17 @@ TURBOKV_TARGET_AVX2 inline __m128i row_chunk(const uint8_t* row, int64_t code_by
   return _mm_load_si128(reinterpret_cast<const __m128i*>(tail));
 }
 
-// Chunk g of a 3-bit row as the 16 bytes that a 4-bit row of the same indices would hold there
-// (packing.hpp: index 2k in byte k's low nibble, 2k + 1 in its high one): the chunk's 32 indices
-// taken apart from their 12 packed bytes in registers (unpack3_x16_avx2; the row holds at least 8
-// bytes, int8_three_bit_in_registers), then paired by maddubs (low + 16 * high, at most 119).
-TURBOKV_TARGET_AVX2 inline __m128i three_bit_chunk_as_nibbles(const uint8_t* row, int64_t code_bytes, int g) {
+// Where the AVX2 value kernel takes a block's rows from: the code rows as stored, or 3-bit rows
+// rewritten as the 4-bit rows of their indices (packing.hpp: index 2k in byte k's low nibble, 2k + 1
+// in its high one) so that the 4-bit kernel sums them, with no unpacked copy of the block; head_dim
+// a multiple of 32 (int8_three_bit_in_registers). The nibbles come from pdep (two per 32 indices)
+// or, where pdep is slow (kPdepIsSlow), from unpack3_x16_avx2 and maddubs.
+enum class ValueRows { kCodes, kThreeBitBySimd, kThreeBitByPdep };
+
+// Chunk g of a 3-bit row (its 32 indices in 12 packed bytes) as 16 nibble bytes by SIMD: the
+// indices taken apart (unpack3_x16_avx2; the row holds at least 8 bytes), then paired by maddubs
+// (low + 16 * high, at most 119).
+TURBOKV_TARGET_AVX2 inline __m128i three_bit_chunk_by_simd(const uint8_t* row, int64_t code_bytes, int g) {
   const __m128i low_plus_16_high = _mm_set1_epi16(0x1001);
   const uint8_t* end = row + code_bytes;
   const __m128i first = _mm_maddubs_epi16(unpack3_x16_avx2(row + 12 * g, end), low_plus_16_high);
@@ -161,12 +167,30 @@ TURBOKV_TARGET_AVX2 inline __m128i three_bit_chunk_as_nibbles(const uint8_t* row
   return _mm_packus_epi16(first, second);
 }
 
+// The 16 indices packed in the 6 bytes at p (p + 6 <= end, the row at least 8 bytes long) as 16
+// nibbles: one pdep spreads each 3-bit field to a 4-bit one. The 8-byte load ends at `end` at most.
+TURBOKV_TARGET_AVX2 inline uint64_t sixteen_nibbles(const uint8_t* p, const uint8_t* end) {
+  const uint8_t* from = p + 8 <= end ? p : end - 8;
+  uint64_t word;
+  std::memcpy(&word, from, 8);
+  return _pdep_u64(word >> (8 * (p - from)), 0x7777777777777777ull);
+}
+
+template <ValueRows kRows>
+TURBOKV_TARGET_AVX2 inline __m128i value_chunk(const uint8_t* row, int64_t code_bytes, int g) {
+  if constexpr (kRows == ValueRows::kThreeBitBySimd) return three_bit_chunk_by_simd(row, code_bytes, g);
+  if constexpr (kRows == ValueRows::kThreeBitByPdep) {
+    const uint8_t* end = row + code_bytes;
+    return _mm_set_epi64x(static_cast<long long>(sixteen_nibbles(row + 12 * g + 6, end)),
+                          static_cast<long long>(sixteen_nibbles(row + 12 * g, end)));
+  }
+  return row_chunk(row, code_bytes, g);
+}
+
 // The AVX-512 kernel's transposed layout (out[(g * steps + s) * 64 + 4k + t] = token 4s + t's byte
 // 16 g + k; tokens past n repeat the last one, whose weight bytes are zero there), by 32-bit and
-// 64-bit unpacks of four rows' chunks and one in-lane pshufb per 32 bytes. kThreeBit: 3-bit rows,
-// transposed as the 4-bit rows of their indices (three_bit_chunk_as_nibbles), so the 4-bit kernel
-// sums them with no unpacked copy of the block (head_dim a multiple of 32).
-template <bool kThreeBit>
+// 64-bit unpacks of four rows' chunks (value_chunk) and one in-lane pshufb per 32 bytes.
+template <ValueRows kRows>
 TURBOKV_TARGET_AVX2 void transpose_rows_avx2(const uint8_t* codes, int64_t code_bytes, int64_t n,
                                              int chunks, int64_t steps, uint8_t* out) {
   const __m256i order = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
@@ -178,7 +202,7 @@ TURBOKV_TARGET_AVX2 void transpose_rows_avx2(const uint8_t* codes, int64_t code_
     for (int g = 0; g < chunks; ++g) {
       __m128i c[4];
       for (int t = 0; t < 4; ++t) {
-        c[t] = kThreeBit ? three_bit_chunk_as_nibbles(r[t], code_bytes, g) : row_chunk(r[t], code_bytes, g);
+        c[t] = value_chunk<kRows>(r[t], code_bytes, g);
       }
       // Bytes 4q..4q+3 of the four rows side by side, for q = 0..3.
       const __m128i t0 = _mm_unpacklo_epi32(c[0], c[1]), t1 = _mm_unpackhi_epi32(c[0], c[1]);
@@ -222,11 +246,11 @@ TURBOKV_TARGET_AVX2 void values_from_lanes(const float* lanes, int m, int d, int
 TURBOKV_TARGET_AVX2 ValueCallAvx2 prepare_values_avx2(const float* w, int64_t w_stride, int m,
                                                       const uint8_t* codes, int64_t code_bytes,
                                                       int64_t n, float table_scale, int d, int fields,
-                                                      bool three_bit, const float* acc, ValueScratch& scratch) {
+                                                      ValueRows rows, const float* acc, ValueScratch& scratch) {
   const int64_t groups = (n + kInt8ValueGroup - 1) / kInt8ValueGroup;
   const int64_t steps = groups * kStepsPerGroup;
   // Three-bit rows are summed as the d / 2 bytes of 4-bit rows: d / 32 whole chunks.
-  const int chunks = three_bit ? d / 32 : static_cast<int>((code_bytes + 15) / 16);
+  const int chunks = rows != ValueRows::kCodes ? d / 32 : static_cast<int>((code_bytes + 15) / 16);
   scratch.w8.resize(static_cast<size_t>(m * groups * kInt8ValueGroup));
   scratch.scales.resize(static_cast<size_t>(m * groups));
   for (int a = 0; a < m; ++a) {
@@ -236,8 +260,10 @@ TURBOKV_TARGET_AVX2 ValueCallAvx2 prepare_values_avx2(const float* w, int64_t w_
     }
   }
   scratch.rows.reserve(static_cast<size_t>(steps * chunks * 64));
-  (three_bit ? transpose_rows_avx2<true> : transpose_rows_avx2<false>)(codes, code_bytes, n, chunks, steps,
-                                                                      scratch.rows.data());
+  const auto transpose = rows == ValueRows::kThreeBitByPdep   ? transpose_rows_avx2<ValueRows::kThreeBitByPdep>
+                         : rows == ValueRows::kThreeBitBySimd ? transpose_rows_avx2<ValueRows::kThreeBitBySimd>
+                                                              : transpose_rows_avx2<ValueRows::kCodes>;
+  transpose(codes, code_bytes, n, chunks, steps, scratch.rows.data());
   const int64_t per_query = static_cast<int64_t>(chunks) * 16 * fields;
   scratch.lanes.resize(static_cast<size_t>(m * per_query));
   values_to_lanes(acc, m, d, chunks, fields, scratch.lanes.data());
@@ -275,11 +301,12 @@ void axpy_packed_int8_avx512(const float* w, int64_t w_stride, int m, const uint
 }  // namespace
 
 #if TURBOKV_X86
-AxpyPackedInt8Fn axpy_packed_int8_avx2_variant(bool avx_vnni) {
-  return avx_vnni ? avx_vnni::axpy_packed_int8 : plain::axpy_packed_int8;
+AxpyPackedInt8Fn axpy_packed_int8_avx2_variant(bool avx_vnni, bool pdep) {
+  if (avx_vnni) return pdep ? avx_vnni::axpy_packed_int8_with<true> : avx_vnni::axpy_packed_int8_with<false>;
+  return pdep ? plain::axpy_packed_int8_with<true> : plain::axpy_packed_int8_with<false>;
 }
 #else
-AxpyPackedInt8Fn axpy_packed_int8_avx2_variant(bool) { return nullptr; }
+AxpyPackedInt8Fn axpy_packed_int8_avx2_variant(bool, bool) { return nullptr; }
 #endif
 
 AxpyPackedInt8Fn select_axpy_packed_int8(SimdLevel level) {

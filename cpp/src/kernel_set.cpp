@@ -16,6 +16,10 @@ const bool kLaneSwapIsSlow = [] {
   __builtin_cpu_init();
   return __builtin_cpu_is("znver1") != 0;
 }();
+const bool kPdepIsSlow = [] {
+  __builtin_cpu_init();
+  return __builtin_cpu_is("znver1") || __builtin_cpu_is("znver2");
+}();
 #endif
 
 namespace {

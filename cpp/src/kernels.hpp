@@ -262,8 +262,9 @@ using AxpyPackedFn = void (*)(const float*, int64_t, int, const uint8_t*, int64_
 using AxpyPackedInt8Fn = void (*)(const float*, int64_t, int, const uint8_t*, int64_t, int64_t,
                                   const int8_t*, float, int, int, float*);
 AxpyPackedInt8Fn select_axpy_packed_int8(SimdLevel level);
-// The AVX2 level's int8 value kernel without and with AVX-VNNI, for tests (nullptr off x86).
-AxpyPackedInt8Fn axpy_packed_int8_avx2_variant(bool avx_vnni);
+// The AVX2 level's int8 value kernel without and with AVX-VNNI, 3-bit rows spread to nibbles by
+// pdep or by SIMD (the level picks by kPdepIsSlow), for tests (nullptr off x86).
+AxpyPackedInt8Fn axpy_packed_int8_avx2_variant(bool avx_vnni, bool pdep);
 using DotHalfFn = void (*)(const float*, int, const uint16_t*, int64_t, int, float*, int64_t);
 using AxpyHalfFn = void (*)(const float*, int64_t, int, const uint16_t*, int64_t, int, float*);
 using ToHalfFn = void (*)(const float*, uint16_t*, int64_t);

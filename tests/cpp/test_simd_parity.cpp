@@ -445,9 +445,9 @@ TEST(SimdParity, Int8ValuesStayWithinTheirRoundingBound) {
                std::invalid_argument);
 }
 
-// The AVX2 level's int8 value kernel uses AVX-VNNI where the CPU has it: both variants must return
-// the scalar reference's floats, on every width of at most 4 bits and shapes whose rows end
-// mid-chunk (d 80, 3 bits), with a heavy token and 1-6 queries.
+// The AVX2 level's int8 value kernel uses AVX-VNNI where the CPU has it, and pdep for 3-bit rows
+// where it is fast: every variant must return the scalar reference's floats, on every width of at
+// most 4 bits and shapes whose rows end mid-chunk (d 80, 3 bits), with a heavy token and 1-6 queries.
 TEST(SimdParity, BothAvx2Int8ValueVariantsEqualScalar) {
 #if TURBOKV_X86
   if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX2 on this CPU";
@@ -457,13 +457,14 @@ TEST(SimdParity, BothAvx2Int8ValueVariantsEqualScalar) {
   std::vector<int8_t> table8(16);
   for (auto& t : table8) t = int8_t(int(gen() % 255) - 127);
   std::uniform_real_distribution<float> unit(0.0f, 1.0f);
-  for (bool vnni : {false, true}) {
+  for (int variant = 0; variant < 4; ++variant) {
+    const bool vnni = variant & 1, pdep = variant & 2;
     if (vnni && !kernels::kHasAvxVnni) continue;
-    const kernels::AxpyPackedInt8Fn kernel = kernels::axpy_packed_int8_avx2_variant(vnni);
+    const kernels::AxpyPackedInt8Fn kernel = kernels::axpy_packed_int8_avx2_variant(vnni, pdep);
     ASSERT_NE(kernel, nullptr);
     for (int bits = 1; bits <= 4; ++bits) {
-      // 3 bits: multiples of 32 take the rows apart in registers; 40 and 80 unpack them to whole
-      // 16-byte chunks.
+      // 3 bits: multiples of 32 take the rows apart in registers (pdep or SIMD); 40 and 80 unpack
+      // them to whole 16-byte chunks.
       for (int d : {32, 40, 64, 80, 96, 128, 256}) {
         const int64_t code_bytes = (int64_t(d) * bits + 7) / 8;
         for (int64_t n : {3, 37, 300}) {
@@ -479,14 +480,14 @@ TEST(SimdParity, BothAvx2Int8ValueVariantsEqualScalar) {
             scalar.axpy_packed_int8(w.data(), n, m, codes.data(), code_bytes, n, table8.data(), 0.03f, bits, d, a.data());
             kernel(w.data(), n, m, codes.data(), code_bytes, n, table8.data(), 0.03f, bits, d, b.data());
             ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)))
-                << "vnni=" << vnni << " bits=" << bits << " d=" << d << " n=" << n << " m=" << m;
+                << "vnni=" << vnni << " pdep=" << pdep << " bits=" << bits << " d=" << d << " n=" << n << " m=" << m;
           }
         }
       }
     }
   }
 #else
-  EXPECT_EQ(kernels::axpy_packed_int8_avx2_variant(true), nullptr);
+  EXPECT_EQ(kernels::axpy_packed_int8_avx2_variant(true, true), nullptr);
 #endif
 }
 
