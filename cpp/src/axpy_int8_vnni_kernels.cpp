@@ -4,8 +4,9 @@
 //
 // vpdpbusd adds 4 neighbouring byte products into each int32 lane, so a lane must hold 4 tokens'
 // bytes of one coordinate: once per call the rows are transposed to steps of 4 tokens (byte 4k + t
-// = row t's byte k; transpose_rows). The fields of each byte (the 2, 4 or 8 indices it packs, or
-// one: 3-bit codes are unpacked to index bytes first) are masked out in place and looked up by
+// = row t's byte k; transpose_rows; 3-bit rows are rewritten as the 4-bit rows of their indices on
+// the way, ThreeBitNibbles). The fields of each byte (the 2, 4 or 8 indices it packs) are masked
+// out in place and looked up by
 // vpshufb in the int8 centroids, and each (field, query) pair costs one vpdpbusd against the
 // query's 4 weight bytes broadcast: 64 products per instruction where a float FMA does 16, with
 // the lookups shared by the queries.
@@ -18,6 +19,7 @@
 #include "avx512_helpers.hpp"
 #include "int8_layout.hpp"
 #include "kernels.hpp"
+#include "three_bit_nibbles_vbmi.hpp"
 
 namespace turbokv {
 namespace kernels {
@@ -25,7 +27,7 @@ namespace kernels {
 #if TURBOKV_X86
 bool int8_values_vnni_fit(int bits, int64_t code_bytes, int d) {
   return kHasAvx512Vnni && kHasAvx512Vbmi &&
-         (int8_packed_lanes(bits, code_bytes, d) || (bits == 3 && planes_vbmi_fit(bits, d)));
+         (int8_packed_lanes(bits, code_bytes, d) || (bits == 3 && int8_three_bit_in_registers(code_bytes, d)));
 }
 
 namespace {
@@ -49,13 +51,28 @@ struct ValueCall {
   int d;
 };
 
+// Bytes [16 g0, 16 g0 + 64) of a row as transpose_rows reads them: the code bytes (zero past the
+// row's end: a masked load reads no byte outside the codes), or for 3-bit rows the nibble bytes of
+// indices 32 g0 .. 32 g0 + 127.
+template <bool kThreeBit>
+TURBOKV_TARGET_AVX512_VNNI_VBMI inline __m512i row_block(const ThreeBitNibbles& nibbles, const uint8_t* row,
+                                                         int64_t code_bytes, int g0) {
+  if constexpr (kThreeBit) return nibbles(row, code_bytes, g0 / 4);
+  const int64_t left = code_bytes - 16 * int64_t{g0};
+  const __mmask64 valid = left >= 64 ? ~__mmask64{0} : (__mmask64{1} << left) - 1;
+  return _mm512_maskz_loadu_epi8(valid, row + 16 * g0);
+}
+
 // The codes as steps of 4 tokens, chunk-major: out[(g * steps + s) * 64 + 4k + t] is token 4s + t's
 // byte 16 g + k, steps = groups * kStepsPerGroup. Per 4 chunks, each row's 64 bytes are loaded
 // once; per chunk two vpermt2b take bytes 16 g + k of rows (0, 1) and (2, 3) and a blend keeps
 // t = 0, 1 from the first (3 inserts and a vpermb per chunk cost 1.3x the time). Tokens past n
 // repeat the last one: their weight bytes are zero. Done once per call, so query tiles share it.
+// kThreeBit: the rows hold 3-bit codes, transposed as their 4-bit rows (chunks = head_dim / 32).
+template <bool kThreeBit>
 TURBOKV_TARGET_AVX512_VNNI_VBMI void transpose_rows(const uint8_t* codes, int64_t code_bytes,
                                                     int64_t n, int chunks, uint8_t* out) {
+  const ThreeBitNibbles nibbles;
   alignas(64) uint8_t order[4][64];
   for (int c = 0; c < 4; ++c) {
     for (int k = 0; k < 16; ++k) {
@@ -69,13 +86,10 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI void transpose_rows(const uint8_t* codes, int64_
     const uint8_t* r[4];
     for (int t = 0; t < 4; ++t) r[t] = codes + std::min(j + t, n - 1) * code_bytes;
     for (int g0 = 0; g0 < chunks; g0 += 4) {
-      // Masked past the row's end: no byte outside the codes is read.
-      const int64_t left = code_bytes - 16 * int64_t{g0};
-      const __mmask64 valid = left >= 64 ? ~__mmask64{0} : (__mmask64{1} << left) - 1;
-      const __m512i x0 = _mm512_maskz_loadu_epi8(valid, r[0] + 16 * g0);
-      const __m512i x1 = _mm512_maskz_loadu_epi8(valid, r[1] + 16 * g0);
-      const __m512i x2 = _mm512_maskz_loadu_epi8(valid, r[2] + 16 * g0);
-      const __m512i x3 = _mm512_maskz_loadu_epi8(valid, r[3] + 16 * g0);
+      const __m512i x0 = row_block<kThreeBit>(nibbles, r[0], code_bytes, g0);
+      const __m512i x1 = row_block<kThreeBit>(nibbles, r[1], code_bytes, g0);
+      const __m512i x2 = row_block<kThreeBit>(nibbles, r[2], code_bytes, g0);
+      const __m512i x3 = row_block<kThreeBit>(nibbles, r[3], code_bytes, g0);
       for (int c = 0; c < 4 && g0 + c < chunks; ++c) {
         const __m512i idx = _mm512_load_si512(order[c]);
         const __m512i low = _mm512_permutex2var_epi8(x0, idx, x1);
@@ -190,7 +204,8 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI bool quantize_weights(const float* w, int64_t n,
   return bad == 0;
 }
 
-template <int kFields>
+// kThreeBit: 3-bit codes, summed as their 4-bit rows (kFields 2).
+template <int kFields, bool kThreeBit = false>
 TURBOKV_TARGET_AVX512_VNNI_VBMI void axpy_int8_fields(const float* w, int64_t w_stride, int m,
                                                       const uint8_t* codes, int64_t code_bytes,
                                                       int64_t n, const int8_t* table8,
@@ -198,7 +213,7 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI void axpy_int8_fields(const float* w, int64_t w_
   if (n <= 0) return;
   const int64_t groups = (n + kInt8ValueGroup - 1) / kInt8ValueGroup;
   const int64_t steps = groups * kStepsPerGroup;
-  const int chunks = static_cast<int>(code_bytes / 16);
+  const int chunks = kThreeBit ? d / 32 : static_cast<int>(code_bytes / 16);
   thread_local std::vector<uint8_t> w8;
   thread_local std::vector<float> scales, lanes;
   thread_local AlignedBytes rows;
@@ -211,7 +226,7 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI void axpy_int8_fields(const float* w, int64_t w_
     }
   }
   rows.reserve(static_cast<size_t>(steps * chunks * 64));
-  transpose_rows(codes, code_bytes, n, chunks, rows.data());
+  transpose_rows<kThreeBit>(codes, code_bytes, n, chunks, rows.data());
   lanes.resize(static_cast<size_t>(m) * d);
   to_lanes_avx512<kFields>(acc, m, d, chunks, lanes.data());
   const ValueCall call{rows.data(), steps, chunks, groups, w8.data(), scales.data(), lanes.data(), d};
@@ -238,14 +253,7 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI void axpy_int8_fields(const float* w, int64_t w_
 void axpy_packed_int8_vnni(const float* w, int64_t w_stride, int m, const uint8_t* codes,
                            int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                            int bits, int d, float* acc) {
-  if (bits == 3) {
-    // 3-bit fields straddle bytes: unpacked to one index per byte first (the VBMI loader), the
-    // kernel then reads them as one field per byte. Kept per thread across calls.
-    thread_local std::vector<uint8_t> idx;
-    idx.resize(static_cast<size_t>(n) * d);
-    unpack_rows_vbmi(codes, code_bytes, n, bits, d, idx.data());
-    return axpy_int8_fields<1>(w, w_stride, m, idx.data(), d, n, table8, table_scale, d, acc);
-  }
+  if (bits == 3) return axpy_int8_fields<2, true>(w, w_stride, m, codes, code_bytes, n, table8, table_scale, d, acc);
   switch (bits) {
     case 1: return axpy_int8_fields<8>(w, w_stride, m, codes, code_bytes, n, table8, table_scale, d, acc);
     case 2: return axpy_int8_fields<4>(w, w_stride, m, codes, code_bytes, n, table8, table_scale, d, acc);

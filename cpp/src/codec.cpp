@@ -410,11 +410,11 @@ bool Codec::int8_values_fast() const {
   const int64_t code_bytes = static_cast<int64_t>(this->code_bytes());
   const bool x86 = level_ == SimdLevel::kAvx2 || level_ == SimdLevel::kAvx512;
   const bool vnni_kernel = level_ == SimdLevel::kAvx512 && kernels::int8_values_vnni_fit(bits, code_bytes, d);
-  // 3 bits pay only on the AVX2 kernel with AVX-VNNI, rows taken apart in registers (head_dim a
-  // multiple of 32): 0.86x the time of float32 values at 32K K3V3. Unpacked to index bytes (other
-  // head_dims; the AVX-512 VBMI kernel), the unpacking costs what the integer sums save: 0.98-1.05x
-  // (bench/results/kernel_choices_avx2.md, rounds 16 and 19).
-  if (bits == 3) return x86 && !vnni_kernel && kernels::kHasAvxVnni && kernels::int8_three_bit_in_registers(code_bytes, d);
+  // 3 bits pay where the rows are rewritten as 4-bit rows in registers (head_dim a multiple of 32):
+  // 0.86x the time of float32 values at 32K K3V3 on the AVX-VNNI kernel, 0.77-0.92x on the AVX-512
+  // VBMI one. Unpacked to index bytes (other head_dims), the unpacking costs what the integer sums
+  // save: 0.98-1.05x (bench/results/kernel_choices_avx2.md, rounds 16, 19 and 20).
+  if (bits == 3 && !kernels::int8_three_bit_in_registers(code_bytes, d)) return false;
   return vnni_kernel || (x86 && kernels::kHasAvxVnni);
 }
 

@@ -161,15 +161,13 @@ void dot_planes_vbmi(const float* q, int m, const uint8_t* codes, int64_t code_b
                      RowsAhead ahead);
 void axpy_planes_vbmi(const float* w, int64_t w_stride, int m, const uint8_t* codes,
                       int64_t code_bytes, int64_t n, const float* table, int bits, int d, float* acc);
-// The n rows of packed codes as n rows of d index bytes, where planes_vbmi_fit(bits, d) holds.
-void unpack_rows_vbmi(const uint8_t* codes, int64_t code_bytes, int64_t n, int bits, int d,
-                      uint8_t* out);
 
 // Int8 scores of 1-4-bit keys on AVX-512 with VNNI (dot_int8_vnni_kernels.cpp): the AVX-512
 // level's int8 kernel hands over to it where int8_vnni_fit(bits, code_bytes, d) holds (this CPU
 // has VNNI; 1, 2, 4 bits on packed lanes: whole indices per byte, rows of whole 16-byte blocks; 3
-// bits where the CPU also has VBMI and head_dim is a multiple of 64, unpacked by unpack_rows_vbmi
-// first). Same contract as KernelSet::dot_packed_int8; defined on x86 only (fit is false elsewhere).
+// bits where the CPU also has VBMI and head_dim is a multiple of 32, read as the 4-bit rows of their
+// indices: three_bit_nibbles_vbmi.hpp). Same contract as KernelSet::dot_packed_int8; defined on x86
+// only (fit is false elsewhere).
 extern const bool kHasAvx512Vnni;  // this CPU has AVX-512 VNNI (false off x86); set before main
 bool int8_vnni_fit(int bits, int64_t code_bytes, int d);
 void dot_packed_int8_vnni(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
@@ -190,8 +188,8 @@ float quantize_group_weights(const float* w, int64_t count, float table_scale, u
 // infinite weight, before adding anything.
 extern const char* const kBadWeights;
 // The AVX-512 level's int8 value kernel by vpdpbusd (axpy_int8_vnni_kernels.cpp) where
-// int8_values_vnni_fit holds (VNNI and VBMI; 1, 2 or 4 bits on packed lanes, 3 bits where
-// planes_vbmi_fit unpacks them); elsewhere the AVX2 kernel. Same contract as
+// int8_values_vnni_fit holds (VNNI and VBMI; 1, 2 or 4 bits on packed lanes, 3 bits at head_dim a
+// multiple of 32 as 4-bit rows); elsewhere the AVX2 kernel. Same contract as
 // KernelSet::axpy_packed_int8; x86 only (fit is false elsewhere).
 bool int8_values_vnni_fit(int bits, int64_t code_bytes, int d);
 void axpy_packed_int8_vnni(const float* w, int64_t w_stride, int m, const uint8_t* codes,

@@ -254,26 +254,7 @@ void with_width(int bits, Fn&& fn) {
   }
 }
 
-template <int kBits>
-TURBOKV_TARGET_AVX512_VBMI void unpack_rows_bits(const uint8_t* codes, int64_t code_bytes, int64_t n,
-                                                 int d, uint8_t* out) {
-  const IndexLoader<kBits> load;
-  for (int64_t j = 0; j < n; ++j) {
-    for (int g = 0; g < d / 64; ++g) {
-      _mm512_storeu_si512(out + j * d + 64 * g, load(codes + j * code_bytes + 8 * kBits * g));
-    }
-  }
-  _mm256_zeroupper();
-}
-
 }  // namespace
-
-void unpack_rows_vbmi(const uint8_t* codes, int64_t code_bytes, int64_t n, int bits, int d,
-                      uint8_t* out) {
-  with_width(bits, [&](auto width) {
-    unpack_rows_bits<decltype(width)::value>(codes, code_bytes, n, d, out);
-  });
-}
 
 void dot_planes_vbmi(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
                      const float* table, int bits, int d, float* out, int64_t out_stride,

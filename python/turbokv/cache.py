@@ -296,8 +296,8 @@ class KVCache:
                 products summed exactly in int32 (the same integers at every SIMD level). Fast
                 where the CPU has ``vpdpbusd``: AVX-512 VNNI (Ice Lake, Sapphire Rapids, Zen 4 and
                 later) or AVX-VNNI (Alder Lake and later Intel client cores), for 1-, 2- and
-                4-bit values, and 3-bit ones on AVX-VNNI's kernel where head_dim is a multiple of
-                32; plain AVX2 (``maddubs``) and other levels (a portable reference) give the same
+                4-bit values, and 3-bit ones where head_dim is a multiple of 32 (AVX-512 also
+                needs VBMI for them); plain AVX2 (``maddubs``) and other levels (a portable reference) give the same
                 results no faster than ``"exact"``
                 (``turbokv.int8_values_fast(bits, head_dim)`` says which). Its error
                 is the two roundings (a weight's at most 1/254 of its group's largest; measured
