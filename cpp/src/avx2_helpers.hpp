@@ -125,6 +125,16 @@ TURBOKV_TARGET_AVX2 inline __m128i unpack3_x16_avx2(const uint8_t* p, const uint
   return unpack16_register_avx2<3>(raw);
 }
 
+// The 16 3-bit indices packed in the 6 bytes at p (p + 6 <= end, the row at least 8 bytes long) as
+// 16 nibbles (packing.hpp's 4-bit layout): one pdep spreads each 3-bit field to a 4-bit one. The
+// 8-byte load ends at `end` at most. Microcoded on Zen 1 and 2 (kPdepIsSlow).
+TURBOKV_TARGET_AVX2 inline uint64_t sixteen_nibbles(const uint8_t* p, const uint8_t* end) {
+  const uint8_t* from = p + 8 <= end ? p : end - 8;
+  uint64_t word;
+  std::memcpy(&word, from, 8);
+  return _pdep_u64(word >> (8 * (p - from)), 0x7777777777777777ull);
+}
+
 TURBOKV_TARGET_AVX2 inline float horizontal_sum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));

@@ -167,15 +167,6 @@ TURBOKV_TARGET_AVX2 inline __m128i three_bit_chunk_by_simd(const uint8_t* row, i
   return _mm_packus_epi16(first, second);
 }
 
-// The 16 indices packed in the 6 bytes at p (p + 6 <= end, the row at least 8 bytes long) as 16
-// nibbles: one pdep spreads each 3-bit field to a 4-bit one. The 8-byte load ends at `end` at most.
-TURBOKV_TARGET_AVX2 inline uint64_t sixteen_nibbles(const uint8_t* p, const uint8_t* end) {
-  const uint8_t* from = p + 8 <= end ? p : end - 8;
-  uint64_t word;
-  std::memcpy(&word, from, 8);
-  return _pdep_u64(word >> (8 * (p - from)), 0x7777777777777777ull);
-}
-
 template <ValueRows kRows>
 TURBOKV_TARGET_AVX2 inline __m128i value_chunk(const uint8_t* row, int64_t code_bytes, int g) {
   if constexpr (kRows == ValueRows::kThreeBitBySimd) return three_bit_chunk_by_simd(row, code_bytes, g);

@@ -94,6 +94,11 @@ class [[maybe_unused]] Int8KeyRows {
 };
 
 #if TURBOKV_X86
+// What the AVX2 kernel scores: the code rows as stored (1, 2, 4 bits, or index bytes unpacked per
+// key), or 3-bit rows read in registers, as index bytes (by SIMD) or as the nibble bytes of their
+// 4-bit rows (by pdep: half the lookups' bytes, the 4-bit kernel's steps).
+enum class KeyRows { kCodes, kThreeBitIndices, kThreeBitNibbles };
+
 // The AVX2 kernel twice (int8_avx2_kernel.inc), without and with AVX-VNNI.
 #define TURBOKV_AVX2_TWICE_FILE "int8_avx2_kernel.inc"
 #include "avx2_twice.inc"
@@ -194,12 +199,13 @@ const bool kHasAvxVnni = [] {
   return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) != 0 && ((eax >> 4) & 1u) != 0;
 }();
 
-DotPackedInt8Fn dot_packed_int8_avx2_variant(bool avx_vnni) {
-  return avx_vnni ? avx_vnni::dot_packed_int8 : plain::dot_packed_int8;
+DotPackedInt8Fn dot_packed_int8_avx2_variant(bool avx_vnni, bool pdep) {
+  if (avx_vnni) return pdep ? avx_vnni::dot_packed_int8_with<true> : avx_vnni::dot_packed_int8_with<false>;
+  return pdep ? plain::dot_packed_int8_with<true> : plain::dot_packed_int8_with<false>;
 }
 #else
 const bool kHasAvxVnni = false;
-DotPackedInt8Fn dot_packed_int8_avx2_variant(bool) { return nullptr; }
+DotPackedInt8Fn dot_packed_int8_avx2_variant(bool, bool) { return nullptr; }
 #endif
 
 DotPackedInt8Fn select_dot_packed_int8(SimdLevel level) {

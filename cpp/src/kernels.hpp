@@ -249,9 +249,10 @@ using DotPackedInt8Fn = void (*)(const int8_t*, const float*, int, const uint8_t
                                  const int8_t*, float, int, int, float*, int64_t, RowsAhead);
 DotPackedInt8Fn select_dot_packed_int8(SimdLevel level);
 // The AVX2 level's int8 kernel runs with AVX-VNNI (256-bit vpdpbusd) where the CPU has it
-// (kHasAvxVnni; false off x86); both variants, for tests (nullptr off x86).
+// (kHasAvxVnni; false off x86), and reads 3-bit keys as nibble rows by pdep or as index bytes by
+// SIMD (the level picks by kPdepIsSlow); each variant, for tests (nullptr off x86).
 extern const bool kHasAvxVnni;
-DotPackedInt8Fn dot_packed_int8_avx2_variant(bool avx_vnni);
+DotPackedInt8Fn dot_packed_int8_avx2_variant(bool avx_vnni, bool pdep);
 // out[i] = round(x[i] * 127 / max|x|), returning max|x| / 127 (0 and all zeros for x = 0): the
 // int8 form of a rotated query or of a codebook, shared by every level.
 float quantize_int8(const float* x, int n, int8_t* out);

@@ -491,9 +491,11 @@ TEST(SimdParity, BothAvx2Int8ValueVariantsEqualScalar) {
 #endif
 }
 
-// The AVX2 level's int8 kernel uses AVX-VNNI where the CPU has it: both variants must return the
-// scalar kernel's floats (exact integer sums): the plain one on every AVX2 machine, the VNNI one
-// where the CPU can run it (the level's own kernel, also in the test above, is the one it picks).
+// The AVX2 level's int8 kernel uses AVX-VNNI where the CPU has it, and pdep for 3-bit keys where
+// pdep is fast: every variant must return the scalar kernel's floats (exact integer sums): the
+// plain ones on every AVX2 machine, the VNNI ones where the CPU can run them (the level's own
+// kernel, also in the test above, is the one it picks). 3-bit keys at head_dim 32-256 (multiples of
+// 32) take the pdep or SIMD route, 80 the unpacked one.
 TEST(SimdParity, BothAvx2Int8VariantsEqualScalar) {
 #if TURBOKV_X86
   if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX2 on this CPU";
@@ -502,9 +504,9 @@ TEST(SimdParity, BothAvx2Int8VariantsEqualScalar) {
   std::mt19937 gen(21);
   std::vector<int8_t> table8(16);
   for (auto& t : table8) t = int8_t(int(gen() % 255) - 127);
-  for (bool vnni : {false, true}) {
+  for (auto [vnni, pdep] : {std::pair{false, false}, {false, true}, {true, false}, {true, true}}) {
     if (vnni && !kernels::kHasAvxVnni) continue;
-    const kernels::DotPackedInt8Fn kernel = kernels::dot_packed_int8_avx2_variant(vnni);
+    const kernels::DotPackedInt8Fn kernel = kernels::dot_packed_int8_avx2_variant(vnni, pdep);
     ASSERT_NE(kernel, nullptr);
     for (int bits = 1; bits <= 4; ++bits) {
       for (int d : {32, 64, 80, 96, 128, 256}) {
@@ -520,13 +522,13 @@ TEST(SimdParity, BothAvx2Int8VariantsEqualScalar) {
           // With rows to prefetch beside the keys (a hint: the same scores).
           kernel(q8.data(), q_scale.data(), m, codes.data(), code_bytes, n, table8.data(), 0.02f, bits, d, b.data(), n,
                  kernels::RowsAhead{codes.data(), code_bytes});
-          ASSERT_EQ(a, b) << "vnni=" << vnni << " bits=" << bits << " d=" << d << " m=" << m;
+          ASSERT_EQ(a, b) << "vnni=" << vnni << " pdep=" << pdep << " bits=" << bits << " d=" << d << " m=" << m;
         }
       }
     }
   }
 #else
-  EXPECT_EQ(kernels::dot_packed_int8_avx2_variant(true), nullptr);
+  EXPECT_EQ(kernels::dot_packed_int8_avx2_variant(true, true), nullptr);
   EXPECT_FALSE(kernels::kHasAvxVnni);
 #endif
 }
