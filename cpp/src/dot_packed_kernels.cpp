@@ -2,6 +2,7 @@
 // packed bytes. This is the loop that makes compressed attention faster than dense attention.
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 #include "avx2_helpers.hpp"
@@ -121,16 +122,22 @@ TURBOKV_TARGET_AVX2 void float_byte_planes(const float* table, int packed, __m12
 // (1-bit codes keep the 16-wide route). 12-14 shuffles per 32 coordinates against 28-32 for two
 // 16-wide PlaneValues (Zen 3, 4-bit, 4 queries: scores 36.8 -> 23.6 ns per key, values 30-33 ->
 // 20-21 ns per token; kernel_choices_avx2.md, round 14).
-template <int kPacked>
+// kPdep (3 bits, where pdep is fast): the 32 indices become the 16 nibble bytes of their 4-bit row
+// by two pdep (sixteen_nibbles) and take the 4-bit steps: ~4 shuffle-port micro-ops where two
+// unpack3_x16_avx2 and an insert take 9 (kernel_choices_avx2.md, round 20).
+template <int kPacked, bool kPdep = false>
 TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void planes32_avx2(const uint8_t* bytes,
                                                                            const uint8_t* end,
                                                                            const __m256i* planes,
                                                                            __m256* v) {
   __m256i idx;
-  if constexpr (kPacked == 3) {  // lane 0 gets c..c+15, lane 1 c+16..c+31
+  if constexpr (kPacked == 3 && !kPdep) {  // lane 0 gets c..c+15, lane 1 c+16..c+31
     idx = _mm256_set_m128i(unpack3_x16_avx2(bytes + 6, end), unpack3_x16_avx2(bytes, end));
-  } else if constexpr (kPacked == 4) {
-    const __m256i words = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes)));
+  } else if constexpr (kPacked == 4 || kPacked == 3) {
+    const __m128i row = kPacked == 4 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes))
+                                     : _mm_set_epi64x(static_cast<long long>(sixteen_nibbles(bytes + 6, end)),
+                                                      static_cast<long long>(sixteen_nibbles(bytes, end)));
+    const __m256i words = _mm256_cvtepu8_epi16(row);
     idx = _mm256_or_si256(_mm256_and_si256(words, _mm256_set1_epi16(0x000F)),
                           _mm256_and_si256(_mm256_slli_epi16(words, 4), _mm256_set1_epi16(0x0F00)));
   } else {
@@ -162,7 +169,7 @@ TURBOKV_TARGET_AVX2 void planes32_table(const float* table, int packed, __m256i*
 }
 
 // Token j's coordinates c..c+31 (values) and key j's coordinates c..c+31 (scores).
-template <int kPacked>
+template <int kPacked, bool kPdep = false>
 struct PlaneValues32 {
   const uint8_t* codes;
   int64_t code_bytes;
@@ -170,22 +177,22 @@ struct PlaneValues32 {
   const __m256i* planes;
   TURBOKV_TARGET_AVX2 void operator()(int64_t j, __m256* v) const {
     const uint8_t* row = codes + j * code_bytes;
-    planes32_avx2<kPacked>(row + c * kPacked / 8, row + code_bytes, planes, v);
+    planes32_avx2<kPacked, kPdep>(row + c * kPacked / 8, row + code_bytes, planes, v);
   }
 };
-template <int kPacked>
+template <int kPacked, bool kPdep = false>
 struct PlaneKey32 {
   const uint8_t* key;
   int64_t code_bytes;
   const __m256i* planes;
   TURBOKV_TARGET_AVX2 void operator()(int c, __m256* v) const {
-    planes32_avx2<kPacked>(key + c * kPacked / 8, key + code_bytes, planes, v);
+    planes32_avx2<kPacked, kPdep>(key + c * kPacked / 8, key + code_bytes, planes, v);
   }
 };
 
 // 2-, 3- and 4-bit codes (kPacked = bits), head_dim a multiple of 32, read from the packed rows:
 // scores, the queries copied into the lane order once per call.
-template <int kPacked>
+template <int kPacked, bool kPdep = false>
 TURBOKV_TARGET_AVX2 void dot_planes32_avx2(const float* q, int m, const uint8_t* codes,
                                            int64_t code_bytes, int64_t n, const float* table, int d,
                                            float* out, int64_t out_stride, RowsAhead ahead) {
@@ -195,7 +202,7 @@ TURBOKV_TARGET_AVX2 void dot_planes32_avx2(const float* q, int m, const uint8_t*
   to_lane_order32(q, m, d, lanes.data());
   for (int64_t j = 0; j < n; ++j) {
     ahead.fetch(j);
-    const PlaneKey32<kPacked> key{codes + j * code_bytes, code_bytes, planes};
+    const PlaneKey32<kPacked, kPdep> key{codes + j * code_bytes, code_bytes, planes};
     int a = 0;
     for (; a + 4 <= m; a += 4) dot32_tile_avx2<4>(lanes.data() + static_cast<int64_t>(a) * d, d, key, out + a * out_stride + j, out_stride);
     if (a < m) dot32_rest_avx2(m - a, lanes.data() + static_cast<int64_t>(a) * d, d, key, out + a * out_stride + j, out_stride);
@@ -204,7 +211,7 @@ TURBOKV_TARGET_AVX2 void dot_planes32_avx2(const float* q, int m, const uint8_t*
 
 // 2-, 3- and 4-bit codes (kPacked = bits), head_dim a multiple of 32, read from the packed rows:
 // values, up to 4 queries per pass.
-template <int kPacked>
+template <int kPacked, bool kPdep = false>
 TURBOKV_TARGET_AVX2 void axpy_planes32_avx2(const float* w, int64_t w_stride, int m,
                                             const uint8_t* codes, int64_t code_bytes, int64_t n,
                                             const float* table, int d, float* acc) {
@@ -213,13 +220,13 @@ TURBOKV_TARGET_AVX2 void axpy_planes32_avx2(const float* w, int64_t w_stride, in
   int a = 0;
   for (; a + 4 <= m; a += 4) {
     for (int c = 0; c < d; c += 32) {
-      accumulate32_avx2<4>(w + a * w_stride, w_stride, n, PlaneValues32<kPacked>{codes, code_bytes, c, planes}, d, c, acc + static_cast<int64_t>(a) * d);
+      accumulate32_avx2<4>(w + a * w_stride, w_stride, n, PlaneValues32<kPacked, kPdep>{codes, code_bytes, c, planes}, d, c, acc + static_cast<int64_t>(a) * d);
     }
   }
   if (a == m) return;
   // The last 1-3 queries in one pass (GQA 3, 6, ...: one pass per query repeated the lookups).
   for (int c = 0; c < d; c += 32) {
-    const PlaneValues32<kPacked> values{codes, code_bytes, c, planes};
+    const PlaneValues32<kPacked, kPdep> values{codes, code_bytes, c, planes};
     float* rest = acc + static_cast<int64_t>(a) * d;
     switch (m - a) {
       case 3: accumulate32_avx2<3>(w + a * w_stride, w_stride, n, values, d, c, rest); break;
@@ -236,7 +243,9 @@ bool dot_planes32(const float* q, int m, const uint8_t* codes, int64_t code_byte
   switch (bits) {
     case 4: dot_planes32_avx2<4>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead); return true;
     case 2: dot_planes32_avx2<2>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead); return true;
-    case 3: dot_planes32_avx2<3>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead); return true;
+    case 3:
+      (kPdepIsSlow ? dot_planes32_avx2<3, false> : dot_planes32_avx2<3, true>)(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead);
+      return true;
     default: return false;
   }
 }
@@ -247,7 +256,9 @@ bool axpy_planes32(const float* w, int64_t w_stride, int m, const uint8_t* codes
   switch (bits) {
     case 4: axpy_planes32_avx2<4>(w, w_stride, m, codes, code_bytes, n, table, d, acc); return true;
     case 2: axpy_planes32_avx2<2>(w, w_stride, m, codes, code_bytes, n, table, d, acc); return true;
-    case 3: axpy_planes32_avx2<3>(w, w_stride, m, codes, code_bytes, n, table, d, acc); return true;
+    case 3:
+      (kPdepIsSlow ? axpy_planes32_avx2<3, false> : axpy_planes32_avx2<3, true>)(w, w_stride, m, codes, code_bytes, n, table, d, acc);
+      return true;
     default: return false;
   }
 }
@@ -775,9 +786,35 @@ TURBOKV_TARGET_AVX512 void dot_packed_avx512(const float* q, int m, const uint8_
                                 table, bits, d, out, out_stride, ahead);
   }
 }
+
+// dot_packed / axpy_packed's signatures over the 3-bit 32-wide planes, for the test variants.
+template <bool kPdep>
+void dot_three_bit_planes32(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
+                            const float* table, int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
+  if (bits != 3 || d % 32 != 0) throw std::invalid_argument("3-bit planes: 3 bits, head_dim a multiple of 32");
+  dot_planes32_avx2<3, kPdep>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead);
+}
+template <bool kPdep>
+void axpy_three_bit_planes32(const float* w, int64_t w_stride, int m, const uint8_t* codes, int64_t code_bytes,
+                             int64_t n, const float* table, int bits, int d, float* acc) {
+  if (bits != 3 || d % 32 != 0) throw std::invalid_argument("3-bit planes: 3 bits, head_dim a multiple of 32");
+  axpy_planes32_avx2<3, kPdep>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
+}
 #endif
 
 }  // namespace
+
+#if TURBOKV_X86
+DotPackedFn dot_three_bit_planes32_variant(bool pdep) {
+  return pdep ? dot_three_bit_planes32<true> : dot_three_bit_planes32<false>;
+}
+AxpyPackedFn axpy_three_bit_planes32_variant(bool pdep) {
+  return pdep ? axpy_three_bit_planes32<true> : axpy_three_bit_planes32<false>;
+}
+#else
+DotPackedFn dot_three_bit_planes32_variant(bool) { return nullptr; }
+AxpyPackedFn axpy_three_bit_planes32_variant(bool) { return nullptr; }
+#endif
 
 AxpyPackedFn select_axpy_packed(SimdLevel level) {
   return TURBOKV_PICK(level, axpy_packed_scalar, axpy_packed_avx2, axpy_packed_avx512);

@@ -258,6 +258,11 @@ DotPackedInt8Fn dot_packed_int8_avx2_variant(bool avx_vnni, bool pdep);
 float quantize_int8(const float* x, int n, int8_t* out);
 using AxpyPackedFn = void (*)(const float*, int64_t, int, const uint8_t*, int64_t, int64_t,
                               const float*, int, int, float*);
+// The AVX2 level's float32 kernels for 3-bit rows at head_dim a multiple of 32 (32-wide byte
+// planes), the indices taken apart by pdep or by SIMD (the level picks by kPdepIsSlow), for tests:
+// they refuse other widths and shapes (nullptr off x86).
+DotPackedFn dot_three_bit_planes32_variant(bool pdep);
+AxpyPackedFn axpy_three_bit_planes32_variant(bool pdep);
 using AxpyPackedInt8Fn = void (*)(const float*, int64_t, int, const uint8_t*, int64_t, int64_t,
                                   const int8_t*, float, int, int, float*);
 AxpyPackedInt8Fn select_axpy_packed_int8(SimdLevel level);

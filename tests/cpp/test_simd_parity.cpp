@@ -491,6 +491,74 @@ TEST(SimdParity, BothAvx2Int8ValueVariantsEqualScalar) {
 #endif
 }
 
+// The AVX2 level's float32 kernels take 3-bit rows (head_dim a multiple of 32) apart by pdep
+// where it is fast and by SIMD shuffles on Zen 1 and 2: both routes give the same lane values, so
+// the same floats bit for bit, and those match the table's products; rows that end at their packed
+// bytes (the last group's 8-byte load must not pass them: no slack after the last row, ASan) and
+// padded ones.
+TEST(SimdParity, BothAvx2ThreeBitPlaneRoutesAgree) {
+#if TURBOKV_X86
+  if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX2 on this CPU";
+  std::cout << "[ info     ] AVX2 float32 3-bit rows here by " << (kernels::kPdepIsSlow ? "SIMD (pdep is slow)" : "pdep") << "\n";
+  const auto& scalar = kernels::kernel_set(SimdLevel::kScalar);
+  std::mt19937 gen(23);
+  std::normal_distribution<float> normal;
+  std::vector<float> table(16, 0.0f);
+  for (int e = 0; e < 8; ++e) table[size_t(e)] = std::ldexp(float(e) - 3.5f, e % 3 - 4);
+  for (int d : {32, 64, 96, 128, 256}) {
+    for (int pad : {0, 5}) {
+      const int64_t code_bytes = int64_t(packed_bytes(3, size_t(d))) + pad, n = 29;
+      std::vector<uint8_t> idx(size_t(n) * d), codes(size_t(n * code_bytes), 0x5A);
+      for (auto& v : idx) v = uint8_t(gen() % 8);
+      for (int64_t j = 0; j < n; ++j) scalar.pack(idx.data() + j * d, d, 3, codes.data() + j * code_bytes);
+      for (int m : {1, 2, 3, 4, 5, 8}) {
+        std::vector<float> q(size_t(m) * d), w(size_t(m) * n), acc0(size_t(m) * d);
+        for (auto& x : q) x = normal(gen);
+        for (auto& x : w) x = normal(gen);
+        for (auto& x : acc0) x = normal(gen);
+        std::vector<std::vector<float>> scores, accs;
+        for (bool pdep : {false, true}) {
+          std::vector<float> out(size_t(m) * n), acc = acc0;
+          kernels::dot_three_bit_planes32_variant(pdep)(q.data(), m, codes.data(), code_bytes, n, table.data(), 3, d,
+                                                        out.data(), n, {});
+          kernels::axpy_three_bit_planes32_variant(pdep)(w.data(), n, m, codes.data(), code_bytes, n, table.data(), 3,
+                                                         d, acc.data());
+          scores.push_back(out);
+          accs.push_back(acc);
+        }
+        const std::string where = "d " + std::to_string(d) + " pad " + std::to_string(pad) + " m " + std::to_string(m);
+        ASSERT_EQ(scores[0], scores[1]) << where;
+        ASSERT_EQ(accs[0], accs[1]) << where;
+        for (int a = 0; a < m; ++a) {
+          for (int64_t j = 0; j < n; ++j) {
+            double want = 0, scale = 0;
+            for (int i = 0; i < d; ++i) {
+              const double term = double(q[size_t(a) * d + i]) * table[idx[size_t(j * d + i)]];
+              want += term;
+              scale += std::fabs(term);
+            }
+            ASSERT_NEAR(scores[1][size_t(a) * n + j], want, 1e-5 * scale) << where << " key " << j;
+          }
+          for (int i = 0; i < d; ++i) {
+            double want = acc0[size_t(a) * d + i], scale = std::fabs(want);
+            for (int64_t j = 0; j < n; ++j) {
+              const double term = double(w[size_t(a) * n + j]) * table[idx[size_t(j * d + i)]];
+              want += term;
+              scale += std::fabs(term);
+            }
+            ASSERT_NEAR(accs[1][size_t(a) * d + i], want, 1e-5 * scale) << where << " coordinate " << i;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_THROW(kernels::dot_three_bit_planes32_variant(true)(nullptr, 1, nullptr, 12, 0, table.data(), 4, 32, nullptr, 0, {}),
+               std::invalid_argument);
+#else
+  EXPECT_EQ(kernels::dot_three_bit_planes32_variant(true), nullptr);
+#endif
+}
+
 // The AVX2 level's int8 kernel uses AVX-VNNI where the CPU has it, and pdep for 3-bit keys where
 // pdep is fast: every variant must return the scalar kernel's floats (exact integer sums): the
 // plain ones on every AVX2 machine, the VNNI ones where the CPU can run them (the level's own
