@@ -31,6 +31,46 @@ std::vector<SimdLevel> simd_levels() {
   return out;
 }
 
+// Scores (m x n, row stride n) and values (m x d, started from acc0) of kernels that read stored
+// vectors, against the products with value(j, i) (stored vector j's coordinate i) summed in double,
+// each within 1e-5 of the sum of its terms' magnitudes.
+template <typename Value>
+void expect_products(const std::vector<float>& q, const std::vector<float>& w,
+                     const std::vector<float>& acc0, int m, int64_t n, int d, Value value,
+                     const std::vector<float>& scores, const std::vector<float>& acc,
+                     const std::string& where) {
+  for (int a = 0; a < m; ++a) {
+    for (int64_t j = 0; j < n; ++j) {
+      double want = 0, scale = 0;
+      for (int i = 0; i < d; ++i) {
+        const double term = double(q[size_t(a) * d + i]) * value(j, i);
+        want += term;
+        scale += std::fabs(term);
+      }
+      ASSERT_NEAR(scores[size_t(a) * n + j], want, 1e-5 * scale) << where << " key " << j;
+    }
+    for (int i = 0; i < d; ++i) {
+      double want = acc0[size_t(a) * d + i], scale = std::fabs(want);
+      for (int64_t j = 0; j < n; ++j) {
+        const double term = double(w[size_t(a) * n + j]) * value(j, i);
+        want += term;
+        scale += std::fabs(term);
+      }
+      ASSERT_NEAR(acc[size_t(a) * d + i], want, 1e-5 * scale) << where << " coordinate " << i;
+    }
+  }
+}
+
+// expect_products for packed codes: value(j, i) = table[idx[j * d + i]].
+void expect_table_products(const std::vector<float>& q, const std::vector<float>& w,
+                           const std::vector<float>& acc0, const std::vector<uint8_t>& idx,
+                           const std::vector<float>& table, int m, int64_t n, int d,
+                           const std::vector<float>& scores, const std::vector<float>& acc,
+                           const std::string& where) {
+  expect_products(q, w, acc0, m, n, d, [&](int64_t j, int i) { return double(table[idx[size_t(j * d + i)]]); },
+                  scores, acc, where);
+}
+
 }  // namespace
 
 TEST(SimdParity, ThisMachineHasSomethingToCompare) {
@@ -529,26 +569,7 @@ TEST(SimdParity, BothAvx2ThreeBitPlaneRoutesAgree) {
         const std::string where = "d " + std::to_string(d) + " pad " + std::to_string(pad) + " m " + std::to_string(m);
         ASSERT_EQ(scores[0], scores[1]) << where;
         ASSERT_EQ(accs[0], accs[1]) << where;
-        for (int a = 0; a < m; ++a) {
-          for (int64_t j = 0; j < n; ++j) {
-            double want = 0, scale = 0;
-            for (int i = 0; i < d; ++i) {
-              const double term = double(q[size_t(a) * d + i]) * table[idx[size_t(j * d + i)]];
-              want += term;
-              scale += std::fabs(term);
-            }
-            ASSERT_NEAR(scores[1][size_t(a) * n + j], want, 1e-5 * scale) << where << " key " << j;
-          }
-          for (int i = 0; i < d; ++i) {
-            double want = acc0[size_t(a) * d + i], scale = std::fabs(want);
-            for (int64_t j = 0; j < n; ++j) {
-              const double term = double(w[size_t(a) * n + j]) * table[idx[size_t(j * d + i)]];
-              want += term;
-              scale += std::fabs(term);
-            }
-            ASSERT_NEAR(accs[1][size_t(a) * d + i], want, 1e-5 * scale) << where << " coordinate " << i;
-          }
-        }
+        expect_table_products(q, w, acc0, idx, table, m, n, d, scores[1], accs[1], where);
       }
     }
   }
@@ -852,26 +873,8 @@ TEST(SimdParity, HalfKernelsMatchTheirOracles) {
         k.dot_half(q.data(), m, h.data(), n, d, scores.data(), n);
         k.axpy_half(w.data(), n, m, h.data(), n, d, acc.data());
         const std::string at = where + " d " + std::to_string(d) + " m " + std::to_string(m);
-        for (int a = 0; a < m; ++a) {
-          for (int64_t j = 0; j < n; ++j) {
-            double want = 0, scale = 0;
-            for (int i = 0; i < d; ++i) {
-              const double term = double(q[size_t(a) * d + i]) * half_to_float(h[size_t(j * d + i)]);
-              want += term;
-              scale += std::fabs(term);
-            }
-            ASSERT_NEAR(scores[size_t(a) * n + j], want, 1e-5 * scale) << at << " key " << j;
-          }
-          for (int i = 0; i < d; ++i) {
-            double want = acc0[size_t(a) * d + i], scale = std::fabs(want);
-            for (int64_t j = 0; j < n; ++j) {
-              const double term = double(w[size_t(a) * n + j]) * half_to_float(h[size_t(j * d + i)]);
-              want += term;
-              scale += std::fabs(term);
-            }
-            ASSERT_NEAR(acc[size_t(a) * d + i], want, 1e-5 * scale) << at << " coordinate " << i;
-          }
-        }
+        expect_products(q, w, acc0, m, n, d, [&](int64_t j, int i) { return double(half_to_float(h[size_t(j * d + i)])); },
+                        scores, acc, at);
       }
     }
   }
@@ -1308,26 +1311,7 @@ TEST(SimdParity, PackedScoresAndValuesMatchTheTable) {
           k.axpy_packed(w.data(), n, m, codes.data(), code_bytes, n, table.data(), bits, d, acc.data());
           const std::string where = std::string(simd_name(level)) + " bits " + std::to_string(bits) +
                                     " d " + std::to_string(d) + " m " + std::to_string(m);
-          for (int a = 0; a < m; ++a) {
-            for (int64_t j = 0; j < n; ++j) {
-              double want = 0, scale = 0;
-              for (int i = 0; i < d; ++i) {
-                const double term = double(q[size_t(a) * d + i]) * table[idx[size_t(j * d + i)]];
-                want += term;
-                scale += std::fabs(term);
-              }
-              ASSERT_NEAR(scores[size_t(a) * n + j], want, 1e-5 * scale) << where << " key " << j;
-            }
-            for (int i = 0; i < d; ++i) {
-              double want = acc0[size_t(a) * d + i], scale = std::fabs(want);
-              for (int64_t j = 0; j < n; ++j) {
-                const double term = double(w[size_t(a) * n + j]) * table[idx[size_t(j * d + i)]];
-                want += term;
-                scale += std::fabs(term);
-              }
-              ASSERT_NEAR(acc[size_t(a) * d + i], want, 1e-5 * scale) << where << " coordinate " << i;
-            }
-          }
+          expect_table_products(q, w, acc0, idx, table, m, n, d, scores, acc, where);
         }
       }
     }
