@@ -312,7 +312,6 @@ TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
             const auto& c = scalar.codebook().centroids;
             float c_max = 0.0f;
             for (float v : c) c_max = std::max(c_max, std::fabs(v));
-            double max_error = 0.0, bound_total = 0.0;
             bool differs = false;
             for (int r = 0; r < m; ++r) {
               double q_norm = 0.0;
@@ -329,8 +328,6 @@ TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
                 const double bound = per_unit * std::sqrt(x_norm) * std::sqrt(double(d)) * 1.01 + 1e-5;
                 const double err = std::fabs(double(a[size_t(r) * n + j]) - exact[size_t(r) * n + j]);
                 ASSERT_LE(err, bound) << where << " m=" << m << " row " << r << " key " << j;
-                max_error = std::max(max_error, err);
-                bound_total += bound;
                 differs |= a[size_t(r) * n + j] != exact[size_t(r) * n + j];
               }
             }
