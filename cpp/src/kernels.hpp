@@ -161,6 +161,12 @@ void dot_planes_vbmi(const float* q, int m, const uint8_t* codes, int64_t code_b
                      RowsAhead ahead);
 void axpy_planes_vbmi(const float* w, int64_t w_stride, int m, const uint8_t* codes,
                       int64_t code_bytes, int64_t n, const float* table, int bits, int d, float* acc);
+// 3 bits of the above (three_bit_float_vbmi_kernels.cpp): 16 coordinates per vpmultishiftqb and
+// vpermps, in coordinate order; head_dim a multiple of 64, table of at least 8 floats.
+void dot_three_bit_lanes_vbmi(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
+                              const float* table, int d, float* out, int64_t out_stride, RowsAhead ahead);
+void axpy_three_bit_lanes_vbmi(const float* w, int64_t w_stride, int m, const uint8_t* codes,
+                               int64_t code_bytes, int64_t n, const float* table, int d, float* acc);
 
 // Int8 scores of 1-4-bit keys on AVX-512 with VNNI (dot_int8_vnni_kernels.cpp): the AVX-512
 // level's int8 kernel hands over to it where int8_vnni_fit(bits, code_bytes, d) holds (this CPU

@@ -259,6 +259,7 @@ void with_width(int bits, Fn&& fn) {
 void dot_planes_vbmi(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
                      const float* table, int bits, int d, float* out, int64_t out_stride,
                      RowsAhead ahead) {
+  if (bits == 3) return dot_three_bit_lanes_vbmi(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead);
   with_width(bits, [&](auto width) {
     dot_planes_bits<decltype(width)::value>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead);
   });
@@ -267,6 +268,7 @@ void dot_planes_vbmi(const float* q, int m, const uint8_t* codes, int64_t code_b
 void axpy_planes_vbmi(const float* w, int64_t w_stride, int m, const uint8_t* codes,
                       int64_t code_bytes, int64_t n, const float* table, int bits, int d,
                       float* acc) {
+  if (bits == 3) return axpy_three_bit_lanes_vbmi(w, w_stride, m, codes, code_bytes, n, table, d, acc);
   with_width(bits, [&](auto width) {
     axpy_planes_bits<decltype(width)::value>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
   });
