@@ -1,5 +1,6 @@
-// 3- and 5-8-bit codes on AVX-512 with VBMI, by byte planes: byte p of every centroid forms a
-// plane of 2^bits bytes, and vpermb / vpermi2b look up 64 codes' bytes at once (6 / 7 index bits;
+// 5-8-bit codes on AVX-512 with VBMI, by byte planes (3-bit ones, which dot_planes_vbmi and
+// axpy_planes_vbmi also take, go by three_bit_float_vbmi_kernels.cpp's lanes since round 20):
+// byte p of every centroid forms a plane of 2^bits bytes, and vpermb / vpermi2b look up 64 codes' bytes at once (6 / 7 index bits;
 // at 8 bits bit 7 picks one of two vpermi2b halves). Four planes and two rounds of unpacks
 // reassemble the floats exactly (the AVX2 byte-plane idea, dot_packed_kernels.cpp, at up to 256
 // entries), so 64 coordinates cost 15-21 shuffles shared by every query of the KV head, instead
@@ -241,11 +242,10 @@ TURBOKV_TARGET_AVX512_VBMI void axpy_planes_bits(const float* w, int64_t w_strid
   swap_plane_order(accperm.data(), m, d, acc);
 }
 
-// Calls fn with the code width as a compile-time constant, for the widths planes_vbmi_fit accepts.
+// Calls fn with the code width as a compile-time constant, for the byte-plane widths (5-8 bits).
 template <typename Fn>
 void with_width(int bits, Fn&& fn) {
   switch (bits) {
-    case 3: return fn(std::integral_constant<int, 3>{});
     case 5: return fn(std::integral_constant<int, 5>{});
     case 6: return fn(std::integral_constant<int, 6>{});
     case 7: return fn(std::integral_constant<int, 7>{});
