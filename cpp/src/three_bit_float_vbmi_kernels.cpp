@@ -23,9 +23,8 @@ namespace {
 struct ThreeBitLanes {
   __m512i shifts, tail_shifts;  // tail: the 8-byte load starts 2 bytes early (the row's last group)
   __m512 table;
-  int64_t row_bytes;  // d * 3 / 8
 
-  TURBOKV_TARGET_AVX512_VBMI_LANES ThreeBitLanes(const float* centroids, int d) : row_bytes(int64_t{d} * 3 / 8) {
+  TURBOKV_TARGET_AVX512_VBMI_LANES explicit ThreeBitLanes(const float* centroids) {
     alignas(64) uint8_t s[64], t[64];
     for (int k = 0; k < 8; ++k) {
       for (int b = 0; b < 8; ++b) {
@@ -116,7 +115,7 @@ TURBOKV_TARGET_AVX512_VBMI_LANES void axpy_lanes_tile(const ThreeBitLanes& lanes
 
 TURBOKV_TARGET_AVX512_VBMI_LANES void dot_three_bit_lanes_vbmi(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
                               const float* table, int d, float* out, int64_t out_stride, RowsAhead ahead) {
-  const ThreeBitLanes lanes(table, d);
+  const ThreeBitLanes lanes(table);
   int a = 0;
   for (; a + 4 <= m; a += 4) {
     dot_lanes_tile<4>(lanes, q + static_cast<int64_t>(a) * d, d, codes, code_bytes, n, out + a * out_stride, out_stride, ahead);
@@ -133,7 +132,7 @@ TURBOKV_TARGET_AVX512_VBMI_LANES void dot_three_bit_lanes_vbmi(const float* q, i
 
 TURBOKV_TARGET_AVX512_VBMI_LANES void axpy_three_bit_lanes_vbmi(const float* w, int64_t w_stride, int m, const uint8_t* codes,
                                int64_t code_bytes, int64_t n, const float* table, int d, float* acc) {
-  const ThreeBitLanes lanes(table, d);
+  const ThreeBitLanes lanes(table);
   int a = 0;
   for (; a + 4 <= m; a += 4) {
     axpy_lanes_tile<4>(lanes, w + a * w_stride, w_stride, d, codes, code_bytes, n, acc + static_cast<int64_t>(a) * d);
