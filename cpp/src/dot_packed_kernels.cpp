@@ -394,32 +394,38 @@ TURBOKV_TARGET_AVX2 void dot_row_tile_avx2(const float* q, int d, const float* r
   }
 }
 
-// 8 lookups: kByLoads, the scalar-load route of 5-8-bit tables where gathers are slow
-// (lookup8_loads), decided once per call; else gather8, which picks a route per call from bits
-// and kGathersAreSlow (those two branches in the inner loop cost 8-bit scores 52 against 44 ns
-// per key for 4 queries on Zen 3; kernel_choices_avx2.md, round 14).
-template <bool kByLoads>
+// How 8 indices are looked up, decided once per call (lookup8_route_for): the scalar loads of
+// 5-8-bit tables where gathers are slow (lookup8_loads), a gather for the other 5-8-bit tables
+// (lookup8_gather), permutes up to 4 bits (gather8). Branching per lookup instead cost 8-bit
+// scores 52 against 44 ns per key for 4 queries on Zen 3 (kernel_choices_avx2.md, round 14).
+enum class Lookup8 { kLoads, kGather, kPermutes };
+
+inline Lookup8 lookup8_route_for(int bits) {
+  if (bits <= 4) return Lookup8::kPermutes;
+  return kGathersAreSlow ? Lookup8::kLoads : Lookup8::kGather;
+}
+
+template <Lookup8 kRoute>
 TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline __m256 lookup8_route(const float* table,
                                                                              const uint8_t* idx, int bits) {
-  if constexpr (kByLoads) {
+  if constexpr (kRoute == Lookup8::kLoads) {
     return lookup8_loads(table, idx);
+  } else if constexpr (kRoute == Lookup8::kGather) {
+    return lookup8_gather(table, idx);
   } else {
     return gather8(table, idx, bits);
   }
 }
 
-// Whether a table of this width takes lookup8_route<true>.
-inline bool lookups_by_loads(int bits) { return bits > 4 && kGathersAreSlow; }
-
 // One key's indices looked up by columns of 16, for dot16_tile_avx2.
-template <bool kByLoads>
+template <Lookup8 kRoute>
 struct LookupKey {
   const uint8_t* idx;
   const float* table;
   int bits;
   TURBOKV_TARGET_AVX2 void operator()(int c, __m256& v0, __m256& v1) const {
-    v0 = lookup8_route<kByLoads>(table, idx + c, bits);
-    v1 = lookup8_route<kByLoads>(table, idx + c + 8, bits);
+    v0 = lookup8_route<kRoute>(table, idx + c, bits);
+    v1 = lookup8_route<kRoute>(table, idx + c + 8, bits);
   }
 };
 
@@ -434,7 +440,7 @@ TURBOKV_TARGET_AVX2 void dot_packed_rows_avx2(const float* q, int m, const uint8
   std::vector<uint8_t> idx(static_cast<size_t>(d));
   std::vector<float> row(fused ? 0 : static_cast<size_t>(d));
   const UnpackFn unpack = select_unpack(SimdLevel::kAvx2);
-  const bool by_loads = lookups_by_loads(bits);
+  const Lookup8 route = lookup8_route_for(bits);
   for (int64_t j = 0; j < n; ++j) {
     ahead.fetch(j);
     const uint8_t* key = codes + j * code_bytes;
@@ -443,10 +449,10 @@ TURBOKV_TARGET_AVX2 void dot_packed_rows_avx2(const float* q, int m, const uint8
       key = idx.data();
     }
     if (fused) {
-      if (by_loads) {
-        dot16_rest_avx2(m, q, d, LookupKey<true>{key, table, bits}, out + j, out_stride);
-      } else {
-        dot16_rest_avx2(m, q, d, LookupKey<false>{key, table, bits}, out + j, out_stride);
+      switch (route) {
+        case Lookup8::kLoads: dot16_rest_avx2(m, q, d, LookupKey<Lookup8::kLoads>{key, table, bits}, out + j, out_stride); break;
+        case Lookup8::kGather: dot16_rest_avx2(m, q, d, LookupKey<Lookup8::kGather>{key, table, bits}, out + j, out_stride); break;
+        case Lookup8::kPermutes: dot16_rest_avx2(m, q, d, LookupKey<Lookup8::kPermutes>{key, table, bits}, out + j, out_stride); break;
       }
       continue;
     }
@@ -458,7 +464,7 @@ TURBOKV_TARGET_AVX2 void dot_packed_rows_avx2(const float* q, int m, const uint8
 }
 
 // Coordinates i..i+15 of unpacked key j, looked up in the table (lookup8_route).
-template <bool kByLoads>
+template <Lookup8 kRoute>
 struct RowValues {
   const uint8_t* idx;
   int d, i;
@@ -466,8 +472,8 @@ struct RowValues {
   int bits;
   TURBOKV_TARGET_AVX2 void operator()(int64_t j, __m256& v0, __m256& v1) const {
     const uint8_t* key = idx + j * d + i;
-    v0 = lookup8_route<kByLoads>(table, key, bits);
-    v1 = lookup8_route<kByLoads>(table, key + 8, bits);
+    v0 = lookup8_route<kRoute>(table, key, bits);
+    v1 = lookup8_route<kRoute>(table, key + 8, bits);
   }
 };
 
@@ -478,12 +484,12 @@ TURBOKV_TARGET_AVX2 void axpy_rows_tile_avx2(const float* w, int64_t w_stride, c
                                              int64_t n, const float* table, int bits, int d,
                                              float* acc) {
   int i = 0;
-  const bool by_loads = lookups_by_loads(bits);
+  const Lookup8 route = lookup8_route_for(bits);
   for (; i + 16 <= d; i += 16) {
-    if (by_loads) {
-      accumulate16_avx2<kTile>(w, w_stride, n, RowValues<true>{idx, d, i, table, bits}, d, i, acc);
-    } else {
-      accumulate16_avx2<kTile>(w, w_stride, n, RowValues<false>{idx, d, i, table, bits}, d, i, acc);
+    switch (route) {
+      case Lookup8::kLoads: accumulate16_avx2<kTile>(w, w_stride, n, RowValues<Lookup8::kLoads>{idx, d, i, table, bits}, d, i, acc); break;
+      case Lookup8::kGather: accumulate16_avx2<kTile>(w, w_stride, n, RowValues<Lookup8::kGather>{idx, d, i, table, bits}, d, i, acc); break;
+      case Lookup8::kPermutes: accumulate16_avx2<kTile>(w, w_stride, n, RowValues<Lookup8::kPermutes>{idx, d, i, table, bits}, d, i, acc); break;
     }
   }
   for (; i < d; ++i) {
