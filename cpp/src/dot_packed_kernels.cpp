@@ -527,11 +527,14 @@ TURBOKV_TARGET_AVX2 void axpy_packed_rows_avx2(const float* w, int64_t w_stride,
 void dot_packed_avx2(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
                      const float* table, int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
   // Byte planes (dot_planes_avx2) at 1-4 bits with head_dim a multiple of 16, except 3-bit keys
-  // of one query. Zen 1, cycles per key for 4 queries against the lane kernels they replaced:
-  // 1 bit 218 -> 140, 2 bits 213 -> 137, 3 bits 300 -> 170, 4 bits 216 -> 131; one query at 2
-  // bits 116 -> 77, at 4 bits 129 -> 75 (3 bits: 162 -> 136-176, so it takes the rows route).
-  // 2 and 4 bits with head_dim a multiple of 32 go 32 coordinates per step (dot_planes32).
-  if (bits <= 4 && d % 16 == 0 && (m > 1 || bits != 3)) {
+  // of one query at head_dims that are not multiples of 32. Zen 1, cycles per key for 4 queries
+  // against the lane kernels they replaced: 1 bit 218 -> 140, 2 bits 213 -> 137, 3 bits 300 ->
+  // 170, 4 bits 216 -> 131; one query at 2 bits 116 -> 77, at 4 bits 129 -> 75 (3 bits: 162 ->
+  // 136-176 on the 16-wide planes, so those keep the rows route). 2, 3 and 4 bits with head_dim a
+  // multiple of 32 go 32 coordinates per step (dot_planes32), 3-bit keys of one query too since
+  // they are read from the packed rows: K3V3 decode with 8 query / 8 KV heads 0.76-0.90x the time
+  // of the rows route, which unpacks each key (kernel_choices_avx2.md, round 21).
+  if (bits <= 4 && d % 16 == 0 && (m > 1 || bits != 3 || d % 32 == 0)) {
     return dot_planes_avx2(q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
   }
   // The rows route, fused for one query too when head_dim is a multiple of 16 (one query, d =
@@ -784,8 +787,9 @@ TURBOKV_TARGET_AVX512 void dot_packed_avx512(const float* q, int m, const uint8_
     default:  // as axpy_packed_avx512
       if (planes_vbmi_fit(bits, d)) return dot_planes_vbmi(q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
       // 3 bits: byte planes, 120-198 against 132-237 cycles per key on the rows route in two
-      // noisy A/B runs on a Sapphire Rapids Xeon (4 queries).
-      if (bits == 3 && d % 16 == 0 && m > 1) return dot_planes_avx2(q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
+      // noisy A/B runs on a Sapphire Rapids Xeon (4 queries); one query where head_dim is a
+      // multiple of 32 (the planes read the packed rows), as at the AVX2 level.
+      if (bits == 3 && d % 16 == 0 && (m > 1 || d % 32 == 0)) return dot_planes_avx2(q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
       if (m > 1) return dot_packed_rows_avx2(q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
       return dot_packed_generic(select_dot_lookup(SimdLevel::kAvx512),
                                 select_unpack(SimdLevel::kAvx512), q, m, codes, code_bytes, n,
