@@ -27,16 +27,25 @@ extern const bool kLaneSwapIsSlow;
 // pdep keeps a SIMD route for them.
 extern const bool kPdepIsSlow;
 
-TURBOKV_TARGET_AVX2 inline __m256 lookup8_loads(const float* table, const uint8_t* idx) {
-  // The 8 indices in one 64-bit load, taken apart by shifts (ALU work) rather than 8 byte loads:
-  // the load ports are what this route is short of.
-  uint64_t w;
-  std::memcpy(&w, idx, 8);
+// table[index byte k of w], k < 8, by scalar loads: the indices taken apart by shifts (ALU work)
+// rather than 8 byte loads, since the load ports are what this route is short of.
+TURBOKV_TARGET_AVX2 inline __m256 lookup8_loads_word(const float* table, uint64_t w) {
   const __m128 low = _mm_setr_ps(table[w & 0xFF], table[(w >> 8) & 0xFF], table[(w >> 16) & 0xFF],
                                  table[(w >> 24) & 0xFF]);
   const __m128 high = _mm_setr_ps(table[(w >> 32) & 0xFF], table[(w >> 40) & 0xFF],
                                   table[(w >> 48) & 0xFF], table[w >> 56]);
   return _mm256_set_m128(high, low);
+}
+
+TURBOKV_TARGET_AVX2 inline __m256 lookup8_gather_word(const float* table, uint64_t w) {
+  const __m256i index = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(w)));
+  return _mm256_i32gather_ps(table, index, 4);
+}
+
+TURBOKV_TARGET_AVX2 inline __m256 lookup8_loads(const float* table, const uint8_t* idx) {
+  uint64_t w;  // the 8 indices in one 64-bit load
+  std::memcpy(&w, idx, 8);
+  return lookup8_loads_word(table, w);
 }
 
 TURBOKV_TARGET_AVX2 inline __m256 lookup8_gather(const float* table, const uint8_t* idx) {

@@ -429,6 +429,46 @@ struct LookupKey {
   }
 };
 
+// One 5-7-bit key's packed codes looked up by columns of 16 without unpacking the key first:
+// indices c .. c + 7 fill `bits` bytes from byte c / 8 * bits (packing.hpp), and one pdep with a
+// mask of `bits` low bits per byte spreads them to bytes. The key's last group loads the 8 bytes
+// that end with it, so nothing past the row is read (the one before may load from the last
+// group's bytes: 8 <= 2 * bits). Where pdep is fast (kPdepIsSlow).
+// SpreadKey's pdep mask: the low `bits` bits of every byte.
+inline uint64_t spread_mask(int bits) { return 0x0101010101010101ull * ((1u << bits) - 1); }
+
+// Whether 5-7-bit codes are read by SpreadKey: where pdep is fast.
+inline bool spread_fits(int bits, int d) { return bits > 4 && bits < 8 && d % 16 == 0 && !kPdepIsSlow; }
+
+template <Lookup8 kRoute>
+struct SpreadKey {
+  const uint8_t* key;
+  const float* table;
+  int bits, d;
+  uint64_t mask;
+  TURBOKV_TARGET_AVX2 uint64_t indices(int c) const {
+    const uint8_t* group = key + c / 8 * bits;
+    uint64_t w;
+    if (c + 8 < d) {
+      std::memcpy(&w, group, 8);
+    } else {
+      std::memcpy(&w, group + bits - 8, 8);
+      w >>= 64 - 8 * bits;
+    }
+    return _pdep_u64(w, mask);
+  }
+  TURBOKV_TARGET_AVX2 void operator()(int c, __m256& v0, __m256& v1) const {
+    static_assert(kRoute != Lookup8::kPermutes, "5-7-bit tables take loads or a gather");
+    if constexpr (kRoute == Lookup8::kLoads) {
+      v0 = lookup8_loads_word(table, indices(c));
+      v1 = lookup8_loads_word(table, indices(c + 8));
+    } else {
+      v0 = lookup8_gather_word(table, indices(c));
+      v1 = lookup8_gather_word(table, indices(c + 8));
+    }
+  }
+};
+
 TURBOKV_TARGET_AVX2 void dot_packed_rows_avx2(const float* q, int m, const uint8_t* codes,
                                               int64_t code_bytes, int64_t n, const float* table,
                                               int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
@@ -441,9 +481,20 @@ TURBOKV_TARGET_AVX2 void dot_packed_rows_avx2(const float* q, int m, const uint8
   std::vector<float> row(fused ? 0 : static_cast<size_t>(d));
   const UnpackFn unpack = select_unpack(SimdLevel::kAvx2);
   const Lookup8 route = lookup8_route_for(bits);
+  // 5-7-bit keys read from their packed bytes where pdep is fast (SpreadKey).
+  const bool spread = fused && spread_fits(bits, d);
+  const uint64_t mask = spread_mask(bits);
   for (int64_t j = 0; j < n; ++j) {
     ahead.fetch(j);
     const uint8_t* key = codes + j * code_bytes;
+    if (spread) {
+      if (route == Lookup8::kLoads) {
+        dot16_rest_avx2(m, q, d, SpreadKey<Lookup8::kLoads>{key, table, bits, d, mask}, out + j, out_stride);
+      } else {
+        dot16_rest_avx2(m, q, d, SpreadKey<Lookup8::kGather>{key, table, bits, d, mask}, out + j, out_stride);
+      }
+      continue;
+    }
     if (bits != 8) {  // 8-bit codes are already one index per byte
       unpack(key, d, bits, idx.data());
       key = idx.data();
@@ -477,6 +528,37 @@ struct RowValues {
   }
 };
 
+// Coordinates i..i+15 of packed 5-7-bit key j, read by SpreadKey.
+template <Lookup8 kRoute>
+struct SpreadValues {
+  const uint8_t* codes;
+  int64_t code_bytes;
+  int d, i;
+  const float* table;
+  int bits;
+  uint64_t mask;
+  TURBOKV_TARGET_AVX2 void operator()(int64_t j, __m256& v0, __m256& v1) const {
+    SpreadKey<kRoute>{codes + j * code_bytes, table, bits, d, mask}(i, v0, v1);
+  }
+};
+
+// Values of 5-7-bit codes where spread_fits: as axpy_rows_tile_avx2, each key's columns read from
+// its packed bytes, so no unpacked copy of the block (n x d bytes) is written and read back.
+template <int kTile>
+TURBOKV_TARGET_AVX2 void axpy_spread_tile_avx2(const float* w, int64_t w_stride, const uint8_t* codes,
+                                               int64_t code_bytes, int64_t n, const float* table, int bits,
+                                               int d, float* acc) {
+  const uint64_t mask = spread_mask(bits);
+  const bool by_loads = lookup8_route_for(bits) == Lookup8::kLoads;
+  for (int i = 0; i < d; i += 16) {
+    if (by_loads) {
+      accumulate16_avx2<kTile>(w, w_stride, n, SpreadValues<Lookup8::kLoads>{codes, code_bytes, d, i, table, bits, mask}, d, i, acc);
+    } else {
+      accumulate16_avx2<kTile>(w, w_stride, n, SpreadValues<Lookup8::kGather>{codes, code_bytes, d, i, table, bits, mask}, d, i, acc);
+    }
+  }
+}
+
 // Values: all keys are unpacked first, then each 16-coordinate column keeps the accumulators of
 // up to 4 queries in registers across every key (accumulating in memory, key by key, cost 2x).
 template <int kTile>
@@ -504,6 +586,17 @@ TURBOKV_TARGET_AVX2 void axpy_rows_tile_avx2(const float* w, int64_t w_stride, c
 TURBOKV_TARGET_AVX2 void axpy_packed_rows_avx2(const float* w, int64_t w_stride, int m,
                                                const uint8_t* codes, int64_t code_bytes, int64_t n,
                                                const float* table, int bits, int d, float* acc) {
+  if (spread_fits(bits, d)) {
+    int a = 0;
+    for (; a + 4 <= m; a += 4) axpy_spread_tile_avx2<4>(w + a * w_stride, w_stride, codes, code_bytes, n, table, bits, d, acc + static_cast<int64_t>(a) * d);
+    float* const rest = acc + static_cast<int64_t>(a) * d;
+    switch (m - a) {  // the last 1-3 queries in one pass
+      case 3: return axpy_spread_tile_avx2<3>(w + a * w_stride, w_stride, codes, code_bytes, n, table, bits, d, rest);
+      case 2: return axpy_spread_tile_avx2<2>(w + a * w_stride, w_stride, codes, code_bytes, n, table, bits, d, rest);
+      case 1: return axpy_spread_tile_avx2<1>(w + a * w_stride, w_stride, codes, code_bytes, n, table, bits, d, rest);
+      default: return;
+    }
+  }
   const UnpackFn unpack = select_unpack(SimdLevel::kAvx2);
   // 8-bit codes of whole 8-byte groups in rows of d bytes are the indices already: no copy.
   // (A padded stride, code_bytes > d, is copied: the tiles step through indices by d.)
