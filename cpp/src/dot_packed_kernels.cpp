@@ -914,7 +914,9 @@ DotPackedFn dot_three_bit_planes32_variant(bool pdep) {
 AxpyPackedFn axpy_three_bit_planes32_variant(bool pdep) {
   return pdep ? axpy_three_bit_planes32<true> : axpy_three_bit_planes32<false>;
 }
+bool rows_spread_by_pdep(int bits, int d) { return spread_fits(bits, d); }
 #else
+bool rows_spread_by_pdep(int, int) { return false; }
 DotPackedFn dot_three_bit_planes32_variant(bool) { return nullptr; }
 AxpyPackedFn axpy_three_bit_planes32_variant(bool) { return nullptr; }
 #endif

@@ -264,6 +264,9 @@ DotPackedInt8Fn dot_packed_int8_avx2_variant(bool avx_vnni, bool pdep);
 float quantize_int8(const float* x, int n, int8_t* out);
 using AxpyPackedFn = void (*)(const float*, int64_t, int, const uint8_t*, int64_t, int64_t,
                               const float*, int, int, float*);
+// Whether the AVX2 rows route (5-7-bit codes below AVX-512 VBMI) reads codes of this width and
+// head_dim from their packed bytes by pdep rather than unpacking them (false off x86).
+bool rows_spread_by_pdep(int bits, int d);
 // The AVX2 level's float32 kernels for 3-bit rows at head_dim a multiple of 32 (32-wide byte
 // planes), the indices taken apart by pdep or by SIMD (the level picks by kPdepIsSlow), for tests:
 // they refuse other widths and shapes (nullptr off x86).

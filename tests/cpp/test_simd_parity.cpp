@@ -1268,7 +1268,8 @@ TEST(SimdParity, KernelsReturnWithCleanUpperHalves) {
 // would break; 1, 2 and 4 bits the lane kernels, whose queries and accumulators are permuted in
 // registers where head_dim is whole 16-byte chunks (4 bits: d = 64 ... 256; 2 bits: 64, 128, 256;
 // 1 bit: 128, 256) and by scalar copies elsewhere (2 bits at 96, 1 bit at 64 and 96). Elsewhere
-// the level's own route. Rows are padded past their packed bytes at d = 96 and 256, so the
+// the level's own route: at the AVX2 level 5-7-bit rows are read by pdep where it is fast
+// (asserted), whose last 8-index group of a row loads the 8 bytes that end with it. Rows are padded past their packed bytes at d = 96 and 256, so the
 // stride is honoured, and end at their packed bytes elsewhere (d = 16 and 32 too); none has
 // slack after the last row.
 TEST(SimdParity, PackedScoresAndValuesMatchTheTable) {
@@ -1283,6 +1284,16 @@ TEST(SimdParity, PackedScoresAndValuesMatchTheTable) {
       EXPECT_FALSE(kernels::planes_vbmi_fit(8, 96));
       std::cout << "3- and 5-8-bit codes at the AVX-512 level here: "
                 << (kernels::kHasAvx512Vbmi ? "VBMI byte planes" : "AVX2 routes") << "\n";
+    }
+    if (level == SimdLevel::kAvx2) {  // 5-7-bit rows: pdep where it is fast, else unpacked
+#if TURBOKV_X86
+      for (int bits = 1; bits <= 8; ++bits) {
+        EXPECT_EQ(kernels::rows_spread_by_pdep(bits, 128), bits >= 5 && bits <= 7 && !kernels::kPdepIsSlow) << bits;
+      }
+      EXPECT_FALSE(kernels::rows_spread_by_pdep(5, 40));
+      std::cout << "5-7-bit codes at the AVX2 level here: "
+                << (kernels::kPdepIsSlow ? "unpacked (pdep is slow)" : "read by pdep") << "\n";
+#endif
     }
     for (int bits = 1; bits <= 8; ++bits) {
       std::vector<float> table(std::max(16, 1 << bits));
