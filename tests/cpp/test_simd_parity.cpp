@@ -343,6 +343,32 @@ TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
   EXPECT_FALSE(five.int8_scores_supported());
 }
 
+// Queries and centroids are rounded to int8 by one function for every level (quantize_int8): to
+// the nearest integer, ties to even, as lrint in the default rounding mode, at the ties and one
+// ulp either side of them, and on rows of any scale.
+TEST(SimdParity, QuantizeInt8RoundsAsLrint) {
+  std::vector<float> x = {127.0f};  // the largest magnitude: the scale is exactly 1
+  for (int k = -127; k < 127; ++k) {
+    const float tie = float(k) + 0.5f;
+    for (float v : {float(k), tie, std::nextafter(tie, -1000.0f), std::nextafter(tie, 1000.0f)}) x.push_back(v);
+  }
+  std::vector<int8_t> out(x.size());
+  EXPECT_EQ(kernels::quantize_int8(x.data(), int(x.size()), out.data()), 1.0f);
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(long(out[i]), std::lrint(x[i])) << x[i];
+  std::mt19937 gen(5);
+  std::normal_distribution<float> normal;
+  for (float scale : {1e-30f, 3e-3f, 1.0f, 7.7e4f, 1e30f}) {
+    std::vector<float> row(333);
+    for (auto& v : row) v = normal(gen) * scale;
+    float top = 0.0f;
+    for (float v : row) top = std::max(top, std::fabs(v));
+    std::vector<int8_t> q(row.size());
+    EXPECT_EQ(kernels::quantize_int8(row.data(), int(row.size()), q.data()), top / 127.0f);
+    const float inv = 127.0f / top;
+    for (size_t i = 0; i < row.size(); ++i) ASSERT_EQ(long(q[i]), std::lrint(row[i] * inv)) << scale << " " << i;
+  }
+}
+
 // Int8 values sum integers exactly and take the same float steps at every level, so every level
 // must return the scalar reference's floats bit for bit: weights with zeros, a heavy token, an
 // all-zero group and a partial last group, 1-9 queries, every width of at most 4 bits. The path is
