@@ -32,14 +32,17 @@ float quantize_int8(const float* x, int n, int8_t* out) {
     std::fill(out, out + n, int8_t{0});
     return 0.0f;
   }
-  const float inv = 127.0f / top;
+  // Below 127 / FLT_MAX (subnormal rows and near them) 127 / top is infinite: such rows are
+  // scaled by 2^64 first, which is exact there (a power of two, every result normal and small).
+  const float pre = top < 1e-30f ? 0x1p64f : 1.0f;
+  const float inv = 127.0f / (top * pre);
   // |x_i| * inv <= 127 up to one rounding, rounded to the nearest integer, ties to even: adding
   // and subtracting 1.5 * 2^23 does that for |v| < 2^22 in the default rounding mode, as lrint
   // does, without a libm call per element (one was 1.4% of K4V4 int8 decode at a 1K context).
   // (The build's -ffp-contract=off keeps the product rounded before the add.)
   constexpr float kRound = 12582912.0f;
   for (int i = 0; i < n; ++i) {
-    const float v = x[i] * inv;
+    const float v = (x[i] * pre) * inv;
     out[i] = static_cast<int8_t>(static_cast<int>((v + kRound) - kRound));
   }
   return top / 127.0f;

@@ -355,6 +355,12 @@ TEST(SimdParity, QuantizeInt8RoundsAsLrint) {
   std::vector<int8_t> out(x.size());
   EXPECT_EQ(kernels::quantize_int8(x.data(), int(x.size()), out.data()), 1.0f);
   for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(long(out[i]), std::lrint(x[i])) << x[i];
+  // A subnormal largest magnitude (127 / top would overflow): the same integers as any scale.
+  const float tiny = std::ldexp(1.0f, -130);
+  const std::vector<float> sub = {tiny, tiny / 2, -tiny, 0.0f, 3 * tiny / 4, -tiny / 128};
+  std::vector<int8_t> sub8(sub.size());
+  EXPECT_EQ(kernels::quantize_int8(sub.data(), int(sub.size()), sub8.data()), tiny / 127.0f);
+  EXPECT_EQ(sub8, (std::vector<int8_t>{127, 64, -127, 0, 95, -1}));  // 63.5 and -0.99 round to 64, -1
   std::mt19937 gen(5);
   std::normal_distribution<float> normal;
   for (float scale : {1e-30f, 3e-3f, 1.0f, 7.7e4f, 1e30f}) {
@@ -364,6 +370,8 @@ TEST(SimdParity, QuantizeInt8RoundsAsLrint) {
     for (float v : row) top = std::max(top, std::fabs(v));
     std::vector<int8_t> q(row.size());
     EXPECT_EQ(kernels::quantize_int8(row.data(), int(row.size()), q.data()), top / 127.0f);
+    // Rows of a normal largest magnitude: exactly lrint(x * (127 / top)), as before.
+    if (top < 1e-30f) continue;
     const float inv = 127.0f / top;
     for (size_t i = 0; i < row.size(); ++i) ASSERT_EQ(long(q[i]), std::lrint(row[i] * inv)) << scale << " " << i;
   }
