@@ -24,7 +24,7 @@ import numpy as np
 
 import turbokv
 from turbokv import _core, reference
-from turbokv.eval.benchmarks import cpu_name
+from turbokv.eval.benchmarks import machine_text
 
 def best_time(fn, repeats: int) -> float:
     fn()  # warm up caches, page in outputs
@@ -64,7 +64,7 @@ def main() -> None:
     levels = _core.supported_simd()
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.vectors, d), dtype=np.float32)
-    results = {"machine": f"{cpu_name()}, {os.cpu_count()} cores, best SIMD {_core.detect_simd()}",
+    results = {"machine": machine_text(),
                "head_dim": d, "bits": widths, "read_bandwidth_gbs": read_bandwidth(args.repeats),
                "encode": [], "scores": []}
 

@@ -203,6 +203,21 @@ PYBIND11_MODULE(_core, m) {
     return names;
   });
   m.def("default_simd", [] { return std::string(simd_name(default_simd())); });
+  m.def("kernel_routes", [] {
+    const kernels::KernelRoutes r = kernels::kernel_routes();
+    py::dict out;
+    out["avx512_vnni"] = r.avx512_vnni;
+    out["avx512_vbmi"] = r.avx512_vbmi;
+    out["avx_vnni"] = r.avx_vnni;
+    out["gathers_slow"] = r.gathers_slow;
+    out["pdep_slow"] = r.pdep_slow;
+    out["lane_swap_slow"] = r.lane_swap_slow;
+    return out;
+  },
+  "The CPU facts the kernels pick their routes by (set once at import; all False off x86), as a "
+  "dict of bools: avx512_vnni, avx512_vbmi, avx_vnni (int8 sums by vpdpbusd; byte planes by "
+  "vpermb), gathers_slow, pdep_slow, lane_swap_slow (AMD Zen 1-3 workarounds). For benchmark and "
+  "bug reports.");
   m.def("int8_values_fast", [](int bits, int head_dim) {
     CodecConfig cfg;
     cfg.bits = bits;

@@ -75,5 +75,13 @@ const KernelSet& kernel_set(SimdLevel level) {
   }
 }
 
+KernelRoutes kernel_routes() {
+#if TURBOKV_X86
+  return KernelRoutes{kHasAvx512Vnni, kHasAvx512Vbmi, kHasAvxVnni, kGathersAreSlow, kPdepIsSlow, kLaneSwapIsSlow};
+#else
+  return KernelRoutes{false, false, false, false, false, false};
+#endif
+}
+
 }  // namespace kernels
 }  // namespace turbokv

@@ -214,6 +214,18 @@ inline bool int8_three_bit_in_registers(int64_t code_bytes, int d) {
 // The kernels for one level; throws if the CPU lacks it.
 const KernelSet& kernel_set(SimdLevel level);
 
+// The CPU facts the kernels pick their routes by, each set once before main (all false off x86):
+// for benchmark reports and bug reports, so that a figure says which routes produced it.
+struct KernelRoutes {
+  bool avx512_vnni;     // int8 sums by 512-bit vpdpbusd (kHasAvx512Vnni)
+  bool avx512_vbmi;     // byte planes and 3-bit rows by vpermb / vpmultishiftqb (kHasAvx512Vbmi)
+  bool avx_vnni;        // the AVX2 level's int8 sums by 256-bit vpdpbusd (kHasAvxVnni)
+  bool gathers_slow;    // 5-8-bit lookups by scalar loads instead of vgatherdps (AMD Zen 1-3)
+  bool pdep_slow;       // 3- and 5-7-bit rows taken apart by SIMD instead of pdep (Zen 1-2)
+  bool lane_swap_slow;  // the FWHT without vperm2f128 (Zen 1)
+};
+KernelRoutes kernel_routes();
+
 // Per-stage selectors, each defined in the file that holds that stage's variants.
 using FwhtFn = void (*)(const float*, const float*, const float*, float*, int);
 using MatvecFn = void (*)(const float*, int, int, const float*, float*);

@@ -162,3 +162,41 @@ def test_bits_per_coordinate():
     assert turbokv.Codec(128, 4, norm_dtype="float16").bits_per_coordinate == 4.125
     assert turbokv.Codec(128, 3, mode="prod").bits_per_coordinate == 3.5
     assert reference.Codec(96, 3, mode="prod").bits_per_coordinate == turbokv.Codec(96, 3, mode="prod").bits_per_coordinate
+
+
+def _cpuinfo():
+    """(vendor, flags) from /proc/cpuinfo, or None where there is none (not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    vendor = next((l.split(":", 1)[1].strip() for l in lines if l.startswith("vendor_id")), "")
+    flags = next((l.split(":", 1)[1].split() for l in lines if l.startswith("flags")), [])
+    return vendor, set(flags)
+
+
+def test_kernel_routes_name_this_cpus_features():
+    routes = turbokv.kernel_routes()
+    assert set(routes) == {"avx512_vnni", "avx512_vbmi", "avx_vnni", "gathers_slow", "pdep_slow", "lane_swap_slow"}
+    assert all(isinstance(v, bool) for v in routes.values())
+    if "avx2" not in turbokv.supported_simd():  # arm64 (or an x86 without AVX2): no x86 routes
+        assert not any(routes.values())
+        return
+    info = _cpuinfo()
+    if info is None:  # not Linux: nothing independent to compare with
+        return
+    vendor, flags = info
+    # The kernel's own view of the CPU, independent of turbokv's cpuid checks.
+    assert routes["avx512_vnni"] == ("avx512_vnni" in flags)
+    assert routes["avx512_vbmi"] == ("avx512vbmi" in flags)
+    assert routes["avx_vnni"] == ("avx_vnni" in flags)
+    if vendor != "AuthenticAMD":  # the slow-instruction workarounds are for AMD Zen 1-3 only
+        assert not routes["gathers_slow"] and not routes["pdep_slow"] and not routes["lane_swap_slow"]
+
+
+def test_benchmark_headers_name_the_routes():
+    from turbokv.eval.benchmarks import machine_text
+
+    text = machine_text()
+    assert turbokv.detect_simd() in text and ("gathers" in text or "scalar loads" in text)

@@ -19,7 +19,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from ..cache import KVCache
-from .._core import detect_simd
+from .._core import detect_simd, kernel_routes
 
 KV_HEADS, Q_HEADS, HEAD_DIM = 8, 32, 128
 
@@ -31,6 +31,22 @@ def cpu_name() -> str:
             return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
+
+
+def routes_text() -> str:
+    """The CPU facts the kernels picked their routes by (:func:`turbokv.kernel_routes`), in words,
+    e.g. "AVX-512 VNNI, AVX-512 VBMI, AVX-VNNI; gathers, pdep", so that a table names them."""
+    r = kernel_routes()
+    names = [label for key, label in (("avx512_vnni", "AVX-512 VNNI"), ("avx512_vbmi", "AVX-512 VBMI"),
+                                      ("avx_vnni", "AVX-VNNI")) if r[key]]
+    lookups = "scalar loads" if r["gathers_slow"] else "gathers"
+    spread = "SIMD unpacking" if r["pdep_slow"] else "pdep"
+    return f"{', '.join(names) or 'no VNNI or VBMI'}; 5-8-bit lookups by {lookups}, packed rows by {spread}"
+
+
+def machine_text() -> str:
+    """This machine as the benchmarks' headers name it: CPU, cores, best SIMD level, routes."""
+    return f"{cpu_name()}, {os.cpu_count()} cores, best SIMD {detect_simd()} ({routes_text()})"
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> float:
@@ -126,7 +142,7 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
     bandwidth = read_bandwidth()
     rng = np.random.default_rng(0)
     q_heads, kv_heads = heads
-    results = {"machine": f"{cpu_name()}, {os.cpu_count()} cores, best SIMD {detect_simd()}",
+    results = {"machine": machine_text(),
                "batch": batch, "heads": [q_heads, kv_heads], "read_bandwidth_gbs": bandwidth, "torch": torch is not None, "rows": []}
     for T in tqdm(contexts, desc="contexts", disable=not show_progress, leave=False):
         k = rng.standard_normal((batch, kv_heads, T, HEAD_DIM), dtype=np.float32)
