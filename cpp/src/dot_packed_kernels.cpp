@@ -429,17 +429,17 @@ struct LookupKey {
   }
 };
 
+// SpreadKey's pdep mask: the low `bits` bits of every byte.
+inline uint64_t spread_mask(int bits) { return 0x0101010101010101ull * ((1u << bits) - 1); }
+
+// Whether 5-7-bit codes are read by SpreadKey: where pdep is fast (kPdepIsSlow).
+inline bool spread_fits(int bits, int d) { return bits > 4 && bits < 8 && d % 16 == 0 && !kPdepIsSlow; }
+
 // One 5-7-bit key's packed codes looked up by columns of 16 without unpacking the key first:
 // indices c .. c + 7 fill `bits` bytes from byte c / 8 * bits (packing.hpp), and one pdep with a
 // mask of `bits` low bits per byte spreads them to bytes. The key's last group loads the 8 bytes
 // that end with it, so nothing past the row is read (the one before may load from the last
-// group's bytes: 8 <= 2 * bits). Where pdep is fast (kPdepIsSlow).
-// SpreadKey's pdep mask: the low `bits` bits of every byte.
-inline uint64_t spread_mask(int bits) { return 0x0101010101010101ull * ((1u << bits) - 1); }
-
-// Whether 5-7-bit codes are read by SpreadKey: where pdep is fast.
-inline bool spread_fits(int bits, int d) { return bits > 4 && bits < 8 && d % 16 == 0 && !kPdepIsSlow; }
-
+// group's bytes: 8 <= 2 * bits).
 template <Lookup8 kRoute>
 struct SpreadKey {
   const uint8_t* key;
