@@ -19,7 +19,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from ..cache import KVCache
-from .._core import detect_simd, kernel_routes
+from .._core import detect_simd, kernel_routes, supported_simd
 
 KV_HEADS, Q_HEADS, HEAD_DIM = 8, 32, 128
 
@@ -35,7 +35,10 @@ def cpu_name() -> str:
 
 def routes_text() -> str:
     """The CPU facts the kernels picked their routes by (:func:`turbokv.kernel_routes`), in words,
-    e.g. "AVX-512 VNNI, AVX-512 VBMI, AVX-VNNI; gathers, pdep", so that a table names them."""
+    e.g. "AVX-512 VNNI, AVX-512 VBMI, AVX-VNNI; 5-8-bit lookups by gathers, packed rows by pdep",
+    so that a table names them; "no x86 routes" off x86."""
+    if "avx2" not in supported_simd():
+        return "no x86 routes"
     r = kernel_routes()
     names = [label for key, label in (("avx512_vnni", "AVX-512 VNNI"), ("avx512_vbmi", "AVX-512 VBMI"),
                                       ("avx_vnni", "AVX-VNNI")) if r[key]]
