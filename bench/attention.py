@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--simd", nargs="+", default=None,
                         help="time the fused rows at these instruction sets (scalar avx2 avx512); default: the best")
     parser.add_argument("--scores", nargs="+", default=["exact"], choices=["exact", "int8"],
-                        help="score precision per fused row (int8: keys of at most 4 bits)")
+                        help="score precision per fused row (int8: integer sums, int16 ones for 5-8-bit keys)")
     parser.add_argument("--values", nargs="+", default=["exact"], choices=["exact", "int8"],
                         help="value precision per fused row, with each score precision (int8: values of at most 4 bits)")
     parser.add_argument("--json", default=None)

@@ -137,7 +137,7 @@ void BM_GroupScores(benchmark::State& state) {
   if (skip_unsupported(state, level)) return;
   Fixture f(d, bits, Mode::kMse, level);
   if (int8 && !f.codec.int8_scores_supported()) {
-    state.SkipWithError("int8 scores need keys of at most 4 bits");
+    state.SkipWithError("no integer scores for these keys");
     return;
   }
   std::vector<float> s(4 * kVectors);

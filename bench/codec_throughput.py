@@ -3,7 +3,7 @@
     python bench/codec_throughput.py [--head-dim 128] [--bits 2 3 4 8] [--json bench/results/codec_throughput.json]
 
 Prints, for each SIMD level this CPU has, encode throughput (vectors/s and GB/s of float32 input)
-and fused-scores throughput (float32, and int8 rows for 1-4 bits: Codec.scores(precision="int8")), beside this machine's single-core memory-read bandwidth (measured in
+and fused-scores throughput (float32, and integer rows: Codec.scores(precision="int8"), int16 sums for 5-8 bits), beside this machine's single-core memory-read bandwidth (measured in
 the same run) and beside the numpy reference (encode) and decode-then-numpy-matmul (scores), one column per
 width. BLAS is pinned to one
 thread so every number is one core. Timing: best of --repeats runs.
@@ -92,7 +92,7 @@ def main() -> None:
                     "decode_then_matmul_s": dense, "speedup": dense / fused,
                     "keys_per_s": len(keys) * m / fused, "code_gbs": enc.nbytes / fused / 1e9,
                 })
-                if bits <= 4 and level != "scalar":  # int8 scores (Codec.scores precision="int8")
+                if level != "scalar":  # integer scores (Codec.scores precision="int8")
                     int8 = best_time(lambda: codec.scores(q, enc, precision="int8"), args.repeats)
                     results["scores"].append({
                         "bits": bits, "queries": m, "impl": f"turbokv {level} int8", "fused_s": int8,

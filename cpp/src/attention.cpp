@@ -80,6 +80,7 @@ struct StreamWork {
   std::vector<float> key_tile, key_sketch_tile, value_tile, value_sketch_tile;
   // Int8 scores: the rotated queries rounded, one scale per row.
   std::vector<int8_t> q8;
+  std::vector<int16_t> q16;  // instead of q8 for 5-8-bit keys (Codec::scores_use_int16)
   std::vector<float> q8_scale;
 
   StreamWork(const TokenStore& k_store, const TokenStore& v_store, const kernels::KernelSet& ks,
@@ -125,9 +126,14 @@ struct StreamWork {
     std::fill(acc_dense.begin(), acc_dense.end(), 0.0f);
     if (keys.codec()) keys.codec()->prepare_queries(q.data(), rows, d, q_rotated.data(), q_sketched.data());
     if (int8) {
-      q8.resize(static_cast<size_t>(rows * d));
       q8_scale.resize(static_cast<size_t>(rows));
-      keys.codec()->prepare_queries_int8(q_rotated.data(), rows, q8.data(), q8_scale.data());
+      if (keys.codec()->scores_use_int16()) {
+        q16.resize(static_cast<size_t>(rows * d));
+        keys.codec()->prepare_queries_int16(q_rotated.data(), rows, q16.data(), q8_scale.data());
+      } else {
+        q8.resize(static_cast<size_t>(rows * d));
+        keys.codec()->prepare_queries_int8(q_rotated.data(), rows, q8.data(), q8_scale.data());
+      }
     }
   }
 
@@ -243,6 +249,9 @@ struct StreamWork {
     if (!vs.halves) prefetch_lines(vs.codes.norms, n * static_cast<int64_t>(values.codec()->norm_bytes()));
     if (ks.halves) {
       k.dot_half(q.data(), static_cast<int>(rows), ks.halves, n, static_cast<int>(d), scores.data(), n);
+    } else if (int8 && keys.codec()->scores_use_int16()) {
+      keys.codec()->scores_prepared_int16(q16.data(), q8_scale.data(), q_sketched.data(), rows,
+                                          ks.codes, n, scores.data(), n, value_rows, value_bytes);
     } else if (int8) {
       keys.codec()->scores_prepared_int8(q8.data(), q8_scale.data(), q_sketched.data(), rows,
                                          ks.codes, n, scores.data(), n, value_rows, value_bytes);

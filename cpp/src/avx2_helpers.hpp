@@ -27,6 +27,29 @@ extern const bool kLaneSwapIsSlow;
 // pdep keeps a SIMD route for them.
 extern const bool kPdepIsSlow;
 
+// spread_indices' pdep mask: the low `bits` bits of every byte.
+inline uint64_t spread_mask(int bits) { return 0x0101010101010101ull * ((1u << bits) - 1); }
+
+// Whether 5-7-bit codes are read by spread_indices: where pdep is fast (kPdepIsSlow).
+inline bool spread_fits(int bits, int d) { return bits > 4 && bits < 8 && d % 16 == 0 && !kPdepIsSlow; }
+
+// Indices c .. c + 7 (c a multiple of 8) of a 5-7-bit key of d codes, one per byte, straight from
+// its packed bytes: they fill `bits` bytes from byte c / 8 * bits (packing.hpp), and one pdep with
+// a mask of `bits` low bits per byte (spread_mask) spreads them to bytes. The key's last group
+// loads the 8 bytes that end with it, so nothing past the row is read (the one before may load
+// from the last group's bytes: 8 <= 2 * bits).
+TURBOKV_TARGET_AVX2 inline uint64_t spread_indices(const uint8_t* key, int c, int bits, int d, uint64_t mask) {
+  const uint8_t* group = key + c / 8 * bits;
+  uint64_t w;
+  if (c + 8 < d) {
+    std::memcpy(&w, group, 8);
+  } else {
+    std::memcpy(&w, group + bits - 8, 8);
+    w >>= 64 - 8 * bits;
+  }
+  return _pdep_u64(w, mask);
+}
+
 // table[index byte k of w], k < 8, by scalar loads: the indices taken apart by shifts (ALU work)
 // rather than 8 byte loads, since the load ports are what this route is short of.
 TURBOKV_TARGET_AVX2 inline __m256 lookup8_loads_word(const float* table, uint64_t w) {

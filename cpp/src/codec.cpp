@@ -50,7 +50,14 @@ Codec::Codec(const CodecConfig& config, SimdLevel level)
   if (config_.mode == Mode::kProd) qjl_.emplace_back(config_.head_dim, config_.seed, level);
   centroids_.assign(padded_table_size(mse_bits()), 0.0f);
   std::copy(codebook_->centroids.begin(), codebook_->centroids.end(), centroids_.begin());
-  if (int8_scores_supported()) {
+  if (scores_use_int16()) {
+    std::vector<int16_t> c16(codebook_->centroids.size());
+    centroids_int16_scale_ = kernels::quantize_int16(codebook_->centroids.data(),
+                                                     static_cast<int>(c16.size()),
+                                                     kernels::int16_top(config_.head_dim), c16.data());
+    centroids_int16_.assign(256, 0);
+    std::copy(c16.begin(), c16.end(), centroids_int16_.begin());
+  } else {
     centroids_int8_.assign(16, 0);
     centroids_int8_scale_ = kernels::quantize_int8(codebook_->centroids.data(),
                                                    static_cast<int>(codebook_->centroids.size()),
@@ -291,6 +298,12 @@ void Codec::scores(const float* q, int64_t m, int64_t q_stride, const ConstEncod
   const size_t size = static_cast<size_t>(m) * config_.head_dim;
   std::vector<float> rotated(size), sketched(config_.mode == Mode::kProd ? size : 0);
   prepare_queries(q, m, q_stride, rotated.data(), sketched.data());
+  if (precision == ScorePrecision::kInt8 && scores_use_int16()) {
+    std::vector<int16_t> q16(size);
+    std::vector<float> scales(static_cast<size_t>(m));
+    prepare_queries_int16(rotated.data(), m, q16.data(), scales.data());
+    return scores_prepared_int16(q16.data(), scales.data(), sketched.data(), m, keys, n, out, n);
+  }
   if (precision == ScorePrecision::kInt8) {
     std::vector<int8_t> q8(size);
     std::vector<float> scales(static_cast<size_t>(m));
@@ -345,13 +358,35 @@ void Codec::prepare_queries_int8(const float* rotated, int64_t m, int8_t* q8, fl
   for (int64_t a = 0; a < m; ++a) scales[a] = kernels::quantize_int8(rotated + a * d, d, q8 + a * d);
 }
 
+void Codec::prepare_queries_int16(const float* rotated, int64_t m, int16_t* q16, float* scales) const {
+  const int d = config_.head_dim, top = kernels::int16_top(d);
+  for (int64_t a = 0; a < m; ++a) scales[a] = kernels::quantize_int16(rotated + a * d, d, top, q16 + a * d);
+}
+
+void Codec::scores_prepared_int16(const int16_t* q16, const float* scales, const float* sketched,
+                                  int64_t m, const ConstEncodedBuffers& keys, int64_t n, float* out,
+                                  int64_t out_stride, const uint8_t* prefetch_rows,
+                                  int64_t prefetch_stride) const {
+  if (!scores_use_int16()) {
+    throw std::invalid_argument("int16 scores are for keys of 5-8 bits, these have " +
+                                std::to_string(mse_bits()) + " (use int8 ones)");
+  }
+  const int d = config_.head_dim;
+  finish_scores(sketched, m, keys, n, out, out_stride, [&](int64_t j0, int64_t count, float* o) {
+    kernels_->dot_packed_int16(q16, scales, static_cast<int>(m), keys.codes + j0 * code_bytes(),
+                               static_cast<int64_t>(code_bytes()), count, centroids_int16_.data(),
+                               centroids_int16_scale_, mse_bits(), d, o, out_stride,
+                               kernels::RowsAhead{prefetch_rows, prefetch_stride}.from(j0));
+  });
+}
+
 void Codec::scores_prepared_int8(const int8_t* q8, const float* scales, const float* sketched,
                                  int64_t m, const ConstEncodedBuffers& keys, int64_t n, float* out,
                                  int64_t out_stride, const uint8_t* prefetch_rows,
                                  int64_t prefetch_stride) const {
-  if (!int8_scores_supported()) {
+  if (scores_use_int16()) {
     throw std::invalid_argument("int8 scores need keys of at most 4 bits, these have " +
-                                std::to_string(mse_bits()));
+                                std::to_string(mse_bits()) + " (use int16 ones)");
   }
   const int d = config_.head_dim;
   finish_scores(sketched, m, keys, n, out, out_stride, [&](int64_t j0, int64_t count, float* o) {

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <stdexcept>
 #include <type_traits>
 #include <vector>
 
@@ -25,27 +26,47 @@
 namespace turbokv {
 namespace kernels {
 
-float quantize_int8(const float* x, int n, int8_t* out) {
+namespace {
+
+// Rows rounded to integers of magnitude <= top with one scale (quantize_int8, quantize_int16).
+template <typename Int>
+float quantize_to(const float* x, int n, int top_int, Int* out) {
   float top = 0.0f;
   for (int i = 0; i < n; ++i) top = std::max(top, std::fabs(x[i]));
   if (!(top > 0.0f)) {
-    std::fill(out, out + n, int8_t{0});
+    std::fill(out, out + n, Int{0});
     return 0.0f;
   }
-  // Below 127 / FLT_MAX (subnormal rows and near them) 127 / top is infinite: such rows are
+  // Below top_int / FLT_MAX (subnormal rows and near them) top_int / top is infinite: such rows are
   // scaled by 2^64 first, which is exact there (a power of two, every result normal and small).
   const float pre = top < 1e-30f ? 0x1p64f : 1.0f;
-  const float inv = 127.0f / (top * pre);
-  // |x_i| * inv <= 127 up to one rounding, rounded to the nearest integer, ties to even: adding
+  const float inv = static_cast<float>(top_int) / (top * pre);
+  // |x_i| * inv <= top_int up to one rounding, rounded to the nearest integer, ties to even: adding
   // and subtracting 1.5 * 2^23 does that for |v| < 2^22 in the default rounding mode, as lrint
   // does, without a libm call per element (one was 1.4% of K4V4 int8 decode at a 1K context).
   // (The build's -ffp-contract=off keeps the product rounded before the add.)
   constexpr float kRound = 12582912.0f;
   for (int i = 0; i < n; ++i) {
     const float v = (x[i] * pre) * inv;
-    out[i] = static_cast<int8_t>(static_cast<int>((v + kRound) - kRound));
+    out[i] = static_cast<Int>(static_cast<int>((v + kRound) - kRound));
   }
-  return top / 127.0f;
+  return top / static_cast<float>(top_int);
+}
+
+}  // namespace
+
+float quantize_int8(const float* x, int n, int8_t* out) { return quantize_to(x, n, 127, out); }
+
+float quantize_int16(const float* x, int n, int top, int16_t* out) {
+  if (top < 1 || top > 32767) throw std::invalid_argument("quantize_int16: top must be in [1, 32767]");
+  return quantize_to(x, n, top, out);
+}
+
+int int16_top(int d) {
+  // d * t^2 < 2^31 bounds every partial sum of d products; t <= 32767 keeps t in int16.
+  int t = static_cast<int>(std::sqrt(2147483647.0 / std::max(d, 1)));
+  while (static_cast<int64_t>(d) * t * t >= (int64_t{1} << 31)) --t;
+  return std::min(t, 32767);
 }
 
 namespace {

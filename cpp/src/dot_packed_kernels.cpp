@@ -429,34 +429,15 @@ struct LookupKey {
   }
 };
 
-// SpreadKey's pdep mask: the low `bits` bits of every byte.
-inline uint64_t spread_mask(int bits) { return 0x0101010101010101ull * ((1u << bits) - 1); }
-
-// Whether 5-7-bit codes are read by SpreadKey: where pdep is fast (kPdepIsSlow).
-inline bool spread_fits(int bits, int d) { return bits > 4 && bits < 8 && d % 16 == 0 && !kPdepIsSlow; }
-
-// One 5-7-bit key's packed codes looked up by columns of 16 without unpacking the key first:
-// indices c .. c + 7 fill `bits` bytes from byte c / 8 * bits (packing.hpp), and one pdep with a
-// mask of `bits` low bits per byte spreads them to bytes. The key's last group loads the 8 bytes
-// that end with it, so nothing past the row is read (the one before may load from the last
-// group's bytes: 8 <= 2 * bits).
+// One 5-7-bit key's packed codes looked up by columns of 16 without unpacking the key first
+// (spread_indices, avx2_helpers.hpp).
 template <Lookup8 kRoute>
 struct SpreadKey {
   const uint8_t* key;
   const float* table;
   int bits, d;
   uint64_t mask;
-  TURBOKV_TARGET_AVX2 uint64_t indices(int c) const {
-    const uint8_t* group = key + c / 8 * bits;
-    uint64_t w;
-    if (c + 8 < d) {
-      std::memcpy(&w, group, 8);
-    } else {
-      std::memcpy(&w, group + bits - 8, 8);
-      w >>= 64 - 8 * bits;
-    }
-    return _pdep_u64(w, mask);
-  }
+  TURBOKV_TARGET_AVX2 uint64_t indices(int c) const { return spread_indices(key, c, bits, d, mask); }
   TURBOKV_TARGET_AVX2 void operator()(int c, __m256& v0, __m256& v1) const {
     static_assert(kRoute != Lookup8::kPermutes, "5-7-bit tables take loads or a gather");
     if constexpr (kRoute == Lookup8::kLoads) {

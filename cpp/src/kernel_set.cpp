@@ -42,6 +42,7 @@ KernelSet build(SimdLevel level) {
   k.sign_dot = select_sign_dot(level);
   k.dot_packed = select_dot_packed(level);
   k.dot_packed_int8 = select_dot_packed_int8(level);
+  k.dot_packed_int16 = select_dot_packed_int16(level);
   k.axpy_packed = select_axpy_packed(level);
   k.axpy_packed_int8 = select_axpy_packed_int8(level);
   k.dot_half = select_dot_half(level);

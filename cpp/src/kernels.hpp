@@ -124,6 +124,13 @@ struct KernelSet {
   void (*dot_packed_int8)(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                           int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                           int bits, int d, float* out, int64_t out_stride, RowsAhead ahead);
+  // out[a * out_stride + j] = float(sum_i q16_a[i] * table16[index i of key j]) * (q_scale[a] *
+  // table_scale): the integer scores of 5-8-bit keys (dot_int16_kernels.cpp), query and centroids
+  // rounded to int16_top(d) (quantize_int16) so that every sum fits int32 and is exact, hence
+  // bit-identical at every level. bits 5..8; table16 holds 256 int32 entries (zero past 2^bits).
+  void (*dot_packed_int16)(const int16_t* q16, const float* q_scale, int m, const uint8_t* codes,
+                           int64_t code_bytes, int64_t n, const int32_t* table16, float table_scale,
+                           int bits, int d, float* out, int64_t out_stride, RowsAhead ahead);
   // axpy_packed with the weights rounded to 7-bit bytes per group of kInt8ValueGroup tokens and
   // int8 centroids (quantize_int8), summed exactly (axpy_int8_kernels.cpp), so bit-identical at
   // every level. Weights must be >= 0 (softmax weights); bits <= 4; table8 holds 16 entries.
@@ -274,6 +281,24 @@ DotPackedInt8Fn dot_packed_int8_avx2_variant(bool avx_vnni, bool pdep);
 // out[i] = round(x[i] * 127 / max|x|), returning max|x| / 127 (0 and all zeros for x = 0): the
 // int8 form of a rotated query or of a codebook, shared by every level.
 float quantize_int8(const float* x, int n, int8_t* out);
+// The integer magnitude that queries and centroids of head_dim d are rounded to for int16 scores:
+// the largest t with d * t^2 < 2^31 (4095 at d = 128), so that no partial sum overflows int32.
+int int16_top(int d);
+// out[i] = round(x[i] * top / max|x|), returning max|x| / top (0 and all zeros for x = 0); the
+// rounding of quantize_int8 with another top (1 <= top <= 32767).
+float quantize_int16(const float* x, int n, int top, int16_t* out);
+using DotPackedInt16Fn = void (*)(const int16_t*, const float*, int, const uint8_t*, int64_t, int64_t,
+                                  const int32_t*, float, int, int, float*, int64_t, RowsAhead);
+DotPackedInt16Fn select_dot_packed_int16(SimdLevel level);
+// The AVX2 level's int16 kernel with and without AVX-VNNI (vpdpwssd), by gathers or scalar loads
+// (the level picks by kHasAvxVnni and kGathersAreSlow), for tests (nullptr off x86); and whether
+// the AVX-512 level takes its byte-plane kernel (VBMI and VNNI, head_dim a multiple of 64).
+DotPackedInt16Fn dot_packed_int16_avx2_variant(bool avx_vnni, bool gather);
+bool int16_planes_fit(int d);
+// That kernel (planes_vbmi_kernels.cpp): same contract as KernelSet::dot_packed_int16; x86 only.
+void dot_planes_int16_vbmi(const int16_t* q16, const float* q_scale, int m, const uint8_t* codes,
+                           int64_t code_bytes, int64_t n, const int32_t* table16, float table_scale,
+                           int bits, int d, float* out, int64_t out_stride, RowsAhead ahead);
 using AxpyPackedFn = void (*)(const float*, int64_t, int, const uint8_t*, int64_t, int64_t,
                               const float*, int, int, float*);
 // Whether the AVX2 rows route (5-7-bit codes below AVX-512 VBMI) reads codes of this width and

@@ -8,6 +8,7 @@
 // Packed codes below 8 bits are taken apart in registers: 64 codes are 8 * bits bytes, vpermb
 // gives each 64-bit lane the bits bytes of its 8 codes and vpmultishiftqb moves code j of a lane
 // to byte j (paper-independent; packing layout in turbokv/packing.hpp).
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "avx512_helpers.hpp"
+#include "int16_queries.hpp"
 #include "kernels.hpp"
 
 namespace turbokv {
@@ -102,22 +104,25 @@ struct IndexLoader {
 // The centroids of 64 codes as 4 registers: f[r] lane 4 L + e holds coordinate 16 L + 4 r + e
 // (L the 128-bit lane), the order the unpacks leave them in; queries and accumulators are
 // permuted to match once per call (swap_plane_order).
+// One plane's bytes of 64 codes (the plane's Planes<kBits>::kQuarters registers).
+template <int kBits>
+TURBOKV_TARGET_AVX512_VBMI inline __m512i plane_bytes(const __m512i* plane, __m512i codes) {
+  if constexpr (kBits <= 6) {
+    return _mm512_permutexvar_epi8(codes, plane[0]);
+  } else if constexpr (kBits == 7) {
+    return _mm512_permutex2var_epi8(plane[0], codes, plane[1]);
+  } else {
+    const __m512i low = _mm512_permutex2var_epi8(plane[0], codes, plane[1]);
+    const __m512i high = _mm512_permutex2var_epi8(plane[2], codes, plane[3]);
+    return _mm512_mask_blend_epi8(_mm512_movepi8_mask(codes), low, high);  // bit 7: entries 128+
+  }
+}
+
 template <int kBits>
 TURBOKV_TARGET_AVX512_VBMI inline void lookup64(const Planes<kBits>& planes, __m512i codes, __m512* f) {
   constexpr int kQuarters = Planes<kBits>::kQuarters;
   __m512i b[4];
-  for (int p = 0; p < 4; ++p) {
-    const __m512i* plane = planes.reg + kQuarters * p;
-    if constexpr (kBits <= 6) {
-      b[p] = _mm512_permutexvar_epi8(codes, plane[0]);
-    } else if constexpr (kBits == 7) {
-      b[p] = _mm512_permutex2var_epi8(plane[0], codes, plane[1]);
-    } else {
-      const __m512i low = _mm512_permutex2var_epi8(plane[0], codes, plane[1]);
-      const __m512i high = _mm512_permutex2var_epi8(plane[2], codes, plane[3]);
-      b[p] = _mm512_mask_blend_epi8(_mm512_movepi8_mask(codes), low, high);  // bit 7: entries 128+
-    }
-  }
+  for (int p = 0; p < 4; ++p) b[p] = plane_bytes<kBits>(planes.reg + kQuarters * p, codes);
   const __m512i w01_low = _mm512_unpacklo_epi8(b[0], b[1]), w01_high = _mm512_unpackhi_epi8(b[0], b[1]);
   const __m512i w23_low = _mm512_unpacklo_epi8(b[2], b[3]), w23_high = _mm512_unpackhi_epi8(b[2], b[3]);
   f[0] = _mm512_castsi512_ps(_mm512_unpacklo_epi16(w01_low, w23_low));
@@ -242,6 +247,96 @@ TURBOKV_TARGET_AVX512_VBMI void axpy_planes_bits(const float* w, int64_t w_strid
   swap_plane_order(accperm.data(), m, d, acc);
 }
 
+// Int16 scores (dot_int16_kernels.cpp) by two byte planes of the int16 centroids: 64 codes cost
+// 2-6 shuffles and two unpacks, shared by a tile's queries, then 2 vpdpwssd per query (32 products
+// each, where an FMA does 16). Needs VNNI besides VBMI (int16_planes_fit).
+#define TURBOKV_TARGET_AVX512_VBMI_VNNI \
+  __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi,avx512vnni,avx2,fma,bmi,bmi2,f16c")))
+
+template <int kBits>
+struct Int16Planes {
+  static constexpr int kQuarters = Planes<kBits>::kQuarters;
+  __m512i low[kQuarters], high[kQuarters];  // byte 0 / byte 1 of each centroid, 64 per register
+};
+
+template <int kBits>
+TURBOKV_TARGET_AVX512_VBMI_VNNI Int16Planes<kBits> load_int16_planes(const int32_t* table) {
+  constexpr int kQuarters = Int16Planes<kBits>::kQuarters;
+  alignas(64) uint8_t low[64 * kQuarters] = {}, high[64 * kQuarters] = {};
+  for (int e = 0; e < (1 << kBits); ++e) {
+    const auto v = static_cast<uint16_t>(static_cast<int16_t>(table[e]));
+    low[e] = static_cast<uint8_t>(v & 0xFF);
+    high[e] = static_cast<uint8_t>(v >> 8);
+  }
+  Int16Planes<kBits> planes;
+  for (int k = 0; k < kQuarters; ++k) {
+    planes.low[k] = _mm512_load_si512(low + 64 * k);
+    planes.high[k] = _mm512_load_si512(high + 64 * k);
+  }
+  return planes;
+}
+
+// kTile queries (kPlanesOrder; query a at q + a * d) against every key, two accumulators per query;
+// the 4 sums leave together (lane a of one horizontal add). The intrinsic, not an asm vpdpwssd as
+// in avx2_twice.inc: with an asm operand GCC 12 kept the accumulators on the stack.
+template <int kBits, int kTile>
+TURBOKV_TARGET_AVX512_VBMI_VNNI void dot_int16_tile(const Int16Planes<kBits>& planes, const int16_t* q,
+                                                    const float* scales, int d, const uint8_t* codes,
+                                                    int64_t code_bytes, int64_t n, float* out,
+                                                    int64_t out_stride, RowsAhead ahead) {
+  const IndexLoader<kBits> indices;
+  alignas(16) float scale_lanes[4] = {};
+  for (int a = 0; a < kTile; ++a) scale_lanes[a] = scales[a];
+  const __m128 scale4 = _mm_load_ps(scale_lanes);
+  for (int64_t j = 0; j < n; ++j) {
+    ahead.fetch(j);
+    const uint8_t* key = codes + j * code_bytes;
+    _mm_prefetch(reinterpret_cast<const char*>(key + 16 * code_bytes), _MM_HINT_T0);
+    __m512i even[4], odd[4];
+    for (int a = 0; a < 4; ++a) even[a] = odd[a] = _mm512_setzero_si512();
+    for (int c = 0; c < d / 64; ++c) {
+      const __m512i idx = indices(key + 8 * kBits * c);
+      const __m512i low = plane_bytes<kBits>(planes.low, idx), high = plane_bytes<kBits>(planes.high, idx);
+      const __m512i w0 = _mm512_unpacklo_epi8(low, high), w1 = _mm512_unpackhi_epi8(low, high);
+      for (int a = 0; a < kTile; ++a) {
+        const int16_t* qa = q + static_cast<int64_t>(a) * d + 64 * c;
+        even[a] = _mm512_dpwssd_epi32(even[a], w0, _mm512_loadu_si512(qa));
+        odd[a] = _mm512_dpwssd_epi32(odd[a], w1, _mm512_loadu_si512(qa + 32));
+      }
+    }
+    __m256i acc[4];
+    for (int a = 0; a < 4; ++a) {
+      const __m512i sum = _mm512_add_epi32(even[a], odd[a]);
+      acc[a] = _mm256_add_epi32(_mm512_castsi512_si256(sum), _mm512_extracti64x4_epi64(sum, 1));
+    }
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(acc[0], acc[1]), _mm256_hadd_epi32(acc[2], acc[3]));
+    const __m128i sums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+    alignas(16) float values[4];  // float(sum) * scale, as the scalar kernel rounds it
+    _mm_store_ps(values, _mm_mul_ps(_mm_cvtepi32_ps(sums), scale4));
+    for (int a = 0; a < kTile; ++a) out[a * out_stride + j] = values[a];
+  }
+}
+
+template <int kBits>
+TURBOKV_TARGET_AVX512_VBMI_VNNI void dot_int16_bits(const int16_t* q16, const float* q_scale, int m,
+                                                    const uint8_t* codes, int64_t code_bytes, int64_t n,
+                                                    const int32_t* table, float table_scale, int d,
+                                                    float* out, int64_t out_stride, RowsAhead ahead) {
+  const Int16Call call(q16, q_scale, m, table_scale, d, d, kPlanesOrder);
+  const Int16Planes<kBits> planes = load_int16_planes<kBits>(table);
+  for (int a = 0; a < m; a += 4) {
+    const int16_t* q = call.query(a);
+    const float* scales = call.scale(a);
+    float* o = out + a * out_stride;
+    switch (std::min(4, m - a)) {
+      case 4: dot_int16_tile<kBits, 4>(planes, q, scales, d, codes, code_bytes, n, o, out_stride, ahead); break;
+      case 3: dot_int16_tile<kBits, 3>(planes, q, scales, d, codes, code_bytes, n, o, out_stride, ahead); break;
+      case 2: dot_int16_tile<kBits, 2>(planes, q, scales, d, codes, code_bytes, n, o, out_stride, ahead); break;
+      default: dot_int16_tile<kBits, 1>(planes, q, scales, d, codes, code_bytes, n, o, out_stride, ahead); break;
+    }
+  }
+}
+
 // Calls fn with the code width as a compile-time constant, for the byte-plane widths (5-8 bits).
 template <typename Fn>
 void with_width(int bits, Fn&& fn) {
@@ -273,9 +368,20 @@ void axpy_planes_vbmi(const float* w, int64_t w_stride, int m, const uint8_t* co
     axpy_planes_bits<decltype(width)::value>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
   });
 }
+bool int16_planes_fit(int d) { return kHasAvx512Vbmi && kHasAvx512Vnni && d % 64 == 0; }
+
+void dot_planes_int16_vbmi(const int16_t* q16, const float* q_scale, int m, const uint8_t* codes,
+                           int64_t code_bytes, int64_t n, const int32_t* table16, float table_scale,
+                           int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
+  with_width(bits, [&](auto width) {
+    dot_int16_bits<decltype(width)::value>(q16, q_scale, m, codes, code_bytes, n, table16, table_scale, d,
+                                           out, out_stride, ahead);
+  });
+}
 #else
 const bool kHasAvx512Vbmi = false;
 bool planes_vbmi_fit(int, int) { return false; }
+bool int16_planes_fit(int) { return false; }
 #endif
 
 }  // namespace kernels

@@ -113,14 +113,14 @@ class KVCache:
             ``refine_bound=protection_bound`` refines only layers the codec breaks). At most
             ``protection_bound``.
         scores: how ``attention`` sums scores on the codes unless told otherwise: ``"exact"``
-            (float32, default) or ``"int8"`` (query and centroids rounded to int8, summed
-            exactly; keys of at most 4 bits; see ``attention``).
+            (float32, default) or ``"int8"`` (query and centroids rounded to integers, int8 up to
+            4-bit keys and int16 for 5-8-bit ones, summed exactly; see ``attention``).
         values: how ``attention`` sums values on the codes unless told otherwise: ``"exact"``
             (float32, default) or ``"int8"`` (weights rounded to 7-bit bytes per 16 tokens,
             centroids to int8, summed exactly; values of at most 4 bits; see ``attention``).
         path: how ``attention`` does each block unless told otherwise: ``"auto"`` (default),
             ``"codes"`` or ``"tiles"`` (see ``attention``). ``"codes"`` makes a prompt's queries
-            score the codes as decode steps do (with ``scores="int8"``: in int8).
+            score the codes as decode steps do (with ``scores="int8"``: in integers).
 
     Shapes: keys/values ``(batch, num_kv_heads, new_tokens, head_dim)``, queries
     ``(batch, q_heads, q_len, head_dim)``; float32 or float16 in, float32 out.
@@ -282,13 +282,16 @@ class KVCache:
                 differs by one step, as it would between any two float kernels.)
             scores: how the codes path sums scores (default: the cache's ``scores`` setting,
                 itself ``"exact"`` unless set). ``"exact"``: float32 products with
-                the codebook. ``"int8"``: the rotated query and the centroids rounded to int8
-                and summed exactly in int32 (``pshufb``/``maddubs`` on AVX2; bit-identical at
-                every SIMD level), about 2.4x faster scoring of 1-4-bit keys on AVX2; its error is
-                the two roundings, and perplexity on SmolLM2 and Qwen2.5 stays inside the float32
-                rows' intervals (``bench/results/quality_int8.md``). It applies to keys of at
-                most 4 bits on the codes path; wider or float16 keys and tiles stay float32.
-                ``last_attention_scores`` says which ran.
+                the codebook. ``"int8"``: the rotated query and the centroids rounded to
+                integers and summed exactly in int32 (bit-identical at every SIMD level): to int8
+                for keys of 1-4 bits (``pshufb``/``maddubs`` on AVX2, ``vpdpbusd`` with VNNI),
+                about 2.4x faster scoring on AVX2; to int16 for keys of 5-8 bits (an int8 query
+                would dominate their error; ``vpdpwssd``), 1.1-1.3x faster K8V4 decode on
+                AVX-512 with VBMI and VNNI, the same speed as float32 on AVX2, where gathers
+                bind both. Its error is the two roundings; perplexity on SmolLM2 and Qwen2.5
+                stays inside the float32 rows' intervals (``bench/results/quality_int8.md``,
+                ``bench/results/quality_int16.md``). It applies on the codes path; float16 keys
+                and tiles stay float32. ``last_attention_scores`` says which ran.
             values: how the codes path sums values (default: the cache's ``values`` setting,
                 itself ``"exact"`` unless set). ``"exact"``: float32 multiply-adds with the
                 codebook. ``"int8"``: per query and group of 16 tokens the softmax weights are

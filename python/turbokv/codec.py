@@ -149,9 +149,9 @@ class Codec:
         ``q.shape[:-1] + enc.shape``, equal to ``q @ decode(enc).T`` up to float rounding, but
         without decoding: each query is rotated once and each code costs one table lookup.
         In prod mode this is the unbiased estimator of ``<q, x>`` (paper, Theorem 2).
-        ``precision="int8"`` (codes of at most 4 bits, else ValueError): the rotated query and
-        the centroids are rounded to int8 and the products summed exactly (``KVCache.attention``'s
-        ``scores="int8"``).
+        ``precision="int8"``: the rotated query and the centroids are rounded to integers (int8
+        for codes of 1-4 bits, int16 for 5-8 bits) and the products summed exactly
+        (``KVCache.attention``'s ``scores="int8"``).
         """
         if precision not in ("exact", "int8"):
             raise ValueError(f"precision must be 'exact' or 'int8', got {precision!r}")

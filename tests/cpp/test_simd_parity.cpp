@@ -252,7 +252,8 @@ TEST(SimdParity, FusedEncodeMatchesTheStagesAroundRowsItHandsBack) {
 // bit (mse; prod adds a float32 sketch term), on packed lanes (1/2/4 bits, whole 16-byte halves),
 // on 3-bit rows taken apart in registers (AVX2 at head_dim 32, 64, 96, 128, 160, 256, asserted:
 // the codec's rows end at their packed bytes, so each row's last group loads from before its
-// start) and on unpacked rows (3 bits at other sizes).
+// start) and on unpacked rows (3 bits at other sizes); 5-8-bit keys round to int16 instead
+// (int16_top(d), asserted to be the largest magnitude whose d products fit int32).
 // Against float32 scores the error is the rounding of query and centroids: bounded here by the
 // worst case of those two roundings, computed independently of the kernels.
 TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
@@ -273,7 +274,7 @@ TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
       const int n = 70;
       auto x = test_util::gaussian_rows(n, d, uint32_t(d) + 5);
       for (Mode mode : {Mode::kMse, Mode::kProd}) {
-        for (int bits = mode == Mode::kProd ? 2 : 1; bits <= (mode == Mode::kProd ? 5 : 4); ++bits) {
+        for (int bits = mode == Mode::kProd ? 2 : 1; bits <= 8; ++bits) {
           CodecConfig cfg;
           cfg.head_dim = d;
           cfg.bits = bits;
@@ -281,10 +282,21 @@ TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
           cfg.seed = 7;
           Codec scalar(cfg, SimdLevel::kScalar), simd(cfg, level);
           ASSERT_TRUE(simd.int8_scores_supported());
+          const int mse_bits = mode == Mode::kProd ? bits - 1 : bits;
+          ASSERT_EQ(simd.scores_use_int16(), mse_bits > 4);
+          // Integers of magnitude <= top: int8 up to 4 bits, int16_top(d) (d top^2 < 2^31) above.
+          const int top = mse_bits > 4 ? kernels::int16_top(d) : 127;
+          if (mse_bits > 4) {
+            ASSERT_LT(double(d) * top * top, 2147483648.0);
+            ASSERT_GE(double(d) * (top + 1) * (top + 1), 2147483648.0);
+          }
+          if (level == SimdLevel::kAvx512 && mse_bits > 4) {
+            EXPECT_EQ(kernels::int16_planes_fit(d), kernels::kHasAvx512Vbmi && kernels::kHasAvx512Vnni && d % 64 == 0);
+          }
           if (bits == 3) {
             EXPECT_EQ(kernels::int8_three_bit_in_registers(int64_t(simd.code_bytes()), d), d % 32 == 0) << d;
           }
-          if (mode == Mode::kMse) {  // the VNNI route's shapes: whole indices per byte, 16-byte rows;
+          if (mode == Mode::kMse && bits <= 4) {  // the VNNI route's shapes: whole indices per byte, 16-byte rows;
                                      // 3 bits with VBMI at head_dim a multiple of 32
             const bool packed_lanes = bits != 3 && d * bits % 128 == 0;
             const bool three = bits == 3 && kernels::kHasAvx512Vbmi && d % 32 == 0;
@@ -308,7 +320,7 @@ TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
               for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], 2e-5f * std::sqrt(float(d)) * 4) << where;
             }
             // Worst case per unit key: |q_rot|_1 * step_c / 2 + |c|_1 * step_q / 2 + d step_q step_c / 4
-            // with q_rot = R q / sqrt(d) (|q_rot|_2 = |q|_2 / sqrt(d)), |c_i| <= c_max, steps = max / 127.
+            // with q_rot = R q / sqrt(d) (|q_rot|_2 = |q|_2 / sqrt(d)), |c_i| <= c_max, steps = max / top.
             const auto& c = scalar.codebook().centroids;
             float c_max = 0.0f;
             for (float v : c) c_max = std::max(c_max, std::fabs(v));
@@ -318,7 +330,7 @@ TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
               for (int i = 0; i < d; ++i) q_norm += double(q[size_t(r) * d + i]) * q[size_t(r) * d + i];
               q_norm = std::sqrt(q_norm / d);             // |q_rot|_2
               const double q_max = q_norm;                 // |q_rot|_inf <= |q_rot|_2
-              const double step_q = q_max / 127, step_c = c_max / 127.0;
+              const double step_q = q_max / top, step_c = c_max / top;
               const double per_unit = std::sqrt(double(d)) * q_norm * step_c / 2 +
                                       d * c_max * step_q / 2 + d * step_q * step_c / 4;
               for (int j = 0; j < n; ++j) {
@@ -337,10 +349,46 @@ TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
       }
     }
   }
-  CodecConfig wide;
-  wide.bits = 5;
-  Codec five(wide);
-  EXPECT_FALSE(five.int8_scores_supported());
+}
+
+// The AVX2 int16 kernel's four variants (with and without AVX-VNNI, by gathers or scalar loads;
+// the level runs one of them) return the scalar kernel's floats, at head_dims with a scalar tail.
+TEST(SimdParity, Int16ScoreKernelVariantsMatchTheScalarKernel) {
+  if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX2";
+  const auto scalar = kernels::kernel_set(SimdLevel::kScalar).dot_packed_int16;
+  std::mt19937 gen(11);
+  for (int bits : {5, 6, 7, 8}) {
+    for (int d : {8, 24, 80, 128, 136}) {
+      const int top = kernels::int16_top(d), n = 37, m = 6;
+      const int64_t code_bytes = (int64_t(d) * bits + 7) / 8;
+      std::vector<uint8_t> codes(size_t(n * code_bytes));
+      for (auto& c : codes) c = uint8_t(gen());
+      std::vector<int32_t> table(256, 0);
+      std::vector<int16_t> q(size_t(m) * d);
+      std::uniform_int_distribution<int> value(-top, top);
+      for (int e = 0; e < (1 << bits); ++e) table[size_t(e)] = value(gen);
+      for (auto& v : q) v = int16_t(value(gen));
+      q[0] = int16_t(top);  // the extremes: d top^2 stays below 2^31
+      table[0] = -top;
+      // 5-7 bits at head_dims of whole 16s are read from their packed bytes (no slack after the
+      // last row here, so ASan sees any overread), other shapes from unpacked index bytes.
+      EXPECT_EQ(kernels::spread_fits(bits, d), bits < 8 && d % 16 == 0 && !kernels::kPdepIsSlow);
+      const std::vector<float> scales = {0.5f, 1e-3f, 2.0f, 3.0f, 0.25f, 7.0f};
+      std::vector<float> expect(size_t(m) * n), got(size_t(m) * n);
+      scalar(q.data(), scales.data(), m, codes.data(), code_bytes, n, table.data(), 1e-4f, bits, d,
+             expect.data(), n, {});
+      for (bool vnni : {false, true}) {
+        if (vnni && !kernels::kHasAvxVnni) continue;
+        for (bool gather : {false, true}) {
+          kernels::dot_packed_int16_avx2_variant(vnni, gather)(q.data(), scales.data(), m, codes.data(),
+                                                              code_bytes, n, table.data(), 1e-4f, bits, d,
+                                                              got.data(), n, {});
+          ASSERT_EQ(0, std::memcmp(expect.data(), got.data(), got.size() * sizeof(float)))
+              << "bits=" << bits << " d=" << d << " vnni=" << vnni << " gather=" << gather;
+        }
+      }
+    }
+  }
 }
 
 // Queries and centroids are rounded to int8 by one function for every level (quantize_int8): to

@@ -22,9 +22,10 @@ def test_codec_throughput_script(tmp_path):
     levels = turbokv.supported_simd()
     assert {(r["impl"], r["bits"]) for r in result["encode"]} >= {(f"turbokv {lv}", b) for lv in levels for b in (3, 8)}
     simd = [lv for lv in levels if lv != "scalar"]
-    # float32 rows per (queries, level, width), plus int8 rows for the 3-bit width on SIMD levels
-    assert len(result["scores"]) == 3 * len(levels) * 2 + 3 * len(simd)
-    assert {r["impl"] for r in result["scores"] if r["bits"] == 3} >= {f"turbokv {lv} int8" for lv in simd}
+    # float32 rows per (queries, level, width), plus integer rows for both widths on SIMD levels
+    assert len(result["scores"]) == 3 * len(levels) * 2 + 3 * len(simd) * 2
+    for bits in (3, 8):
+        assert {r["impl"] for r in result["scores"] if r["bits"] == bits} >= {f"turbokv {lv} int8" for lv in simd}
 
 
 def test_attention_script(tmp_path):
@@ -37,9 +38,8 @@ def test_attention_script_int8_rows(tmp_path):
     result = run("attention.py", "--contexts", "300", "--repeats", "1", "--settings", "4,4", "8,4",
                  "--scores", "exact", "int8", tmp_path=tmp_path)
     names = {r["impl"] for r in result["rows"]}
-    # int8 applies to 4-bit keys only: no int8 row for K8V4 (its scores stay float32)
-    assert {"turbokv fused K4V4", "turbokv fused K4V4 int8", "turbokv fused K8V4"} <= names
-    assert "turbokv fused K8V4 int8" not in names
+    # integer scores apply to every width: int16 sums for K8V4's 8-bit keys
+    assert {"turbokv fused K4V4", "turbokv fused K4V4 int8", "turbokv fused K8V4", "turbokv fused K8V4 int8"} <= names
 
 
 def test_attention_script_int8_value_rows(tmp_path):

@@ -459,15 +459,15 @@ def test_saved_loaded_and_copied_caches_continue_exactly(models, tmp_path):
         cache_for(fused).save(tmp_path / "empty.tkv")
 
 
-@pytest.mark.parametrize("which", ["scores", "values"])
-def test_int8_in_a_model_runs_on_the_codes_and_stays_close(models, which):
-    """TurboQuantCache(scores="int8") / (values="int8"): decode steps score 4-bit keys / sum 4-bit
-    values in int8 (asserted per layer), the prompt on tiles stays float32, and the logits move far
-    less than the codec moves them."""
+@pytest.mark.parametrize("which, key_bits", [("scores", 4), ("values", 4), ("scores", 8)])
+def test_int8_in_a_model_runs_on_the_codes_and_stays_close(models, which, key_bits):
+    """TurboQuantCache(scores="int8") / (values="int8"): decode steps score 4-bit keys (8-bit ones
+    in int16) / sum 4-bit values in integers (asserted per layer), the prompt on tiles stays
+    float32, and the logits move far less than the codec moves them."""
     default, fused = models
     ids = torch.randint(0, 512, (2, 24), generator=torch.Generator().manual_seed(7))
-    exact_cache = cache_for(fused, key_bits=4, value_bits=4)
-    int8_cache = cache_for(fused, key_bits=4, value_bits=4, **{which: "int8"})
+    exact_cache = cache_for(fused, key_bits=key_bits, value_bits=4)
+    int8_cache = cache_for(fused, key_bits=key_bits, value_bits=4, **{which: "int8"})
     exact = stepwise_logits(fused, exact_cache, ids, steps=4)
     int8 = stepwise_logits(fused, int8_cache, ids, steps=4)
     ran = f"last_attention_{which}"

@@ -12,30 +12,42 @@ from turbokv import reference
 SIMD_LEVELS = turbokv.supported_simd()
 
 
-def int8_round(x: np.ndarray):
-    """Rows of x rounded to int8 with one scale per row (max |x| -> 127), as the library says."""
-    top = np.abs(x).max(axis=-1, keepdims=True)
-    scale = np.where(top > 0, top / 127.0, 0.0)
-    return np.rint(x / np.where(top > 0, scale, 1.0)), scale
+def integer_top(bits: int, d: int) -> int:
+    """The largest rounded magnitude, as the library documents it: 127 (int8) up to 4 bits; for
+    5-8-bit keys the largest t with d * t^2 < 2^31 (int16), so that every exact sum fits int32."""
+    if bits <= 4:
+        return 127
+    t = math.isqrt((2**31 - 1) // d)
+    while d * t * t >= 2**31:
+        t -= 1
+    return min(t, 32767)
+
+
+def integer_round(x: np.ndarray, top: int):
+    """Rows of x rounded to integers with one scale per row (max |x| -> top)."""
+    big = np.abs(x).max(axis=-1, keepdims=True)
+    scale = np.where(big > 0, big / top, 0.0)
+    return np.rint(x / np.where(big > 0, scale, 1.0)), scale
 
 
 def numpy_int8_scores(codec: reference.Codec, q: np.ndarray, enc) -> tuple:
-    """Scores from the int8-rounded rotated query and centroids (float64), and one rounding step
+    """Scores from the integer-rounded rotated query and centroids (float64), and one rounding step
     of a query coordinate per score (the tolerance for float32-vs-float64 rounding ties)."""
     d = codec.head_dim
+    top = integer_top(codec.mse_bits, d)
     rotated = q.astype(np.float64) @ codec.rotation.T / math.sqrt(d)
-    q8, q_scale = int8_round(rotated)
-    c8, c_scale = int8_round(codec.centroids[None, :])
+    qi, q_scale = integer_round(rotated, top)
+    ci, c_scale = integer_round(codec.centroids[None, :], top)
     idx = reference.unpack(enc.codes, d, codec.mse_bits)
-    sums = q8 @ c8[0][idx].T  # (m, n) exact integers
+    sums = qi @ ci[0][idx].T  # (m, n) exact integers
     norms = enc.norms.astype(np.float64)[None, :]
-    step = q_scale * c_scale * 127 * norms
+    step = q_scale * c_scale * top * norms
     return sums * q_scale * c_scale * norms, step
 
 
 @pytest.mark.parametrize("simd", SIMD_LEVELS)
 @pytest.mark.parametrize("d", [16, 64, 80, 96, 128])
-@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 6, 7, 8])
 def test_int8_scores_equal_the_numpy_model_of_their_rounding(bits, d, simd, rng, monkeypatch):
     monkeypatch.setenv("TURBOKV_SIMD", simd)
     codec = turbokv.Codec(head_dim=d, bits=bits, seed=3)
@@ -55,7 +67,7 @@ def test_int8_scores_equal_the_numpy_model_of_their_rounding(bits, d, simd, rng,
     assert np.sqrt(np.mean((got - exact) ** 2)) < 0.15 * np.sqrt(np.mean((exact - true) ** 2))
 
 
-@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 8])
 def test_int8_scores_are_bit_identical_at_every_simd_level(bits, rng, monkeypatch):
     d = 128
     x = rng.standard_normal((513, d)).astype(np.float32)
@@ -72,9 +84,6 @@ def test_int8_scores_are_bit_identical_at_every_simd_level(bits, rng, monkeypatc
 def test_int8_scores_refuse_what_they_do_not_implement(rng):
     x = rng.standard_normal((4, 64)).astype(np.float32)
     q = rng.standard_normal((2, 64)).astype(np.float32)
-    wide = turbokv.Codec(head_dim=64, bits=5)
-    with pytest.raises(ValueError, match="at most 4 bits"):
-        wide.scores(q, wide.encode(x), precision="int8")
     codec = turbokv.Codec(head_dim=64, bits=4)
     with pytest.raises(ValueError, match="precision"):
         codec.scores(q, codec.encode(x), precision="int4")
@@ -85,7 +94,7 @@ def test_int8_scores_refuse_what_they_do_not_implement(rng):
 
 
 @pytest.mark.parametrize("simd", SIMD_LEVELS)
-@pytest.mark.parametrize("key_bits", [2, 3, 4])
+@pytest.mark.parametrize("key_bits", [2, 3, 4, 6, 8])
 def test_attention_with_int8_scores_stays_near_the_oracle(key_bits, simd, rng, monkeypatch):
     monkeypatch.setenv("TURBOKV_SIMD", simd)
     d = 128
@@ -108,10 +117,11 @@ def test_int8_scores_apply_only_where_they_are_implemented(rng):
     d = 64
     k = rng.standard_normal((1, 2, 300, d), dtype=np.float32)
     q1 = rng.standard_normal((1, 4, 1, d), dtype=np.float32)
-    wide = turbokv.KVCache(d, 2, key_bits=8, value_bits=4, protect_keys=False)
+    wide = turbokv.KVCache(d, 2, key_bits=8, value_bits=8, protect_keys=False)
     wide.update(k, k)
-    wide.attention(q1, scores="int8")
-    assert wide.last_attention_scores == "exact"  # 8-bit keys: float32 scores
+    wide.attention(q1, scores="int8", values="int8")
+    assert wide.last_attention_scores == "int8"  # 8-bit keys: int16 sums
+    assert wide.last_attention_values == "exact"  # 8-bit values: float32 sums
     narrow = turbokv.KVCache(d, 2, key_bits=4, value_bits=4, protect_keys=False)
     narrow.update(k, k)
     narrow.attention(q1, scores="int8", path="tiles")

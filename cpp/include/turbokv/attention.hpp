@@ -24,8 +24,9 @@ namespace turbokv {
 // min_tile_rows(key bits) query rows (query heads of a KV head x query positions), else codes.
 enum class AttentionPath { kAuto, kCodes, kTiles };
 
-// AttentionOptions::scores (ScorePrecision, codec.hpp) applies to keys of at most 4 bits scored
-// on the codes path; wider keys, float16 keys and tiles stay float32 (AttentionReport::int8_items).
+// AttentionOptions::scores (ScorePrecision, codec.hpp) applies to keys scored on the codes path
+// (int8 sums up to 4 bits, int16 ones for 5-8); float16 keys and tiles stay float32
+// (AttentionReport::int8_items).
 // AttentionOptions::values (ValuePrecision) likewise to values of at most 4 bits summed on the
 // codes path (AttentionReport::int8_value_items).
 

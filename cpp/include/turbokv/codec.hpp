@@ -27,8 +27,9 @@ struct BoundaryGrid;
 
 enum class Mode { kMse, kProd };
 // How scores on the codes are summed. kExact: float32 products with the float codebook. kInt8:
-// the rotated query and the centroids rounded to int8, products summed exactly in int32
-// (pshufb/maddubs on AVX2); keys of at most 4 bits only (Codec::int8_scores_supported).
+// the rotated query and the centroids rounded to integers, products summed exactly in int32:
+// int8 for keys of 1-4 bits (pshufb/maddubs on AVX2), int16 for 5-8 bits
+// (Codec::scores_use_int16).
 enum class ScorePrecision { kExact, kInt8 };
 // How value sums on the codes are done. kExact: float32 multiply-adds with the float codebook.
 // kInt8: each query's weights rounded to 7-bit bytes per group of 16 tokens (scaled to that
@@ -116,11 +117,15 @@ class Codec {
                        int64_t out_stride, const uint8_t* prefetch_rows = nullptr,
                        int64_t prefetch_stride = 0) const;
 
-  // Int8 scores (#13 item 2), for mse widths up to 4 bits (int8_scores_supported): each prepared
-  // query rounded to int8 with one scale (prepare_queries_int8: q8 m x d, scales m), the
-  // centroids likewise, products summed exactly; the sketch term of prod mode stays float32.
-  // Bit-identical at every SIMD level; the error is the query's and the centroids' rounding.
-  bool int8_scores_supported() const { return mse_bits() <= 4; }
+  // Integer scores (ScorePrecision::kInt8, #13 item 2), for every mse width (int8_scores_supported):
+  // up to 4 bits each prepared query is rounded to int8 with one scale (prepare_queries_int8: q8
+  // m x d, scales m) and the centroids likewise; at 5-8 bits (scores_use_int16) both are rounded
+  // to int16 (prepare_queries_int16, kernels::int16_top), as an int8 query would dominate the
+  // error of those codebooks. Products are summed exactly; the sketch term of prod mode stays
+  // float32. Bit-identical at every SIMD level; the error is the query's and the centroids'
+  // rounding.
+  bool int8_scores_supported() const { return mse_bits() <= 8; }
+  bool scores_use_int16() const { return mse_bits() > 4; }
   // Whether encode runs rows (float16 ones converted a block at a time) through the level's row
   // encoder (KernelSet::encode_rows: on AVX-512 norm, rotation and quantiser in registers, on AVX2
   // the stage kernels with the next row's norm issued early; the same codes and norms as
@@ -128,11 +133,16 @@ class Codec {
   // the level takes.
   bool encodes_rows_fused() const;
   void prepare_queries_int8(const float* rotated, int64_t m, int8_t* q8, float* scales) const;
+  void prepare_queries_int16(const float* rotated, int64_t m, int16_t* q16, float* scales) const;
   // prefetch_rows: as in scores_prepared.
   void scores_prepared_int8(const int8_t* q8, const float* scales, const float* sketched,
                             int64_t m, const ConstEncodedBuffers& keys, int64_t n, float* out,
                             int64_t out_stride, const uint8_t* prefetch_rows = nullptr,
                             int64_t prefetch_stride = 0) const;
+  void scores_prepared_int16(const int16_t* q16, const float* scales, const float* sketched,
+                             int64_t m, const ConstEncodedBuffers& keys, int64_t n, float* out,
+                             int64_t out_stride, const uint8_t* prefetch_rows = nullptr,
+                             int64_t prefetch_stride = 0) const;
 
   // Weighted sums of encoded vectors without decoding them (the value side of attention):
   //   sum_j w[a * w_stride + j] decode(v_j) = finish(acc_rotated_a, acc_sketch_a)
@@ -201,6 +211,8 @@ class Codec {
   std::vector<float> boundaries_;  // padded with +inf
   std::vector<int8_t> centroids_int8_;  // 16 entries (zero past 2^bits), for <= 4-bit int8 scores
   float centroids_int8_scale_ = 0.0f;
+  std::vector<int32_t> centroids_int16_;  // 256 entries (zero past 2^bits), for 5-8-bit int16 scores
+  float centroids_int16_scale_ = 0.0f;
   float sqrt_dim_;
   float inv_sqrt_dim_;
 };

@@ -81,6 +81,10 @@ SETTINGS: List[Setting] = [
     _s("K4V4 int8 scores", "scores", key_bits=4, value_bits=4, scores="int8", path="codes"),
     _s("K3V3 int8 scores", "scores", key_bits=3, value_bits=3, scores="int8", path="codes"),
     _s("K2V2 int8 scores", "scores", key_bits=2, value_bits=2, scores="int8", path="codes"),
+    # 5-8-bit keys: the query and centroids rounded to int16 (int16_top), exact integer sums.
+    _s("K8V4 int8 scores", "scores", key_bits=8, value_bits=4, scores="int8", path="codes"),
+    _s("K8V4 int8 scores and values", "scores", key_bits=8, value_bits=4, scores="int8", values="int8",
+       path="codes"),
     # Int8 values (weights rounded to bytes per 16 tokens, centroids to int8, exact integer sums).
     _s("K4V4 int8 values", "scores", key_bits=4, value_bits=4, values="int8", path="codes"),
     _s("K4V4 int8 scores and values", "scores", key_bits=4, value_bits=4, scores="int8", values="int8",
