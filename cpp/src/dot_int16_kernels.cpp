@@ -9,6 +9,10 @@
 #include <cmath>
 #include <vector>
 
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
 #include "avx2_helpers.hpp"
 #include "int16_queries.hpp"
 #include "kernels.hpp"
@@ -74,6 +78,36 @@ void dot_packed_int16_avx512(const int16_t* q16, const float* q_scale, int m, co
 }
 #endif
 
+#if defined(__aarch64__)
+// NEON: each key's centroids looked up once into int16 words by scalar loads (NEON has no
+// gather; the NEON float32 kernel reads 5-8-bit tables the same way), then per query smlal /
+// smlal2 multiply 8 words into two int32 accumulators. Same integers as the scalar kernel.
+void dot_packed_int16_neon(const int16_t* q16, const float* q_scale, int m, const uint8_t* codes,
+                           int64_t code_bytes, int64_t n, const int32_t* table, float table_scale,
+                           int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
+  Int16KeyIndices keys(codes, code_bytes, bits, d, SimdLevel::kNeon);
+  std::vector<int16_t> row(static_cast<size_t>(d));
+  const int d8 = d / 8 * 8;
+  for (int64_t j = 0; j < n; ++j) {
+    ahead.fetch(j);
+    const uint8_t* idx = keys(j);
+    for (int i = 0; i < d; ++i) row[i] = static_cast<int16_t>(table[idx[i]]);
+    for (int a = 0; a < m; ++a) {
+      const int16_t* qa = q16 + static_cast<int64_t>(a) * d;
+      int32x4_t low = vdupq_n_s32(0), high = vdupq_n_s32(0);
+      for (int i = 0; i < d8; i += 8) {
+        const int16x8_t r = vld1q_s16(row.data() + i), q = vld1q_s16(qa + i);
+        low = vmlal_s16(low, vget_low_s16(r), vget_low_s16(q));
+        high = vmlal_high_s16(high, r, q);
+      }
+      int32_t sum = vaddvq_s32(vaddq_s32(low, high));
+      for (int i = d8; i < d; ++i) sum += int32_t{qa[i]} * row[i];
+      out[a * out_stride + j] = static_cast<float>(sum) * (q_scale[a] * table_scale);
+    }
+  }
+}
+#endif
+
 }  // namespace
 
 #if TURBOKV_X86
@@ -85,8 +119,10 @@ DotPackedInt16Fn dot_packed_int16_avx2_variant(bool avx_vnni, bool gather) {
 DotPackedInt16Fn dot_packed_int16_avx2_variant(bool, bool) { return nullptr; }
 #endif
 
-// NEON takes the scalar kernel (same integers); no NEON int16 kernel has been written yet.
 DotPackedInt16Fn select_dot_packed_int16(SimdLevel level) {
+#if defined(__aarch64__)
+  if (level == SimdLevel::kNeon) return dot_packed_int16_neon;
+#endif
   return TURBOKV_PICK(level, dot_packed_int16_scalar, dot_packed_int16_avx2, dot_packed_int16_avx512);
 }
 
