@@ -4,7 +4,7 @@
 // codes, carried over to this path). Error: the rounding of the query (step max|q_i| / 127) and of
 // the centroids (step max|c| / 127), far below the codec's own at <= 4 bits (bounded in
 // tests/cpp/test_simd_parity.cpp, measured on models in bench/results/quality_int8.md); wider keys
-// are not offered this path (an int8 query would dominate their error).
+// round to int16 instead (an int8 query would dominate their error: dot_int16_kernels.cpp).
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -45,10 +45,15 @@ float quantize_to(const float* x, int n, int top_int, Int* out) {
   // and subtracting 1.5 * 2^23 does that for |v| < 2^22 in the default rounding mode, as lrint
   // does, without a libm call per element (one was 1.4% of K4V4 int8 decode at a 1K context).
   // (The build's -ffp-contract=off keeps the product rounded before the add.)
+  // Non-finite coordinates (which the Python API refuses; C++ callers may pass them) would make
+  // the cast undefined: NaN rounds to 0 and an infinity, which makes inv 0, to 0 too (found by
+  // fuzz_packed_readers). Finite rows never take that branch: |v| <= top_int after rounding.
   constexpr float kRound = 12582912.0f;
+  const float limit = static_cast<float>(top_int);
   for (int i = 0; i < n; ++i) {
-    const float v = (x[i] * pre) * inv;
-    out[i] = static_cast<Int>(static_cast<int>((v + kRound) - kRound));
+    float r = ((x[i] * pre) * inv + kRound) - kRound;
+    if (!(std::fabs(r) <= limit)) r = r > 0.0f ? limit : r < 0.0f ? -limit : 0.0f;
+    out[i] = static_cast<Int>(static_cast<int>(r));
   }
   return top / static_cast<float>(top_int);
 }

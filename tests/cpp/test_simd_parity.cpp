@@ -411,6 +411,15 @@ TEST(SimdParity, QuantizeInt8RoundsAsLrint) {
   std::vector<int8_t> sub8(sub.size());
   EXPECT_EQ(kernels::quantize_int8(sub.data(), int(sub.size()), sub8.data()), tiny / 127.0f);
   EXPECT_EQ(sub8, (std::vector<int8_t>{127, 64, -127, 0, 95, -1}));  // 63.5 and -0.99 round to 64, -1
+  // Non-finite coordinates (C++ callers only: Python refuses them) round to 0, without undefined
+  // behaviour (UBSan in scripts/sanitize.sh): NaN anywhere, or an infinity (inv becomes 0).
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::vector<int8_t> bad8(3);
+  EXPECT_EQ(kernels::quantize_int8(std::vector<float>{nan, 1.0f, -2.0f}.data(), 3, bad8.data()), 2.0f / 127.0f);
+  EXPECT_EQ(bad8, (std::vector<int8_t>{0, 64, -127}));  // 63.5 rounds to 64
+  std::vector<int16_t> bad16(3);
+  EXPECT_EQ(kernels::quantize_int16(std::vector<float>{inf, 1.0f, -inf}.data(), 3, 4095, bad16.data()), inf);
+  EXPECT_EQ(bad16, (std::vector<int16_t>{0, 0, 0}));
   std::mt19937 gen(5);
   std::normal_distribution<float> normal;
   for (float scale : {1e-30f, 3e-3f, 1.0f, 7.7e4f, 1e30f}) {
