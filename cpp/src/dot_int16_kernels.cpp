@@ -15,37 +15,22 @@
 
 #include "avx2_helpers.hpp"
 #include "int16_queries.hpp"
+#include "key_index_rows.hpp"
 #include "kernels.hpp"
 
 namespace turbokv {
 namespace kernels {
 namespace {
 
-// Key j's indices: 8-bit codes in place, narrower ones unpacked into a buffer.
-class Int16KeyIndices {
- public:
-  Int16KeyIndices(const uint8_t* codes, int64_t code_bytes, int bits, int d, SimdLevel level)
-      : codes_(codes), code_bytes_(code_bytes), bits_(bits), d_(d), unpack_(select_unpack(level)),
-        idx_(bits == 8 ? 0 : static_cast<size_t>(d)) {}
-  const uint8_t* operator()(int64_t j) {
-    const uint8_t* key = codes_ + j * code_bytes_;
-    if (idx_.empty()) return key;
-    unpack_(key, d_, bits_, idx_.data());
-    return idx_.data();
-  }
-
- private:
-  const uint8_t* codes_;
-  int64_t code_bytes_;
-  int bits_, d_;
-  UnpackFn unpack_;
-  std::vector<uint8_t> idx_;
-};
+// Key j's indices: 8-bit codes in place, narrower ones unpacked into a buffer of d bytes.
+inline KeyIndexRows key_indices(const uint8_t* codes, int64_t code_bytes, int bits, int d, SimdLevel level) {
+  return KeyIndexRows(codes, code_bytes, bits, d, bits != 8, d, level);
+}
 
 void dot_packed_int16_scalar(const int16_t* q16, const float* q_scale, int m, const uint8_t* codes,
                              int64_t code_bytes, int64_t n, const int32_t* table, float table_scale,
                              int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
-  Int16KeyIndices keys(codes, code_bytes, bits, d, SimdLevel::kScalar);
+  KeyIndexRows keys = key_indices(codes, code_bytes, bits, d, SimdLevel::kScalar);
   for (int64_t j = 0; j < n; ++j) {
     ahead.fetch(j);
     const uint8_t* idx = keys(j);
@@ -85,7 +70,7 @@ void dot_packed_int16_avx512(const int16_t* q16, const float* q_scale, int m, co
 void dot_packed_int16_neon(const int16_t* q16, const float* q_scale, int m, const uint8_t* codes,
                            int64_t code_bytes, int64_t n, const int32_t* table, float table_scale,
                            int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
-  Int16KeyIndices keys(codes, code_bytes, bits, d, SimdLevel::kNeon);
+  KeyIndexRows keys = key_indices(codes, code_bytes, bits, d, SimdLevel::kNeon);
   std::vector<int16_t> row(static_cast<size_t>(d));
   const int d8 = d / 8 * 8;
   for (int64_t j = 0; j < n; ++j) {

@@ -14,6 +14,7 @@
 
 #include "avx2_helpers.hpp"
 #include "int8_layout.hpp"
+#include "key_index_rows.hpp"
 #include "kernels.hpp"
 
 #if defined(__aarch64__)
@@ -106,29 +107,6 @@ template <typename Call>
   call(std::integral_constant<int, 1>{});
 }
 
-// The keys one after another as the SIMD kernels read them: packed codes in place, or each key
-// unpacked into a zero-padded buffer of `padded` bytes (whole chunks; the query is zero there).
-class [[maybe_unused]] Int8KeyRows {
- public:
-  Int8KeyRows(const uint8_t* codes, int64_t code_bytes, int bits, int d, bool unpacked,
-              int64_t padded, SimdLevel level)
-      : codes_(codes), code_bytes_(code_bytes), bits_(bits), d_(d), unpack_(select_unpack(level)),
-        idx_(unpacked ? static_cast<size_t>(padded) : 0, 0) {}
-  const uint8_t* operator()(int64_t j) {
-    const uint8_t* key = codes_ + j * code_bytes_;
-    if (idx_.empty()) return key;
-    unpack_(key, d_, bits_, idx_.data());
-    return idx_.data();
-  }
-
- private:
-  const uint8_t* codes_;
-  int64_t code_bytes_;
-  int bits_, d_;
-  UnpackFn unpack_;
-  std::vector<uint8_t> idx_;
-};
-
 #if TURBOKV_X86
 // What the AVX2 kernel scores: the code rows as stored (1, 2, 4 bits, or index bytes unpacked per
 // key), or 3-bit rows read in registers, as index bytes (by SIMD) or as the nibble bytes of their
@@ -198,7 +176,7 @@ void dot_int8_neon(const int8_t* q8, const float* q_scale, int m, const uint8_t*
   std::vector<float> scales(static_cast<size_t>(m));
   for (int a = 0; a < m; ++a) scales[a] = q_scale[a] * table_scale;  // the scalar kernel's product
   const int8x16_t table = vld1q_s8(table8);
-  Int8KeyRows keys(codes, code_bytes, bits, d, unpacked, L.stride, SimdLevel::kNeon);
+  KeyIndexRows keys(codes, code_bytes, bits, d, unpacked, L.stride, SimdLevel::kNeon);
   for (int64_t j = 0; j < n; ++j) {
     ahead.fetch(j);
     const uint8_t* key = keys(j);
