@@ -4,8 +4,9 @@
 // the largest magnitude at most, ~20x below the 8-bit codec's own error in rms) and the products
 // summed exactly in int32: every level returns the same integers, hence bit-identical scores.
 // What this buys is arithmetic: vpmaddwd / vpdpwssd take 16 products per 256 bits where an FMA
-// takes 8. The lookups stay: a gather per 8 indices on AVX2 (the float32 route's cost), two byte
-// planes of vpermi2b per 64 indices on AVX-512 with VBMI (half the float32 planes' four).
+// takes 8. The lookups stay: on AVX2 vpshufb on byte planes of the codebook's magnitudes for 5-
+// and 6-bit keys, a gather per 8 indices for wider ones (the float32 route's cost); on AVX-512
+// with VBMI two byte planes of vpermi2b per 64 indices (half the float32 planes' four).
 #include <cmath>
 #include <vector>
 
@@ -43,6 +44,31 @@ void dot_packed_int16_scalar(const int16_t* q16, const float* q_scale, int m, co
   }
 }
 
+// The shuffle route's tables (int16_avx2_kernel.inc, shuffle_words): the low and high bytes of the
+// magnitudes table[half + m], 16 per sub-table h, each plane XORed with the one before it (the
+// staircase lookup XORs them back), repeated in both 128-bit lanes for vpshufb. count 0: the
+// table does not fit (int16_shuffle_fits).
+struct ShuffleTables {
+  int count = 0;
+  alignas(32) uint8_t lo[8][32], hi[8][32];
+};
+
+ShuffleTables shuffle_tables(const int32_t* table, int bits) {
+  ShuffleTables t;
+  if (!int16_shuffle_fits(table, bits)) return t;
+  const int half = 1 << (bits - 1);
+  t.count = half / 16;
+  for (int h = 0; h < t.count; ++h) {
+    for (int l = 0; l < 16; ++l) {
+      const int32_t v = table[half + 16 * h + l], before = h > 0 ? table[half + 16 * (h - 1) + l] : 0;
+      const auto lo = static_cast<uint8_t>((v ^ before) & 0xFF), hi = static_cast<uint8_t>(((v ^ before) >> 8) & 0xFF);
+      t.lo[h][l] = t.lo[h][l + 16] = lo;
+      t.hi[h][l] = t.hi[h][l + 16] = hi;
+    }
+  }
+  return t;
+}
+
 #if TURBOKV_X86
 #define TURBOKV_AVX2_TWICE_FILE "int16_avx2_kernel.inc"
 #include "avx2_twice.inc"
@@ -51,7 +77,7 @@ void dot_packed_int16_scalar(const int16_t* q16, const float* q_scale, int m, co
 void dot_packed_int16_avx2(const int16_t* q16, const float* q_scale, int m, const uint8_t* codes,
                            int64_t code_bytes, int64_t n, const int32_t* table, float table_scale,
                            int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
-  dot_packed_int16_avx2_variant(kHasAvxVnni, !kGathersAreSlow)(
+  dot_packed_int16_avx2_variant(kHasAvxVnni, int16_avx2_lookup(bits))(
       q16, q_scale, m, codes, code_bytes, n, table, table_scale, bits, d, out, out_stride, ahead);
 }
 
@@ -95,13 +121,40 @@ void dot_packed_int16_neon(const int16_t* q16, const float* q_scale, int m, cons
 
 }  // namespace
 
+bool int16_shuffle_fits(const int32_t* table, int bits) {
+  if (bits < 5 || bits > 8) return false;
+  const int half = 1 << (bits - 1);
+  for (int k = 0; k < half; ++k) {
+    if (table[half + k] < 0 || table[half + k] > 32767 || table[half - 1 - k] != -table[half + k]) return false;
+  }
+  return true;
+}
+
+// vpshufb on 1 or 2 sub-tables (5- and 6-bit keys) beat the gathers in one process (bench/ab, K5V4
+// 0.78-0.81 one thread, 0.93 on two; K6V4 0.86-0.99, 0.92-1.01); from 4 (7 bits: 1.00-1.14,
+// 8 bits: 1.24-1.31) the 2 vpshufb per sub-table on port 5 cost more than 2 gathers per 16
+// indices (kernel_choices_avx2.md, round 23). Where gathers are slow (AMD Zen 1-3) wider keys keep the
+// scalar loads that were measured there.
 #if TURBOKV_X86
-DotPackedInt16Fn dot_packed_int16_avx2_variant(bool avx_vnni, bool gather) {
-  if (avx_vnni) return gather ? avx_vnni::dot_packed_int16_with<true> : avx_vnni::dot_packed_int16_with<false>;
-  return gather ? plain::dot_packed_int16_with<true> : plain::dot_packed_int16_with<false>;
+Int16Lookup int16_avx2_lookup(int bits) {
+  if (bits <= 6) return Int16Lookup::kShuffle;
+  return kGathersAreSlow ? Int16Lookup::kLoads : Int16Lookup::kGather;
+}
+
+DotPackedInt16Fn dot_packed_int16_avx2_variant(bool avx_vnni, Int16Lookup lookup) {
+  switch (lookup) {
+    case Int16Lookup::kGather:
+      return avx_vnni ? avx_vnni::dot_packed_int16_with<Int16Lookup::kGather> : plain::dot_packed_int16_with<Int16Lookup::kGather>;
+    case Int16Lookup::kLoads:
+      return avx_vnni ? avx_vnni::dot_packed_int16_with<Int16Lookup::kLoads> : plain::dot_packed_int16_with<Int16Lookup::kLoads>;
+    case Int16Lookup::kShuffle:
+      return avx_vnni ? avx_vnni::dot_packed_int16_with<Int16Lookup::kShuffle> : plain::dot_packed_int16_with<Int16Lookup::kShuffle>;
+  }
+  return nullptr;
 }
 #else
-DotPackedInt16Fn dot_packed_int16_avx2_variant(bool, bool) { return nullptr; }
+Int16Lookup int16_avx2_lookup(int) { return Int16Lookup::kGather; }
+DotPackedInt16Fn dot_packed_int16_avx2_variant(bool, Int16Lookup) { return nullptr; }
 #endif
 
 DotPackedInt16Fn select_dot_packed_int16(SimdLevel level) {

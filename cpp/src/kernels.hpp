@@ -290,10 +290,19 @@ float quantize_int16(const float* x, int n, int top, int16_t* out);
 using DotPackedInt16Fn = void (*)(const int16_t*, const float*, int, const uint8_t*, int64_t, int64_t,
                                   const int32_t*, float, int, int, float*, int64_t, RowsAhead);
 DotPackedInt16Fn select_dot_packed_int16(SimdLevel level);
-// The AVX2 level's int16 kernel with and without AVX-VNNI (vpdpwssd), by gathers or scalar loads
-// (the level picks by kHasAvxVnni and kGathersAreSlow), for tests (nullptr off x86); and whether
-// the AVX-512 level takes its byte-plane kernel (VBMI and VNNI, head_dim a multiple of 64).
-DotPackedInt16Fn dot_packed_int16_avx2_variant(bool avx_vnni, bool gather);
+// How the AVX2 int16 kernel looks centroids up: gathers, scalar loads, or vpshufb on byte planes
+// of the magnitudes where the table is antisymmetric (int16_shuffle_fits; else gathers).
+enum class Int16Lookup { kGather, kLoads, kShuffle };
+// Whether a table of 2^bits int16 centroids (5-8 bits) takes the shuffle route: antisymmetric
+// (table[half - 1 - k] == -table[half + k], as every Lloyd-Max codebook) with the upper half in
+// 0 .. 32767.
+bool int16_shuffle_fits(const int32_t* table, int bits);
+// The lookup the AVX2 level's int16 kernel takes for keys of `bits` (5-8) with a fitting table.
+Int16Lookup int16_avx2_lookup(int bits);
+// The AVX2 level's int16 kernel with and without AVX-VNNI (vpdpwssd), by each lookup (the level
+// picks the shuffle route), for tests (nullptr off x86); and whether the AVX-512 level takes its
+// byte-plane kernel (VBMI and VNNI, head_dim a multiple of 64).
+DotPackedInt16Fn dot_packed_int16_avx2_variant(bool avx_vnni, Int16Lookup lookup);
 bool int16_planes_fit(int d);
 // That kernel (planes_vbmi_kernels.cpp): same contract as KernelSet::dot_packed_int16; x86 only.
 void dot_planes_int16_vbmi(const int16_t* q16, const float* q_scale, int m, const uint8_t* codes,

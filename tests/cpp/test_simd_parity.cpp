@@ -293,6 +293,15 @@ TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
           if (level == SimdLevel::kAvx512 && mse_bits > 4) {
             EXPECT_EQ(kernels::int16_planes_fit(d), kernels::kHasAvx512Vbmi && kernels::kHasAvx512Vnni && d % 64 == 0);
           }
+          if (level == SimdLevel::kAvx2 && mse_bits > 4) {  // 5 and 6 bits: the shuffle route, on the codebook's words
+            const std::vector<float>& centroids = lloyd_max_codebook(mse_bits).centroids;
+            std::vector<int16_t> c16(centroids.size());
+            kernels::quantize_int16(centroids.data(), int(c16.size()), top, c16.data());
+            std::vector<int32_t> table(256, 0);
+            std::copy(c16.begin(), c16.end(), table.begin());
+            EXPECT_TRUE(kernels::int16_shuffle_fits(table.data(), mse_bits));
+            EXPECT_EQ(kernels::int16_avx2_lookup(mse_bits) == kernels::Int16Lookup::kShuffle, mse_bits <= 6);
+          }
           if (bits == 3) {
             EXPECT_EQ(kernels::int8_three_bit_in_registers(int64_t(simd.code_bytes()), d), d % 32 == 0) << d;
           }
@@ -351,15 +360,19 @@ TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
   }
 }
 
-// The AVX2 int16 kernel's four variants (with and without AVX-VNNI, by gathers or scalar loads;
-// the level runs one of them) return the scalar kernel's floats, at head_dims with a scalar tail.
+// The AVX2 int16 kernel's variants (with and without AVX-VNNI, by gathers, scalar loads or
+// vpshufb; the level runs one of them) return the scalar kernel's floats, at head_dims with a
+// scalar tail or a last block of 16, for one query, a tile of 4 and a stored row (6), on
+// antisymmetric tables (the shuffle route's) and others (where it gathers).
 TEST(SimdParity, Int16ScoreKernelVariantsMatchTheScalarKernel) {
   if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX2";
   const auto scalar = kernels::kernel_set(SimdLevel::kScalar).dot_packed_int16;
   std::mt19937 gen(11);
   for (int bits : {5, 6, 7, 8}) {
-    for (int d : {8, 24, 80, 128, 136}) {
-      const int top = kernels::int16_top(d), n = 37, m = 6;
+   for (bool antisymmetric : {false, true}) {
+    for (int d : {8, 16, 24, 48, 80, 128, 136}) {
+     for (int m : {1, 4, 6}) {
+      const int top = kernels::int16_top(d), n = 37;
       const int64_t code_bytes = (int64_t(d) * bits + 7) / 8;
       std::vector<uint8_t> codes(size_t(n * code_bytes));
       for (auto& c : codes) c = uint8_t(gen());
@@ -370,6 +383,14 @@ TEST(SimdParity, Int16ScoreKernelVariantsMatchTheScalarKernel) {
       for (auto& v : q) v = int16_t(value(gen));
       q[0] = int16_t(top);  // the extremes: d top^2 stays below 2^31
       table[0] = -top;
+      // The shuffle route reads antisymmetric tables (every codebook's) and gathers from others.
+      const int half = 1 << (bits - 1);
+      if (antisymmetric) {
+        for (int k = 0; k < half; ++k) table[size_t(half - 1 - k)] = -(table[size_t(half + k)] = std::abs(table[size_t(half + k)]));
+        table[size_t(2 * half - 1)] = top;
+        table[0] = -top;
+      }
+      ASSERT_EQ(kernels::int16_shuffle_fits(table.data(), bits), antisymmetric);
       // 5-7 bits at head_dims of whole 16s are read from their packed bytes (no slack after the
       // last row here, so ASan sees any overread), other shapes from unpacked index bytes.
 #if TURBOKV_X86
@@ -381,15 +402,18 @@ TEST(SimdParity, Int16ScoreKernelVariantsMatchTheScalarKernel) {
              expect.data(), n, {});
       for (bool vnni : {false, true}) {
         if (vnni && !kernels::kHasAvxVnni) continue;
-        for (bool gather : {false, true}) {
-          kernels::dot_packed_int16_avx2_variant(vnni, gather)(q.data(), scales.data(), m, codes.data(),
+        for (auto lookup : {kernels::Int16Lookup::kGather, kernels::Int16Lookup::kLoads, kernels::Int16Lookup::kShuffle}) {
+          kernels::dot_packed_int16_avx2_variant(vnni, lookup)(q.data(), scales.data(), m, codes.data(),
                                                               code_bytes, n, table.data(), 1e-4f, bits, d,
                                                               got.data(), n, {});
           ASSERT_EQ(0, std::memcmp(expect.data(), got.data(), got.size() * sizeof(float)))
-              << "bits=" << bits << " d=" << d << " vnni=" << vnni << " gather=" << gather;
+              << "bits=" << bits << " d=" << d << " m=" << m << " antisymmetric=" << antisymmetric
+              << " vnni=" << vnni << " lookup=" << int(lookup);
         }
       }
+     }
     }
+   }
   }
 }
 
