@@ -163,6 +163,10 @@ struct KernelSet {
 // Same contracts as those two; defined on x86 only (fit is false elsewhere).
 extern const bool kHasAvx512Vbmi;  // this CPU has AVX-512 VBMI (false off x86); set before main
 bool planes_vbmi_fit(int bits, int d);
+// Whether those kernels read an 8-bit table as signed magnitudes (half the lookups): its lower
+// half is its upper half negated, bit for bit (table[127 - k] == -table[128 + k], as every
+// Lloyd-Max codebook); false for other widths and off x86.
+bool planes_vbmi_signed(const float* table, int bits);
 void dot_planes_vbmi(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
                      const float* table, int bits, int d, float* out, int64_t out_stride,
                      RowsAhead ahead);

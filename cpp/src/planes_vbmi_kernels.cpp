@@ -32,6 +32,17 @@ bool planes_vbmi_fit(int bits, int d) {
   return kHasAvx512Vbmi && (bits == 3 || (bits >= 5 && bits <= 8)) && d % 64 == 0;
 }
 
+bool planes_vbmi_signed(const float* table, int bits) {
+  if (bits != 8) return false;
+  for (int k = 0; k < 128; ++k) {
+    uint32_t upper, lower;
+    std::memcpy(&upper, table + 128 + k, 4);
+    std::memcpy(&lower, table + 127 - k, 4);
+    if (lower != (upper ^ 0x80000000u)) return false;
+  }
+  return true;
+}
+
 namespace {
 
 #define TURBOKV_TARGET_AVX512_VBMI \
@@ -39,15 +50,19 @@ namespace {
 
 // The 4 byte planes of a table of 2^kBits floats, 64 entries per register:
 // reg[kQuarters * p + k] holds byte p of entries 64 k .. 64 k + 63 (zero past the table).
-template <int kBits>
+// kSigned (8 bits, an antisymmetric table: planes_vbmi_signed): the planes of the upper 128
+// entries alone, the magnitudes; the lower half's entries are their negatives (lookup64).
+template <int kBits, bool kSigned = false>
 struct Planes {
-  static constexpr int kQuarters = kBits <= 6 ? 1 : (1 << kBits) / 64;
+  static_assert(!kSigned || kBits == 8, "signed planes: 8-bit tables");
+  static constexpr int kQuarters = kBits <= 6 ? 1 : (1 << kBits) / 64 / (kSigned ? 2 : 1);
   __m512i reg[4 * kQuarters];
 };
 
-template <int kBits>
-TURBOKV_TARGET_AVX512_VBMI Planes<kBits> load_planes(const float* table) {
-  constexpr int kQuarters = Planes<kBits>::kQuarters, kEntries = 1 << kBits;
+template <int kBits, bool kSigned = false>
+TURBOKV_TARGET_AVX512_VBMI Planes<kBits, kSigned> load_planes(const float* table) {
+  if constexpr (kSigned) table += 128;
+  constexpr int kQuarters = Planes<kBits, kSigned>::kQuarters, kEntries = 1 << (kSigned ? 7 : kBits);
   alignas(64) uint8_t bytes[4][64 * kQuarters] = {};
   // Per 16 floats: vpermb gathers byte p of each float into the register's 16-byte quarter p.
   alignas(64) int8_t order[64];
@@ -63,7 +78,7 @@ TURBOKV_TARGET_AVX512_VBMI Planes<kBits> load_planes(const float* table) {
     const int count = kEntries < 16 ? kEntries : 16;
     for (int p = 0; p < 4; ++p) std::memcpy(bytes[p] + 16 * block, split + 16 * p, count);
   }
-  Planes<kBits> planes;
+  Planes<kBits, kSigned> planes;
   for (int p = 0; p < 4; ++p) {
     for (int k = 0; k < kQuarters; ++k) planes.reg[kQuarters * p + k] = _mm512_load_si512(bytes[p] + 64 * k);
   }
@@ -118,11 +133,21 @@ TURBOKV_TARGET_AVX512_VBMI inline __m512i plane_bytes(const __m512i* plane, __m5
   }
 }
 
-template <int kBits>
-TURBOKV_TARGET_AVX512_VBMI inline void lookup64(const Planes<kBits>& planes, __m512i codes, __m512* f) {
-  constexpr int kQuarters = Planes<kBits>::kQuarters;
+// Signed planes (8 bits): a code below 128 is entry 127 - code negated, one at or above it entry
+// code - 128 (its low 7 bits, all vpermi2b reads): one vpermi2b per plane where the whole table
+// takes two and a blend, and negation flips bit 7 of byte 3. The table's own float bits.
+template <int kBits, bool kSigned = false>
+TURBOKV_TARGET_AVX512_VBMI inline void lookup64(const Planes<kBits, kSigned>& planes, __m512i codes, __m512* f) {
+  constexpr int kQuarters = Planes<kBits, kSigned>::kQuarters;
   __m512i b[4];
-  for (int p = 0; p < 4; ++p) b[p] = plane_bytes<kBits>(planes.reg + kQuarters * p, codes);
+  if constexpr (kSigned) {
+    const __mmask64 lower = _mm512_cmpge_epi8_mask(codes, _mm512_setzero_si512());  // signed: code < 128
+    const __m512i magnitude = _mm512_mask_sub_epi8(codes, lower, _mm512_set1_epi8(127), codes);
+    for (int p = 0; p < 4; ++p) b[p] = plane_bytes<7>(planes.reg + kQuarters * p, magnitude);
+    b[3] = _mm512_mask_add_epi8(b[3], lower, b[3], _mm512_set1_epi8(static_cast<char>(0x80)));
+  } else {
+    for (int p = 0; p < 4; ++p) b[p] = plane_bytes<kBits>(planes.reg + kQuarters * p, codes);
+  }
   const __m512i w01_low = _mm512_unpacklo_epi8(b[0], b[1]), w01_high = _mm512_unpackhi_epi8(b[0], b[1]);
   const __m512i w23_low = _mm512_unpacklo_epi8(b[2], b[3]), w23_high = _mm512_unpackhi_epi8(b[2], b[3]);
   f[0] = _mm512_castsi512_ps(_mm512_unpacklo_epi16(w01_low, w23_low));
@@ -151,8 +176,8 @@ TURBOKV_TARGET_AVX512_VBMI void swap_plane_order(const float* in, int m, int d, 
 
 // kTile queries against every key: each 64-code chunk of the key is looked up once, then two
 // FMA chains per query.
-template <int kBits, int kTile>
-TURBOKV_TARGET_AVX512_VBMI void dot_tile(const Planes<kBits>& planes, const float* qperm, int d,
+template <int kBits, int kTile, bool kSigned>
+TURBOKV_TARGET_AVX512_VBMI void dot_tile(const Planes<kBits, kSigned>& planes, const float* qperm, int d,
                                          const uint8_t* codes, int64_t code_bytes, int64_t n,
                                          float* out, int64_t out_stride, RowsAhead ahead) {
   const IndexLoader<kBits> indices;
@@ -164,7 +189,7 @@ TURBOKV_TARGET_AVX512_VBMI void dot_tile(const Planes<kBits>& planes, const floa
     for (int a = 0; a < kTile; ++a) even[a] = odd[a] = _mm512_setzero_ps();
     for (int c = 0; c < d / 64; ++c) {
       __m512 f[4];
-      lookup64<kBits>(planes, indices(key + 8 * kBits * c), f);
+      lookup64<kBits, kSigned>(planes, indices(key + 8 * kBits * c), f);
       for (int a = 0; a < kTile; ++a) {
         const float* qa = qperm + static_cast<int64_t>(a) * d + 64 * c;
         even[a] = _mm512_fmadd_ps(_mm512_loadu_ps(qa), f[0], even[a]);
@@ -180,8 +205,8 @@ TURBOKV_TARGET_AVX512_VBMI void dot_tile(const Planes<kBits>& planes, const floa
 }
 
 // kTile queries' accumulators of one 64-coordinate chunk stay in registers across every token.
-template <int kBits, int kTile>
-TURBOKV_TARGET_AVX512_VBMI void axpy_tile(const Planes<kBits>& planes, const float* w,
+template <int kBits, int kTile, bool kSigned>
+TURBOKV_TARGET_AVX512_VBMI void axpy_tile(const Planes<kBits, kSigned>& planes, const float* w,
                                           int64_t w_stride, int d, const uint8_t* codes,
                                           int64_t code_bytes, int64_t n, float* accperm) {
   const IndexLoader<kBits> indices;
@@ -194,7 +219,7 @@ TURBOKV_TARGET_AVX512_VBMI void axpy_tile(const Planes<kBits>& planes, const flo
       const uint8_t* src = codes + j * code_bytes + 8 * kBits * c;
       _mm_prefetch(reinterpret_cast<const char*>(src + 16 * code_bytes), _MM_HINT_T0);
       __m512 f[4];
-      lookup64<kBits>(planes, indices(src), f);
+      lookup64<kBits, kSigned>(planes, indices(src), f);
       for (int a = 0; a < kTile; ++a) {
         const __m512 weight = _mm512_set1_ps(w[a * w_stride + j]);
         for (int r = 0; r < 4; ++r) acc[a][r] = _mm512_fmadd_ps(weight, f[r], acc[a][r]);
@@ -206,42 +231,48 @@ TURBOKV_TARGET_AVX512_VBMI void axpy_tile(const Planes<kBits>& planes, const flo
   }
 }
 
-template <int kBits>
+template <int kBits, bool kSigned = false>
 TURBOKV_TARGET_AVX512_VBMI void dot_planes_bits(const float* q, int m, const uint8_t* codes,
                                                 int64_t code_bytes, int64_t n, const float* table,
                                                 int d, float* out, int64_t out_stride, RowsAhead ahead) {
-  const Planes<kBits> planes = load_planes<kBits>(table);
+  if constexpr (kBits == 8 && !kSigned) {
+    if (planes_vbmi_signed(table, kBits)) return dot_planes_bits<8, true>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead);
+  }
+  const Planes<kBits, kSigned> planes = load_planes<kBits, kSigned>(table);
   PermutedScratch qperm(static_cast<int64_t>(m) * d);
   swap_plane_order(q, m, d, qperm.data());
   int a = 0;
   for (; a + 4 <= m; a += 4) {
-    dot_tile<kBits, 4>(planes, qperm.data() + static_cast<int64_t>(a) * d, d, codes, code_bytes, n, out + a * out_stride, out_stride, ahead);
+    dot_tile<kBits, 4, kSigned>(planes, qperm.data() + static_cast<int64_t>(a) * d, d, codes, code_bytes, n, out + a * out_stride, out_stride, ahead);
   }
   const float* rest = qperm.data() + static_cast<int64_t>(a) * d;
   switch (m - a) {  // the last 1-3 queries share one tile's lookups
-    case 3: return dot_tile<kBits, 3>(planes, rest, d, codes, code_bytes, n, out + a * out_stride, out_stride, ahead);
-    case 2: return dot_tile<kBits, 2>(planes, rest, d, codes, code_bytes, n, out + a * out_stride, out_stride, ahead);
-    case 1: return dot_tile<kBits, 1>(planes, rest, d, codes, code_bytes, n, out + a * out_stride, out_stride, ahead);
+    case 3: return dot_tile<kBits, 3, kSigned>(planes, rest, d, codes, code_bytes, n, out + a * out_stride, out_stride, ahead);
+    case 2: return dot_tile<kBits, 2, kSigned>(planes, rest, d, codes, code_bytes, n, out + a * out_stride, out_stride, ahead);
+    case 1: return dot_tile<kBits, 1, kSigned>(planes, rest, d, codes, code_bytes, n, out + a * out_stride, out_stride, ahead);
     default: return;
   }
 }
 
-template <int kBits>
+template <int kBits, bool kSigned = false>
 TURBOKV_TARGET_AVX512_VBMI void axpy_planes_bits(const float* w, int64_t w_stride, int m,
                                                  const uint8_t* codes, int64_t code_bytes,
                                                  int64_t n, const float* table, int d, float* acc) {
-  const Planes<kBits> planes = load_planes<kBits>(table);
+  if constexpr (kBits == 8 && !kSigned) {
+    if (planes_vbmi_signed(table, kBits)) return axpy_planes_bits<8, true>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
+  }
+  const Planes<kBits, kSigned> planes = load_planes<kBits, kSigned>(table);
   PermutedScratch accperm(static_cast<int64_t>(m) * d);
   swap_plane_order(acc, m, d, accperm.data());
   int a = 0;
   for (; a + 4 <= m; a += 4) {
-    axpy_tile<kBits, 4>(planes, w + a * w_stride, w_stride, d, codes, code_bytes, n, accperm.data() + static_cast<int64_t>(a) * d);
+    axpy_tile<kBits, 4, kSigned>(planes, w + a * w_stride, w_stride, d, codes, code_bytes, n, accperm.data() + static_cast<int64_t>(a) * d);
   }
   float* rest = accperm.data() + static_cast<int64_t>(a) * d;
   switch (m - a) {
-    case 3: axpy_tile<kBits, 3>(planes, w + a * w_stride, w_stride, d, codes, code_bytes, n, rest); break;
-    case 2: axpy_tile<kBits, 2>(planes, w + a * w_stride, w_stride, d, codes, code_bytes, n, rest); break;
-    case 1: axpy_tile<kBits, 1>(planes, w + a * w_stride, w_stride, d, codes, code_bytes, n, rest); break;
+    case 3: axpy_tile<kBits, 3, kSigned>(planes, w + a * w_stride, w_stride, d, codes, code_bytes, n, rest); break;
+    case 2: axpy_tile<kBits, 2, kSigned>(planes, w + a * w_stride, w_stride, d, codes, code_bytes, n, rest); break;
+    case 1: axpy_tile<kBits, 1, kSigned>(planes, w + a * w_stride, w_stride, d, codes, code_bytes, n, rest); break;
     default: break;
   }
   swap_plane_order(accperm.data(), m, d, acc);
@@ -381,6 +412,7 @@ void dot_planes_int16_vbmi(const int16_t* q16, const float* q_scale, int m, cons
 #else
 const bool kHasAvx512Vbmi = false;
 bool planes_vbmi_fit(int, int) { return false; }
+bool planes_vbmi_signed(const float*, int) { return false; }
 bool int16_planes_fit(int) { return false; }
 #endif
 

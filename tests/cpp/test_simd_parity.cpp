@@ -1413,8 +1413,15 @@ TEST(SimdParity, PackedScoresAndValuesMatchTheTable) {
 #endif
     }
     for (int bits = 1; bits <= 8; ++bits) {
+     // 8 bits also with an antisymmetric table (every codebook is): signed planes at AVX-512 VBMI.
+     for (bool antisymmetric : {false, true}) {
+      if (antisymmetric && bits != 8) continue;
       std::vector<float> table(std::max(16, 1 << bits));
       for (size_t e = 0; e < table.size(); ++e) table[e] = std::ldexp(float(e) - 0.5f * float(table.size()), int(e % 5) - 9);
+      if (antisymmetric) {
+        for (size_t e = 0; e < 128; ++e) table[127 - e] = -table[128 + e];
+      }
+      EXPECT_EQ(kernels::planes_vbmi_signed(table.data(), bits), TURBOKV_X86 && antisymmetric) << bits;
       for (int d : {16, 32, 64, 96, 128, 256}) {
         const int pad = d == 96 || d == 256 ? 3 : 0;
         const int64_t code_bytes = int64_t(packed_bytes(bits, size_t(d))) + pad;
@@ -1436,11 +1443,15 @@ TEST(SimdParity, PackedScoresAndValuesMatchTheTable) {
           k.axpy_packed(w.data(), n, m, codes.data(), code_bytes, n, table.data(), bits, d, acc.data());
           const std::string where = std::string(simd_name(level)) + " bits " + std::to_string(bits) +
                                     " d " + std::to_string(d) + " m " + std::to_string(m);
-          expect_table_products(q, w, acc0, idx, table, m, n, d, scores, acc, where);
+          expect_table_products(q, w, acc0, idx, table, m, n, d, scores, acc, where + (antisymmetric ? " signed" : ""));
         }
       }
+     }
     }
   }
+  // The codebooks' own tables take the signed planes (8 bits).
+  EXPECT_EQ(kernels::planes_vbmi_signed(lloyd_max_codebook(8).centroids.data(), 8), bool(TURBOKV_X86));
+  EXPECT_FALSE(kernels::planes_vbmi_signed(lloyd_max_codebook(7).centroids.data(), 7));
 }
 
 TEST(SimdParity, SupportedLevelsMatchTheArchitecture) {
