@@ -287,8 +287,9 @@ class KVCache:
                 for keys of 1-4 bits (``pshufb``/``maddubs`` on AVX2, ``vpdpbusd`` with VNNI),
                 about 2.4x faster scoring on AVX2; to int16 for keys of 5-8 bits (an int8 query
                 would dominate their error; ``vpdpwssd``), 1.1-1.3x faster K8V4 decode on
-                AVX-512 with VBMI and VNNI, no faster than float32 on AVX2 (0.93-1.08x the
-                time), where gathers bind both. Its error is the two roundings; perplexity on SmolLM2 and Qwen2.5
+                AVX-512 with VBMI and VNNI; on AVX2 5- and 6-bit keys gain (``vpshufb``
+                lookups: K5V4 decode 0.78-0.92x the time), 7- and 8-bit ones do not (0.93-1.08x
+                the time: gathers bind both). Its error is the two roundings; perplexity on SmolLM2 and Qwen2.5
                 stays inside the float32 rows' intervals (``bench/results/quality_int8.md``,
                 ``bench/results/quality_int16.md``). It applies on the codes path; float16 keys
                 and tiles stay float32. ``last_attention_scores`` says which ran.
