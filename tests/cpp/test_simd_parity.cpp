@@ -363,14 +363,15 @@ TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
 // The AVX2 int16 kernel's variants (with and without AVX-VNNI, by gathers, scalar loads or
 // vpshufb; the level runs one of them) return the scalar kernel's floats, at head_dims with a
 // scalar tail or a last block of 16, for one query, a tile of 4 and a stored row (6), on
-// antisymmetric tables (the shuffle route's) and others (where it gathers).
+// antisymmetric tables (the shuffle route's) and others (where it gathers); so does the AVX-512
+// byte-plane kernel where it runs (VBMI and VNNI, head_dim a multiple of 64).
 TEST(SimdParity, Int16ScoreKernelVariantsMatchTheScalarKernel) {
   if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX2";
   const auto scalar = kernels::kernel_set(SimdLevel::kScalar).dot_packed_int16;
   std::mt19937 gen(11);
   for (int bits : {5, 6, 7, 8}) {
    for (bool antisymmetric : {false, true}) {
-    for (int d : {8, 16, 24, 48, 80, 128, 136}) {
+    for (int d : {8, 16, 24, 48, 64, 80, 128, 136, 192}) {
      for (int m : {1, 4, 6}) {
       const int top = kernels::int16_top(d), n = 37;
       const int64_t code_bytes = (int64_t(d) * bits + 7) / 8;
@@ -400,6 +401,13 @@ TEST(SimdParity, Int16ScoreKernelVariantsMatchTheScalarKernel) {
       std::vector<float> expect(size_t(m) * n), got(size_t(m) * n);
       scalar(q.data(), scales.data(), m, codes.data(), code_bytes, n, table.data(), 1e-4f, bits, d,
              expect.data(), n, {});
+      // AVX-512 with VBMI and VNNI: the byte-plane kernel, on the same tables and query tiles.
+      if (kernels::int16_planes_fit(d)) {
+        kernels::dot_planes_int16_vbmi(q.data(), scales.data(), m, codes.data(), code_bytes, n, table.data(), 1e-4f,
+                                       bits, d, got.data(), n, {});
+        ASSERT_EQ(0, std::memcmp(expect.data(), got.data(), got.size() * sizeof(float)))
+            << "planes bits=" << bits << " d=" << d << " m=" << m;
+      }
       for (bool vnni : {false, true}) {
         if (vnni && !kernels::kHasAvxVnni) continue;
         for (auto lookup : {kernels::Int16Lookup::kGather, kernels::Int16Lookup::kLoads, kernels::Int16Lookup::kShuffle}) {
