@@ -362,7 +362,7 @@ TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
 
 // The AVX2 int16 kernel's variants (with and without AVX-VNNI, by gathers, scalar loads or
 // vpshufb; the level runs one of them) return the scalar kernel's floats, at head_dims with a
-// scalar tail or a last block of 16, for one query, a tile of 4 and a stored row (6), on
+// scalar tail or a last block of 16, for 1, 3, 4, 6 and 7 queries (a tile of 1 or 4, or a stored row), on
 // antisymmetric tables (the shuffle route's) and others (where it gathers); so does the AVX-512
 // byte-plane kernel where it runs (VBMI and VNNI, head_dim a multiple of 64).
 TEST(SimdParity, Int16ScoreKernelVariantsMatchTheScalarKernel) {
@@ -372,7 +372,7 @@ TEST(SimdParity, Int16ScoreKernelVariantsMatchTheScalarKernel) {
   for (int bits : {5, 6, 7, 8}) {
    for (bool antisymmetric : {false, true}) {
     for (int d : {8, 16, 24, 48, 64, 80, 128, 136, 192}) {
-     for (int m : {1, 4, 6}) {
+     for (int m : {1, 3, 4, 6, 7}) {
       const int top = kernels::int16_top(d), n = 37;
       const int64_t code_bytes = (int64_t(d) * bits + 7) / 8;
       std::vector<uint8_t> codes(size_t(n * code_bytes));
@@ -397,7 +397,7 @@ TEST(SimdParity, Int16ScoreKernelVariantsMatchTheScalarKernel) {
 #if TURBOKV_X86
       EXPECT_EQ(kernels::spread_fits(bits, d), bits < 8 && d % 16 == 0 && !kernels::kPdepIsSlow);
 #endif
-      const std::vector<float> scales = {0.5f, 1e-3f, 2.0f, 3.0f, 0.25f, 7.0f};
+      const std::vector<float> scales = {0.5f, 1e-3f, 2.0f, 3.0f, 0.25f, 7.0f, 0.125f};
       std::vector<float> expect(size_t(m) * n), got(size_t(m) * n);
       scalar(q.data(), scales.data(), m, codes.data(), code_bytes, n, table.data(), 1e-4f, bits, d,
              expect.data(), n, {});
