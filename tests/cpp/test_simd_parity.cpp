@@ -402,12 +402,14 @@ TEST(SimdParity, Int16ScoreKernelVariantsMatchTheScalarKernel) {
       scalar(q.data(), scales.data(), m, codes.data(), code_bytes, n, table.data(), 1e-4f, bits, d,
              expect.data(), n, {});
       // AVX-512 with VBMI and VNNI: the byte-plane kernel, on the same tables and query tiles.
+#if TURBOKV_X86
       if (kernels::int16_planes_fit(d)) {
         kernels::dot_planes_int16_vbmi(q.data(), scales.data(), m, codes.data(), code_bytes, n, table.data(), 1e-4f,
                                        bits, d, got.data(), n, {});
         ASSERT_EQ(0, std::memcmp(expect.data(), got.data(), got.size() * sizeof(float)))
             << "planes bits=" << bits << " d=" << d << " m=" << m;
       }
+#endif
       for (bool vnni : {false, true}) {
         if (vnni && !kernels::kHasAvxVnni) continue;
         for (auto lookup : {kernels::Int16Lookup::kGather, kernels::Int16Lookup::kLoads, kernels::Int16Lookup::kShuffle}) {
