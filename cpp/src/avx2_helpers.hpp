@@ -38,7 +38,7 @@ inline bool spread_fits(int bits, int d) { return bits > 4 && bits < 8 && d % 16
 // a mask of `bits` low bits per byte (spread_mask) spreads them to bytes. The key's last group
 // loads the 8 bytes that end with it, so nothing past the row is read (the one before may load
 // from the last group's bytes: 8 <= 2 * bits).
-TURBOKV_TARGET_AVX2 inline uint64_t spread_indices(const uint8_t* key, int c, int bits, int d, uint64_t mask) {
+TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline uint64_t spread_indices(const uint8_t* key, int c, int bits, int d, uint64_t mask) {
   const uint8_t* group = key + c / 8 * bits;
   uint64_t w;
   if (c + 8 < d) {
@@ -48,6 +48,15 @@ TURBOKV_TARGET_AVX2 inline uint64_t spread_indices(const uint8_t* key, int c, in
     w >>= 64 - 8 * bits;
   }
   return _pdep_u64(w, mask);
+}
+
+// Indices c .. c + 31 of a 5-7-bit key, one per byte in order (4 spread_indices).
+TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline __m256i spread_indices32(const uint8_t* key, int c, int bits,
+                                                                                 int d, uint64_t mask) {
+  return _mm256_setr_epi64x(static_cast<long long>(spread_indices(key, c, bits, d, mask)),
+                            static_cast<long long>(spread_indices(key, c + 8, bits, d, mask)),
+                            static_cast<long long>(spread_indices(key, c + 16, bits, d, mask)),
+                            static_cast<long long>(spread_indices(key, c + 24, bits, d, mask)));
 }
 
 // table[index byte k of w], k < 8, by scalar loads: the indices taken apart by shifts (ALU work)

@@ -236,6 +236,132 @@ TURBOKV_TARGET_AVX2 void axpy_planes32_avx2(const float* w, int64_t w_stride, in
   }
 }
 
+// The byte planes of an antisymmetric table's magnitudes (planes_avx2_signed): plane[h][k] holds
+// byte k of entries half + 16 h .. half + 16 h + 15, XORed with sub-table h - 1's (the staircase
+// lookup XORs them back), in both 128-bit lanes.
+struct SignedPlanes32 {
+  __m256i plane[2][4];
+};
+
+TURBOKV_TARGET_AVX2 void signed_planes32_table(const float* table, int bits, SignedPlanes32* p) {
+  const int half = 1 << (bits - 1);
+  for (int h = 0; h < half / 16; ++h) {
+    alignas(32) uint8_t bytes[4][32];
+    for (int l = 0; l < 16; ++l) {
+      uint32_t word, before = 0;
+      std::memcpy(&word, table + half + 16 * h + l, 4);
+      if (h > 0) std::memcpy(&before, table + half + 16 * (h - 1) + l, 4);
+      for (int k = 0; k < 4; ++k) bytes[k][l] = bytes[k][l + 16] = static_cast<uint8_t>((word ^ before) >> (8 * k));
+    }
+    for (int k = 0; k < 4; ++k) p->plane[h][k] = _mm256_load_si256(reinterpret_cast<const __m256i*>(bytes[k]));
+  }
+}
+
+// Coordinates c..c+31 of a row of 5- or 6-bit codes (kBits) of an antisymmetric table, in
+// to_lane_order32's order. The 32 indices are spread to bytes by pdep (spread_indices32); each is
+// a sign (negative below half) and a magnitude m (index - half, or half - 1 - index). Sub-table
+// h's planes are looked up at m - 16 h, which pshufb zeroes below 0 (bit 7 set) and reads at m's
+// low nibble from 0 up, so the XOR of the staircase leaves entry m; the sign is bit 7 of byte 3.
+// Same floats as the table: 4 pshufb per sub-table of 16 where the rows route spends a load (Zen
+// 1-3) or a gather lane per index (kernel_choices_avx2.md, round 24).
+template <int kBits>
+TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void signed_planes32_avx2(const uint8_t* row, int c, int d,
+                                                                                  const SignedPlanes32& p, __m256* v) {
+  static_assert(kBits == 5 || kBits == 6, "one or two sub-tables of 16 magnitudes");
+  constexpr int kTables = 1 << (kBits - 5), half = 16 * kTables;
+  const __m256i idx = spread_indices32(row, c, kBits, d, spread_mask(kBits));
+  const __m256i upper = _mm256_cmpgt_epi8(idx, _mm256_set1_epi8(half - 1));
+  const __m256i m = _mm256_andnot_si256(_mm256_xor_si256(idx, upper), _mm256_set1_epi8(half - 1));
+  __m256i b[4];
+  for (int k = 0; k < 4; ++k) b[k] = _mm256_shuffle_epi8(p.plane[0][k], m);
+  if constexpr (kTables == 2) {
+    const __m256i step = _mm256_sub_epi8(m, _mm256_set1_epi8(16));
+    for (int k = 0; k < 4; ++k) b[k] = _mm256_xor_si256(b[k], _mm256_shuffle_epi8(p.plane[1][k], step));
+  }
+  b[3] = _mm256_xor_si256(b[3], _mm256_andnot_si256(upper, _mm256_set1_epi8(static_cast<char>(0x80))));
+  const __m256i t0 = _mm256_unpacklo_epi8(b[0], b[1]), t1 = _mm256_unpackhi_epi8(b[0], b[1]);
+  const __m256i t2 = _mm256_unpacklo_epi8(b[2], b[3]), t3 = _mm256_unpackhi_epi8(b[2], b[3]);
+  v[0] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(t0, t2));
+  v[1] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(t0, t2));
+  v[2] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(t1, t3));
+  v[3] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(t1, t3));
+}
+
+template <int kBits>
+struct SignedPlaneKey32 {
+  const uint8_t* key;
+  int d;
+  const SignedPlanes32* planes;
+  TURBOKV_TARGET_AVX2 void operator()(int c, __m256* v) const { signed_planes32_avx2<kBits>(key, c, d, *planes, v); }
+};
+template <int kBits>
+struct SignedPlaneValues32 {
+  const uint8_t* codes;
+  int64_t code_bytes;
+  int c, d;
+  const SignedPlanes32* planes;
+  TURBOKV_TARGET_AVX2 void operator()(int64_t j, __m256* v) const { signed_planes32_avx2<kBits>(codes + j * code_bytes, c, d, *planes, v); }
+};
+
+// 5- and 6-bit codes of an antisymmetric table (planes_avx2_signed), head_dim a multiple of 32:
+// the loops of dot_planes32_avx2 and axpy_planes32_avx2 (one template over both kinds of rows
+// measured 1.01-1.05x the time of those at K4V4 on Zen 3, so each keeps its own).
+template <int kBits>
+TURBOKV_TARGET_AVX2 void dot_signed_planes32_avx2(const float* q, int m, const uint8_t* codes,
+                                                  int64_t code_bytes, int64_t n, const float* table, int d,
+                                                  float* out, int64_t out_stride, RowsAhead ahead) {
+  SignedPlanes32 planes;
+  signed_planes32_table(table, kBits, &planes);
+  PermutedScratch lanes(static_cast<int64_t>(m) * d);
+  to_lane_order32(q, m, d, lanes.data());
+  for (int64_t j = 0; j < n; ++j) {
+    ahead.fetch(j);
+    const SignedPlaneKey32<kBits> key{codes + j * code_bytes, d, &planes};
+    int a = 0;
+    for (; a + 4 <= m; a += 4) dot32_tile_avx2<4>(lanes.data() + static_cast<int64_t>(a) * d, d, key, out + a * out_stride + j, out_stride);
+    if (a < m) dot32_rest_avx2(m - a, lanes.data() + static_cast<int64_t>(a) * d, d, key, out + a * out_stride + j, out_stride);
+  }
+}
+
+template <int kBits>
+TURBOKV_TARGET_AVX2 void axpy_signed_planes32_avx2(const float* w, int64_t w_stride, int m,
+                                                   const uint8_t* codes, int64_t code_bytes, int64_t n,
+                                                   const float* table, int d, float* acc) {
+  SignedPlanes32 planes;
+  signed_planes32_table(table, kBits, &planes);
+  int a = 0;
+  for (; a + 4 <= m; a += 4) {
+    for (int c = 0; c < d; c += 32) {
+      accumulate32_avx2<4>(w + a * w_stride, w_stride, n, SignedPlaneValues32<kBits>{codes, code_bytes, c, d, &planes}, d, c, acc + static_cast<int64_t>(a) * d);
+    }
+  }
+  if (a == m) return;
+  for (int c = 0; c < d; c += 32) {
+    const SignedPlaneValues32<kBits> values{codes, code_bytes, c, d, &planes};
+    float* rest = acc + static_cast<int64_t>(a) * d;
+    switch (m - a) {
+      case 3: accumulate32_avx2<3>(w + a * w_stride, w_stride, n, values, d, c, rest); break;
+      case 2: accumulate32_avx2<2>(w + a * w_stride, w_stride, n, values, d, c, rest); break;
+      default: accumulate32_avx2<1>(w + a * w_stride, w_stride, n, values, d, c, rest); break;
+    }
+  }
+}
+
+// The signed planes where planes_avx2_signed holds; false: not taken.
+bool dot_signed_planes32(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
+                         const float* table, int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
+  if (!planes_avx2_signed(table, bits, d)) return false;
+  (bits == 5 ? dot_signed_planes32_avx2<5> : dot_signed_planes32_avx2<6>)(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead);
+  return true;
+}
+
+bool axpy_signed_planes32(const float* w, int64_t w_stride, int m, const uint8_t* codes, int64_t code_bytes,
+                          int64_t n, const float* table, int bits, int d, float* acc) {
+  if (!planes_avx2_signed(table, bits, d)) return false;
+  (bits == 5 ? axpy_signed_planes32_avx2<5> : axpy_signed_planes32_avx2<6>)(w, w_stride, m, codes, code_bytes, n, table, d, acc);
+  return true;
+}
+
 // The 32-wide planes for 2, 3 and 4 bits with head_dim a multiple of 32; false: not taken.
 bool dot_planes32(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
                   const float* table, int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
@@ -611,6 +737,8 @@ void dot_packed_avx2(const float* q, int m, const uint8_t* codes, int64_t code_b
   if (bits <= 4 && d % 16 == 0 && (m > 1 || bits != 3 || d % 32 == 0)) {
     return dot_planes_avx2(q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
   }
+  // 5- and 6-bit codes of an antisymmetric table (every codebook) by its magnitudes' byte planes.
+  if (dot_signed_planes32(q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead)) return;
   // The rows route, fused for one query too when head_dim is a multiple of 16 (one query, d =
   // 128: 8 bits 152-179 -> 121-141, 3 bits 139-148 -> 126-131 cycles per key against the
   // generic route).
@@ -628,6 +756,7 @@ void axpy_packed_avx2(const float* w, int64_t w_stride, int m, const uint8_t* co
   // since 32 coordinates per step, axpy_planes32). Other shapes: several queries share each
   // key's lookups on the rows route.
   if (bits <= 4 && d % 16 == 0) return axpy_planes_avx2(w, w_stride, m, codes, code_bytes, n, table, bits, d, acc);
+  if (axpy_signed_planes32(w, w_stride, m, codes, code_bytes, n, table, bits, d, acc)) return;
   if (m > 1) return axpy_packed_rows_avx2(w, w_stride, m, codes, code_bytes, n, table, bits, d, acc);
   axpy_packed_generic(select_axpy_lookup(SimdLevel::kAvx2), select_unpack(SimdLevel::kAvx2), w,
                       w_stride, m, codes, code_bytes, n, table, bits, d, acc);
@@ -896,11 +1025,27 @@ AxpyPackedFn axpy_three_bit_planes32_variant(bool pdep) {
   return pdep ? axpy_three_bit_planes32<true> : axpy_three_bit_planes32<false>;
 }
 bool rows_spread_by_pdep(int bits, int d) { return spread_fits(bits, d); }
+bool planes_avx2_signed(const float* table, int bits, int d) {
+  return (bits == 5 || bits == 6) && !kPdepIsSlow && d % 32 == 0 && float_table_antisymmetric(table, bits);
+}
 #else
 bool rows_spread_by_pdep(int, int) { return false; }
+bool planes_avx2_signed(const float*, int, int) { return false; }
 DotPackedFn dot_three_bit_planes32_variant(bool) { return nullptr; }
 AxpyPackedFn axpy_three_bit_planes32_variant(bool) { return nullptr; }
 #endif
+
+bool float_table_antisymmetric(const float* table, int bits) {
+  if (bits < 1 || bits > 8) return false;
+  const int half = 1 << (bits - 1);
+  for (int k = 0; k < half; ++k) {
+    uint32_t upper, lower;
+    std::memcpy(&upper, table + half + k, 4);
+    std::memcpy(&lower, table + half - 1 - k, 4);
+    if (lower != (upper ^ 0x80000000u)) return false;
+  }
+  return true;
+}
 
 AxpyPackedFn select_axpy_packed(SimdLevel level) {
   return TURBOKV_PICK(level, axpy_packed_scalar, axpy_packed_avx2, axpy_packed_avx512);

@@ -317,6 +317,13 @@ using AxpyPackedFn = void (*)(const float*, int64_t, int, const uint8_t*, int64_
 // Whether the AVX2 rows route (5-7-bit codes below AVX-512 VBMI) reads codes of this width and
 // head_dim from their packed bytes by pdep rather than unpacking them (false off x86).
 bool rows_spread_by_pdep(int bits, int d);
+// Whether a table of 2^bits floats is its upper half negated, bit for bit:
+// table[half - 1 - k] == -table[half + k] (every Lloyd-Max codebook).
+bool float_table_antisymmetric(const float* table, int bits);
+// Whether the AVX2 level reads 5- and 6-bit codes (float32 scores and values) by byte planes of
+// the table's magnitudes: an antisymmetric table, head_dim a multiple of 32, where pdep is fast
+// (false off x86 and for other widths).
+bool planes_avx2_signed(const float* table, int bits, int d);
 // The AVX2 level's float32 kernels for 3-bit rows at head_dim a multiple of 32 (32-wide byte
 // planes), the indices taken apart by pdep or by SIMD (the level picks by kPdepIsSlow), for tests:
 // they refuse other widths and shapes (nullptr off x86).

@@ -32,16 +32,7 @@ bool planes_vbmi_fit(int bits, int d) {
   return kHasAvx512Vbmi && (bits == 3 || (bits >= 5 && bits <= 8)) && d % 64 == 0;
 }
 
-bool planes_vbmi_signed(const float* table, int bits) {
-  if (bits != 8) return false;
-  for (int k = 0; k < 128; ++k) {
-    uint32_t upper, lower;
-    std::memcpy(&upper, table + 128 + k, 4);
-    std::memcpy(&lower, table + 127 - k, 4);
-    if (lower != (upper ^ 0x80000000u)) return false;
-  }
-  return true;
-}
+bool planes_vbmi_signed(const float* table, int bits) { return bits == 8 && float_table_antisymmetric(table, bits); }
 
 namespace {
 

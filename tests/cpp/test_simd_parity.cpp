@@ -1423,16 +1423,22 @@ TEST(SimdParity, PackedScoresAndValuesMatchTheTable) {
 #endif
     }
     for (int bits = 1; bits <= 8; ++bits) {
-     // 8 bits also with an antisymmetric table (every codebook is): signed planes at AVX-512 VBMI.
+     // 5-8 bits also with an antisymmetric table (every codebook is): signed planes at AVX-512
+     // VBMI (8 bits) and at the AVX2 level (5 and 6 bits, head_dim a multiple of 32).
      for (bool antisymmetric : {false, true}) {
-      if (antisymmetric && bits != 8) continue;
+      if (antisymmetric && bits < 5) continue;
       std::vector<float> table(std::max(16, 1 << bits));
       for (size_t e = 0; e < table.size(); ++e) table[e] = std::ldexp(float(e) - 0.5f * float(table.size()), int(e % 5) - 9);
+      const size_t half = size_t(1) << (bits - 1);
       if (antisymmetric) {
-        for (size_t e = 0; e < 128; ++e) table[127 - e] = -table[128 + e];
+        for (size_t e = 0; e < half; ++e) table[half - 1 - e] = -table[half + e];
       }
-      EXPECT_EQ(kernels::planes_vbmi_signed(table.data(), bits), TURBOKV_X86 && antisymmetric) << bits;
+      EXPECT_EQ(kernels::float_table_antisymmetric(table.data(), bits), antisymmetric) << bits;
+      EXPECT_EQ(kernels::planes_vbmi_signed(table.data(), bits), TURBOKV_X86 && antisymmetric && bits == 8) << bits;
       for (int d : {16, 32, 64, 96, 128, 256}) {
+        const bool signed_avx2 = TURBOKV_X86 && antisymmetric && (bits == 5 || bits == 6) && d % 32 == 0 &&
+                                 !kernels::kernel_routes().pdep_slow;
+        EXPECT_EQ(kernels::planes_avx2_signed(table.data(), bits, d), signed_avx2) << bits << " " << d;
         const int pad = d == 96 || d == 256 ? 3 : 0;
         const int64_t code_bytes = int64_t(packed_bytes(bits, size_t(d))) + pad;
         for (int m : {1, 2, 3, 4, 5, 8}) {
@@ -1459,9 +1465,13 @@ TEST(SimdParity, PackedScoresAndValuesMatchTheTable) {
      }
     }
   }
-  // The codebooks' own tables take the signed planes (8 bits).
+  // The codebooks' own tables take the signed planes (8 bits at AVX-512 VBMI; 5 and 6 at AVX2).
   EXPECT_EQ(kernels::planes_vbmi_signed(lloyd_max_codebook(8).centroids.data(), 8), bool(TURBOKV_X86));
   EXPECT_FALSE(kernels::planes_vbmi_signed(lloyd_max_codebook(7).centroids.data(), 7));
+  for (int bits = 5; bits <= 6; ++bits) {
+    EXPECT_EQ(kernels::planes_avx2_signed(lloyd_max_codebook(bits).centroids.data(), bits, 128),
+              TURBOKV_X86 && !kernels::kernel_routes().pdep_slow) << bits;
+  }
 }
 
 TEST(SimdParity, SupportedLevelsMatchTheArchitecture) {
