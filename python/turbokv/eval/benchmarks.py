@@ -63,19 +63,32 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def interleaved_medians(calls: Dict[str, Tuple[Callable[[], object], int]]) -> Dict[str, float]:
+# Idle seconds before each timed call of run_attention's rows: torch's OpenMP workers (libgomp,
+# OMP_WAIT_POLICY unset) keep spinning for milliseconds after a call returns, on the cores the next
+# row needs. On the 2-core Zen 3 VM the first turbokv row after the torch rows took 14.6 ms against
+# 9.5 with OMP_WAIT_POLICY=PASSIVE (session 24); every row earlier than that carried the same
+# penalty when it came first in a round.
+SETTLE_S = 0.02
+
+
+def interleaved_medians(calls: Dict[str, Tuple[Callable[[], object], int]],
+                        settle_s: float = 0.0) -> Dict[str, float]:
     """Median seconds of each named call, ``calls[name] = (fn, repeats)``, timed in turns.
 
     After one warm-up call each, round r calls every fn whose repeats exceed r, in order, so all
     rows sample the same stretches of time: on a machine whose speed drifts (a VM's neighbours,
     turbo) rows timed one after another moved by up to 1.5x against each other (2-core VM,
-    session 19), which their ratios to the best dense row then carried."""
+    session 19), which their ratios to the best dense row then carried. ``settle_s``: seconds of
+    sleep (untimed) before every timed call, so that no row runs beside the worker threads a
+    previous row's library left spinning (:data:`SETTLE_S`)."""
     for fn, _ in calls.values():
         fn()
     times: Dict[str, list] = {name: [] for name in calls}
     for r in range(max((n for _, n in calls.values()), default=0)):
         for name, (fn, n) in calls.items():
             if r < n:
+                if settle_s > 0:
+                    time.sleep(settle_s)
                 start = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - start)
@@ -133,7 +146,7 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
     ``value_modes``: ``KVCache.attention(values=...)`` likewise ("int8 values" rows: values of at
     most 4 bits), each combined with every score mode. Timing: the median of ``repeats`` calls
     per row (decode-then-attend: a third of them), a context's rows timed in turns
-    (:func:`interleaved_medians`).
+    (:func:`interleaved_medians`), each call after :data:`SETTLE_S` idle seconds.
     ``show_progress`` draws a progress bar on stderr (tqdm)."""
     from ._progress import tqdm
 
@@ -208,9 +221,9 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
         calls[decode_label], nbytes[decode_label] = (decode_then_attend, max(3, repeats // 3)), cache.used_nbytes
         if torch is not None:
             with torch.inference_mode():
-                medians = interleaved_medians(calls)
+                medians = interleaved_medians(calls, SETTLE_S)
         else:
-            medians = interleaved_medians(calls)
+            medians = interleaved_medians(calls, SETTLE_S)
         rows = {name: (medians[name], nbytes[name]) for name in calls}
         best_dense = min(t for name, (t, _) in rows.items() if "dense" in name or "SDPA" in name)
         decode_t = rows[decode_label][0]
