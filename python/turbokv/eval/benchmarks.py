@@ -63,32 +63,32 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-# Idle seconds before each timed call of run_attention's rows: torch's OpenMP workers (libgomp,
-# OMP_WAIT_POLICY unset) keep spinning for milliseconds after a call returns, on the cores the next
-# row needs. On the 2-core Zen 3 VM the first turbokv row after the torch rows took 14.6 ms against
-# 9.5 with OMP_WAIT_POLICY=PASSIVE (session 24); every row earlier than that carried the same
-# penalty when it came first in a round.
-SETTLE_S = 0.02
+# run_attention times each row primed (interleaved_medians): on the 2-core Zen 3 VM the first
+# turbokv row after the torch rows took 14.6 ms against 9.5 with OMP_WAIT_POLICY=PASSIVE, torch's
+# OpenMP workers still spinning beside it (session 24).
+PRIMED = True
 
 
 def interleaved_medians(calls: Dict[str, Tuple[Callable[[], object], int]],
-                        settle_s: float = 0.0) -> Dict[str, float]:
+                        primed: bool = False) -> Dict[str, float]:
     """Median seconds of each named call, ``calls[name] = (fn, repeats)``, timed in turns.
 
     After one warm-up call each, round r calls every fn whose repeats exceed r, in order, so all
     rows sample the same stretches of time: on a machine whose speed drifts (a VM's neighbours,
     turbo) rows timed one after another moved by up to 1.5x against each other (2-core VM,
-    session 19), which their ratios to the best dense row then carried. ``settle_s``: seconds of
-    sleep (untimed) before every timed call, so that no row runs beside the worker threads a
-    previous row's library left spinning (:data:`SETTLE_S`)."""
+    session 19), which their ratios to the best dense row then carried. ``primed``: each timed
+    call right after an untimed call of the same fn, so that it neither runs beside the worker
+    threads the previous row's library left spinning (torch's OpenMP workers spin for
+    milliseconds after a call) nor wakes idle cores (a sleep before each call instead cost this
+    2-core VM's fused rows up to 1.5x). Each row is then timed as it runs back to back."""
     for fn, _ in calls.values():
         fn()
     times: Dict[str, list] = {name: [] for name in calls}
     for r in range(max((n for _, n in calls.values()), default=0)):
         for name, (fn, n) in calls.items():
             if r < n:
-                if settle_s > 0:
-                    time.sleep(settle_s)
+                if primed:
+                    fn()
                 start = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - start)
@@ -146,7 +146,7 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
     ``value_modes``: ``KVCache.attention(values=...)`` likewise ("int8 values" rows: values of at
     most 4 bits), each combined with every score mode. Timing: the median of ``repeats`` calls
     per row (decode-then-attend: a third of them), a context's rows timed in turns
-    (:func:`interleaved_medians`), each call after :data:`SETTLE_S` idle seconds.
+    (:func:`interleaved_medians`), each timed call right after an untimed one of the same row.
     ``show_progress`` draws a progress bar on stderr (tqdm)."""
     from ._progress import tqdm
 
@@ -221,9 +221,9 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
         calls[decode_label], nbytes[decode_label] = (decode_then_attend, max(3, repeats // 3)), cache.used_nbytes
         if torch is not None:
             with torch.inference_mode():
-                medians = interleaved_medians(calls, SETTLE_S)
+                medians = interleaved_medians(calls, primed=PRIMED)
         else:
-            medians = interleaved_medians(calls, SETTLE_S)
+            medians = interleaved_medians(calls, primed=PRIMED)
         rows = {name: (medians[name], nbytes[name]) for name in calls}
         best_dense = min(t for name, (t, _) in rows.items() if "dense" in name or "SDPA" in name)
         decode_t = rows[decode_label][0]
