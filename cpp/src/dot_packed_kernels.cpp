@@ -111,6 +111,17 @@ TURBOKV_TARGET_AVX2 void float_byte_planes(const float* table, int packed, __m12
   for (int k = 0; k < 4; ++k) planes[k] = _mm_load_si128(reinterpret_cast<const __m128i*>(bytes[k]));
 }
 
+// The floats whose 4 bytes are lane-wise in b[0..3] (byte planes looked up for 32 codes, lane 0:
+// coordinates c..c+15, lane 1: c+16..c+31), in to_lane_order32's order: two rounds of unpacks.
+TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void floats_from_planes32(const __m256i* b, __m256* v) {
+  const __m256i t0 = _mm256_unpacklo_epi8(b[0], b[1]), t1 = _mm256_unpackhi_epi8(b[0], b[1]);
+  const __m256i t2 = _mm256_unpacklo_epi8(b[2], b[3]), t3 = _mm256_unpackhi_epi8(b[2], b[3]);
+  v[0] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(t0, t2));
+  v[1] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(t0, t2));
+  v[2] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(t1, t3));
+  v[3] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(t1, t3));
+}
+
 // Coordinates c..c+31 of a key from `bytes`: the code bytes of coordinate c on (kPacked = 2, 3 or
 // 4 bits; 3: the 12 bytes of c..c+31 taken apart in registers by unpack3_x16_avx2, reading no
 // byte at or past the row's `end`). Byte planes in both 128-bit
@@ -151,14 +162,9 @@ TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void planes32_avx2(con
     const __m256i low = _mm256_set1_epi32(0x00000C03), high = _mm256_set1_epi32(0x0C030000);  // (3, 12, 0, 0), (0, 0, 3, 12)
     idx = _mm256_or_si256(_mm256_and_si256(r, low), _mm256_and_si256(_mm256_srli_epi16(r, 4), high));
   }
-  const __m256i b0 = _mm256_shuffle_epi8(planes[0], idx), b1 = _mm256_shuffle_epi8(planes[1], idx);
-  const __m256i b2 = _mm256_shuffle_epi8(planes[2], idx), b3 = _mm256_shuffle_epi8(planes[3], idx);
-  const __m256i t0 = _mm256_unpacklo_epi8(b0, b1), t1 = _mm256_unpackhi_epi8(b0, b1);
-  const __m256i t2 = _mm256_unpacklo_epi8(b2, b3), t3 = _mm256_unpackhi_epi8(b2, b3);
-  v[0] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(t0, t2));
-  v[1] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(t0, t2));
-  v[2] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(t1, t3));
-  v[3] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(t1, t3));
+  const __m256i b[4] = {_mm256_shuffle_epi8(planes[0], idx), _mm256_shuffle_epi8(planes[1], idx),
+                        _mm256_shuffle_epi8(planes[2], idx), _mm256_shuffle_epi8(planes[3], idx)};
+  floats_from_planes32(b, v);
 }
 
 // float_byte_planes of a 2-, 3- or 4-bit table, each plane in both 128-bit lanes.
@@ -279,12 +285,7 @@ TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void signed_planes32_a
     for (int k = 0; k < 4; ++k) b[k] = _mm256_xor_si256(b[k], _mm256_shuffle_epi8(p.plane[1][k], step));
   }
   b[3] = _mm256_xor_si256(b[3], _mm256_andnot_si256(upper, _mm256_set1_epi8(static_cast<char>(0x80))));
-  const __m256i t0 = _mm256_unpacklo_epi8(b[0], b[1]), t1 = _mm256_unpackhi_epi8(b[0], b[1]);
-  const __m256i t2 = _mm256_unpacklo_epi8(b[2], b[3]), t3 = _mm256_unpackhi_epi8(b[2], b[3]);
-  v[0] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(t0, t2));
-  v[1] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(t0, t2));
-  v[2] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(t1, t3));
-  v[3] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(t1, t3));
+  floats_from_planes32(b, v);
 }
 
 template <int kBits>

@@ -35,7 +35,8 @@ def cpu_name() -> str:
 
 def routes_text() -> str:
     """The CPU facts the kernels picked their routes by (:func:`turbokv.kernel_routes`), in words,
-    e.g. "AVX-512 VNNI, AVX-512 VBMI, AVX-VNNI; 5-8-bit lookups by gathers, packed rows by pdep",
+    e.g. "AVX-512 VNNI, AVX-512 VBMI, AVX-VNNI; 5-6-bit lookups by vpshufb, 7-8-bit ones by gathers,
+    packed rows by pdep",
     so that a table names them; "no x86 routes" off x86."""
     if "avx2" not in supported_simd():
         return "no x86 routes"
@@ -44,7 +45,9 @@ def routes_text() -> str:
                                       ("avx_vnni", "AVX-VNNI")) if r[key]]
     lookups = "scalar loads" if r["gathers_slow"] else "gathers"
     spread = "SIMD unpacking" if r["pdep_slow"] else "pdep"
-    return f"{', '.join(names) or 'no VNNI or VBMI'}; 5-8-bit lookups by {lookups}, packed rows by {spread}"
+    # 5-6-bit codes take vpshufb byte planes of the codebook's magnitudes where pdep is fast.
+    widths = "5-8-bit lookups" if r["pdep_slow"] else "5-6-bit lookups by vpshufb, 7-8-bit ones"
+    return f"{', '.join(names) or 'no VNNI or VBMI'}; {widths} by {lookups}, packed rows by {spread}"
 
 
 def machine_text() -> str:
