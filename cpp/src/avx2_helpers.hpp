@@ -224,6 +224,28 @@ TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void store_tile_sums_a
   }
 }
 
+// Eight keys' scores of 4 queries at once (the int8 and int16 score kernels' score_eight_keys):
+// keys p and p + 4 go together, their 4 query accumulators each reduced to one register
+// (pair_sums: [key p: queries 0-3 | key p + 4: queries 0-3], each key's lanes summed as a single
+// key's horizontal sum would be); after 4 pairs one in-lane transpose gives each query its 8 keys
+// in order (store_eight_keys): one store per query instead of a horizontal sum and 4 scalar
+// stores per key.
+TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline __m256i pair_sums(const __m256i (&p)[4], const __m256i (&p4)[4]) {
+  const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+  const __m256i h4 = _mm256_hadd_epi32(_mm256_hadd_epi32(p4[0], p4[1]), _mm256_hadd_epi32(p4[2], p4[3]));
+  return _mm256_add_epi32(_mm256_permute2x128_si256(h, h4, 0x20), _mm256_permute2x128_si256(h, h4, 0x31));
+}
+
+TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void store_eight_keys(const __m256 (&pairs)[4], float* out,
+                                                                              int64_t out_stride) {
+  const __m256 t0 = _mm256_unpacklo_ps(pairs[0], pairs[1]), t1 = _mm256_unpackhi_ps(pairs[0], pairs[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(pairs[2], pairs[3]), t3 = _mm256_unpackhi_ps(pairs[2], pairs[3]);
+  _mm256_storeu_ps(out, _mm256_shuffle_ps(t0, t2, 0x44));
+  _mm256_storeu_ps(out + out_stride, _mm256_shuffle_ps(t0, t2, 0xEE));
+  _mm256_storeu_ps(out + 2 * out_stride, _mm256_shuffle_ps(t1, t3, 0x44));
+  _mm256_storeu_ps(out + 3 * out_stride, _mm256_shuffle_ps(t1, t3, 0xEE));
+}
+
 // Scores of up to 4 queries on one key whose coordinates c..c+15 values(c, v0, v1) looks up:
 // each 16 looked-up coordinates serve every query, two accumulators per query (chains of d / 16
 // FMAs). head_dim a multiple of 16.

@@ -362,7 +362,8 @@ TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
 
 // The AVX2 int16 kernel's variants (with and without AVX-VNNI, by gathers, scalar loads or
 // vpshufb; the level runs one of them) return the scalar kernel's floats, at head_dims with a
-// scalar tail or a last block of 16, for 1, 3, 4, 6 and 7 queries (tiles of 1, 3 or 4; stored rows of 4 + 2, 4 + 3), on
+// scalar tail or a last block of 16, for 1, 3, 4, 6 and 7 queries (tiles of 1, 3 or 4; stored rows of 4 + 2, 4 + 3;
+// 4 queries on the shuffle route: keys two at a time, score_two_keys_int16, the 37th alone), on
 // antisymmetric tables (the shuffle route's) and others (where it gathers); so does the AVX-512
 // byte-plane kernel where it runs (VBMI and VNNI, head_dim a multiple of 64).
 TEST(SimdParity, Int16ScoreKernelVariantsMatchTheScalarKernel) {
