@@ -283,6 +283,39 @@ TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void dot32_tile_avx2(
   store_tile_sums_avx2<kTile>(acc, out, out_stride);
 }
 
+// As dot32_tile_avx2 for 4 queries on two keys at once (ka, kb): each query load serves both, one
+// accumulator per query and key (a float sum order of its own: a key's score may differ in the
+// last bits from dot32_tile_avx2's), one reduction for both keys' 8 sums; out[a * out_stride + 0, 1].
+template <typename Values>
+TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void dot32_two_keys_avx2(
+    const float* q, int d, const Values& ka, const Values& kb, float* out, int64_t out_stride) {
+  __m256 acc[2][4];
+  for (auto& k : acc) {
+    for (__m256& v : k) v = _mm256_setzero_ps();
+  }
+  for (int c = 0; c < d; c += 32) {
+    __m256 v[2][4];
+    ka(c, v[0]);
+    kb(c, v[1]);
+    for (int a = 0; a < 4; ++a) {
+      for (int k = 0; k < 4; ++k) {
+        const __m256 qa = _mm256_loadu_ps(q + a * d + c + 8 * k);
+        acc[0][a] = _mm256_fmadd_ps(qa, v[0][k], acc[0][a]);
+        acc[1][a] = _mm256_fmadd_ps(qa, v[1][k], acc[1][a]);
+      }
+    }
+  }
+  __m256 h[2];
+  for (int k = 0; k < 2; ++k) h[k] = _mm256_hadd_ps(_mm256_hadd_ps(acc[k][0], acc[k][1]), _mm256_hadd_ps(acc[k][2], acc[k][3]));
+  const __m256 v = _mm256_add_ps(_mm256_permute2f128_ps(h[0], h[1], 0x20), _mm256_permute2f128_ps(h[0], h[1], 0x31));
+  const __m128 low = _mm256_castps256_ps128(v), high = _mm256_extractf128_ps(v, 1);
+  const __m128 q01 = _mm_unpacklo_ps(low, high), q23 = _mm_unpackhi_ps(low, high);
+  _mm_storel_pi(reinterpret_cast<__m64*>(out), q01);
+  _mm_storeh_pi(reinterpret_cast<__m64*>(out + out_stride), q01);
+  _mm_storel_pi(reinterpret_cast<__m64*>(out + 2 * out_stride), q23);
+  _mm_storeh_pi(reinterpret_cast<__m64*>(out + 3 * out_stride), q23);
+}
+
 // The last 1-3 queries of a key in one tile (one tile per query would repeat the lookups).
 template <typename Values>
 TURBOKV_TARGET_AVX2 void dot16_rest_avx2(int rest, const float* q, int d, const Values& values,

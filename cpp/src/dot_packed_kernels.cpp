@@ -206,7 +206,17 @@ TURBOKV_TARGET_AVX2 void dot_planes32_avx2(const float* q, int m, const uint8_t*
   planes32_table(table, kPacked, planes);
   PermutedScratch lanes(static_cast<int64_t>(m) * d);  // no allocation per block up to 4 x 512
   to_lane_order32(q, m, d, lanes.data());
-  for (int64_t j = 0; j < n; ++j) {
+  int64_t j = 0;
+  if (m == 4) {  // keys two at a time (Zen 3, one thread: K3V3 0.96x the time, K2V2 and K4V4 1.00x)
+    for (; j + 2 <= n; j += 2) {
+      ahead.fetch(j);
+      ahead.fetch(j + 1);
+      const uint8_t* key = codes + j * code_bytes;
+      const PlaneKey32<kPacked, kPdep> ka{key, code_bytes, planes}, kb{key + code_bytes, code_bytes, planes};
+      dot32_two_keys_avx2(lanes.data(), d, ka, kb, out + j, out_stride);
+    }
+  }
+  for (; j < n; ++j) {
     ahead.fetch(j);
     const PlaneKey32<kPacked, kPdep> key{codes + j * code_bytes, code_bytes, planes};
     int a = 0;
@@ -315,7 +325,17 @@ TURBOKV_TARGET_AVX2 void dot_signed_planes32_avx2(const float* q, int m, const u
   signed_planes32_table(table, kBits, &planes);
   PermutedScratch lanes(static_cast<int64_t>(m) * d);
   to_lane_order32(q, m, d, lanes.data());
-  for (int64_t j = 0; j < n; ++j) {
+  int64_t j = 0;
+  if (m == 4) {  // keys two at a time (Zen 3, one thread: K5V5 0.95x the time, K6V6 0.96x)
+    for (; j + 2 <= n; j += 2) {
+      ahead.fetch(j);
+      ahead.fetch(j + 1);
+      const uint8_t* key = codes + j * code_bytes;
+      const SignedPlaneKey32<kBits> ka{key, d, &planes}, kb{key + code_bytes, d, &planes};
+      dot32_two_keys_avx2(lanes.data(), d, ka, kb, out + j, out_stride);
+    }
+  }
+  for (; j < n; ++j) {
     ahead.fetch(j);
     const SignedPlaneKey32<kBits> key{codes + j * code_bytes, d, &planes};
     int a = 0;
