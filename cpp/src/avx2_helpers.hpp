@@ -236,6 +236,23 @@ TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline __m256i pair_sums(cons
   return _mm256_add_epi32(_mm256_permute2x128_si256(h, h4, 0x20), _mm256_permute2x128_si256(h, h4, 0x31));
 }
 
+TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline __m256 pair_sums(const __m256 (&p)[4], const __m256 (&p4)[4]) {
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(p[0], p[1]), _mm256_hadd_ps(p[2], p[3]));
+  const __m256 h4 = _mm256_hadd_ps(_mm256_hadd_ps(p4[0], p4[1]), _mm256_hadd_ps(p4[2], p4[3]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(h, h4, 0x20), _mm256_permute2f128_ps(h, h4, 0x31));
+}
+
+// Two keys' scores of 4 queries, [key 0: queries 0-3 | key 1: queries 0-3], to out[a * out_stride
+// + 0, 1]: 8 bytes per query.
+TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void store_two_keys(__m256 pair, float* out, int64_t out_stride) {
+  const __m128 low = _mm256_castps256_ps128(pair), high = _mm256_extractf128_ps(pair, 1);
+  const __m128 q01 = _mm_unpacklo_ps(low, high), q23 = _mm_unpackhi_ps(low, high);
+  _mm_storel_pi(reinterpret_cast<__m64*>(out), q01);
+  _mm_storeh_pi(reinterpret_cast<__m64*>(out + out_stride), q01);
+  _mm_storel_pi(reinterpret_cast<__m64*>(out + 2 * out_stride), q23);
+  _mm_storeh_pi(reinterpret_cast<__m64*>(out + 3 * out_stride), q23);
+}
+
 TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void store_eight_keys(const __m256 (&pairs)[4], float* out,
                                                                               int64_t out_stride) {
   const __m256 t0 = _mm256_unpacklo_ps(pairs[0], pairs[1]), t1 = _mm256_unpackhi_ps(pairs[0], pairs[1]);
@@ -283,37 +300,39 @@ TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void dot32_tile_avx2(
   store_tile_sums_avx2<kTile>(acc, out, out_stride);
 }
 
-// As dot32_tile_avx2 for 4 queries on two keys at once (ka, kb): each query load serves both, one
-// accumulator per query and key (a float sum order of its own: a key's score may differ in the
-// last bits from dot32_tile_avx2's), one reduction for both keys' 8 sums; out[a * out_stride + 0, 1].
-template <typename Values>
-TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void dot32_two_keys_avx2(
+// As dot16_tile_avx2 (kStep 16: keys(c, v0, v1)) or dot32_tile_avx2 (kStep 32: keys(c, v)) for 4
+// queries on two keys at once: each query load serves both keys, one accumulator per query and
+// key (a float sum order of its own: a key's score may differ in the last bits from the one-key
+// tiles'), one reduction for both keys' 8 sums (pair_sums, store_two_keys). On Zen 3, one thread
+// (kernel_choices_avx2.md, round 25): 8-bit keys by loads 0.94-0.96x the time, 7-bit 0.88-0.91x,
+// byte planes of 5-6 bits 0.95x, 3 bits 0.96x, 2 and 4 bits 1.00x.
+template <int kStep, typename Values>
+TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void dot_two_keys_avx2(
     const float* q, int d, const Values& ka, const Values& kb, float* out, int64_t out_stride) {
+  static_assert(kStep == 16 || kStep == 32, "the one-key tiles' steps");
+  constexpr int kVectors = kStep / 8;
   __m256 acc[2][4];
   for (auto& k : acc) {
     for (__m256& v : k) v = _mm256_setzero_ps();
   }
-  for (int c = 0; c < d; c += 32) {
-    __m256 v[2][4];
-    ka(c, v[0]);
-    kb(c, v[1]);
+  for (int c = 0; c < d; c += kStep) {
+    __m256 v[2][kVectors];
+    if constexpr (kStep == 16) {
+      ka(c, v[0][0], v[0][1]);
+      kb(c, v[1][0], v[1][1]);
+    } else {
+      ka(c, v[0]);
+      kb(c, v[1]);
+    }
     for (int a = 0; a < 4; ++a) {
-      for (int k = 0; k < 4; ++k) {
+      for (int k = 0; k < kVectors; ++k) {
         const __m256 qa = _mm256_loadu_ps(q + a * d + c + 8 * k);
         acc[0][a] = _mm256_fmadd_ps(qa, v[0][k], acc[0][a]);
         acc[1][a] = _mm256_fmadd_ps(qa, v[1][k], acc[1][a]);
       }
     }
   }
-  __m256 h[2];
-  for (int k = 0; k < 2; ++k) h[k] = _mm256_hadd_ps(_mm256_hadd_ps(acc[k][0], acc[k][1]), _mm256_hadd_ps(acc[k][2], acc[k][3]));
-  const __m256 v = _mm256_add_ps(_mm256_permute2f128_ps(h[0], h[1], 0x20), _mm256_permute2f128_ps(h[0], h[1], 0x31));
-  const __m128 low = _mm256_castps256_ps128(v), high = _mm256_extractf128_ps(v, 1);
-  const __m128 q01 = _mm_unpacklo_ps(low, high), q23 = _mm_unpackhi_ps(low, high);
-  _mm_storel_pi(reinterpret_cast<__m64*>(out), q01);
-  _mm_storeh_pi(reinterpret_cast<__m64*>(out + out_stride), q01);
-  _mm_storel_pi(reinterpret_cast<__m64*>(out + 2 * out_stride), q23);
-  _mm_storeh_pi(reinterpret_cast<__m64*>(out + 3 * out_stride), q23);
+  store_two_keys(pair_sums(acc[0], acc[1]), out, out_stride);
 }
 
 // The last 1-3 queries of a key in one tile (one tile per query would repeat the lookups).

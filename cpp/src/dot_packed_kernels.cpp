@@ -207,13 +207,13 @@ TURBOKV_TARGET_AVX2 void dot_planes32_avx2(const float* q, int m, const uint8_t*
   PermutedScratch lanes(static_cast<int64_t>(m) * d);  // no allocation per block up to 4 x 512
   to_lane_order32(q, m, d, lanes.data());
   int64_t j = 0;
-  if (m == 4) {  // keys two at a time (Zen 3, one thread: K3V3 0.96x the time, K2V2 and K4V4 1.00x)
+  if (m == 4) {  // keys two at a time (dot_two_keys_avx2)
     for (; j + 2 <= n; j += 2) {
       ahead.fetch(j);
       ahead.fetch(j + 1);
       const uint8_t* key = codes + j * code_bytes;
       const PlaneKey32<kPacked, kPdep> ka{key, code_bytes, planes}, kb{key + code_bytes, code_bytes, planes};
-      dot32_two_keys_avx2(lanes.data(), d, ka, kb, out + j, out_stride);
+      dot_two_keys_avx2<32>(lanes.data(), d, ka, kb, out + j, out_stride);
     }
   }
   for (; j < n; ++j) {
@@ -326,13 +326,13 @@ TURBOKV_TARGET_AVX2 void dot_signed_planes32_avx2(const float* q, int m, const u
   PermutedScratch lanes(static_cast<int64_t>(m) * d);
   to_lane_order32(q, m, d, lanes.data());
   int64_t j = 0;
-  if (m == 4) {  // keys two at a time (Zen 3, one thread: K5V5 0.95x the time, K6V6 0.96x)
+  if (m == 4) {  // keys two at a time (dot_two_keys_avx2)
     for (; j + 2 <= n; j += 2) {
       ahead.fetch(j);
       ahead.fetch(j + 1);
       const uint8_t* key = codes + j * code_bytes;
       const SignedPlaneKey32<kBits> ka{key, d, &planes}, kb{key + code_bytes, d, &planes};
-      dot32_two_keys_avx2(lanes.data(), d, ka, kb, out + j, out_stride);
+      dot_two_keys_avx2<32>(lanes.data(), d, ka, kb, out + j, out_stride);
     }
   }
   for (; j < n; ++j) {
@@ -597,6 +597,31 @@ struct SpreadKey {
   }
 };
 
+// 4 queries on keys 0 .. n - n % 2, two at a time (dot_two_keys_avx2), 8-bit ones in place or
+// 5-7-bit ones spread from their packed bytes; returns the keys done. Measured on Zen 3's loads
+// (see dot_two_keys_avx2); the gathers of other cores take the same loop, unmeasured.
+template <Lookup8 kRoute>
+TURBOKV_TARGET_AVX2 int64_t dot_key_pairs_avx2(const float* q, const uint8_t* codes, int64_t code_bytes, int64_t n,
+                                               const float* table, int bits, int d, bool spread, float* out,
+                                               int64_t out_stride, RowsAhead ahead) {
+  const uint64_t mask = spread_mask(bits);
+  int64_t j = 0;
+  for (; j + 2 <= n; j += 2) {
+    ahead.fetch(j);
+    ahead.fetch(j + 1);
+    const uint8_t* key = codes + j * code_bytes;
+    if (spread) {
+      using Key = SpreadKey<kRoute>;
+      dot_two_keys_avx2<16>(q, d, Key{key, table, bits, d, mask}, Key{key + code_bytes, table, bits, d, mask}, out + j,
+                            out_stride);
+    } else {
+      using Key = LookupKey<kRoute>;
+      dot_two_keys_avx2<16>(q, d, Key{key, table, bits}, Key{key + code_bytes, table, bits}, out + j, out_stride);
+    }
+  }
+  return j;
+}
+
 TURBOKV_TARGET_AVX2 void dot_packed_rows_avx2(const float* q, int m, const uint8_t* codes,
                                               int64_t code_bytes, int64_t n, const float* table,
                                               int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
@@ -612,7 +637,15 @@ TURBOKV_TARGET_AVX2 void dot_packed_rows_avx2(const float* q, int m, const uint8
   // 5-7-bit keys read from their packed bytes where pdep is fast (SpreadKey).
   const bool spread = fused && spread_fits(bits, d);
   const uint64_t mask = spread_mask(bits);
-  for (int64_t j = 0; j < n; ++j) {
+  int64_t j = 0;
+  if (fused && m == 4 && (bits == 8 || spread)) {  // keys read in place: two at a time
+    if (route == Lookup8::kLoads) {
+      j = dot_key_pairs_avx2<Lookup8::kLoads>(q, codes, code_bytes, n, table, bits, d, spread, out, out_stride, ahead);
+    } else {
+      j = dot_key_pairs_avx2<Lookup8::kGather>(q, codes, code_bytes, n, table, bits, d, spread, out, out_stride, ahead);
+    }
+  }
+  for (; j < n; ++j) {
     ahead.fetch(j);
     const uint8_t* key = codes + j * code_bytes;
     if (spread) {

@@ -1399,7 +1399,9 @@ TEST(SimdParity, KernelsReturnWithCleanUpperHalves) {
 // the level's own route: at the AVX2 level 5-7-bit rows are read by pdep where it is fast
 // (asserted), whose last 8-index group of a row loads the 8 bytes that end with it. Rows are padded past their packed bytes at d = 96 and 256, so the
 // stride is honoured, and end at their packed bytes elsewhere (d = 16 and 32 too); none has
-// slack after the last row.
+// slack after the last row. At 4 queries the AVX2 float scores of byte planes (2-6 bits, d a
+// multiple of 32) and of 8-bit or spread rows take keys two at a time (dot_two_keys_avx2): 37
+// keys leave the last one to the one-key tiles.
 TEST(SimdParity, PackedScoresAndValuesMatchTheTable) {
   std::mt19937 gen(11);
   std::normal_distribution<float> normal;
