@@ -94,16 +94,25 @@ TEST(KVCache, FusedAttentionEqualsDecodedAttention) {
           const AttentionReport report = cache.attention(q.data(), batch, q_heads, q_len, o, out.data(), true);
           const std::string where = std::string(simd_name(level)) + " q_len " + std::to_string(q_len) +
                                     " path " + std::to_string(int(path));
-          // 100 positions at 3 query heads per KV head: 85 positions (255 rows) per work item.
+          // 100 positions at 3 query heads per KV head: work items of 85 and 15 positions (255 and
+          // 45 rows) per stream.
           EXPECT_EQ(report.items, batch * heads * (q_len == 3 ? 1 : 2)) << where;
-          const int64_t item_rows = (q_heads / heads) * (q_len == 3 ? 3 : 85);
-          const bool tiled = path == AttentionPath::kTiles ||
-                             (path == AttentionPath::kAuto && item_rows >= min_tile_rows(cfg.key.bits, level));
-          if (path == AttentionPath::kAuto) {  // the rule's two outcomes both occur here
-            // float16 keys: tiles from one row, but the AVX2 level scores 9 rows on the codes.
-            EXPECT_EQ(tiled, q_len == 100 || (cfg.key.bits == 0 && level != SimdLevel::kAvx2)) << where;
+          const std::vector<int64_t> item_rows = q_len == 3 ? std::vector<int64_t>{9} : std::vector<int64_t>{255, 45};
+          int64_t tiled_items = 0;
+          for (int64_t rows : item_rows) {
+            const bool tiled = path == AttentionPath::kTiles ||
+                               (path == AttentionPath::kAuto && rows >= min_tile_rows(cfg.key.bits, level));
+            tiled_items += tiled ? batch * heads : 0;
           }
-          EXPECT_EQ(report.tiled_items, tiled ? report.items : 0) << where;
+          if (path == AttentionPath::kAuto) {  // the rule's two outcomes both occur here
+            // The 255-row items take tiles; 9 rows (decode) the codes, except float16 keys, which
+            // take tiles from one row outside the AVX2 level.
+            const bool f16_tiles = cfg.key.bits == 0 && level != SimdLevel::kAvx2;
+            EXPECT_EQ(tiled_items, q_len == 3 ? (f16_tiles ? batch * heads : 0)
+                                              : (f16_tiles || 45 >= min_tile_rows(cfg.key.bits, level) ? 2 : 1) * batch * heads)
+                << where;
+          }
+          EXPECT_EQ(report.tiled_items, tiled_items) << where;
           double max_err = 0, max_ref = 0;
           for (size_t i = 0; i < out.size(); ++i) {
             max_err = std::max(max_err, std::fabs(out[i] - expect[i]));

@@ -139,7 +139,9 @@ def test_auto_path_uses_codes_to_decode_and_tiles_to_prefill(rng):
     assert cache.last_attention_path is None
     cache.attention(tokens(rng, 1, 8, 1, 64))  # 4 query rows per KV head: decode
     assert cache.last_attention_path == "codes"
-    cache.attention(tokens(rng, 1, 8, 4, 64))  # 16 rows: speculative verification, a chunk
+    cache.attention(tokens(rng, 1, 8, 4, 64))  # 16 rows: speculative verification
+    assert cache.last_attention_path == "codes"
+    cache.attention(tokens(rng, 1, 8, 8, 64))  # 32 rows (min_tile_rows for 4-bit keys): a chunk
     assert cache.last_attention_path == "tiles"
     with pytest.raises(ValueError, match="path"):
         cache.attention(tokens(rng, 1, 8, 1, 64), path="dense")
