@@ -47,7 +47,9 @@ def routes_text() -> str:
     spread = "SIMD unpacking" if r["pdep_slow"] else "pdep"
     # 5-6-bit codes take vpshufb byte planes of the codebook's magnitudes where pdep is fast.
     widths = "5-8-bit lookups" if r["pdep_slow"] else "5-6-bit lookups by vpshufb, 7-8-bit ones"
-    return f"{', '.join(names) or 'no VNNI or VBMI'}; {widths} by {lookups}, packed rows by {spread}"
+    # Where gathers are slow, int16 scores of 7-bit keys take vpshufb too (session 25).
+    int16 = "; int16 words of 7-bit keys by vpshufb" if r["gathers_slow"] else ""
+    return f"{', '.join(names) or 'no VNNI or VBMI'}; {widths} by {lookups}{int16}, packed rows by {spread}"
 
 
 def machine_text() -> str:
