@@ -273,9 +273,9 @@ class KVCache:
                 packed codes and values are summed from them (decode: nothing is expanded);
                 ``"tiles"``: the block is decoded once to float tiles and matrix products serve
                 all queries (prefill); ``"auto"`` (default): tiles once a work item holds enough
-                query rows (query heads per KV head x q_len) for them to win: 16 for 2-6-bit keys,
-                8 for 8-bit keys, 1 for float16 keys (40 at the AVX2 level, whose codes
-                path converts float16 once for 4 queries; measured, ``bench/prefill.py
+                query rows (query heads per KV head x q_len) for them to win: 32 for 1-4-bit keys,
+                16 for 5-8-bit keys, 1 for float16 keys (96 at the AVX2 level, whose codes
+                path converts float16 once for 4 queries; measured on Zen 3, ``bench/prefill.py
                 --crossover``). Both compute the same decoded keys and values and differ only in
                 float rounding; ``last_attention_path`` says which ran. (In a model, that rounding
                 can move a later layer's input across a quantization boundary: a code then
