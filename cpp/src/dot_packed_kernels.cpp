@@ -7,6 +7,7 @@
 
 #include "avx2_helpers.hpp"
 #include "avx512_helpers.hpp"
+#include "broadcast_lookups_avx2.hpp"
 #include "kernels.hpp"
 
 namespace turbokv {
@@ -598,8 +599,9 @@ struct SpreadKey {
 };
 
 // 4 queries on keys 0 .. n - n % 2, two at a time (dot_two_keys_avx2), 8-bit ones in place or
-// 5-7-bit ones spread from their packed bytes; returns the keys done. Measured on Zen 3's loads
-// (see dot_two_keys_avx2); the gathers of other cores take the same loop, unmeasured.
+// 5-7-bit ones spread from their packed bytes; returns the keys done. Taken by the gathers of
+// cores where they are fast (unmeasured there); measured on Zen 3's loads in round 25 (see
+// dot_two_keys_avx2), which now take the broadcast lookups instead.
 template <Lookup8 kRoute>
 TURBOKV_TARGET_AVX2 int64_t dot_key_pairs_avx2(const float* q, const uint8_t* codes, int64_t code_bytes, int64_t n,
                                                const float* table, int bits, int d, bool spread, float* out,
@@ -622,6 +624,35 @@ TURBOKV_TARGET_AVX2 int64_t dot_key_pairs_avx2(const float* q, const uint8_t* co
   return j;
 }
 
+// Scores of keys 0 .. n - n % 8 by broadcast lookups where broadcast_fits; returns the keys done.
+template <int kLanes>
+TURBOKV_TARGET_AVX2 int64_t dot_broadcast_keys(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
+                                               const float* table, int bits, int d, float* out, int64_t out_stride,
+                                               RowsAhead ahead) {
+  std::vector<float> qt(static_cast<size_t>(kLanes * d));
+  interleave_rows<kLanes>(q, d, m, d, qt.data());
+  const InPlaceWords in_place{codes, code_bytes};
+  const SpreadWords spread{codes, code_bytes, bits, d, spread_mask(bits)};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    for (int k = 0; k < 8; ++k) ahead.fetch(j + k);
+    if (bits == 8) {
+      dot_eight_keys_broadcast<kLanes>(qt.data(), m, d, table, in_place, j, out, out_stride);
+    } else {
+      dot_eight_keys_broadcast<kLanes>(qt.data(), m, d, table, spread, j, out, out_stride);
+    }
+  }
+  return j;
+}
+
+TURBOKV_TARGET_AVX2 int64_t dot_broadcast_rows(const float* q, int m, const uint8_t* codes, int64_t code_bytes,
+                                               int64_t n, const float* table, int bits, int d, float* out,
+                                               int64_t out_stride, RowsAhead ahead) {
+  if (!broadcast_fits(m, bits, d)) return 0;
+  return (m <= 4 ? dot_broadcast_keys<4> : dot_broadcast_keys<8>)(q, m, codes, code_bytes, n, table, bits, d, out,
+                                                                  out_stride, ahead);
+}
+
 TURBOKV_TARGET_AVX2 void dot_packed_rows_avx2(const float* q, int m, const uint8_t* codes,
                                               int64_t code_bytes, int64_t n, const float* table,
                                               int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
@@ -637,13 +668,11 @@ TURBOKV_TARGET_AVX2 void dot_packed_rows_avx2(const float* q, int m, const uint8
   // 5-7-bit keys read from their packed bytes where pdep is fast (SpreadKey).
   const bool spread = fused && spread_fits(bits, d);
   const uint64_t mask = spread_mask(bits);
-  int64_t j = 0;
-  if (fused && m == 4 && (bits == 8 || spread)) {  // keys read in place: two at a time
-    if (route == Lookup8::kLoads) {
-      j = dot_key_pairs_avx2<Lookup8::kLoads>(q, codes, code_bytes, n, table, bits, d, spread, out, out_stride, ahead);
-    } else {
-      j = dot_key_pairs_avx2<Lookup8::kGather>(q, codes, code_bytes, n, table, bits, d, spread, out, out_stride, ahead);
-    }
+  // Where gathers are slow, 8 keys at a time by broadcast lookups (broadcast_fits); elsewhere 4
+  // queries take keys in place two at a time.
+  int64_t j = dot_broadcast_rows(q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
+  if (j == 0 && fused && m == 4 && (bits == 8 || spread) && route == Lookup8::kGather) {
+    j = dot_key_pairs_avx2<Lookup8::kGather>(q, codes, code_bytes, n, table, bits, d, spread, out, out_stride, ahead);
   }
   for (; j < n; ++j) {
     ahead.fetch(j);
@@ -791,8 +820,10 @@ void dot_packed_avx2(const float* q, int m, const uint8_t* codes, int64_t code_b
   if (bits <= 4 && d % 16 == 0 && (m > 1 || bits != 3 || d % 32 == 0)) {
     return dot_planes_avx2(q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
   }
-  // 5- and 6-bit codes of an antisymmetric table (every codebook) by its magnitudes' byte planes.
-  if (dot_signed_planes32(q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead)) return;
+  // 5- and 6-bit codes of an antisymmetric table (every codebook) by its magnitudes' byte planes,
+  // up to 4 queries where the broadcast lookups fit (the planes repeat their lookups per 4 queries).
+  const bool planes = m <= 4 || !broadcast_fits(m, bits, d);
+  if (planes && dot_signed_planes32(q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead)) return;
   // The rows route, fused for one query too when head_dim is a multiple of 16 (one query, d =
   // 128: 8 bits 152-179 -> 121-141, 3 bits 139-148 -> 126-131 cycles per key against the
   // generic route).

@@ -13,6 +13,7 @@
 
 #include "../../cpp/src/avx2_helpers.hpp"
 #include "../../cpp/src/boundary_grid.hpp"
+#include "../../cpp/src/broadcast_lookups_avx2.hpp"
 #include "../../cpp/src/kernels.hpp"
 #include "test_util.hpp"
 #include "turbokv/half.hpp"
@@ -1074,6 +1075,61 @@ TEST(SimdParity, BothLookupRoutesReadTheTableExactly) {
 #endif
 
 #if TURBOKV_X86
+// Scores of 8 keys (rows of `codes`) by the broadcast lookups, as dot_packed_rows_avx2 calls them.
+template <int kLanes>
+TURBOKV_TARGET_AVX2 void eight_keys_by_broadcast(const float* q, int m, int d, const float* table,
+                                                 const uint8_t* codes, int64_t code_bytes, int bits, float* out) {
+  std::vector<float> qt(static_cast<size_t>(kLanes * d));
+  kernels::interleave_rows<kLanes>(q, d, m, d, qt.data());
+  if (bits == 8) {
+    kernels::dot_eight_keys_broadcast<kLanes>(qt.data(), m, d, table, kernels::InPlaceWords{codes, code_bytes}, 0, out, 8);
+  } else {
+    const kernels::SpreadWords words{codes, code_bytes, bits, d, kernels::spread_mask(bits)};
+    kernels::dot_eight_keys_broadcast<kLanes>(qt.data(), m, d, table, words, 0, out, 8);
+  }
+}
+
+// The broadcast lookups run where gathers are slow (Zen 1-3: broadcast_fits); their scores are
+// checked here on every AVX2 machine against double sums of the table's floats: 8-bit codes in
+// place and 5-7-bit ones spread from packed rows, 1-8 queries, head_dims 16 and 128.
+TEST(SimdParity, BroadcastLookupsScoreEightKeys) {
+  if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX2 here";
+  EXPECT_EQ(kernels::broadcast_fits(4, 8, 128), kernels::kGathersAreSlow);
+  EXPECT_EQ(kernels::broadcast_fits(1, 7, 128), kernels::kGathersAreSlow && !kernels::kPdepIsSlow);
+  EXPECT_FALSE(kernels::broadcast_fits(1, 8, 128));  // one query keeps the fused loads
+  EXPECT_FALSE(kernels::broadcast_fits(9, 8, 128));
+  EXPECT_FALSE(kernels::broadcast_fits(4, 4, 128));
+  std::mt19937 gen(17);
+  std::vector<float> table(256);
+  for (int i = 0; i < 256; ++i) table[i] = std::ldexp(float(i) - 127.5f, i % 7 - 3);
+  const kernels::PackFn pack = kernels::select_pack(SimdLevel::kScalar);
+  for (int d : {16, 128}) {
+    for (int bits = 5; bits <= 8; ++bits) {
+      const int64_t code_bytes = int64_t(d) * bits / 8;
+      std::vector<uint8_t> idx(size_t(8) * d), codes(size_t(8) * code_bytes);
+      for (auto& i : idx) i = uint8_t(gen() % (1u << bits));
+      for (int k = 0; k < 8; ++k) pack(idx.data() + k * d, d, bits, codes.data() + k * code_bytes);
+      for (int m = 1; m <= 8; ++m) {
+        auto q = test_util::gaussian_rows(m, d, uint32_t(m * 7 + bits));
+        std::vector<float> out(size_t(m) * 8, -1.0f);
+        (m <= 4 ? eight_keys_by_broadcast<4> : eight_keys_by_broadcast<8>)(q.data(), m, d, table.data(), codes.data(),
+                                                                           code_bytes, bits, out.data());
+        for (int a = 0; a < m; ++a) {
+          for (int k = 0; k < 8; ++k) {
+            double exact = 0.0, magnitude = 0.0;
+            for (int i = 0; i < d; ++i) {
+              exact += double(q[a * d + i]) * table[idx[k * d + i]];
+              magnitude += std::abs(double(q[a * d + i]) * table[idx[k * d + i]]);
+            }
+            ASSERT_NEAR(out[a * 8 + k], exact, 1e-6 * magnitude + 1e-6)
+                << "d=" << d << " bits=" << bits << " m=" << m << " query " << a << " key " << k;
+          }
+        }
+      }
+    }
+  }
+}
+
 TURBOKV_TARGET_AVX2 void grid_cells_by_loads(const kernels::GridCell* table, const int32_t* cells,
                                              float* candidate, int32_t* below) {
   __m256 c;
