@@ -4,10 +4,12 @@
 // the weights of a key) lying side by side in one register, up to 8 queries per FMA: qt[kLanes i +
 // a] = q[a d + i]. The scalar-load route it replaces spends a load and a vinsertps (a shuffle
 // port that the FMAs share) per index, then one FMA per query. Index bytes come out of a 64-bit
-// word by movzbl and a shift (next_index): compilers spend a copy, a shift and a mask per byte,
-// and the ALU ports bound this loop (Zen 3: about 2 ALU operations per lookup at 4 per cycle).
+// word by movzbl and a shift (next_index: compilers spend a copy, a shift and a mask per byte).
+// That is 4 operations per lookup (movzbl, shift, broadcast, FMA), which Zen 3's 6-wide dispatch
+// bounds near 0.67 cycles per lookup (measured 0.65-0.7); half the index bytes loaded from the
+// rows instead (one operation fewer, one load more) left it load-bound: 1.09-1.31x the time
+// (kernel_choices_avx2.md, round 26).
 #pragma once
-#include <immintrin.h>
 
 #include <cstdint>
 #include <cstring>
