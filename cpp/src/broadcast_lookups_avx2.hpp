@@ -1,8 +1,9 @@
-// Internal: scores and values of 5-8-bit codes by broadcast lookups, where vgatherdps is slow
+// Internal: scores of 5-8-bit codes by broadcast lookups, where vgatherdps is slow
 // (kGathersAreSlow: AMD Zen 1-3). Each looked-up centroid is broadcast from the table by a load
-// (vbroadcastss m32: a load-port operation, no shuffle) and multiplies the queries' coordinate (or
-// the weights of a key) lying side by side in one register, up to 8 queries per FMA: qt[kLanes i +
-// a] = q[a d + i]. The scalar-load route it replaces spends a load and a vinsertps (a shuffle
+// (vbroadcastss m32: a load-port operation, no shuffle) and multiplies the queries' coordinate
+// lying side by side in one register, up to 8 queries per FMA: qt[kLanes i + a] = q[a d + i].
+// (Values the same way, each coordinate's queries in a register across the keys: 1.00-1.12x the
+// time of accumulate16_avx2's loads; not kept.) The scalar-load route it replaces spends a load and a vinsertps (a shuffle
 // port that the FMAs share) per index, then one FMA per query. Index bytes come out of a 64-bit
 // word by movzbl and a shift (next_index: compilers spend a copy, a shift and a mask per byte).
 // That is 4 operations per lookup (movzbl, shift, broadcast, FMA), which Zen 3's 6-wide dispatch
@@ -39,12 +40,11 @@ __attribute__((always_inline)) inline uint64_t next_index(uint64_t& w) {
   return index;
 }
 
-// rows (m of them, row a at rows + a * stride, `count` floats each) side by side: out[kLanes i +
-// a] = rows[a * stride + i], lanes a >= m zero. Queries (count = d) or weights (count = n keys).
+// The m queries (rows of d floats) side by side: qt[kLanes i + a] = q[a d + i], lanes a >= m zero.
 template <int kLanes>
-inline void interleave_rows(const float* rows, int64_t stride, int m, int64_t count, float* out) {
-  for (int64_t i = 0; i < count; ++i) {
-    for (int a = 0; a < kLanes; ++a) out[kLanes * i + a] = a < m ? rows[a * stride + i] : 0.0f;
+inline void interleave_queries(const float* q, int m, int d, float* qt) {
+  for (int i = 0; i < d; ++i) {
+    for (int a = 0; a < kLanes; ++a) qt[kLanes * i + a] = a < m ? q[a * d + i] : 0.0f;
   }
 }
 
@@ -78,7 +78,7 @@ TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline __m256 two_centroids(c
   return _mm256_insertf128_ps(_mm256_castps128_ps256(low), _mm_broadcast_ss(table + next_index(w1)), 1);
 }
 
-// Scores of m <= kLanes queries (qt: interleave_rows of the queries) on keys j .. j + 7 of
+// Scores of m <= kLanes queries (qt: interleave_queries) on keys j .. j + 7 of
 // `words`: one accumulator per key. kLanes 8: a coordinate's 8 queries per FMA; kLanes 4: two
 // coordinates' (even | odd) per FMA, so that 8 chains of d / 2 FMAs cover the FMA latency at 16
 // lookups per round (one coordinate per FMA left the FMA latency, 4 cycles per 8 lookups, binding).

@@ -630,7 +630,7 @@ TURBOKV_TARGET_AVX2 int64_t dot_broadcast_keys(const float* q, int m, const uint
                                                const float* table, int bits, int d, float* out, int64_t out_stride,
                                                RowsAhead ahead) {
   std::vector<float> qt(static_cast<size_t>(kLanes * d));
-  interleave_rows<kLanes>(q, d, m, d, qt.data());
+  interleave_queries<kLanes>(q, m, d, qt.data());
   const InPlaceWords in_place{codes, code_bytes};
   const SpreadWords spread{codes, code_bytes, bits, d, spread_mask(bits)};
   int64_t j = 0;

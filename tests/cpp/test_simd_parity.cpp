@@ -1080,7 +1080,7 @@ template <int kLanes>
 TURBOKV_TARGET_AVX2 void eight_keys_by_broadcast(const float* q, int m, int d, const float* table,
                                                  const uint8_t* codes, int64_t code_bytes, int bits, float* out) {
   std::vector<float> qt(static_cast<size_t>(kLanes * d));
-  kernels::interleave_rows<kLanes>(q, d, m, d, qt.data());
+  kernels::interleave_queries<kLanes>(q, m, d, qt.data());
   if (bits == 8) {
     kernels::dot_eight_keys_broadcast<kLanes>(qt.data(), m, d, table, kernels::InPlaceWords{codes, code_bytes}, 0, out, 8);
   } else {
