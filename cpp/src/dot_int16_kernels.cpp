@@ -77,7 +77,7 @@ ShuffleTables shuffle_tables(const int32_t* table, int bits) {
 void dot_packed_int16_avx2(const int16_t* q16, const float* q_scale, int m, const uint8_t* codes,
                            int64_t code_bytes, int64_t n, const int32_t* table, float table_scale,
                            int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
-  dot_packed_int16_avx2_variant(kHasAvxVnni, int16_avx2_lookup(bits))(
+  dot_packed_int16_avx2_variant(kHasAvxVnni, int16_avx2_lookup(bits, m))(
       q16, q_scale, m, codes, code_bytes, n, table, table_scale, bits, d, out, out_stride, ahead);
 }
 
@@ -138,8 +138,12 @@ bool int16_shuffle_fits(const int32_t* table, int bits) {
 // tiles score keys two at a time (round 25, Zen 3, one thread: K7V4 0.71-0.88x the time at 1, 3,
 // 4 and 7 queries per KV head; 8-bit keys 0.86-0.95x at 1, 4, 6 and 7, but 1.11-1.17x at 2 and 3).
 #if TURBOKV_X86
-Int16Lookup int16_avx2_lookup(int bits) {
+Int16Lookup int16_avx2_lookup(int bits, int m) {
   if (bits <= 6 || (bits == 7 && kGathersAreSlow)) return Int16Lookup::kShuffle;
+  // 8-bit keys (8 sub-tables) where gathers are slow, by queries per call (Zen 3, one thread, K8V4
+  // at 32K against the loads; kernel_choices_avx2.md, round 26): 0.90-0.96x the time at 1 and 4-8
+  // queries, 1.11-1.17x at 2 and 3.
+  if (kGathersAreSlow && m != 2 && m != 3) return Int16Lookup::kShuffle;
   return kGathersAreSlow ? Int16Lookup::kLoads : Int16Lookup::kGather;
 }
 
@@ -155,7 +159,7 @@ DotPackedInt16Fn dot_packed_int16_avx2_variant(bool avx_vnni, Int16Lookup lookup
   return nullptr;
 }
 #else
-Int16Lookup int16_avx2_lookup(int) { return Int16Lookup::kGather; }
+Int16Lookup int16_avx2_lookup(int, int) { return Int16Lookup::kGather; }
 DotPackedInt16Fn dot_packed_int16_avx2_variant(bool, Int16Lookup) { return nullptr; }
 #endif
 

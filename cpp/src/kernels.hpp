@@ -301,8 +301,9 @@ enum class Int16Lookup { kGather, kLoads, kShuffle };
 // (table[half - 1 - k] == -table[half + k], as every Lloyd-Max codebook) with the upper half in
 // 0 .. 32767.
 bool int16_shuffle_fits(const int32_t* table, int bits);
-// The lookup the AVX2 level's int16 kernel takes for keys of `bits` (5-8) with a fitting table.
-Int16Lookup int16_avx2_lookup(int bits);
+// The lookup the AVX2 level's int16 kernel takes for keys of `bits` (5-8) with a fitting table,
+// scoring m queries per call.
+Int16Lookup int16_avx2_lookup(int bits, int m);
 // The AVX2 level's int16 kernel with and without AVX-VNNI (vpdpwssd), by each lookup (the level
 // picks the shuffle route), for tests (nullptr off x86); and whether the AVX-512 level takes its
 // byte-plane kernel (VBMI and VNNI, head_dim a multiple of 64).

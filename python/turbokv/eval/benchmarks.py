@@ -43,12 +43,14 @@ def routes_text() -> str:
     r = kernel_routes()
     names = [label for key, label in (("avx512_vnni", "AVX-512 VNNI"), ("avx512_vbmi", "AVX-512 VBMI"),
                                       ("avx_vnni", "AVX-VNNI")) if r[key]]
-    lookups = "scalar loads" if r["gathers_slow"] else "gathers"
+    # Where gathers are slow, float32 scores broadcast each looked-up centroid (session 26).
+    lookups = "scalar loads (float32 scores: broadcasts)" if r["gathers_slow"] else "gathers"
     spread = "SIMD unpacking" if r["pdep_slow"] else "pdep"
     # 5-6-bit codes take vpshufb byte planes of the codebook's magnitudes where pdep is fast.
     widths = "5-8-bit lookups" if r["pdep_slow"] else "5-6-bit lookups by vpshufb, 7-8-bit ones"
-    # Where gathers are slow, int16 scores of 7-bit keys take vpshufb too (session 25).
-    int16 = "; int16 words of 7-bit keys by vpshufb" if r["gathers_slow"] else ""
+    # Where gathers are slow, int16 scores of 7-bit keys take vpshufb too (session 25), and of
+    # 8-bit ones except at 2-3 queries per KV head (session 26).
+    int16 = "; int16 words of 7-8-bit keys by vpshufb" if r["gathers_slow"] else ""
     return f"{', '.join(names) or 'no VNNI or VBMI'}; {widths} by {lookups}{int16}, packed rows by {spread}"
 
 
