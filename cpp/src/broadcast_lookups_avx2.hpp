@@ -40,11 +40,12 @@ __attribute__((always_inline)) inline uint64_t next_index(uint64_t& w) {
   return index;
 }
 
-// The m queries (rows of d floats) side by side: qt[kLanes i + a] = q[a d + i], lanes a >= m zero.
+// m rows (row a at rows + a * stride, `count` floats each) side by side: out[kLanes i + a] =
+// rows[a * stride + i], lanes a >= m zero. Queries (count = d) or softmax weights (count = keys).
 template <int kLanes>
-inline void interleave_queries(const float* q, int m, int d, float* qt) {
-  for (int i = 0; i < d; ++i) {
-    for (int a = 0; a < kLanes; ++a) qt[kLanes * i + a] = a < m ? q[a * d + i] : 0.0f;
+inline void interleave_rows(const float* rows, int64_t stride, int m, int64_t count, float* out) {
+  for (int64_t i = 0; i < count; ++i) {
+    for (int a = 0; a < kLanes; ++a) out[kLanes * i + a] = a < m ? rows[a * stride + i] : 0.0f;
   }
 }
 
@@ -78,7 +79,7 @@ TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline __m256 two_centroids(c
   return _mm256_insertf128_ps(_mm256_castps128_ps256(low), _mm_broadcast_ss(table + next_index(w1)), 1);
 }
 
-// Scores of m <= kLanes queries (qt: interleave_queries) on keys j .. j + 7 of
+// Scores of m <= kLanes queries (qt: interleave_rows of the queries) on keys j .. j + 7 of
 // `words`: one accumulator per key. kLanes 8: a coordinate's 8 queries per FMA; kLanes 4: two
 // coordinates' (even | odd) per FMA, so that 8 chains of d / 2 FMAs cover the FMA latency at 16
 // lookups per round (one coordinate per FMA left the FMA latency, 4 cycles per 8 lookups, binding).
@@ -108,6 +109,32 @@ TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void dot_eight_keys_br
   for (int k = 0; k < 8; ++k) _mm256_store_ps(sums[k], acc[k]);
   for (int a = 0; a < m; ++a) {
     for (int k = 0; k < 8; ++k) out[a * out_stride + j + k] = kLanes == 8 ? sums[k][a] : sums[k][a] + sums[k][4 + a];
+  }
+}
+
+// Values of 5-8 queries (wt: interleave_rows<8> of their weights, n keys) into acc (m rows of d),
+// 8 coordinates at a time: each coordinate's m sums in one register across all n keys, each
+// running over the keys in order (as accumulate16_avx2: the same floats). Tiles of 4 queries
+// looked every index up once per tile; here once for all. head_dim a multiple of 8.
+template <typename Words>
+TURBOKV_TARGET_AVX2 void axpy_eight_queries_broadcast(const float* wt, int m, int64_t n, const Words& words,
+                                                      const float* table, int d, float* acc) {
+  alignas(32) float lanes[8][8] = {};
+  for (int i = 0; i < d; i += 8) {
+    for (int t = 0; t < 8; ++t) {
+      for (int a = 0; a < m; ++a) lanes[t][a] = acc[a * d + i + t];
+    }
+    __m256 sums[8];
+    for (int t = 0; t < 8; ++t) sums[t] = _mm256_load_ps(lanes[t]);
+    for (int64_t j = 0; j < n; ++j) {
+      const __m256 weights = _mm256_loadu_ps(wt + 8 * j);
+      uint64_t word = words(j, i);
+      for (int t = 0; t < 8; ++t) sums[t] = _mm256_fmadd_ps(weights, _mm256_broadcast_ss(table + next_index(word)), sums[t]);
+    }
+    for (int t = 0; t < 8; ++t) _mm256_store_ps(lanes[t], sums[t]);
+    for (int t = 0; t < 8; ++t) {
+      for (int a = 0; a < m; ++a) acc[a * d + i + t] = lanes[t][a];
+    }
   }
 }
 

@@ -630,7 +630,7 @@ TURBOKV_TARGET_AVX2 int64_t dot_broadcast_keys(const float* q, int m, const uint
                                                const float* table, int bits, int d, float* out, int64_t out_stride,
                                                RowsAhead ahead) {
   std::vector<float> qt(static_cast<size_t>(kLanes * d));
-  interleave_queries<kLanes>(q, m, d, qt.data());
+  interleave_rows<kLanes>(q, d, m, d, qt.data());
   const InPlaceWords in_place{codes, code_bytes};
   const SpreadWords spread{codes, code_bytes, bits, d, spread_mask(bits)};
   int64_t j = 0;
@@ -651,6 +651,24 @@ TURBOKV_TARGET_AVX2 int64_t dot_broadcast_rows(const float* q, int m, const uint
   if (!broadcast_fits(m, bits, d)) return 0;
   return (m <= 4 ? dot_broadcast_keys<4> : dot_broadcast_keys<8>)(q, m, codes, code_bytes, n, table, bits, d, out,
                                                                   out_stride, ahead);
+}
+
+// Values of 5-8 queries by broadcast lookups where broadcast_fits (7-8-bit values: 5- and 6-bit
+// ones keep their signed planes, 1.05x and 0.95x the time by broadcasts); false: not taken. Zen
+// 3, one thread, 32K, against tiles of 4 queries and the rest on the loads (kernel_choices round
+// 26): K2V8 0.80-0.81x the time at 5, 7 and 8 queries per KV head, K2V7 0.82x at 7.
+TURBOKV_TARGET_AVX2 bool axpy_broadcast_rows(const float* w, int64_t w_stride, int m, const uint8_t* codes,
+                                             int64_t code_bytes, int64_t n, const float* table, int bits, int d,
+                                             float* acc) {
+  if (m <= 4 || !broadcast_fits(m, bits, d)) return false;
+  std::vector<float> wt(static_cast<size_t>(8 * n));
+  interleave_rows<8>(w, w_stride, m, n, wt.data());
+  if (bits == 8) {
+    axpy_eight_queries_broadcast(wt.data(), m, n, InPlaceWords{codes, code_bytes}, table, d, acc);
+  } else {
+    axpy_eight_queries_broadcast(wt.data(), m, n, SpreadWords{codes, code_bytes, bits, d, spread_mask(bits)}, table, d, acc);
+  }
+  return true;
 }
 
 TURBOKV_TARGET_AVX2 void dot_packed_rows_avx2(const float* q, int m, const uint8_t* codes,
@@ -842,6 +860,7 @@ void axpy_packed_avx2(const float* w, int64_t w_stride, int m, const uint8_t* co
   // key's lookups on the rows route.
   if (bits <= 4 && d % 16 == 0) return axpy_planes_avx2(w, w_stride, m, codes, code_bytes, n, table, bits, d, acc);
   if (axpy_signed_planes32(w, w_stride, m, codes, code_bytes, n, table, bits, d, acc)) return;
+  if (axpy_broadcast_rows(w, w_stride, m, codes, code_bytes, n, table, bits, d, acc)) return;
   if (m > 1) return axpy_packed_rows_avx2(w, w_stride, m, codes, code_bytes, n, table, bits, d, acc);
   axpy_packed_generic(select_axpy_lookup(SimdLevel::kAvx2), select_unpack(SimdLevel::kAvx2), w,
                       w_stride, m, codes, code_bytes, n, table, bits, d, acc);

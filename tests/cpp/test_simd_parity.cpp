@@ -1082,7 +1082,7 @@ template <int kLanes>
 TURBOKV_TARGET_AVX2 void eight_keys_by_broadcast(const float* q, int m, int d, const float* table,
                                                  const uint8_t* codes, int64_t code_bytes, int bits, float* out) {
   std::vector<float> qt(static_cast<size_t>(kLanes * d));
-  kernels::interleave_queries<kLanes>(q, m, d, qt.data());
+  kernels::interleave_rows<kLanes>(q, d, m, d, qt.data());
   if (bits == 8) {
     kernels::dot_eight_keys_broadcast<kLanes>(qt.data(), m, d, table, kernels::InPlaceWords{codes, code_bytes}, 0, out, 8);
   } else {
@@ -1091,10 +1091,24 @@ TURBOKV_TARGET_AVX2 void eight_keys_by_broadcast(const float* q, int m, int d, c
   }
 }
 
+// Values of 5-8 queries over n keys by the broadcast lookups, as axpy_broadcast_rows calls them.
+TURBOKV_TARGET_AVX2 void values_by_broadcast(const float* w, int m, int64_t n, int d, const float* table,
+                                             const uint8_t* codes, int64_t code_bytes, int bits, float* acc) {
+  std::vector<float> wt(static_cast<size_t>(8 * n));
+  kernels::interleave_rows<8>(w, n, m, n, wt.data());
+  if (bits == 8) {
+    kernels::axpy_eight_queries_broadcast(wt.data(), m, n, kernels::InPlaceWords{codes, code_bytes}, table, d, acc);
+  } else {
+    const kernels::SpreadWords words{codes, code_bytes, bits, d, kernels::spread_mask(bits)};
+    kernels::axpy_eight_queries_broadcast(wt.data(), m, n, words, table, d, acc);
+  }
+}
+
 // The broadcast lookups run where gathers are slow (Zen 1-3: broadcast_fits); their scores are
 // checked here on every AVX2 machine against double sums of the table's floats: 8-bit codes in
-// place and 5-7-bit ones spread from packed rows, 1-8 queries, head_dims 16 and 128.
-TEST(SimdParity, BroadcastLookupsScoreEightKeys) {
+// place and 5-7-bit ones spread from packed rows, scores of 1-8 queries and values of 5-8, head_dims
+// 16 and 128.
+TEST(SimdParity, BroadcastLookupsMatchTheTable) {
   if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX2 here";
   EXPECT_EQ(kernels::broadcast_fits(4, 8, 128), kernels::kGathersAreSlow);
   EXPECT_EQ(kernels::broadcast_fits(1, 7, 128), kernels::kGathersAreSlow && !kernels::kPdepIsSlow);
@@ -1125,6 +1139,22 @@ TEST(SimdParity, BroadcastLookupsScoreEightKeys) {
             }
             ASSERT_NEAR(out[a * 8 + k], exact, 1e-6 * magnitude + 1e-6)
                 << "d=" << d << " bits=" << bits << " m=" << m << " query " << a << " key " << k;
+          }
+        }
+        if (m < 5) continue;
+        // Values: acc_a += sum over the 8 keys of w_a,k * table[index i of key k], from acc_a = 1.
+        auto w = test_util::gaussian_rows(m, 8, uint32_t(m * 5 + bits));
+        std::vector<float> acc(size_t(m) * d, 1.0f);
+        values_by_broadcast(w.data(), m, 8, d, table.data(), codes.data(), code_bytes, bits, acc.data());
+        for (int a = 0; a < m; ++a) {
+          for (int i = 0; i < d; ++i) {
+            double exact = 1.0, magnitude = 1.0;
+            for (int k = 0; k < 8; ++k) {
+              exact += double(w[a * 8 + k]) * table[idx[k * d + i]];
+              magnitude += std::abs(double(w[a * 8 + k]) * table[idx[k * d + i]]);
+            }
+            ASSERT_NEAR(acc[a * d + i], exact, 1e-6 * magnitude)
+                << "values d=" << d << " bits=" << bits << " m=" << m << " query " << a << " coordinate " << i;
           }
         }
       }
