@@ -288,8 +288,11 @@ class KVCache:
                 about 2.4x faster scoring on AVX2; to int16 for keys of 5-8 bits (an int8 query
                 would dominate their error; ``vpdpwssd``), 1.1-1.3x faster K8V4 decode on
                 AVX-512 with VBMI and VNNI; on AVX2 5- and 6-bit keys gain (``vpshufb``
-                lookups: K5V4 decode 0.78-0.92x the time), 7- and 8-bit ones do not (0.93-1.08x
-                the time: gathers bind both). Its error is the two roundings; perplexity on SmolLM2 and Qwen2.5
+                lookups: K5V4 decode 0.78-0.92x the time), 7- and 8-bit ones do not: where
+                gathers are fast both routes are bound by them (0.93-1.08x the time), and where
+                they are slow (AMD Zen 1-3) float32 scores broadcast each looked-up centroid to up
+                to 8 queries, which int16 sums cannot (Zen 3, K8V4 at 32K: int16 0.9-1.1x the
+                float32 time at 4 query heads per KV head, 1.4x at 7). Its error is the two roundings; perplexity on SmolLM2 and Qwen2.5
                 stays inside the float32 rows' intervals (``bench/results/quality_int8.md``,
                 ``bench/results/quality_int16.md``). It applies on the codes path; float16 keys
                 and tiles stay float32. ``last_attention_scores`` says which ran.
