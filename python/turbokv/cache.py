@@ -274,7 +274,7 @@ class KVCache:
                 ``"tiles"``: the block is decoded once to float tiles and matrix products serve
                 all queries (prefill); ``"auto"`` (default): tiles once a work item holds enough
                 query rows (query heads per KV head x q_len) for them to win: 32 for 1-4-bit keys,
-                16 for 5-8-bit keys, 1 for float16 keys (96 at the AVX2 level, whose codes
+                9 for 5-8-bit keys, 1 for float16 keys (96 at the AVX2 level, whose codes
                 path converts float16 once for 4 queries; measured on Zen 3, ``bench/prefill.py
                 --crossover``). Both compute the same decoded keys and values and differ only in
                 float rounding; ``last_attention_path`` says which ran. (In a model, that rounding

@@ -143,6 +143,12 @@ def test_auto_path_uses_codes_to_decode_and_tiles_to_prefill(rng):
     assert cache.last_attention_path == "codes"
     cache.attention(tokens(rng, 1, 8, 8, 64))  # 32 rows (min_tile_rows for 4-bit keys): a chunk
     assert cache.last_attention_path == "tiles"
+    keys8 = turbokv.KVCache(64, 2, key_bits=8, value_bits=4)
+    keys8.update(tokens(rng, 1, 2, 300, 64), tokens(rng, 1, 2, 300, 64))
+    keys8.attention(tokens(rng, 1, 16, 1, 64))  # 8 rows per KV head (64/8 heads' decode)
+    assert keys8.last_attention_path == "codes"
+    keys8.attention(tokens(rng, 1, 18, 1, 64))  # 9 rows (min_tile_rows for 5-8-bit keys)
+    assert keys8.last_attention_path == "tiles"
     with pytest.raises(ValueError, match="path"):
         cache.attention(tokens(rng, 1, 8, 1, 64), path="dense")
 

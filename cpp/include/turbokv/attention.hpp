@@ -31,10 +31,12 @@ enum class AttentionPath { kAuto, kCodes, kTiles };
 // codes path (AttentionReport::int8_value_items).
 
 // Where tiles start to win, measured (python3 bench/prefill.py --crossover: 8K cached tokens,
-// 32/8 heads d 128 and 9/3 heads d 64, time tiles / codes; bench/results/crossover_zen3_s25.md).
-// Zen 3, AVX2, session 25: 2-4-bit keys 1.0-1.1 at 24-32 rows, 0.75-0.8 at 48-64; 8-bit keys
-// 0.9-1.2 at 9-16 rows (K8V8 lower, K8V4 higher), 0.6-0.9 at 24; 5-7-bit keys (not in the table)
-// take the 8-bit threshold, their codes path costing nearer 8-bit keys' than 4-bit ones'. Float16
+// 32/8 heads d 128 and 9/3 heads d 64, time tiles / codes; bench/results/crossover_zen3_s25.md,
+// crossover_zen3_s26.md). Zen 3, AVX2, session 25: 2-4-bit keys 1.0-1.1 at 24-32 rows, 0.75-0.8
+// at 48-64. 8-bit keys, session 26, since up to 8 rows take the broadcast lookups where gathers
+// are slow: 1.7-2.4 at 6-8 rows, 0.8-1.0 at 9-12, 0.6-1.2 at 16 (0.9-1.2 at 8-16 in session 25);
+// 5-7-bit keys (not in the table) take the 8-bit threshold, their codes path costing nearer 8-bit
+// keys' than 4-bit ones'. Float16
 // keys at the AVX2 level, whose codes path converts each 16 coordinates once for 4 queries
 // (dot_half_avx2): 1.2-1.3 at 48-64 rows; other levels were measured only when their codes path
 // converted every coordinate once per query (0.2 at 3 rows) and keep tiles from one row. The
@@ -42,7 +44,7 @@ enum class AttentionPath { kAuto, kCodes, kTiles };
 // byte planes and integer sums, and sent 8-row decodes (64/8 heads) to tiles 3x slower.
 inline int64_t min_tile_rows(int key_bits, SimdLevel level) {
   if (key_bits == 0) return level == SimdLevel::kAvx2 ? 96 : 1;
-  return key_bits >= 5 ? 16 : 32;
+  return key_bits >= 5 ? 9 : 32;
 }
 
 // Which way the work went, for callers and tests: work items are (stream, query range) pairs.
