@@ -1107,7 +1107,7 @@ TURBOKV_TARGET_AVX2 void values_by_broadcast(const float* w, int m, int64_t n, i
 // The broadcast lookups run where gathers are slow (Zen 1-3: broadcast_fits); their scores are
 // checked here on every AVX2 machine against double sums of the table's floats: 8-bit codes in
 // place and 5-7-bit ones spread from packed rows, scores of 1-8 queries and values of 5-8, head_dims
-// 16 and 128.
+// 16, 24 (8 bits) and 128.
 TEST(SimdParity, BroadcastLookupsMatchTheTable) {
   if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX2 here";
   EXPECT_EQ(kernels::broadcast_fits(4, 8, 128), kernels::kGathersAreSlow);
@@ -1119,8 +1119,8 @@ TEST(SimdParity, BroadcastLookupsMatchTheTable) {
   std::vector<float> table(256);
   for (int i = 0; i < 256; ++i) table[i] = std::ldexp(float(i) - 127.5f, i % 7 - 3);
   const kernels::PackFn pack = kernels::select_pack(SimdLevel::kScalar);
-  for (int d : {16, 128}) {
-    for (int bits = 5; bits <= 8; ++bits) {
+  for (int d : {16, 24, 128}) {
+    for (int bits = d % 16 == 0 ? 5 : 8; bits <= 8; ++bits) {  // 5-7 bits: head_dims of 16s (spread_fits)
       const int64_t code_bytes = int64_t(d) * bits / 8;
       std::vector<uint8_t> idx(size_t(8) * d), codes(size_t(8) * code_bytes);
       for (auto& i : idx) i = uint8_t(gen() % (1u << bits));
