@@ -599,10 +599,9 @@ struct SpreadKey {
 };
 
 // 4 queries on keys 0 .. n - n % 2, two at a time (dot_two_keys_avx2), 8-bit ones in place or
-// 5-7-bit ones spread from their packed bytes; returns the keys done. Taken by the gathers of
-// cores where they are fast (unmeasured there); measured on Zen 3's loads in round 25 (see
-// dot_two_keys_avx2), which now take the broadcast lookups instead.
-template <Lookup8 kRoute>
+// 5-7-bit ones spread from their packed bytes, by gathers (cores where they are fast; unmeasured
+// there); returns the keys done. Measured on Zen 3's loads in round 25 (see dot_two_keys_avx2),
+// which now take the broadcast lookups instead.
 TURBOKV_TARGET_AVX2 int64_t dot_key_pairs_avx2(const float* q, const uint8_t* codes, int64_t code_bytes, int64_t n,
                                                const float* table, int bits, int d, bool spread, float* out,
                                                int64_t out_stride, RowsAhead ahead) {
@@ -613,11 +612,11 @@ TURBOKV_TARGET_AVX2 int64_t dot_key_pairs_avx2(const float* q, const uint8_t* co
     ahead.fetch(j + 1);
     const uint8_t* key = codes + j * code_bytes;
     if (spread) {
-      using Key = SpreadKey<kRoute>;
+      using Key = SpreadKey<Lookup8::kGather>;
       dot_two_keys_avx2<16>(q, d, Key{key, table, bits, d, mask}, Key{key + code_bytes, table, bits, d, mask}, out + j,
                             out_stride);
     } else {
-      using Key = LookupKey<kRoute>;
+      using Key = LookupKey<Lookup8::kGather>;
       dot_two_keys_avx2<16>(q, d, Key{key, table, bits}, Key{key + code_bytes, table, bits}, out + j, out_stride);
     }
   }
@@ -690,7 +689,7 @@ TURBOKV_TARGET_AVX2 void dot_packed_rows_avx2(const float* q, int m, const uint8
   // queries take keys in place two at a time.
   int64_t j = dot_broadcast_rows(q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
   if (j == 0 && fused && m == 4 && (bits == 8 || spread) && route == Lookup8::kGather) {
-    j = dot_key_pairs_avx2<Lookup8::kGather>(q, codes, code_bytes, n, table, bits, d, spread, out, out_stride, ahead);
+    j = dot_key_pairs_avx2(q, codes, code_bytes, n, table, bits, d, spread, out, out_stride, ahead);
   }
   for (; j < n; ++j) {
     ahead.fetch(j);
