@@ -253,14 +253,17 @@ TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void store_two_keys(__
   _mm_storeh_pi(reinterpret_cast<__m64*>(out + 3 * out_stride), q23);
 }
 
+// kQueries < 4: the rows of queries 0 .. kQueries - 1 only (the lanes of the others are unused).
+template <int kQueries = 4>
 TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void store_eight_keys(const __m256 (&pairs)[4], float* out,
                                                                               int64_t out_stride) {
+  static_assert(kQueries >= 1 && kQueries <= 4, "rows of 1-4 queries");
   const __m256 t0 = _mm256_unpacklo_ps(pairs[0], pairs[1]), t1 = _mm256_unpackhi_ps(pairs[0], pairs[1]);
   const __m256 t2 = _mm256_unpacklo_ps(pairs[2], pairs[3]), t3 = _mm256_unpackhi_ps(pairs[2], pairs[3]);
   _mm256_storeu_ps(out, _mm256_shuffle_ps(t0, t2, 0x44));
-  _mm256_storeu_ps(out + out_stride, _mm256_shuffle_ps(t0, t2, 0xEE));
-  _mm256_storeu_ps(out + 2 * out_stride, _mm256_shuffle_ps(t1, t3, 0x44));
-  _mm256_storeu_ps(out + 3 * out_stride, _mm256_shuffle_ps(t1, t3, 0xEE));
+  if (kQueries > 1) _mm256_storeu_ps(out + out_stride, _mm256_shuffle_ps(t0, t2, 0xEE));
+  if (kQueries > 2) _mm256_storeu_ps(out + 2 * out_stride, _mm256_shuffle_ps(t1, t3, 0x44));
+  if (kQueries > 3) _mm256_storeu_ps(out + 3 * out_stride, _mm256_shuffle_ps(t1, t3, 0xEE));
 }
 
 // Scores of up to 4 queries on one key whose coordinates c..c+15 values(c, v0, v1) looks up:

@@ -621,7 +621,8 @@ TEST(SimdParity, Int8ValuesStayWithinTheirRoundingBound) {
 
 // The AVX2 level's int8 value kernel uses AVX-VNNI where the CPU has it, and pdep for 3-bit rows
 // where it is fast: every variant must return the scalar reference's floats, on every width of at
-// most 4 bits and shapes whose rows end mid-chunk (d 80, 3 bits), with a heavy token and 1-6 queries.
+// most 4 bits and shapes whose rows end mid-chunk (d 80, 3 bits), with a heavy token and 1-7
+// queries (tiles of 4 and one of 2 or 3).
 TEST(SimdParity, BothAvx2Int8ValueVariantsEqualScalar) {
 #if TURBOKV_X86
   if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX2 on this CPU";
@@ -644,7 +645,7 @@ TEST(SimdParity, BothAvx2Int8ValueVariantsEqualScalar) {
         for (int64_t n : {3, 37, 300}) {
           std::vector<uint8_t> codes(size_t(code_bytes * n));
           for (auto& c : codes) c = uint8_t(gen());
-          for (int m : {1, 3, 4, 6}) {
+          for (int m : {1, 2, 3, 4, 6, 7}) {
             std::vector<float> w(size_t(m) * n);
             for (auto& v : w) v = unit(gen) * 1e-2f;
             w[1] = 5.0f;
@@ -718,7 +719,8 @@ TEST(SimdParity, BothAvx2ThreeBitPlaneRoutesAgree) {
 // pdep is fast: every variant must return the scalar kernel's floats (exact integer sums): the
 // plain ones on every AVX2 machine, the VNNI ones where the CPU can run them (the level's own
 // kernel, also in the test above, is the one it picks). 3-bit keys at head_dim 32-256 (multiples of
-// 32) take the pdep or SIMD route, 80 the unpacked one.
+// 32) take the pdep or SIMD route, 80 the unpacked one. 1-7 queries: eight keys at a time for tiles of 4
+// and a last one of 2 or 3, key by key for a last query alone.
 TEST(SimdParity, BothAvx2Int8VariantsEqualScalar) {
 #if TURBOKV_X86
   if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX2 on this CPU";
@@ -736,7 +738,7 @@ TEST(SimdParity, BothAvx2Int8VariantsEqualScalar) {
         const int64_t code_bytes = (int64_t(d) * bits + 7) / 8, n = 37;
         std::vector<uint8_t> codes(size_t(code_bytes * n));
         for (auto& c : codes) c = uint8_t(gen());
-        for (int m : {1, 3, 4, 6}) {
+        for (int m : {1, 2, 3, 4, 6, 7}) {
           std::vector<int8_t> q8(size_t(m) * d);
           for (auto& q : q8) q = int8_t(int(gen() % 255) - 127);
           std::vector<float> q_scale(m, 0.01f), a(size_t(m) * n), b(size_t(m) * n);
