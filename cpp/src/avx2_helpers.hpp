@@ -244,13 +244,16 @@ TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline __m256 pair_sums(const
 
 // Two keys' scores of 4 queries, [key 0: queries 0-3 | key 1: queries 0-3], to out[a * out_stride
 // + 0, 1]: 8 bytes per query.
+// kQueries < 4: the rows of queries 0 .. kQueries - 1 only.
+template <int kQueries = 4>
 TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void store_two_keys(__m256 pair, float* out, int64_t out_stride) {
+  static_assert(kQueries >= 1 && kQueries <= 4, "rows of 1-4 queries");
   const __m128 low = _mm256_castps256_ps128(pair), high = _mm256_extractf128_ps(pair, 1);
   const __m128 q01 = _mm_unpacklo_ps(low, high), q23 = _mm_unpackhi_ps(low, high);
   _mm_storel_pi(reinterpret_cast<__m64*>(out), q01);
-  _mm_storeh_pi(reinterpret_cast<__m64*>(out + out_stride), q01);
-  _mm_storel_pi(reinterpret_cast<__m64*>(out + 2 * out_stride), q23);
-  _mm_storeh_pi(reinterpret_cast<__m64*>(out + 3 * out_stride), q23);
+  if (kQueries > 1) _mm_storeh_pi(reinterpret_cast<__m64*>(out + out_stride), q01);
+  if (kQueries > 2) _mm_storel_pi(reinterpret_cast<__m64*>(out + 2 * out_stride), q23);
+  if (kQueries > 3) _mm_storeh_pi(reinterpret_cast<__m64*>(out + 3 * out_stride), q23);
 }
 
 // kQueries < 4: the rows of queries 0 .. kQueries - 1 only (the lanes of the others are unused).

@@ -8,6 +8,7 @@
 // and 6-bit keys, a gather per 8 indices for wider ones (the float32 route's cost); on AVX-512
 // with VBMI two byte planes of vpermi2b per 64 indices (half the float32 planes' four).
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #if defined(__aarch64__)

@@ -371,8 +371,9 @@ TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
 
 // The AVX2 int16 kernel's variants (with and without AVX-VNNI, by gathers, scalar loads or
 // vpshufb; the level runs one of them) return the scalar kernel's floats, at head_dims with a
-// scalar tail or a last block of 16, for 1, 3, 4, 6 and 7 queries (tiles of 1, 3 or 4; stored rows of 4 + 2, 4 + 3;
-// 4 queries on the shuffle route: keys two at a time, score_two_keys_int16, the 37th alone), on
+// scalar tail or a last block of 16, for 1-7 and 9 queries (tiles of 1, 3 or 4; stored rows of
+// 4 + 1-3 and 4 + 4 + 1; on the shuffle route at head_dims of whole 16s keys two at a time,
+// score_key_pair_int16 and score_two_keys_int16 for 4, the 37th alone), on
 // antisymmetric tables (the shuffle route's) and others (where it gathers); so does the AVX-512
 // byte-plane kernel where it runs (VBMI and VNNI, head_dim a multiple of 64).
 TEST(SimdParity, Int16ScoreKernelVariantsMatchTheScalarKernel) {
@@ -382,7 +383,7 @@ TEST(SimdParity, Int16ScoreKernelVariantsMatchTheScalarKernel) {
   for (int bits : {5, 6, 7, 8}) {
    for (bool antisymmetric : {false, true}) {
     for (int d : {8, 16, 24, 48, 64, 80, 128, 136, 192}) {
-     for (int m : {1, 3, 4, 6, 7}) {
+     for (int m : {1, 2, 3, 4, 5, 6, 7, 9}) {
       const int top = kernels::int16_top(d), n = 37;
       const int64_t code_bytes = (int64_t(d) * bits + 7) / 8;
       std::vector<uint8_t> codes(size_t(n * code_bytes));
@@ -407,7 +408,7 @@ TEST(SimdParity, Int16ScoreKernelVariantsMatchTheScalarKernel) {
 #if TURBOKV_X86
       EXPECT_EQ(kernels::spread_fits(bits, d), bits < 8 && d % 16 == 0 && !kernels::kPdepIsSlow);
 #endif
-      const std::vector<float> scales = {0.5f, 1e-3f, 2.0f, 3.0f, 0.25f, 7.0f, 0.125f};
+      const std::vector<float> scales = {0.5f, 1e-3f, 2.0f, 3.0f, 0.25f, 7.0f, 0.125f, 5.0f, 0.75f};
       std::vector<float> expect(size_t(m) * n), got(size_t(m) * n);
       scalar(q.data(), scales.data(), m, codes.data(), code_bytes, n, table.data(), 1e-4f, bits, d,
              expect.data(), n, {});
@@ -423,6 +424,7 @@ TEST(SimdParity, Int16ScoreKernelVariantsMatchTheScalarKernel) {
       for (bool vnni : {false, true}) {
         if (vnni && !kernels::kHasAvxVnni) continue;
         for (auto lookup : {kernels::Int16Lookup::kGather, kernels::Int16Lookup::kLoads, kernels::Int16Lookup::kShuffle}) {
+          std::fill(got.begin(), got.end(), std::numeric_limits<float>::quiet_NaN());  // a row left unwritten shows
           kernels::dot_packed_int16_avx2_variant(vnni, lookup)(q.data(), scales.data(), m, codes.data(),
                                                               code_bytes, n, table.data(), 1e-4f, bits, d,
                                                               got.data(), n, {});
