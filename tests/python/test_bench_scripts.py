@@ -1,9 +1,11 @@
 """The benchmark scripts run (tiny sizes; their timings are not checked: speed is never a test)."""
 
+import itertools
 import json
 import pathlib
 import subprocess
 import sys
+import time
 
 BENCH = pathlib.Path(__file__).resolve().parents[2] / "bench"
 
@@ -169,3 +171,22 @@ def test_interleaved_medians_primes_every_timed_call():
     # Warm-up calls, then each timed call right after an untimed one of the same row.
     assert order == ["a", "b", "a", "a", "b", "b", "a", "a"]
     assert PRIMED  # run_attention primes (torch's OpenMP workers spin after a call)
+
+
+def test_interleaved_medians_primes_for_the_settling_time():
+    from turbokv.eval.benchmarks import SETTLE_S, interleaved_medians
+
+    order = []
+
+    def slow(name):
+        order.append(name)
+        time.sleep(0.01)
+
+    calls = {name: ((lambda name=name: slow(name)), n) for name, n in (("a", 2), ("b", 1))}
+    interleaved_medians(calls, primed=True, settle_s=0.035)
+    # Warm-up a, b; then per timed call at least 4 untimed ones (each sleeps 0.01 s, and they run
+    # until 0.035 s have passed) in one run of the same row, then the timed one.
+    runs = [(name, len(list(group))) for name, group in itertools.groupby(order[2:])]
+    assert [name for name, _ in runs] == ["a", "b", "a"]
+    assert all(count >= 5 for _, count in runs), runs
+    assert SETTLE_S >= 0.1  # run_attention waits out OpenBLAS's spinning threads (about 0.1 s)

@@ -74,10 +74,18 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
 # turbokv row after the torch rows took 14.6 ms against 9.5 with OMP_WAIT_POLICY=PASSIVE, torch's
 # OpenMP workers still spinning beside it (session 24).
 PRIMED = True
+# ... and primed for at least SETTLE_S seconds: one untimed call was not enough. Session 27, same
+# VM class, 32K tokens, 9/3 heads, median of 15: a K5V5 call right after torch SDPA took 6.95 ms
+# with one priming call and 4.30 with three, against 4.83 after itself; right after numpy's dense
+# attention (OpenBLAS threads spin about 0.1 s) 7.2 ms even with three (50 ms asleep instead:
+# 6.2); SDPA right after numpy 40.4 ms against 19.6 after itself (32/8 heads). Primed for 0.3 s,
+# each row's time no longer depended on the row before it (within the VM's noise). So the first
+# turbokv row of a table had been timed slow (K5V5 6.3-6.7 ms first, 3.9 second).
+SETTLE_S = 0.25
 
 
 def interleaved_medians(calls: Dict[str, Tuple[Callable[[], object], int]],
-                        primed: bool = False) -> Dict[str, float]:
+                        primed: bool = False, settle_s: float = 0.0) -> Dict[str, float]:
     """Median seconds of each named call, ``calls[name] = (fn, repeats)``, timed in turns.
 
     After one warm-up call each, round r calls every fn whose repeats exceed r, in order, so all
@@ -87,7 +95,9 @@ def interleaved_medians(calls: Dict[str, Tuple[Callable[[], object], int]],
     call right after an untimed call of the same fn, so that it neither runs beside the worker
     threads the previous row's library left spinning (torch's OpenMP workers spin for
     milliseconds after a call) nor wakes idle cores (a sleep before each call instead cost this
-    2-core VM's fused rows up to 1.5x). Each row is then timed as it runs back to back."""
+    2-core VM's fused rows up to 1.5x). Each row is then timed as it runs back to back.
+    ``settle_s``: with ``primed``, untimed calls repeat until this many seconds have passed (at
+    least one), so that another library's spinning threads have gone to sleep (SETTLE_S)."""
     for fn, _ in calls.values():
         fn()
     times: Dict[str, list] = {name: [] for name in calls}
@@ -95,7 +105,10 @@ def interleaved_medians(calls: Dict[str, Tuple[Callable[[], object], int]],
         for name, (fn, n) in calls.items():
             if r < n:
                 if primed:
+                    start = time.perf_counter()
                     fn()
+                    while time.perf_counter() - start < settle_s:
+                        fn()
                 start = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - start)
@@ -153,7 +166,8 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
     ``value_modes``: ``KVCache.attention(values=...)`` likewise ("int8 values" rows: values of at
     most 4 bits), each combined with every score mode. Timing: the median of ``repeats`` calls
     per row (decode-then-attend: a third of them), a context's rows timed in turns
-    (:func:`interleaved_medians`), each timed call right after an untimed one of the same row.
+    (:func:`interleaved_medians`), each timed call right after untimed ones of the same row
+    (``SETTLE_S`` seconds of them).
     ``show_progress`` draws a progress bar on stderr (tqdm)."""
     from ._progress import tqdm
 
@@ -228,9 +242,9 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
         calls[decode_label], nbytes[decode_label] = (decode_then_attend, max(3, repeats // 3)), cache.used_nbytes
         if torch is not None:
             with torch.inference_mode():
-                medians = interleaved_medians(calls, primed=PRIMED)
+                medians = interleaved_medians(calls, primed=PRIMED, settle_s=SETTLE_S)
         else:
-            medians = interleaved_medians(calls, primed=PRIMED)
+            medians = interleaved_medians(calls, primed=PRIMED, settle_s=SETTLE_S)
         rows = {name: (medians[name], nbytes[name]) for name in calls}
         best_dense = min(t for name, (t, _) in rows.items() if "dense" in name or "SDPA" in name)
         decode_t = rows[decode_label][0]
