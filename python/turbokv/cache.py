@@ -292,7 +292,7 @@ class KVCache:
                 gathers are fast both routes are bound by them (0.93-1.08x the time), and where
                 they are slow (AMD Zen 1-3) float32 scores broadcast each looked-up centroid to up
                 to 8 queries, which int16 sums cannot (Zen 3, K8V4 at 32K: int16 0.9-1.1x the
-                float32 time at 4 query heads per KV head, 1.4x at 7). Its error is the two roundings; perplexity on SmolLM2 and Qwen2.5
+                float32 time at 4 and 7 query heads per KV head, 1.4x at 3). Its error is the two roundings; perplexity on SmolLM2 and Qwen2.5
                 stays inside the float32 rows' intervals (``bench/results/quality_int8.md``,
                 ``bench/results/quality_int16.md``). It applies on the codes path; float16 keys
                 and tiles stay float32. ``last_attention_scores`` says which ran.
