@@ -2,13 +2,14 @@
 // centroids rounded to int8 with one scale per codebook, and the products summed exactly in int32.
 // Integer sums are exact, so every SIMD level returns bit-identical scores (the contract of the
 // codes, carried over to this path). Error: the rounding of the query (step max|q_i| / 127) and of
-// the centroids (step max|c| / 127), far below the codec's own at <= 4 bits (bounded in
+// the centroids (step max|c| / 63, kScoreTableTop), far below the codec's own at <= 4 bits (bounded in
 // tests/cpp/test_simd_parity.cpp, measured on models in bench/results/quality_int8.md); wider keys
 // round to int16 instead (an int8 query would dominate their error: dot_int16_kernels.cpp).
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -61,7 +62,20 @@ float quantize_to(const float* x, int n, int top_int, Int* out) {
 
 }  // namespace
 
-float quantize_int8(const float* x, int n, int8_t* out) { return quantize_to(x, n, 127, out); }
+float quantize_int8(const float* x, int n, int8_t* out, int top) {
+  if (top < 1 || top > 127) throw std::invalid_argument("quantize_int8: top must be in [1, 127]");
+  return quantize_to(x, n, top, out);
+}
+
+void require_score_table(const int8_t* table8) {
+  for (int i = 0; i < 16; ++i) {
+    if (table8[i] < -kScoreTableTop || table8[i] > kScoreTableTop) {
+      throw std::invalid_argument("dot_packed_int8: centroid bytes must lie in [-" +
+                                  std::to_string(kScoreTableTop) + ", " + std::to_string(kScoreTableTop) +
+                                  "], entry " + std::to_string(i) + " is " + std::to_string(table8[i]));
+    }
+  }
+}
 
 float quantize_int16(const float* x, int n, int top, int16_t* out) {
   if (top < 1 || top > 32767) throw std::invalid_argument("quantize_int16: top must be in [1, 32767]");
@@ -80,6 +94,7 @@ namespace {
 void dot_packed_int8_scalar(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                             int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                             int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
+  require_score_table(table8);
   std::vector<uint8_t> idx(static_cast<size_t>(d));
   const UnpackFn unpack = select_unpack(SimdLevel::kScalar);
   for (int64_t j = 0; j < n; ++j) {
@@ -89,7 +104,7 @@ void dot_packed_int8_scalar(const int8_t* q8, const float* q_scale, int m, const
       const int8_t* qa = q8 + static_cast<int64_t>(a) * d;
       int32_t sum = 0;
       for (int i = 0; i < d; ++i) sum += int32_t{qa[i]} * int32_t{table8[idx[i]]};
-      // |sum| <= 127^2 * 1024 < 2^24: the conversion is exact at every level.
+      // |sum| <= 127 * 63 * 1024 < 2^24: the conversion is exact at every level.
       out[a * out_stride + j] = static_cast<float>(sum) * (q_scale[a] * table_scale);
     }
   }
@@ -130,6 +145,7 @@ void dot_packed_int8_avx512(const int8_t* q8, const float* q_scale, int m, const
                             int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                             int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
   if (int8_vnni_fit(bits, code_bytes, d)) {
+    require_score_table(table8);
     return dot_packed_int8_vnni(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride, ahead);
   }
   dot_packed_int8_avx2(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride, ahead);
@@ -197,6 +213,7 @@ void dot_int8_neon(const int8_t* q8, const float* q_scale, int m, const uint8_t*
 void dot_packed_int8_neon(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                           int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                           int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
+  require_score_table(table8);
   with_int8_fields(bits, code_bytes, d, [&](auto fields) {
     dot_int8_neon<decltype(fields)::value>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride, ahead);
   });

@@ -479,7 +479,15 @@ TEST(SimdParity, QuantizeInt8RoundsAsLrint) {
     if (top < 1e-30f) continue;
     const float inv = 127.0f / top;
     for (size_t i = 0; i < row.size(); ++i) ASSERT_EQ(long(q[i]), std::lrint(row[i] * inv)) << scale << " " << i;
+    // The int8 scores' centroid table: the same rounding to +-kScoreTableTop.
+    const int top8 = kernels::kScoreTableTop;
+    EXPECT_EQ(kernels::quantize_int8(row.data(), int(row.size()), q.data(), top8), top / float(top8));
+    const float inv63 = float(top8) / top;
+    for (size_t i = 0; i < row.size(); ++i) ASSERT_EQ(long(q[i]), std::lrint(row[i] * inv63)) << scale << " " << i;
   }
+  std::vector<int8_t> one(1);
+  EXPECT_THROW(kernels::quantize_int8(x.data(), 1, one.data(), 0), std::invalid_argument);
+  EXPECT_THROW(kernels::quantize_int8(x.data(), 1, one.data(), 128), std::invalid_argument);
 }
 
 // Int8 values sum integers exactly and take the same float steps at every level, so every level
@@ -721,8 +729,8 @@ TEST(SimdParity, BothAvx2ThreeBitPlaneRoutesAgree) {
 // pdep is fast: every variant must return the scalar kernel's floats (exact integer sums): the
 // plain ones on every AVX2 machine, the VNNI ones where the CPU can run them (the level's own
 // kernel, also in the test above, is the one it picks). 3-bit keys at head_dim 32-256 (multiples of
-// 32) take the pdep or SIMD route, 80 the unpacked one. 1-7 queries: eight keys at a time for tiles of 4
-// and a last one of 2 or 3, key by key for a last query alone.
+// 32) take the pdep or SIMD route, 80 the unpacked one. 1-7 and 9 queries: eight keys at a time for
+// tiles of 4 and a last one of 1-3 (37 keys: the last 5 key by key).
 TEST(SimdParity, BothAvx2Int8VariantsEqualScalar) {
 #if TURBOKV_X86
   if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX2 on this CPU";
@@ -730,7 +738,9 @@ TEST(SimdParity, BothAvx2Int8VariantsEqualScalar) {
   const auto& scalar = kernels::kernel_set(SimdLevel::kScalar);
   std::mt19937 gen(21);
   std::vector<int8_t> table8(16);
-  for (auto& t : table8) t = int8_t(int(gen() % 255) - 127);
+  for (auto& t : table8) t = int8_t(int(gen() % 127) - kernels::kScoreTableTop);
+  table8[0] = -kernels::kScoreTableTop;  // both bounds: c + 64 = 1 and 127 for plain AVX2's maddubs
+  table8[15] = kernels::kScoreTableTop;
   for (auto [vnni, pdep] : {std::pair{false, false}, {false, true}, {true, false}, {true, true}}) {
     if (vnni && !kernels::kHasAvxVnni) continue;
     const kernels::DotPackedInt8Fn kernel = kernels::dot_packed_int8_avx2_variant(vnni, pdep);
@@ -740,7 +750,7 @@ TEST(SimdParity, BothAvx2Int8VariantsEqualScalar) {
         const int64_t code_bytes = (int64_t(d) * bits + 7) / 8, n = 37;
         std::vector<uint8_t> codes(size_t(code_bytes * n));
         for (auto& c : codes) c = uint8_t(gen());
-        for (int m : {1, 2, 3, 4, 6, 7}) {
+        for (int m : {1, 2, 3, 4, 5, 6, 7, 9}) {
           std::vector<int8_t> q8(size_t(m) * d);
           for (auto& q : q8) q = int8_t(int(gen() % 255) - 127);
           std::vector<float> q_scale(m, 0.01f), a(size_t(m) * n), b(size_t(m) * n);
@@ -751,6 +761,21 @@ TEST(SimdParity, BothAvx2Int8VariantsEqualScalar) {
                  kernels::RowsAhead{codes.data(), code_bytes});
           ASSERT_EQ(a, b) << "vnni=" << vnni << " pdep=" << pdep << " bits=" << bits << " d=" << d << " m=" << m;
         }
+        // The largest pair sums maddubs can see: every index the table's last entry (+63, so
+        // 127 * 127 twice per int16 lane), queries all +127 or all -127, 8 keys at a time and alone.
+        for (int sign : {1, -1}) {
+          std::vector<uint8_t> top_codes(codes.size(), 0xFF);
+          std::vector<int8_t> q8(size_t(5) * d, int8_t(127 * sign));
+          std::vector<float> q_scale(5, 1.0f), a(size_t(5) * n), b(size_t(5) * n);
+          scalar.dot_packed_int8(q8.data(), q_scale.data(), 5, top_codes.data(), code_bytes, n, table8.data(),
+                                 1.0f, bits, d, a.data(), n, {});
+          kernel(q8.data(), q_scale.data(), 5, top_codes.data(), code_bytes, n, table8.data(), 1.0f, bits, d,
+                 b.data(), n, {});
+          ASSERT_EQ(a, b) << "extreme sums, vnni=" << vnni << " bits=" << bits << " d=" << d;
+          if (bits == 4 || bits == 2 || bits == 1) {  // indices of all ones: 2^bits - 1 (3 bits: 7)
+            ASSERT_EQ(a[0], float(127 * sign * table8[(1 << bits) - 1] * d)) << bits;
+          }
+        }
       }
     }
   }
@@ -758,6 +783,32 @@ TEST(SimdParity, BothAvx2Int8VariantsEqualScalar) {
   EXPECT_EQ(kernels::dot_packed_int8_avx2_variant(true, true), nullptr);
   EXPECT_FALSE(kernels::kHasAvxVnni);
 #endif
+}
+
+// Int8 scores take centroid bytes within +-kScoreTableTop (plain AVX2 adds 64 to them): every level
+// refuses a table outside it, rather than returning saturated sums on one level only.
+TEST(SimdParity, Int8ScoresRefuseCentroidBytesPastTheirBound) {
+  const int d = 64, bits = 4;
+  const int64_t code_bytes = d * bits / 8, n = 9;
+  std::vector<uint8_t> codes(size_t(code_bytes * n), 0xFF);
+  std::vector<int8_t> q8(d, 1);
+  std::vector<float> q_scale(1, 1.0f), out(n);
+  for (SimdLevel level : simd_levels()) {
+    const auto& k = kernels::kernel_set(level);
+    for (int8_t bad : {int8_t(kernels::kScoreTableTop + 1), int8_t(-kernels::kScoreTableTop - 1), int8_t(-128)}) {
+      std::vector<int8_t> table8(16, 1);
+      table8[7] = bad;
+      EXPECT_THROW(k.dot_packed_int8(q8.data(), q_scale.data(), 1, codes.data(), code_bytes, n, table8.data(), 1.0f,
+                                     bits, d, out.data(), n, {}),
+                   std::invalid_argument)
+          << simd_name(level) << " " << int(bad);
+    }
+    std::vector<int8_t> edge(16, int8_t(-kernels::kScoreTableTop));
+    edge[15] = int8_t(kernels::kScoreTableTop);
+    k.dot_packed_int8(q8.data(), q_scale.data(), 1, codes.data(), code_bytes, n, edge.data(), 1.0f, bits, d,
+                      out.data(), n, {});
+    EXPECT_EQ(out[0], float(kernels::kScoreTableTop * d)) << simd_name(level);
+  }
 }
 
 // select_fwht takes one of two AVX2 transforms by CPU (128-bit halves on Zen 1, vperm2f128

@@ -13,14 +13,20 @@ SIMD_LEVELS = turbokv.supported_simd()
 
 
 def integer_top(bits: int, d: int) -> int:
-    """The largest rounded magnitude, as the library documents it: 127 (int8) up to 4 bits; for
-    5-8-bit keys the largest t with d * t^2 < 2^31 (int16), so that every exact sum fits int32."""
+    """The largest rounded query magnitude, as the library documents it: 127 (int8) up to 4 bits;
+    for 5-8-bit keys the largest t with d * t^2 < 2^31 (int16), so that every exact sum fits int32."""
     if bits <= 4:
         return 127
     t = math.isqrt((2**31 - 1) // d)
     while d * t * t >= 2**31:
         t -= 1
     return min(t, 32767)
+
+
+def centroid_top(bits: int, d: int) -> int:
+    """The largest rounded centroid magnitude: 63 up to 4 bits (so that plain AVX2 can add 64 and
+    multiply unsigned bytes without saturating), else the query's int16 top."""
+    return 63 if bits <= 4 else integer_top(bits, d)
 
 
 def integer_round(x: np.ndarray, top: int):
@@ -37,11 +43,11 @@ def numpy_int8_scores(codec: reference.Codec, q: np.ndarray, enc) -> tuple:
     top = integer_top(codec.mse_bits, d)
     rotated = q.astype(np.float64) @ codec.rotation.T / math.sqrt(d)
     qi, q_scale = integer_round(rotated, top)
-    ci, c_scale = integer_round(codec.centroids[None, :], top)
+    ci, c_scale = integer_round(codec.centroids[None, :], centroid_top(codec.mse_bits, d))
     idx = reference.unpack(enc.codes, d, codec.mse_bits)
     sums = qi @ ci[0][idx].T  # (m, n) exact integers
     norms = enc.norms.astype(np.float64)[None, :]
-    step = q_scale * c_scale * top * norms
+    step = q_scale * c_scale * np.abs(ci).max() * norms
     return sums * q_scale * c_scale * norms, step
 
 
