@@ -1,10 +1,11 @@
 // Int8 values (#13 item 3): the value side of attention with its multiply-adds in integers.
 //
 // Per query and per group of kInt8ValueGroup tokens (counted from the call's first token), the
-// weights are rounded to 7-bit bytes on the group's largest, u_j = nearest(w_j * 127 / max) (7 bits
-// so that plain AVX2's maddubs cannot saturate: 2 * 127 * 127 < 2^15), the centroids are the
-// codebook's int8 form (quantize_int8), the products u_j * c8[idx] summed
-// exactly in int32 and added once per group: acc = fma((max / 127) * table_scale, float(sum), acc).
+// weights are rounded to 7-bit bytes on the group's largest, u_j = nearest(w_j * 127 / max), the
+// centroids are the codebook's int8 form (quantize_int8 to +-kInt8CentroidTop = 63; plain AVX2's
+// maddubs then sums two steps of products in int16 without saturating: 2 * 2 * 127 * 63 < 2^15),
+// the products u_j * c8[idx] summed exactly in int32 and added once per group:
+// acc = fma((max / 127) * table_scale, float(sum), acc).
 // Integer sums are exact and the float steps are the same at every level, so every level returns
 // the same floats. Scaling per group of 16 keeps a heavy token (an attention sink) from rounding
 // its neighbours' weights away beyond its own group: a weight's rounding error is at most 1/254 of
@@ -51,6 +52,7 @@ namespace {
 void axpy_packed_int8_scalar(const float* w, int64_t w_stride, int m, const uint8_t* codes,
                              int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                              int bits, int d, float* acc) {
+  require_int8_centroids(table8);
   const int64_t groups = (n + kInt8ValueGroup - 1) / kInt8ValueGroup;
   std::vector<uint8_t> u(static_cast<size_t>(m * groups * kInt8ValueGroup));
   std::vector<float> scales(static_cast<size_t>(m * groups));
@@ -74,7 +76,7 @@ void axpy_packed_int8_scalar(const float* w, int64_t w_stride, int m, const uint
         unpack(codes + (j0 + j) * code_bytes, d, bits, idx.data());
         for (int i = 0; i < d; ++i) sums[i] += int32_t{ua[j]} * int32_t{table8[idx[i]]};
       }
-      // |sum| <= 16 * 127 * 127 < 2^24: the conversion is exact.
+      // |sum| <= 16 * 127 * 63 < 2^24: the conversion is exact.
       const float scale = scales[a * groups + group];
       for (int i = 0; i < d; ++i) acc_a[i] = std::fma(scale, static_cast<float>(sums[i]), acc_a[i]);
     }
@@ -283,6 +285,7 @@ void axpy_packed_int8_avx512(const float* w, int64_t w_stride, int m, const uint
                              int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                              int bits, int d, float* acc) {
   if (int8_values_vnni_fit(bits, code_bytes, d)) {
+    require_int8_centroids(table8);
     return axpy_packed_int8_vnni(w, w_stride, m, codes, code_bytes, n, table8, table_scale, bits, d, acc);
   }
   axpy_packed_int8_avx2(w, w_stride, m, codes, code_bytes, n, table8, table_scale, bits, d, acc);

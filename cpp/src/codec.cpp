@@ -59,13 +59,9 @@ Codec::Codec(const CodecConfig& config, SimdLevel level)
     std::copy(c16.begin(), c16.end(), centroids_int16_.begin());
   } else {
     const int count = static_cast<int>(codebook_->centroids.size());
-    score_centroids_int8_.assign(16, 0);
-    score_centroids_int8_scale_ = kernels::quantize_int8(codebook_->centroids.data(), count,
-                                                         score_centroids_int8_.data(),
-                                                         kernels::kScoreTableTop);
-    value_centroids_int8_.assign(16, 0);
-    value_centroids_int8_scale_ = kernels::quantize_int8(codebook_->centroids.data(), count,
-                                                         value_centroids_int8_.data());
+    centroids_int8_.assign(16, 0);
+    centroids_int8_scale_ = kernels::quantize_int8(codebook_->centroids.data(), count,
+                                                   centroids_int8_.data(), kernels::kInt8CentroidTop);
   }
   boundaries_.assign(padded_table_size(mse_bits()), INFINITY);
   std::copy(codebook_->boundaries.begin(), codebook_->boundaries.end(), boundaries_.begin());
@@ -395,8 +391,8 @@ void Codec::scores_prepared_int8(const int8_t* q8, const float* scales, const fl
   const int d = config_.head_dim;
   finish_scores(sketched, m, keys, n, out, out_stride, [&](int64_t j0, int64_t count, float* o) {
     kernels_->dot_packed_int8(q8, scales, static_cast<int>(m), keys.codes + j0 * code_bytes(),
-                              static_cast<int64_t>(code_bytes()), count, score_centroids_int8_.data(),
-                              score_centroids_int8_scale_, mse_bits(), d, o, out_stride,
+                              static_cast<int64_t>(code_bytes()), count, centroids_int8_.data(),
+                              centroids_int8_scale_, mse_bits(), d, o, out_stride,
                               kernels::RowsAhead{prefetch_rows, prefetch_stride}.from(j0));
   });
 }
@@ -422,8 +418,8 @@ void Codec::accumulate(const float* w, int64_t w_stride, int64_t m,
     // The kernel refuses negative, NaN and infinite weights (rounded on each group's largest) before
     // adding anything.
     kernels_->axpy_packed_int8(scratch, n, static_cast<int>(m), values.codes,
-                               static_cast<int64_t>(code_bytes()), n, value_centroids_int8_.data(),
-                               value_centroids_int8_scale_, mse_bits(), d, acc_rotated);
+                               static_cast<int64_t>(code_bytes()), n, centroids_int8_.data(),
+                               centroids_int8_scale_, mse_bits(), d, acc_rotated);
   } else {
     kernels_->axpy_packed(scratch, n, static_cast<int>(m), values.codes,
                           static_cast<int64_t>(code_bytes()), n, centroids_.data(), mse_bits(), d,

@@ -2,7 +2,7 @@
 // centroids rounded to int8 with one scale per codebook, and the products summed exactly in int32.
 // Integer sums are exact, so every SIMD level returns bit-identical scores (the contract of the
 // codes, carried over to this path). Error: the rounding of the query (step max|q_i| / 127) and of
-// the centroids (step max|c| / 63, kScoreTableTop), far below the codec's own at <= 4 bits (bounded in
+// the centroids (step max|c| / 63, kInt8CentroidTop), far below the codec's own at <= 4 bits (bounded in
 // tests/cpp/test_simd_parity.cpp, measured on models in bench/results/quality_int8.md); wider keys
 // round to int16 instead (an int8 query would dominate their error: dot_int16_kernels.cpp).
 #include <algorithm>
@@ -67,11 +67,11 @@ float quantize_int8(const float* x, int n, int8_t* out, int top) {
   return quantize_to(x, n, top, out);
 }
 
-void require_score_table(const int8_t* table8) {
+void require_int8_centroids(const int8_t* table8) {
   for (int i = 0; i < 16; ++i) {
-    if (table8[i] < -kScoreTableTop || table8[i] > kScoreTableTop) {
-      throw std::invalid_argument("dot_packed_int8: centroid bytes must lie in [-" +
-                                  std::to_string(kScoreTableTop) + ", " + std::to_string(kScoreTableTop) +
+    if (table8[i] < -kInt8CentroidTop || table8[i] > kInt8CentroidTop) {
+      throw std::invalid_argument("int8 centroid bytes must lie in [-" +
+                                  std::to_string(kInt8CentroidTop) + ", " + std::to_string(kInt8CentroidTop) +
                                   "], entry " + std::to_string(i) + " is " + std::to_string(table8[i]));
     }
   }
@@ -94,7 +94,7 @@ namespace {
 void dot_packed_int8_scalar(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                             int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                             int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
-  require_score_table(table8);
+  require_int8_centroids(table8);
   std::vector<uint8_t> idx(static_cast<size_t>(d));
   const UnpackFn unpack = select_unpack(SimdLevel::kScalar);
   for (int64_t j = 0; j < n; ++j) {
@@ -145,7 +145,7 @@ void dot_packed_int8_avx512(const int8_t* q8, const float* q_scale, int m, const
                             int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                             int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
   if (int8_vnni_fit(bits, code_bytes, d)) {
-    require_score_table(table8);
+    require_int8_centroids(table8);
     return dot_packed_int8_vnni(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride, ahead);
   }
   dot_packed_int8_avx2(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride, ahead);
@@ -213,7 +213,7 @@ void dot_int8_neon(const int8_t* q8, const float* q_scale, int m, const uint8_t*
 void dot_packed_int8_neon(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                           int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                           int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
-  require_score_table(table8);
+  require_int8_centroids(table8);
   with_int8_fields(bits, code_bytes, d, [&](auto fields) {
     dot_int8_neon<decltype(fields)::value>(q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride, ahead);
   });

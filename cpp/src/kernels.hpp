@@ -118,9 +118,9 @@ struct KernelSet {
                       int64_t code_bytes, int64_t n, const float* table, int bits, int d,
                       float* acc);
   // out[a * out_stride + j] = float(sum_i q8_a[i] * table8[index i of key j]) * (q_scale[a] *
-  // table_scale): dot_packed with an int8 query and the centroids rounded to kScoreTableTop
+  // table_scale): dot_packed with an int8 query and the centroids rounded to kInt8CentroidTop
   // (quantize_int8), summed exactly, so bit-identical at every level. bits <= 4; table8 holds 16
-  // entries in [-kScoreTableTop, kScoreTableTop] (else std::invalid_argument at every level).
+  // entries in +-kInt8CentroidTop (else std::invalid_argument at every level).
   // ahead: rows prefetched beside the keys (RowsAhead).
   void (*dot_packed_int8)(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                           int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
@@ -133,8 +133,9 @@ struct KernelSet {
                            int64_t code_bytes, int64_t n, const int32_t* table16, float table_scale,
                            int bits, int d, float* out, int64_t out_stride, RowsAhead ahead);
   // axpy_packed with the weights rounded to 7-bit bytes per group of kInt8ValueGroup tokens and
-  // int8 centroids (quantize_int8), summed exactly (axpy_int8_kernels.cpp), so bit-identical at
-  // every level. Weights must be >= 0 (softmax weights); bits <= 4; table8 holds 16 entries.
+  // the centroids rounded to kInt8CentroidTop (quantize_int8), summed exactly
+  // (axpy_int8_kernels.cpp), so bit-identical at every level. Weights must be >= 0 (softmax
+  // weights); bits <= 4; table8 holds 16 entries in +-kInt8CentroidTop (else std::invalid_argument).
   void (*axpy_packed_int8)(const float* w, int64_t w_stride, int m, const uint8_t* codes,
                            int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                            int bits, int d, float* acc);
@@ -286,13 +287,15 @@ DotPackedInt8Fn dot_packed_int8_avx2_variant(bool avx_vnni, bool pdep);
 // out[i] = round(x[i] * top / max|x|), returning max|x| / top (0 and all zeros for x = 0; 1 <= top
 // <= 127): the int8 form of a rotated query (top 127) or of a codebook, shared by every level.
 float quantize_int8(const float* x, int n, int8_t* out, int top = 127);
-// The magnitude int8 scores round centroids to: with |c| <= 63, plain AVX2 takes c + 64 as
-// pmaddubsw's unsigned operand and the query bytes as they are (2 * 127^2 < 2^15, no saturation),
-// so no per-query sign step (a third of its multiply-port work on Zen 3; kernel_choices round 28).
-// The rounding adds ~2% of a 4-bit codec's own distortion (step max|c| / 63; 0.4% at 127).
-constexpr int kScoreTableTop = 63;
-// Throws std::invalid_argument unless the 16 entries of table8 lie in +-kScoreTableTop.
-void require_score_table(const int8_t* table8);
+// The magnitude int8 scores and values round centroids to. With |c| <= 63 plain AVX2 takes c + 64
+// as pmaddubsw's unsigned operand and the query bytes as they are (2 * 127^2 < 2^15, no
+// saturation; no per-query sign step, a third of the scores' multiply-port work on Zen 3), and
+// adds two steps of value products in int16 before widening (2 * 2 * 127 * 63 < 2^15; kernel_choices
+// round 28). Its error, weighted by how often each centroid occurs: 0.56% of the 4-bit codec's own
+// squared error (0.34% at +-127), 0.14% at 3 bits, nil at 1-2.
+constexpr int kInt8CentroidTop = 63;
+// Throws std::invalid_argument unless the 16 entries of table8 lie in +-kInt8CentroidTop.
+void require_int8_centroids(const int8_t* table8);
 // The integer magnitude that queries and centroids of head_dim d are rounded to for int16 scores:
 // the largest t with d * t^2 < 2^31 (4095 at d = 128), so that no partial sum overflows int32.
 int int16_top(int d);

@@ -479,8 +479,8 @@ TEST(SimdParity, QuantizeInt8RoundsAsLrint) {
     if (top < 1e-30f) continue;
     const float inv = 127.0f / top;
     for (size_t i = 0; i < row.size(); ++i) ASSERT_EQ(long(q[i]), std::lrint(row[i] * inv)) << scale << " " << i;
-    // The int8 scores' centroid table: the same rounding to +-kScoreTableTop.
-    const int top8 = kernels::kScoreTableTop;
+    // The int8 scores' centroid table: the same rounding to +-kInt8CentroidTop.
+    const int top8 = kernels::kInt8CentroidTop;
     EXPECT_EQ(kernels::quantize_int8(row.data(), int(row.size()), q.data(), top8), top / float(top8));
     const float inv63 = float(top8) / top;
     for (size_t i = 0; i < row.size(); ++i) ASSERT_EQ(long(q[i]), std::lrint(row[i] * inv63)) << scale << " " << i;
@@ -499,7 +499,7 @@ TEST(SimdParity, Int8ValuesAreBitIdenticalToScalar) {
   const auto& scalar = kernels::kernel_set(SimdLevel::kScalar);
   std::mt19937 gen(5);
   std::vector<int8_t> table8(16);
-  for (auto& t : table8) t = int8_t(int(gen() % 255) - 127);
+  for (auto& t : table8) t = int8_t(int(gen() % 127) - kernels::kInt8CentroidTop);
   for (SimdLevel level : simd_levels()) {
     const auto& k = kernels::kernel_set(level);
     if (level == SimdLevel::kAvx512) {
@@ -640,7 +640,9 @@ TEST(SimdParity, BothAvx2Int8ValueVariantsEqualScalar) {
   const auto& scalar = kernels::kernel_set(SimdLevel::kScalar);
   std::mt19937 gen(17);
   std::vector<int8_t> table8(16);
-  for (auto& t : table8) t = int8_t(int(gen() % 255) - 127);
+  for (auto& t : table8) t = int8_t(int(gen() % 127) - kernels::kInt8CentroidTop);
+  table8[0] = -kernels::kInt8CentroidTop;  // both bounds (plain AVX2 sums two steps in int16)
+  table8[15] = kernels::kInt8CentroidTop;
   std::uniform_real_distribution<float> unit(0.0f, 1.0f);
   for (int variant = 0; variant < 4; ++variant) {
     const bool vnni = variant & 1, pdep = variant & 2;
@@ -666,6 +668,19 @@ TEST(SimdParity, BothAvx2Int8ValueVariantsEqualScalar) {
             kernel(w.data(), n, m, codes.data(), code_bytes, n, table8.data(), 0.03f, bits, d, b.data());
             ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)))
                 << "vnni=" << vnni << " pdep=" << pdep << " bits=" << bits << " d=" << d << " n=" << n << " m=" << m;
+          }
+          // The largest int16 sums: every weight byte 127 (equal weights) on indices all 0 (-63)
+          // or all ones (the 4-bit table's +63): 2 * 2 * 127 * 63 per lane before widening.
+          for (uint8_t fill : {uint8_t{0x00}, uint8_t{0xFF}}) {
+            const std::vector<uint8_t> same(codes.size(), fill);
+            const std::vector<float> w(size_t(3) * n, 0.25f);
+            std::vector<float> a(size_t(3) * d, 0.0f), b = a;
+            scalar.axpy_packed_int8(w.data(), n, 3, same.data(), code_bytes, n, table8.data(), 1.0f, bits, d, a.data());
+            kernel(w.data(), n, 3, same.data(), code_bytes, n, table8.data(), 1.0f, bits, d, b.data());
+            ASSERT_EQ(a, b) << "extreme sums, vnni=" << vnni << " bits=" << bits << " d=" << d << " n=" << n;
+            if (fill == 0) {  // every weight 0.25 times -63, n times
+              ASSERT_NEAR(a[0], -0.25 * kernels::kInt8CentroidTop * n, 1e-5 * n) << bits << " " << d << " " << n;
+            }
           }
         }
       }
@@ -738,9 +753,9 @@ TEST(SimdParity, BothAvx2Int8VariantsEqualScalar) {
   const auto& scalar = kernels::kernel_set(SimdLevel::kScalar);
   std::mt19937 gen(21);
   std::vector<int8_t> table8(16);
-  for (auto& t : table8) t = int8_t(int(gen() % 127) - kernels::kScoreTableTop);
-  table8[0] = -kernels::kScoreTableTop;  // both bounds: c + 64 = 1 and 127 for plain AVX2's maddubs
-  table8[15] = kernels::kScoreTableTop;
+  for (auto& t : table8) t = int8_t(int(gen() % 127) - kernels::kInt8CentroidTop);
+  table8[0] = -kernels::kInt8CentroidTop;  // both bounds: c + 64 = 1 and 127 for plain AVX2's maddubs
+  table8[15] = kernels::kInt8CentroidTop;
   for (auto [vnni, pdep] : {std::pair{false, false}, {false, true}, {true, false}, {true, true}}) {
     if (vnni && !kernels::kHasAvxVnni) continue;
     const kernels::DotPackedInt8Fn kernel = kernels::dot_packed_int8_avx2_variant(vnni, pdep);
@@ -785,9 +800,10 @@ TEST(SimdParity, BothAvx2Int8VariantsEqualScalar) {
 #endif
 }
 
-// Int8 scores take centroid bytes within +-kScoreTableTop (plain AVX2 adds 64 to them): every level
-// refuses a table outside it, rather than returning saturated sums on one level only.
-TEST(SimdParity, Int8ScoresRefuseCentroidBytesPastTheirBound) {
+// Int8 scores and values take centroid bytes within +-kInt8CentroidTop (plain AVX2 adds 64 to them
+// for scores and sums two steps of values in int16): every level refuses a table outside it, rather
+// than returning saturated sums on one level only, and leaves the values' accumulator untouched.
+TEST(SimdParity, Int8KernelsRefuseCentroidBytesPastTheirBound) {
   const int d = 64, bits = 4;
   const int64_t code_bytes = d * bits / 8, n = 9;
   std::vector<uint8_t> codes(size_t(code_bytes * n), 0xFF);
@@ -795,19 +811,25 @@ TEST(SimdParity, Int8ScoresRefuseCentroidBytesPastTheirBound) {
   std::vector<float> q_scale(1, 1.0f), out(n);
   for (SimdLevel level : simd_levels()) {
     const auto& k = kernels::kernel_set(level);
-    for (int8_t bad : {int8_t(kernels::kScoreTableTop + 1), int8_t(-kernels::kScoreTableTop - 1), int8_t(-128)}) {
+    for (int8_t bad : {int8_t(kernels::kInt8CentroidTop + 1), int8_t(-kernels::kInt8CentroidTop - 1), int8_t(-128)}) {
       std::vector<int8_t> table8(16, 1);
       table8[7] = bad;
       EXPECT_THROW(k.dot_packed_int8(q8.data(), q_scale.data(), 1, codes.data(), code_bytes, n, table8.data(), 1.0f,
                                      bits, d, out.data(), n, {}),
                    std::invalid_argument)
           << simd_name(level) << " " << int(bad);
+      std::vector<float> w(n, 1.0f), acc(d, 0.5f);
+      EXPECT_THROW(k.axpy_packed_int8(w.data(), n, 1, codes.data(), code_bytes, n, table8.data(), 1.0f, bits, d,
+                                      acc.data()),
+                   std::invalid_argument)
+          << simd_name(level) << " " << int(bad);
+      EXPECT_EQ(acc, std::vector<float>(d, 0.5f));
     }
-    std::vector<int8_t> edge(16, int8_t(-kernels::kScoreTableTop));
-    edge[15] = int8_t(kernels::kScoreTableTop);
+    std::vector<int8_t> edge(16, int8_t(-kernels::kInt8CentroidTop));
+    edge[15] = int8_t(kernels::kInt8CentroidTop);
     k.dot_packed_int8(q8.data(), q_scale.data(), 1, codes.data(), code_bytes, n, edge.data(), 1.0f, bits, d,
                       out.data(), n, {});
-    EXPECT_EQ(out[0], float(kernels::kScoreTableTop * d)) << simd_name(level);
+    EXPECT_EQ(out[0], float(kernels::kInt8CentroidTop * d)) << simd_name(level);
   }
 }
 

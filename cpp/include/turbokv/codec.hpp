@@ -209,10 +209,10 @@ class Codec {
   std::vector<QjlSketch> qjl_;   // one sketch in prod mode, none in mse mode
   std::vector<float> centroids_;   // padded for SIMD table lookups
   std::vector<float> boundaries_;  // padded with +inf
-  // The <= 4-bit codebook as int8 (16 entries, zero past 2^bits): for scores rounded to
-  // +-kScoreTableTop (63, the plain AVX2 kernel's bound), for values to +-127.
-  std::vector<int8_t> score_centroids_int8_, value_centroids_int8_;
-  float score_centroids_int8_scale_ = 0.0f, value_centroids_int8_scale_ = 0.0f;
+  // The <= 4-bit codebook rounded to +-63 (kInt8CentroidTop; 16 entries, zero past 2^bits), for
+  // int8 scores and values.
+  std::vector<int8_t> centroids_int8_;
+  float centroids_int8_scale_ = 0.0f;
   std::vector<int32_t> centroids_int16_;  // 256 entries (zero past 2^bits), for 5-8-bit int16 scores
   float centroids_int16_scale_ = 0.0f;
   float sqrt_dim_;
