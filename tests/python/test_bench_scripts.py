@@ -190,3 +190,13 @@ def test_interleaved_medians_primes_for_the_settling_time():
     assert [name for name, _ in runs] == ["a", "b", "a"]
     assert all(count >= 5 for _, count in runs), runs
     assert SETTLE_S >= 0.1  # run_attention waits out OpenBLAS's spinning threads (about 0.1 s)
+
+
+def test_int8_rounding_script(tmp_path):
+    result = run("int8_rounding.py", tmp_path=tmp_path)
+    assert [r["bits"] for r in result["rounding"]] == [1, 2, 3, 4]
+    assert {(r["keys"], r["bits"]) for r in result["scores"]} == {
+        (k, b) for k in ("gaussian", "qwen2.5 layer 0", "qwen2.5 layer 27") for b in (2, 3, 4)}
+    # A coarser table cannot round 4-bit centroids better (their largest sets both scales).
+    four = result["rounding"][3]
+    assert four["share_63"] > four["share_127"] > 0
