@@ -117,7 +117,7 @@ class KVCache:
             4-bit keys and int16 for 5-8-bit ones, summed exactly; see ``attention``).
         values: how ``attention`` sums values on the codes unless told otherwise: ``"exact"``
             (float32, default) or ``"int8"`` (weights rounded to 7-bit bytes per 16 tokens,
-            centroids to int8, summed exactly; values of at most 4 bits; see ``attention``).
+            centroids to int8 (+-63), summed exactly; values of at most 4 bits; see ``attention``).
         path: how ``attention`` does each block unless told otherwise: ``"auto"`` (default),
             ``"codes"`` or ``"tiles"`` (see ``attention``). ``"codes"`` makes a prompt's queries
             score the codes as decode steps do (with ``scores="int8"``: in integers).
@@ -284,8 +284,8 @@ class KVCache:
                 itself ``"exact"`` unless set). ``"exact"``: float32 products with
                 the codebook. ``"int8"``: the rotated query and the centroids rounded to
                 integers and summed exactly in int32 (bit-identical at every SIMD level): to int8
-                for keys of 1-4 bits (``pshufb``/``maddubs`` on AVX2, ``vpdpbusd`` with VNNI),
-                about 2.4x faster scoring on AVX2; to int16 for keys of 5-8 bits (an int8 query
+                for keys of 1-4 bits (query bytes to +-127, centroids to +-63; ``pshufb``/``maddubs``
+                on AVX2, ``vpdpbusd`` with VNNI), about 2.4x faster scoring on AVX2; to int16 for keys of 5-8 bits (an int8 query
                 would dominate their error; ``vpdpwssd``), 1.1-1.3x faster K8V4 decode on
                 AVX-512 with VBMI and VNNI; on AVX2 5- and 6-bit keys gain (``vpshufb``
                 lookups: K5V4 decode 0.78-0.92x the time), 7- and 8-bit ones do not: where
@@ -299,7 +299,7 @@ class KVCache:
             values: how the codes path sums values (default: the cache's ``values`` setting,
                 itself ``"exact"`` unless set). ``"exact"``: float32 multiply-adds with the
                 codebook. ``"int8"``: per query and group of 16 tokens the softmax weights are
-                rounded to 7-bit bytes on the group's largest, the centroids to int8, and the
+                rounded to 7-bit bytes on the group's largest, the centroids to int8 (+-63), and the
                 products summed exactly in int32 (the same integers at every SIMD level). Fast
                 where the CPU has ``vpdpbusd``: AVX-512 VNNI (Ice Lake, Sapphire Rapids, Zen 4 and
                 later) or AVX-VNNI (Alder Lake and later Intel client cores), for 1-, 2- and

@@ -150,7 +150,8 @@ class Codec:
         without decoding: each query is rotated once and each code costs one table lookup.
         In prod mode this is the unbiased estimator of ``<q, x>`` (paper, Theorem 2).
         ``precision="int8"``: the rotated query and the centroids are rounded to integers (int8
-        for codes of 1-4 bits, int16 for 5-8 bits) and the products summed exactly
+        for codes of 1-4 bits: query bytes to +-127, centroids to +-63; int16 for 5-8 bits) and
+        the products summed exactly
         (``KVCache.attention``'s ``scores="int8"``).
         """
         if precision not in ("exact", "int8"):
