@@ -200,3 +200,15 @@ def test_int8_rounding_script(tmp_path):
     # A coarser table cannot round 4-bit centroids better (their largest sets both scales).
     four = result["rounding"][3]
     assert four["share_63"] > four["share_127"] > 0
+
+
+def test_ports_microbenchmark_builds_and_runs(tmp_path):
+    import turbokv
+    binary = tmp_path / "ports_avx2"
+    subprocess.run(["g++", "-O2", "-mavx2", "-mfma", str(BENCH / "ports_avx2.cpp"), "-o", str(binary)],
+                   check=True, capture_output=True, timeout=120)
+    if "avx2" not in turbokv.supported_simd():
+        return  # built for x86 AVX2; this CPU cannot run it
+    out = subprocess.run([str(binary), "1000"], check=True, capture_output=True, text=True, timeout=60).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| vp")]
+    assert len(rows) == 12 and all(float(r.rsplit("|", 2)[1]) > 0 for r in rows)
