@@ -312,8 +312,8 @@ void BM_ValueKernels(benchmark::State& state) {
   for (auto& c : codes) c = uint8_t(gen());
   std::vector<float> table(16), w(size_t(m * n)), acc(size_t(m * d), 0.0f);
   std::vector<int8_t> table8(16);
-  for (int i = 0; i < 16; ++i) {
-    table8[i] = int8_t(int(gen() % 255) - 127);
+  for (int i = 0; i < 16; ++i) {  // int8 kernels take centroid bytes within ±kInt8CentroidTop
+    table8[i] = int8_t(int(gen() % (2 * kernels::kInt8CentroidTop + 1)) - kernels::kInt8CentroidTop);
     table[i] = 0.01f * table8[i];
   }
   std::uniform_real_distribution<float> unit(0.0f, 1.0f);
