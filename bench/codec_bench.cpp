@@ -291,13 +291,13 @@ __attribute__((target("avx512f,avx512vnni"))) void BM_Avx512DpbusdPeak(benchmark
 }
 BENCHMARK(BM_Avx512DpbusdPeak);
 
-// The value kernels alone as decode calls them: 4 queries, head_dim 128, 256 tokens per call,
+// The value kernels alone as decode calls them: 4 queries, head_dim d, 256 tokens per call,
 // 32K tokens per iteration. kernel: 0 AVX2 float32, 1 AVX2 int8 (plain), 2 AVX2 int8 with
 // AVX-VNNI, 3 AVX-512 float32, 4 AVX-512 int8. Run with --benchmark_repetitions=5
 // --benchmark_enable_random_interleaving=true: this VM's phases move single runs by 1.5x.
 void BM_ValueKernels(benchmark::State& state) {
   const int bits = int(state.range(0)), kernel = int(state.range(1));
-  const int d = 128, m = 4;
+  const int d = int(state.range(2)), m = 4;
   const int64_t n = 256, calls = 128;
   const bool avx512 = kernel >= 3;
   if (skip_unsupported(state, avx512 ? SimdLevel::kAvx512 : SimdLevel::kAvx2)) return;
@@ -334,7 +334,7 @@ void BM_ValueKernels(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations() * n * calls);  // tokens
 }
-BENCHMARK(BM_ValueKernels)->ArgNames({"bits", "kernel"})->ArgsProduct({{2, 3, 4}, {0, 1, 2, 3, 4}});
+BENCHMARK(BM_ValueKernels)->ArgNames({"bits", "kernel", "d"})->ArgsProduct({{1, 2, 3, 4}, {0, 1, 2, 3, 4}, {32, 64, 96, 128, 192, 256}});
 #endif
 
 }  // namespace

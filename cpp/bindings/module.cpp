@@ -225,9 +225,10 @@ PYBIND11_MODULE(_core, m) {
     return Codec(cfg, default_simd()).int8_values_fast();
   }, py::arg("bits"), py::arg("head_dim"),
   "Whether values=\"int8\" is faster than exact values for these values at the default SIMD "
-  "level: 1, 2 or 4 bits summed by vpdpbusd (AVX-512 VNNI with VBMI, or AVX-VNNI), 3 bits too "
-  "where head_dim is a multiple of 32. Plain AVX2 and the portable reference give the same "
-  "results no faster.");
+  "level: 1, 2 or 4 bits summed by vpdpbusd (AVX-VNNI, or AVX-512 VNNI with VBMI) or by plain "
+  "AVX2's maddubs where a row fills whole 16-byte chunks and head_dim is at least 64, 3 bits too "
+  "where head_dim is a multiple of 32. The portable "
+  "reference (scalar, NEON) gives the same results no faster.");
 
   m.def("attention_kl",
         [](py::array q, py::array exact, py::array stored, float scale, bool causal, int64_t window,

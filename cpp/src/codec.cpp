@@ -450,7 +450,15 @@ bool Codec::int8_values_fast() const {
   // VBMI one. Unpacked to index bytes (other head_dims), the unpacking costs what the integer sums
   // save: 0.98-1.05x (bench/results/kernel_choices_avx2.md, rounds 16, 19 and 20).
   if (bits == 3 && !kernels::int8_three_bit_in_registers(code_bytes, d)) return false;
-  return vnni_kernel || (x86 && kernels::kHasAvxVnni);
+  // Plain AVX2 (maddubs) too since session 28's ±63 centroids let it add two steps' products in
+  // int16 before widening, where a row fills whole 16-byte chunks (3 bits: in registers) and
+  // head_dim is at least 64. On Zen 3 the kernel alone then takes 0.47-0.82x the time of float32
+  // values (head_dims 64-256; d = 128: 1 bit 0.50x, 2 bits 0.69x, 3 bits 0.71x, 4 bits 0.65x),
+  // decode at 32K 0.79-0.90x; a partly filled last chunk or head_dim 32 mostly loses (0.79-3.0x;
+  // bench/results/int8_values_zen3_s29.md, kernel_choices_avx2.md round 29). At the AVX-512 level without a vpdpbusd kernel the float32
+  // alternative is the AVX-512 one, against which it was never timed: not claimed there.
+  const bool plain_avx2_fits = level_ == SimdLevel::kAvx2 && d >= 64 && (bits == 3 || code_bytes % 16 == 0);
+  return vnni_kernel || plain_avx2_fits || (x86 && kernels::kHasAvxVnni);
 }
 
 void Codec::finish_accumulated(float* acc_rotated, const float* acc_sketch, float* out) const {

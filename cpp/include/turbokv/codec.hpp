@@ -155,10 +155,11 @@ class Codec {
                   int64_t n, float* acc_rotated, float* acc_sketch, float* scratch,
                   ValuePrecision precision = ValuePrecision::kExact) const;
   bool int8_values_supported() const { return mse_bits() <= 4; }
-  // Whether int8 values are faster than float32 ones here: summed by vpdpbusd, with AVX-512 VNNI
-  // and VBMI (1, 2 or 4 bits, head_dim a multiple of 128 / bits) or AVX-VNNI at the AVX2 and
-  // AVX-512 levels (1, 2 or 4 bits, any shape). Not for 3 bits (their unpacking costs what the
-  // sums save), plain AVX2 (maddubs) or the scalar reference: the same results, no faster.
+  // Whether int8 values are faster than float32 ones here: 1, 2 or 4 bits at the AVX2 level
+  // (maddubs, or vpdpbusd with AVX-VNNI), at AVX-512 with VNNI and VBMI (head_dim a multiple of
+  // 128 / bits) or AVX-VNNI; 3 bits too where the rows become 4-bit rows in registers (head_dim a
+  // multiple of 32; unpacked to index bytes, the unpacking costs what the sums save). Not the
+  // scalar reference (scalar, NEON levels): the same results, no faster.
   bool int8_values_fast() const;
   // out (d floats) = R^T (acc_rotated + S^T acc_sketch): one inverse rotation per query.
   void finish_accumulated(float* acc_rotated, const float* acc_sketch, float* out) const;
