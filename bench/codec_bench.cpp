@@ -334,7 +334,7 @@ void BM_ValueKernels(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations() * n * calls);  // tokens
 }
-BENCHMARK(BM_ValueKernels)->ArgNames({"bits", "kernel", "d"})->ArgsProduct({{1, 2, 3, 4}, {0, 1, 2, 3, 4}, {32, 64, 96, 128, 192, 256}});
+BENCHMARK(BM_ValueKernels)->ArgNames({"bits", "kernel", "d"})->ArgsProduct({{1, 2, 3, 4}, {0, 1, 2, 3, 4}, {32, 64, 80, 96, 128, 160, 192, 256}});
 #endif
 
 }  // namespace

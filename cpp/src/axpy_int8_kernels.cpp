@@ -142,12 +142,28 @@ TURBOKV_TARGET_AVX2 bool quantize_weights_avx2(const float* w, int64_t n, int64_
   return bad == 0;
 }
 
-// 16 code bytes of a row, zero past its end.
+// 16 code bytes of a row, zero past its end. A last chunk of 4, 8 or 12 bytes (1 bit at head_dim
+// 64 or 96, 2 bits at 96, 4 bits at 80, ...) is read by 4- and 8-byte loads: through a stack copy
+// each row's 16-byte reload waited on its smaller stores (no store forwarding), which made the
+// int8 value kernel 1.3-1.6x slower at those shapes (kernel_choices_avx2.md round 29).
 TURBOKV_TARGET_AVX2 inline __m128i row_chunk(const uint8_t* row, int64_t code_bytes, int g) {
   const int64_t left = code_bytes - 16 * int64_t{g};
-  if (left >= 16) return _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 16 * g));
+  const uint8_t* p = row + 16 * g;
+  if (left >= 16) return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  if (left == 8 || left == 12) {
+    const __m128i low = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    if (left == 8) return low;
+    int32_t last;
+    std::memcpy(&last, p + 8, sizeof last);
+    return _mm_insert_epi32(low, last, 2);
+  }
+  if (left == 4) {
+    int32_t only;
+    std::memcpy(&only, p, sizeof only);
+    return _mm_cvtsi32_si128(only);
+  }
   alignas(16) uint8_t tail[16] = {};
-  std::memcpy(tail, row + 16 * g, static_cast<size_t>(left));
+  std::memcpy(tail, p, static_cast<size_t>(left));
   return _mm_load_si128(reinterpret_cast<const __m128i*>(tail));
 }
 

@@ -451,13 +451,16 @@ bool Codec::int8_values_fast() const {
   // save: 0.98-1.05x (bench/results/kernel_choices_avx2.md, rounds 16, 19 and 20).
   if (bits == 3 && !kernels::int8_three_bit_in_registers(code_bytes, d)) return false;
   // Plain AVX2 (maddubs) too since session 28's ±63 centroids let it add two steps' products in
-  // int16 before widening, where a row fills whole 16-byte chunks (3 bits: in registers) and
-  // head_dim is at least 64. On Zen 3 the kernel alone then takes 0.47-0.82x the time of float32
-  // values (head_dims 64-256; d = 128: 1 bit 0.50x, 2 bits 0.69x, 3 bits 0.71x, 4 bits 0.65x),
-  // decode at 32K 0.79-0.90x; a partly filled last chunk or head_dim 32 mostly loses (0.79-3.0x;
-  // bench/results/int8_values_zen3_s29.md, kernel_choices_avx2.md round 29). At the AVX-512 level without a vpdpbusd kernel the float32
+  // int16 before widening: head_dim at least 64 and rows of whole 16-byte chunks (3 bits: in
+  // registers), or 4-bit rows ending in half a chunk (head_dim an odd multiple of 16, since session
+  // 29 reads such tails without a stack copy). On Zen 3 the kernel alone then takes 0.46-0.82x the
+  // time of float32 values (d = 128: 1 bit 0.50x, 2 bits 0.72x, 3 bits 0.72x, 4 bits 0.66x; 4 bits
+  // at d = 80-208 0.55-0.68x), decode at 32K 0.79-0.90x; other tails and head_dim 32 tie or lose
+  // (0.98-1.9x; a few partial shapes gain without being claimed; bench/results/int8_values_zen3_s29.md,
+  // kernel_choices_avx2.md round 29). At the AVX-512 level without a vpdpbusd kernel the float32
   // alternative is the AVX-512 one, against which it was never timed: not claimed there.
-  const bool plain_avx2_fits = level_ == SimdLevel::kAvx2 && d >= 64 && (bits == 3 || code_bytes % 16 == 0);
+  const bool whole_chunks = code_bytes % 16 == 0 || (bits == 4 && code_bytes % 8 == 0);
+  const bool plain_avx2_fits = level_ == SimdLevel::kAvx2 && d >= 64 && (bits == 3 || whole_chunks);
   return vnni_kernel || plain_avx2_fits || (x86 && kernels::kHasAvxVnni);
 }
 

@@ -302,11 +302,11 @@ class KVCache:
                 rounded to 7-bit bytes on the group's largest, the centroids to int8 (+-63), and the
                 products summed exactly in int32 (the same integers at every SIMD level). Faster
                 than ``"exact"`` with ``vpdpbusd`` (AVX-VNNI; AVX-512 VNNI, with VBMI for 3 bits)
-                and on plain AVX2 (``maddubs``) where a row fills whole 16-byte chunks and head_dim
-                is at least 64, for 1-, 2- and 4-bit values, and 3-bit ones where head_dim is a
-                multiple of 32; the portable reference (scalar, NEON)
-                gives the same results no faster (``turbokv.int8_values_fast(bits, head_dim)``
-                says which). Its error
+                and on plain AVX2 (``maddubs``) where a row fills whole 16-byte chunks (8-byte
+                ones at 4 bits) and head_dim is at least 64, for 1-, 2- and 4-bit values, and
+                3-bit ones where head_dim is a multiple of 32; the portable reference (scalar,
+                NEON) gives the same results no faster (``turbokv.int8_values_fast(bits,
+                head_dim)`` says which). Its error
                 is the two roundings (a weight's at most 1/254 of its group's largest; measured
                 on models in ``bench/results/quality_int8.md``). It applies to values of at most 4 bits on the
                 codes path; wider or float16 values and tiles stay float32.
