@@ -1,10 +1,11 @@
 """Decode attention for one new token on the compressed cache vs dense baselines, in one run.
 
     python bench/attention.py [--contexts 1024 4096 16384 32768 65536] [--settings 4,4 4,2]
-        [--batch 1] [--heads 32 8] [--simd avx2 avx512] [--scores exact int8]
+        [--batch 1] [--heads 32 8] [--head-dim 128] [--simd avx2 avx512] [--scores exact int8]
         [--values exact int8] [--json bench/results/attention.json]
 
-Shape: batch --batch (1), 8 KV heads, 32 query heads (GQA 4), head_dim 128, one query token. Rows:
+Shape: batch --batch (1), 8 KV heads, 32 query heads (GQA 4), head_dim --head-dim (128), one query
+token. Rows:
 turbokv fused attention (K4V4, K4V2) on the codes; numpy float32 dense attention; torch
 scaled_dot_product_attention float32 on CPU (if torch is installed; once with enable_gqa=True and
 once with the 4 query heads of a KV head riding as a query sequence); decode-then-attend (turbokv
@@ -31,6 +32,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1, help="sequences decoded at once")
     parser.add_argument("--heads", type=int, nargs=2, default=[32, 8], metavar=("Q", "KV"),
                         help="query and KV heads (fewer KV streams than cores: tokens split over cores)")
+    parser.add_argument("--head-dim", type=int, default=128,
+                        help="coordinates per head (80: Phi-2, 96: Phi-3, 256: Gemma)")
     parser.add_argument("--simd", nargs="+", default=None,
                         help="time the fused rows at these instruction sets (scalar avx2 avx512); default: the best")
     parser.add_argument("--scores", nargs="+", default=["exact"], choices=["exact", "int8"],
@@ -42,7 +45,7 @@ def main() -> None:
     settings = [tuple(int(b) for b in s.split(",")) for s in args.settings]
     results = run_attention(args.contexts, args.repeats, settings=settings, batch=args.batch,
                             simd_levels=args.simd or (None,), heads=tuple(args.heads),
-                            score_modes=args.scores, value_modes=args.values)
+                            score_modes=args.scores, value_modes=args.values, head_dim=args.head_dim)
     if not results["torch"]:
         print("torch not installed: no torch SDPA rows (pip install torch==2.13.0)")
     print(attention_table(results))

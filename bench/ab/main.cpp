@@ -58,7 +58,8 @@ int usage() {
   std::fprintf(stderr,
                "usage: ab encode BITS ROWS CALLS [SIMD] [HEAD_DIM=128]\n"
                "       ab attention KBITS VBITS CONTEXT CALLS [THREADED=1] [SIMD] [Q_HEADS=32 KV_HEADS=8] [int8|int8kv]\n"
-               "SIMD: 0 scalar, 1 avx2, 2 avx512, 3 neon (default: 1 on x86, 3 on arm64)\n");
+               "SIMD: 0 scalar, 1 avx2, 2 avx512, 3 neon (default: 1 on x86, 3 on arm64)\n"
+               "attention's head_dim: AB_HEAD_DIM (default 128)\n");
   return 2;
 }
 
@@ -95,7 +96,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (mode == "attention" && argc >= 6) {
-    const int d = 128;
+    const int d = std::getenv("AB_HEAD_DIM") ? std::atoi(std::getenv("AB_HEAD_DIM")) : 128;
+    if (d <= 0) return usage();
     const int kbits = std::atoi(argv[2]), vbits = std::atoi(argv[3]);
     const int64_t context = std::atoll(argv[4]);
     const int calls = std::atoi(argv[5]);

@@ -64,6 +64,14 @@ def test_attention_script_widths_batch_and_levels(tmp_path):
             "turbokv decode-then-attend K3V3 scalar"} <= names
 
 
+def test_attention_script_head_dim(tmp_path):
+    result = run("attention.py", "--contexts", "300", "--repeats", "1", "--head-dim", "80",
+                 "--settings", "4,4", "--scores", "int8", tmp_path=tmp_path)
+    rows = {r["impl"]: r for r in result["rows"]}
+    assert result["head_dim"] == 80 and "turbokv fused K4V4 int8" in rows
+    assert rows["numpy float32 dense"]["kv_bytes"] == 2 * 8 * 300 * 80 * 4  # K and V, 8 KV heads
+
+
 def test_attention_script_one_kv_head_splits_the_tokens(tmp_path):
     import os
     result = run("attention.py", "--contexts", "1024", "--repeats", "1", "--heads", "4", "1",

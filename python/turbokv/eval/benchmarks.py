@@ -140,8 +140,9 @@ def numpy_attention(q, k, v):
     """Dense float32 GQA attention for one query token: q (b, q_heads, 1, d), k/v (b, kv_heads, T, d)."""
     kv_heads = k.shape[1]
     group = q.shape[1] // kv_heads
-    qg = q.reshape(len(q), kv_heads, group, HEAD_DIM)
-    s = (qg @ k.swapaxes(-1, -2)) * np.float32(1 / math.sqrt(HEAD_DIM))
+    d = q.shape[-1]
+    qg = q.reshape(len(q), kv_heads, group, d)
+    s = (qg @ k.swapaxes(-1, -2)) * np.float32(1 / math.sqrt(d))
     s -= s.max(axis=-1, keepdims=True)
     w = np.exp(s)
     w /= w.sum(axis=-1, keepdims=True)
@@ -153,7 +154,7 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
                   batch: int = 1, simd_levels: Sequence[Optional[str]] = (None,),
                   heads: Tuple[int, int] = (Q_HEADS, KV_HEADS),
                   score_modes: Sequence[str] = ("exact",),
-                  value_modes: Sequence[str] = ("exact",)) -> Dict:
+                  value_modes: Sequence[str] = ("exact",), head_dim: int = HEAD_DIM) -> Dict:
     """Runs the benchmark; returns {"machine", "batch", "read_bandwidth_gbs", "rows": [...]}, one
     row per (context, implementation) with ms, kv_bytes and the speedup / floor ratios.
 
@@ -164,7 +165,8 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
     ``score_modes``: ``KVCache.attention(scores=...)`` per fused row ("exact", "int8"); an int8
     row is labelled so (integer sums: int8 for keys of 1-4 bits, int16 for 5-8).
     ``value_modes``: ``KVCache.attention(values=...)`` likewise ("int8 values" rows: values of at
-    most 4 bits), each combined with every score mode. Timing: the median of ``repeats`` calls
+    most 4 bits), each combined with every score mode. ``head_dim``: 128 unless given (80: Phi-2;
+    96: Phi-3; 256: Gemma). Timing: the median of ``repeats`` calls
     per row (decode-then-attend: a third of them), a context's rows timed in turns
     (:func:`interleaved_medians`), each timed call right after untimed ones of the same row
     (``SETTLE_S`` seconds of them).
@@ -180,11 +182,12 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
     rng = np.random.default_rng(0)
     q_heads, kv_heads = heads
     results = {"machine": machine_text(),
-               "batch": batch, "heads": [q_heads, kv_heads], "read_bandwidth_gbs": bandwidth, "torch": torch is not None, "rows": []}
+               "batch": batch, "heads": [q_heads, kv_heads], "head_dim": head_dim,
+               "read_bandwidth_gbs": bandwidth, "torch": torch is not None, "rows": []}
     for T in tqdm(contexts, desc="contexts", disable=not show_progress, leave=False):
-        k = rng.standard_normal((batch, kv_heads, T, HEAD_DIM), dtype=np.float32)
-        v = rng.standard_normal((batch, kv_heads, T, HEAD_DIM), dtype=np.float32)
-        q = rng.standard_normal((batch, q_heads, 1, HEAD_DIM), dtype=np.float32)
+        k = rng.standard_normal((batch, kv_heads, T, head_dim), dtype=np.float32)
+        v = rng.standard_normal((batch, kv_heads, T, head_dim), dtype=np.float32)
+        q = rng.standard_normal((batch, q_heads, 1, head_dim), dtype=np.float32)
         # Every row's call and bytes first, then all timed in turns (interleaved_medians).
         calls: Dict[str, Tuple[Callable[[], object], int]] = {
             "numpy float32 dense": (lambda: numpy_attention(q, k, v), repeats)}
@@ -193,7 +196,7 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
             tq, tk, tv = (torch.from_numpy(a) for a in (q, k, v))
             # One decode token: the query heads of a KV head can ride as a query sequence of
             # length 4 (no causal mask needed), which avoids SDPA repeating K/V for GQA.
-            tq_grouped = tq.reshape(batch, kv_heads, q_heads // kv_heads, HEAD_DIM)
+            tq_grouped = tq.reshape(batch, kv_heads, q_heads // kv_heads, head_dim)
             calls["torch SDPA float32 (enable_gqa)"] = (
                 lambda: F.scaled_dot_product_attention(tq, tk, tv, enable_gqa=True), repeats)
             calls["torch SDPA float32 (query heads as q_len)"] = (
@@ -207,7 +210,7 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
                 if level:
                     os.environ["TURBOKV_SIMD"] = level  # read when the cache is made
                 try:
-                    cache = KVCache(HEAD_DIM, kv_heads, key_bits=kb, value_bits=vb)
+                    cache = KVCache(head_dim, kv_heads, key_bits=kb, value_bits=vb)
                 finally:
                     if previous is None:
                         os.environ.pop("TURBOKV_SIMD", None)
@@ -259,7 +262,8 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
 def attention_table(results: Dict) -> str:
     """The results of :func:`run_attention` as a markdown table."""
     q_heads, kv_heads = results.get("heads", (Q_HEADS, KV_HEADS))
-    lines = [f"Decode attention, batch {results.get('batch', 1)}, {q_heads} query / {kv_heads} KV heads, head_dim {HEAD_DIM}, "
+    lines = [f"Decode attention, batch {results.get('batch', 1)}, {q_heads} query / {kv_heads} KV heads, "
+             f"head_dim {results.get('head_dim', HEAD_DIM)}, "
              f"on {results['machine']}; read bandwidth {results['read_bandwidth_gbs']:.1f} GB/s", "",
              "| context | implementation | ms | KV MB | vs best dense | vs decode-then-attend | x read floor |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
