@@ -25,12 +25,12 @@ inline bool int8_packed_lanes(int bits, int64_t code_bytes, int d) {
   return code_bytes % 16 == 0 && d * bits == code_bytes * 8 && (bits == 1 || bits == 2 || bits == 4);
 }
 
-// The AVX2 kernel also reads rows that end in half of its 16-byte blocks (8 or 24 bytes into a last
-// 32-byte step, zero-extended: e.g. 4 bits at head_dim 80, 2 bits at 96): otherwise such keys were
+// The AVX2 kernel also reads rows that end inside its 16-byte blocks (4-28 bytes into a last 32-byte
+// step, zero-extended: e.g. 4 bits at head_dim 80, 2 bits at 80 and 96): otherwise such keys were
 // unpacked to index bytes one by one, 2.2-2.4x the time per key of the packed lanes at head_dim 128
 // (kernel_choices_avx2.md round 29).
 inline bool int8_packed_lanes_avx2(int bits, int64_t code_bytes, int d) {
-  return code_bytes % 8 == 0 && d * bits == code_bytes * 8 && (bits == 1 || bits == 2 || bits == 4);
+  return code_bytes % 4 == 0 && d * bits == code_bytes * 8 && (bits == 1 || bits == 2 || bits == 4);
 }
 
 inline Int8Layout int8_layout(int lanes, int fields, int bits, int64_t code_bytes, int d) {

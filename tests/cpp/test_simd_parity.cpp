@@ -764,9 +764,10 @@ TEST(SimdParity, BothAvx2Int8VariantsEqualScalar) {
     const kernels::DotPackedInt8Fn kernel = kernels::dot_packed_int8_avx2_variant(vnni, pdep);
     ASSERT_NE(kernel, nullptr);
     for (int bits = 1; bits <= 4; ++bits) {
-      // Rows ending in 8 or 24 bytes of a 32-byte step (4 bits at 48, 80, 112; 2 bits at 32, 96,
-      // 160; 1 bit at 64, 192) as well as whole steps; no slack after the last row (ASan).
-      for (int d : {32, 48, 64, 80, 96, 112, 128, 160, 192, 256}) {
+      // Rows ending 4-28 bytes into a 32-byte step (4 bits at 40, 48, 72, 80, 112; 2 bits at 32,
+      // 80, 96, 112, 160; 1 bit at 32, 64, 96, 160, 192) as well as whole steps; no slack after the
+      // last row (ASan).
+      for (int d : {32, 40, 48, 64, 72, 80, 96, 112, 128, 160, 192, 256}) {
         const int64_t code_bytes = (int64_t(d) * bits + 7) / 8, n = 37;
         std::vector<uint8_t> codes(size_t(code_bytes * n));
         for (auto& c : codes) c = uint8_t(gen());
