@@ -155,11 +155,12 @@ class Codec {
                   int64_t n, float* acc_rotated, float* acc_sketch, float* scratch,
                   ValuePrecision precision = ValuePrecision::kExact) const;
   bool int8_values_supported() const { return mse_bits() <= 4; }
-  // Whether int8 values are faster than float32 ones here: 1, 2 or 4 bits at the AVX2 level
-  // (maddubs, or vpdpbusd with AVX-VNNI), at AVX-512 with VNNI and VBMI (head_dim a multiple of
-  // 128 / bits) or AVX-VNNI; 3 bits too where the rows become 4-bit rows in registers (head_dim a
-  // multiple of 32; unpacked to index bytes, the unpacking costs what the sums save). Not the
-  // scalar reference (scalar, NEON levels): the same results, no faster.
+  // Whether int8 values are faster than float32 ones here: 1, 2 or 4 bits by vpdpbusd (AVX-VNNI at
+  // either x86 level, any shape; AVX-512 VNNI with VBMI, head_dim a multiple of 128 / bits) or by
+  // plain AVX2's maddubs (head_dim at least 64, rows of whole 16-byte chunks, 8-byte ones at 4 bits);
+  // 3 bits too where the rows become 4-bit rows in registers (head_dim a multiple of 32; unpacked
+  // to index bytes, the unpacking costs what the sums save). Not the scalar reference (scalar,
+  // NEON levels): the same results, no faster.
   bool int8_values_fast() const;
   // out (d floats) = R^T (acc_rotated + S^T acc_sketch): one inverse rotation per query.
   void finish_accumulated(float* acc_rotated, const float* acc_sketch, float* out) const;
