@@ -41,10 +41,10 @@ def test_attention_with_int8_values_stays_near_the_oracle(value_bits, simd, rng,
 def test_int8_values_fast_follows_the_kernels():
     # AVX-VNNI at both x86 levels; plain AVX2 (maddubs, since session 28) where the rows fill
     # whole 16-byte chunks (4 bits: 8-byte ones) and head_dim is at least 64
-    # (bench/results/int8_values_zen3_s29.md); at
-    # AVX-512 the VNNI kernel (with VBMI) where the rows fit its lanes; never the portable reference
-    # (scalar, NEON). 3 bits only where the rows are rewritten as 4-bit rows in registers (head_dim
-    # a multiple of 32), never unpacked to index bytes (head_dim 40); never wider values.
+    # (bench/results/int8_values_zen3_s29.md); at AVX-512 the VNNI kernel (with VBMI) where the
+    # rows fit its lanes; never the portable reference (scalar, NEON). 3 bits only where the rows
+    # are rewritten as 4-bit rows in registers (head_dim a multiple of 32), never unpacked to index
+    # bytes (head_dim 40); never wider values.
     level = turbokv.default_simd()
     assert turbokv.int8_values_fast(3, 40) is False
     assert turbokv.int8_values_fast(5, 128) is False
