@@ -226,23 +226,24 @@ TURBOKV_TARGET_AVX2 void dot_planes32_avx2(const float* q, int m, const uint8_t*
   }
 }
 
-// 2-, 3- and 4-bit codes (kPacked = bits), head_dim a multiple of 32, read from the packed rows:
-// values, up to 4 queries per pass.
+// 2-, 3- and 4-bit codes (kPacked = bits), coordinates [0, d32) of rows of head_dim d (d32 a
+// multiple of 32; the caller takes any last 16), read from the packed rows: values, up to 4 queries
+// per pass.
 template <int kPacked, bool kPdep = false>
 TURBOKV_TARGET_AVX2 void axpy_planes32_avx2(const float* w, int64_t w_stride, int m,
                                             const uint8_t* codes, int64_t code_bytes, int64_t n,
-                                            const float* table, int d, float* acc) {
+                                            const float* table, int d, float* acc, int d32) {
   __m256i planes[4];
   planes32_table(table, kPacked, planes);
   int a = 0;
   for (; a + 4 <= m; a += 4) {
-    for (int c = 0; c < d; c += 32) {
+    for (int c = 0; c < d32; c += 32) {
       accumulate32_avx2<4>(w + a * w_stride, w_stride, n, PlaneValues32<kPacked, kPdep>{codes, code_bytes, c, planes}, d, c, acc + static_cast<int64_t>(a) * d);
     }
   }
   if (a == m) return;
   // The last 1-3 queries in one pass (GQA 3, 6, ...: one pass per query repeated the lookups).
-  for (int c = 0; c < d; c += 32) {
+  for (int c = 0; c < d32; c += 32) {
     const PlaneValues32<kPacked, kPdep> values{codes, code_bytes, c, planes};
     float* rest = acc + static_cast<int64_t>(a) * d;
     switch (m - a) {
@@ -398,14 +399,47 @@ bool dot_planes32(const float* q, int m, const uint8_t* codes, int64_t code_byte
   }
 }
 
+// Coordinates [d - 16, d) of 2- or 4-bit values (kPacked) by the 16-wide planes (PlaneValues).
+template <int kPacked>
+TURBOKV_TARGET_AVX2 void axpy_last16_avx2(const float* w, int64_t w_stride, int m, const uint8_t* codes,
+                                          int64_t code_bytes, int64_t n, const float* table, int d, float* acc) {
+  __m128i planes[4];
+  float_byte_planes(table, kPacked, planes);
+  const PlaneValues<kPacked> values{codes, code_bytes, d - 16, planes};
+  int a = 0;
+  for (; a + 4 <= m; a += 4) accumulate16_avx2<4>(w + a * w_stride, w_stride, n, values, d, d - 16, acc + static_cast<int64_t>(a) * d);
+  float* const rest = acc + static_cast<int64_t>(a) * d;
+  switch (m - a) {
+    case 3: return accumulate16_avx2<3>(w + a * w_stride, w_stride, n, values, d, d - 16, rest);
+    case 2: return accumulate16_avx2<2>(w + a * w_stride, w_stride, n, values, d, d - 16, rest);
+    case 1: return accumulate16_avx2<1>(w + a * w_stride, w_stride, n, values, d, d - 16, rest);
+    default: return;
+  }
+}
+
+// The 32-wide planes for 2, 3 and 4 bits with head_dim a multiple of 32, and for 2 and 4 bits with
+// head_dim 16 more than one (48, 80, 112: the last 16 coordinates by the 16-wide planes, whose
+// coordinates sum over the tokens in the same order, so the same floats as 16-wide throughout; at
+// head_dim 80 4-bit values took 17.7 ns per token against 14.4 at 96, kernel_choices_avx2.md round
+// 29); false: not taken.
 bool axpy_planes32(const float* w, int64_t w_stride, int m, const uint8_t* codes, int64_t code_bytes,
                    int64_t n, const float* table, int bits, int d, float* acc) {
+  if (d % 32 == 16 && d > 16 && (bits == 2 || bits == 4)) {
+    if (bits == 4) {
+      axpy_planes32_avx2<4>(w, w_stride, m, codes, code_bytes, n, table, d, acc, d - 16);
+      axpy_last16_avx2<4>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
+    } else {
+      axpy_planes32_avx2<2>(w, w_stride, m, codes, code_bytes, n, table, d, acc, d - 16);
+      axpy_last16_avx2<2>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
+    }
+    return true;
+  }
   if (d % 32 != 0) return false;
   switch (bits) {
-    case 4: axpy_planes32_avx2<4>(w, w_stride, m, codes, code_bytes, n, table, d, acc); return true;
-    case 2: axpy_planes32_avx2<2>(w, w_stride, m, codes, code_bytes, n, table, d, acc); return true;
+    case 4: axpy_planes32_avx2<4>(w, w_stride, m, codes, code_bytes, n, table, d, acc, d); return true;
+    case 2: axpy_planes32_avx2<2>(w, w_stride, m, codes, code_bytes, n, table, d, acc, d); return true;
     case 3:
-      (kPdepIsSlow ? axpy_planes32_avx2<3, false> : axpy_planes32_avx2<3, true>)(w, w_stride, m, codes, code_bytes, n, table, d, acc);
+      (kPdepIsSlow ? axpy_planes32_avx2<3, false> : axpy_planes32_avx2<3, true>)(w, w_stride, m, codes, code_bytes, n, table, d, acc, d);
       return true;
     default: return false;
   }
@@ -1114,7 +1148,7 @@ template <bool kPdep>
 void axpy_three_bit_planes32(const float* w, int64_t w_stride, int m, const uint8_t* codes, int64_t code_bytes,
                              int64_t n, const float* table, int bits, int d, float* acc) {
   if (bits != 3 || d % 32 != 0) throw std::invalid_argument("3-bit planes: 3 bits, head_dim a multiple of 32");
-  axpy_planes32_avx2<3, kPdep>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
+  axpy_planes32_avx2<3, kPdep>(w, w_stride, m, codes, code_bytes, n, table, d, acc, d);
 }
 #endif
 

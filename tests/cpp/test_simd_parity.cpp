@@ -1615,7 +1615,7 @@ TEST(SimdParity, PackedScoresAndValuesMatchTheTable) {
       }
       EXPECT_EQ(kernels::float_table_antisymmetric(table.data(), bits), antisymmetric) << bits;
       EXPECT_EQ(kernels::planes_vbmi_signed(table.data(), bits), TURBOKV_X86 && antisymmetric && bits == 8) << bits;
-      for (int d : {16, 32, 64, 96, 128, 256}) {
+      for (int d : {16, 32, 48, 64, 80, 96, 112, 128, 256}) {
         const bool signed_avx2 = TURBOKV_X86 && antisymmetric && (bits == 5 || bits == 6) && d % 32 == 0 &&
                                  !kernels::kernel_routes().pdep_slow;
         EXPECT_EQ(kernels::planes_avx2_signed(table.data(), bits, d), signed_avx2) << bits << " " << d;
