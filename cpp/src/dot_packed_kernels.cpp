@@ -425,13 +425,8 @@ TURBOKV_TARGET_AVX2 void axpy_last16_avx2(const float* w, int64_t w_stride, int 
 bool axpy_planes32(const float* w, int64_t w_stride, int m, const uint8_t* codes, int64_t code_bytes,
                    int64_t n, const float* table, int bits, int d, float* acc) {
   if (d % 32 == 16 && d > 16 && (bits == 2 || bits == 4)) {
-    if (bits == 4) {
-      axpy_planes32_avx2<4>(w, w_stride, m, codes, code_bytes, n, table, d, acc, d - 16);
-      axpy_last16_avx2<4>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
-    } else {
-      axpy_planes32_avx2<2>(w, w_stride, m, codes, code_bytes, n, table, d, acc, d - 16);
-      axpy_last16_avx2<2>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
-    }
+    (bits == 4 ? axpy_planes32_avx2<4> : axpy_planes32_avx2<2>)(w, w_stride, m, codes, code_bytes, n, table, d, acc, d - 16);
+    (bits == 4 ? axpy_last16_avx2<4> : axpy_last16_avx2<2>)(w, w_stride, m, codes, code_bytes, n, table, d, acc);
     return true;
   }
   if (d % 32 != 0) return false;
@@ -888,8 +883,8 @@ void axpy_packed_avx2(const float* w, int64_t w_stride, int m, const uint8_t* co
                       float* acc) {
   // Up to 4 bits and head_dim a multiple of 16: byte-plane lookups (axpy_planes_avx2), which
   // replaced the lane kernels (Zen 1, 4 queries, cycles per token: 1 bit 158 -> 122, 2 bits 161
-  // -> 117, 3 bits 196 -> 144, 4 bits 176 -> 103; 2 and 4 bits with head_dim a multiple of 32
-  // since 32 coordinates per step, axpy_planes32). Other shapes: several queries share each
+  // -> 117, 3 bits 196 -> 144, 4 bits 176 -> 103; 2 and 4 bits with head_dim a multiple of 32,
+  // or 16 more, since 32 coordinates per step, axpy_planes32). Other shapes: several queries share each
   // key's lookups on the rows route.
   if (bits <= 4 && d % 16 == 0) return axpy_planes_avx2(w, w_stride, m, codes, code_bytes, n, table, bits, d, acc);
   if (axpy_signed_planes32(w, w_stride, m, codes, code_bytes, n, table, bits, d, acc)) return;
