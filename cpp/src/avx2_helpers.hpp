@@ -3,6 +3,7 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "boundary_grid.hpp"
 #include "kernels.hpp"
@@ -288,22 +289,55 @@ TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void dot16_tile_avx2(
   store_tile_sums_avx2<kTile>(acc, out, out_stride);
 }
 
+// Whether a 32-wide key functor also gives its last 16 coordinates (kHasLast16 and last16(c, v0,
+// v1), in coordinate order), so that head_dims 16 more than a multiple of 32 take the 32-wide steps.
+template <typename Values, typename = void>
+struct HasLast16 : std::false_type {};
+template <typename Values>
+struct HasLast16<Values, std::enable_if_t<Values::kHasLast16>> : std::true_type {};
+
 // As dot16_tile_avx2, 32 coordinates per step: values(c, v) gives coordinates c..c+31 in the lane
 // order of to_lane_order32 (v[k] lanes 0-3: c + 4k ..; lanes 4-7: c + 16 + 4k ..), and q holds the
-// queries in that order. head_dim a multiple of 32.
+// queries in that order. head_dim a multiple of 32, or (HasLast16) 16 more than one.
 template <int kTile, typename Values>
 TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void dot32_tile_avx2(
     const float* q, int d, const Values& values, float* out, int64_t out_stride) {
   __m256 acc[kTile][2];
   for (int a = 0; a < kTile; ++a) acc[a][0] = acc[a][1] = _mm256_setzero_ps();
-  for (int c = 0; c < d; c += 32) {
+  int c = 0;
+  for (; c + 32 <= d; c += 32) {
     __m256 v[4];
     values(c, v);
     for (int a = 0; a < kTile; ++a) {
       for (int k = 0; k < 4; ++k) acc[a][k % 2] = _mm256_fmadd_ps(_mm256_loadu_ps(q + a * d + c + 8 * k), v[k], acc[a][k % 2]);
     }
   }
+  if constexpr (HasLast16<Values>::value) {
+    if (c < d) {
+      __m256 v0, v1;
+      values.last16(c, v0, v1);
+      for (int a = 0; a < kTile; ++a) {
+        acc[a][0] = _mm256_fmadd_ps(_mm256_loadu_ps(q + a * d + c), v0, acc[a][0]);
+        acc[a][1] = _mm256_fmadd_ps(_mm256_loadu_ps(q + a * d + c + 8), v1, acc[a][1]);
+      }
+    }
+  }
   store_tile_sums_avx2<kTile>(acc, out, out_stride);
+}
+
+// One step of dot_two_keys_avx2: kVectors x 8 coordinates of two keys (v[key]) against 4 queries
+// (q: their first coordinate of the step, queries d apart).
+template <int kVectors>
+TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void two_keys_step(const float* q, int d,
+                                                                           const __m256 (&v)[2][kVectors],
+                                                                           __m256 (&acc)[2][4]) {
+  for (int a = 0; a < 4; ++a) {
+    for (int k = 0; k < kVectors; ++k) {
+      const __m256 qa = _mm256_loadu_ps(q + a * d + 8 * k);
+      acc[0][a] = _mm256_fmadd_ps(qa, v[0][k], acc[0][a]);
+      acc[1][a] = _mm256_fmadd_ps(qa, v[1][k], acc[1][a]);
+    }
+  }
 }
 
 // As dot16_tile_avx2 (kStep 16: keys(c, v0, v1)) or dot32_tile_avx2 (kStep 32: keys(c, v)) for 4
@@ -311,7 +345,8 @@ TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void dot32_tile_avx2(
 // key (a float sum order of its own: a key's score may differ in the last bits from the one-key
 // tiles'), one reduction for both keys' 8 sums (pair_sums, store_two_keys). On Zen 3, one thread
 // (kernel_choices_avx2.md, round 25): 8-bit keys by loads 0.94-0.96x the time, 7-bit 0.88-0.91x,
-// byte planes of 5-6 bits 0.95x, 3 bits 0.96x, 2 and 4 bits 1.00x.
+// byte planes of 5-6 bits 0.95x, 3 bits 0.96x, 2 and 4 bits 1.00x. kStep 32 with HasLast16: a last
+// 16 coordinates by last16, as dot32_tile_avx2.
 template <int kStep, typename Values>
 TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void dot_two_keys_avx2(
     const float* q, int d, const Values& ka, const Values& kb, float* out, int64_t out_stride) {
@@ -321,7 +356,8 @@ TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void dot_two_keys_avx2
   for (auto& k : acc) {
     for (__m256& v : k) v = _mm256_setzero_ps();
   }
-  for (int c = 0; c < d; c += kStep) {
+  int c = 0;
+  for (; c + kStep <= d; c += kStep) {
     __m256 v[2][kVectors];
     if constexpr (kStep == 16) {
       ka(c, v[0][0], v[0][1]);
@@ -330,12 +366,14 @@ TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void dot_two_keys_avx2
       ka(c, v[0]);
       kb(c, v[1]);
     }
-    for (int a = 0; a < 4; ++a) {
-      for (int k = 0; k < kVectors; ++k) {
-        const __m256 qa = _mm256_loadu_ps(q + a * d + c + 8 * k);
-        acc[0][a] = _mm256_fmadd_ps(qa, v[0][k], acc[0][a]);
-        acc[1][a] = _mm256_fmadd_ps(qa, v[1][k], acc[1][a]);
-      }
+    two_keys_step<kVectors>(q + c, d, v, acc);
+  }
+  if constexpr (kStep == 32 && HasLast16<Values>::value) {
+    if (c < d) {
+      __m256 v[2][2];
+      ka.last16(c, v[0][0], v[0][1]);
+      kb.last16(c, v[1][0], v[1][1]);
+      two_keys_step<2>(q + c, d, v, acc);
     }
   }
   store_two_keys(pair_sums(acc[0], acc[1]), out, out_stride);
@@ -369,12 +407,15 @@ TURBOKV_TARGET_AVX2 void dot32_rest_avx2(int rest, const float* q, int d, const 
 
 // The 32-wide steps' lane order: position p of each block of 32 holds coordinate
 // 16 * (p % 8 >= 4) + 4 * (p / 8) + p % 4 (what two 128-bit lanes of byte-plane lookups give).
-// m vectors of d floats (d a multiple of 32) copied into that order.
+// m vectors of d floats copied into that order, each whole block of 32 (a last 16 coordinates,
+// which the 32-wide tiles read by last16, stay in coordinate order).
 inline void to_lane_order32(const float* x, int m, int d, float* out) {
   for (int a = 0; a < m; ++a) {
-    for (int c = 0; c < d; c += 32) {
+    int c = 0;
+    for (; c + 32 <= d; c += 32) {
       for (int p = 0; p < 32; ++p) out[a * d + c + p] = x[a * d + c + 16 * (p % 8 >= 4) + 4 * (p / 8) + p % 4];
     }
+    for (; c < d; ++c) out[a * d + c] = x[a * d + c];
   }
 }
 

@@ -195,6 +195,14 @@ struct PlaneKey32 {
   TURBOKV_TARGET_AVX2 void operator()(int c, __m256* v) const {
     planes32_avx2<kPacked, kPdep>(key + c * kPacked / 8, key + code_bytes, planes, v);
   }
+  // Coordinates c..c+15 in coordinate order (head_dims 16 more than a multiple of 32; 2 and 4
+  // bits, whole bytes per 16 coordinates), by the 16-wide planes: each plane's low 128-bit lane.
+  static constexpr bool kHasLast16 = kPacked != 3;
+  TURBOKV_TARGET_AVX2 void last16(int c, __m256& v0, __m256& v1) const {
+    const __m128i narrow[4] = {_mm256_castsi256_si128(planes[0]), _mm256_castsi256_si128(planes[1]),
+                               _mm256_castsi256_si128(planes[2]), _mm256_castsi256_si128(planes[3])};
+    PlaneValues<kPacked>{key, 0, c, narrow}(0, v0, v1);
+  }
 };
 
 // 2-, 3- and 4-bit codes (kPacked = bits), head_dim a multiple of 32, read from the packed rows:
@@ -385,10 +393,13 @@ bool axpy_signed_planes32(const float* w, int64_t w_stride, int m, const uint8_t
   return true;
 }
 
-// The 32-wide planes for 2, 3 and 4 bits with head_dim a multiple of 32; false: not taken.
+// The 32-wide planes for 2, 3 and 4 bits with head_dim a multiple of 32, and for 2 and 4 bits with
+// head_dim 16 more than one (48, 80, 112: the last 16 coordinates by PlaneKey32::last16, a float
+// sum order of their own); false: not taken.
 bool dot_planes32(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
                   const float* table, int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
-  if (d % 32 != 0) return false;
+  const bool last16 = d % 32 == 16 && d > 16 && bits != 3;
+  if (d % 32 != 0 && !last16) return false;
   switch (bits) {
     case 4: dot_planes32_avx2<4>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead); return true;
     case 2: dot_planes32_avx2<2>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead); return true;
@@ -862,7 +873,8 @@ void dot_packed_avx2(const float* q, int m, const uint8_t* codes, int64_t code_b
   // 136-176 on the 16-wide planes, so those keep the rows route). 2, 3 and 4 bits with head_dim a
   // multiple of 32 go 32 coordinates per step (dot_planes32), 3-bit keys of one query too since
   // they are read from the packed rows: K3V3 decode with 8 query / 8 KV heads 0.76-0.90x the time
-  // of the rows route, which unpacks each key (kernel_choices_avx2.md, round 21).
+  // of the rows route, which unpacks each key (kernel_choices_avx2.md, round 21); 2 and 4 bits at
+  // head_dims 48, 80, 112 too, the last 16 by the 16-wide planes (round 30: K4V4 decode at 80 0.84x).
   if (bits <= 4 && d % 16 == 0 && (m > 1 || bits != 3 || d % 32 == 0)) {
     return dot_planes_avx2(q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
   }
