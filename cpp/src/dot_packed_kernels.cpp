@@ -56,7 +56,8 @@ void dot_packed_scalar(const float* q, int m, const uint8_t* codes, int64_t code
 // Coordinates c..c+15 of token j by byte planes. kPacked = 1, 2, 4: the 16 fields come straight
 // from 2, 4 or 8 packed code bytes, each lane left holding its field at bit 0 or 2 (1 bit: at bit
 // 0-3) of its byte, i.e. a lane value v in 0..15 whose centroid float_byte_planes() stores at v;
-// kPacked = 0: 16 unpacked index bytes (3 bits). Four pshufb fetch the 4 bytes of each centroid
+// kPacked = 3: the 6 packed bytes taken apart in registers (unpack3_x16_avx2; rows `stride`
+// bytes long); kPacked = 0: 16 unpacked index bytes (3 bits). Four pshufb fetch the 4 bytes of each centroid
 // from the table's byte planes and two rounds of unpacks reassemble the floats exactly.
 template <int kPacked>
 struct PlaneValues {
@@ -86,6 +87,8 @@ struct PlaneValues {
                                         : _mm_setr_epi8(0, 0, 0, 0, 1, 2, 4, 8, 0, 0, 0, 0, 1, 2, 4, 8);
       const __m128i r = _mm_shuffle_epi8(_mm_cvtsi32_si128(raw), repeat);
       idx = _mm_or_si128(_mm_and_si128(r, low), _mm_and_si128(_mm_srli_epi16(r, 4), high));
+    } else if constexpr (kPacked == 3) {
+      idx = unpack3_x16_avx2(key + c * 3 / 8, key + stride);
     } else {
       idx = _mm_loadu_si128(reinterpret_cast<const __m128i*>(key + c));
     }
@@ -195,13 +198,13 @@ struct PlaneKey32 {
   TURBOKV_TARGET_AVX2 void operator()(int c, __m256* v) const {
     planes32_avx2<kPacked, kPdep>(key + c * kPacked / 8, key + code_bytes, planes, v);
   }
-  // Coordinates c..c+15 in coordinate order (head_dims 16 more than a multiple of 32; 2 and 4
-  // bits, whole bytes per 16 coordinates), by the 16-wide planes: each plane's low 128-bit lane.
-  static constexpr bool kHasLast16 = kPacked != 3;
+  // Coordinates c..c+15 in coordinate order (head_dims 16 more than a multiple of 32), by the
+  // 16-wide planes: each plane's low 128-bit lane.
+  static constexpr bool kHasLast16 = true;
   TURBOKV_TARGET_AVX2 void last16(int c, __m256& v0, __m256& v1) const {
     const __m128i narrow[4] = {_mm256_castsi256_si128(planes[0]), _mm256_castsi256_si128(planes[1]),
                                _mm256_castsi256_si128(planes[2]), _mm256_castsi256_si128(planes[3])};
-    PlaneValues<kPacked>{key, 0, c, narrow}(0, v0, v1);
+    PlaneValues<kPacked>{key, code_bytes, c, narrow}(0, v0, v1);
   }
 };
 
@@ -393,13 +396,12 @@ bool axpy_signed_planes32(const float* w, int64_t w_stride, int m, const uint8_t
   return true;
 }
 
-// The 32-wide planes for 2, 3 and 4 bits with head_dim a multiple of 32, and for 2 and 4 bits with
-// head_dim 16 more than one (48, 80, 112: the last 16 coordinates by PlaneKey32::last16, a float
-// sum order of their own); false: not taken.
+// The 32-wide planes for 2, 3 and 4 bits with head_dim a multiple of 32 or 16 more than one (48,
+// 80, 112: the last 16 coordinates by PlaneKey32::last16, a float sum order of their own); false:
+// not taken.
 bool dot_planes32(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
                   const float* table, int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
-  const bool last16 = d % 32 == 16 && d > 16 && bits != 3;
-  if (d % 32 != 0 && !last16) return false;
+  if (d % 32 != 0 && !(d % 32 == 16 && d > 16)) return false;
   switch (bits) {
     case 4: dot_planes32_avx2<4>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead); return true;
     case 2: dot_planes32_avx2<2>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead); return true;
@@ -410,7 +412,7 @@ bool dot_planes32(const float* q, int m, const uint8_t* codes, int64_t code_byte
   }
 }
 
-// Coordinates [d - 16, d) of 2- or 4-bit values (kPacked) by the 16-wide planes (PlaneValues).
+// Coordinates [d - 16, d) of 2-, 3- or 4-bit values (kPacked) by the 16-wide planes (PlaneValues).
 template <int kPacked>
 TURBOKV_TARGET_AVX2 void axpy_last16_avx2(const float* w, int64_t w_stride, int m, const uint8_t* codes,
                                           int64_t code_bytes, int64_t n, const float* table, int d, float* acc) {
@@ -428,27 +430,26 @@ TURBOKV_TARGET_AVX2 void axpy_last16_avx2(const float* w, int64_t w_stride, int 
   }
 }
 
-// The 32-wide planes for 2, 3 and 4 bits with head_dim a multiple of 32, and for 2 and 4 bits with
-// head_dim 16 more than one (48, 80, 112: the last 16 coordinates by the 16-wide planes, whose
-// coordinates sum over the tokens in the same order, so the same floats as 16-wide throughout; at
-// head_dim 80 4-bit values took 17.7 ns per token against 14.4 at 96, kernel_choices_avx2.md round
-// 29); false: not taken.
+// The 32-wide planes for 2, 3 and 4 bits with head_dim a multiple of 32 or 16 more than one (48,
+// 80, 112: the last 16 coordinates by the 16-wide planes, whose coordinates sum over the tokens in
+// the same order, so the same floats as 16-wide throughout; at head_dim 80 4-bit values took 17.7
+// ns per token against 14.4 at 96, kernel_choices_avx2.md round 29; 3 bits unpacked every row into
+// a buffer there before round 30); false: not taken.
 bool axpy_planes32(const float* w, int64_t w_stride, int m, const uint8_t* codes, int64_t code_bytes,
                    int64_t n, const float* table, int bits, int d, float* acc) {
-  if (d % 32 == 16 && d > 16 && (bits == 2 || bits == 4)) {
-    (bits == 4 ? axpy_planes32_avx2<4> : axpy_planes32_avx2<2>)(w, w_stride, m, codes, code_bytes, n, table, d, acc, d - 16);
-    (bits == 4 ? axpy_last16_avx2<4> : axpy_last16_avx2<2>)(w, w_stride, m, codes, code_bytes, n, table, d, acc);
-    return true;
-  }
-  if (d % 32 != 0) return false;
+  const bool last16 = d % 32 == 16 && d > 16;
+  if ((d % 32 != 0 && !last16) || bits < 2 || bits > 4) return false;
+  const int d32 = d - d % 32;
   switch (bits) {
-    case 4: axpy_planes32_avx2<4>(w, w_stride, m, codes, code_bytes, n, table, d, acc, d); return true;
-    case 2: axpy_planes32_avx2<2>(w, w_stride, m, codes, code_bytes, n, table, d, acc, d); return true;
-    case 3:
-      (kPdepIsSlow ? axpy_planes32_avx2<3, false> : axpy_planes32_avx2<3, true>)(w, w_stride, m, codes, code_bytes, n, table, d, acc, d);
-      return true;
-    default: return false;
+    case 4: axpy_planes32_avx2<4>(w, w_stride, m, codes, code_bytes, n, table, d, acc, d32); break;
+    case 2: axpy_planes32_avx2<2>(w, w_stride, m, codes, code_bytes, n, table, d, acc, d32); break;
+    default:
+      (kPdepIsSlow ? axpy_planes32_avx2<3, false> : axpy_planes32_avx2<3, true>)(w, w_stride, m, codes, code_bytes, n, table, d, acc, d32);
   }
+  if (last16) {
+    (bits == 4 ? axpy_last16_avx2<4> : bits == 2 ? axpy_last16_avx2<2> : axpy_last16_avx2<3>)(w, w_stride, m, codes, code_bytes, n, table, d, acc);
+  }
+  return true;
 }
 
 // Values of at most 4 bits by byte planes (PlaneValues): the permute pair and blend per 8
@@ -867,7 +868,7 @@ TURBOKV_TARGET_AVX2 void axpy_packed_rows_avx2(const float* w, int64_t w_stride,
 void dot_packed_avx2(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
                      const float* table, int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
   // Byte planes (dot_planes_avx2) at 1-4 bits with head_dim a multiple of 16, except 3-bit keys
-  // of one query at head_dims that are not multiples of 32. Zen 1, cycles per key for 4 queries
+  // of one query at head_dim 16. Zen 1, cycles per key for 4 queries
   // against the lane kernels they replaced: 1 bit 218 -> 140, 2 bits 213 -> 137, 3 bits 300 ->
   // 170, 4 bits 216 -> 131; one query at 2 bits 116 -> 77, at 4 bits 129 -> 75 (3 bits: 162 ->
   // 136-176 on the 16-wide planes, so those keep the rows route). 2, 3 and 4 bits with head_dim a
@@ -875,7 +876,7 @@ void dot_packed_avx2(const float* q, int m, const uint8_t* codes, int64_t code_b
   // they are read from the packed rows: K3V3 decode with 8 query / 8 KV heads 0.76-0.90x the time
   // of the rows route, which unpacks each key (kernel_choices_avx2.md, round 21); 2 and 4 bits at
   // head_dims 48, 80, 112 too, the last 16 by the 16-wide planes (round 30: K4V4 decode at 80 0.84x).
-  if (bits <= 4 && d % 16 == 0 && (m > 1 || bits != 3 || d % 32 == 0)) {
+  if (bits <= 4 && d % 16 == 0 && (m > 1 || bits != 3 || d >= 32)) {
     return dot_planes_avx2(q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
   }
   // 5- and 6-bit codes of an antisymmetric table (every codebook) by its magnitudes' byte planes,
