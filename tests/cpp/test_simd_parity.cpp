@@ -747,8 +747,9 @@ TEST(SimdParity, BothAvx2ThreeBitPlaneRoutesAgree) {
 // pdep is fast: every variant must return the scalar kernel's floats (exact integer sums): the
 // plain ones on every AVX2 machine, the VNNI ones where the CPU can run them (the level's own
 // kernel, also in the test above, is the one it picks). 3-bit keys at head_dim 32-256 (multiples of
-// 32) take the pdep or SIMD route, 80 the unpacked one. 1-7 and 9 queries: eight keys at a time for
-// tiles of 4 and a last one of 1-3 (37 keys: the last 5 key by key).
+// 32) take the pdep or SIMD route, 48, 80 and 112 the pdep route with a partial last chunk (8 or 24
+// nibble bytes; SIMD: unpacked), 40 and 72 the unpacked one. 1-7 and 9 queries: eight keys at a
+// time for tiles of 4 and a last one of 1-3 (37 keys: the last 5 key by key).
 TEST(SimdParity, BothAvx2Int8VariantsEqualScalar) {
 #if TURBOKV_X86
   if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX2 on this CPU";
