@@ -170,8 +170,9 @@ TURBOKV_TARGET_AVX2 inline __m128i row_chunk(const uint8_t* row, int64_t code_by
 // Where the AVX2 value kernel takes a block's rows from: the code rows as stored, or 3-bit rows
 // rewritten as the 4-bit rows of their indices (packing.hpp: index 2k in byte k's low nibble, 2k + 1
 // in its high one) so that the 4-bit kernel sums them, with no unpacked copy of the block; head_dim
-// a multiple of 32 (int8_three_bit_in_registers). The nibbles come from pdep (two per 32 indices)
-// or, where pdep is slow (kPdepIsSlow), from unpack3_x16_avx2 and maddubs.
+// a multiple of 32 (int8_three_bit_in_registers), or by pdep a multiple of 16. The nibbles come
+// from pdep (two per 32 indices) or, where pdep is slow (kPdepIsSlow), from unpack3_x16_avx2 and
+// maddubs.
 enum class ValueRows { kCodes, kThreeBitBySimd, kThreeBitByPdep };
 
 // Chunk g of a 3-bit row (its 32 indices in 12 packed bytes) as 16 nibble bytes by SIMD: the
@@ -189,8 +190,11 @@ template <ValueRows kRows>
 TURBOKV_TARGET_AVX2 inline __m128i value_chunk(const uint8_t* row, int64_t code_bytes, int g) {
   if constexpr (kRows == ValueRows::kThreeBitBySimd) return three_bit_chunk_by_simd(row, code_bytes, g);
   if constexpr (kRows == ValueRows::kThreeBitByPdep) {
+    // A row's last chunk may hold 16 indices only (head_dim 16 more than a multiple of 32): its
+    // upper 8 nibble bytes stay zero, and no pdep reads past the row.
     const uint8_t* end = row + code_bytes;
-    return _mm_set_epi64x(static_cast<long long>(sixteen_nibbles(row + 12 * g + 6, end)),
+    const uint8_t* second = row + 12 * g + 6;
+    return _mm_set_epi64x(second < end ? static_cast<long long>(sixteen_nibbles(second, end)) : 0LL,
                           static_cast<long long>(sixteen_nibbles(row + 12 * g, end)));
   }
   return row_chunk(row, code_bytes, g);
@@ -258,8 +262,9 @@ TURBOKV_TARGET_AVX2 ValueCallAvx2 prepare_values_avx2(const float* w, int64_t w_
                                                       ValueRows rows, const float* acc, ValueScratch& scratch) {
   const int64_t groups = (n + kInt8ValueGroup - 1) / kInt8ValueGroup;
   const int64_t steps = groups * kStepsPerGroup;
-  // Three-bit rows are summed as the d / 2 bytes of 4-bit rows: d / 32 whole chunks.
-  const int chunks = rows != ValueRows::kCodes ? d / 32 : static_cast<int>((code_bytes + 15) / 16);
+  // Three-bit rows are summed as the d / 2 bytes of 4-bit rows: d / 32 whole chunks, and a last
+  // half one where head_dim is 16 more (by pdep only).
+  const int chunks = static_cast<int>(((rows != ValueRows::kCodes ? d / 2 : code_bytes) + 15) / 16);
   scratch.w8.resize(static_cast<size_t>(m * groups * kInt8ValueGroup));
   scratch.scales.resize(static_cast<size_t>(m * groups));
   for (int a = 0; a < m; ++a) {

@@ -223,6 +223,12 @@ void axpy_packed_int8_vnni(const float* w, int64_t w_stride, int m, const uint8_
 inline bool int8_three_bit_in_registers(int64_t code_bytes, int d) {
   return code_bytes >= 8 && d % 32 == 0;
 }
+// Where pdep is fast (!kPdepIsSlow) the AVX2 int8 kernels rewrite 3-bit rows as nibble rows also
+// at head_dims 16 more than a multiple of 32 (48, 80, 112), with a half last chunk
+// (kernel_choices_avx2.md, round 30).
+inline bool int8_three_bit_by_pdep(int64_t code_bytes, int d) {
+  return code_bytes >= 8 && d % 16 == 0;
+}
 
 // The kernels for one level; throws if the CPU lacks it.
 const KernelSet& kernel_set(SimdLevel level);

@@ -634,7 +634,7 @@ TEST(SimdParity, Int8ValuesStayWithinTheirRoundingBound) {
 
 // The AVX2 level's int8 value kernel uses AVX-VNNI where the CPU has it, and pdep for 3-bit rows
 // where it is fast: every variant must return the scalar reference's floats, on every width of at
-// most 4 bits and shapes whose rows end mid-chunk (d 80, 3 bits), with a heavy token and 1-7
+// most 4 bits and shapes whose rows end mid-chunk (d 48, 80, 112, 3 bits), with a heavy token and 1-7
 // queries (tiles of 4 and one of 2 or 3).
 TEST(SimdParity, BothAvx2Int8ValueVariantsEqualScalar) {
 #if TURBOKV_X86
@@ -653,9 +653,9 @@ TEST(SimdParity, BothAvx2Int8ValueVariantsEqualScalar) {
     const kernels::AxpyPackedInt8Fn kernel = kernels::axpy_packed_int8_avx2_variant(vnni, pdep);
     ASSERT_NE(kernel, nullptr);
     for (int bits = 1; bits <= 4; ++bits) {
-      // 3 bits: multiples of 32 take the rows apart in registers (pdep or SIMD); 40 and 80 unpack
-      // them to whole 16-byte chunks.
-      for (int d : {32, 40, 64, 80, 96, 128, 256}) {
+      // 3 bits: multiples of 32 take the rows apart in registers (pdep or SIMD), 48, 80 and 112
+      // too by pdep (a half last chunk; SIMD: unpacked); 40 unpacks them to whole 16-byte chunks.
+      for (int d : {32, 40, 48, 64, 80, 96, 112, 128, 256}) {
         const int64_t code_bytes = (int64_t(d) * bits + 7) / 8;
         for (int64_t n : {3, 37, 300}) {
           std::vector<uint8_t> codes(size_t(code_bytes * n));
