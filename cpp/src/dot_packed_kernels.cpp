@@ -1145,18 +1145,22 @@ TURBOKV_TARGET_AVX512 void dot_packed_avx512(const float* q, int m, const uint8_
   }
 }
 
-// dot_packed / axpy_packed's signatures over the 3-bit 32-wide planes, for the test variants.
+// dot_packed / axpy_packed's signatures over the 3-bit 32-wide planes (head_dim a multiple of 32,
+// or 16 more than one: the last 16 as dot_planes32 and axpy_planes32 take them), for the test
+// variants.
+inline bool three_bit_planes32_fit(int bits, int d) { return bits == 3 && (d % 32 == 0 || (d % 32 == 16 && d > 16)); }
 template <bool kPdep>
 void dot_three_bit_planes32(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
                             const float* table, int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
-  if (bits != 3 || d % 32 != 0) throw std::invalid_argument("3-bit planes: 3 bits, head_dim a multiple of 32");
+  if (!three_bit_planes32_fit(bits, d)) throw std::invalid_argument("3-bit planes: 3 bits, head_dim a multiple of 32 or 16 more");
   dot_planes32_avx2<3, kPdep>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead);
 }
 template <bool kPdep>
 void axpy_three_bit_planes32(const float* w, int64_t w_stride, int m, const uint8_t* codes, int64_t code_bytes,
                              int64_t n, const float* table, int bits, int d, float* acc) {
-  if (bits != 3 || d % 32 != 0) throw std::invalid_argument("3-bit planes: 3 bits, head_dim a multiple of 32");
-  axpy_planes32_avx2<3, kPdep>(w, w_stride, m, codes, code_bytes, n, table, d, acc, d);
+  if (!three_bit_planes32_fit(bits, d)) throw std::invalid_argument("3-bit planes: 3 bits, head_dim a multiple of 32 or 16 more");
+  axpy_planes32_avx2<3, kPdep>(w, w_stride, m, codes, code_bytes, n, table, d, acc, d - d % 32);
+  if (d % 32 != 0) axpy_last16_avx2<3>(w, w_stride, m, codes, code_bytes, n, table, d, acc);
 }
 #endif
 

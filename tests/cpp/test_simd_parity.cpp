@@ -694,8 +694,9 @@ TEST(SimdParity, BothAvx2Int8ValueVariantsEqualScalar) {
 #endif
 }
 
-// The AVX2 level's float32 kernels take 3-bit rows (head_dim a multiple of 32) apart by pdep
-// where it is fast and by SIMD shuffles on Zen 1 and 2: both routes give the same lane values, so
+// The AVX2 level's float32 kernels take 3-bit rows (head_dim a multiple of 32, or 16 more: the last
+// 16 by the 16-wide planes) apart by pdep where it is fast and by SIMD shuffles on Zen 1 and 2
+// (the route this CPU does not take is run here only): both routes give the same lane values, so
 // the same floats bit for bit, and those match the table's products; rows that end at their packed
 // bytes (the last group's 8-byte load must not pass them: no slack after the last row, ASan) and
 // padded ones.
@@ -708,7 +709,7 @@ TEST(SimdParity, BothAvx2ThreeBitPlaneRoutesAgree) {
   std::normal_distribution<float> normal;
   std::vector<float> table(16, 0.0f);
   for (int e = 0; e < 8; ++e) table[size_t(e)] = std::ldexp(float(e) - 3.5f, e % 3 - 4);
-  for (int d : {32, 64, 96, 128, 256}) {
+  for (int d : {32, 48, 64, 80, 96, 112, 128, 256}) {
     for (int pad : {0, 5}) {
       const int64_t code_bytes = int64_t(packed_bytes(3, size_t(d))) + pad, n = 29;
       std::vector<uint8_t> idx(size_t(n) * d), codes(size_t(n * code_bytes), 0x5A);
@@ -737,6 +738,8 @@ TEST(SimdParity, BothAvx2ThreeBitPlaneRoutesAgree) {
     }
   }
   EXPECT_THROW(kernels::dot_three_bit_planes32_variant(true)(nullptr, 1, nullptr, 12, 0, table.data(), 4, 32, nullptr, 0, {}),
+               std::invalid_argument);
+  EXPECT_THROW(kernels::axpy_three_bit_planes32_variant(false)(nullptr, 0, 1, nullptr, 15, 0, table.data(), 3, 40, nullptr),
                std::invalid_argument);
 #else
   EXPECT_EQ(kernels::dot_three_bit_planes32_variant(true), nullptr);
