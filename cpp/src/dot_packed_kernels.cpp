@@ -396,12 +396,15 @@ bool axpy_signed_planes32(const float* w, int64_t w_stride, int m, const uint8_t
   return true;
 }
 
-// The 32-wide planes for 2, 3 and 4 bits with head_dim a multiple of 32 or 16 more than one (48,
-// 80, 112: the last 16 coordinates by PlaneKey32::last16, a float sum order of their own); false:
-// not taken.
+// Head_dims the 32-wide planes take: multiples of 32, and 16 more than one (48, 80, 112), whose
+// last 16 coordinates the 16-wide planes look up.
+inline bool planes32_fit(int d) { return d >= 32 && d % 16 == 0; }
+
+// The 32-wide planes for 2, 3 and 4 bits (planes32_fit; the last 16 coordinates by
+// PlaneKey32::last16, a float sum order of their own); false: not taken.
 bool dot_planes32(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
                   const float* table, int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
-  if (d % 32 != 0 && !(d % 32 == 16 && d > 16)) return false;
+  if (!planes32_fit(d)) return false;
   switch (bits) {
     case 4: dot_planes32_avx2<4>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead); return true;
     case 2: dot_planes32_avx2<2>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead); return true;
@@ -430,15 +433,14 @@ TURBOKV_TARGET_AVX2 void axpy_last16_avx2(const float* w, int64_t w_stride, int 
   }
 }
 
-// The 32-wide planes for 2, 3 and 4 bits with head_dim a multiple of 32 or 16 more than one (48,
-// 80, 112: the last 16 coordinates by the 16-wide planes, whose coordinates sum over the tokens in
-// the same order, so the same floats as 16-wide throughout; at head_dim 80 4-bit values took 17.7
-// ns per token against 14.4 at 96, kernel_choices_avx2.md round 29; 3 bits unpacked every row into
-// a buffer there before round 30); false: not taken.
+// The 32-wide planes for 2, 3 and 4 bits (planes32_fit; a last 16 coordinates by the 16-wide
+// planes, whose coordinates sum over the tokens in the same order, so the same floats as 16-wide
+// throughout; at head_dim 80 4-bit values took 17.7 ns per token against 14.4 at 96,
+// kernel_choices_avx2.md round 29; 3 bits unpacked every row into a buffer there before round 30);
+// false: not taken.
 bool axpy_planes32(const float* w, int64_t w_stride, int m, const uint8_t* codes, int64_t code_bytes,
                    int64_t n, const float* table, int bits, int d, float* acc) {
-  const bool last16 = d % 32 == 16 && d > 16;
-  if ((d % 32 != 0 && !last16) || bits < 2 || bits > 4) return false;
+  if (!planes32_fit(d) || bits < 2 || bits > 4) return false;
   const int d32 = d - d % 32;
   switch (bits) {
     case 4: axpy_planes32_avx2<4>(w, w_stride, m, codes, code_bytes, n, table, d, acc, d32); break;
@@ -446,7 +448,7 @@ bool axpy_planes32(const float* w, int64_t w_stride, int m, const uint8_t* codes
     default:
       (kPdepIsSlow ? axpy_planes32_avx2<3, false> : axpy_planes32_avx2<3, true>)(w, w_stride, m, codes, code_bytes, n, table, d, acc, d32);
   }
-  if (last16) {
+  if (d32 < d) {
     (bits == 4 ? axpy_last16_avx2<4> : bits == 2 ? axpy_last16_avx2<2> : axpy_last16_avx2<3>)(w, w_stride, m, codes, code_bytes, n, table, d, acc);
   }
   return true;
@@ -876,7 +878,7 @@ void dot_packed_avx2(const float* q, int m, const uint8_t* codes, int64_t code_b
   // they are read from the packed rows: K3V3 decode with 8 query / 8 KV heads 0.76-0.90x the time
   // of the rows route, which unpacks each key (kernel_choices_avx2.md, round 21); 2 and 4 bits at
   // head_dims 48, 80, 112 too, the last 16 by the 16-wide planes (round 30: K4V4 decode at 80 0.84x).
-  if (bits <= 4 && d % 16 == 0 && (m > 1 || bits != 3 || d >= 32)) {
+  if (bits <= 4 && d % 16 == 0 && (m > 1 || bits != 3 || planes32_fit(d))) {
     return dot_planes_avx2(q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
   }
   // 5- and 6-bit codes of an antisymmetric table (every codebook) by its magnitudes' byte planes,
@@ -1145,10 +1147,9 @@ TURBOKV_TARGET_AVX512 void dot_packed_avx512(const float* q, int m, const uint8_
   }
 }
 
-// dot_packed / axpy_packed's signatures over the 3-bit 32-wide planes (head_dim a multiple of 32,
-// or 16 more than one: the last 16 as dot_planes32 and axpy_planes32 take them), for the test
-// variants.
-inline bool three_bit_planes32_fit(int bits, int d) { return bits == 3 && (d % 32 == 0 || (d % 32 == 16 && d > 16)); }
+// dot_packed / axpy_packed's signatures over the 3-bit 32-wide planes (planes32_fit: a last 16 as
+// dot_planes32 and axpy_planes32 take them), for the test variants.
+inline bool three_bit_planes32_fit(int bits, int d) { return bits == 3 && planes32_fit(d); }
 template <bool kPdep>
 void dot_three_bit_planes32(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
                             const float* table, int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
