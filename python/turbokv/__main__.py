@@ -67,10 +67,24 @@ def _demo(args: argparse.Namespace) -> int:
     return _emit(result, args.json, printer)
 
 
+def _bits_pair(text: str) -> tuple:
+    """argparse type of a ``KEY_BITS,VALUE_BITS`` pair such as ``4,4`` or ``8,4``."""
+    try:
+        key_bits, value_bits = (int(b) for b in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected KEY_BITS,VALUE_BITS such as 4,4, got {text!r}") from None
+    return key_bits, value_bits
+
+
 def _bench(args: argparse.Namespace) -> int:
     from turbokv.eval.benchmarks import attention_table, run_attention
 
-    results = run_attention(args.contexts, args.repeats, show_progress=not args.json)
+    try:
+        results = run_attention(args.contexts, args.repeats, show_progress=not args.json,
+                                settings=args.settings, heads=tuple(args.heads), head_dim=args.head_dim)
+    except ValueError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 2
     return _emit(results, args.json, lambda r: print(attention_table(r)))
 
 
@@ -122,13 +136,20 @@ def main(argv=None) -> int:
     bench = sub.add_parser(
         "bench",
         help="time decode attention on the compressed cache against dense baselines",
-        description="One new token, batch 1, 32 query / 8 KV heads, head_dim 128: turbokv fused "
-                    "attention (K4V4, K4V2) vs numpy float32, torch SDPA (if installed) and "
-                    "decode-then-attend, with KV bytes and the memory-read floor. The same code as "
-                    "bench/attention.py.",
+        description="One new token, batch 1, 32 query / 8 KV heads, head_dim 128 (or your model's "
+                    "shape: --heads, --head-dim): turbokv fused attention (K4V4, K4V2, or "
+                    "--settings) vs numpy float32, torch SDPA (if installed) and decode-then-attend, "
+                    "with KV bytes and the memory-read floor. The same code as bench/attention.py, "
+                    "which also times batches, instruction sets and int8 sums.",
     )
     bench.add_argument("--contexts", type=int, nargs="+", default=[1024, 4096, 16384],
                        help="context lengths (default 1024 4096 16384)")
+    bench.add_argument("--settings", type=_bits_pair, nargs="+", default=[(4, 4), (4, 2)],
+                       metavar="K,V", help="key,value bits, one fused row each (default 4,4 4,2)")
+    bench.add_argument("--heads", type=int, nargs=2, default=[32, 8], metavar=("Q", "KV"),
+                       help="query and KV heads (default 32 8; e.g. Phi-2: 32 32)")
+    bench.add_argument("--head-dim", type=int, default=128,
+                       help="coordinates per head (default 128; Phi-2: 80, Phi-3: 96, Gemma: 256)")
     bench.add_argument("--repeats", type=int, default=7, help="timed calls per row (median)")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench.set_defaults(run=_bench)

@@ -222,3 +222,25 @@ def test_ports_microbenchmark_builds_and_runs(tmp_path):
     out = subprocess.run([str(binary), "1000"], check=True, capture_output=True, text=True, timeout=60).stdout
     rows = [line for line in out.splitlines() if line.startswith("| vp")]
     assert len(rows) == 12 and all(float(r.rsplit("|", 2)[1]) > 0 for r in rows)
+
+
+def test_cli_bench_times_a_model_shape_and_refuses_bad_ones(capsys):
+    """`python -m turbokv bench --heads Q KV --head-dim D --settings K,V ...` times that shape."""
+    from turbokv.__main__ import main
+
+    assert main(["bench", "--contexts", "64", "--repeats", "1", "--json", "--heads", "4", "2",
+                 "--head-dim", "80", "--settings", "3,3", "8,4"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["heads"] == [4, 2] and result["head_dim"] == 80
+    impls = {r["impl"] for r in result["rows"]}
+    assert {"turbokv fused K3V3", "turbokv fused K8V4"} <= impls and "turbokv fused K4V4" not in impls
+    # Shapes and widths the cache cannot take: exit status 2 and one line naming the problem.
+    for bad, message in ((["--heads", "4", "3"], "multiple of KV"), (["--heads", "2", "4"], "multiple of KV"),
+                         (["--heads", "0", "0"], "multiple of KV"), (["--head-dim", "7"], "head_dim"),
+                         (["--settings", "9,4"], "key_bits")):
+        assert main(["bench", "--contexts", "64", "--repeats", "1", "--json", *bad]) == 2, bad
+        assert message in capsys.readouterr().err, bad
+    with pytest.raises(SystemExit) as exit_info:  # not a KEY,VALUE pair: argparse's usage error
+        main(["bench", "--settings", "4"])
+    assert exit_info.value.code == 2
+    assert "KEY_BITS,VALUE_BITS" in capsys.readouterr().err

@@ -170,7 +170,15 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
     per row (decode-then-attend: a third of them), a context's rows timed in turns
     (:func:`interleaved_medians`), each timed call right after untimed ones of the same row
     (``SETTLE_S`` seconds of them).
-    ``show_progress`` draws a progress bar on stderr (tqdm)."""
+    ``show_progress`` draws a progress bar on stderr (tqdm). Raises ValueError for heads that are
+    not (query, KV) with query a positive multiple of KV, and for a batch, repeat count or context
+    below 1 (head_dim and bits: as KVCache refuses them)."""
+    q_heads, kv_heads = heads
+    if kv_heads < 1 or q_heads < 1 or q_heads % kv_heads:
+        raise ValueError(f"heads must be (query, KV) with query a positive multiple of KV, got {tuple(heads)}")
+    if batch < 1 or repeats < 1 or not contexts or min(contexts) < 1:
+        raise ValueError(f"batch, repeats and every context must be at least 1, got batch {batch}, "
+                         f"repeats {repeats}, contexts {list(contexts)}")
     from ._progress import tqdm
 
     try:
@@ -180,7 +188,6 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
         torch = None
     bandwidth = read_bandwidth()
     rng = np.random.default_rng(0)
-    q_heads, kv_heads = heads
     results = {"machine": machine_text(),
                "batch": batch, "heads": [q_heads, kv_heads], "head_dim": head_dim,
                "read_bandwidth_gbs": bandwidth, "torch": torch is not None, "rows": []}
