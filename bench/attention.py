@@ -20,7 +20,7 @@ turbokv.eval.benchmarks.run_attention, also behind `python -m turbokv bench`.
 import argparse
 import json
 
-from turbokv.eval.benchmarks import attention_table, run_attention
+from turbokv.eval.benchmarks import attention_table, parse_bits_pair, run_attention
 
 
 def main() -> None:
@@ -42,7 +42,10 @@ def main() -> None:
                         help="value precision per fused row, with each score precision (int8: values of at most 4 bits)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    settings = [tuple(int(b) for b in s.split(",")) for s in args.settings]
+    try:
+        settings = [parse_bits_pair(s) for s in args.settings]
+    except ValueError as e:
+        parser.error(str(e))
     results = run_attention(args.contexts, args.repeats, settings=settings, batch=args.batch,
                             simd_levels=args.simd or (None,), heads=tuple(args.heads),
                             score_modes=args.scores, value_modes=args.values, head_dim=args.head_dim)

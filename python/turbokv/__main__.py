@@ -69,11 +69,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _bits_pair(text: str) -> tuple:
     """argparse type of a ``KEY_BITS,VALUE_BITS`` pair such as ``4,4`` or ``8,4``."""
+    from turbokv.eval.benchmarks import parse_bits_pair
+
     try:
-        key_bits, value_bits = (int(b) for b in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected KEY_BITS,VALUE_BITS such as 4,4, got {text!r}") from None
-    return key_bits, value_bits
+        return parse_bits_pair(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -149,6 +149,16 @@ def numpy_attention(q, k, v):
     return (w @ v).reshape(q.shape)
 
 
+def parse_bits_pair(text: str) -> Tuple[int, int]:
+    """``"K,V"`` (e.g. ``"4,4"``, ``"8,4"``) as (key_bits, value_bits); raises ValueError otherwise.
+    The benchmarks' command lines take settings so."""
+    try:
+        key_bits, value_bits = (int(b) for b in text.split(","))
+    except ValueError:
+        raise ValueError(f"expected KEY_BITS,VALUE_BITS such as 4,4, got {text!r}") from None
+    return key_bits, value_bits
+
+
 def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), repeats: int = 15,
                   show_progress: bool = True, settings: Sequence[Tuple[int, int]] = ((4, 4), (4, 2)),
                   batch: int = 1, simd_levels: Sequence[Optional[str]] = (None,),
