@@ -169,12 +169,18 @@ TURBOKV_TARGET_AVX2 inline __m128i unpack3_x16_avx2(const uint8_t* p, const uint
 
 // The 16 3-bit indices packed in the 6 bytes at p (p + 6 <= end, the row at least 8 bytes long) as
 // 16 nibbles (packing.hpp's 4-bit layout): one pdep spreads each 3-bit field to a 4-bit one. The
-// 8-byte load ends at `end` at most. Microcoded on Zen 1 and 2 (kPdepIsSlow).
+// 8-byte load ends at `end` at most: only a row's last group loads from end - 8 and shifts. A
+// branch, not a select: it goes the same way at a given offset of every row, so it is predicted,
+// where the select's address arithmetic ran for every group (Zen 3, K3V3 int8 decode 0.93x the
+// time without it; kernel_choices_avx2.md, round 31). Microcoded on Zen 1 and 2 (kPdepIsSlow).
 TURBOKV_TARGET_AVX2 inline uint64_t sixteen_nibbles(const uint8_t* p, const uint8_t* end) {
-  const uint8_t* from = p + 8 <= end ? p : end - 8;
   uint64_t word;
-  std::memcpy(&word, from, 8);
-  return _pdep_u64(word >> (8 * (p - from)), 0x7777777777777777ull);
+  if (__builtin_expect(p + 8 <= end, 1)) {
+    std::memcpy(&word, p, 8);
+    return _pdep_u64(word, 0x7777777777777777ull);
+  }
+  std::memcpy(&word, end - 8, 8);
+  return _pdep_u64(word >> (8 * (p - (end - 8))), 0x7777777777777777ull);
 }
 
 TURBOKV_TARGET_AVX2 inline float horizontal_sum(__m256 v) {
