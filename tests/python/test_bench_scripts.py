@@ -244,3 +244,13 @@ def test_cli_bench_times_a_model_shape_and_refuses_bad_ones(capsys):
         main(["bench", "--settings", "4"])
     assert exit_info.value.code == 2
     assert "KEY_BITS,VALUE_BITS" in capsys.readouterr().err
+
+
+def test_codebook_spacing_script(tmp_path):
+    result = run("codebook_spacing.py", "--bits", "4", "8", "--samples", "200000", tmp_path=tmp_path)
+    rows = {r["bits"]: r for r in result["rows"]}
+    assert set(rows) == {4, 8}
+    for r in rows.values():
+        # Lloyd-Max is the least-squares scalar quantizer of a Gaussian: an evenly spaced one is worse.
+        assert r["even_mse"] > r["lloyd_max_mse"] > 0
+    assert rows[8]["lloyd_max_mse"] < rows[4]["lloyd_max_mse"] / 100  # ~4^-b scaling
