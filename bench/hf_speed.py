@@ -7,7 +7,8 @@ A Llama-shaped model with random weights (no download): head_dim 128, 16 query /
 hidden 2048, 4 layers, vocab 8192, in float32 and bfloat16. For each (dtype, context, batch) every
 cache is filled with the same random keys and values for `context` tokens (a prefill of random
 weights would take minutes on a CPU and tell nothing more), then the model decodes --steps tokens
-one at a time through `model(ids, past_key_values=cache)`, as `generate` does.
+one at a time through `model(ids, past_key_values=cache)` (`cache=` from transformers 5.24), as
+`generate` does.
 
 Caches: DynamicCache and StaticCache (SDPA); transformers' QuantizedCache (quanto, 4 bits) if
 optimum-quanto is installed; TurboQuantCache K4V4 returning decoded K/V to SDPA (the "decoded"
@@ -107,6 +108,7 @@ def decode_once(model, make, check, kv, ids, context, steps):
     """Fills a fresh cache, runs one warm-up and steps-1 timed decode steps; returns
     (tokens/s, KV bytes held, peak extra resident bytes over all the steps)."""
     import torch
+    import turbokv.hf as thf
 
     cache = make()
     for layer, (k, v) in enumerate(kv):
@@ -118,11 +120,11 @@ def decode_once(model, make, check, kv, ids, context, steps):
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # resets VmHWM to the current resident size
         rss_before = memory_kb("VmRSS")
-        model(ids[:, :1], past_key_values=cache, use_cache=True,
+        model(ids[:, :1], **{thf.CACHE_KEYWORD: cache}, use_cache=True,
               cache_position=torch.tensor([context]))  # warm-up step
         start = time.perf_counter()
         for step in range(1, steps):
-            model(ids[:, step:step + 1], past_key_values=cache, use_cache=True,
+            model(ids[:, step:step + 1], **{thf.CACHE_KEYWORD: cache}, use_cache=True,
                   cache_position=torch.tensor([context + step]))
         seconds = time.perf_counter() - start
         peak_extra = (memory_kb("VmHWM") - rss_before) * 1024

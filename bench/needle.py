@@ -51,20 +51,22 @@ def run_one(model, tokenizer, cache, ids, answer, tail=256):
     log-probabilities of the prompt's last ``tail`` positions), then the answer is cropped from
     the cache and 8 tokens are generated greedily after the prompt. Returns (generated text,
     answer log-prob, tail log-probabilities)."""
+    from turbokv.hf import CACHE_KEYWORD
+
     length = ids.shape[1]
     with torch.inference_mode():
-        logits = model(input_ids=torch.cat([ids, answer], 1), past_key_values=cache,
+        logits = model(input_ids=torch.cat([ids, answer], 1), **{CACHE_KEYWORD: cache},
                        use_cache=True).logits[0].float()
         logp = torch.log_softmax(logits, dim=-1)
         answer_logp = float(logp[length - 1:-1].gather(1, answer[0, :, None]).sum())
         logp_tail = logp[length - tail:length]
-        cache.crop(length)
+        cache.crop(-answer.shape[1])  # remove the answer (transformers 5.25 refuses a positive crop)
         token = logits[length - 1].argmax().view(1, 1)
         generated = []
         for step in range(8):
             generated.append(int(token))
             position = torch.tensor([length + step])
-            token = model(input_ids=token, past_key_values=cache, use_cache=True,
+            token = model(input_ids=token, **{CACHE_KEYWORD: cache}, use_cache=True,
                           cache_position=position, position_ids=position.view(1, 1)).logits[0, -1].argmax().view(1, 1)
     return tokenizer.decode(generated), answer_logp, logp_tail
 

@@ -118,7 +118,7 @@ def ttft_rows(presets: List[str], batches: List[int], rounds: int, context: int)
     import torch
     from transformers import DynamicCache
 
-    from turbokv.hf import TurboQuantCache
+    from turbokv.hf import CACHE_KEYWORD, TurboQuantCache
     from turbokv.models import smollm2
 
     fused, _ = smollm2.load("turbokv")
@@ -134,7 +134,7 @@ def ttft_rows(presets: List[str], batches: List[int], rounds: int, context: int)
             cache = DynamicCache() if name.startswith("Dynamic") else TurboQuantCache(preset=name.split()[-1])
             with torch.no_grad():
                 start = time.perf_counter()
-                model(ids, past_key_values=cache, use_cache=True)
+                model(ids, **{CACHE_KEYWORD: cache}, use_cache=True)
                 seconds = time.perf_counter() - start
             if not name.startswith("Dynamic"):
                 paths = {layer.cache.last_attention_path for layer in cache.layers}

@@ -60,7 +60,7 @@ def main() -> None:
     from transformers import DynamicCache
 
     import turbokv
-    from turbokv.hf import TurboQuantCache
+    from turbokv.hf import CACHE_KEYWORD, TurboQuantCache
     from turbokv.models import smollm2
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,7 +81,7 @@ def main() -> None:
 
     def forward(model: Any, ids: Any, cache: Any) -> Any:
         with torch.no_grad():
-            return model(ids, past_key_values=cache, use_cache=True).logits[:, -1]
+            return model(ids, **{CACHE_KEYWORD: cache}, use_cache=True).logits[:, -1]
 
     def fused_cache(preset: str) -> Any:
         return TurboQuantCache(config=fused.config, preset=preset)

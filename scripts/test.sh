@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up and runs every test: GoogleTest (plain, ASan+UBSan, TSan, arm64 under qemu), bounded fuzzing, a valgrind leak
-# check, the transformers 4.57 tests, then pytest on the package.
+# check, the transformers 4.57 and 5.25 tests, then pytest on the package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -28,8 +28,8 @@ bash scripts/fuzz.sh 20
 section "Leak check of the Python extension (valgrind)"
 bash scripts/leakcheck.sh
 
-section "Hugging Face integration on transformers 4.57"
-bash scripts/test_transformers_457.sh
+section "Hugging Face integration on transformers 4.57 and 5.25"
+bash scripts/test_transformers_versions.sh
 
 section "Python tests (pytest, one worker per core up to 4, whole files per worker)"
 workers=$(nproc); workers=$(( workers > 4 ? 4 : workers ))

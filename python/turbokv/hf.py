@@ -3,7 +3,7 @@
     import turbokv.hf  # registers attn_implementation="turbokv"
     model = AutoModelForCausalLM.from_pretrained(name, attn_implementation="turbokv")
     cache = turbokv.hf.TurboQuantCache(config=model.config, key_bits=4, value_bits=4)
-    out = model.generate(ids, past_key_values=cache)
+    out = model.generate(ids, past_key_values=cache)  # transformers >= 5.24: cache=cache
 
 With ``attn_implementation="turbokv"`` attention runs on the compressed codes and no decoded K/V
 is ever built. With any other attention implementation the cache returns decoded float K/V
@@ -11,7 +11,11 @@ tensors every step: it still stores only the codes, but each step briefly alloca
 of the whole layer, as transformers' own QuantizedCache does. Pass ``config=model.config`` so the
 cache knows which from the first step (without it, the first step decodes, to be safe).
 
-Tested with transformers 5.18 and 4.57. CPU tensors only (turbokv is a CPU library).
+transformers 5.24 renamed the cache argument of ``forward`` and ``generate`` from
+``past_key_values`` to ``cache`` (the old name warns there and leaves ``forward`` in 5.40);
+:data:`CACHE_KEYWORD` is the name the installed version takes.
+
+Tested with transformers 5.25, 5.18 and 4.57. CPU tensors only (turbokv is a CPU library).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import transformers
+from packaging.version import Version
 from transformers import AttentionInterface
 from transformers.cache_utils import Cache, CacheLayerMixin
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
@@ -30,7 +36,13 @@ from . import presets
 from .cache import KVCache
 from .layers import settings_for_layer, summarize, summary_text
 
-__all__ = ["TurboQuantCache", "TurboQuantLayer", "turbokv_attention"]
+__all__ = ["CACHE_KEYWORD", "TurboQuantCache", "TurboQuantLayer", "turbokv_attention"]
+
+#: The keyword argument by which the installed transformers' ``forward`` and ``generate`` take a
+#: cache: ``"cache"`` from 5.24 on, ``"past_key_values"`` before. Version-neutral calls:
+#: ``model(ids, **{turbokv.hf.CACHE_KEYWORD: cache})``.
+CACHE_KEYWORD: str = ("cache" if Version(transformers.__version__) >= Version("5.24.0.dev0")
+                      else "past_key_values")
 
 
 class TurboQuantLayer(CacheLayerMixin):
@@ -298,7 +310,7 @@ class _MaskCheck:
 
 # Keyword arguments transformers' attention modules pass that do not change what attention
 # computes (bookkeeping for other implementations); any other one is honoured or refused.
-_NO_EFFECT = frozenset({"position_ids", "use_cache", "cache_position", "past_key_values",
+_NO_EFFECT = frozenset({"position_ids", "use_cache", "cache_position", "cache", "past_key_values",
                         "past_key_value", "position_embeddings", "output_hidden_states",
                         "return_dict", "layer_idx", "token_type_ids"})
 

@@ -11,6 +11,7 @@ from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 import turbokv
 import turbokv.hf as thf
+from turbokv.hf import CACHE_KEYWORD
 
 # Bound on the mean next-token KL of an 8/8-bit cache against DynamicCache on the tiny model.
 KL_BOUND_8BIT = 1e-4  # measured: 3.3e-6 for both paths
@@ -19,6 +20,17 @@ KL_BOUND_8BIT = 1e-4  # measured: 3.3e-6 for both paths
 TINY_LLAMA = dict(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=3,
                   num_attention_heads=8, num_key_value_heads=2, head_dim=32,
                   max_position_embeddings=256)
+
+
+def test_cache_keyword_is_the_one_this_transformers_takes():
+    # transformers 5.24 renamed forward's past_key_values to cache (the old name warns, and leaves
+    # forward in 5.40); every call in these tests passes the cache by CACHE_KEYWORD.
+    import inspect
+    import transformers
+    forward = inspect.signature(LlamaForCausalLM.forward).parameters
+    assert CACHE_KEYWORD in forward, (transformers.__version__, list(forward))
+    other = {"cache", "past_key_values"} - {CACHE_KEYWORD}
+    assert other.isdisjoint(forward), (transformers.__version__, list(forward))
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +73,9 @@ def stepwise_logits(model, cache, ids, steps=8):
     out = []
     with torch.no_grad():
         prefix = ids.shape[1] - steps
-        out.append(model(ids[:, :prefix], past_key_values=cache, use_cache=True).logits[:, -1])
+        out.append(model(ids[:, :prefix], **{CACHE_KEYWORD: cache}, use_cache=True).logits[:, -1])
         for t in range(prefix, ids.shape[1]):
-            out.append(model(ids[:, t:t + 1], past_key_values=cache, use_cache=True).logits[:, -1])
+            out.append(model(ids[:, t:t + 1], **{CACHE_KEYWORD: cache}, use_cache=True).logits[:, -1])
     return torch.stack(out, 1)
 
 
@@ -102,9 +114,9 @@ def test_prefill_runs_on_tiles_and_decode_on_codes(models):
     ids = torch.randint(0, 512, (2, 30), generator=torch.Generator().manual_seed(5))
     on_codes = cache_for(fused, key_bits=4, value_bits=4)
     with torch.no_grad():
-        fused(ids[:, :29], past_key_values=on_codes, use_cache=True)
+        fused(ids[:, :29], **{CACHE_KEYWORD: on_codes}, use_cache=True)
         assert {layer.cache.last_attention_path for layer in on_codes.layers} == {"tiles"}
-        fused(ids[:, 29:], past_key_values=on_codes, use_cache=True)
+        fused(ids[:, 29:], **{CACHE_KEYWORD: on_codes}, use_cache=True)
         assert {layer.cache.last_attention_path for layer in on_codes.layers} == {"codes"}
     a = stepwise_logits(default, cache_for(default, key_bits=4, value_bits=4), ids, steps=3)
     b = stepwise_logits(fused, cache_for(fused, key_bits=4, value_bits=4), ids, steps=3)
@@ -131,9 +143,9 @@ def test_left_padding_in_batched_generation(models):
         on_codes = cache_for(fused, **settings)
         with torch.no_grad():
             a = default(ids, attention_mask=mask, position_ids=positions,
-                        past_key_values=cache_for(default, **settings)).logits
-            b = fused(ids, attention_mask=mask, position_ids=positions, past_key_values=on_codes).logits
-            unpadded = fused(ids[1:, 4:], past_key_values=cache_for(fused, **settings)).logits
+                        **{CACHE_KEYWORD: cache_for(default, **settings)}).logits
+            b = fused(ids, attention_mask=mask, position_ids=positions, **{CACHE_KEYWORD: on_codes}).logits
+            unpadded = fused(ids[1:, 4:], **{CACHE_KEYWORD: cache_for(fused, **settings)}).logits
         assert_path(on_codes, fused=True)
         assert {layer.cache.last_attention_path for layer in on_codes.layers} == {"tiles"}
         # Within 2e-3, not rounding: a 1e-7 rounding difference between SDPA and turbokv in layer
@@ -152,7 +164,7 @@ SETTINGS = [dict(key_bits=4, value_bits=4), dict(key_bits=3, value_bits=2, key_m
 
 
 def generate(model, cache, ids, new=6):
-    return model.generate(ids, attention_mask=torch.ones_like(ids), past_key_values=cache,
+    return model.generate(ids, attention_mask=torch.ones_like(ids), **{CACHE_KEYWORD: cache},
                           max_new_tokens=new, do_sample=False)
 
 
@@ -212,7 +224,7 @@ def test_crop_and_unsupported_features(models):
     ids = torch.randint(0, 512, (1, 10), generator=torch.Generator().manual_seed(6))
     cache = cache_for(fused, key_bits=4, value_bits=4)
     with torch.no_grad():
-        fused(ids, past_key_values=cache)
+        fused(ids, **{CACHE_KEYWORD: cache})
     assert_path(cache, fused=True)
     cache.crop(-3)
     assert cache.get_seq_length() == 7
@@ -318,7 +330,7 @@ def test_sliding_window_models_match_eager(family):
         with torch.no_grad():
             for start, stop in ((0, 16), (16, 17), (17, 18), (18, 19)):
                 out = model(ids[:, start:stop], attention_mask=mask[:, :stop],
-                            position_ids=positions[:, start:stop], past_key_values=cache, use_cache=True)
+                            position_ids=positions[:, start:stop], **{CACHE_KEYWORD: cache}, use_cache=True)
                 logits.append(out.logits)
         return torch.cat(logits, dim=1)[:, 3:]  # the padded positions' logits are meaningless
 
@@ -346,7 +358,7 @@ def test_arguments_it_does_not_implement_are_refused():
     training = LlamaForCausalLM(LlamaConfig(**TINY_LLAMA, attention_dropout=0.1)).train()
     training.set_attn_implementation("turbokv")
     with pytest.raises(NotImplementedError, match="dropout"):
-        training(ids, past_key_values=cache_for(training))
+        training(ids, **{CACHE_KEYWORD: cache_for(training)})
     # Anything else that would change the result, named.
     layer = thf.TurboQuantLayer()
     q = torch.zeros(1, 2, 1, 8)
@@ -363,8 +375,8 @@ def test_summary_reports_what_each_layer_chose(models):
     ids = torch.randint(0, 512, (1, 40), generator=torch.Generator().manual_seed(5))
     on_codes, decoded = cache_for(fused, preset="4bit"), cache_for(default, preset="4bit")
     with torch.no_grad():
-        fused(ids, past_key_values=on_codes)
-        default(ids, past_key_values=decoded)
+        fused(ids, **{CACHE_KEYWORD: on_codes})
+        default(ids, **{CACHE_KEYWORD: decoded})
     assert_path(on_codes, fused=True)
     summary = on_codes.summary()
     assert len(summary["layers"]) == fused.config.num_hidden_layers
@@ -387,12 +399,12 @@ def test_beam_search_equals_dynamic_cache_with_float16_storage(models, path):
     options = dict(max_new_tokens=8, num_beams=3, num_return_sequences=2, do_sample=False,
                    early_stopping=False, pad_token_id=0)
     with torch.no_grad():
-        want = default.generate(ids, past_key_values=DynamicCache(), **options)
+        want = default.generate(ids, **{CACHE_KEYWORD: DynamicCache()}, **options)
         cache = cache_for(model, key_bits=0, value_bits=0)
-        got = model.generate(ids, past_key_values=cache, **options)
+        got = model.generate(ids, **{CACHE_KEYWORD: cache}, **options)
         assert_path(cache, fused=path == "fused")
         assert torch.equal(got, want)
-        low_bits = model.generate(ids, past_key_values=cache_for(model, preset="4bit"), **options)
+        low_bits = model.generate(ids, **{CACHE_KEYWORD: cache_for(model, preset="4bit")}, **options)
     assert low_bits.shape == want.shape
 
 
@@ -431,7 +443,7 @@ def test_saved_loaded_and_copied_caches_continue_exactly(models, tmp_path):
     prompt = torch.randint(0, 512, (2, 20), generator=torch.Generator().manual_seed(12))
     original = cache_for(fused, preset="4bit")
     with torch.no_grad():
-        fused(prompt, past_key_values=original)
+        fused(prompt, **{CACHE_KEYWORD: original})
     original.save(tmp_path / "prompt.tkv")
     loaded = thf.TurboQuantCache.load(tmp_path / "prompt.tkv", config=fused.config)
     copied = original.copy()
@@ -441,7 +453,7 @@ def test_saved_loaded_and_copied_caches_continue_exactly(models, tmp_path):
     outputs = []
     for cache in (copied, loaded, original):  # the original last: the copy must not share its state
         with torch.no_grad():
-            outputs.append(torch.stack([fused(more[:, t:t + 1], past_key_values=cache).logits[:, -1]
+            outputs.append(torch.stack([fused(more[:, t:t + 1], **{CACHE_KEYWORD: cache}).logits[:, -1]
                                         for t in range(5)], 1))
         assert_path(cache, fused=True)
         assert cache.get_seq_length() == 25

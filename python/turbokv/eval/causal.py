@@ -59,11 +59,13 @@ def chunked_logits(model: Any, cache: Any, ids: Any, chunk: int = 1) -> Iterator
     yields (start, float32 logits of shape (batch, chunk, vocab)) for positions start.."""
     import torch
 
+    from ..hf import CACHE_KEYWORD
+
     with torch.inference_mode():
         for start in range(0, ids.shape[1], chunk):
             piece = ids[:, start:start + chunk]
             positions = torch.arange(start, start + piece.shape[1]).unsqueeze(0)
-            out = model(input_ids=piece, past_key_values=cache, use_cache=True,
+            out = model(input_ids=piece, **{CACHE_KEYWORD: cache}, use_cache=True,
                         cache_position=positions[0], position_ids=positions.expand(piece.shape[0], -1))
             yield start, out.logits.float()
 
@@ -75,11 +77,13 @@ def greedy(model: Any, cache: Any, prompts: Any, steps: int
     choice (batch, steps), seconds spent in the decode steps)."""
     import torch
 
+    from ..hf import CACHE_KEYWORD
+
     out: List[Any] = []
     margins: List[Any] = []
     with torch.inference_mode():
         length = prompts.shape[1]
-        logits = model(input_ids=prompts, past_key_values=cache, use_cache=True).logits[:, -1]
+        logits = model(input_ids=prompts, **{CACHE_KEYWORD: cache}, use_cache=True).logits[:, -1]
         start = time.perf_counter()
         for step in range(steps):
             top = logits.float().topk(2, dim=-1).values
@@ -89,7 +93,7 @@ def greedy(model: Any, cache: Any, prompts: Any, steps: int
             if step == steps - 1:
                 break
             position = torch.tensor([length + step])
-            logits = model(input_ids=token, past_key_values=cache, use_cache=True,
+            logits = model(input_ids=token, **{CACHE_KEYWORD: cache}, use_cache=True,
                            cache_position=position,
                            position_ids=position.expand(token.shape[0], 1)).logits[:, -1]
         seconds = time.perf_counter() - start
