@@ -24,4 +24,4 @@ test_version() {  # test_version VERSION [PACKAGES the version needs beyond the 
 }
 
 test_version 4.57.6 "huggingface-hub==0.36.2" "tokenizers==0.22.2"
-test_version 5.25.0 "kernels==0.19.1" "tomlkit==0.15.3"
+test_version 5.25.0 "huggingface-hub==2.4.0" "kernels==0.19.1" "tomlkit==0.15.3"
