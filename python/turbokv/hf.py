@@ -158,7 +158,7 @@ class TurboQuantCache(Cache):
 
     Example:
         >>> cache = TurboQuantCache(config=model.config, preset="4bit")
-        >>> out = model.generate(input_ids, past_key_values=cache, max_new_tokens=20)
+        >>> out = model.generate(input_ids, **{CACHE_KEYWORD: cache}, max_new_tokens=20)
         >>> print(cache.summary_text())  # key bits per layer, stored bits per coordinate
     """
 
