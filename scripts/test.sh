@@ -8,6 +8,9 @@ PYTHON=${PYTHON:-python3}
 section() { echo "== $1 (${SECONDS} s in) =="; }
 bash scripts/setup.sh
 
+section "What this CPU lets the suite execute"
+"$PYTHON" scripts/simd_coverage.py
+
 section "C++ tests (GoogleTest)"
 cmake -S . -B build/cpp-tests -G Ninja -DTURBOKV_BUILD_TESTS=ON -DTURBOKV_BUILD_BENCH=ON >/dev/null
 cmake --build build/cpp-tests

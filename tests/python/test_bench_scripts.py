@@ -254,3 +254,18 @@ def test_codebook_spacing_script(tmp_path):
         # Lloyd-Max is the least-squares scalar quantizer of a Gaussian: an evenly spaced one is worse.
         assert r["even_mse"] > r["lloyd_max_mse"] > 0
     assert rows[8]["lloyd_max_mse"] < rows[4]["lloyd_max_mse"] / 100  # ~4^-b scaling
+
+
+def test_simd_coverage_names_what_this_cpu_cannot_run():
+    import turbokv
+
+    script = BENCH.parent / "scripts" / "simd_coverage.py"
+    text = subprocess.run([sys.executable, str(script)], check=True, capture_output=True, text=True,
+                          timeout=60).stdout
+    levels = turbokv.supported_simd()
+    assert f"SIMD levels the tests run natively: {', '.join(levels)}" in text
+    routes = turbokv.kernel_routes()
+    # Each family this CPU lacks is named as not executed; none it has is.
+    assert ("AVX-512 level" in text) == ("avx2" in levels and "avx512" not in levels)
+    assert ("AVX-VNNI variants" in text) == ("avx2" in levels and not routes["avx_vnni"])
+    assert ("NEON level: cross-compiled" in text) == ("neon" not in levels)
