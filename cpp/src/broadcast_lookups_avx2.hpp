@@ -5,11 +5,13 @@
 // (Values the same way, each coordinate's queries in a register across the keys: 1.00-1.12x the
 // time of accumulate16_avx2's loads; not kept.) The scalar-load route it replaces spends a load and a vinsertps (a shuffle
 // port that the FMAs share) per index, then one FMA per query. Index bytes come out of a 64-bit
-// word by movzbl and a shift (next_index: compilers spend a copy, a shift and a mask per byte).
-// That is 4 operations per lookup (movzbl, shift, broadcast, FMA), which Zen 3's 6-wide dispatch
-// bounds near 0.67 cycles per lookup (measured 0.65-0.7); half the index bytes loaded from the
-// rows instead (one operation fewer, one load more) left it load-bound: 1.09-1.31x the time
-// (kernel_choices_avx2.md, round 26).
+// word by bextr (index_at), the byte loops unrolled so that each control is a constant: with
+// broadcast and FMA about 3.5 operations per lookup where movzbl and a shift of the word made 4,
+// which Zen 3's 6-wide dispatch bound near 0.67 cycles per lookup (measured 0.65-0.7). On Zen 3
+// (kernel_choices_avx2.md round 32) K8V4 decode took 0.94-0.95x the time, 5-8 queries per KV head
+// 0.92x; 5-7-bit words at 4 queries keep movzbl and a shift (by bextr K7V7 took 1.03-1.06x).
+// Half the index bytes loaded from the rows instead (one operation fewer, one load more) left it
+// load-bound: 1.09-1.31x the time (round 26).
 #pragma once
 
 #include <cstdint>
@@ -33,11 +35,17 @@ inline bool broadcast_fits(int m, int bits, int d) {
   return kGathersAreSlow && m <= 8 && (m > 1 || bits < 8) && d % 8 == 0 && (bits == 8 || spread_fits(bits, d));
 }
 
-// Index byte 0 of w, then w >>= 8.
+// Index byte 0 of w, then w >>= 8 (movzbl and a shift; compilers spend a copy, a shift and a mask).
 __attribute__((always_inline)) inline uint64_t next_index(uint64_t& w) {
   uint64_t index;
   asm("movzbl %b1, %k0\n\tshrq $8, %1" : "=&r"(index), "+r"(w));
   return index;
+}
+
+// Index byte t of w by one bextr (BMI1, which every CPU of the AVX2 level has), whose control
+// (start 8t, length 8) every key shares at that byte; movzbl and a shift of the word took two.
+TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline uint64_t index_at(uint64_t w, int t) {
+  return _bextr_u64(w, static_cast<unsigned>(8 * t), 8u);
 }
 
 // m rows (row a at rows + a * stride, `count` floats each) side by side: out[kLanes i + a] =
@@ -51,6 +59,7 @@ inline void interleave_rows(const float* rows, int64_t stride, int m, int64_t co
 
 // The 8 indices c .. c + 7 of key j as one word, byte t = index c + t: 8-bit codes in place.
 struct InPlaceWords {
+  static constexpr bool kBextrPairs = true;  // two_centroids by bextr (K8V4 0.94-0.95x the time)
   const uint8_t* codes;
   int64_t code_bytes;
   uint64_t operator()(int64_t j, int c) const {
@@ -62,6 +71,7 @@ struct InPlaceWords {
 
 // As InPlaceWords for 5-7-bit codes, spread from the packed bytes by pdep (spread_indices).
 struct SpreadWords {
+  static constexpr bool kBextrPairs = false;  // by bextr K7V7 at 4 queries took 1.03-1.06x the time
   const uint8_t* codes;
   int64_t code_bytes;
   int bits, d;
@@ -71,12 +81,14 @@ struct SpreadWords {
   }
 };
 
-// The centroids of the next index of w0 and of w1 as one register of two halves, each the
-// centroid broadcast to 4 lanes: the multiplier of two coordinates' (or two keys') 4 queries.
-TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline __m256 two_centroids(const float* table, uint64_t& w0,
-                                                                             uint64_t& w1) {
-  const __m128 low = _mm_broadcast_ss(table + next_index(w0));
-  return _mm256_insertf128_ps(_mm256_castps128_ps256(low), _mm_broadcast_ss(table + next_index(w1)), 1);
+// The centroids of two neighbouring indices of w as one register of two halves, each broadcast to
+// 4 lanes: the multiplier of two coordinates' 4 queries. kBextr: bytes t and t + 1 of w by bextr;
+// else the next two bytes by next_index, shifting w.
+template <bool kBextr>
+TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline __m256 two_centroids(const float* table, uint64_t& w, int t) {
+  const uint64_t i0 = kBextr ? index_at(w, t) : next_index(w);
+  const uint64_t i1 = kBextr ? index_at(w, t + 1) : next_index(w);
+  return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_broadcast_ss(table + i0)), _mm_broadcast_ss(table + i1), 1);
 }
 
 // Scores of m <= kLanes queries (qt: interleave_rows of the queries) on keys j .. j + 7 of
@@ -94,14 +106,16 @@ TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void dot_eight_keys_br
     uint64_t w[8];
     for (int k = 0; k < 8; ++k) w[k] = words(j + k, c);
     if constexpr (kLanes == 8) {
+#pragma GCC unroll 8
       for (int t = 0; t < 8; ++t) {
         const __m256 qc = _mm256_loadu_ps(qt + 8 * (c + t));
-        for (int k = 0; k < 8; ++k) acc[k] = _mm256_fmadd_ps(qc, _mm256_broadcast_ss(table + next_index(w[k])), acc[k]);
+        for (int k = 0; k < 8; ++k) acc[k] = _mm256_fmadd_ps(qc, _mm256_broadcast_ss(table + index_at(w[k], t)), acc[k]);
       }
     } else {
+#pragma GCC unroll 4
       for (int t = 0; t < 8; t += 2) {
         const __m256 qc = _mm256_loadu_ps(qt + 4 * (c + t));
-        for (int k = 0; k < 8; ++k) acc[k] = _mm256_fmadd_ps(qc, two_centroids(table, w[k], w[k]), acc[k]);
+        for (int k = 0; k < 8; ++k) acc[k] = _mm256_fmadd_ps(qc, two_centroids<Words::kBextrPairs>(table, w[k], t), acc[k]);
       }
     }
   }
@@ -128,8 +142,8 @@ TURBOKV_TARGET_AVX2 void axpy_eight_queries_broadcast(const float* wt, int m, in
     for (int t = 0; t < 8; ++t) sums[t] = _mm256_load_ps(lanes[t]);
     for (int64_t j = 0; j < n; ++j) {
       const __m256 weights = _mm256_loadu_ps(wt + 8 * j);
-      uint64_t word = words(j, i);
-      for (int t = 0; t < 8; ++t) sums[t] = _mm256_fmadd_ps(weights, _mm256_broadcast_ss(table + next_index(word)), sums[t]);
+      const uint64_t word = words(j, i);
+      for (int t = 0; t < 8; ++t) sums[t] = _mm256_fmadd_ps(weights, _mm256_broadcast_ss(table + index_at(word, t)), sums[t]);
     }
     for (int t = 0; t < 8; ++t) _mm256_store_ps(lanes[t], sums[t]);
     for (int t = 0; t < 8; ++t) {
