@@ -8,8 +8,9 @@ namespace turbokv {
 SimdLevel detect_simd() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
+  // The AVX2 level's kernels use BMI1 (bextr) and BMI2 (pdep) beside AVX2 and FMA (their target).
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                    __builtin_cpu_supports("bmi2");
+                    __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
   const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
                       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
                       __builtin_cpu_supports("avx512vl");
