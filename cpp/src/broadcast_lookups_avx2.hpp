@@ -42,12 +42,6 @@ __attribute__((always_inline)) inline uint64_t next_index(uint64_t& w) {
   return index;
 }
 
-// Index byte t of w by one bextr (BMI1, which every CPU of the AVX2 level has), whose control
-// (start 8t, length 8) every key shares at that byte; movzbl and a shift of the word took two.
-TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline uint64_t index_at(uint64_t w, int t) {
-  return _bextr_u64(w, static_cast<unsigned>(8 * t), 8u);
-}
-
 // m rows (row a at rows + a * stride, `count` floats each) side by side: out[kLanes i + a] =
 // rows[a * stride + i], lanes a >= m zero. Queries (count = d) or softmax weights (count = keys).
 template <int kLanes>
