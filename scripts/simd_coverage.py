@@ -48,7 +48,7 @@ def main() -> None:
         for line in missing:
             print(f"  - {line}")
     else:
-        print("Every x86 kernel family of this build runs on this CPU.")
+        print("Every kernel family this build compiles for this CPU runs here.")
 
 
 if __name__ == "__main__":
