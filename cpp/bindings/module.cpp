@@ -216,7 +216,7 @@ PYBIND11_MODULE(_core, m) {
   },
   "The CPU facts the kernels pick their routes by (set once at import; all False off x86), as a "
   "dict of bools: avx512_vnni, avx512_vbmi, avx_vnni (int8 sums by vpdpbusd; byte planes by "
-  "vpermb), gathers_slow, pdep_slow, lane_swap_slow (AMD Zen 1-3 workarounds). For benchmark and "
+  "vpermb), gathers_slow, pdep_slow, lane_swap_slow (AMD Zen workarounds). For benchmark and "
   "bug reports.");
   m.def("int8_values_fast", [](int bits, int head_dim) {
     CodecConfig cfg;

@@ -1,5 +1,5 @@
 // Internal: scores of 5-8-bit codes by broadcast lookups, where vgatherdps is slow
-// (kGathersAreSlow: AMD Zen 1-3). Each looked-up centroid is broadcast from the table by a load
+// (kGathersAreSlow: AMD Zen 1-4). Each looked-up centroid is broadcast from the table by a load
 // (vbroadcastss m32: a load-port operation, no shuffle) and multiplies the queries' coordinate
 // lying side by side in one register, up to 8 queries per FMA: qt[kLanes i + a] = q[a d + i].
 // (Values the same way, each coordinate's queries in a register across the keys: 1.00-1.12x the

@@ -134,7 +134,7 @@ bool int16_shuffle_fits(const int32_t* table, int bits) {
 // vpshufb on 1 or 2 sub-tables (5- and 6-bit keys) beat the gathers in one process (bench/ab, K5V4
 // 0.78-0.81 one thread, 0.93 on two; K6V4 0.86-0.99, 0.92-1.01); from 4 (7 bits: 1.00-1.14,
 // 8 bits: 1.24-1.31) the 2 vpshufb per sub-table on port 5 cost more than 2 gathers per 16
-// indices (kernel_choices_avx2.md, round 23). Where gathers are slow (AMD Zen 1-3) 8-bit keys keep
+// indices (kernel_choices_avx2.md, round 23). Where gathers are slow (AMD Zen 1-4) 8-bit keys keep
 // the scalar loads that were measured there; 7-bit ones take the shuffle route since the 4-query
 // tiles score keys two at a time (round 25, Zen 3, one thread: K7V4 0.71-0.88x the time at 1, 3,
 // 4 and 7 queries per KV head; 8-bit keys 0.86-0.95x at 1, 4, 6 and 7, but 1.11-1.17x at 2 and 3).

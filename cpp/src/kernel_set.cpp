@@ -1,6 +1,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "amd_zen.hpp"
 #include "avx2_helpers.hpp"
 #include "kernels.hpp"
 
@@ -9,16 +10,13 @@ namespace kernels {
 
 #if TURBOKV_X86
 const bool kGathersAreSlow = [] {
-  __builtin_cpu_init();
-  return __builtin_cpu_is("znver1") || __builtin_cpu_is("znver2") || __builtin_cpu_is("znver3");
+  const int zen = amd_zen_generation();
+  return zen >= 1 && zen <= 4;
 }();
-const bool kLaneSwapIsSlow = [] {
-  __builtin_cpu_init();
-  return __builtin_cpu_is("znver1") != 0;
-}();
+const bool kLaneSwapIsSlow = amd_zen_generation() == 1;
 const bool kPdepIsSlow = [] {
-  __builtin_cpu_init();
-  return __builtin_cpu_is("znver1") || __builtin_cpu_is("znver2");
+  const int zen = amd_zen_generation();
+  return zen == 1 || zen == 2;
 }();
 #endif
 

@@ -239,7 +239,7 @@ struct KernelRoutes {
   bool avx512_vnni;     // int8 sums by 512-bit vpdpbusd (kHasAvx512Vnni)
   bool avx512_vbmi;     // byte planes and 3-bit rows by vpermb / vpmultishiftqb (kHasAvx512Vbmi)
   bool avx_vnni;        // the AVX2 level's int8 sums by 256-bit vpdpbusd (kHasAvxVnni)
-  bool gathers_slow;    // 5-8-bit lookups by scalar loads instead of vgatherdps (AMD Zen 1-3)
+  bool gathers_slow;    // 5-8-bit lookups by scalar loads instead of vgatherdps (AMD Zen 1-4)
   bool pdep_slow;       // 3- and 5-7-bit rows taken apart by SIMD instead of pdep (Zen 1-2)
   bool lane_swap_slow;  // the FWHT without vperm2f128 (Zen 1)
 };

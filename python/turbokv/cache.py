@@ -290,7 +290,7 @@ class KVCache:
                 AVX-512 with VBMI and VNNI; on AVX2 5- and 6-bit keys gain (``vpshufb``
                 lookups: K5V4 decode 0.78-0.92x the time), 7- and 8-bit ones do not: where
                 gathers are fast both routes are bound by them (0.93-1.08x the time), and where
-                they are slow (AMD Zen 1-3) float32 scores broadcast each looked-up centroid to up
+                they are slow (AMD Zen 1-4) float32 scores broadcast each looked-up centroid to up
                 to 8 queries, which int16 sums cannot (Zen 3, K8V4 at 32K: int16 0.9-1.1x the
                 float32 time at 4 and 7 query heads per KV head, 1.4x at 3). Its error is the two roundings; perplexity on SmolLM2 and Qwen2.5
                 stays inside the float32 rows' intervals (``bench/results/quality_int8.md``,

@@ -11,6 +11,7 @@
 #include <cpuid.h>
 #endif
 
+#include "../../cpp/src/amd_zen.hpp"
 #include "../../cpp/src/avx2_helpers.hpp"
 #include "../../cpp/src/boundary_grid.hpp"
 #include "../../cpp/src/broadcast_lookups_avx2.hpp"
@@ -1141,6 +1142,29 @@ TURBOKV_TARGET_AVX2 void lookup_both_ways(const float* table, const uint8_t* idx
                                           float* by_gather) {
   _mm256_storeu_ps(by_loads, kernels::lookup8_loads(table, idx));
   _mm256_storeu_ps(by_gather, kernels::lookup8_gather(table, idx));
+}
+
+// The Zen workarounds key on the generation read from CPUID (amd_zen.hpp), not on the compiler's
+// CPU names (GCC 12 calls Zen 4 "znver3"). Family and model of released parts, from AMD's
+// revision guides and /proc/cpuinfo of the machines this project ran on.
+TEST(SimdParity, ZenGenerationFromFamilyAndModel) {
+  using kernels::zen_generation;
+  EXPECT_EQ(zen_generation(true, 0x17, 0x01), 1);   // EPYC 7001 (Naples), the Zen 1 VM
+  EXPECT_EQ(zen_generation(true, 0x17, 0x08), 1);   // Ryzen 2000 (Zen+)
+  EXPECT_EQ(zen_generation(true, 0x17, 0x31), 2);   // EPYC 7002 (Rome)
+  EXPECT_EQ(zen_generation(true, 0x17, 0x71), 2);   // Ryzen 3000 (Matisse)
+  EXPECT_EQ(zen_generation(true, 0x19, 0x01), 3);   // EPYC 7003 (Milan), the Zen 3 VM
+  EXPECT_EQ(zen_generation(true, 0x19, 0x21), 3);   // Ryzen 5000 (Vermeer)
+  EXPECT_EQ(zen_generation(true, 0x19, 0x50), 3);   // Ryzen 5000 mobile (Cezanne)
+  EXPECT_EQ(zen_generation(true, 0x19, 0x11), 4);   // EPYC 9004 (Genoa), the Zen 4 VM
+  EXPECT_EQ(zen_generation(true, 0x19, 0x61), 4);   // Ryzen 7000 (Raphael)
+  EXPECT_EQ(zen_generation(true, 0x19, 0xa0), 4);   // EPYC 97x4 (Bergamo)
+  EXPECT_EQ(zen_generation(true, 0x1a, 0x02), 5);   // EPYC 9005 (Turin)
+  EXPECT_EQ(zen_generation(true, 0x15, 0x02), 0);   // Bulldozer-era AMD
+  EXPECT_EQ(zen_generation(false, 0x06, 0xa7), 0);  // Intel (the 2-core AVX-512 VM)
+  const int here = kernels::amd_zen_generation();
+  EXPECT_EQ(kernels::kGathersAreSlow, here >= 1 && here <= 4);
+  std::cout << "AMD Zen generation here: " << here << "\n";
 }
 
 // Lookups above 4 bits go by gather or by scalar loads depending on the CPU (kGathersAreSlow):
