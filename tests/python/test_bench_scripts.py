@@ -128,12 +128,17 @@ def test_needle_script(tmp_path):
 def test_prefill_script(tmp_path):
     out = tmp_path / "prefill"
     subprocess.run([sys.executable, str(BENCH / "prefill.py"), "--small", "--batches", "1", "--repeats", "1",
-                    "--ttft-batches", "1", "--ttft-rounds", "1", "--ttft-context", "64", "--presets", "4bit",
+                    "--ttft-batches", "1", "--ttft-rounds", "1", "--ttft-context", "95", "--presets", "4bit",
                     "--out", str(out)], check=True, capture_output=True, timeout=300)
     result = json.loads(out.with_suffix(".json").read_text())
     # Every kernel cell ran the path and level it names (asserted inside the script).
     assert {name.split()[-1] for row in result["kernel"] for name in row["turbokv"]} == {"tiles", "codes"}
     assert [row["cache"] for row in result["ttft"]] == ["DynamicCache + SDPA", "TurboQuantCache 4bit"]
+    # 95 positions of SmolLM2's 3 query heads per KV head: ranges of 85 and 10 positions, and the
+    # last one's 30 rows are fewer than 4-bit keys' min_tile_rows (32): it takes the codes path
+    # ("mixed"); layers that prefill protection raised above 4 bits tile from 9 rows ("tiles").
+    assert "mixed" in result["ttft"][1]["attention_paths"]
+    assert set(result["ttft"][1]["attention_paths"]) <= {"tiles", "mixed"}
 
 
 def test_prompt_cache_script(tmp_path):
