@@ -6,6 +6,7 @@
 #include <cfloat>
 #include <cmath>
 
+#include "avx2_helpers.hpp"
 #include "encode_avx512.hpp"
 #include "kernels.hpp"
 
@@ -112,10 +113,13 @@ TURBOKV_TARGET_AVX512 int64_t encode_rows_of(const float* x, int64_t n, int64_t 
   }
 }
 
-TURBOKV_TARGET_AVX512 int64_t encode_rows_avx512(const float* x, int64_t n, int64_t row_stride, int d,
-                                                 int bits, const float* pre, float sqrt_dim,
-                                                 float min_sum_squares, const float* boundaries,
-                                                 const BoundaryGrid& grid, uint8_t* codes, float* norms) {
+// by_gathers: 8-bit codes by ByteCodes' gathers, else by the AVX2 level's row encoder, whose grid
+// lookups are scalar loads (where gathers are slow: AMD Zen 1-4, the AVX-512 level on Zen 4).
+TURBOKV_TARGET_AVX512 int64_t encode_rows_avx512_routed(bool by_gathers, const float* x, int64_t n,
+                                                        int64_t row_stride, int d, int bits, const float* pre,
+                                                        float sqrt_dim, float min_sum_squares,
+                                                        const float* boundaries, const BoundaryGrid& grid,
+                                                        uint8_t* codes, float* norms) {
   if (bits == 4 && grid.narrow.cells > 0) {
     const NibbleCodes nibbles{load_narrow_grid(grid.narrow)};
     return encode_rows_of(x, n, row_stride, d, pre, sqrt_dim, min_sum_squares, nibbles, codes, norms);
@@ -125,10 +129,30 @@ TURBOKV_TARGET_AVX512 int64_t encode_rows_avx512(const float* x, int64_t n, int6
     return encode_rows_of(x, n, row_stride, d, pre, sqrt_dim, min_sum_squares, quads, codes, norms);
   }
   if (bits == 8 && grid.cells > 0) {
+    if (!by_gathers) {
+      return select_encode_rows_avx2()(x, n, row_stride, d, bits, pre, sqrt_dim, min_sum_squares, boundaries,
+                                       grid, codes, norms);
+    }
     const ByteCodes bytes{load_grid(grid)};
     return encode_rows_of(x, n, row_stride, d, pre, sqrt_dim, min_sum_squares, bytes, codes, norms);
   }
   return 0;
+}
+
+TURBOKV_TARGET_AVX512 int64_t encode_rows_avx512(const float* x, int64_t n, int64_t row_stride, int d,
+                                                 int bits, const float* pre, float sqrt_dim,
+                                                 float min_sum_squares, const float* boundaries,
+                                                 const BoundaryGrid& grid, uint8_t* codes, float* norms) {
+  return encode_rows_avx512_routed(!kGathersAreSlow, x, n, row_stride, d, bits, pre, sqrt_dim, min_sum_squares,
+                                   boundaries, grid, codes, norms);
+}
+
+TURBOKV_TARGET_AVX512 int64_t encode_rows_avx512_gathers(const float* x, int64_t n, int64_t row_stride, int d,
+                                                         int bits, const float* pre, float sqrt_dim,
+                                                         float min_sum_squares, const float* boundaries,
+                                                         const BoundaryGrid& grid, uint8_t* codes, float* norms) {
+  return encode_rows_avx512_routed(true, x, n, row_stride, d, bits, pre, sqrt_dim, min_sum_squares, boundaries,
+                                   grid, codes, norms);
 }
 #endif
 
@@ -148,6 +172,14 @@ EncodeRowsFn select_encode_rows(SimdLevel level) {
 #endif
   (void)level;
   return nullptr;
+}
+
+EncodeRowsFn select_encode_rows_avx512_gathers() {
+#if TURBOKV_X86
+  return encode_rows_avx512_gathers;
+#else
+  return nullptr;
+#endif
 }
 
 }  // namespace kernels

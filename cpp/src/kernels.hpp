@@ -273,6 +273,11 @@ QuantizeFn select_quantize(SimdLevel level);
 QuantizePackedFn select_quantize_packed(SimdLevel level);  // null: not fused
 EncodeRowsFn select_encode_rows(SimdLevel level);          // null: no level-wide fusion
 EncodeRowsFn select_encode_rows_avx2();                    // quantize_kernels.cpp; null off x86
+// The AVX-512 level's 6-8-bit grid lookups by gathers, which its quantize and encode_rows take only
+// where gathers are fast (kGathersAreSlow: else the AVX2 level's scalar loads), for tests of both
+// routes on any AVX-512 CPU; null off x86.
+QuantizeFn select_quantize_avx512_gathers();
+EncodeRowsFn select_encode_rows_avx512_gathers();
 // Whether this level's encode_rows takes (bits, d): head_dim 64, 128 or 256, at AVX-512 2, 4 or 8
 // bits, at AVX2 4 or 8.
 bool encode_rows_fit(SimdLevel level, int bits, int d);

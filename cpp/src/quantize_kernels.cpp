@@ -552,9 +552,11 @@ TURBOKV_TARGET_AVX512 void quantize_on_grid_avx512(const float* x, float scale, 
   }
 }
 
-TURBOKV_TARGET_AVX512 void quantize_avx512(const float* x, float scale, const float* boundaries,
-                                           const float* centroids, const BoundaryGrid* grid,
-                                           int bits, uint8_t* idx, float* residual, int n) {
+// by_gathers: the 6-8-bit grid's lookups by gathers, else by the AVX2 level's scalar loads.
+TURBOKV_TARGET_AVX512 void quantize_avx512_routed(bool by_gathers, const float* x, float scale,
+                                                  const float* boundaries, const float* centroids,
+                                                  const BoundaryGrid* grid, int bits, uint8_t* idx,
+                                                  float* residual, int n) {
   // 4 bits: the narrow grid (encode 0.85-0.87 of the binary search's time, bench/ab/run.sh on a
   // 2-core AVX-512 VM); 2 bits measured 1.18 (two search steps are cheaper than the grid's nine
   // operations) and 3 bits 1.01, so they keep the search.
@@ -564,7 +566,13 @@ TURBOKV_TARGET_AVX512 void quantize_avx512(const float* x, float scale, const fl
     return;
   }
   // 6-8 bits: the grid (two lookups) beat this binary search (6-8 dependent gathers) 1.5x at 8
-  // bits on a Sapphire Rapids Xeon. Same indices either way (bit-identity contract).
+  // bits on a Sapphire Rapids Xeon. Where gathers are slow (AMD Zen 1-4: the AVX-512 level runs
+  // on Zen 4) the AVX2 level's grid, whose lookups are scalar loads. Same indices either way
+  // (bit-identity contract).
+  if (bits >= 6 && grid != nullptr && grid->cells > 0 && !by_gathers) {
+    quantize_avx2(x, scale, boundaries, centroids, grid, bits, idx, residual, n);
+    return;
+  }
   if (bits >= 6 && grid != nullptr && grid->cells > 0) {
     quantize_on_grid_avx512(x, scale, load_grid(*grid), centroids, idx, residual, n);
     _mm256_zeroupper();
@@ -582,6 +590,18 @@ TURBOKV_TARGET_AVX512 void quantize_avx512(const float* x, float scale, const fl
     default: quantize_bits_avx512<8>(x, scale, boundaries, centroids, idx, residual, n); break;
   }
   _mm256_zeroupper();  // as in quantize_avx2: the helpers take vector arguments
+}
+
+TURBOKV_TARGET_AVX512 void quantize_avx512(const float* x, float scale, const float* boundaries,
+                                           const float* centroids, const BoundaryGrid* grid,
+                                           int bits, uint8_t* idx, float* residual, int n) {
+  quantize_avx512_routed(!kGathersAreSlow, x, scale, boundaries, centroids, grid, bits, idx, residual, n);
+}
+
+TURBOKV_TARGET_AVX512 void quantize_avx512_gathers(const float* x, float scale, const float* boundaries,
+                                                   const float* centroids, const BoundaryGrid* grid,
+                                                   int bits, uint8_t* idx, float* residual, int n) {
+  quantize_avx512_routed(true, x, scale, boundaries, centroids, grid, bits, idx, residual, n);
 }
 
 TURBOKV_TARGET_AVX512 void quantize_packed_avx512(const float* x, float scale, const float* boundaries,
@@ -615,6 +635,14 @@ QuantizePackedFn select_quantize_packed(SimdLevel level) {
 #endif
   (void)level;
   return nullptr;
+}
+
+QuantizeFn select_quantize_avx512_gathers() {
+#if TURBOKV_X86
+  return quantize_avx512_gathers;
+#else
+  return nullptr;
+#endif
 }
 
 EncodeRowsFn select_encode_rows_avx2() {

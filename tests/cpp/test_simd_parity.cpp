@@ -1167,6 +1167,62 @@ TEST(SimdParity, ZenGenerationFromFamilyAndModel) {
   std::cout << "AMD Zen generation here: " << here << "\n";
 }
 
+// The AVX-512 level's 6-8-bit quantisation and 8-bit row encoder look the grid up by gathers, or
+// where gathers are slow (AMD Zen 4) by the AVX2 level's scalar loads. Both routes run here on any
+// AVX-512 CPU: indices and residuals equal the scalar level's; codes and norms equal the AVX2 row
+// encoder's (which the codec tests hold to the scalar stages).
+TEST(SimdParity, BothAvx512GridRoutesEqualScalar) {
+  if (!simd_supported(SimdLevel::kAvx512)) GTEST_SKIP() << "no AVX-512 here";
+  const auto& scalar = kernels::kernel_set(SimdLevel::kScalar);
+  const auto& avx512 = kernels::kernel_set(SimdLevel::kAvx512);
+  const kernels::QuantizeFn routes[2] = {avx512.quantize, kernels::select_quantize_avx512_gathers()};
+  std::mt19937 rng(33);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const int n = 1000;  // not a multiple of 16: a masked tail
+  std::vector<float> v(n);
+  for (float& x : v) x = normal(rng);
+  for (int bits = 6; bits <= 8; ++bits) {
+    const auto& book = lloyd_max_codebook(bits);
+    std::vector<float> table(book.centroids.begin(), book.centroids.end());
+    std::vector<float> bounds(table.size(), INFINITY);
+    std::copy(book.boundaries.begin(), book.boundaries.end(), bounds.begin());
+    std::vector<uint8_t> ia(n), ib(n);
+    std::vector<float> ra(n), rb(n);
+    scalar.quantize(v.data(), 0.9f, bounds.data(), table.data(), nullptr, bits, ia.data(), ra.data(), n);
+    for (int route = 0; route < 2; ++route) {
+      routes[route](v.data(), 0.9f, bounds.data(), table.data(), &kernels::codebook_grid(bits), bits, ib.data(),
+                    rb.data(), n);
+      ASSERT_EQ(ia, ib) << "bits " << bits << (route ? " by gathers" : " as routed here");
+      ASSERT_EQ(ra, rb) << "bits " << bits << (route ? " by gathers" : " as routed here");
+    }
+  }
+  const kernels::EncodeRowsFn encoders[3] = {kernels::kernel_set(SimdLevel::kAvx2).encode_rows, avx512.encode_rows,
+                                             kernels::select_encode_rows_avx512_gathers()};
+  const auto& book = lloyd_max_codebook(8);
+  const std::vector<float> bounds(book.boundaries.begin(), book.boundaries.end());
+  for (int d : {64, 128, 256}) {
+    const int rows = 7;
+    std::vector<float> x(size_t(rows) * d), flips(d);
+    for (float& f : x) f = normal(rng);
+    for (float& f : flips) f = normal(rng) < 0 ? -1.0f : 1.0f;
+    std::vector<uint8_t> codes[3];
+    std::vector<float> norms[3];
+    for (int e = 0; e < 3; ++e) {
+      codes[e].assign(size_t(rows) * d, 0);
+      norms[e].assign(rows, 0.0f);
+      ASSERT_EQ(encoders[e](x.data(), rows, d, d, 8, flips.data(), std::sqrt(float(d)), 1e-30f, bounds.data(),
+                            kernels::codebook_grid(8), codes[e].data(), norms[e].data()),
+                rows);
+    }
+    for (int e = 1; e < 3; ++e) {
+      EXPECT_EQ(codes[e], codes[0]) << "d " << d << (e == 2 ? " by gathers" : " as routed here");
+      EXPECT_EQ(norms[e], norms[0]) << "d " << d << (e == 2 ? " by gathers" : " as routed here");
+    }
+  }
+  std::cout << "AVX-512 6-8-bit grid lookups here by: " << (kernels::kGathersAreSlow ? "scalar loads" : "gathers")
+            << "\n";
+}
+
 // Lookups above 4 bits go by gather or by scalar loads depending on the CPU (kGathersAreSlow):
 // both must give the table's floats for every index, whichever this machine uses.
 TEST(SimdParity, BothLookupRoutesReadTheTableExactly) {
