@@ -569,11 +569,8 @@ TURBOKV_TARGET_AVX512 void quantize_avx512_routed(bool by_gathers, const float* 
   // bits on a Sapphire Rapids Xeon. Where gathers are slow (AMD Zen 1-4: the AVX-512 level runs
   // on Zen 4) the AVX2 level's grid, whose lookups are scalar loads. Same indices either way
   // (bit-identity contract).
-  if (bits >= 6 && grid != nullptr && grid->cells > 0 && !by_gathers) {
-    quantize_avx2(x, scale, boundaries, centroids, grid, bits, idx, residual, n);
-    return;
-  }
   if (bits >= 6 && grid != nullptr && grid->cells > 0) {
+    if (!by_gathers) return quantize_avx2(x, scale, boundaries, centroids, grid, bits, idx, residual, n);
     quantize_on_grid_avx512(x, scale, load_grid(*grid), centroids, idx, residual, n);
     _mm256_zeroupper();
     return;
