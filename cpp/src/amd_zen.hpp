@@ -15,12 +15,14 @@
 namespace turbokv {
 namespace kernels {
 
-// 0 where the CPU is not an AMD Zen (Intel, Hygon, older AMD), else 1 (Zen and Zen+), 2, 3, 4 or
-// 5 (Zen 5 and later). Families and models from AMD's revision guides, as GCC 13's cpuinfo.h
-// reads them; `family` and `model` are CPUID's display values (extended fields added).
+// 0 where the CPU is not a Zen core (Intel, older AMD), else 1 (Zen and Zen+, and Hygon's Dhyana,
+// family 18h: a Zen 1 core), 2, 3, 4 or 5 (Zen 5 and later). Families and models from AMD's
+// revision guides, as GCC 13's cpuinfo.h reads them; `amd`: vendor AuthenticAMD or HygonGenuine;
+// `family` and `model` are CPUID's display values (extended fields added).
 constexpr int zen_generation(bool amd, unsigned family, unsigned model) {
   if (!amd) return 0;
   if (family == 0x17) return model < 0x30 ? 1 : 2;
+  if (family == 0x18) return 1;
   if (family == 0x19) return (model >= 0x10 && model <= 0x1f) || (model >= 0x60 && model <= 0xaf) ? 4 : 3;
   return family > 0x19 ? 5 : 0;
 }
@@ -33,7 +35,7 @@ inline int amd_zen_generation() {
   std::memcpy(vendor, &ebx, 4);
   std::memcpy(vendor + 4, &edx, 4);
   std::memcpy(vendor + 8, &ecx, 4);
-  const bool amd = std::memcmp(vendor, "AuthenticAMD", 12) == 0;
+  const bool amd = std::memcmp(vendor, "AuthenticAMD", 12) == 0 || std::memcmp(vendor, "HygonGenuine", 12) == 0;
   if (__get_cpuid(1, &eax, &ebx, &ecx, &edx) == 0) return 0;
   const unsigned base_family = (eax >> 8) & 0xf;
   const unsigned family = base_family == 0xf ? base_family + ((eax >> 20) & 0xff) : base_family;

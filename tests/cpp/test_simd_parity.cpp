@@ -1153,6 +1153,7 @@ TEST(SimdParity, ZenGenerationFromFamilyAndModel) {
   EXPECT_EQ(zen_generation(true, 0x17, 0x08), 1);   // Ryzen 2000 (Zen+)
   EXPECT_EQ(zen_generation(true, 0x17, 0x31), 2);   // EPYC 7002 (Rome)
   EXPECT_EQ(zen_generation(true, 0x17, 0x71), 2);   // Ryzen 3000 (Matisse)
+  EXPECT_EQ(zen_generation(true, 0x18, 0x00), 1);   // Hygon Dhyana (HygonGenuine, a Zen 1 core)
   EXPECT_EQ(zen_generation(true, 0x19, 0x01), 3);   // EPYC 7003 (Milan), the Zen 3 VM
   EXPECT_EQ(zen_generation(true, 0x19, 0x21), 3);   // Ryzen 5000 (Vermeer)
   EXPECT_EQ(zen_generation(true, 0x19, 0x50), 3);   // Ryzen 5000 mobile (Cezanne)
