@@ -9,15 +9,12 @@ namespace turbokv {
 namespace kernels {
 
 #if TURBOKV_X86
-const bool kGathersAreSlow = [] {
-  const int zen = amd_zen_generation();
-  return zen >= 1 && zen <= 4;
-}();
-const bool kLaneSwapIsSlow = amd_zen_generation() == 1;
-const bool kPdepIsSlow = [] {
-  const int zen = amd_zen_generation();
-  return zen == 1 || zen == 2;
-}();
+namespace {
+const int kZenGeneration = amd_zen_generation();  // read once; initialised before the flags below
+}  // namespace
+const bool kGathersAreSlow = kZenGeneration >= 1 && kZenGeneration <= 4;
+const bool kLaneSwapIsSlow = kZenGeneration == 1;
+const bool kPdepIsSlow = kZenGeneration == 1 || kZenGeneration == 2;
 #endif
 
 namespace {
