@@ -17,6 +17,7 @@
 
 #include "aligned_bytes.hpp"
 #include "avx512_helpers.hpp"
+#include "dpbusd_in_place.hpp"
 #include "int8_layout.hpp"
 #include "kernels.hpp"
 #include "three_bit_nibbles_vbmi.hpp"
@@ -98,17 +99,6 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI void transpose_rows(const uint8_t* codes, int64_
       }
     }
   }
-}
-
-// acc += the products of a and b, in place. GCC 12 gives _mm512_dpbusd_epi32 a fresh destination
-// and copies it back: two register moves per instruction in this loop's steady state, which cost
-// 1.3x the kernel's time here; the asm keeps the accumulator where it is.
-TURBOKV_TARGET_AVX512_VNNI_VBMI inline void dpbusd(__m512i& acc, __m512i a, __m512i b) {
-#if defined(__GNUC__) && !defined(__clang__)
-  __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
-#else
-  acc = _mm512_dpbusd_epi32(acc, a, b);
-#endif
 }
 
 template <int kFields, int kTile>

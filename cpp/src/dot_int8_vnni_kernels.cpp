@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "dpbusd_in_place.hpp"
 #include "int8_layout.hpp"
 #include "kernels.hpp"
 #include "three_bit_nibbles_vbmi.hpp"
