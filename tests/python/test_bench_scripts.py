@@ -229,6 +229,23 @@ def test_ports_microbenchmark_builds_and_runs(tmp_path):
     assert len(rows) == 12 and all(float(r.rsplit("|", 2)[1]) > 0 for r in rows)
 
 
+def test_read_layout_microbenchmark_builds_and_runs(tmp_path):
+    import turbokv
+    binary = tmp_path / "read_layout"
+    subprocess.run(["g++", "-O2", "-mavx2", "-pthread", str(BENCH / "read_layout.cpp"), "-o", str(binary)],
+                   check=True, capture_output=True, timeout=120)
+    if "avx2" not in turbokv.supported_simd():
+        pytest.skip("built for x86 AVX2 (compiled above); this CPU cannot run it")
+    out = subprocess.run([str(binary), "8", "2"], check=True, capture_output=True, text=True, timeout=120).stdout
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r[1].strip() for r in rows] == ["chunked", "chunked, value lines prefetched beside keys",
+                                            "per stream", "groups of 8"]
+    assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
+    assert "threads 2, 8 chunks (2048 tokens)" in out
+    # Arguments it cannot take: exit status 2.
+    assert subprocess.run([str(binary), "8", "3"], capture_output=True, timeout=60).returncode == 2
+
+
 def test_cli_bench_times_a_model_shape_and_refuses_bad_ones(capsys):
     """`python -m turbokv bench --heads Q KV --head-dim D --settings K,V ...` times that shape."""
     from turbokv.__main__ import main
