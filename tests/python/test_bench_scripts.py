@@ -217,25 +217,26 @@ def test_int8_rounding_script(tmp_path):
     assert four["share_63"] > four["share_127"] > 0
 
 
-def test_ports_microbenchmark_builds_and_runs(tmp_path):
+def build_avx2_microbenchmark(tmp_path, name, *flags):
+    """Compiles bench/NAME.cpp with -mavx2 and FLAGS; skips the caller where this CPU cannot run it."""
     import turbokv
-    binary = tmp_path / "ports_avx2"
-    subprocess.run(["g++", "-O2", "-mavx2", "-mfma", str(BENCH / "ports_avx2.cpp"), "-o", str(binary)],
+    binary = tmp_path / name
+    subprocess.run(["g++", "-O2", "-mavx2", *flags, str(BENCH / f"{name}.cpp"), "-o", str(binary)],
                    check=True, capture_output=True, timeout=120)
     if "avx2" not in turbokv.supported_simd():
         pytest.skip("built for x86 AVX2 (compiled above); this CPU cannot run it")
+    return binary
+
+
+def test_ports_microbenchmark_builds_and_runs(tmp_path):
+    binary = build_avx2_microbenchmark(tmp_path, "ports_avx2", "-mfma")
     out = subprocess.run([str(binary), "1000"], check=True, capture_output=True, text=True, timeout=60).stdout
     rows = [line for line in out.splitlines() if line.startswith("| vp")]
     assert len(rows) == 12 and all(float(r.rsplit("|", 2)[1]) > 0 for r in rows)
 
 
 def test_read_layout_microbenchmark_builds_and_runs(tmp_path):
-    import turbokv
-    binary = tmp_path / "read_layout"
-    subprocess.run(["g++", "-O2", "-mavx2", "-pthread", str(BENCH / "read_layout.cpp"), "-o", str(binary)],
-                   check=True, capture_output=True, timeout=120)
-    if "avx2" not in turbokv.supported_simd():
-        pytest.skip("built for x86 AVX2 (compiled above); this CPU cannot run it")
+    binary = build_avx2_microbenchmark(tmp_path, "read_layout", "-pthread")
     out = subprocess.run([str(binary), "8", "2"], check=True, capture_output=True, text=True, timeout=120).stdout
     rows = [line.split("|") for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [r[1].strip() for r in rows] == ["chunked", "chunked, value lines prefetched beside keys",
