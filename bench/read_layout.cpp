@@ -7,10 +7,11 @@
 // keeps each stream's 16 KiB of key codes and 16 KiB of value codes per chunk, the next chunk's
 // 270 KiB away. Decode reads, per stream and chunk, the keys then the values. Rows: that pattern
 // ("chunked"), the same with each value line prefetched beside its key line (the score kernels'
-// RowsAhead), and the same bytes with each stream's keys and values contiguous over all chunks
-// ("per stream"), and the same in groups of 8 chunks (each stream's 8 chunks contiguous, 128 KiB
-// of keys then of values per group: "groups of 8"). Streams are split over THREADS threads (default 1); best of 10 passes, each after
-// reading a 256 MiB buffer so that nothing is cached. GB/s of the bytes read, all threads together.
+// RowsAhead), the same bytes with each stream's keys and values contiguous over all chunks ("per
+// stream"), and the same in groups of 8 chunks (each stream's 8 chunks contiguous, 128 KiB of keys
+// then of values per group: "groups of 8"). Streams are split over THREADS threads (default 1);
+// best of 10 passes, each after reading a 256 MiB buffer so that nothing is cached. GB/s of the
+// bytes read, all threads together.
 #include <immintrin.h>
 
 #include <algorithm>
