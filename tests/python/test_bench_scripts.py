@@ -166,30 +166,70 @@ def test_ab_sources_compile_against_the_core():
     assert usage.returncode == 2 and "usage" in usage.stderr
 
 
-def test_interleaved_medians_times_rows_in_turns():
-    from turbokv.eval.benchmarks import interleaved_medians
+def test_interleaved_times_times_rows_in_turns():
+    from turbokv.eval.benchmarks import interleaved_times
 
     order = []
-    calls = {name: ((lambda name=name: order.append(name)), n) for name, n in (("a", 3), ("b", 1), ("c", 2))}
-    medians = interleaved_medians(calls)
+
+    def call(name):
+        order.append(name)
+        time.sleep(0.002 * max(0, len(order) - 3))  # each timed call sleeps longer than the one before
+
+    calls = {name: ((lambda name=name: call(name)), n) for name, n in (("a", 3), ("b", 1), ("c", 2))}
+    times = interleaved_times(calls)
     # One warm-up call each, then rounds: every row once per round while its repeats last.
     assert order == ["a", "b", "c", "a", "b", "c", "a", "c", "a"]
-    assert set(medians) == {"a", "b", "c"} and all(m >= 0 for m in medians.values())
+    assert {name: len(t) for name, t in times.items()} == {"a": 3, "b": 1, "c": 2}
+    # Element r is round r's call: each later timed call slept longer (calls 4-9 of order).
+    assert times["a"][0] < times["b"][0] < times["c"][0] < times["a"][1] < times["c"][1] < times["a"][2]
 
 
-def test_interleaved_medians_primes_every_timed_call():
-    from turbokv.eval.benchmarks import PRIMED, interleaved_medians
+def test_attention_floor_is_the_fastest_read_pass_of_the_run(monkeypatch):
+    from turbokv.eval import benchmarks
+
+    # A read pass whose timed calls take 40, 10 and 20 ms in turn (no array: nothing is read).
+    durations = iter([0.04, 0.01, 0.02] * 20)
+
+    class FakePass:
+        nbytes = 2**30
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def __call__(self):
+            time.sleep(next(durations))
+
+        def best_gbs(self, repeats=10):
+            return 10.0  # the start's best: slower than the 10 ms pass (107 GB/s)
+
+    monkeypatch.setattr(benchmarks, "ReadPass", FakePass)
+    monkeypatch.setattr(benchmarks, "SETTLE_S", 0.0)
+    result = benchmarks.run_attention([300], repeats=2, show_progress=False)
+    passes = result["read_passes"][0]["gbs"]
+    assert result["read_bandwidth_start_gbs"] == 10.0
+    assert result["read_bandwidth_gbs"] == max(passes) and 80 < max(passes) < 2**30 / 0.01 / 1e9
+    row = next(r for r in result["rows"] if r["impl"] == "turbokv fused K4V4")
+    floor_s = row["kv_bytes"] / (result["read_bandwidth_gbs"] * 1e9)
+    assert row["times_read_floor"] == pytest.approx(row["ms"] / 1e3 / floor_s)
+    assert "the fastest pass of the run" in benchmarks.attention_table(result)
+
+
+def test_interleaved_times_primes_every_timed_call():
+    from turbokv.eval.benchmarks import PRIMED, interleaved_times
 
     order = []
     calls = {name: ((lambda name=name: order.append(name)), n) for name, n in (("a", 2), ("b", 1))}
-    interleaved_medians(calls, primed=True)
+    interleaved_times(calls, primed=True)
     # Warm-up calls, then each timed call right after an untimed one of the same row.
     assert order == ["a", "b", "a", "a", "b", "b", "a", "a"]
     assert PRIMED  # run_attention primes (torch's OpenMP workers spin after a call)
 
 
-def test_interleaved_medians_primes_for_the_settling_time():
-    from turbokv.eval.benchmarks import SETTLE_S, interleaved_medians
+def test_interleaved_times_primes_for_the_settling_time():
+    from turbokv.eval.benchmarks import SETTLE_S, interleaved_times
 
     order = []
 
@@ -198,7 +238,7 @@ def test_interleaved_medians_primes_for_the_settling_time():
         time.sleep(0.01)
 
     calls = {name: ((lambda name=name: slow(name)), n) for name, n in (("a", 2), ("b", 1))}
-    interleaved_medians(calls, primed=True, settle_s=0.035)
+    interleaved_times(calls, primed=True, settle_s=0.035)
     # Warm-up a, b; then per timed call at least 4 untimed ones (each sleeps 0.01 s, and they run
     # until 0.035 s have passed) in one run of the same row, then the timed one.
     runs = [(name, len(list(group))) for name, group in itertools.groupby(order[2:])]

@@ -14,7 +14,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -70,7 +70,7 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-# run_attention times each row primed (interleaved_medians): on the 2-core Zen 3 VM the first
+# run_attention times each row primed (interleaved_times): on the 2-core Zen 3 VM the first
 # turbokv row after the torch rows took 14.6 ms against 9.5 with OMP_WAIT_POLICY=PASSIVE, torch's
 # OpenMP workers still spinning beside it (session 24).
 PRIMED = True
@@ -82,16 +82,19 @@ PRIMED = True
 # each row's time no longer depended on the row before it (within the VM's noise). So the first
 # turbokv row of a table had been timed slow (K5V5 6.3-6.7 ms first, 3.9 second).
 SETTLE_S = 0.25
+# The name of the read pass among run_attention's timed calls.
+READ_PASS = "read pass"
 
 
-def interleaved_medians(calls: Dict[str, Tuple[Callable[[], object], int]],
-                        primed: bool = False, settle_s: float = 0.0) -> Dict[str, float]:
-    """Median seconds of each named call, ``calls[name] = (fn, repeats)``, timed in turns.
+def interleaved_times(calls: Dict[str, Tuple[Callable[[], object], int]],
+                      primed: bool = False, settle_s: float = 0.0) -> Dict[str, List[float]]:
+    """Seconds of each timed call of each named call, ``calls[name] = (fn, repeats)``, in turns.
 
     After one warm-up call each, round r calls every fn whose repeats exceed r, in order, so all
     rows sample the same stretches of time: on a machine whose speed drifts (a VM's neighbours,
     turbo) rows timed one after another moved by up to 1.5x against each other (2-core VM,
-    session 19), which their ratios to the best dense row then carried. ``primed``: each timed
+    session 19), which their ratios to the best dense row then carried. Element r of a row's list
+    is its time in round r. ``primed``: each timed
     call right after an untimed call of the same fn, so that it neither runs beside the worker
     threads the previous row's library left spinning (torch's OpenMP workers spin for
     milliseconds after a call) nor wakes idle cores (a sleep before each call instead cost this
@@ -100,7 +103,7 @@ def interleaved_medians(calls: Dict[str, Tuple[Callable[[], object], int]],
     least one), so that another library's spinning threads have gone to sleep (SETTLE_S)."""
     for fn, _ in calls.values():
         fn()
-    times: Dict[str, list] = {name: [] for name in calls}
+    times: Dict[str, List[float]] = {name: [] for name in calls}
     for r in range(max((n for _, n in calls.values()), default=0)):
         for name, (fn, n) in calls.items():
             if r < n:
@@ -112,28 +115,59 @@ def interleaved_medians(calls: Dict[str, Tuple[Callable[[], object], int]],
                 start = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+class ReadPass:
+    """One read of a 1 GiB float32 array split over every core (numpy reductions on per-thread
+    slices): the pass behind the read floor. Use as a context manager (it holds the array, paged
+    in, and a thread pool); calling it reads the array once."""
+
+    def __init__(self, gib: float = 1.0) -> None:
+        self.array = np.ones(int(gib * 2**30) // 4, dtype=np.float32)
+        self.threads = os.cpu_count() or 1
+        self._parts = np.array_split(self.array, self.threads)
+        self._pool = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes read per pass."""
+        return self.array.nbytes
+
+    def __enter__(self) -> "ReadPass":
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(self.threads)
+        self()  # warm up: page in, start threads
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown()
+        self._pool = None
+
+    def __call__(self) -> None:
+        if self._pool is None:
+            raise RuntimeError("ReadPass reads inside its with-block only")
+        list(self._pool.map(np.max, self._parts))
+
+    def best_gbs(self, repeats: int = 10) -> float:
+        """GB/s of the fastest of ``repeats`` passes."""
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            self()
+            best = min(best, time.perf_counter() - start)
+        return self.nbytes / best / 1e9
 
 
 def read_bandwidth(repeats: int = 10) -> float:
-    """Read bandwidth in GB/s over 1 GiB, all cores (numpy reductions on per-thread slices).
+    """Read bandwidth in GB/s over 1 GiB, all cores (:class:`ReadPass`).
 
     The best of ``repeats`` passes: the floor should be the fastest this machine can read, and
     the best pass is also the most repeatable (a median swings with whatever else runs).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    a = np.ones(256 * 2**20, dtype=np.float32)
-    threads = os.cpu_count() or 1
-    parts = np.array_split(a, threads)
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(np.max, parts))  # warm up: page in, start threads
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            list(pool.map(np.max, parts))
-            best = min(best, time.perf_counter() - start)
-    return a.nbytes / best / 1e9
+    with ReadPass() as read_pass:
+        return read_pass.best_gbs(repeats)
 
 
 def numpy_attention(q, k, v):
@@ -165,8 +199,14 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
                   heads: Tuple[int, int] = (Q_HEADS, KV_HEADS),
                   score_modes: Sequence[str] = ("exact",),
                   value_modes: Sequence[str] = ("exact",), head_dim: int = HEAD_DIM) -> Dict:
-    """Runs the benchmark; returns {"machine", "batch", "read_bandwidth_gbs", "rows": [...]}, one
-    row per (context, implementation) with ms, kv_bytes and the speedup / floor ratios.
+    """Runs the benchmark; returns {"machine", "batch", "heads", "head_dim", "read_bandwidth_gbs",
+    "torch", "read_bandwidth_start_gbs", "read_passes", "rows": [...]}, one row per (context,
+    implementation) with ms, kv_bytes and the speedup / floor ratios. The read floor is the
+    fastest read pass of the run (``read_bandwidth_gbs``): the best of 10 at the start
+    (``read_bandwidth_start_gbs``) or one of those timed in turns with each context's rows
+    (``read_passes``: GB/s, one per round). On the 2-core Zen 4 VM the pass moved between 36 and
+    65 GB/s within seconds while decode times did not follow (session 35), so a floor taken once
+    at the start put a row at 2.3x or at 4.8x the floor depending on the phase it fell in.
 
     ``settings``: (key_bits, value_bits) pairs, one fused row each; the first also gets the
     decode-then-attend row. ``batch``: sequences decoded at once (each with its own cache rows).
@@ -177,8 +217,8 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
     ``value_modes``: ``KVCache.attention(values=...)`` likewise ("int8 values" rows: values of at
     most 4 bits), each combined with every score mode. ``head_dim``: 128 unless given (80: Phi-2;
     96: Phi-3; 256: Gemma). Timing: the median of ``repeats`` calls
-    per row (decode-then-attend: a third of them), a context's rows timed in turns
-    (:func:`interleaved_medians`), each timed call right after untimed ones of the same row
+    per row (decode-then-attend: a third of them), a context's rows and a read pass timed in
+    turns (:func:`interleaved_times`), each timed call right after untimed ones of the same row
     (``SETTLE_S`` seconds of them).
     ``show_progress`` draws a progress bar on stderr (tqdm). Raises ValueError for heads that are
     not (query, KV) with query a positive multiple of KV, and for a batch, repeat count or context
@@ -189,99 +229,114 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
     if batch < 1 or repeats < 1 or not contexts or min(contexts) < 1:
         raise ValueError(f"batch, repeats and every context must be at least 1, got batch {batch}, "
                          f"repeats {repeats}, contexts {list(contexts)}")
-    from ._progress import tqdm
-
     try:
         import torch
         import torch.nn.functional as F
     except ImportError:
         torch = None
-    bandwidth = read_bandwidth()
-    rng = np.random.default_rng(0)
-    results = {"machine": machine_text(),
-               "batch": batch, "heads": [q_heads, kv_heads], "head_dim": head_dim,
-               "read_bandwidth_gbs": bandwidth, "torch": torch is not None, "rows": []}
-    for T in tqdm(contexts, desc="contexts", disable=not show_progress, leave=False):
-        k = rng.standard_normal((batch, kv_heads, T, head_dim), dtype=np.float32)
-        v = rng.standard_normal((batch, kv_heads, T, head_dim), dtype=np.float32)
-        q = rng.standard_normal((batch, q_heads, 1, head_dim), dtype=np.float32)
-        # Every row's call and bytes first, then all timed in turns (interleaved_medians).
-        calls: Dict[str, Tuple[Callable[[], object], int]] = {
-            "numpy float32 dense": (lambda: numpy_attention(q, k, v), repeats)}
-        nbytes = {"numpy float32 dense": k.nbytes * 2}
-        if torch is not None:
-            tq, tk, tv = (torch.from_numpy(a) for a in (q, k, v))
-            # One decode token: the query heads of a KV head can ride as a query sequence of
-            # length 4 (no causal mask needed), which avoids SDPA repeating K/V for GQA.
-            tq_grouped = tq.reshape(batch, kv_heads, q_heads // kv_heads, head_dim)
-            calls["torch SDPA float32 (enable_gqa)"] = (
-                lambda: F.scaled_dot_product_attention(tq, tk, tv, enable_gqa=True), repeats)
-            calls["torch SDPA float32 (query heads as q_len)"] = (
-                lambda: F.scaled_dot_product_attention(tq_grouped, tk, tv), repeats)
-            nbytes["torch SDPA float32 (enable_gqa)"] = nbytes["torch SDPA float32 (query heads as q_len)"] = k.nbytes * 2
-        first = None
-        for level in simd_levels:
-            for kb, vb in settings:
-                label = f"turbokv fused K{kb}V{vb}" + (f" {level}" if level else "")
-                previous = os.environ.get("TURBOKV_SIMD")
-                if level:
-                    os.environ["TURBOKV_SIMD"] = level  # read when the cache is made
-                try:
-                    cache = KVCache(head_dim, kv_heads, key_bits=kb, value_bits=vb)
-                finally:
-                    if previous is None:
-                        os.environ.pop("TURBOKV_SIMD", None)
-                    else:
-                        os.environ["TURBOKV_SIMD"] = previous
-                if level and cache.simd != level:
-                    raise RuntimeError(f"asked for {level}, the cache runs {cache.simd}")
-                cache.update(k, v)
-                for mode, vmode in itertools.product(score_modes, value_modes):
-                    if vmode == "int8" and vb > 4:
-                        continue  # summed in float32 anyway: the exact row is that row
-                    name = label + (" int8" if mode == "int8" else "") + (" int8 values" if vmode == "int8" else "")
-                    fused = functools.partial(cache.attention, q, scores=mode, values=vmode)
-                    fused()  # the path this row names must be the one that runs
-                    if cache.last_attention_scores != mode or cache.last_attention_values != vmode:
-                        raise RuntimeError(f"{name}: asked for {mode} scores and {vmode} values, ran "
-                                           f"{cache.last_attention_scores} and {cache.last_attention_values}")
-                    calls[name], nbytes[name] = (fused, repeats), cache.used_nbytes
-                    if cache.last_attention_splits > 1:  # fewer streams than threads: split tokens
-                        calls[name + " one thread"] = (
-                            functools.partial(cache.attention, q, threaded=False, scores=mode, values=vmode),
-                            repeats)
-                        nbytes[name + " one thread"] = cache.used_nbytes
-                first = first or (label, cache)
-        label, cache = first
+    from ._progress import tqdm
 
-        def decode_then_attend(cache=cache):
-            kd, vd = cache.fetch()
-            return numpy_attention(q, kd, vd)
+    with ReadPass() as read_pass:  # held for the run: timed at the start and in turns with the rows
+        start_bandwidth = read_pass.best_gbs(10)
+        rng = np.random.default_rng(0)
+        results = {"machine": machine_text(),
+                   "batch": batch, "heads": [q_heads, kv_heads], "head_dim": head_dim,
+                   "read_bandwidth_gbs": start_bandwidth, "read_bandwidth_start_gbs": start_bandwidth,
+                   "torch": torch is not None, "read_passes": [], "rows": []}
+        for T in tqdm(contexts, desc="contexts", disable=not show_progress, leave=False):
+            k = rng.standard_normal((batch, kv_heads, T, head_dim), dtype=np.float32)
+            v = rng.standard_normal((batch, kv_heads, T, head_dim), dtype=np.float32)
+            q = rng.standard_normal((batch, q_heads, 1, head_dim), dtype=np.float32)
+            # Every row's call and bytes first, then all timed in turns (interleaved_times).
+            calls: Dict[str, Tuple[Callable[[], object], int]] = {
+                "numpy float32 dense": (lambda: numpy_attention(q, k, v), repeats)}
+            nbytes = {"numpy float32 dense": k.nbytes * 2}
+            if torch is not None:
+                tq, tk, tv = (torch.from_numpy(a) for a in (q, k, v))
+                # One decode token: the query heads of a KV head can ride as a query sequence of
+                # length 4 (no causal mask needed), which avoids SDPA repeating K/V for GQA.
+                tq_grouped = tq.reshape(batch, kv_heads, q_heads // kv_heads, head_dim)
+                calls["torch SDPA float32 (enable_gqa)"] = (
+                    lambda: F.scaled_dot_product_attention(tq, tk, tv, enable_gqa=True), repeats)
+                calls["torch SDPA float32 (query heads as q_len)"] = (
+                    lambda: F.scaled_dot_product_attention(tq_grouped, tk, tv), repeats)
+                nbytes["torch SDPA float32 (enable_gqa)"] = nbytes["torch SDPA float32 (query heads as q_len)"] = k.nbytes * 2
+            first = None
+            for level in simd_levels:
+                for kb, vb in settings:
+                    label = f"turbokv fused K{kb}V{vb}" + (f" {level}" if level else "")
+                    previous = os.environ.get("TURBOKV_SIMD")
+                    if level:
+                        os.environ["TURBOKV_SIMD"] = level  # read when the cache is made
+                    try:
+                        cache = KVCache(head_dim, kv_heads, key_bits=kb, value_bits=vb)
+                    finally:
+                        if previous is None:
+                            os.environ.pop("TURBOKV_SIMD", None)
+                        else:
+                            os.environ["TURBOKV_SIMD"] = previous
+                    if level and cache.simd != level:
+                        raise RuntimeError(f"asked for {level}, the cache runs {cache.simd}")
+                    cache.update(k, v)
+                    for mode, vmode in itertools.product(score_modes, value_modes):
+                        if vmode == "int8" and vb > 4:
+                            continue  # summed in float32 anyway: the exact row is that row
+                        name = label + (" int8" if mode == "int8" else "") + (" int8 values" if vmode == "int8" else "")
+                        fused = functools.partial(cache.attention, q, scores=mode, values=vmode)
+                        fused()  # the path this row names must be the one that runs
+                        if cache.last_attention_scores != mode or cache.last_attention_values != vmode:
+                            raise RuntimeError(f"{name}: asked for {mode} scores and {vmode} values, ran "
+                                               f"{cache.last_attention_scores} and {cache.last_attention_values}")
+                        calls[name], nbytes[name] = (fused, repeats), cache.used_nbytes
+                        if cache.last_attention_splits > 1:  # fewer streams than threads: split tokens
+                            calls[name + " one thread"] = (
+                                functools.partial(cache.attention, q, threaded=False, scores=mode, values=vmode),
+                                repeats)
+                            nbytes[name + " one thread"] = cache.used_nbytes
+                    first = first or (label, cache)
+            label, cache = first
 
-        decode_label = label.replace("fused", "decode-then-attend")
-        calls[decode_label], nbytes[decode_label] = (decode_then_attend, max(3, repeats // 3)), cache.used_nbytes
-        if torch is not None:
-            with torch.inference_mode():
-                medians = interleaved_medians(calls, primed=PRIMED, settle_s=SETTLE_S)
-        else:
-            medians = interleaved_medians(calls, primed=PRIMED, settle_s=SETTLE_S)
-        rows = {name: (medians[name], nbytes[name]) for name in calls}
-        best_dense = min(t for name, (t, _) in rows.items() if "dense" in name or "SDPA" in name)
-        decode_t = rows[decode_label][0]
-        for name, (t, nbytes) in rows.items():
-            results["rows"].append({
-                "context": T, "impl": name, "ms": t * 1e3, "kv_bytes": nbytes,
-                "speedup_vs_best_dense": best_dense / t, "speedup_vs_decode_then_attend": decode_t / t,
-                "times_read_floor": t / (nbytes / (bandwidth * 1e9))})
-    return results
+            def decode_then_attend(cache=cache):
+                kd, vd = cache.fetch()
+                return numpy_attention(q, kd, vd)
+
+            decode_label = label.replace("fused", "decode-then-attend")
+            calls[decode_label], nbytes[decode_label] = (decode_then_attend, max(3, repeats // 3)), cache.used_nbytes
+            # A read pass first in every round: the floor (the run's fastest pass) samples the
+            # same stretches of time as the rows.
+            calls = {READ_PASS: (read_pass, max(n for _, n in calls.values())), **calls}
+            if torch is not None:
+                with torch.inference_mode():
+                    times = interleaved_times(calls, primed=PRIMED, settle_s=SETTLE_S)
+            else:
+                times = interleaved_times(calls, primed=PRIMED, settle_s=SETTLE_S)
+            passes = times.pop(READ_PASS)
+            results["read_passes"].append({"context": T, "gbs": [read_pass.nbytes / p / 1e9 for p in passes]})
+            rows = {name: (statistics.median(times[name]), nbytes[name]) for name in times}
+            best_dense = min(t for name, (t, _) in rows.items() if "dense" in name or "SDPA" in name)
+            decode_t = rows[decode_label][0]
+            for name, (t, row_bytes) in rows.items():
+                results["rows"].append({
+                    "context": T, "impl": name, "ms": t * 1e3, "kv_bytes": row_bytes,
+                    "speedup_vs_best_dense": best_dense / t, "speedup_vs_decode_then_attend": decode_t / t})
+        # The floor: the fastest pass of the whole run, known once every context has run.
+        bandwidth = max([start_bandwidth] + [g for p in results["read_passes"] for g in p["gbs"]])
+        results["read_bandwidth_gbs"] = bandwidth
+        for row in results["rows"]:
+            row["times_read_floor"] = row["ms"] / 1e3 / (row["kv_bytes"] / (bandwidth * 1e9))
+        return results
 
 
 def attention_table(results: Dict) -> str:
     """The results of :func:`run_attention` as a markdown table."""
     q_heads, kv_heads = results.get("heads", (Q_HEADS, KV_HEADS))
+    passes = [g for p in results.get("read_passes", []) for g in p["gbs"]]
+    spread = (f" (the fastest pass of the run; the best of 10 at the start {results['read_bandwidth_start_gbs']:.1f}, "
+              f"{len(passes)} in turns with the rows {min(passes):.1f}-{max(passes):.1f}, median "
+              f"{statistics.median(passes):.1f})") if passes else ""
     lines = [f"Decode attention, batch {results.get('batch', 1)}, {q_heads} query / {kv_heads} KV heads, "
              f"head_dim {results.get('head_dim', HEAD_DIM)}, "
-             f"on {results['machine']}; read bandwidth {results['read_bandwidth_gbs']:.1f} GB/s", "",
+             f"on {results['machine']}; read bandwidth {results['read_bandwidth_gbs']:.1f} GB/s{spread}", "",
              "| context | implementation | ms | KV MB | vs best dense | vs decode-then-attend | x read floor |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in results["rows"]:
