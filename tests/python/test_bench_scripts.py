@@ -38,6 +38,15 @@ def test_attention_script(tmp_path):
     assert "turbokv fused K4V4" in names and "numpy float32 dense" in names
 
 
+def test_floor_phases_script(tmp_path):
+    result = run("floor_phases.py", "--rounds", "3", "--context", "300", tmp_path=tmp_path)
+    rounds = result["rounds"]
+    assert len(rounds) == 3 and result["setting"] == "K4V4 int8 scores, int8 values"
+    assert [r["gbs"] for r in rounds] == sorted(r["gbs"] for r in rounds)
+    for r in rounds:  # each round's decode against that round's pass
+        assert r["times_floor"] == pytest.approx(r["ms"] / 1e3 / (result["kv_bytes"] / (r["gbs"] * 1e9)))
+
+
 def test_attention_script_int8_rows(tmp_path):
     result = run("attention.py", "--contexts", "300", "--repeats", "1", "--settings", "4,4", "8,4",
                  "--scores", "exact", "int8", tmp_path=tmp_path)

@@ -1,0 +1,73 @@
+"""Does fused decode follow the machine's read-bandwidth phases? The read pass behind
+bench/attention.py's floor (1 GiB over every core) and one fused decode call, timed in turns for
+ROUNDS rounds; prints each round's pass bandwidth, decode time and multiple of that round's floor,
+sorted by bandwidth, with a summary per phase (passes above and below the midpoint of the range).
+
+    python3 bench/floor_phases.py --rounds 40 --context 32768 --bits 4 4 --scores int8 --values int8
+
+On the 2-core Zen 4 VM (session 35) the pass read 34-37 GB/s in some rounds and 60-67 in others,
+seconds apart, while K4V4 int8 decode at 32K took 2.57-2.78 ms in both: a floor taken at one
+moment put the same decode at 2.5x or 4.8x (bench/results/attention_zen4_b1_s35_floor.md).
+"""
+
+import argparse
+import functools
+import json
+import statistics
+
+import numpy as np
+
+from turbokv import KVCache
+from turbokv.eval.benchmarks import SETTLE_S, ReadPass, interleaved_times, machine_text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--context", type=int, default=32768)
+    parser.add_argument("--heads", type=int, nargs=2, default=[32, 8], metavar=("Q", "KV"))
+    parser.add_argument("--head-dim", type=int, default=128)
+    parser.add_argument("--bits", type=int, nargs=2, default=[4, 4], metavar=("KEY", "VALUE"))
+    parser.add_argument("--scores", default="int8", choices=["exact", "int8"])
+    parser.add_argument("--values", default="int8", choices=["exact", "int8"])
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    if args.rounds < 2 or args.context < 1:
+        parser.error("rounds must be at least 2 and context at least 1")
+    (q_heads, kv_heads), d = args.heads, args.head_dim
+    rng = np.random.default_rng(0)
+    k = rng.standard_normal((1, kv_heads, args.context, d), dtype=np.float32)
+    v = rng.standard_normal((1, kv_heads, args.context, d), dtype=np.float32)
+    q = rng.standard_normal((1, q_heads, 1, d), dtype=np.float32)
+    cache = KVCache(d, kv_heads, key_bits=args.bits[0], value_bits=args.bits[1])
+    cache.update(k, v)
+    decode = functools.partial(cache.attention, q, scores=args.scores, values=args.values)
+    with ReadPass() as read_pass:
+        times = interleaved_times({"pass": (read_pass, args.rounds), "decode": (decode, args.rounds)},
+                                  primed=True, settle_s=SETTLE_S)
+        rounds = [{"gbs": read_pass.nbytes / p / 1e9, "ms": t * 1e3} for p, t in zip(times["pass"], times["decode"])]
+    for r in rounds:
+        r["times_floor"] = r["ms"] / 1e3 / (cache.used_nbytes / (r["gbs"] * 1e9))
+    rounds.sort(key=lambda r: r["gbs"])
+    label = f"K{args.bits[0]}V{args.bits[1]} {args.scores} scores, {args.values} values"
+    print(f"Read pass and fused decode in turns, {label}, {args.context} tokens, {q_heads}/{kv_heads} heads, "
+          f"head_dim {d}, {cache.simd}, on {machine_text()}\n")
+    print("| pass GB/s | decode ms | x this round's floor |\n| --- | --- | --- |")
+    for r in rounds:
+        print(f"| {r['gbs']:.1f} | {r['ms']:.3f} | {r['times_floor']:.2f} |")
+    middle = (rounds[0]["gbs"] + rounds[-1]["gbs"]) / 2
+    print()
+    for name, part in (("slower", [r for r in rounds if r["gbs"] < middle]),
+                       ("faster", [r for r in rounds if r["gbs"] >= middle])):
+        if part:
+            print(f"{name} passes ({len(part)}): {min(r['gbs'] for r in part):.1f}-{max(r['gbs'] for r in part):.1f} "
+                  f"GB/s; decode median {statistics.median(r['ms'] for r in part):.3f} ms, "
+                  f"{statistics.median(r['times_floor'] for r in part):.2f}x the floor")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine_text(), "setting": label, "context": args.context,
+                       "kv_bytes": cache.used_nbytes, "rounds": rounds}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
