@@ -204,9 +204,9 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
     implementation) with ms, kv_bytes and the speedup / floor ratios. The read floor is the
     fastest read pass of the run (``read_bandwidth_gbs``): the best of 10 at the start
     (``read_bandwidth_start_gbs``) or one of those timed in turns with each context's rows
-    (``read_passes``: GB/s, one per round). On the 2-core Zen 4 VM the pass moved between 36 and
-    65 GB/s within seconds while decode times did not follow (session 35), so a floor taken once
-    at the start put a row at 2.3x or at 4.8x the floor depending on the phase it fell in.
+    (``read_passes``: GB/s, one per round). On the 2-core Zen 4 VM the pass moved between 30 and
+    67 GB/s within seconds while decode times did not follow (session 35), so a floor taken once
+    at the start put a row at 2.3x or at 4.4x the floor depending on the phase it fell in.
 
     ``settings``: (key_bits, value_bits) pairs, one fused row each; the first also gets the
     decode-then-attend row. ``batch``: sequences decoded at once (each with its own cache rows).
@@ -241,8 +241,8 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
         rng = np.random.default_rng(0)
         results = {"machine": machine_text(),
                    "batch": batch, "heads": [q_heads, kv_heads], "head_dim": head_dim,
-                   "read_bandwidth_gbs": start_bandwidth, "read_bandwidth_start_gbs": start_bandwidth,
-                   "torch": torch is not None, "read_passes": [], "rows": []}
+                   "read_bandwidth_start_gbs": start_bandwidth, "torch": torch is not None,
+                   "read_passes": [], "rows": []}
         for T in tqdm(contexts, desc="contexts", disable=not show_progress, leave=False):
             k = rng.standard_normal((batch, kv_heads, T, head_dim), dtype=np.float32)
             v = rng.standard_normal((batch, kv_heads, T, head_dim), dtype=np.float32)
