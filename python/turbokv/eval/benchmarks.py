@@ -151,23 +151,14 @@ class ReadPass:
         list(self._pool.map(np.max, self._parts))
 
     def best_gbs(self, repeats: int = 10) -> float:
-        """GB/s of the fastest of ``repeats`` passes."""
+        """GB/s of the fastest of ``repeats`` passes: the floor should be the fastest this machine
+        can read (a median swings with whatever else runs)."""
         best = float("inf")
         for _ in range(repeats):
             start = time.perf_counter()
             self()
             best = min(best, time.perf_counter() - start)
         return self.nbytes / best / 1e9
-
-
-def read_bandwidth(repeats: int = 10) -> float:
-    """Read bandwidth in GB/s over 1 GiB, all cores (:class:`ReadPass`).
-
-    The best of ``repeats`` passes: the floor should be the fastest this machine can read, and
-    the best pass is also the most repeatable (a median swings with whatever else runs).
-    """
-    with ReadPass() as read_pass:
-        return read_pass.best_gbs(repeats)
 
 
 def numpy_attention(q, k, v):
