@@ -5,6 +5,8 @@ sorted by bandwidth, with a summary per phase (passes above and below the midpoi
 
     python3 bench/floor_phases.py --rounds 40 --context 32768 --bits 4 4 --scores int8 --values int8
 
+(TURBOKV_SIMD=avx2 in front times the AVX2 level; the header names the level that ran.)
+
 On the 2-core Zen 4 VM (session 35) the pass read 30-39 GB/s in 78 of 120 rounds and 49-62 in
 42, seconds apart, while K4V4 int8 decode at 32K took a median 2.40 ms in the first and 2.67 in
 the second: a floor taken at one moment put the same decode at 2.3x or 4.4x
