@@ -7,6 +7,14 @@ sorted by bandwidth, with a summary per phase (passes above and below the midpoi
 
 (TURBOKV_SIMD=avx2 in front times the AVX2 level; the header names the level that ran.)
 
+With --gaps SECONDS..., the pass alone instead, PASSES times per gap with that much idle time
+before each: whether the fast phase needs sustained reading. Session 35 (four runs,
+bench/results/read_floor_gaps_zen4_s35.md): 0.3 s apart never above 37 GB/s; back to back fast
+(median 52-62) in three runs and slow (35-36) in two blocks of others: the phases follow the
+host's time more than this process's load.
+
+    python3 bench/floor_phases.py --gaps 0 0.005 0.05 0.3 --passes 60
+
 On the 2-core Zen 4 VM (session 35) the pass read 30-39 GB/s in 78 of 120 rounds and 49-62 in
 42, seconds apart, while K4V4 int8 decode at 32K took a median 2.40 ms in the first and 2.67 in
 the second: a floor taken at one moment put the same decode at 2.3x or 4.4x
@@ -17,11 +25,27 @@ import argparse
 import functools
 import json
 import statistics
+import time
 
 import numpy as np
 
 from turbokv import KVCache
 from turbokv.eval.benchmarks import SETTLE_S, ReadPass, interleaved_times, machine_text
+
+
+def idle_gaps(gaps, passes: int) -> list:
+    """For each gap: ``passes`` read passes, each after that many idle seconds; their GB/s."""
+    with ReadPass() as read_pass:
+        runs = []
+        for gap in gaps:
+            gbs = []
+            for _ in range(passes):
+                time.sleep(gap)
+                start = time.perf_counter()
+                read_pass()
+                gbs.append(read_pass.nbytes / (time.perf_counter() - start) / 1e9)
+            runs.append({"gap_s": gap, "gbs": gbs})
+    return runs
 
 
 def main() -> None:
@@ -33,10 +57,26 @@ def main() -> None:
     parser.add_argument("--bits", type=int, nargs=2, default=[4, 4], metavar=("KEY", "VALUE"))
     parser.add_argument("--scores", default="int8", choices=["exact", "int8"])
     parser.add_argument("--values", default="int8", choices=["exact", "int8"])
+    parser.add_argument("--gaps", type=float, nargs="+", default=None,
+                        help="time the pass alone, after each of these idle gaps (seconds)")
+    parser.add_argument("--passes", type=int, default=60, help="passes per gap (with --gaps)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    if args.rounds < 2 or args.context < 1:
-        parser.error("rounds must be at least 2 and context at least 1")
+    if args.rounds < 2 or args.context < 1 or args.passes < 1:
+        parser.error("rounds must be at least 2, context and passes at least 1")
+    if args.gaps is not None:
+        if min(args.gaps) < 0:
+            parser.error("gaps must not be negative")
+        runs = idle_gaps(args.gaps, args.passes)
+        print(f"Read pass (1 GiB over every core) after idle gaps, on {machine_text()}\n")
+        print("| gap s | passes | median GB/s | range GB/s |\n| --- | --- | --- | --- |")
+        for r in runs:
+            print(f"| {r['gap_s']:g} | {len(r['gbs'])} | {statistics.median(r['gbs']):.1f} | "
+                  f"{min(r['gbs']):.1f}-{max(r['gbs']):.1f} |")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"machine": machine_text(), "gaps": runs}, f, indent=2)
+        return
     (q_heads, kv_heads), d = args.heads, args.head_dim
     rng = np.random.default_rng(0)
     k = rng.standard_normal((1, kv_heads, args.context, d), dtype=np.float32)

@@ -47,6 +47,12 @@ def test_floor_phases_script(tmp_path):
         assert r["times_floor"] == pytest.approx(r["ms"] / 1e3 / (result["kv_bytes"] / (r["gbs"] * 1e9)))
 
 
+def test_floor_phases_script_idle_gaps(tmp_path):
+    result = run("floor_phases.py", "--gaps", "0", "0.01", "--passes", "2", tmp_path=tmp_path)
+    assert [g["gap_s"] for g in result["gaps"]] == [0.0, 0.01]
+    assert all(len(g["gbs"]) == 2 and min(g["gbs"]) > 0 for g in result["gaps"])
+
+
 def test_attention_script_int8_rows(tmp_path):
     result = run("attention.py", "--contexts", "300", "--repeats", "1", "--settings", "4,4", "8,4",
                  "--scores", "exact", "int8", tmp_path=tmp_path)
