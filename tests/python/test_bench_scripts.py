@@ -272,26 +272,30 @@ def test_int8_rounding_script(tmp_path):
     assert four["share_63"] > four["share_127"] > 0
 
 
-def build_avx2_microbenchmark(tmp_path, name, *flags):
-    """Compiles bench/NAME.cpp with -mavx2 and FLAGS; skips the caller where this CPU cannot run it."""
+def build_microbenchmark(tmp_path, name, *flags, isa="avx2"):
+    """Compiles bench/NAME.cpp for ISA ("avx2" or "avx512_vnni") with FLAGS; skips the caller where
+    this CPU cannot run it (after compiling: the build is tested everywhere)."""
     import turbokv
+    isa_flags = {"avx2": ["-mavx2"], "avx512_vnni": ["-mavx512f", "-mavx512bw", "-mavx512vnni"]}[isa]
     binary = tmp_path / name
-    subprocess.run(["g++", "-O2", "-mavx2", *flags, str(BENCH / f"{name}.cpp"), "-o", str(binary)],
+    subprocess.run(["g++", "-O2", *isa_flags, *flags, str(BENCH / f"{name}.cpp"), "-o", str(binary)],
                    check=True, capture_output=True, timeout=120)
-    if "avx2" not in turbokv.supported_simd():
-        pytest.skip("built for x86 AVX2 (compiled above); this CPU cannot run it")
+    runs_here = ("avx2" in turbokv.supported_simd() if isa == "avx2"
+                 else "avx512" in turbokv.supported_simd() and turbokv.kernel_routes()["avx512_vnni"])
+    if not runs_here:
+        pytest.skip(f"built for x86 {isa} (compiled above); this CPU cannot run it")
     return binary
 
 
 def test_ports_microbenchmark_builds_and_runs(tmp_path):
-    binary = build_avx2_microbenchmark(tmp_path, "ports_avx2", "-mfma")
+    binary = build_microbenchmark(tmp_path, "ports_avx2", "-mfma")
     out = subprocess.run([str(binary), "1000"], check=True, capture_output=True, text=True, timeout=60).stdout
     rows = [line for line in out.splitlines() if line.startswith("| vp")]
     assert len(rows) == 12 and all(float(r.rsplit("|", 2)[1]) > 0 for r in rows)
 
 
 def test_read_layout_microbenchmark_builds_and_runs(tmp_path):
-    binary = build_avx2_microbenchmark(tmp_path, "read_layout", "-pthread")
+    binary = build_microbenchmark(tmp_path, "read_layout", "-pthread")
     out = subprocess.run([str(binary), "8", "2"], check=True, capture_output=True, text=True, timeout=120).stdout
     rows = [line.split("|") for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [r[1].strip() for r in rows] == ["chunked", "chunked, value lines prefetched beside keys",
@@ -300,6 +304,16 @@ def test_read_layout_microbenchmark_builds_and_runs(tmp_path):
     assert "threads 2, 8 chunks (2048 tokens)" in out
     # Arguments it cannot take: exit status 2.
     assert subprocess.run([str(binary), "8", "3"], capture_output=True, timeout=60).returncode == 2
+
+
+def test_interleaved_keys_microbenchmark_builds_runs_and_checks_its_scores(tmp_path):
+    binary = build_microbenchmark(tmp_path, "interleaved_keys", isa="avx512_vnni")
+    done = subprocess.run([str(binary), "256", "3"], capture_output=True, text=True, timeout=60)
+    # Exit status 0 only when every score of both layouts equals the scalar sum.
+    assert done.returncode == 0 and "256 keys" in done.stdout and "mismatches 0" in done.stdout
+    rows = [line.split("|") for line in done.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r[1].strip() for r in rows] == ["interleaved", "rows"] and all(float(r[2]) > 0 for r in rows)
+    assert subprocess.run([str(binary), "100"], capture_output=True, timeout=60).returncode == 2  # not 16k
 
 
 def test_cli_bench_times_a_model_shape_and_refuses_bad_ones(capsys):
