@@ -218,14 +218,15 @@ def test_attention_floor_is_the_fastest_read_pass_of_the_run(monkeypatch):
             time.sleep(next(durations))
 
         def best_gbs(self, repeats=10):
-            return 10.0  # the start's best: slower than the 10 ms pass (107 GB/s)
+            return 10.0  # the start's best: slower than any pass below (40 ms: 27 GB/s)
 
     monkeypatch.setattr(benchmarks, "ReadPass", FakePass)
     monkeypatch.setattr(benchmarks, "SETTLE_S", 0.0)
     result = benchmarks.run_attention([300], repeats=2, show_progress=False)
     passes = result["read_passes"][0]["gbs"]
     assert result["read_bandwidth_start_gbs"] == 10.0
-    assert result["read_bandwidth_gbs"] == max(passes) and 80 < max(passes) < 2**30 / 0.01 / 1e9
+    # The fastest in-turn pass, not the start's, the median or the last (timed 20, 10, 40 ms).
+    assert result["read_bandwidth_gbs"] == max(passes) > 10.0 and len(passes) == 3
     row = next(r for r in result["rows"] if r["impl"] == "turbokv fused K4V4")
     floor_s = row["kv_bytes"] / (result["read_bandwidth_gbs"] * 1e9)
     assert row["times_read_floor"] == pytest.approx(row["ms"] / 1e3 / floor_s)
