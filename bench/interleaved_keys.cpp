@@ -1,5 +1,6 @@
 // Int8 scores of 4-bit keys stored dword-interleaved per 16 keys, against the same keys stored as
-// rows (bench/results/kernel_choices_avx2.md, round 35: a lead for batch-1 decode's score phase).
+// rows (bench/results/kernel_choices_avx2.md, round 35: 0.47x the library kernel's time alone, but
+// in decode 0.875-0.90x the time in cache and 1.01-1.15x at 32K from memory).
 //
 //   g++ -O2 -mavx512f -mavx512bw -mavx512vnni bench/interleaved_keys.cpp -o /tmp/interleaved_keys
 //   /tmp/interleaved_keys [KEYS] [REPEATS]
