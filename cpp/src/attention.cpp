@@ -1,6 +1,7 @@
 #include "turbokv/attention.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <cfloat>
@@ -471,6 +472,15 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
     w->reset();
     return w;
   };
+  auto merge = [&](int64_t item) {
+    StreamWork& first = *parts[static_cast<size_t>(item * splits)];
+    for (int64_t p = 1; p < splits; ++p) first.absorb(*parts[static_cast<size_t>(item * splits + p)]);
+    first.finish(out_rows[static_cast<size_t>(item)].data());
+  };
+  // The part that finishes an item last merges it (in part order, so the output does not depend
+  // on which): a second parallel_for would wake every worker again for a few microseconds' work.
+  std::vector<std::atomic<int64_t>> parts_left(static_cast<size_t>(splits > 1 ? items : 0));
+  for (auto& left : parts_left) left.store(splits, std::memory_order_relaxed);
   auto attend = [&](int64_t unit) {
     const int64_t item = unit / splits, part = unit % splits;
     auto w = make(item, part == 0);
@@ -479,14 +489,10 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
     w->accumulate(item / chunks, t_begin, t_end);
     if (splits == 1) {
       w->finish(out_rows[static_cast<size_t>(item)].data());
-    } else {
-      parts[static_cast<size_t>(unit)] = std::move(w);
+      return;
     }
-  };
-  auto merge = [&](int64_t item) {
-    StreamWork& first = *parts[static_cast<size_t>(item * splits)];
-    for (int64_t p = 1; p < splits; ++p) first.absorb(*parts[static_cast<size_t>(item * splits + p)]);
-    first.finish(out_rows[static_cast<size_t>(item)].data());
+    parts[static_cast<size_t>(unit)] = std::move(w);
+    if (parts_left[static_cast<size_t>(item)].fetch_sub(1, std::memory_order_acq_rel) == 1) merge(item);
   };
   auto run_all = [&](int64_t n, const std::function<void(int64_t)>& fn) {
     if (pool) {
@@ -496,7 +502,6 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
     }
   };
   run_all(items * splits, attend);
-  if (splits > 1) run_all(items, merge);
   int64_t tiled = 0;
   for (int64_t item = 0; item < items; ++item) {
     const int64_t rows = group * std::min(chunk, shape.q_len - item % chunks * chunk);

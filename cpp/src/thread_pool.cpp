@@ -31,13 +31,15 @@ ThreadPool& ThreadPool::shared() {
 void ThreadPool::run_items() {
   for (;;) {
     int64_t i;
+    const std::function<void(int64_t)>* fn;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (next_ >= total_) return;
       i = next_++;
+      fn = fn_;  // read with the claim: fn_ stays valid until this item has finished
     }
     try {
-      (*fn_)(i);
+      (*fn)(i);
     } catch (...) {
       std::lock_guard<std::mutex> lock(mutex_);
       if (!error_) error_ = std::current_exception();
@@ -55,11 +57,8 @@ void ThreadPool::work_loop() {
       wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
       if (stop_) return;
       seen = generation_;
-      ++busy_;
     }
     run_items();
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (--busy_ == 0) done_.notify_all();
   }
 }
 
@@ -82,8 +81,10 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn)
   wake_.notify_all();
   run_items();
   std::unique_lock<std::mutex> lock(mutex_);
-  // Wait for every item and for every worker to leave run_items (so fn_ may be reset safely).
-  done_.wait(lock, [&] { return finished_ == total_ && busy_ == 0; });
+  // Wait for the items only, not for every worker to wake: on a VM a sleeping thread can take
+  // tens of microseconds to wake, and one that wakes after the others took every item has
+  // nothing to do. Workers read fn_ only with an item's claim, so it may be reset here.
+  done_.wait(lock, [&] { return finished_ == total_; });
   fn_ = nullptr;
   if (error_) std::rethrow_exception(error_);
 }

@@ -37,7 +37,6 @@ class ThreadPool {
   const std::function<void(int64_t)>* fn_ = nullptr;
   int64_t next_ = 0, total_ = 0, finished_ = 0;
   uint64_t generation_ = 0;
-  int busy_ = 0;
   bool stop_ = false;
   std::exception_ptr error_;
 };
