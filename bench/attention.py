@@ -2,7 +2,7 @@
 
     python bench/attention.py [--contexts 1024 4096 16384 32768 65536] [--settings 4,4 4,2]
         [--batch 1] [--heads 32 8] [--head-dim 128] [--simd avx2 avx512] [--scores exact int8]
-        [--values exact int8] [--json bench/results/attention.json]
+        [--values exact int8] [--layers 1] [--json bench/results/attention.json]
 
 Shape: batch --batch (1), 8 KV heads, 32 query heads (GQA 4), head_dim --head-dim (128), one query
 token. Rows:
@@ -12,7 +12,9 @@ once with the 4 query heads of a KV head riding as a query sequence); decode-the
 decodes the whole cache, then numpy attention). Each row prints its KV bytes, and turbokv rows
 print the memory-read floor: their compressed bytes divided by this machine's read bandwidth,
 measured in the same run. All implementations use every core (turbokv's thread pool, BLAS and
-torch threads). Timing: median of --repeats calls after a warm-up, a context's rows timed in
+torch threads). --layers N gives each row N caches (and dense arrays), called in turn as a model's
+layers are, so that a last-level cache larger than one layer's bytes cannot hold them between
+calls (300 MiB of L3 holds a 32K K4V4 cache, 36 MB). Timing: median of --repeats calls after a warm-up, a context's rows timed in
 turns (one call of each per round), so they share the machine's speed drifts. The code is
 turbokv.eval.benchmarks.run_attention, also behind `python -m turbokv bench`.
 """
@@ -40,6 +42,8 @@ def main() -> None:
                         help="score precision per fused row (int8: integer sums, int16 ones for 5-8-bit keys)")
     parser.add_argument("--values", nargs="+", default=["exact"], choices=["exact", "int8"],
                         help="value precision per fused row, with each score precision (int8: values of at most 4 bits)")
+    parser.add_argument("--layers", type=int, default=1,
+                        help="caches per row, called in turn (beyond the last-level cache: every call from memory)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     try:
@@ -48,7 +52,8 @@ def main() -> None:
         parser.error(str(e))
     results = run_attention(args.contexts, args.repeats, settings=settings, batch=args.batch,
                             simd_levels=args.simd or (None,), heads=tuple(args.heads),
-                            score_modes=args.scores, value_modes=args.values, head_dim=args.head_dim)
+                            score_modes=args.scores, value_modes=args.values, head_dim=args.head_dim,
+                            layers=args.layers)
     if not results["torch"]:
         print("torch not installed: no torch SDPA rows (pip install torch==2.13.0)")
     print(attention_table(results))

@@ -233,6 +233,40 @@ def test_attention_floor_is_the_fastest_read_pass_of_the_run(monkeypatch):
     assert "the fastest pass of the run" in benchmarks.attention_table(result)
 
 
+def test_in_turn_calls_each_function_once_per_call_in_order():
+    from turbokv.eval.benchmarks import in_turn
+
+    order = []
+    call = in_turn([lambda i=i: order.append(i) for i in range(3)])
+    for _ in range(7):
+        call()
+    assert order == [0, 1, 2, 0, 1, 2, 0]
+
+
+def test_attention_layers_call_their_caches_in_turn(monkeypatch):
+    from turbokv.eval import benchmarks
+
+    used = []
+
+    class Recording(benchmarks.KVCache):
+        def attention(self, *args, **kwargs):
+            if kwargs.get("threaded", True):  # not the "one thread" row, which hosts of >2 cores add
+                used.append(id(self))
+            return super().attention(*args, **kwargs)
+
+    monkeypatch.setattr(benchmarks, "KVCache", Recording)
+    monkeypatch.setattr(benchmarks, "SETTLE_S", 0.0)
+    result = benchmarks.run_attention([300], repeats=4, show_progress=False, settings=[(4, 4)], layers=3)
+    assert result["layers"] == 3
+    assert "3 layers' caches per row called in turn" in benchmarks.attention_table(result)
+    # The path check calls the first layer's cache; then every call of the row takes the next one.
+    turns = used[1:]
+    assert len(turns) >= 6 and len(set(turns)) == 3, turns
+    assert all(turns[i] == turns[i % 3] for i in range(len(turns))), turns
+    with pytest.raises(ValueError, match="layers"):
+        benchmarks.run_attention([300], repeats=1, show_progress=False, layers=0)
+
+
 def test_interleaved_times_primes_every_timed_call():
     from turbokv.eval.benchmarks import PRIMED, interleaved_times
 

@@ -174,6 +174,12 @@ def numpy_attention(q, k, v):
     return (w @ v).reshape(q.shape)
 
 
+def in_turn(fns: Sequence[Callable[[], object]]) -> Callable[[], object]:
+    """One callable that calls ``fns`` in turn, one per call (a model's layers, one after another)."""
+    turn = itertools.cycle(fns)
+    return lambda: next(turn)()
+
+
 def parse_bits_pair(text: str) -> Tuple[int, int]:
     """``"K,V"`` (e.g. ``"4,4"``, ``"8,4"``) as (key_bits, value_bits); raises ValueError otherwise.
     The benchmarks' command lines take settings so."""
@@ -189,8 +195,9 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
                   batch: int = 1, simd_levels: Sequence[Optional[str]] = (None,),
                   heads: Tuple[int, int] = (Q_HEADS, KV_HEADS),
                   score_modes: Sequence[str] = ("exact",),
-                  value_modes: Sequence[str] = ("exact",), head_dim: int = HEAD_DIM) -> Dict:
-    """Runs the benchmark; returns {"machine", "batch", "heads", "head_dim", "read_bandwidth_gbs",
+                  value_modes: Sequence[str] = ("exact",), head_dim: int = HEAD_DIM,
+                  layers: int = 1) -> Dict:
+    """Runs the benchmark; returns {"machine", "batch", "heads", "head_dim", "layers", "read_bandwidth_gbs",
     "torch", "read_bandwidth_start_gbs", "read_passes", "rows": [...]}, one row per (context,
     implementation) with ms, kv_bytes and the speedup / floor ratios. The read floor is the
     fastest read pass of the run (``read_bandwidth_gbs``): the best of 10 at the start
@@ -207,7 +214,11 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
     row is labelled so (integer sums: int8 for keys of 1-4 bits, int16 for 5-8).
     ``value_modes``: ``KVCache.attention(values=...)`` likewise ("int8 values" rows: values of at
     most 4 bits), each combined with every score mode. ``head_dim``: 128 unless given (80: Phi-2;
-    96: Phi-3; 256: Gemma). Timing: the median of ``repeats`` calls
+    96: Phi-3; 256: Gemma). ``layers``: caches (and dense arrays) per row, called in turn as a
+    model's layers are: one call attends one layer's. With 1 every call re-reads the cache the
+    last call read, which a large last-level cache holds (a 32K K4V4 cache is 36 MB; the 16-core
+    Emerald Rapids has 300 MiB of L3); with layers x a row's bytes beyond it, every call reads
+    from memory, as the floor's pass does. Timing: the median of ``repeats`` calls
     per row (decode-then-attend: a third of them), a context's rows and a read pass timed in
     turns (:func:`interleaved_times`), each timed call right after untimed ones of the same row
     (``SETTLE_S`` seconds of them).
@@ -217,9 +228,9 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
     q_heads, kv_heads = heads
     if kv_heads < 1 or q_heads < 1 or q_heads % kv_heads:
         raise ValueError(f"heads must be (query, KV) with query a positive multiple of KV, got {tuple(heads)}")
-    if batch < 1 or repeats < 1 or not contexts or min(contexts) < 1:
-        raise ValueError(f"batch, repeats and every context must be at least 1, got batch {batch}, "
-                         f"repeats {repeats}, contexts {list(contexts)}")
+    if batch < 1 or repeats < 1 or layers < 1 or not contexts or min(contexts) < 1:
+        raise ValueError(f"batch, repeats, layers and every context must be at least 1, got batch {batch}, "
+                         f"repeats {repeats}, layers {layers}, contexts {list(contexts)}")
     try:
         import torch
         import torch.nn.functional as F
@@ -231,7 +242,7 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
         start_bandwidth = read_pass.best_gbs(10)
         rng = np.random.default_rng(0)
         results = {"machine": machine_text(),
-                   "batch": batch, "heads": [q_heads, kv_heads], "head_dim": head_dim,
+                   "batch": batch, "heads": [q_heads, kv_heads], "head_dim": head_dim, "layers": layers,
                    "read_bandwidth_start_gbs": start_bandwidth, "torch": torch is not None,
                    "read_passes": [], "rows": []}
         for T in tqdm(contexts, desc="contexts", disable=not show_progress, leave=False):
@@ -239,18 +250,24 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
             v = rng.standard_normal((batch, kv_heads, T, head_dim), dtype=np.float32)
             q = rng.standard_normal((batch, q_heads, 1, head_dim), dtype=np.float32)
             # Every row's call and bytes first, then all timed in turns (interleaved_times).
+            # One (k, v) per layer: the first is the one generated, the others copies of it.
+            kv_layers = [(k, v)] + [(k.copy(), v.copy()) for _ in range(layers - 1)]
             calls: Dict[str, Tuple[Callable[[], object], int]] = {
-                "numpy float32 dense": (lambda: numpy_attention(q, k, v), repeats)}
+                "numpy float32 dense": (in_turn([functools.partial(numpy_attention, q, lk, lv)
+                                                 for lk, lv in kv_layers]), repeats)}
             nbytes = {"numpy float32 dense": k.nbytes * 2}
             if torch is not None:
-                tq, tk, tv = (torch.from_numpy(a) for a in (q, k, v))
+                tq = torch.from_numpy(q)
+                t_layers = [(torch.from_numpy(lk), torch.from_numpy(lv)) for lk, lv in kv_layers]
                 # One decode token: the query heads of a KV head can ride as a query sequence of
                 # length 4 (no causal mask needed), which avoids SDPA repeating K/V for GQA.
                 tq_grouped = tq.reshape(batch, kv_heads, q_heads // kv_heads, head_dim)
-                calls["torch SDPA float32 (enable_gqa)"] = (
-                    lambda: F.scaled_dot_product_attention(tq, tk, tv, enable_gqa=True), repeats)
-                calls["torch SDPA float32 (query heads as q_len)"] = (
-                    lambda: F.scaled_dot_product_attention(tq_grouped, tk, tv), repeats)
+                calls["torch SDPA float32 (enable_gqa)"] = (in_turn([
+                    functools.partial(F.scaled_dot_product_attention, tq, tk, tv, enable_gqa=True)
+                    for tk, tv in t_layers]), repeats)
+                calls["torch SDPA float32 (query heads as q_len)"] = (in_turn([
+                    functools.partial(F.scaled_dot_product_attention, tq_grouped, tk, tv)
+                    for tk, tv in t_layers]), repeats)
                 nbytes["torch SDPA float32 (enable_gqa)"] = nbytes["torch SDPA float32 (query heads as q_len)"] = k.nbytes * 2
             first = None
             for level in simd_levels:
@@ -260,15 +277,18 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
                     if level:
                         os.environ["TURBOKV_SIMD"] = level  # read when the cache is made
                     try:
-                        cache = KVCache(head_dim, kv_heads, key_bits=kb, value_bits=vb)
+                        caches = [KVCache(head_dim, kv_heads, key_bits=kb, value_bits=vb)
+                                  for _ in range(layers)]
                     finally:
                         if previous is None:
                             os.environ.pop("TURBOKV_SIMD", None)
                         else:
                             os.environ["TURBOKV_SIMD"] = previous
+                    cache = caches[0]
                     if level and cache.simd != level:
                         raise RuntimeError(f"asked for {level}, the cache runs {cache.simd}")
-                    cache.update(k, v)
+                    for layer in caches:
+                        layer.update(k, v)
                     for mode, vmode in itertools.product(score_modes, value_modes):
                         if vmode == "int8" and vb > 4:
                             continue  # summed in float32 anyway: the exact row is that row
@@ -278,21 +298,25 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
                         if cache.last_attention_scores != mode or cache.last_attention_values != vmode:
                             raise RuntimeError(f"{name}: asked for {mode} scores and {vmode} values, ran "
                                                f"{cache.last_attention_scores} and {cache.last_attention_values}")
-                        calls[name], nbytes[name] = (fused, repeats), cache.used_nbytes
+                        calls[name] = (in_turn([functools.partial(c.attention, q, scores=mode, values=vmode)
+                                                for c in caches]), repeats)
+                        nbytes[name] = cache.used_nbytes
                         if cache.last_attention_splits > 1:  # fewer streams than threads: split tokens
-                            calls[name + " one thread"] = (
-                                functools.partial(cache.attention, q, threaded=False, scores=mode, values=vmode),
-                                repeats)
+                            calls[name + " one thread"] = (in_turn([
+                                functools.partial(c.attention, q, threaded=False, scores=mode, values=vmode)
+                                for c in caches]), repeats)
                             nbytes[name + " one thread"] = cache.used_nbytes
-                    first = first or (label, cache)
-            label, cache = first
+                    first = first or (label, caches)
+            label, caches = first
 
-            def decode_then_attend(cache=cache):
+            def decode_then_attend(cache):
                 kd, vd = cache.fetch()
                 return numpy_attention(q, kd, vd)
 
             decode_label = label.replace("fused", "decode-then-attend")
-            calls[decode_label], nbytes[decode_label] = (decode_then_attend, max(3, repeats // 3)), cache.used_nbytes
+            calls[decode_label] = (in_turn([functools.partial(decode_then_attend, c) for c in caches]),
+                                   max(3, repeats // 3))
+            nbytes[decode_label] = caches[0].used_nbytes
             # A read pass first in every round: the floor (the run's fastest pass) samples the
             # same stretches of time as the rows.
             calls = {READ_PASS: (read_pass, max(n for _, n in calls.values())), **calls}
@@ -325,8 +349,10 @@ def attention_table(results: Dict) -> str:
     spread = (f" (the fastest pass of the run; the best of 10 at the start {results['read_bandwidth_start_gbs']:.1f}, "
               f"{len(passes)} in turns with the rows {min(passes):.1f}-{max(passes):.1f}, median "
               f"{statistics.median(passes):.1f})") if passes else ""
+    layers = results.get("layers", 1)
+    in_turns = f", {layers} layers' caches per row called in turn" if layers > 1 else ""
     lines = [f"Decode attention, batch {results.get('batch', 1)}, {q_heads} query / {kv_heads} KV heads, "
-             f"head_dim {results.get('head_dim', HEAD_DIM)}, "
+             f"head_dim {results.get('head_dim', HEAD_DIM)}{in_turns}, "
              f"on {results['machine']}; read bandwidth {results['read_bandwidth_gbs']:.1f} GB/s{spread}", "",
              "| context | implementation | ms | KV MB | vs best dense | vs decode-then-attend | x read floor |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
