@@ -14,8 +14,9 @@ print the memory-read floor: their compressed bytes divided by this machine's re
 measured in the same run. All implementations use every core (turbokv's thread pool, BLAS and
 torch threads). --layers N gives each row N caches (and dense arrays), called in turn as a model's
 layers are, so that a last-level cache larger than one layer's bytes cannot hold them between
-calls (300 MiB of L3 holds a 32K K4V4 cache, 36 MB). Timing: median of --repeats calls after a warm-up, a context's rows timed in
-turns (one call of each per round), so they share the machine's speed drifts. The code is
+calls (300 MiB of L3 holds a 32K K4V4 cache, 36 MB). Timing: median of --repeats calls after a
+warm-up, a context's rows timed in turns (one call of each per round), so they share the
+machine's speed drifts. The code is
 turbokv.eval.benchmarks.run_attention, also behind `python -m turbokv bench`.
 """
 
