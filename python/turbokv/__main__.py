@@ -82,7 +82,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     try:
         results = run_attention(args.contexts, args.repeats, show_progress=not args.json,
-                                settings=args.settings, heads=tuple(args.heads), head_dim=args.head_dim)
+                                settings=args.settings, heads=tuple(args.heads), head_dim=args.head_dim,
+                                layers=args.layers)
     except ValueError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 2
@@ -152,6 +153,9 @@ def main(argv=None) -> int:
     bench.add_argument("--head-dim", type=int, default=128,
                        help="coordinates per head (default 128; Phi-2: 80, Phi-3: 96, Gemma: 256)")
     bench.add_argument("--repeats", type=int, default=7, help="timed calls per row (median)")
+    bench.add_argument("--layers", type=int, default=1,
+                       help="caches per row, called in turn as a model's layers are (default 1; "
+                            "enough that they outgrow the last-level cache: every call from memory)")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench.set_defaults(run=_bench)
     evaluate = sub.add_parser(

@@ -356,15 +356,15 @@ def test_cli_bench_times_a_model_shape_and_refuses_bad_ones(capsys):
     from turbokv.__main__ import main
 
     assert main(["bench", "--contexts", "64", "--repeats", "1", "--json", "--heads", "4", "2",
-                 "--head-dim", "80", "--settings", "3,3", "8,4"]) == 0
+                 "--head-dim", "80", "--settings", "3,3", "8,4", "--layers", "2"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["heads"] == [4, 2] and result["head_dim"] == 80
+    assert result["heads"] == [4, 2] and result["head_dim"] == 80 and result["layers"] == 2
     impls = {r["impl"] for r in result["rows"]}
     assert {"turbokv fused K3V3", "turbokv fused K8V4"} <= impls and "turbokv fused K4V4" not in impls
     # Shapes and widths the cache cannot take: exit status 2 and one line naming the problem.
     for bad, message in ((["--heads", "4", "3"], "multiple of KV"), (["--heads", "2", "4"], "multiple of KV"),
                          (["--heads", "0", "0"], "multiple of KV"), (["--head-dim", "7"], "head_dim"),
-                         (["--settings", "9,4"], "key_bits")):
+                         (["--settings", "9,4"], "key_bits"), (["--layers", "0"], "layers")):
         assert main(["bench", "--contexts", "64", "--repeats", "1", "--json", *bad]) == 2, bad
         assert message in capsys.readouterr().err, bad
     with pytest.raises(SystemExit) as exit_info:  # not a KEY,VALUE pair: argparse's usage error
