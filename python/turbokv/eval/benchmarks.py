@@ -180,6 +180,30 @@ def in_turn(fns: Sequence[Callable[[], object]]) -> Callable[[], object]:
     return lambda: next(turn)()
 
 
+def layer_caches(k: np.ndarray, v: np.ndarray, key_bits: int, value_bits: int,
+                 level: Optional[str], layers: int) -> List[KVCache]:
+    """``layers`` caches, each holding ``k`` and ``v`` (float32, (batch, kv_heads, T, head_dim)),
+    made at SIMD ``level`` (as ``TURBOKV_SIMD`` picks it; ``None``: this CPU's best). Raises
+    RuntimeError if the caches run another level than asked."""
+    head_dim, kv_heads = k.shape[3], k.shape[1]
+    previous = os.environ.get("TURBOKV_SIMD")
+    if level:
+        os.environ["TURBOKV_SIMD"] = level  # read when the cache is made
+    try:
+        caches = [KVCache(head_dim, kv_heads, key_bits=key_bits, value_bits=value_bits)
+                  for _ in range(layers)]
+    finally:
+        if previous is None:
+            os.environ.pop("TURBOKV_SIMD", None)
+        else:
+            os.environ["TURBOKV_SIMD"] = previous
+    if level and caches[0].simd != level:
+        raise RuntimeError(f"asked for {level}, the cache runs {caches[0].simd}")
+    for cache in caches:
+        cache.update(k, v)
+    return caches
+
+
 def parse_bits_pair(text: str) -> Tuple[int, int]:
     """``"K,V"`` (e.g. ``"4,4"``, ``"8,4"``) as (key_bits, value_bits); raises ValueError otherwise.
     The benchmarks' command lines take settings so."""
@@ -273,22 +297,8 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
             for level in simd_levels:
                 for kb, vb in settings:
                     label = f"turbokv fused K{kb}V{vb}" + (f" {level}" if level else "")
-                    previous = os.environ.get("TURBOKV_SIMD")
-                    if level:
-                        os.environ["TURBOKV_SIMD"] = level  # read when the cache is made
-                    try:
-                        caches = [KVCache(head_dim, kv_heads, key_bits=kb, value_bits=vb)
-                                  for _ in range(layers)]
-                    finally:
-                        if previous is None:
-                            os.environ.pop("TURBOKV_SIMD", None)
-                        else:
-                            os.environ["TURBOKV_SIMD"] = previous
+                    caches = layer_caches(k, v, kb, vb, level, layers)
                     cache = caches[0]
-                    if level and cache.simd != level:
-                        raise RuntimeError(f"asked for {level}, the cache runs {cache.simd}")
-                    for layer in caches:
-                        layer.update(k, v)
                     for mode, vmode in itertools.product(score_modes, value_modes):
                         if vmode == "int8" and vb > 4:
                             continue  # summed in float32 anyway: the exact row is that row
