@@ -38,24 +38,33 @@ void tolerate_refusal(F f) {
   }
 }
 
-// Runs the writer `cycles` times (update kGrow tokens, trim them, and every 4th cycle clear and
-// refill with another batch size) while `readers` threads call read(); returns the reads made.
+// Runs the writer at least `cycles` times (update kGrow tokens, trim them, and every 4th cycle clear
+// and refill with another batch size) while `readers` threads call read(), and goes on until every
+// reader has finished kReadsPerReader reads while it ran: on a loaded machine the writer could
+// otherwise finish before a reader was scheduled, and nothing would have raced. Returns the reads.
+constexpr int64_t kReadsPerReader = 2;
 template <typename Read>
 int64_t race(KVCacheLayer& cache, int cycles, int readers, Read read) {
   std::atomic<bool> done{false};
-  std::atomic<int64_t> reads{0};
+  std::vector<std::atomic<int64_t>> reads(readers);
   std::vector<std::thread> threads;
   for (int r = 0; r < readers; ++r) {
     threads.emplace_back([&, r] {
       while (!done.load()) {
         read(r);
-        ++reads;
+        ++reads[r];
       }
     });
   }
+  const auto every_reader_has_read = [&] {
+    for (const auto& n : reads) {
+      if (n.load() < kReadsPerReader) return false;
+    }
+    return true;
+  };
   const auto grow1 = test_util::gaussian_rows(kHeads * kGrow, kDim, 21);
   const auto grow2 = test_util::gaussian_rows(2 * kHeads * kGrow, kDim, 22);
-  for (int c = 0; c < cycles; ++c) {
+  for (int c = 0; c < cycles || !every_reader_has_read(); ++c) {
     // Tolerated refusals: a second writer (one test has one) may have moved the length or batch.
     const int64_t batch = cache.batch();
     const auto& grow = batch == 1 ? grow1 : grow2;
@@ -70,7 +79,9 @@ int64_t race(KVCacheLayer& cache, int cycles, int readers, Read read) {
   }
   done = true;
   for (auto& t : threads) t.join();
-  return reads.load();
+  int64_t total = 0;
+  for (const auto& n : reads) total += n.load();
+  return total;
 }
 
 void fill(KVCacheLayer& cache) {
@@ -116,7 +127,7 @@ TEST_P(Concurrency, AttentionWithAndWithoutAMask) {
       });
     }
   });
-  EXPECT_GT(reads, 0);
+  EXPECT_GE(reads, 2 * kReadsPerReader);
 }
 
 TEST_P(Concurrency, ExportSizesAndUpdateAndFetch) {

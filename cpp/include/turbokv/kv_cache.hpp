@@ -1,14 +1,15 @@
 // One layer of a compressed KV cache: keys and values of every (batch, kv head) stream, with
 // fused attention over them. The Python class turbokv.KVCache is a thin wrapper of this.
 // Thread safety: any number of concurrent readers (attention, fetch, export) or one writer
-// (update, trim, clear, import), enforced by a reader-writer lock.
+// (update, trim, clear, import), enforced by a reader-writer lock in which a waiting writer
+// goes before new readers.
 #pragma once
 #include <cstdint>
-#include <shared_mutex>
 #include <vector>
 
 #include "turbokv/attention.hpp"
 #include "turbokv/token_store.hpp"
+#include "turbokv/writer_first_mutex.hpp"
 
 namespace turbokv {
 
@@ -94,7 +95,7 @@ class KVCacheLayer {
   TokenStore keys_, values_;
   std::vector<float> key_offset_;
   int64_t batch_ = 0;
-  mutable std::shared_mutex mutex_;
+  mutable WriterFirstMutex mutex_;
 };
 
 }  // namespace turbokv
