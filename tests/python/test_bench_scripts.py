@@ -188,7 +188,9 @@ def test_interleaved_times_times_rows_in_turns():
 
     def call(name):
         order.append(name)
-        time.sleep(0.002 * max(0, len(order) - 3))  # each timed call sleeps longer than the one before
+        # Each timed call sleeps 10 ms longer than the one before: more than a loaded CI machine's
+        # scheduling delay, so the order of the times is the order of the calls.
+        time.sleep(0.01 * max(0, len(order) - 3))
 
     calls = {name: ((lambda name=name: call(name)), n) for name, n in (("a", 3), ("b", 1), ("c", 2))}
     times = interleaved_times(calls)
