@@ -416,13 +416,16 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
   // tokens are also split into parts of whole blocks, attended side by side and merged
   // (flash-decoding), so that every core gets work, and several parts each, so that a core that
   // starts late or runs slow (a busy host) leaves its later parts to the others instead of holding
-  // up the call. Parts keep at least 2 blocks: below that the merge is not worth it.
+  // up the call. Parts keep at least 4 blocks, or 2 where that still makes two parts: on 16 cores
+  // 4K tokens in 8 parts of 2 blocks per stream took 1.31x the time of 4 parts of 4 (each part's
+  // set-up, claim and merge; kernel_choices_avx2.md, rounds 36-37).
   constexpr int64_t kUnitsPerThread = 4;
   const int64_t threads = pool ? pool->size() : 1;
   const int64_t units = threads > 1 ? kUnitsPerThread * threads : 1;
   const int64_t blocks = (keys.length() + kBlock - 1) / kBlock;
+  const int64_t most_parts = std::max(blocks / 4, std::min<int64_t>(2, blocks / 2));
   const int64_t splits =
-      items >= units ? 1 : std::max<int64_t>(1, std::min((units + items - 1) / items, blocks / 2));
+      items >= units ? 1 : std::max<int64_t>(1, std::min((units + items - 1) / items, most_parts));
   const int64_t tile_rows = min_tile_rows(keys.side().bits, keys.simd_level());
   const bool int8_keys = options.scores == ScorePrecision::kInt8 && keys.codec() &&
                          keys.codec()->int8_scores_supported();
