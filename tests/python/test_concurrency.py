@@ -67,10 +67,13 @@ def test_shared_cache_readers_and_a_writer_for_a_bounded_time():
             # the one-token-longer result.
             reads.append(cache.attention(q, threaded=(i % 2 == 0)))
 
+    writes = []
+
     def writer():
         while time.monotonic() < stop:
             cache.update(new_k, new_v)
             cache.trim(1)
+            writes.append(1)
 
     threads = [threading.Thread(target=reader, args=(i,)) for i in range(3)]
     threads.append(threading.Thread(target=writer))
@@ -84,6 +87,8 @@ def test_shared_cache_readers_and_a_writer_for_a_bounded_time():
     # q attends the newest token as its own position, so the two valid states give two results.
     longer = q_after
     assert len(reads) > 10
+    # Three readers whose calls overlap must not keep the writer out (a reader-preferring lock did).
+    assert len(writes) > 10, len(writes)
     for r in reads:
         assert np.array_equal(r, before) or np.allclose(r, longer, rtol=1e-5, atol=1e-6) or \
             np.allclose(r, before, rtol=1e-5, atol=1e-6)
