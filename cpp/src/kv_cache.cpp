@@ -6,6 +6,11 @@
 
 namespace turbokv {
 
+namespace {
+using ReadLock = std::shared_lock<WriterFirstMutex>;  // attention, fetch, export, sizes
+using WriteLock = std::unique_lock<WriterFirstMutex>;  // update, trim, clear, import, reencode
+}  // namespace
+
 KVCacheLayer::KVCacheLayer(const CacheConfig& config, SimdLevel level)
     : config_(config),
       level_(level),
@@ -15,43 +20,43 @@ KVCacheLayer::KVCacheLayer(const CacheConfig& config, SimdLevel level)
 }
 
 SideConfig KVCacheLayer::key_side() const {
-  std::shared_lock<WriterFirstMutex> lock(mutex_);
+  ReadLock lock(mutex_);
   return keys_.side();
 }
 
 std::vector<float> KVCacheLayer::key_offset() const {
-  std::shared_lock<WriterFirstMutex> lock(mutex_);
+  ReadLock lock(mutex_);
   return key_offset_;
 }
 
 int64_t KVCacheLayer::batch() const {
-  std::shared_lock<WriterFirstMutex> lock(mutex_);
+  ReadLock lock(mutex_);
   return batch_;
 }
 
 int64_t KVCacheLayer::length() const {
-  std::shared_lock<WriterFirstMutex> lock(mutex_);
+  ReadLock lock(mutex_);
   return keys_.length();
 }
 
 int64_t KVCacheLayer::allocated_bytes() const {
-  std::shared_lock<WriterFirstMutex> lock(mutex_);
+  ReadLock lock(mutex_);
   return keys_.allocated_bytes() + values_.allocated_bytes();
 }
 
 int64_t KVCacheLayer::used_bytes() const {
-  std::shared_lock<WriterFirstMutex> lock(mutex_);
+  ReadLock lock(mutex_);
   return keys_.used_bytes() + values_.used_bytes();
 }
 
 void KVCacheLayer::update(const float* k, const float* v, int64_t batch, int64_t n) {
-  std::unique_lock<WriterFirstMutex> lock(mutex_);
+  WriteLock lock(mutex_);
   update_locked(k, v, batch, n);
 }
 
 CacheSnapshot KVCacheLayer::update_and_fetch(const float* k, const float* v, int64_t batch,
                                              int64_t n) {
-  std::unique_lock<WriterFirstMutex> lock(mutex_);
+  WriteLock lock(mutex_);
   update_locked(k, v, batch, n);
   return fetch_locked();
 }
@@ -126,7 +131,7 @@ const float* KVCacheLayer::centred_keys(const float* k, int64_t batch, int64_t n
 }
 
 void KVCacheLayer::reencode_keys(const SideConfig& key, const float* k, int64_t batch, int64_t n) {
-  std::unique_lock<WriterFirstMutex> lock(mutex_);
+  WriteLock lock(mutex_);
   if (batch != batch_ || n != keys_.length() || n == 0) {
     throw std::invalid_argument("reencode_keys needs the keys of the cache's only update (batch " +
                                 std::to_string(batch_) + ", " + std::to_string(keys_.length()) +
@@ -153,7 +158,7 @@ void KVCacheLayer::reencode_keys(const SideConfig& key, const float* k, int64_t 
 }
 
 CacheSnapshot KVCacheLayer::fetch() const {
-  std::shared_lock<WriterFirstMutex> lock(mutex_);
+  ReadLock lock(mutex_);
   return fetch_locked();
 }
 
@@ -183,7 +188,7 @@ CacheSnapshot KVCacheLayer::fetch_locked() const {
 AttentionReport KVCacheLayer::attention(const float* q, int64_t batch, int64_t q_heads,
                                         int64_t q_len, const AttentionOptions& options, float* out,
                                         bool threaded) const {
-  std::shared_lock<WriterFirstMutex> lock(mutex_);
+  ReadLock lock(mutex_);
   if (keys_.length() == 0) throw std::invalid_argument("attention on an empty cache: update it first");
   AttentionShape shape{batch, config_.kv_heads, q_heads, q_len};
   AttentionOptions with_offset = options;
@@ -193,7 +198,7 @@ AttentionReport KVCacheLayer::attention(const float* q, int64_t batch, int64_t q
 }
 
 void KVCacheLayer::trim(int64_t n) {
-  std::unique_lock<WriterFirstMutex> lock(mutex_);
+  WriteLock lock(mutex_);
   if (n < 0 || n > keys_.length()) {
     throw std::invalid_argument("cannot trim " + std::to_string(n) + " tokens from a cache of " +
                                 std::to_string(keys_.length()));
@@ -203,7 +208,7 @@ void KVCacheLayer::trim(int64_t n) {
 }
 
 void KVCacheLayer::clear() {
-  std::unique_lock<WriterFirstMutex> lock(mutex_);
+  WriteLock lock(mutex_);
   // Back to the configured key side: the next prompt's prefill decides afresh.
   if (keys_.side().bits != config_.key.bits) {
     keys_ = TokenStore(config_.key, config_.head_dim, config_.key_seed, config_.residual_window, level_);
@@ -215,7 +220,7 @@ void KVCacheLayer::clear() {
 }
 
 void KVCacheLayer::import_state(const CacheState& state) {
-  std::unique_lock<WriterFirstMutex> lock(mutex_);
+  WriteLock lock(mutex_);
   const int64_t batch = state.batch;
   const TokenStore::State &keys = state.keys, &values = state.values;
   if (state.key.bits < 0 || state.key.bits > 8 || state.key.mode != config_.key.mode ||
@@ -285,7 +290,7 @@ TokenStore::State gather_store(const TokenStore::State& in, int64_t heads,
 }  // namespace
 
 void KVCacheLayer::select_batch(const std::vector<int64_t>& sources) {
-  std::unique_lock<WriterFirstMutex> lock(mutex_);
+  WriteLock lock(mutex_);
   if (sources.empty()) throw std::invalid_argument("select_batch needs at least one batch row");
   for (int64_t b : sources) {
     if (b < 0 || b >= batch_) {
@@ -304,7 +309,7 @@ void KVCacheLayer::select_batch(const std::vector<int64_t>& sources) {
 }
 
 CacheState KVCacheLayer::export_state() const {
-  std::shared_lock<WriterFirstMutex> lock(mutex_);
+  ReadLock lock(mutex_);
   CacheState st;
   st.batch = batch_;
   st.key = keys_.side();
