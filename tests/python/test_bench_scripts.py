@@ -38,6 +38,41 @@ def test_attention_script(tmp_path):
     assert "turbokv fused K4V4" in names and "numpy float32 dense" in names
 
 
+def test_attention_script_runs_torch_at_the_level_asked(tmp_path):
+    import turbokv
+    result = run("attention.py", "--contexts", "300", "--repeats", "1", "--simd", "avx2", "--torch-isa", "avx2",
+                 tmp_path=tmp_path)
+    assert "avx2" in turbokv.supported_simd()  # x86-64 hosts of this suite; else the script refuses
+    # torch's own report of its kernels' level, read after the import the option steered
+    assert result["torch_isa"] == "avx2" and result["torch"]
+    names = {r["impl"] for r in result["rows"]}
+    assert {"turbokv fused K4V4 avx2", "torch SDPA float32 (query heads as q_len)"} <= names
+
+
+def test_torch_at_another_level_than_it_was_imported_at_is_refused():
+    # torch fixes its level at import: asking for another one afterwards must fail, not be ignored
+    code = ("import os, torch\n"
+            "from turbokv.eval.benchmarks import import_torch\n"
+            "level = torch.backends.cpu.get_cpu_capability().lower()\n"
+            "other = 'avx2' if level != 'avx2' else 'scalar'\n"
+            "assert import_torch(None) is torch\n"
+            "try:\n"
+            "    import_torch(other)\n"
+            "except RuntimeError as e:\n"
+            "    assert 'fresh process' in str(e), e\n"
+            "else:\n"
+            "    raise SystemExit('not refused')\n"
+            "assert 'ATEN_CPU_CAPABILITY' not in os.environ  # put back as it was\n"
+            "try:\n"
+            "    import_torch('sse4')\n"
+            "except ValueError as e:\n"
+            "    assert 'sse4' in str(e)\n"
+            "else:\n"
+            "    raise SystemExit('unknown level not refused')\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "ATEN_CPU_CAPABILITY"}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=env)
+
+
 def test_floor_phases_script(tmp_path):
     result = run("floor_phases.py", "--rounds", "3", "--context", "300", tmp_path=tmp_path)
     rounds = result["rounds"]

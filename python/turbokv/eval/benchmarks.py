@@ -204,6 +204,40 @@ def layer_caches(k: np.ndarray, v: np.ndarray, key_bits: int, value_bits: int,
     return caches
 
 
+# torch's kernels for an instruction set (ATEN_CPU_CAPABILITY), by the names --simd takes.
+TORCH_ISAS = {"scalar": "default", "avx2": "avx2", "avx512": "avx512"}
+
+
+def import_torch(isa: Optional[str] = None):
+    """torch, its kernels at ``isa`` ("scalar", "avx2", "avx512"; None: torch's own pick), or None
+    where torch is not installed. The dense baselines of a run that emulates an AVX2 machine on an
+    AVX-512 one (``--simd avx2``) should run at AVX2 as well, as torch does on such a machine (its
+    SDPA at 32K took 1.1-1.2x the time at AVX2 on the Zen 4 VM, session 38). torch fixes its level
+    (``ATEN_CPU_CAPABILITY``) at its first kernel call or query of it, so this raises RuntimeError
+    where torch already runs at another one, and ValueError for an unknown ``isa``; the level torch took is
+    ``torch.backends.cpu.get_cpu_capability()``."""
+    if isa is not None and isa not in TORCH_ISAS:
+        raise ValueError(f"torch's instruction set must be one of {sorted(TORCH_ISAS)}, got {isa!r}")
+    saved = os.environ.get("ATEN_CPU_CAPABILITY")
+    if isa is not None:
+        os.environ["ATEN_CPU_CAPABILITY"] = TORCH_ISAS[isa]
+    try:
+        import torch
+        # The first query or kernel call reads the variable and fixes the level for the process.
+        running = torch.backends.cpu.get_cpu_capability().lower()
+    except ImportError:
+        return None
+    finally:  # read by now: no later process inherits it from here
+        if saved is None:
+            os.environ.pop("ATEN_CPU_CAPABILITY", None)
+        else:
+            os.environ["ATEN_CPU_CAPABILITY"] = saved
+    if isa is not None and running != TORCH_ISAS[isa]:
+        raise RuntimeError(f"torch runs its kernels at {running}, not {isa}: it had run or reported its level before "
+                           f"(fixed then), or this CPU lacks {isa}; run in a fresh process")
+    return torch
+
+
 def parse_bits_pair(text: str) -> Tuple[int, int]:
     """``"K,V"`` (e.g. ``"4,4"``, ``"8,4"``) as (key_bits, value_bits); raises ValueError otherwise.
     The benchmarks' command lines take settings so."""
@@ -220,9 +254,9 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
                   heads: Tuple[int, int] = (Q_HEADS, KV_HEADS),
                   score_modes: Sequence[str] = ("exact",),
                   value_modes: Sequence[str] = ("exact",), head_dim: int = HEAD_DIM,
-                  layers: int = 1) -> Dict:
+                  layers: int = 1, torch_isa: Optional[str] = None) -> Dict:
     """Runs the benchmark; returns {"machine", "batch", "heads", "head_dim", "layers", "read_bandwidth_gbs",
-    "torch", "read_bandwidth_start_gbs", "read_passes", "rows": [...]}, one row per (context,
+    "torch", "torch_isa", "read_bandwidth_start_gbs", "read_passes", "rows": [...]}, one row per (context,
     implementation) with ms, kv_bytes and the speedup / floor ratios. The read floor is the
     fastest read pass of the run (``read_bandwidth_gbs``): the best of 10 at the start
     (``read_bandwidth_start_gbs``) or one of those timed in turns with each context's rows
@@ -246,6 +280,10 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
     per row (decode-then-attend: a third of them), a context's rows and a read pass timed in
     turns (:func:`interleaved_times`), each timed call right after untimed ones of the same row
     (``SETTLE_S`` seconds of them).
+    ``torch_isa``: the instruction set of torch's kernels ("scalar", "avx2", "avx512";
+    :func:`import_torch`), so that a run of ``simd_levels=("avx2",)`` on an AVX-512 machine times
+    the dense baselines as an AVX2 machine runs them; None leaves torch's pick, and
+    ``results["torch_isa"]`` names the level torch ran at either way (numpy's BLAS keeps its own).
     ``show_progress`` draws a progress bar on stderr (tqdm). Raises ValueError for heads that are
     not (query, KV) with query a positive multiple of KV, and for a batch, repeat count or context
     below 1 (head_dim and bits: as KVCache refuses them)."""
@@ -255,11 +293,9 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
     if batch < 1 or repeats < 1 or layers < 1 or not contexts or min(contexts) < 1:
         raise ValueError(f"batch, repeats, layers and every context must be at least 1, got batch {batch}, "
                          f"repeats {repeats}, layers {layers}, contexts {list(contexts)}")
-    try:
-        import torch
+    torch = import_torch(torch_isa)
+    if torch is not None:
         import torch.nn.functional as F
-    except ImportError:
-        torch = None
     from ._progress import tqdm
 
     with ReadPass() as read_pass:  # held for the run: timed at the start and in turns with the rows
@@ -268,6 +304,7 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
         results = {"machine": machine_text(),
                    "batch": batch, "heads": [q_heads, kv_heads], "head_dim": head_dim, "layers": layers,
                    "read_bandwidth_start_gbs": start_bandwidth, "torch": torch is not None,
+                   "torch_isa": torch.backends.cpu.get_cpu_capability().lower() if torch is not None else None,
                    "read_passes": [], "rows": []}
         for T in tqdm(contexts, desc="contexts", disable=not show_progress, leave=False):
             k = rng.standard_normal((batch, kv_heads, T, head_dim), dtype=np.float32)
@@ -361,9 +398,10 @@ def attention_table(results: Dict) -> str:
               f"{statistics.median(passes):.1f})") if passes else ""
     layers = results.get("layers", 1)
     in_turns = f", {layers} layers' caches per row called in turn" if layers > 1 else ""
+    torch_isa = f"; torch's kernels at {results['torch_isa']}" if results.get("torch_isa") else ""
     lines = [f"Decode attention, batch {results.get('batch', 1)}, {q_heads} query / {kv_heads} KV heads, "
              f"head_dim {results.get('head_dim', HEAD_DIM)}{in_turns}, "
-             f"on {results['machine']}; read bandwidth {results['read_bandwidth_gbs']:.1f} GB/s{spread}", "",
+             f"on {results['machine']}{torch_isa}; read bandwidth {results['read_bandwidth_gbs']:.1f} GB/s{spread}", "",
              "| context | implementation | ms | KV MB | vs best dense | vs decode-then-attend | x read floor |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in results["rows"]:
