@@ -293,7 +293,8 @@ BENCHMARK(BM_Avx512DpbusdPeak);
 
 // The value kernels alone as decode calls them: 4 queries, head_dim d, 256 tokens per call,
 // 32K tokens per iteration. kernel: 0 AVX2 float32, 1 AVX2 int8 (plain), 2 AVX2 int8 with
-// AVX-VNNI, 3 AVX-512 float32, 4 AVX-512 int8. Run with --benchmark_repetitions=5
+// AVX-VNNI (or its EVEX form where the CPU has AVX-512 VNNI only: VnniForm), 3 AVX-512 float32,
+// 4 AVX-512 int8. Run with --benchmark_repetitions=5
 // --benchmark_enable_random_interleaving=true: this VM's phases move single runs by 1.5x.
 void BM_ValueKernels(benchmark::State& state) {
   const int bits = int(state.range(0)), kernel = int(state.range(1));
@@ -301,8 +302,9 @@ void BM_ValueKernels(benchmark::State& state) {
   const int64_t n = 256, calls = 128;
   const bool avx512 = kernel >= 3;
   if (skip_unsupported(state, avx512 ? SimdLevel::kAvx512 : SimdLevel::kAvx2)) return;
-  if (kernel == 2 && !kernels::kHasAvxVnni) {
-    state.SkipWithError("no AVX-VNNI");
+  const kernels::VnniForm vnni = kernels::kHasAvxVnni ? kernels::VnniForm::kVex : kernels::VnniForm::kEvex;
+  if (kernel == 2 && !kernels::vnni_form_runs(vnni)) {
+    state.SkipWithError("no AVX-VNNI or AVX-512 VNNI");
     return;
   }
   const auto& k = kernels::kernel_set(avx512 ? SimdLevel::kAvx512 : SimdLevel::kAvx2);
@@ -326,7 +328,7 @@ void BM_ValueKernels(benchmark::State& state) {
       } else if (kernel == 4) {
         k.axpy_packed_int8(w.data(), n, m, c, code_bytes, n, table8.data(), 0.01f, bits, d, acc.data());
       } else {
-        kernels::axpy_packed_int8_avx2_variant(kernel == 2, !kernels::kPdepIsSlow)(
+        kernels::axpy_packed_int8_avx2_variant(kernel == 2 ? vnni : kernels::VnniForm::kNone, !kernels::kPdepIsSlow)(
             w.data(), n, m, c, code_bytes, n, table8.data(), 0.01f, bits, d, acc.data());
       }
     }

@@ -310,10 +310,10 @@ TURBOKV_TARGET_AVX2 void finish_values_avx2(const ValueCallAvx2& call, int m, in
   values_from_lanes(call.acc, m, d, call.chunks, fields, acc);
 }
 
-// The AVX2 kernel twice (axpy_int8_avx2_kernel.inc), without and with AVX-VNNI.
-#define TURBOKV_AVX2_TWICE_FILE "axpy_int8_avx2_kernel.inc"
-#include "avx2_twice.inc"
-#undef TURBOKV_AVX2_TWICE_FILE
+// The AVX2 kernel once per VnniForm (axpy_int8_avx2_kernel.inc).
+#define TURBOKV_AVX2_VARIANTS_FILE "axpy_int8_avx2_kernel.inc"
+#include "avx2_variants.inc"
+#undef TURBOKV_AVX2_VARIANTS_FILE
 
 void axpy_packed_int8_avx2(const float* w, int64_t w_stride, int m, const uint8_t* codes,
                            int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
@@ -337,12 +337,16 @@ void axpy_packed_int8_avx512(const float* w, int64_t w_stride, int m, const uint
 }  // namespace
 
 #if TURBOKV_X86
-AxpyPackedInt8Fn axpy_packed_int8_avx2_variant(bool avx_vnni, bool pdep) {
-  if (avx_vnni) return pdep ? avx_vnni::axpy_packed_int8_with<true> : avx_vnni::axpy_packed_int8_with<false>;
-  return pdep ? plain::axpy_packed_int8_with<true> : plain::axpy_packed_int8_with<false>;
+AxpyPackedInt8Fn axpy_packed_int8_avx2_variant(VnniForm vnni, bool pdep) {
+  switch (vnni) {
+    case VnniForm::kNone: return pdep ? plain::axpy_packed_int8_with<true> : plain::axpy_packed_int8_with<false>;
+    case VnniForm::kVex: return pdep ? avx_vnni::axpy_packed_int8_with<true> : avx_vnni::axpy_packed_int8_with<false>;
+    case VnniForm::kEvex: return pdep ? evex_vnni::axpy_packed_int8_with<true> : evex_vnni::axpy_packed_int8_with<false>;
+  }
+  return nullptr;
 }
 #else
-AxpyPackedInt8Fn axpy_packed_int8_avx2_variant(bool, bool) { return nullptr; }
+AxpyPackedInt8Fn axpy_packed_int8_avx2_variant(VnniForm, bool) { return nullptr; }
 #endif
 
 AxpyPackedInt8Fn select_axpy_packed_int8(SimdLevel level) {

@@ -71,14 +71,14 @@ ShuffleTables shuffle_tables(const int32_t* table, int bits) {
 }
 
 #if TURBOKV_X86
-#define TURBOKV_AVX2_TWICE_FILE "int16_avx2_kernel.inc"
-#include "avx2_twice.inc"
-#undef TURBOKV_AVX2_TWICE_FILE
+#define TURBOKV_AVX2_VARIANTS_FILE "int16_avx2_kernel.inc"
+#include "avx2_variants.inc"
+#undef TURBOKV_AVX2_VARIANTS_FILE
 
 void dot_packed_int16_avx2(const int16_t* q16, const float* q_scale, int m, const uint8_t* codes,
                            int64_t code_bytes, int64_t n, const int32_t* table, float table_scale,
                            int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
-  dot_packed_int16_avx2_variant(kHasAvxVnni, int16_avx2_lookup(bits, m))(
+  dot_packed_int16_avx2_variant(kHasAvxVnni ? VnniForm::kVex : VnniForm::kNone, int16_avx2_lookup(bits, m))(
       q16, q_scale, m, codes, code_bytes, n, table, table_scale, bits, d, out, out_stride, ahead);
 }
 
@@ -148,20 +148,29 @@ Int16Lookup int16_avx2_lookup(int bits, int m) {
   return kGathersAreSlow ? Int16Lookup::kLoads : Int16Lookup::kGather;
 }
 
-DotPackedInt16Fn dot_packed_int16_avx2_variant(bool avx_vnni, Int16Lookup lookup) {
+namespace {
+template <Int16Lookup kLookup>
+DotPackedInt16Fn int16_variant(VnniForm vnni) {
+  switch (vnni) {
+    case VnniForm::kNone: return plain::dot_packed_int16_with<kLookup>;
+    case VnniForm::kVex: return avx_vnni::dot_packed_int16_with<kLookup>;
+    case VnniForm::kEvex: return evex_vnni::dot_packed_int16_with<kLookup>;
+  }
+  return nullptr;
+}
+}  // namespace
+
+DotPackedInt16Fn dot_packed_int16_avx2_variant(VnniForm vnni, Int16Lookup lookup) {
   switch (lookup) {
-    case Int16Lookup::kGather:
-      return avx_vnni ? avx_vnni::dot_packed_int16_with<Int16Lookup::kGather> : plain::dot_packed_int16_with<Int16Lookup::kGather>;
-    case Int16Lookup::kLoads:
-      return avx_vnni ? avx_vnni::dot_packed_int16_with<Int16Lookup::kLoads> : plain::dot_packed_int16_with<Int16Lookup::kLoads>;
-    case Int16Lookup::kShuffle:
-      return avx_vnni ? avx_vnni::dot_packed_int16_with<Int16Lookup::kShuffle> : plain::dot_packed_int16_with<Int16Lookup::kShuffle>;
+    case Int16Lookup::kGather: return int16_variant<Int16Lookup::kGather>(vnni);
+    case Int16Lookup::kLoads: return int16_variant<Int16Lookup::kLoads>(vnni);
+    case Int16Lookup::kShuffle: return int16_variant<Int16Lookup::kShuffle>(vnni);
   }
   return nullptr;
 }
 #else
 Int16Lookup int16_avx2_lookup(int, int) { return Int16Lookup::kGather; }
-DotPackedInt16Fn dot_packed_int16_avx2_variant(bool, Int16Lookup) { return nullptr; }
+DotPackedInt16Fn dot_packed_int16_avx2_variant(VnniForm, Int16Lookup) { return nullptr; }
 #endif
 
 DotPackedInt16Fn select_dot_packed_int16(SimdLevel level) {

@@ -128,10 +128,10 @@ template <typename Call>
 // 4-bit rows (by pdep: half the lookups' bytes, the 4-bit kernel's steps).
 enum class KeyRows { kCodes, kThreeBitIndices, kThreeBitNibbles };
 
-// The AVX2 kernel twice (int8_avx2_kernel.inc), without and with AVX-VNNI.
-#define TURBOKV_AVX2_TWICE_FILE "int8_avx2_kernel.inc"
-#include "avx2_twice.inc"
-#undef TURBOKV_AVX2_TWICE_FILE
+// The AVX2 kernel once per VnniForm (int8_avx2_kernel.inc).
+#define TURBOKV_AVX2_VARIANTS_FILE "int8_avx2_kernel.inc"
+#include "avx2_variants.inc"
+#undef TURBOKV_AVX2_VARIANTS_FILE
 
 void dot_packed_int8_avx2(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                           int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
@@ -230,13 +230,27 @@ const bool kHasAvxVnni = [] {
   return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) != 0 && ((eax >> 4) & 1u) != 0;
 }();
 
-DotPackedInt8Fn dot_packed_int8_avx2_variant(bool avx_vnni, bool pdep) {
-  if (avx_vnni) return pdep ? avx_vnni::dot_packed_int8_with<true> : avx_vnni::dot_packed_int8_with<false>;
-  return pdep ? plain::dot_packed_int8_with<true> : plain::dot_packed_int8_with<false>;
+bool vnni_form_runs(VnniForm form) {
+  switch (form) {
+    case VnniForm::kNone: return true;
+    case VnniForm::kVex: return kHasAvxVnni;
+    case VnniForm::kEvex: return kHasAvx512Vnni && __builtin_cpu_supports("avx512vl");
+  }
+  return false;
+}
+
+DotPackedInt8Fn dot_packed_int8_avx2_variant(VnniForm vnni, bool pdep) {
+  switch (vnni) {
+    case VnniForm::kNone: return pdep ? plain::dot_packed_int8_with<true> : plain::dot_packed_int8_with<false>;
+    case VnniForm::kVex: return pdep ? avx_vnni::dot_packed_int8_with<true> : avx_vnni::dot_packed_int8_with<false>;
+    case VnniForm::kEvex: return pdep ? evex_vnni::dot_packed_int8_with<true> : evex_vnni::dot_packed_int8_with<false>;
+  }
+  return nullptr;
 }
 #else
 const bool kHasAvxVnni = false;
-DotPackedInt8Fn dot_packed_int8_avx2_variant(bool, bool) { return nullptr; }
+bool vnni_form_runs(VnniForm form) { return form == VnniForm::kNone; }
+DotPackedInt8Fn dot_packed_int8_avx2_variant(VnniForm, bool) { return nullptr; }
 #endif
 
 DotPackedInt8Fn select_dot_packed_int8(SimdLevel level) {

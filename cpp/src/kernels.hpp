@@ -294,7 +294,14 @@ DotPackedInt8Fn select_dot_packed_int8(SimdLevel level);
 // (kHasAvxVnni; false off x86), and reads 3-bit keys as nibble rows by pdep or as index bytes by
 // SIMD (the level picks by kPdepIsSlow); each variant, for tests (nullptr off x86).
 extern const bool kHasAvxVnni;
-DotPackedInt8Fn dot_packed_int8_avx2_variant(bool avx_vnni, bool pdep);
+// How the AVX2 level's integer kernels (int8 scores and values, int16 scores) sum byte and word
+// products: vpmaddubsw / vpmaddwd (kNone), AVX-VNNI's 256-bit vpdpbusd / vpdpwssd (kVex: what the
+// level runs where the CPU has it), or the same instructions EVEX-encoded (kEvex: AVX-512 VL and
+// VNNI). kEvex runs kVex's code on AVX-512 machines without AVX-VNNI, so that tests there (as on
+// CI) cover what AVX-VNNI laptops run; no level picks it. vnni_form_runs: this CPU can run it.
+enum class VnniForm { kNone, kVex, kEvex };
+bool vnni_form_runs(VnniForm form);
+DotPackedInt8Fn dot_packed_int8_avx2_variant(VnniForm vnni, bool pdep);
 // out[i] = round(x[i] * top / max|x|), returning max|x| / top (0 and all zeros for x = 0; 1 <= top
 // <= 127): the int8 form of a rotated query (top 127) or of a codebook, shared by every level.
 float quantize_int8(const float* x, int n, int8_t* out, int top = 127);
@@ -329,7 +336,7 @@ Int16Lookup int16_avx2_lookup(int bits, int m);
 // The AVX2 level's int16 kernel with and without AVX-VNNI (vpdpwssd), by each lookup (the level
 // picks the shuffle route), for tests (nullptr off x86); and whether the AVX-512 level takes its
 // byte-plane kernel (VBMI and VNNI, head_dim a multiple of 64).
-DotPackedInt16Fn dot_packed_int16_avx2_variant(bool avx_vnni, Int16Lookup lookup);
+DotPackedInt16Fn dot_packed_int16_avx2_variant(VnniForm vnni, Int16Lookup lookup);
 bool int16_planes_fit(int d);
 // That kernel (planes_vbmi_kernels.cpp): same contract as KernelSet::dot_packed_int16; x86 only.
 void dot_planes_int16_vbmi(const int16_t* q16, const float* q_scale, int m, const uint8_t* codes,
@@ -357,7 +364,7 @@ using AxpyPackedInt8Fn = void (*)(const float*, int64_t, int, const uint8_t*, in
 AxpyPackedInt8Fn select_axpy_packed_int8(SimdLevel level);
 // The AVX2 level's int8 value kernel without and with AVX-VNNI, 3-bit rows spread to nibbles by
 // pdep or by SIMD (the level picks by kPdepIsSlow), for tests (nullptr off x86).
-AxpyPackedInt8Fn axpy_packed_int8_avx2_variant(bool avx_vnni, bool pdep);
+AxpyPackedInt8Fn axpy_packed_int8_avx2_variant(VnniForm vnni, bool pdep);
 using DotHalfFn = void (*)(const float*, int, const uint16_t*, int64_t, int, float*, int64_t);
 using AxpyHalfFn = void (*)(const float*, int64_t, int, const uint16_t*, int64_t, int, float*);
 using ToHalfFn = void (*)(const float*, uint16_t*, int64_t);

@@ -300,7 +300,7 @@ TURBOKV_TARGET_AVX512_VBMI_VNNI Int16Planes<kBits> load_int16_planes(const int32
 
 // kTile queries (kPlanesOrder; query a at q + a * d) against every key, two accumulators per query;
 // the 4 sums leave together (lane a of one horizontal add). The intrinsic, not an asm vpdpwssd as
-// in avx2_twice.inc: with an asm operand GCC 12 kept the accumulators on the stack.
+// in avx2_variants.inc: with an asm operand GCC 12 kept the accumulators on the stack.
 template <int kBits, int kTile>
 TURBOKV_TARGET_AVX512_VBMI_VNNI void dot_int16_tile(const Int16Planes<kBits>& planes, const int16_t* q,
                                                     const float* scales, int d, const uint8_t* codes,

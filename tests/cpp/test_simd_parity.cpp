@@ -25,6 +25,29 @@ using turbokv::test_util::EncodedStore;
 
 namespace {
 
+// The product forms of the AVX2 integer kernels (kernels::VnniForm) this CPU runs, logged by name:
+// plain, AVX-VNNI where the CPU has it, and its EVEX form on AVX-512 VNNI machines, so that the
+// VNNI code AVX-VNNI laptops run is tested there too. A CPU with AVX-512 VNNI must run that form.
+std::vector<kernels::VnniForm> runnable_vnni_forms(const char* kernel) {
+  std::vector<kernels::VnniForm> out;
+  std::string names;
+  for (auto [form, name] : {std::pair{kernels::VnniForm::kNone, "plain"}, {kernels::VnniForm::kVex, "AVX-VNNI"},
+                            {kernels::VnniForm::kEvex, "AVX-512 VL VNNI (EVEX)"}}) {
+    if (!kernels::vnni_form_runs(form)) continue;
+    out.push_back(form);
+    names += (names.empty() ? "" : ", ") + std::string(name);
+  }
+  EXPECT_EQ(kernels::vnni_form_runs(kernels::VnniForm::kVex), kernels::kHasAvxVnni);
+#if TURBOKV_X86
+  EXPECT_EQ(kernels::vnni_form_runs(kernels::VnniForm::kEvex),
+            kernels::kHasAvx512Vnni && __builtin_cpu_supports("avx512vl"));
+#else
+  EXPECT_FALSE(kernels::vnni_form_runs(kernels::VnniForm::kEvex));
+#endif
+  std::cout << "[ info     ] " << kernel << " tested in their forms: " << names << "\n";
+  return out;
+}
+
 std::vector<SimdLevel> simd_levels() {
   std::vector<SimdLevel> out;
   for (SimdLevel l : supported_simd()) {
@@ -380,6 +403,7 @@ TEST(SimdParity, Int8ScoresAreBitIdenticalAndWithinTheirRoundingBound) {
 TEST(SimdParity, Int16ScoreKernelVariantsMatchTheScalarKernel) {
   if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX2";
   const auto scalar = kernels::kernel_set(SimdLevel::kScalar).dot_packed_int16;
+  const std::vector<kernels::VnniForm> forms = runnable_vnni_forms("AVX2 int16 scores");
   std::mt19937 gen(11);
   for (int bits : {5, 6, 7, 8}) {
    for (bool antisymmetric : {false, true}) {
@@ -422,8 +446,7 @@ TEST(SimdParity, Int16ScoreKernelVariantsMatchTheScalarKernel) {
             << "planes bits=" << bits << " d=" << d << " m=" << m;
       }
 #endif
-      for (bool vnni : {false, true}) {
-        if (vnni && !kernels::kHasAvxVnni) continue;
+      for (kernels::VnniForm vnni : forms) {
         for (auto lookup : {kernels::Int16Lookup::kGather, kernels::Int16Lookup::kLoads, kernels::Int16Lookup::kShuffle}) {
           std::fill(got.begin(), got.end(), std::numeric_limits<float>::quiet_NaN());  // a row left unwritten shows
           kernels::dot_packed_int16_avx2_variant(vnni, lookup)(q.data(), scales.data(), m, codes.data(),
@@ -431,7 +454,7 @@ TEST(SimdParity, Int16ScoreKernelVariantsMatchTheScalarKernel) {
                                                               got.data(), n, {});
           ASSERT_EQ(0, std::memcmp(expect.data(), got.data(), got.size() * sizeof(float)))
               << "bits=" << bits << " d=" << d << " m=" << m << " antisymmetric=" << antisymmetric
-              << " vnni=" << vnni << " lookup=" << int(lookup);
+              << " vnni=" << int(vnni) << " lookup=" << int(lookup);
         }
       }
      }
@@ -640,7 +663,7 @@ TEST(SimdParity, Int8ValuesStayWithinTheirRoundingBound) {
 TEST(SimdParity, BothAvx2Int8ValueVariantsEqualScalar) {
 #if TURBOKV_X86
   if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX2 on this CPU";
-  std::cout << "[ info     ] AVX2 int8 values with AVX-VNNI: " << (kernels::kHasAvxVnni ? "yes" : "no (plain only)") << "\n";
+  const std::vector<kernels::VnniForm> forms = runnable_vnni_forms("AVX2 int8 values");
   const auto& scalar = kernels::kernel_set(SimdLevel::kScalar);
   std::mt19937 gen(17);
   std::vector<int8_t> table8(16);
@@ -648,9 +671,9 @@ TEST(SimdParity, BothAvx2Int8ValueVariantsEqualScalar) {
   table8[0] = -kernels::kInt8CentroidTop;  // both bounds (plain AVX2 sums two steps in int16)
   table8[15] = kernels::kInt8CentroidTop;
   std::uniform_real_distribution<float> unit(0.0f, 1.0f);
-  for (int variant = 0; variant < 4; ++variant) {
-    const bool vnni = variant & 1, pdep = variant & 2;
-    if (vnni && !kernels::kHasAvxVnni) continue;
+  for (int variant = 0; variant < 2 * int(forms.size()); ++variant) {
+    const kernels::VnniForm vnni = forms[size_t(variant / 2)];
+    const bool pdep = variant & 1;
     const kernels::AxpyPackedInt8Fn kernel = kernels::axpy_packed_int8_avx2_variant(vnni, pdep);
     ASSERT_NE(kernel, nullptr);
     for (int bits = 1; bits <= 4; ++bits) {
@@ -671,7 +694,7 @@ TEST(SimdParity, BothAvx2Int8ValueVariantsEqualScalar) {
             scalar.axpy_packed_int8(w.data(), n, m, codes.data(), code_bytes, n, table8.data(), 0.03f, bits, d, a.data());
             kernel(w.data(), n, m, codes.data(), code_bytes, n, table8.data(), 0.03f, bits, d, b.data());
             ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)))
-                << "vnni=" << vnni << " pdep=" << pdep << " bits=" << bits << " d=" << d << " n=" << n << " m=" << m;
+                << "vnni=" << int(vnni) << " pdep=" << pdep << " bits=" << bits << " d=" << d << " n=" << n << " m=" << m;
           }
           // The largest int16 sums: every weight byte 127 (equal weights) on indices all 0 (-63)
           // or all ones (the 4-bit table's +63): 2 * 2 * 127 * 63 per lane before widening.
@@ -681,7 +704,7 @@ TEST(SimdParity, BothAvx2Int8ValueVariantsEqualScalar) {
             std::vector<float> a(size_t(3) * d, 0.0f), b = a;
             scalar.axpy_packed_int8(w.data(), n, 3, same.data(), code_bytes, n, table8.data(), 1.0f, bits, d, a.data());
             kernel(w.data(), n, 3, same.data(), code_bytes, n, table8.data(), 1.0f, bits, d, b.data());
-            ASSERT_EQ(a, b) << "extreme sums, vnni=" << vnni << " bits=" << bits << " d=" << d << " n=" << n;
+            ASSERT_EQ(a, b) << "extreme sums, vnni=" << int(vnni) << " bits=" << bits << " d=" << d << " n=" << n;
             if (fill == 0) {  // every weight 0.25 times -63, n times
               ASSERT_NEAR(a[0], -0.25 * kernels::kInt8CentroidTop * n, 1e-5 * n) << bits << " " << d << " " << n;
             }
@@ -691,7 +714,7 @@ TEST(SimdParity, BothAvx2Int8ValueVariantsEqualScalar) {
     }
   }
 #else
-  EXPECT_EQ(kernels::axpy_packed_int8_avx2_variant(true, true), nullptr);
+  EXPECT_EQ(kernels::axpy_packed_int8_avx2_variant(kernels::VnniForm::kVex, true), nullptr);
 #endif
 }
 
@@ -757,15 +780,16 @@ TEST(SimdParity, BothAvx2ThreeBitPlaneRoutesAgree) {
 TEST(SimdParity, BothAvx2Int8VariantsEqualScalar) {
 #if TURBOKV_X86
   if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX2 on this CPU";
-  std::cout << "[ info     ] AVX2 int8 scores with AVX-VNNI: " << (kernels::kHasAvxVnni ? "yes" : "no (plain only)") << "\n";
+  const std::vector<kernels::VnniForm> forms = runnable_vnni_forms("AVX2 int8 scores");
   const auto& scalar = kernels::kernel_set(SimdLevel::kScalar);
   std::mt19937 gen(21);
   std::vector<int8_t> table8(16);
   for (auto& t : table8) t = int8_t(int(gen() % 127) - kernels::kInt8CentroidTop);
   table8[0] = -kernels::kInt8CentroidTop;  // both bounds: c + 64 = 1 and 127 for plain AVX2's maddubs
   table8[15] = kernels::kInt8CentroidTop;
-  for (auto [vnni, pdep] : {std::pair{false, false}, {false, true}, {true, false}, {true, true}}) {
-    if (vnni && !kernels::kHasAvxVnni) continue;
+  for (int variant = 0; variant < 2 * int(forms.size()); ++variant) {
+    const kernels::VnniForm vnni = forms[size_t(variant / 2)];
+    const bool pdep = variant & 1;
     const kernels::DotPackedInt8Fn kernel = kernels::dot_packed_int8_avx2_variant(vnni, pdep);
     ASSERT_NE(kernel, nullptr);
     for (int bits = 1; bits <= 4; ++bits) {
@@ -785,7 +809,7 @@ TEST(SimdParity, BothAvx2Int8VariantsEqualScalar) {
           // With rows to prefetch beside the keys (a hint: the same scores).
           kernel(q8.data(), q_scale.data(), m, codes.data(), code_bytes, n, table8.data(), 0.02f, bits, d, b.data(), n,
                  kernels::RowsAhead{codes.data(), code_bytes});
-          ASSERT_EQ(a, b) << "vnni=" << vnni << " pdep=" << pdep << " bits=" << bits << " d=" << d << " m=" << m;
+          ASSERT_EQ(a, b) << "vnni=" << int(vnni) << " pdep=" << pdep << " bits=" << bits << " d=" << d << " m=" << m;
         }
         // The largest pair sums maddubs can see: every index the table's last entry (+63, so
         // 127 * 127 twice per int16 lane), queries all +127 or all -127, 8 keys at a time and alone.
@@ -797,7 +821,7 @@ TEST(SimdParity, BothAvx2Int8VariantsEqualScalar) {
                                  1.0f, bits, d, a.data(), n, {});
           kernel(q8.data(), q_scale.data(), 5, top_codes.data(), code_bytes, n, table8.data(), 1.0f, bits, d,
                  b.data(), n, {});
-          ASSERT_EQ(a, b) << "extreme sums, vnni=" << vnni << " bits=" << bits << " d=" << d;
+          ASSERT_EQ(a, b) << "extreme sums, vnni=" << int(vnni) << " bits=" << bits << " d=" << d;
           if (bits == 4 || bits == 2 || bits == 1) {  // indices of all ones: 2^bits - 1 (3 bits: 7)
             ASSERT_EQ(a[0], float(127 * sign * table8[(1 << bits) - 1] * d)) << bits;
           }
@@ -806,8 +830,9 @@ TEST(SimdParity, BothAvx2Int8VariantsEqualScalar) {
     }
   }
 #else
-  EXPECT_EQ(kernels::dot_packed_int8_avx2_variant(true, true), nullptr);
+  EXPECT_EQ(kernels::dot_packed_int8_avx2_variant(kernels::VnniForm::kVex, true), nullptr);
   EXPECT_FALSE(kernels::kHasAvxVnni);
+  EXPECT_FALSE(kernels::vnni_form_runs(kernels::VnniForm::kEvex));
 #endif
 }
 
