@@ -5,7 +5,9 @@
 # BASE, HEAD: git revisions, or folders holding a cpp/ tree (e.g. from git archive, where no .git
 # is at hand); HEAD omitted: the working tree. Each side's cpp/src is compiled with
 # the flags of the CMake Release build into build/ab/<side>/ with its namespace renamed, then both
-# are linked into build/ab/ab, which runs the arguments after "--".
+# are linked into build/ab/ab, which runs the arguments after "--". AB_HEAD_FLAGS adds compiler
+# flags to the head side only, e.g. AB_HEAD_FLAGS=-DTURBOKV_AVX2_EVEX_VNNI (kernels.hpp: on an
+# AVX-512 VNNI host the head's AVX2 level then runs what an AVX-VNNI machine's does).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 base=$1; shift
@@ -17,8 +19,8 @@ out=$root/build/ab
 eigen=$(pkg-config --cflags eigen3 2>/dev/null || echo -I/usr/include/eigen3)
 flags="-O3 -DNDEBUG -std=c++17 -ffp-contract=off -fPIC"
 
-build_side() {  # build_side NAME REVISION ("" for the working tree)
-  local name=$1 rev=$2 src=$out/$1/src
+build_side() {  # build_side NAME REVISION ("" for the working tree) [EXTRA_FLAGS]
+  local name=$1 rev=$2 extra=${3:-} src=$out/$1/src
   rm -rf "$out/$name" && mkdir -p "$src" "$out/$name/obj"
   if [[ -z $rev ]]; then
     cp -r "$root/cpp" "$src/"
@@ -29,7 +31,7 @@ build_side() {  # build_side NAME REVISION ("" for the working tree)
   fi
   local f
   for f in "$src"/cpp/src/*.cpp "$root/bench/ab/side.cpp"; do
-    g++ $flags -Dturbokv=$name -DAB_SIDE=${name}_ $eigen -I"$src/cpp/src" -I"$src/cpp/include" \
+    g++ $flags $extra -Dturbokv=$name -DAB_SIDE=${name}_ $eigen -I"$src/cpp/src" -I"$src/cpp/include" \
       -c "$f" -o "$out/$name/obj/$(basename "$f" .cpp).o" &
   done
   wait
@@ -37,8 +39,8 @@ build_side() {  # build_side NAME REVISION ("" for the working tree)
 }
 
 build_side ab_base "$base"
-build_side ab_head "$head"
+build_side ab_head "$head" "${AB_HEAD_FLAGS:-}"
 g++ -O2 -std=c++17 "$root/bench/ab/main.cpp" "$out/ab_base/lib.a" "$out/ab_head/lib.a" -lpthread -o "$out/ab"
 describe() { if [[ -d $1/cpp ]]; then echo "folder $1"; else echo "$1 ($(git -C "$root" rev-parse --short "$1"))"; fi; }
-echo "base: $(describe "$base"); head: ${head:+$(describe "$head")}${head:-working tree}; $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | xargs)"
+echo "base: $(describe "$base"); head: ${head:+$(describe "$head")}${head:-working tree}${AB_HEAD_FLAGS:+ with $AB_HEAD_FLAGS}; $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | xargs)"
 "$out/ab" "$@"

@@ -318,8 +318,8 @@ TURBOKV_TARGET_AVX2 void finish_values_avx2(const ValueCallAvx2& call, int m, in
 void axpy_packed_int8_avx2(const float* w, int64_t w_stride, int m, const uint8_t* codes,
                            int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                            int bits, int d, float* acc) {
-  (kHasAvxVnni ? avx_vnni::axpy_packed_int8 : plain::axpy_packed_int8)(
-      w, w_stride, m, codes, code_bytes, n, table8, table_scale, bits, d, acc);
+  axpy_packed_int8_avx2_variant(kAvx2VnniForm, !kPdepIsSlow)(w, w_stride, m, codes, code_bytes, n, table8, table_scale,
+                                                              bits, d, acc);
 }
 
 // AVX-512: the VNNI kernel where it fits, else the AVX2 one (the same integers either way).

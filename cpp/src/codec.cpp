@@ -461,7 +461,7 @@ bool Codec::int8_values_fast() const {
   // alternative is the AVX-512 one, against which it was never timed: not claimed there.
   const bool whole_chunks = code_bytes % 16 == 0 || (bits == 4 && code_bytes % 8 == 0);
   const bool plain_avx2_fits = level_ == SimdLevel::kAvx2 && d >= 64 && (bits == 3 || whole_chunks);
-  return vnni_kernel || plain_avx2_fits || (x86 && kernels::kHasAvxVnni);
+  return vnni_kernel || plain_avx2_fits || (x86 && kernels::kAvx2VnniForm != kernels::VnniForm::kNone);
 }
 
 void Codec::finish_accumulated(float* acc_rotated, const float* acc_sketch, float* out) const {

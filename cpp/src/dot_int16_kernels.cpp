@@ -78,7 +78,7 @@ ShuffleTables shuffle_tables(const int32_t* table, int bits) {
 void dot_packed_int16_avx2(const int16_t* q16, const float* q_scale, int m, const uint8_t* codes,
                            int64_t code_bytes, int64_t n, const int32_t* table, float table_scale,
                            int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
-  dot_packed_int16_avx2_variant(kHasAvxVnni ? VnniForm::kVex : VnniForm::kNone, int16_avx2_lookup(bits, m))(
+  dot_packed_int16_avx2_variant(kAvx2VnniForm, int16_avx2_lookup(bits, m))(
       q16, q_scale, m, codes, code_bytes, n, table, table_scale, bits, d, out, out_stride, ahead);
 }
 

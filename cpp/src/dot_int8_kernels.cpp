@@ -136,7 +136,7 @@ enum class KeyRows { kCodes, kThreeBitIndices, kThreeBitNibbles };
 void dot_packed_int8_avx2(const int8_t* q8, const float* q_scale, int m, const uint8_t* codes,
                           int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                           int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
-  (kHasAvxVnni ? avx_vnni::dot_packed_int8 : plain::dot_packed_int8)(
+  dot_packed_int8_avx2_variant(kAvx2VnniForm, !kPdepIsSlow)(
       q8, q_scale, m, codes, code_bytes, n, table8, table_scale, bits, d, out, out_stride, ahead);
 }
 
@@ -230,6 +230,15 @@ const bool kHasAvxVnni = [] {
   return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) != 0 && ((eax >> 4) & 1u) != 0;
 }();
 
+const VnniForm kAvx2VnniForm = [] {
+  if (kHasAvxVnni) return VnniForm::kVex;
+#ifdef TURBOKV_AVX2_EVEX_VNNI
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) return VnniForm::kEvex;
+#endif
+  return VnniForm::kNone;
+}();
+
 bool vnni_form_runs(VnniForm form) {
   switch (form) {
     case VnniForm::kNone: return true;
@@ -249,6 +258,7 @@ DotPackedInt8Fn dot_packed_int8_avx2_variant(VnniForm vnni, bool pdep) {
 }
 #else
 const bool kHasAvxVnni = false;
+const VnniForm kAvx2VnniForm = VnniForm::kNone;
 bool vnni_form_runs(VnniForm form) { return form == VnniForm::kNone; }
 DotPackedInt8Fn dot_packed_int8_avx2_variant(VnniForm, bool) { return nullptr; }
 #endif

@@ -38,6 +38,8 @@ std::vector<kernels::VnniForm> runnable_vnni_forms(const char* kernel) {
     names += (names.empty() ? "" : ", ") + std::string(name);
   }
   EXPECT_EQ(kernels::vnni_form_runs(kernels::VnniForm::kVex), kernels::kHasAvxVnni);
+  // The level's pick: AVX-VNNI where the CPU has it, else plain (EVEX only in timing builds).
+  EXPECT_EQ(kernels::kAvx2VnniForm, kernels::kHasAvxVnni ? kernels::VnniForm::kVex : kernels::VnniForm::kNone);
 #if TURBOKV_X86
   EXPECT_EQ(kernels::vnni_form_runs(kernels::VnniForm::kEvex),
             kernels::kHasAvx512Vnni && __builtin_cpu_supports("avx512vl"));
