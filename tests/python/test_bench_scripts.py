@@ -431,5 +431,7 @@ def test_simd_coverage_names_what_this_cpu_cannot_run():
     routes = turbokv.kernel_routes()
     # Each family this CPU lacks is named as not executed; none it has is.
     assert ("AVX-512 level" in text) == ("avx2" in levels and "avx512" not in levels)
-    assert ("AVX-VNNI variants" in text) == ("avx2" in levels and not routes["avx_vnni"])
+    evex_vnni = "avx512" in levels and routes["avx512_vnni"]  # the same code EVEX-encoded
+    assert ("AVX-VNNI variants of the AVX2 int8" in text) == ("avx2" in levels and not routes["avx_vnni"] and not evex_vnni)
+    assert ("run in their EVEX form" in text) == ("avx2" in levels and not routes["avx_vnni"] and evex_vnni)
     assert ("NEON level: cross-compiled" in text) == ("neon" not in levels)
