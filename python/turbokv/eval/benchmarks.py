@@ -211,8 +211,9 @@ TORCH_ISAS = {"scalar": "default", "avx2": "avx2", "avx512": "avx512"}
 def import_torch(isa: Optional[str] = None):
     """torch, its kernels at ``isa`` ("scalar", "avx2", "avx512"; None: torch's own pick), or None
     where torch is not installed. The dense baselines of a run that emulates an AVX2 machine on an
-    AVX-512 one (``--simd avx2``) should run at AVX2 as well, as torch does on such a machine (its
-    SDPA at 32K took 1.1-1.2x the time at AVX2 on the Zen 4 VM, session 38). torch fixes its level
+    AVX-512 one (``--simd avx2``) should run at AVX2 as well, as torch does on such a machine (on
+    the Zen 4 VM, session 38, a lone SDPA decode call at 32K took 1.1-1.2x the time at AVX2, the
+    same call among this benchmark's rows ~1%: memory-bound there). torch fixes its level
     (``ATEN_CPU_CAPABILITY``) at its first kernel call or query of it, so this raises RuntimeError
     where torch already runs at another one, and ValueError for an unknown ``isa``; the level torch took is
     ``torch.backends.cpu.get_cpu_capability()``."""
