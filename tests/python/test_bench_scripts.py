@@ -69,7 +69,8 @@ def test_torch_at_another_level_than_it_was_imported_at_is_refused():
             "    assert 'sse4' in str(e)\n"
             "else:\n"
             "    raise SystemExit('unknown level not refused')\n")
-    env = {k: v for k, v in __import__("os").environ.items() if k != "ATEN_CPU_CAPABILITY"}
+    import os
+    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=env)
 
 
