@@ -148,7 +148,7 @@ void BM_GroupScores(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations() * kVectors);  // keys
 }
-BENCHMARK(BM_GroupScores)->ArgNames({"bits", "simd", "int8"})->ArgsProduct({{1, 2, 3, 4, 8}, {1, 2}, {0, 1}});
+BENCHMARK(BM_GroupScores)->ArgNames({"bits", "simd", "int8"})->ArgsProduct({{1, 2, 3, 4, 5, 6, 8}, {1, 2}, {0, 1}});
 
 void BM_GroupValues(benchmark::State& state) {
   const int d = 128, bits = int(state.range(0));

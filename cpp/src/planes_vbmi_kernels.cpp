@@ -1,5 +1,6 @@
 // 5-8-bit codes on AVX-512 with VBMI, by byte planes (3-bit ones, which dot_planes_vbmi and
-// axpy_planes_vbmi also take, go by three_bit_float_vbmi_kernels.cpp's lanes since round 20):
+// axpy_planes_vbmi also take, go by three_bit_float_vbmi_kernels.cpp's lanes since round 20; 5-bit
+// scores by vpermi2ps since round 39, dot_five_bit_vbmi):
 // byte p of every centroid forms a plane of 2^bits bytes, and vpermb / vpermi2b look up 64 codes' bytes at once (6 / 7 index bits;
 // at 8 bits bit 7 picks one of two vpermi2b halves). Four planes and two rounds of unpacks
 // reassemble the floats exactly (the AVX2 byte-plane idea, dot_packed_kernels.cpp, at up to 256
@@ -359,6 +360,80 @@ TURBOKV_TARGET_AVX512_VBMI_VNNI void dot_int16_bits(const int16_t* q16, const fl
   }
 }
 
+// 5-bit scores by vpermi2ps, which looks 16 floats up in a 32-entry table held in two registers
+// and reads only the low 5 bits of each dword index: so each code's index is its row's two bytes
+// that hold it (one vpermb per 16 codes) shifted down (vpsrlvd), 2 shuffles and a shift per 16
+// coordinates where the byte planes take 3 shuffles plus their unpacking, in coordinate order (no
+// permuted queries). Zen 4, 4 queries, 4,096 keys at head_dim 128 (BM_GroupScores bits:5): 76.7 ->
+// 71.6-72.2 us; K5V4 decode at 32K 0.88-0.93x the time (kernel_choices_avx2.md, round 39).
+struct FiveBitIndices {
+  __m512i control[4], shift;  // control r: the row bytes of codes 16 r + e into dword e
+  TURBOKV_TARGET_AVX512_VBMI FiveBitIndices() {
+    alignas(64) int8_t c[4][64];
+    alignas(64) int32_t s[16];
+    for (int r = 0; r < 4; ++r) {
+      for (int e = 0; e < 16; ++e) {
+        const int byte = 10 * r + 5 * e / 8;  // code 16 r + e starts at bit 80 r + 5 e
+        c[r][4 * e] = static_cast<int8_t>(byte);
+        c[r][4 * e + 1] = c[r][4 * e + 2] = c[r][4 * e + 3] = static_cast<int8_t>(byte + 1);
+        s[e] = 5 * e % 8;
+      }
+    }
+    for (int r = 0; r < 4; ++r) control[r] = _mm512_load_si512(c[r]);
+    shift = _mm512_load_si512(s);
+  }
+};
+
+// kTile queries (q + a * d, coordinate order) against every key, two FMA chains per query.
+template <int kTile>
+TURBOKV_TARGET_AVX512_VBMI void dot_five_bit_tile(const float* table, const float* q, int d, const uint8_t* codes,
+                                                  int64_t code_bytes, int64_t n, float* out, int64_t out_stride,
+                                                  RowsAhead ahead) {
+  const FiveBitIndices ix;
+  const __m512 low = _mm512_loadu_ps(table), high = _mm512_loadu_ps(table + 16);
+  const __mmask64 chunk_bytes = (__mmask64{1} << 40) - 1;  // 64 codes; nothing past them is read
+  for (int64_t j = 0; j < n; ++j) {
+    ahead.fetch(j);
+    const uint8_t* key = codes + j * code_bytes;
+    _mm_prefetch(reinterpret_cast<const char*>(key + 16 * code_bytes), _MM_HINT_T0);
+    __m512 even[kTile], odd[kTile];
+    for (int a = 0; a < kTile; ++a) even[a] = odd[a] = _mm512_setzero_ps();
+    for (int c = 0; c < d / 64; ++c) {
+      const __m512i raw = _mm512_maskz_loadu_epi8(chunk_bytes, key + 40 * c);
+      __m512 f[4];
+      for (int r = 0; r < 4; ++r) {
+        const __m512i idx = _mm512_srlv_epi32(_mm512_permutexvar_epi8(ix.control[r], raw), ix.shift);
+        f[r] = _mm512_permutex2var_ps(low, idx, high);
+      }
+      for (int a = 0; a < kTile; ++a) {
+        const float* qa = q + static_cast<int64_t>(a) * d + 64 * c;
+        even[a] = _mm512_fmadd_ps(_mm512_loadu_ps(qa), f[0], even[a]);
+        odd[a] = _mm512_fmadd_ps(_mm512_loadu_ps(qa + 16), f[1], odd[a]);
+        even[a] = _mm512_fmadd_ps(_mm512_loadu_ps(qa + 32), f[2], even[a]);
+        odd[a] = _mm512_fmadd_ps(_mm512_loadu_ps(qa + 48), f[3], odd[a]);
+      }
+    }
+    __m512 sums[kTile];
+    for (int a = 0; a < kTile; ++a) sums[a] = _mm512_add_ps(even[a], odd[a]);
+    store_sums<kTile>(sums, out + j, out_stride);
+  }
+}
+
+TURBOKV_TARGET_AVX512_VBMI void dot_five_bit_vbmi(const float* q, int m, const uint8_t* codes, int64_t code_bytes,
+                                                  int64_t n, const float* table, int d, float* out, int64_t out_stride,
+                                                  RowsAhead ahead) {
+  for (int a = 0; a < m; a += 4) {
+    const float* qa = q + static_cast<int64_t>(a) * d;
+    float* o = out + a * out_stride;
+    switch (std::min(4, m - a)) {
+      case 4: dot_five_bit_tile<4>(table, qa, d, codes, code_bytes, n, o, out_stride, ahead); break;
+      case 3: dot_five_bit_tile<3>(table, qa, d, codes, code_bytes, n, o, out_stride, ahead); break;
+      case 2: dot_five_bit_tile<2>(table, qa, d, codes, code_bytes, n, o, out_stride, ahead); break;
+      default: dot_five_bit_tile<1>(table, qa, d, codes, code_bytes, n, o, out_stride, ahead); break;
+    }
+  }
+}
+
 // Calls fn with the code width as a compile-time constant, for the byte-plane widths (5-8 bits).
 template <typename Fn>
 void with_width(int bits, Fn&& fn) {
@@ -377,6 +452,7 @@ void dot_planes_vbmi(const float* q, int m, const uint8_t* codes, int64_t code_b
                      const float* table, int bits, int d, float* out, int64_t out_stride,
                      RowsAhead ahead) {
   if (bits == 3) return dot_three_bit_lanes_vbmi(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead);
+  if (bits == 5) return dot_five_bit_vbmi(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead);
   with_width(bits, [&](auto width) {
     dot_planes_bits<decltype(width)::value>(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead);
   });

@@ -1682,7 +1682,8 @@ TEST(SimdParity, KernelsReturnWithCleanUpperHalves) {
 // Fused scores and values of 1-8-bit codes at every level against a double-precision sum over the
 // table: on AVX-512 with VBMI the 3- and 5-8-bit codes take the byte-plane route (asserted), whose
 // in-register unpacking, plane-order transpose and plane halves (bit 7 at 8 bits) a wrong index
-// would break; 1, 2 and 4 bits the lane kernels, whose queries and accumulators are permuted in
+// would break, and 5-bit scores vpermi2ps on indices cut from the rows by vpermb and vpsrlvd (a
+// wrong shift or source byte for one code failed this test; 37 keys end with one alone); 1, 2 and 4 bits the lane kernels, whose queries and accumulators are permuted in
 // registers where head_dim is whole 16-byte chunks (4 bits: d = 64 ... 256; 2 bits: 64, 128, 256;
 // 1 bit: 128, 256) and by scalar copies elsewhere (2 bits at 96, 1 bit at 64 and 96). Elsewhere
 // the level's own route: at the AVX2 level 5-7-bit rows are read by pdep where it is fast
@@ -1702,7 +1703,7 @@ TEST(SimdParity, PackedScoresAndValuesMatchTheTable) {
       EXPECT_FALSE(kernels::planes_vbmi_fit(4, 128));
       EXPECT_FALSE(kernels::planes_vbmi_fit(8, 96));
       std::cout << "3- and 5-8-bit codes at the AVX-512 level here: "
-                << (kernels::kHasAvx512Vbmi ? "VBMI byte planes" : "AVX2 routes") << "\n";
+                << (kernels::kHasAvx512Vbmi ? "VBMI byte planes (5-bit scores: vpermi2ps)" : "AVX2 routes") << "\n";
     }
     if (level == SimdLevel::kAvx2) {  // 5-7-bit rows: pdep where it is fast, else unpacked
 #if TURBOKV_X86
