@@ -538,6 +538,54 @@ TURBOKV_TARGET_AVX2 void dot_planes_keys_avx2(const float* q, int m, const uint8
   }
 }
 
+// 3-bit scores by vpermps, where a lane-crossing permute is one fast operation (not Zen 1,
+// kLaneSwapIsSlow): 8 codes are 3 row bytes, read as one dword, broadcast, shifted apart per lane
+// (vpsrlvd by 3e) and looked up in the 8-float table (vpermps reads the low 3 bits of each index),
+// 2 vector operations per 8 coordinates and no unpack, where the byte planes spend 4 pshufb and
+// their unpacks per 16 after a pdep per 8. Zen 4 at the AVX2 level (kernel_choices_avx2.md, round
+// 39): BM_GroupScores bits:3 (4 queries) 90.5-91.7 -> 72.6-73.8 us, BM_Scores bits:3 (one query)
+// at d = 64 / 96 / 128 0.80-0.82x; decode at 32K, 32/8 heads: K3V3 0.89-0.91x the time, K3V4
+// 0.94x, K3V3 at 32/32 heads 0.90x, at 9/3 0.95x. Not Zen 2/3 or Intel: unmeasured. (2-bit keys
+// the same way, their table repeated: 0.90x the kernel, 0.95-0.98x decode; 4-bit ones by two
+// vpermps and a blend: 1.03x. Neither taken.)
+struct ThreeBitPermuteKey {
+  const uint8_t* key;
+  int64_t code_bytes;
+  __m256 table;
+  __m256i shift;
+  TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline __m256 group(int g) const {
+    uint32_t w;
+    if (__builtin_expect(3 * g + 4 <= code_bytes, 1)) {
+      std::memcpy(&w, key + 3 * g, 4);
+    } else {  // the row's last group: the 4 bytes that end with it
+      std::memcpy(&w, key + 3 * g - 1, 4);
+      w >>= 8;
+    }
+    return _mm256_permutevar8x32_ps(table, _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(w)), shift));
+  }
+  TURBOKV_TARGET_AVX2 void operator()(int c, __m256& v0, __m256& v1) const {
+    v0 = group(c / 8);
+    v1 = group(c / 8 + 1);
+  }
+};
+
+// head_dim a multiple of 16, 3-bit codes, not Zen 1 (three_bit_scores_by_permutes).
+TURBOKV_TARGET_AVX2 void dot_three_bit_permutes_avx2(const float* q, int m, const uint8_t* codes, int64_t code_bytes,
+                                                     int64_t n, const float* table, int d, float* out,
+                                                     int64_t out_stride, RowsAhead ahead) {
+  const __m256 t = _mm256_loadu_ps(table);
+  const __m256i shift = _mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21);
+  for (int64_t j = 0; j < n; ++j) {
+    ahead.fetch(j);
+    const ThreeBitPermuteKey values{codes + j * code_bytes, code_bytes, t, shift};
+    int a = 0;
+    for (; a + 4 <= m; a += 4) dot16_tile_avx2<4>(q + static_cast<int64_t>(a) * d, d, values, out + a * out_stride + j, out_stride);
+    if (a < m) dot16_rest_avx2(m - a, q + static_cast<int64_t>(a) * d, d, values, out + a * out_stride + j, out_stride);
+  }
+}
+
+inline bool three_bit_permutes_fit(int bits, int d) { return bits == 3 && d % 16 == 0 && !kLaneSwapIsSlow; }
+
 // head_dim a multiple of 16, bits <= 4: 1-, 2- and 4-bit codes straight from the packed bytes,
 // 3-bit ones unpacked per key.
 TURBOKV_TARGET_AVX2 void dot_planes_avx2(const float* q, int m, const uint8_t* codes,
@@ -878,6 +926,9 @@ void dot_packed_avx2(const float* q, int m, const uint8_t* codes, int64_t code_b
   // they are read from the packed rows: K3V3 decode with 8 query / 8 KV heads 0.76-0.90x the time
   // of the rows route, which unpacks each key (kernel_choices_avx2.md, round 21); 2 and 4 bits at
   // head_dims 48, 80, 112 too, the last 16 by the 16-wide planes (round 30: K4V4 decode at 80 0.84x).
+  if (three_bit_permutes_fit(bits, d)) {
+    return dot_three_bit_permutes_avx2(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead);
+  }
   if (bits <= 4 && d % 16 == 0 && (m > 1 || bits != 3 || planes32_fit(d))) {
     return dot_planes_avx2(q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
   }
@@ -1175,11 +1226,13 @@ AxpyPackedFn axpy_three_bit_planes32_variant(bool pdep) {
   return pdep ? axpy_three_bit_planes32<true> : axpy_three_bit_planes32<false>;
 }
 bool rows_spread_by_pdep(int bits, int d) { return spread_fits(bits, d); }
+bool three_bit_scores_by_permutes(int bits, int d) { return three_bit_permutes_fit(bits, d); }
 bool planes_avx2_signed(const float* table, int bits, int d) {
   return (bits == 5 || bits == 6) && !kPdepIsSlow && d % 32 == 0 && float_table_antisymmetric(table, bits);
 }
 #else
 bool rows_spread_by_pdep(int, int) { return false; }
+bool three_bit_scores_by_permutes(int, int) { return false; }
 bool planes_avx2_signed(const float*, int, int) { return false; }
 DotPackedFn dot_three_bit_planes32_variant(bool) { return nullptr; }
 AxpyPackedFn axpy_three_bit_planes32_variant(bool) { return nullptr; }
