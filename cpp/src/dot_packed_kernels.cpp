@@ -538,53 +538,109 @@ TURBOKV_TARGET_AVX2 void dot_planes_keys_avx2(const float* q, int m, const uint8
   }
 }
 
-// 3-bit scores by vpermps, where a lane-crossing permute is one fast operation (not Zen 1,
-// kLaneSwapIsSlow): 8 codes are 3 row bytes, read as one dword, broadcast, shifted apart per lane
-// (vpsrlvd by 3e) and looked up in the 8-float table (vpermps reads the low 3 bits of each index),
-// 2 vector operations per 8 coordinates and no unpack, where the byte planes spend 4 pshufb and
-// their unpacks per 16 after a pdep per 8. Zen 4 at the AVX2 level (kernel_choices_avx2.md, round
-// 39): BM_GroupScores bits:3 (4 queries) 90.5-91.7 -> 72.6-73.8 us, BM_Scores bits:3 (one query)
-// at d = 64 / 96 / 128 0.80-0.82x; decode at 32K, 32/8 heads: K3V3 0.89-0.91x the time, K3V4
-// 0.94x, K3V3 at 32/32 heads 0.90x, at 9/3 0.95x. Not Zen 2/3 or Intel: unmeasured. (2-bit keys
-// the same way, their table repeated: 0.90x the kernel, 0.95-0.98x decode; 4-bit ones by two
-// vpermps and a blend: 1.03x. Neither taken.)
-struct ThreeBitPermuteKey {
-  const uint8_t* key;
-  int64_t code_bytes;
+// 2- and 3-bit codes looked up 8 at a time by vpermps, where a lane-crossing permute is one fast
+// operation (not Zen 1, kLaneSwapIsSlow; round 9 dropped vpermps lane kernels there): 8 codes are
+// kBits row bytes, read as one dword, broadcast, shifted apart per lane (vpsrlvd by kBits e) and
+// looked up in the 8-float table (vpermps reads the low 3 bits of each lane; 2 bits: the 4
+// centroids repeated). No unpack, 2 vector operations per 8 coordinates, where the byte planes
+// spend 4 pshufb and their unpacks per 16 (and at 3 bits a pdep per 8). Zen 4 at the AVX2 level
+// (kernel_choices_avx2.md, round 39), 4 queries, d = 128: values (BM_GroupValues) 2 bits 65.0 ->
+// 44.6 us, 3 bits 67.4 -> 44.2; 3-bit scores (BM_GroupScores) 90.5 -> 72.6 (one query
+// 0.80-0.82x). 2-bit scores keep the planes (decode K2V2 0.95-0.98x), and 4-bit codes (two
+// vpermps and a blend: values 0.95x the kernel, decode 0.98-1.01x; scores 1.03x). Zen 2/3 and
+// Intel take these routes unmeasured.
+template <int kBits>
+struct PermuteLookup {
+  static_assert(kBits == 2 || kBits == 3, "2- and 3-bit codes");
   __m256 table;
   __m256i shift;
-  TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline __m256 group(int g) const {
+  TURBOKV_TARGET_AVX2 explicit PermuteLookup(const float* centroids) {
+    alignas(32) float entries[8];
+    for (int e = 0; e < 8; ++e) entries[e] = centroids[e % (1 << kBits)];
+    table = _mm256_load_ps(entries);
+    shift = _mm256_setr_epi32(0, kBits, 2 * kBits, 3 * kBits, 4 * kBits, 5 * kBits, 6 * kBits, 7 * kBits);
+  }
+  // The centroids of codes 8 g .. 8 g + 7 of a row of row_bytes bytes.
+  TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline __m256 group(const uint8_t* row, int64_t row_bytes, int g) const {
     uint32_t w;
-    if (__builtin_expect(3 * g + 4 <= code_bytes, 1)) {
-      std::memcpy(&w, key + 3 * g, 4);
+    if (__builtin_expect(kBits * g + 4 <= row_bytes, 1)) {
+      std::memcpy(&w, row + kBits * g, 4);
     } else {  // the row's last group: the 4 bytes that end with it
-      std::memcpy(&w, key + 3 * g - 1, 4);
-      w >>= 8;
+      std::memcpy(&w, row + kBits * g + kBits - 4, 4);
+      w >>= 8 * (4 - kBits);
     }
     return _mm256_permutevar8x32_ps(table, _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(w)), shift));
   }
+};
+
+inline bool permutes_fit(int bits, int d) { return (bits == 2 || bits == 3) && d % 16 == 0 && !kLaneSwapIsSlow; }
+
+// Coordinates c .. c + 15 of one key, for dot16_tile_avx2.
+template <int kBits>
+struct PermuteKey {
+  const uint8_t* row;
+  int64_t row_bytes;
+  const PermuteLookup<kBits>& lookup;
   TURBOKV_TARGET_AVX2 void operator()(int c, __m256& v0, __m256& v1) const {
-    v0 = group(c / 8);
-    v1 = group(c / 8 + 1);
+    v0 = lookup.group(row, row_bytes, c / 8);
+    v1 = lookup.group(row, row_bytes, c / 8 + 1);
   }
 };
 
-// head_dim a multiple of 16, 3-bit codes, not Zen 1 (three_bit_scores_by_permutes).
+// Coordinates c .. c + 15 of value j, for accumulate16_avx2.
+template <int kBits>
+struct PermuteValues {
+  const uint8_t* codes;
+  int64_t code_bytes;
+  int c;
+  const PermuteLookup<kBits>& lookup;
+  TURBOKV_TARGET_AVX2 __attribute__((always_inline)) inline void operator()(int64_t j, __m256& v0, __m256& v1) const {
+    const uint8_t* row = codes + j * code_bytes;
+    v0 = lookup.group(row, code_bytes, c / 8);
+    v1 = lookup.group(row, code_bytes, c / 8 + 1);
+  }
+};
+
+// Scores of 3-bit keys (permutes_fit).
 TURBOKV_TARGET_AVX2 void dot_three_bit_permutes_avx2(const float* q, int m, const uint8_t* codes, int64_t code_bytes,
                                                      int64_t n, const float* table, int d, float* out,
                                                      int64_t out_stride, RowsAhead ahead) {
-  const __m256 t = _mm256_loadu_ps(table);
-  const __m256i shift = _mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21);
+  const PermuteLookup<3> lookup(table);
   for (int64_t j = 0; j < n; ++j) {
     ahead.fetch(j);
-    const ThreeBitPermuteKey values{codes + j * code_bytes, code_bytes, t, shift};
+    const PermuteKey<3> values{codes + j * code_bytes, code_bytes, lookup};
     int a = 0;
     for (; a + 4 <= m; a += 4) dot16_tile_avx2<4>(q + static_cast<int64_t>(a) * d, d, values, out + a * out_stride + j, out_stride);
     if (a < m) dot16_rest_avx2(m - a, q + static_cast<int64_t>(a) * d, d, values, out + a * out_stride + j, out_stride);
   }
 }
 
-inline bool three_bit_permutes_fit(int bits, int d) { return bits == 3 && d % 16 == 0 && !kLaneSwapIsSlow; }
+// Values of 2- and 3-bit codes (permutes_fit): kTile queries' sums of 16 coordinates in registers
+// across every token, as axpy_rows_tile_avx2.
+template <int kBits, int kTile>
+TURBOKV_TARGET_AVX2 void axpy_permutes_tile_avx2(const float* w, int64_t w_stride, const uint8_t* codes,
+                                                 int64_t code_bytes, int64_t n, const PermuteLookup<kBits>& lookup,
+                                                 int d, float* acc) {
+  for (int c = 0; c < d; c += 16) {
+    accumulate16_avx2<kTile>(w, w_stride, n, PermuteValues<kBits>{codes, code_bytes, c, lookup}, d, c, acc);
+  }
+}
+
+template <int kBits>
+TURBOKV_TARGET_AVX2 void axpy_permutes_avx2(const float* w, int64_t w_stride, int m, const uint8_t* codes,
+                                            int64_t code_bytes, int64_t n, const float* table, int d, float* acc) {
+  const PermuteLookup<kBits> lookup(table);
+  for (int a = 0; a < m; a += 4) {
+    const float* wa = w + a * w_stride;
+    float* acc_a = acc + static_cast<int64_t>(a) * d;
+    switch (std::min(4, m - a)) {
+      case 4: axpy_permutes_tile_avx2<kBits, 4>(wa, w_stride, codes, code_bytes, n, lookup, d, acc_a); break;
+      case 3: axpy_permutes_tile_avx2<kBits, 3>(wa, w_stride, codes, code_bytes, n, lookup, d, acc_a); break;
+      case 2: axpy_permutes_tile_avx2<kBits, 2>(wa, w_stride, codes, code_bytes, n, lookup, d, acc_a); break;
+      default: axpy_permutes_tile_avx2<kBits, 1>(wa, w_stride, codes, code_bytes, n, lookup, d, acc_a); break;
+    }
+  }
+}
 
 // head_dim a multiple of 16, bits <= 4: 1-, 2- and 4-bit codes straight from the packed bytes,
 // 3-bit ones unpacked per key.
@@ -926,7 +982,7 @@ void dot_packed_avx2(const float* q, int m, const uint8_t* codes, int64_t code_b
   // they are read from the packed rows: K3V3 decode with 8 query / 8 KV heads 0.76-0.90x the time
   // of the rows route, which unpacks each key (kernel_choices_avx2.md, round 21); 2 and 4 bits at
   // head_dims 48, 80, 112 too, the last 16 by the 16-wide planes (round 30: K4V4 decode at 80 0.84x).
-  if (three_bit_permutes_fit(bits, d)) {
+  if (bits == 3 && permutes_fit(bits, d)) {
     return dot_three_bit_permutes_avx2(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead);
   }
   if (bits <= 4 && d % 16 == 0 && (m > 1 || bits != 3 || planes32_fit(d))) {
@@ -952,6 +1008,9 @@ void axpy_packed_avx2(const float* w, int64_t w_stride, int m, const uint8_t* co
   // -> 117, 3 bits 196 -> 144, 4 bits 176 -> 103; 2 and 4 bits with head_dim a multiple of 32,
   // or 16 more, since 32 coordinates per step, axpy_planes32). Other shapes: several queries share each
   // key's lookups on the rows route.
+  if (permutes_fit(bits, d)) {
+    return (bits == 2 ? axpy_permutes_avx2<2> : axpy_permutes_avx2<3>)(w, w_stride, m, codes, code_bytes, n, table, d, acc);
+  }
   if (bits <= 4 && d % 16 == 0) return axpy_planes_avx2(w, w_stride, m, codes, code_bytes, n, table, bits, d, acc);
   if (axpy_signed_planes32(w, w_stride, m, codes, code_bytes, n, table, bits, d, acc)) return;
   if (axpy_broadcast_rows(w, w_stride, m, codes, code_bytes, n, table, bits, d, acc)) return;
@@ -1226,13 +1285,15 @@ AxpyPackedFn axpy_three_bit_planes32_variant(bool pdep) {
   return pdep ? axpy_three_bit_planes32<true> : axpy_three_bit_planes32<false>;
 }
 bool rows_spread_by_pdep(int bits, int d) { return spread_fits(bits, d); }
-bool three_bit_scores_by_permutes(int bits, int d) { return three_bit_permutes_fit(bits, d); }
+bool three_bit_scores_by_permutes(int bits, int d) { return bits == 3 && permutes_fit(bits, d); }
+bool values_by_permutes(int bits, int d) { return permutes_fit(bits, d); }
 bool planes_avx2_signed(const float* table, int bits, int d) {
   return (bits == 5 || bits == 6) && !kPdepIsSlow && d % 32 == 0 && float_table_antisymmetric(table, bits);
 }
 #else
 bool rows_spread_by_pdep(int, int) { return false; }
 bool three_bit_scores_by_permutes(int, int) { return false; }
+bool values_by_permutes(int, int) { return false; }
 bool planes_avx2_signed(const float*, int, int) { return false; }
 DotPackedFn dot_three_bit_planes32_variant(bool) { return nullptr; }
 AxpyPackedFn axpy_three_bit_planes32_variant(bool) { return nullptr; }

@@ -354,6 +354,9 @@ bool rows_spread_by_pdep(int bits, int d);
 // Whether the AVX2 level's float32 scores of these codes go by vpermps on the packed rows (3-bit
 // codes, head_dim a multiple of 16, lane-crossing permutes fast: not Zen 1; false off x86).
 bool three_bit_scores_by_permutes(int bits, int d);
+// Whether the AVX2 level's float32 values of these codes go by vpermps on the packed rows (2 and
+// 3 bits, head_dim a multiple of 16, not Zen 1; false off x86).
+bool values_by_permutes(int bits, int d);
 // Whether a table of 2^bits floats is its upper half negated, bit for bit:
 // table[half - 1 - k] == -table[half + k] (every Lloyd-Max codebook).
 bool float_table_antisymmetric(const float* table, int bits);

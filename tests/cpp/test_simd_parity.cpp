@@ -1688,8 +1688,8 @@ TEST(SimdParity, KernelsReturnWithCleanUpperHalves) {
 // 1 bit: 128, 256) and by scalar copies elsewhere (2 bits at 96, 1 bit at 64 and 96). Elsewhere
 // the level's own route: at the AVX2 level 5-7-bit rows are read by pdep where it is fast
 // (asserted), whose last 8-index group of a row loads the 8 bytes that end with it, and 3-bit
-// scores go by vpermps on the rows except on Zen 1 (asserted), whose last group of 8 codes loads
-// the 4 bytes that end with it. Rows are padded past their packed bytes at d = 96 and 256, so the
+// scores and 2-3-bit values go by vpermps on the rows except on Zen 1 (asserted), whose last
+// group of 8 codes loads the 4 bytes that end with it. Rows are padded past their packed bytes at d = 96 and 256, so the
 // stride is honoured, and end at their packed bytes elsewhere (d = 16 and 32 too); none has
 // slack after the last row. At 4 queries the AVX2 float scores of byte planes (2-6 bits, d a
 // multiple of 32) and of 8-bit or spread rows take keys two at a time (dot_two_keys_avx2): 37
@@ -1718,8 +1718,12 @@ TEST(SimdParity, PackedScoresAndValuesMatchTheTable) {
       for (int bits = 1; bits <= 8; ++bits) {
         EXPECT_EQ(kernels::three_bit_scores_by_permutes(bits, 128), bits == 3 && !kernels::kLaneSwapIsSlow) << bits;
       }
+      for (int bits = 1; bits <= 8; ++bits) {
+        EXPECT_EQ(kernels::values_by_permutes(bits, 128), (bits == 2 || bits == 3) && !kernels::kLaneSwapIsSlow) << bits;
+      }
       EXPECT_FALSE(kernels::three_bit_scores_by_permutes(3, 40));
-      std::cout << "3-bit float32 scores at the AVX2 level here: "
+      EXPECT_FALSE(kernels::values_by_permutes(2, 40));
+      std::cout << "3-bit float32 scores and 2-3-bit float32 values at the AVX2 level here: "
                 << (kernels::kLaneSwapIsSlow ? "byte planes (lane swaps are slow)" : "vpermps on the rows") << "\n";
 #endif
     }
