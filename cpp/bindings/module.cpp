@@ -227,8 +227,9 @@ PYBIND11_MODULE(_core, m) {
   "Whether values=\"int8\" is faster than exact values for these values at the default SIMD "
   "level: 1, 2 or 4 bits summed by vpdpbusd (AVX-VNNI, or AVX-512 VNNI with VBMI) or by plain "
   "AVX2's maddubs where a row fills whole 16-byte chunks (8-byte ones at 4 bits) and head_dim is "
-  "at least 64, 3 bits too where head_dim is a multiple of 32. The portable reference (scalar, "
-  "NEON) gives the same results no faster.");
+  "at least 64, 3 bits too where head_dim is a multiple of 32, except at the AVX2 level where "
+  "3-bit float32 values are looked up by vpermps (all but AMD Zen 1). The portable reference "
+  "(scalar, NEON) gives the same results no faster.");
 
   m.def("attention_kl",
         [](py::array q, py::array exact, py::array stored, float scale, bool causal, int64_t window,

@@ -459,6 +459,12 @@ bool Codec::int8_values_fast() const {
   // (0.98-1.9x; a few partial shapes gain without being claimed; bench/results/int8_values_zen3_s29.md,
   // kernel_choices_avx2.md round 29). At the AVX-512 level without a vpdpbusd kernel the float32
   // alternative is the AVX-512 one, against which it was never timed: not claimed there.
+  // At the AVX2 level 3-bit float32 values go by vpermps since session 39 (all but Zen 1), faster
+  // than int8 ones on Zen 4 plain (K4V3 int8 scores at 32K: 6.44 ms against 7.05-7.20 with int8
+  // values) and in the AVX-VNNI form (6.41 against 6.72-6.83; kernel_choices_avx2.md, round 39).
+  if (level_ == SimdLevel::kAvx2 && kernels::values_by_permutes(bits, d)) {
+    if (bits == 3) return false;
+  }
   const bool whole_chunks = code_bytes % 16 == 0 || (bits == 4 && code_bytes % 8 == 0);
   const bool plain_avx2_fits = level_ == SimdLevel::kAvx2 && d >= 64 && (bits == 3 || whole_chunks);
   return vnni_kernel || plain_avx2_fits || (x86 && kernels::kAvx2VnniForm != kernels::VnniForm::kNone);

@@ -589,7 +589,9 @@ TEST(SimdParity, Int8ValuesStayWithinTheirRoundingBound) {
         const bool vnni_kernel =
             level == SimdLevel::kAvx512 && kernels::int8_values_vnni_fit(bits, int64_t(codec.code_bytes()), d);
         const bool plain_avx2 = level == SimdLevel::kAvx2 && !(bits == 1 && d == 64);
-        EXPECT_EQ(codec.int8_values_fast(), vnni_kernel || plain_avx2 || (x86 && kernels::kHasAvxVnni))
+        // ... except 3 bits at the AVX2 level where its float32 values go by vpermps.
+        const bool float_permutes = level == SimdLevel::kAvx2 && bits == 3 && kernels::values_by_permutes(bits, d);
+        EXPECT_EQ(codec.int8_values_fast(), !float_permutes && (vnni_kernel || plain_avx2 || (x86 && kernels::kHasAvxVnni)))
             << simd_name(level) << " bits=" << bits << " d=" << d;
         const int n = 300, m = 4;
         auto x = test_util::gaussian_rows(n, d, uint32_t(d + bits));
