@@ -3,8 +3,9 @@
     python3 scripts/simd_coverage.py
 
 The GoogleTest and pytest suites run every kernel at every SIMD level the CPU supports and both
-routes of each AMD Zen workaround (gathers or scalar loads, pdep or SIMD unpacking) on any
-AVX2 machine, and the AVX2 level's AVX-VNNI code on AVX-512 VNNI machines too (EVEX-encoded). Kernels for instruction sets the CPU lacks cannot run here, and no emulator at hand
+routes of each AMD Zen workaround (gathers or scalar loads, pdep or SIMD unpacking, vpermps or
+byte planes) on any AVX2 machine, and the AVX2 level's AVX-VNNI code on AVX-512 VNNI machines too
+(EVEX-encoded). Kernels for instruction sets the CPU lacks cannot run here, and no emulator at hand
 runs them: qemu-user's TCG executes neither AVX-VNNI nor AVX-512 (checked with QEMU 7.2, Debian
 bookworm, and 10.0, bookworm-backports). scripts/test.sh prints this report first, so that every
 test log says what it covered.

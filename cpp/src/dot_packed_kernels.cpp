@@ -573,7 +573,8 @@ struct PermuteLookup {
   }
 };
 
-inline bool permutes_fit(int bits, int d) { return (bits == 2 || bits == 3) && d % 16 == 0 && !kLaneSwapIsSlow; }
+// Shapes the vpermps routes take (where lane swaps are fast: the level passes !kLaneSwapIsSlow).
+inline bool permutes_fit(int bits, int d) { return (bits == 2 || bits == 3) && d % 16 == 0; }
 
 // Coordinates c .. c + 15 of one key, for dot16_tile_avx2.
 template <int kBits>
@@ -971,8 +972,9 @@ TURBOKV_TARGET_AVX2 void axpy_packed_rows_avx2(const float* w, int64_t w_stride,
   }
 }
 
-void dot_packed_avx2(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
-                     const float* table, int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
+// permutes: whether 3-bit keys take the vpermps route (the level: !kLaneSwapIsSlow; tests: both).
+void dot_packed_avx2_with(bool permutes, const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
+                          const float* table, int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
   // Byte planes (dot_planes_avx2) at 1-4 bits with head_dim a multiple of 16, except 3-bit keys
   // of one query at head_dim 16. Zen 1, cycles per key for 4 queries
   // against the lane kernels they replaced: 1 bit 218 -> 140, 2 bits 213 -> 137, 3 bits 300 ->
@@ -982,7 +984,7 @@ void dot_packed_avx2(const float* q, int m, const uint8_t* codes, int64_t code_b
   // they are read from the packed rows: K3V3 decode with 8 query / 8 KV heads 0.76-0.90x the time
   // of the rows route, which unpacks each key (kernel_choices_avx2.md, round 21); 2 and 4 bits at
   // head_dims 48, 80, 112 too, the last 16 by the 16-wide planes (round 30: K4V4 decode at 80 0.84x).
-  if (bits == 3 && permutes_fit(bits, d)) {
+  if (permutes && bits == 3 && permutes_fit(bits, d)) {
     return dot_three_bit_permutes_avx2(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead);
   }
   if (bits <= 4 && d % 16 == 0 && (m > 1 || bits != 3 || planes32_fit(d))) {
@@ -1000,15 +1002,15 @@ void dot_packed_avx2(const float* q, int m, const uint8_t* codes, int64_t code_b
                      codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
 }
 
-void axpy_packed_avx2(const float* w, int64_t w_stride, int m, const uint8_t* codes,
-                      int64_t code_bytes, int64_t n, const float* table, int bits, int d,
-                      float* acc) {
+// permutes: whether 2- and 3-bit values take the vpermps route (as dot_packed_avx2_with).
+void axpy_packed_avx2_with(bool permutes, const float* w, int64_t w_stride, int m, const uint8_t* codes,
+                           int64_t code_bytes, int64_t n, const float* table, int bits, int d, float* acc) {
   // Up to 4 bits and head_dim a multiple of 16: byte-plane lookups (axpy_planes_avx2), which
   // replaced the lane kernels (Zen 1, 4 queries, cycles per token: 1 bit 158 -> 122, 2 bits 161
   // -> 117, 3 bits 196 -> 144, 4 bits 176 -> 103; 2 and 4 bits with head_dim a multiple of 32,
   // or 16 more, since 32 coordinates per step, axpy_planes32). Other shapes: several queries share each
   // key's lookups on the rows route.
-  if (permutes_fit(bits, d)) {
+  if (permutes && permutes_fit(bits, d)) {
     return (bits == 2 ? axpy_permutes_avx2<2> : axpy_permutes_avx2<3>)(w, w_stride, m, codes, code_bytes, n, table, d, acc);
   }
   if (bits <= 4 && d % 16 == 0) return axpy_planes_avx2(w, w_stride, m, codes, code_bytes, n, table, bits, d, acc);
@@ -1017,6 +1019,16 @@ void axpy_packed_avx2(const float* w, int64_t w_stride, int m, const uint8_t* co
   if (m > 1) return axpy_packed_rows_avx2(w, w_stride, m, codes, code_bytes, n, table, bits, d, acc);
   axpy_packed_generic(select_axpy_lookup(SimdLevel::kAvx2), select_unpack(SimdLevel::kAvx2), w,
                       w_stride, m, codes, code_bytes, n, table, bits, d, acc);
+}
+
+void dot_packed_avx2(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
+                     const float* table, int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
+  dot_packed_avx2_with(!kLaneSwapIsSlow, q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
+}
+
+void axpy_packed_avx2(const float* w, int64_t w_stride, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
+                      const float* table, int bits, int d, float* acc) {
+  axpy_packed_avx2_with(!kLaneSwapIsSlow, w, w_stride, m, codes, code_bytes, n, table, bits, d, acc);
 }
 
 // For b in {1, 2, 4} a byte holds 8/b whole indices. Loading 16 code bytes into 16 int32 lanes
@@ -1257,6 +1269,24 @@ TURBOKV_TARGET_AVX512 void dot_packed_avx512(const float* q, int m, const uint8_
   }
 }
 
+// The AVX2 level's dot_packed / axpy_packed with the vpermps routes on or off, for the test variants.
+void dot_packed_avx2_permutes(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
+                              const float* table, int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
+  dot_packed_avx2_with(true, q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
+}
+void dot_packed_avx2_planes(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
+                            const float* table, int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
+  dot_packed_avx2_with(false, q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
+}
+void axpy_packed_avx2_permutes(const float* w, int64_t w_stride, int m, const uint8_t* codes, int64_t code_bytes,
+                               int64_t n, const float* table, int bits, int d, float* acc) {
+  axpy_packed_avx2_with(true, w, w_stride, m, codes, code_bytes, n, table, bits, d, acc);
+}
+void axpy_packed_avx2_planes(const float* w, int64_t w_stride, int m, const uint8_t* codes, int64_t code_bytes,
+                             int64_t n, const float* table, int bits, int d, float* acc) {
+  axpy_packed_avx2_with(false, w, w_stride, m, codes, code_bytes, n, table, bits, d, acc);
+}
+
 // dot_packed / axpy_packed's signatures over the 3-bit 32-wide planes (planes32_fit: a last 16 as
 // dot_planes32 and axpy_planes32 take them), for the test variants.
 inline bool three_bit_planes32_fit(int bits, int d) { return bits == 3 && planes32_fit(d); }
@@ -1285,8 +1315,14 @@ AxpyPackedFn axpy_three_bit_planes32_variant(bool pdep) {
   return pdep ? axpy_three_bit_planes32<true> : axpy_three_bit_planes32<false>;
 }
 bool rows_spread_by_pdep(int bits, int d) { return spread_fits(bits, d); }
-bool three_bit_scores_by_permutes(int bits, int d) { return bits == 3 && permutes_fit(bits, d); }
-bool values_by_permutes(int bits, int d) { return permutes_fit(bits, d); }
+bool three_bit_scores_by_permutes(int bits, int d) { return bits == 3 && permutes_fit(bits, d) && !kLaneSwapIsSlow; }
+bool values_by_permutes(int bits, int d) { return permutes_fit(bits, d) && !kLaneSwapIsSlow; }
+DotPackedFn dot_packed_avx2_lane_variant(bool permutes) {
+  return permutes ? dot_packed_avx2_permutes : dot_packed_avx2_planes;
+}
+AxpyPackedFn axpy_packed_avx2_lane_variant(bool permutes) {
+  return permutes ? axpy_packed_avx2_permutes : axpy_packed_avx2_planes;
+}
 bool planes_avx2_signed(const float* table, int bits, int d) {
   return (bits == 5 || bits == 6) && !kPdepIsSlow && d % 32 == 0 && float_table_antisymmetric(table, bits);
 }
@@ -1294,6 +1330,8 @@ bool planes_avx2_signed(const float* table, int bits, int d) {
 bool rows_spread_by_pdep(int, int) { return false; }
 bool three_bit_scores_by_permutes(int, int) { return false; }
 bool values_by_permutes(int, int) { return false; }
+DotPackedFn dot_packed_avx2_lane_variant(bool) { return nullptr; }
+AxpyPackedFn axpy_packed_avx2_lane_variant(bool) { return nullptr; }
 bool planes_avx2_signed(const float*, int, int) { return false; }
 DotPackedFn dot_three_bit_planes32_variant(bool) { return nullptr; }
 AxpyPackedFn axpy_three_bit_planes32_variant(bool) { return nullptr; }

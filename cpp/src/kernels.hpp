@@ -369,6 +369,11 @@ bool planes_avx2_signed(const float* table, int bits, int d);
 // they refuse other widths and shapes (nullptr off x86).
 DotPackedFn dot_three_bit_planes32_variant(bool pdep);
 AxpyPackedFn axpy_three_bit_planes32_variant(bool pdep);
+// The AVX2 level's float32 dot_packed / axpy_packed with the vpermps routes (3-bit scores, 2- and
+// 3-bit values) on or off (the level: on unless lane swaps are slow, Zen 1), for tests of both
+// on any AVX2 CPU (nullptr off x86).
+DotPackedFn dot_packed_avx2_lane_variant(bool permutes);
+AxpyPackedFn axpy_packed_avx2_lane_variant(bool permutes);
 using AxpyPackedInt8Fn = void (*)(const float*, int64_t, int, const uint8_t*, int64_t, int64_t,
                                   const int8_t*, float, int, int, float*);
 AxpyPackedInt8Fn select_axpy_packed_int8(SimdLevel level);

@@ -774,6 +774,59 @@ TEST(SimdParity, BothAvx2ThreeBitPlaneRoutesAgree) {
 #endif
 }
 
+// The AVX2 level's float32 kernels look 3-bit keys and 2- and 3-bit values up by vpermps on the
+// packed rows, except on Zen 1 (slow lane swaps), which keeps the byte planes: both routes run here
+// whatever the CPU (the one it does not take only here), at every width 1-4 (1 and 4 bits take the
+// planes either way), head_dims 16-256 (rows of whole 4-byte groups or not: a 3-bit row of 48
+// codes ends inside one; the last group of 8 codes loads the 4 bytes that end with it, no slack
+// after the last row, ASan), padded rows and 1-8 queries. Scores match the table's products;
+// values match them and agree bit for bit across the routes (each coordinate sums the tokens in
+// order by one FMA either way).
+TEST(SimdParity, BothAvx2LaneRoutesMatchTheTable) {
+#if TURBOKV_X86
+  if (!simd_supported(SimdLevel::kAvx2)) GTEST_SKIP() << "no AVX2 on this CPU";
+  std::cout << "[ info     ] AVX2 float32 2-3-bit lookups here by "
+            << (kernels::kLaneSwapIsSlow ? "byte planes (lane swaps are slow)" : "vpermps") << "\n";
+  const auto& scalar = kernels::kernel_set(SimdLevel::kScalar);
+  std::mt19937 gen(29);
+  std::normal_distribution<float> normal;
+  for (int bits = 1; bits <= 4; ++bits) {
+    std::vector<float> table(16, 0.0f);
+    for (int e = 0; e < (1 << bits); ++e) table[size_t(e)] = std::ldexp(float(e) - 7.5f, e % 3 - 4);
+    for (int d : {16, 32, 48, 64, 80, 96, 112, 128, 256}) {
+      for (int pad : {0, 3}) {
+        const int64_t code_bytes = int64_t(packed_bytes(bits, size_t(d))) + pad, n = 31;
+        std::vector<uint8_t> idx(size_t(n) * d), codes(size_t(n * code_bytes), 0xC3);
+        for (auto& v : idx) v = uint8_t(gen() % (1u << bits));
+        for (int64_t j = 0; j < n; ++j) scalar.pack(idx.data() + j * d, d, bits, codes.data() + j * code_bytes);
+        for (int m : {1, 2, 3, 4, 5, 8}) {
+          std::vector<float> q(size_t(m) * d), w(size_t(m) * n), acc0(size_t(m) * d);
+          for (auto& x : q) x = normal(gen);
+          for (auto& x : w) x = normal(gen);
+          for (auto& x : acc0) x = normal(gen);
+          std::vector<std::vector<float>> accs;
+          for (bool permutes : {false, true}) {
+            std::vector<float> out(size_t(m) * n, -1.0f), acc = acc0;
+            kernels::dot_packed_avx2_lane_variant(permutes)(q.data(), m, codes.data(), code_bytes, n, table.data(),
+                                                            bits, d, out.data(), n, {});
+            kernels::axpy_packed_avx2_lane_variant(permutes)(w.data(), n, m, codes.data(), code_bytes, n,
+                                                             table.data(), bits, d, acc.data());
+            const std::string where = "bits " + std::to_string(bits) + " d " + std::to_string(d) + " pad " +
+                                      std::to_string(pad) + " m " + std::to_string(m) + (permutes ? " vpermps" : " planes");
+            expect_table_products(q, w, acc0, idx, table, m, n, d, out, acc, where);
+            accs.push_back(acc);
+          }
+          ASSERT_EQ(accs[0], accs[1]) << "bits " << bits << " d " << d << " pad " << pad << " m " << m;
+        }
+      }
+    }
+  }
+#else
+  EXPECT_EQ(kernels::dot_packed_avx2_lane_variant(true), nullptr);
+  EXPECT_EQ(kernels::axpy_packed_avx2_lane_variant(false), nullptr);
+#endif
+}
+
 // The AVX2 level's int8 kernel uses AVX-VNNI where the CPU has it, and pdep for 3-bit keys where
 // pdep is fast: every variant must return the scalar kernel's floats (exact integer sums): the
 // plain ones on every AVX2 machine, the VNNI ones where the CPU can run them (the level's own

@@ -200,3 +200,6 @@ def test_benchmark_headers_name_the_routes():
 
     text = machine_text()
     assert turbokv.detect_simd() in text and ("gathers" in text or "scalar loads" in text)
+    if "avx2" in turbokv.supported_simd():  # the AVX2 level's 2-3-bit float32 lookups, by Zen 1 or not
+        small = "byte planes" if turbokv.kernel_routes()["lane_swap_slow"] else "vpermps"
+        assert f"2-3-bit lookups by {small}" in text

@@ -35,8 +35,8 @@ def cpu_name() -> str:
 
 def routes_text() -> str:
     """The CPU facts the kernels picked their routes by (:func:`turbokv.kernel_routes`), in words,
-    e.g. "AVX-512 VNNI, AVX-512 VBMI, AVX-VNNI; 5-6-bit lookups by vpshufb, 7-8-bit ones by gathers,
-    packed rows by pdep",
+    e.g. "AVX-512 VNNI, AVX-512 VBMI, AVX-VNNI; 2-3-bit lookups by vpermps; 5-6-bit lookups by
+    vpshufb, 7-8-bit ones by gathers, packed rows by pdep",
     so that a table names them; "no x86 routes" off x86."""
     if "avx2" not in supported_simd():
         return "no x86 routes"
@@ -51,7 +51,10 @@ def routes_text() -> str:
     # Where gathers are slow, int16 scores of 7-bit keys take vpshufb too (session 25), and of
     # 8-bit ones except at 2-3 queries per KV head (session 26).
     int16 = "; int16 words of 7-8-bit keys by vpshufb" if r["gathers_slow"] else ""
-    return f"{', '.join(names) or 'no VNNI or VBMI'}; {widths} by {lookups}{int16}, packed rows by {spread}"
+    # Where lane swaps are fast, the AVX2 level's float32 3-bit scores and 2-3-bit values take
+    # vpermps (session 39); Zen 1 keeps the byte planes.
+    small = "2-3-bit lookups by byte planes" if r["lane_swap_slow"] else "2-3-bit lookups by vpermps"
+    return f"{', '.join(names) or 'no VNNI or VBMI'}; {small}; {widths} by {lookups}{int16}, packed rows by {spread}"
 
 
 def machine_text() -> str:
