@@ -545,10 +545,9 @@ TURBOKV_TARGET_AVX2 void dot_planes_keys_avx2(const float* q, int m, const uint8
 // centroids repeated). No unpack, 2 vector operations per 8 coordinates, where the byte planes
 // spend 4 pshufb and their unpacks per 16 (and at 3 bits a pdep per 8). Zen 4 at the AVX2 level
 // (kernel_choices_avx2.md, round 39), 4 queries, d = 128: values (BM_GroupValues) 2 bits 65.0 ->
-// 44.6 us, 3 bits 67.4 -> 44.2; 3-bit scores (BM_GroupScores) 90.5 -> 72.6 (one query
-// 0.80-0.82x). 2-bit scores keep the planes (decode K2V2 0.95-0.98x), and 4-bit codes (two
-// vpermps and a blend: values 0.95x the kernel, decode 0.98-1.01x; scores 1.03x). Zen 2/3 and
-// Intel take these routes unmeasured.
+// 44.6 us, 3 bits 67.4 -> 44.2; scores (BM_GroupScores) 2 bits 81.6 -> 73.7, 3 bits 90.5 -> 72.6
+// (one query 0.80-0.82x). 4-bit codes keep the planes (two vpermps and a blend: values 0.95x the
+// kernel, decode 0.98-1.01x; scores 1.03x). Zen 2/3 and Intel take these routes unmeasured.
 template <int kBits>
 struct PermuteLookup {
   static_assert(kBits == 2 || kBits == 3, "2- and 3-bit codes");
@@ -602,14 +601,14 @@ struct PermuteValues {
   }
 };
 
-// Scores of 3-bit keys (permutes_fit).
-TURBOKV_TARGET_AVX2 void dot_three_bit_permutes_avx2(const float* q, int m, const uint8_t* codes, int64_t code_bytes,
-                                                     int64_t n, const float* table, int d, float* out,
-                                                     int64_t out_stride, RowsAhead ahead) {
-  const PermuteLookup<3> lookup(table);
+// Scores of 2- and 3-bit keys (permutes_fit).
+template <int kBits>
+TURBOKV_TARGET_AVX2 void dot_permutes_avx2(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
+                                           const float* table, int d, float* out, int64_t out_stride, RowsAhead ahead) {
+  const PermuteLookup<kBits> lookup(table);
   for (int64_t j = 0; j < n; ++j) {
     ahead.fetch(j);
-    const PermuteKey<3> values{codes + j * code_bytes, code_bytes, lookup};
+    const PermuteKey<kBits> values{codes + j * code_bytes, code_bytes, lookup};
     int a = 0;
     for (; a + 4 <= m; a += 4) dot16_tile_avx2<4>(q + static_cast<int64_t>(a) * d, d, values, out + a * out_stride + j, out_stride);
     if (a < m) dot16_rest_avx2(m - a, q + static_cast<int64_t>(a) * d, d, values, out + a * out_stride + j, out_stride);
@@ -972,7 +971,7 @@ TURBOKV_TARGET_AVX2 void axpy_packed_rows_avx2(const float* w, int64_t w_stride,
   }
 }
 
-// permutes: whether 3-bit keys take the vpermps route (the level: !kLaneSwapIsSlow; tests: both).
+// permutes: whether 2- and 3-bit keys take the vpermps route (the level: !kLaneSwapIsSlow; tests: both).
 void dot_packed_avx2_with(bool permutes, const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
                           const float* table, int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
   // Byte planes (dot_planes_avx2) at 1-4 bits with head_dim a multiple of 16, except 3-bit keys
@@ -984,8 +983,9 @@ void dot_packed_avx2_with(bool permutes, const float* q, int m, const uint8_t* c
   // they are read from the packed rows: K3V3 decode with 8 query / 8 KV heads 0.76-0.90x the time
   // of the rows route, which unpacks each key (kernel_choices_avx2.md, round 21); 2 and 4 bits at
   // head_dims 48, 80, 112 too, the last 16 by the 16-wide planes (round 30: K4V4 decode at 80 0.84x).
-  if (permutes && bits == 3 && permutes_fit(bits, d)) {
-    return dot_three_bit_permutes_avx2(q, m, codes, code_bytes, n, table, d, out, out_stride, ahead);
+  if (permutes && permutes_fit(bits, d)) {
+    return (bits == 2 ? dot_permutes_avx2<2> : dot_permutes_avx2<3>)(q, m, codes, code_bytes, n, table, d, out,
+                                                                    out_stride, ahead);
   }
   if (bits <= 4 && d % 16 == 0 && (m > 1 || bits != 3 || planes32_fit(d))) {
     return dot_planes_avx2(q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
@@ -1315,7 +1315,7 @@ AxpyPackedFn axpy_three_bit_planes32_variant(bool pdep) {
   return pdep ? axpy_three_bit_planes32<true> : axpy_three_bit_planes32<false>;
 }
 bool rows_spread_by_pdep(int bits, int d) { return spread_fits(bits, d); }
-bool three_bit_scores_by_permutes(int bits, int d) { return bits == 3 && permutes_fit(bits, d) && !kLaneSwapIsSlow; }
+bool scores_by_permutes(int bits, int d) { return permutes_fit(bits, d) && !kLaneSwapIsSlow; }
 bool values_by_permutes(int bits, int d) { return permutes_fit(bits, d) && !kLaneSwapIsSlow; }
 DotPackedFn dot_packed_avx2_lane_variant(bool permutes) {
   return permutes ? dot_packed_avx2_permutes : dot_packed_avx2_planes;
@@ -1328,7 +1328,7 @@ bool planes_avx2_signed(const float* table, int bits, int d) {
 }
 #else
 bool rows_spread_by_pdep(int, int) { return false; }
-bool three_bit_scores_by_permutes(int, int) { return false; }
+bool scores_by_permutes(int, int) { return false; }
 bool values_by_permutes(int, int) { return false; }
 DotPackedFn dot_packed_avx2_lane_variant(bool) { return nullptr; }
 AxpyPackedFn axpy_packed_avx2_lane_variant(bool) { return nullptr; }

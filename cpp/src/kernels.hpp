@@ -351,9 +351,9 @@ using AxpyPackedFn = void (*)(const float*, int64_t, int, const uint8_t*, int64_
 // Whether the AVX2 rows route (5-7-bit codes below AVX-512 VBMI) reads codes of this width and
 // head_dim from their packed bytes by pdep rather than unpacking them (false off x86).
 bool rows_spread_by_pdep(int bits, int d);
-// Whether the AVX2 level's float32 scores of these codes go by vpermps on the packed rows (3-bit
-// codes, head_dim a multiple of 16, lane-crossing permutes fast: not Zen 1; false off x86).
-bool three_bit_scores_by_permutes(int bits, int d);
+// Whether the AVX2 level's float32 scores of these codes go by vpermps on the packed rows (2 and 3
+// bits, head_dim a multiple of 16, lane-crossing permutes fast: not Zen 1; false off x86).
+bool scores_by_permutes(int bits, int d);
 // Whether the AVX2 level's float32 values of these codes go by vpermps on the packed rows (2 and
 // 3 bits, head_dim a multiple of 16, not Zen 1; false off x86).
 bool values_by_permutes(int bits, int d);
@@ -369,8 +369,8 @@ bool planes_avx2_signed(const float* table, int bits, int d);
 // they refuse other widths and shapes (nullptr off x86).
 DotPackedFn dot_three_bit_planes32_variant(bool pdep);
 AxpyPackedFn axpy_three_bit_planes32_variant(bool pdep);
-// The AVX2 level's float32 dot_packed / axpy_packed with the vpermps routes (3-bit scores, 2- and
-// 3-bit values) on or off (the level: on unless lane swaps are slow, Zen 1), for tests of both
+// The AVX2 level's float32 dot_packed / axpy_packed with the vpermps routes (2- and 3-bit scores
+// and values) on or off (the level: on unless lane swaps are slow, Zen 1), for tests of both
 // on any AVX2 CPU (nullptr off x86).
 DotPackedFn dot_packed_avx2_lane_variant(bool permutes);
 AxpyPackedFn axpy_packed_avx2_lane_variant(bool permutes);

@@ -774,8 +774,8 @@ TEST(SimdParity, BothAvx2ThreeBitPlaneRoutesAgree) {
 #endif
 }
 
-// The AVX2 level's float32 kernels look 3-bit keys and 2- and 3-bit values up by vpermps on the
-// packed rows, except on Zen 1 (slow lane swaps), which keeps the byte planes: both routes run here
+// The AVX2 level's float32 kernels look 2- and 3-bit keys and values up by vpermps on the packed
+// rows, except on Zen 1 (slow lane swaps), which keeps the byte planes: both routes run here
 // whatever the CPU (the one it does not take only here), at every width 1-4 (1 and 4 bits take the
 // planes either way), head_dims 16-256 (rows of whole 4-byte groups or not: a 3-bit row of 48
 // codes ends inside one; the last group of 8 codes loads the 4 bytes that end with it, no slack
@@ -1742,9 +1742,9 @@ TEST(SimdParity, KernelsReturnWithCleanUpperHalves) {
 // registers where head_dim is whole 16-byte chunks (4 bits: d = 64 ... 256; 2 bits: 64, 128, 256;
 // 1 bit: 128, 256) and by scalar copies elsewhere (2 bits at 96, 1 bit at 64 and 96). Elsewhere
 // the level's own route: at the AVX2 level 5-7-bit rows are read by pdep where it is fast
-// (asserted), whose last 8-index group of a row loads the 8 bytes that end with it, and 3-bit
-// scores and 2-3-bit values go by vpermps on the rows except on Zen 1 (asserted), whose last
-// group of 8 codes loads the 4 bytes that end with it. Rows are padded past their packed bytes at d = 96 and 256, so the
+// (asserted), whose last 8-index group of a row loads the 8 bytes that end with it, and 2-3-bit
+// scores and values go by vpermps on the rows except on Zen 1 (asserted), whose last group of 8
+// codes loads the 4 bytes that end with it. Rows are padded past their packed bytes at d = 96 and 256, so the
 // stride is honoured, and end at their packed bytes elsewhere (d = 16 and 32 too); none has
 // slack after the last row. At 4 queries the AVX2 float scores of byte planes (2-6 bits, d a
 // multiple of 32) and of 8-bit or spread rows take keys two at a time (dot_two_keys_avx2): 37
@@ -1771,14 +1771,13 @@ TEST(SimdParity, PackedScoresAndValuesMatchTheTable) {
       std::cout << "5-7-bit codes at the AVX2 level here: "
                 << (kernels::kPdepIsSlow ? "unpacked (pdep is slow)" : "read by pdep") << "\n";
       for (int bits = 1; bits <= 8; ++bits) {
-        EXPECT_EQ(kernels::three_bit_scores_by_permutes(bits, 128), bits == 3 && !kernels::kLaneSwapIsSlow) << bits;
+        const bool permutes = (bits == 2 || bits == 3) && !kernels::kLaneSwapIsSlow;
+        EXPECT_EQ(kernels::scores_by_permutes(bits, 128), permutes) << bits;
+        EXPECT_EQ(kernels::values_by_permutes(bits, 128), permutes) << bits;
       }
-      for (int bits = 1; bits <= 8; ++bits) {
-        EXPECT_EQ(kernels::values_by_permutes(bits, 128), (bits == 2 || bits == 3) && !kernels::kLaneSwapIsSlow) << bits;
-      }
-      EXPECT_FALSE(kernels::three_bit_scores_by_permutes(3, 40));
+      EXPECT_FALSE(kernels::scores_by_permutes(3, 40));
       EXPECT_FALSE(kernels::values_by_permutes(2, 40));
-      std::cout << "3-bit float32 scores and 2-3-bit float32 values at the AVX2 level here: "
+      std::cout << "2-3-bit float32 scores and values at the AVX2 level here: "
                 << (kernels::kLaneSwapIsSlow ? "byte planes (lane swaps are slow)" : "vpermps on the rows") << "\n";
 #endif
     }
