@@ -304,7 +304,9 @@ class KVCache:
                 than ``"exact"`` with ``vpdpbusd`` (AVX-VNNI; AVX-512 VNNI, with VBMI for 3 bits)
                 and on plain AVX2 (``maddubs``) where a row fills whole 16-byte chunks (8-byte
                 ones at 4 bits) and head_dim is at least 64, for 1-, 2- and 4-bit values, and
-                3-bit ones where head_dim is a multiple of 32; the portable reference (scalar,
+                3-bit ones where head_dim is a multiple of 32 (not at the AVX2 level, whose
+                float32 3-bit values look their centroids up by ``vpermps``, faster since
+                session 39, except on AMD Zen 1); the portable reference (scalar,
                 NEON) gives the same results no faster (``turbokv.int8_values_fast(bits,
                 head_dim)`` says which). Its error
                 is the two roundings (a weight's at most 1/254 of its group's largest; measured
