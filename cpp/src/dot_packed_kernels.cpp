@@ -1270,21 +1270,15 @@ TURBOKV_TARGET_AVX512 void dot_packed_avx512(const float* q, int m, const uint8_
 }
 
 // The AVX2 level's dot_packed / axpy_packed with the vpermps routes on or off, for the test variants.
-void dot_packed_avx2_permutes(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
-                              const float* table, int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
-  dot_packed_avx2_with(true, q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
+template <bool kPermutes>
+void dot_packed_avx2_route(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
+                           const float* table, int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
+  dot_packed_avx2_with(kPermutes, q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
 }
-void dot_packed_avx2_planes(const float* q, int m, const uint8_t* codes, int64_t code_bytes, int64_t n,
-                            const float* table, int bits, int d, float* out, int64_t out_stride, RowsAhead ahead) {
-  dot_packed_avx2_with(false, q, m, codes, code_bytes, n, table, bits, d, out, out_stride, ahead);
-}
-void axpy_packed_avx2_permutes(const float* w, int64_t w_stride, int m, const uint8_t* codes, int64_t code_bytes,
-                               int64_t n, const float* table, int bits, int d, float* acc) {
-  axpy_packed_avx2_with(true, w, w_stride, m, codes, code_bytes, n, table, bits, d, acc);
-}
-void axpy_packed_avx2_planes(const float* w, int64_t w_stride, int m, const uint8_t* codes, int64_t code_bytes,
-                             int64_t n, const float* table, int bits, int d, float* acc) {
-  axpy_packed_avx2_with(false, w, w_stride, m, codes, code_bytes, n, table, bits, d, acc);
+template <bool kPermutes>
+void axpy_packed_avx2_route(const float* w, int64_t w_stride, int m, const uint8_t* codes, int64_t code_bytes,
+                            int64_t n, const float* table, int bits, int d, float* acc) {
+  axpy_packed_avx2_with(kPermutes, w, w_stride, m, codes, code_bytes, n, table, bits, d, acc);
 }
 
 // dot_packed / axpy_packed's signatures over the 3-bit 32-wide planes (planes32_fit: a last 16 as
@@ -1315,21 +1309,19 @@ AxpyPackedFn axpy_three_bit_planes32_variant(bool pdep) {
   return pdep ? axpy_three_bit_planes32<true> : axpy_three_bit_planes32<false>;
 }
 bool rows_spread_by_pdep(int bits, int d) { return spread_fits(bits, d); }
-bool scores_by_permutes(int bits, int d) { return permutes_fit(bits, d) && !kLaneSwapIsSlow; }
-bool values_by_permutes(int bits, int d) { return permutes_fit(bits, d) && !kLaneSwapIsSlow; }
+bool lookups_by_permutes(int bits, int d) { return permutes_fit(bits, d) && !kLaneSwapIsSlow; }
 DotPackedFn dot_packed_avx2_lane_variant(bool permutes) {
-  return permutes ? dot_packed_avx2_permutes : dot_packed_avx2_planes;
+  return permutes ? dot_packed_avx2_route<true> : dot_packed_avx2_route<false>;
 }
 AxpyPackedFn axpy_packed_avx2_lane_variant(bool permutes) {
-  return permutes ? axpy_packed_avx2_permutes : axpy_packed_avx2_planes;
+  return permutes ? axpy_packed_avx2_route<true> : axpy_packed_avx2_route<false>;
 }
 bool planes_avx2_signed(const float* table, int bits, int d) {
   return (bits == 5 || bits == 6) && !kPdepIsSlow && d % 32 == 0 && float_table_antisymmetric(table, bits);
 }
 #else
 bool rows_spread_by_pdep(int, int) { return false; }
-bool scores_by_permutes(int, int) { return false; }
-bool values_by_permutes(int, int) { return false; }
+bool lookups_by_permutes(int, int) { return false; }
 DotPackedFn dot_packed_avx2_lane_variant(bool) { return nullptr; }
 AxpyPackedFn axpy_packed_avx2_lane_variant(bool) { return nullptr; }
 bool planes_avx2_signed(const float*, int, int) { return false; }

@@ -351,12 +351,10 @@ using AxpyPackedFn = void (*)(const float*, int64_t, int, const uint8_t*, int64_
 // Whether the AVX2 rows route (5-7-bit codes below AVX-512 VBMI) reads codes of this width and
 // head_dim from their packed bytes by pdep rather than unpacking them (false off x86).
 bool rows_spread_by_pdep(int bits, int d);
-// Whether the AVX2 level's float32 scores of these codes go by vpermps on the packed rows (2 and 3
-// bits, head_dim a multiple of 16, lane-crossing permutes fast: not Zen 1; false off x86).
-bool scores_by_permutes(int bits, int d);
-// Whether the AVX2 level's float32 values of these codes go by vpermps on the packed rows (2 and
-// 3 bits, head_dim a multiple of 16, not Zen 1; false off x86).
-bool values_by_permutes(int bits, int d);
+// Whether the AVX2 level's float32 scores and values of these codes look their centroids up by
+// vpermps on the packed rows (2 and 3 bits, head_dim a multiple of 16, lane-crossing permutes
+// fast: not Zen 1; false off x86).
+bool lookups_by_permutes(int bits, int d);
 // Whether a table of 2^bits floats is its upper half negated, bit for bit:
 // table[half - 1 - k] == -table[half + k] (every Lloyd-Max codebook).
 bool float_table_antisymmetric(const float* table, int bits);

@@ -590,7 +590,7 @@ TEST(SimdParity, Int8ValuesStayWithinTheirRoundingBound) {
             level == SimdLevel::kAvx512 && kernels::int8_values_vnni_fit(bits, int64_t(codec.code_bytes()), d);
         const bool plain_avx2 = level == SimdLevel::kAvx2 && !(bits == 1 && d == 64);
         // ... except 3 bits at the AVX2 level where its float32 values go by vpermps.
-        const bool float_permutes = level == SimdLevel::kAvx2 && bits == 3 && kernels::values_by_permutes(bits, d);
+        const bool float_permutes = level == SimdLevel::kAvx2 && bits == 3 && kernels::lookups_by_permutes(bits, d);
         EXPECT_EQ(codec.int8_values_fast(), !float_permutes && (vnni_kernel || plain_avx2 || (x86 && kernels::kHasAvxVnni)))
             << simd_name(level) << " bits=" << bits << " d=" << d;
         const int n = 300, m = 4;
@@ -1772,11 +1772,10 @@ TEST(SimdParity, PackedScoresAndValuesMatchTheTable) {
                 << (kernels::kPdepIsSlow ? "unpacked (pdep is slow)" : "read by pdep") << "\n";
       for (int bits = 1; bits <= 8; ++bits) {
         const bool permutes = (bits == 2 || bits == 3) && !kernels::kLaneSwapIsSlow;
-        EXPECT_EQ(kernels::scores_by_permutes(bits, 128), permutes) << bits;
-        EXPECT_EQ(kernels::values_by_permutes(bits, 128), permutes) << bits;
+        EXPECT_EQ(kernels::lookups_by_permutes(bits, 128), permutes) << bits;
       }
-      EXPECT_FALSE(kernels::scores_by_permutes(3, 40));
-      EXPECT_FALSE(kernels::values_by_permutes(2, 40));
+      EXPECT_FALSE(kernels::lookups_by_permutes(3, 40));
+      EXPECT_FALSE(kernels::lookups_by_permutes(2, 40));
       std::cout << "2-3-bit float32 scores and values at the AVX2 level here: "
                 << (kernels::kLaneSwapIsSlow ? "byte planes (lane swaps are slow)" : "vpermps on the rows") << "\n";
 #endif
