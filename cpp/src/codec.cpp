@@ -462,9 +462,7 @@ bool Codec::int8_values_fast() const {
   // At the AVX2 level 3-bit float32 values go by vpermps since session 39 (all but Zen 1), faster
   // than int8 ones on Zen 4 plain (K4V3 int8 scores at 32K: 6.44 ms against 7.05-7.20 with int8
   // values) and in the AVX-VNNI form (6.41 against 6.72-6.83; kernel_choices_avx2.md, round 39).
-  if (level_ == SimdLevel::kAvx2 && kernels::lookups_by_permutes(bits, d)) {
-    if (bits == 3) return false;
-  }
+  if (level_ == SimdLevel::kAvx2 && bits == 3 && kernels::lookups_by_permutes(bits, d)) return false;
   const bool whole_chunks = code_bytes % 16 == 0 || (bits == 4 && code_bytes % 8 == 0);
   const bool plain_avx2_fits = level_ == SimdLevel::kAvx2 && d >= 64 && (bits == 3 || whole_chunks);
   return vnni_kernel || plain_avx2_fits || (x86 && kernels::kAvx2VnniForm != kernels::VnniForm::kNone);
