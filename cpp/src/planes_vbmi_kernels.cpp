@@ -166,13 +166,13 @@ TURBOKV_TARGET_AVX512_VBMI void swap_plane_order(const float* in, int m, int d, 
   }
 }
 
-// kTile queries against every key: each 64-code chunk of the key is looked up once, then two
-// FMA chains per query.
-template <int kBits, int kTile, bool kSigned>
-TURBOKV_TARGET_AVX512_VBMI void dot_tile(const Planes<kBits, kSigned>& planes, const float* qperm, int d,
-                                         const uint8_t* codes, int64_t code_bytes, int64_t n,
-                                         float* out, int64_t out_stride, RowsAhead ahead) {
-  const IndexLoader<kBits> indices;
+// kTile queries (q + a * d, in the order the chunks' registers hold their coordinates) against
+// every key: each 64-code chunk of the key is looked up once (chunk(key, c, f): its centroids as
+// 4 registers), then two FMA chains per query.
+template <int kTile, typename Chunk>
+TURBOKV_TARGET_AVX512_VBMI void dot_tile(const Chunk& chunk, const float* q, int d, const uint8_t* codes,
+                                         int64_t code_bytes, int64_t n, float* out, int64_t out_stride,
+                                         RowsAhead ahead) {
   for (int64_t j = 0; j < n; ++j) {
     ahead.fetch(j);
     const uint8_t* key = codes + j * code_bytes;
@@ -181,9 +181,9 @@ TURBOKV_TARGET_AVX512_VBMI void dot_tile(const Planes<kBits, kSigned>& planes, c
     for (int a = 0; a < kTile; ++a) even[a] = odd[a] = _mm512_setzero_ps();
     for (int c = 0; c < d / 64; ++c) {
       __m512 f[4];
-      lookup64<kBits, kSigned>(planes, indices(key + 8 * kBits * c), f);
+      chunk(key, c, f);
       for (int a = 0; a < kTile; ++a) {
-        const float* qa = qperm + static_cast<int64_t>(a) * d + 64 * c;
+        const float* qa = q + static_cast<int64_t>(a) * d + 64 * c;
         even[a] = _mm512_fmadd_ps(_mm512_loadu_ps(qa), f[0], even[a]);
         odd[a] = _mm512_fmadd_ps(_mm512_loadu_ps(qa + 16), f[1], odd[a]);
         even[a] = _mm512_fmadd_ps(_mm512_loadu_ps(qa + 32), f[2], even[a]);
@@ -195,6 +195,34 @@ TURBOKV_TARGET_AVX512_VBMI void dot_tile(const Planes<kBits, kSigned>& planes, c
     store_sums<kTile>(sums, out + j, out_stride);
   }
 }
+
+// m queries in tiles of 4 (the last 1-3 share one tile's lookups).
+template <typename Chunk>
+TURBOKV_TARGET_AVX512_VBMI void dot_tiles(const Chunk& chunk, const float* q, int m, int d, const uint8_t* codes,
+                                          int64_t code_bytes, int64_t n, float* out, int64_t out_stride,
+                                          RowsAhead ahead) {
+  for (int a = 0; a < m; a += 4) {
+    const float* qa = q + static_cast<int64_t>(a) * d;
+    float* o = out + a * out_stride;
+    switch (std::min(4, m - a)) {
+      case 4: dot_tile<4>(chunk, qa, d, codes, code_bytes, n, o, out_stride, ahead); break;
+      case 3: dot_tile<3>(chunk, qa, d, codes, code_bytes, n, o, out_stride, ahead); break;
+      case 2: dot_tile<2>(chunk, qa, d, codes, code_bytes, n, o, out_stride, ahead); break;
+      default: dot_tile<1>(chunk, qa, d, codes, code_bytes, n, o, out_stride, ahead); break;
+    }
+  }
+}
+
+// A chunk by the byte planes (plane order: swap_plane_order permutes the queries to match).
+template <int kBits, bool kSigned>
+struct PlaneChunks {
+  const Planes<kBits, kSigned>& planes;
+  IndexLoader<kBits> indices;
+  TURBOKV_TARGET_AVX512_VBMI __attribute__((always_inline)) inline void operator()(const uint8_t* key, int c,
+                                                                                  __m512* f) const {
+    lookup64<kBits, kSigned>(planes, indices(key + 8 * kBits * c), f);
+  }
+};
 
 // kTile queries' accumulators of one 64-coordinate chunk stay in registers across every token.
 template <int kBits, int kTile, bool kSigned>
@@ -233,17 +261,7 @@ TURBOKV_TARGET_AVX512_VBMI void dot_planes_bits(const float* q, int m, const uin
   const Planes<kBits, kSigned> planes = load_planes<kBits, kSigned>(table);
   PermutedScratch qperm(static_cast<int64_t>(m) * d);
   swap_plane_order(q, m, d, qperm.data());
-  int a = 0;
-  for (; a + 4 <= m; a += 4) {
-    dot_tile<kBits, 4, kSigned>(planes, qperm.data() + static_cast<int64_t>(a) * d, d, codes, code_bytes, n, out + a * out_stride, out_stride, ahead);
-  }
-  const float* rest = qperm.data() + static_cast<int64_t>(a) * d;
-  switch (m - a) {  // the last 1-3 queries share one tile's lookups
-    case 3: return dot_tile<kBits, 3, kSigned>(planes, rest, d, codes, code_bytes, n, out + a * out_stride, out_stride, ahead);
-    case 2: return dot_tile<kBits, 2, kSigned>(planes, rest, d, codes, code_bytes, n, out + a * out_stride, out_stride, ahead);
-    case 1: return dot_tile<kBits, 1, kSigned>(planes, rest, d, codes, code_bytes, n, out + a * out_stride, out_stride, ahead);
-    default: return;
-  }
+  dot_tiles(PlaneChunks<kBits, kSigned>{planes, {}}, qperm.data(), m, d, codes, code_bytes, n, out, out_stride, ahead);
 }
 
 template <int kBits, bool kSigned = false>
@@ -384,54 +402,25 @@ struct FiveBitIndices {
   }
 };
 
-// kTile queries (q + a * d, coordinate order) against every key, two FMA chains per query.
-template <int kTile>
-TURBOKV_TARGET_AVX512_VBMI void dot_five_bit_tile(const float* table, const float* q, int d, const uint8_t* codes,
-                                                  int64_t code_bytes, int64_t n, float* out, int64_t out_stride,
-                                                  RowsAhead ahead) {
-  const FiveBitIndices ix;
-  const __m512 low = _mm512_loadu_ps(table), high = _mm512_loadu_ps(table + 16);
-  const __mmask64 chunk_bytes = (__mmask64{1} << 40) - 1;  // 64 codes; nothing past them is read
-  for (int64_t j = 0; j < n; ++j) {
-    ahead.fetch(j);
-    const uint8_t* key = codes + j * code_bytes;
-    _mm_prefetch(reinterpret_cast<const char*>(key + 16 * code_bytes), _MM_HINT_T0);
-    __m512 even[kTile], odd[kTile];
-    for (int a = 0; a < kTile; ++a) even[a] = odd[a] = _mm512_setzero_ps();
-    for (int c = 0; c < d / 64; ++c) {
-      const __m512i raw = _mm512_maskz_loadu_epi8(chunk_bytes, key + 40 * c);
-      __m512 f[4];
-      for (int r = 0; r < 4; ++r) {
-        const __m512i idx = _mm512_srlv_epi32(_mm512_permutexvar_epi8(ix.control[r], raw), ix.shift);
-        f[r] = _mm512_permutex2var_ps(low, idx, high);
-      }
-      for (int a = 0; a < kTile; ++a) {
-        const float* qa = q + static_cast<int64_t>(a) * d + 64 * c;
-        even[a] = _mm512_fmadd_ps(_mm512_loadu_ps(qa), f[0], even[a]);
-        odd[a] = _mm512_fmadd_ps(_mm512_loadu_ps(qa + 16), f[1], odd[a]);
-        even[a] = _mm512_fmadd_ps(_mm512_loadu_ps(qa + 32), f[2], even[a]);
-        odd[a] = _mm512_fmadd_ps(_mm512_loadu_ps(qa + 48), f[3], odd[a]);
-      }
+// A chunk of 64 5-bit codes (40 row bytes; nothing past them is read), in coordinate order.
+struct FiveBitChunks {
+  FiveBitIndices ix;
+  __m512 low, high;  // table entries 0-15 and 16-31
+  TURBOKV_TARGET_AVX512_VBMI __attribute__((always_inline)) inline void operator()(const uint8_t* key, int c,
+                                                                                  __m512* f) const {
+    const __m512i raw = _mm512_maskz_loadu_epi8((__mmask64{1} << 40) - 1, key + 40 * c);
+    for (int r = 0; r < 4; ++r) {
+      const __m512i idx = _mm512_srlv_epi32(_mm512_permutexvar_epi8(ix.control[r], raw), ix.shift);
+      f[r] = _mm512_permutex2var_ps(low, idx, high);
     }
-    __m512 sums[kTile];
-    for (int a = 0; a < kTile; ++a) sums[a] = _mm512_add_ps(even[a], odd[a]);
-    store_sums<kTile>(sums, out + j, out_stride);
   }
-}
+};
 
 TURBOKV_TARGET_AVX512_VBMI void dot_five_bit_vbmi(const float* q, int m, const uint8_t* codes, int64_t code_bytes,
                                                   int64_t n, const float* table, int d, float* out, int64_t out_stride,
                                                   RowsAhead ahead) {
-  for (int a = 0; a < m; a += 4) {
-    const float* qa = q + static_cast<int64_t>(a) * d;
-    float* o = out + a * out_stride;
-    switch (std::min(4, m - a)) {
-      case 4: dot_five_bit_tile<4>(table, qa, d, codes, code_bytes, n, o, out_stride, ahead); break;
-      case 3: dot_five_bit_tile<3>(table, qa, d, codes, code_bytes, n, o, out_stride, ahead); break;
-      case 2: dot_five_bit_tile<2>(table, qa, d, codes, code_bytes, n, o, out_stride, ahead); break;
-      default: dot_five_bit_tile<1>(table, qa, d, codes, code_bytes, n, o, out_stride, ahead); break;
-    }
-  }
+  const FiveBitChunks chunks{{}, _mm512_loadu_ps(table), _mm512_loadu_ps(table + 16)};
+  dot_tiles(chunks, q, m, d, codes, code_bytes, n, out, out_stride, ahead);
 }
 
 // Calls fn with the code width as a compile-time constant, for the byte-plane widths (5-8 bits).
