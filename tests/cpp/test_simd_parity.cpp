@@ -1738,14 +1738,15 @@ TEST(SimdParity, KernelsReturnWithCleanUpperHalves) {
 // table: on AVX-512 with VBMI the 3- and 5-8-bit codes take the byte-plane route (asserted), whose
 // in-register unpacking, plane-order transpose and plane halves (bit 7 at 8 bits) a wrong index
 // would break, and 5-bit scores vpermi2ps on indices cut from the rows by vpermb and vpsrlvd (a
-// wrong shift or source byte for one code failed this test; 37 keys end with one alone); 1, 2 and 4 bits the lane kernels, whose queries and accumulators are permuted in
-// registers where head_dim is whole 16-byte chunks (4 bits: d = 64 ... 256; 2 bits: 64, 128, 256;
+// wrong shift or source byte for one code failed this test; 37 keys end with one alone); 1, 2
+// and 4 bits the lane kernels, whose queries and accumulators are permuted in registers where
+// head_dim is whole 16-byte chunks (4 bits: d = 64 ... 256; 2 bits: 64, 128, 256;
 // 1 bit: 128, 256) and by scalar copies elsewhere (2 bits at 96, 1 bit at 64 and 96). Elsewhere
 // the level's own route: at the AVX2 level 5-7-bit rows are read by pdep where it is fast
 // (asserted), whose last 8-index group of a row loads the 8 bytes that end with it, and 2-3-bit
 // scores and values go by vpermps on the rows except on Zen 1 (asserted), whose last group of 8
-// codes loads the 4 bytes that end with it. Rows are padded past their packed bytes at d = 96 and 256, so the
-// stride is honoured, and end at their packed bytes elsewhere (d = 16 and 32 too); none has
+// codes loads the 4 bytes that end with it. Rows are padded past their packed bytes at d = 96
+// and 256, so the stride is honoured, and end at their packed bytes elsewhere (d = 16 and 32 too); none has
 // slack after the last row. At 4 queries the AVX2 float scores of byte planes (2-6 bits, d a
 // multiple of 32) and of 8-bit or spread rows take keys two at a time (dot_two_keys_avx2): 37
 // keys leave the last one to the one-key tiles.

@@ -51,8 +51,8 @@ def routes_text() -> str:
     # Where gathers are slow, int16 scores of 7-bit keys take vpshufb too (session 25), and of
     # 8-bit ones except at 2-3 queries per KV head (session 26).
     int16 = "; int16 words of 7-8-bit keys by vpshufb" if r["gathers_slow"] else ""
-    # Where lane swaps are fast, the AVX2 level's float32 3-bit scores and 2-3-bit values take
-    # vpermps (session 39); Zen 1 keeps the byte planes.
+    # Where lane swaps are fast, the AVX2 level's float32 2-3-bit scores and values take vpermps
+    # (session 39); Zen 1 keeps the byte planes.
     small = "2-3-bit lookups by byte planes" if r["lane_swap_slow"] else "2-3-bit lookups by vpermps"
     return f"{', '.join(names) or 'no VNNI or VBMI'}; {small}; {widths} by {lookups}{int16}, packed rows by {spread}"
 
