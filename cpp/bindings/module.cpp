@@ -203,6 +203,11 @@ PYBIND11_MODULE(_core, m) {
     return names;
   });
   m.def("default_simd", [] { return std::string(simd_name(default_simd())); });
+  m.def("attention_threads", [] { return ThreadPool::shared().size(); },
+        "Threads of the pool that threaded attention runs on (the caller's among them): "
+        "TURBOKV_NUM_THREADS if set, else the CPUs this process may run on (its affinity mask on "
+        "Linux). Fixed at the pool's first use. Raises ValueError if TURBOKV_NUM_THREADS is not a "
+        "whole number from 1 to 4096.");
   m.def("kernel_routes", [] {
     const kernels::KernelRoutes r = kernels::kernel_routes();
     py::dict out;
@@ -233,7 +238,7 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("attention_kl",
         [](py::array q, py::array exact, py::array stored, float scale, bool causal, int64_t window,
-           const std::string& simd) {
+           const std::string& simd, bool threaded) {
           if (q.ndim() != 4 || exact.ndim() != 4 || stored.ndim() != 4) {
             throw py::value_error("attention_kl: queries and keys must be 4-D");
           }
@@ -248,12 +253,13 @@ PYBIND11_MODULE(_core, m) {
           std::vector<double> kl;
           {
             py::gil_scoped_release release;
-            kl = attention_kl(qp, ep, sp, sh, scale, causal, window, parse_simd(simd), &ThreadPool::shared());
+            kl = attention_kl(qp, ep, sp, sh, scale, causal, window, parse_simd(simd),
+                              threaded ? &ThreadPool::shared() : nullptr);
           }
           return py::array_t<double>(static_cast<py::ssize_t>(kl.size()), kl.data());
         },
         py::arg("queries"), py::arg("exact_keys"), py::arg("stored_keys"), py::arg("scale"),
-        py::arg("causal"), py::arg("window"), py::arg("simd"));
+        py::arg("causal"), py::arg("window"), py::arg("simd"), py::arg("threaded") = true);
   m.def("codebook", [](int bits) {
     const Codebook& b = lloyd_max_codebook(bits);
     return py::make_tuple(py::array_t<float>(b.centroids.size(), b.centroids.data()),

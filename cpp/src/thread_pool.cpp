@@ -1,16 +1,45 @@
 #include "turbokv/thread_pool.hpp"
 
+#include <algorithm>
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
+
+#ifdef __linux__
+#include <sched.h>
+#endif
 
 namespace turbokv {
 
-ThreadPool::ThreadPool(int threads) {
-  if (threads <= 0) {
-    const char* env = std::getenv("TURBOKV_NUM_THREADS");
-    threads = env ? std::atoi(env) : static_cast<int>(std::thread::hardware_concurrency());
-    if (threads <= 0) threads = 1;
+int ThreadPool::default_size() {
+  if (const char* env = std::getenv("TURBOKV_NUM_THREADS")) {
+    // Refused rather than ignored: atoi read "8x" as 8 and "eight" as 0 (then every CPU).
+    const std::string text(env);
+    const bool digits = !text.empty() && text.size() <= 9 &&
+                        std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+    const long n = digits ? std::stol(text) : 0;
+    if (n < 1 || n > kMaxThreads) {
+      throw std::invalid_argument(std::string("TURBOKV_NUM_THREADS=") + env + " is not a whole number from 1 to " +
+                                  std::to_string(kMaxThreads));
+    }
+    return static_cast<int>(n);
   }
+#ifdef __linux__
+  // hardware_concurrency() counts every CPU of the host: under taskset or in a container limited
+  // to a few CPUs the pool would start a thread per host CPU and oversubscribe the few.
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0) {
+    const int n = CPU_COUNT(&allowed);
+    if (n > 0) return std::min(n, kMaxThreads);
+  }
+#endif
+  const int n = static_cast<int>(std::thread::hardware_concurrency());
+  return n > 0 ? std::min(n, kMaxThreads) : 1;
+}
+
+ThreadPool::ThreadPool(int threads) {
+  if (threads <= 0) threads = default_size();
   for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { work_loop(); });
 }
 

@@ -12,7 +12,7 @@ Main entry points:
 """
 
 from . import reference
-from ._core import default_simd, detect_simd, int8_values_fast, kernel_routes, supported_simd
+from ._core import attention_threads, default_simd, detect_simd, int8_values_fast, kernel_routes, supported_simd
 from .cache import KVCache
 from .codec import Codec
 from .dense_cache import DenseKVCache
@@ -24,6 +24,6 @@ from .persist import load_cache, save_cache
 __version__ = "0.1.0"
 __all__ = [
     "Codec", "Encoded", "KVCache", "DenseKVCache", "make_cache", "boundary_layer_settings", "save_cache", "load_cache",
-    "reference", "detect_simd", "default_simd", "supported_simd", "kernel_routes", "int8_values_fast", "__version__", "summarize", "summary_text",
+    "reference", "detect_simd", "default_simd", "supported_simd", "kernel_routes", "attention_threads", "int8_values_fast", "__version__", "summarize", "summary_text",
     "PRESETS", "DEFAULT_PRESET",
 ]

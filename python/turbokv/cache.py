@@ -252,8 +252,10 @@ class KVCache:
         ``update`` first); query i attends to tokens [0, offset - q_len + i]. With
         ``causal=False`` every query attends to every cached token and q_len is free (encoders,
         cross-attention over an encoder's cached K/V).
-        Returns float32 (batch, q_heads, q_len, head_dim). Runs on all cores with the GIL released
-        (``threaded=False``: the calling thread only; TURBOKV_NUM_THREADS sets the pool size).
+        Returns float32 (batch, q_heads, q_len, head_dim). Runs on all usable cores with the GIL
+        released (``threaded=False``: the calling thread only; TURBOKV_NUM_THREADS sets the pool
+        size, :func:`turbokv.attention_threads` reports it; a TURBOKV_NUM_THREADS that is not a
+        whole number from 1 to 4096 raises ValueError).
 
         Args:
             scale: score scale, finite and > 0; default 1/sqrt(head_dim).
@@ -353,7 +355,7 @@ class KVCache:
         if q.size == 0:
             return np.zeros(q.shape, np.float32)
         if self._probe is not None:
-            self._protect(q, scale, causal, window)
+            self._protect(q, scale, causal, window, threaded)
         out, items, tiled, splits, int8, int8_values = self._layer.attention(
             q, scale, threaded, valid, cap, sink_logits, path, causal, int(window or 0), scores, values)
         self.last_attention_path = "tiles" if tiled == items else "codes" if tiled == 0 else "mixed"
@@ -363,10 +365,11 @@ class KVCache:
         self.last_attention_splits = splits
         return out
 
-    def _protect(self, q: np.ndarray, scale: float, causal: bool, window: Optional[int]) -> None:
+    def _protect(self, q: np.ndarray, scale: float, causal: bool, window: Optional[int],
+                 threaded: bool) -> None:
         """Measures the prefill's attention KL at the requested key bits and escalates (one bit
         at a time up to 8, then float16) while it exceeds the bounds (:mod:`turbokv.protection`).
-        Runs once, at the first attention."""
+        Runs once, at the first attention, on the pool where that attention is ``threaded``."""
         with self._probe_lock:
             keys = self._probe
             if keys is None:
@@ -388,7 +391,7 @@ class KVCache:
                 # after the products and slow the model's next ones (protection.attention_kl is
                 # the numpy reference it is tested against).
                 kl = _core.attention_kl(np.ascontiguousarray(queries), keys, stored, scale, causal,
-                                        int(window or 0), self.simd)
+                                        int(window or 0), self.simd, threaded)
                 tried.append(protection.record(bits, kl, self.key_bits, self.key_mode))
                 if protection.accepts(bits, tried[-1]["excess"], self.refine_bound, self.protection_bound):
                     break

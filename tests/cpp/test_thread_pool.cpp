@@ -1,15 +1,22 @@
 // The worker pool behind threaded attention: every item runs exactly once per call and its writes
 // are visible when parallel_for returns, although the caller no longer waits for every worker to
-// wake (a late one finds no items); an exception reaches the caller. Run under ThreadSanitizer by
-// scripts/tsan.sh.
+// wake (a late one finds no items); an exception reaches the caller; the default size follows
+// TURBOKV_NUM_THREADS or the CPUs the process may use. Run under ThreadSanitizer by scripts/tsan.sh.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstdint>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "turbokv/thread_pool.hpp"
+
+#ifdef __linux__
+#include <sched.h>
+#endif
 
 namespace turbokv {
 namespace {
@@ -42,6 +49,69 @@ TEST(ThreadPool, AnExceptionReachesTheCallerAndThePoolStaysUsable) {
   pool.parallel_for(50, [&](int64_t) { ran.fetch_add(1); });
   EXPECT_EQ(ran.load(), 50);
 }
+
+// Sets an environment variable for one scope, restoring what was there.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    if (value) {
+      setenv(name, value, 1);
+    } else {
+      unsetenv(name);
+    }
+  }
+  ~ScopedEnv() {
+    if (had_) {
+      setenv(name_.c_str(), old_.c_str(), 1);
+    } else {
+      unsetenv(name_.c_str());
+    }
+  }
+
+ private:
+  std::string name_, old_;
+  bool had_ = false;
+};
+
+TEST(ThreadPool, DefaultSizeTakesTurbokvNumThreadsAndRefusesWhatIsNotACount) {
+  {
+    ScopedEnv env("TURBOKV_NUM_THREADS", "3");
+    EXPECT_EQ(ThreadPool::default_size(), 3);
+    EXPECT_EQ(ThreadPool().size(), 3);
+  }
+  for (const char* bad : {"", "eight", "8x", " 8", "0", "-2", "4097", "99999999999999999999", "2.5"}) {
+    ScopedEnv env("TURBOKV_NUM_THREADS", bad);
+    EXPECT_THROW(ThreadPool::default_size(), std::invalid_argument) << "'" << bad << "'";
+    EXPECT_THROW(ThreadPool pool, std::invalid_argument) << "'" << bad << "'";
+  }
+  ScopedEnv env("TURBOKV_NUM_THREADS", "4096");
+  EXPECT_EQ(ThreadPool::default_size(), ThreadPool::kMaxThreads);
+}
+
+#ifdef __linux__
+TEST(ThreadPool, DefaultSizeCountsTheCpusThisProcessMayRunOn) {
+  // As under taskset or in a container given a few of the host's CPUs: the mask, not the host.
+  ScopedEnv env("TURBOKV_NUM_THREADS", nullptr);
+  cpu_set_t saved;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(saved), &saved), 0);
+  std::vector<int> allowed;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (CPU_ISSET(cpu, &saved)) allowed.push_back(cpu);
+  }
+  ASSERT_FALSE(allowed.empty());
+  EXPECT_EQ(ThreadPool::default_size(), static_cast<int>(allowed.size()));
+  for (size_t count = 1; count <= std::min<size_t>(2, allowed.size()); ++count) {
+    cpu_set_t some;
+    CPU_ZERO(&some);
+    for (size_t i = 0; i < count; ++i) CPU_SET(allowed[i], &some);
+    ASSERT_EQ(sched_setaffinity(0, sizeof(some), &some), 0);
+    EXPECT_EQ(ThreadPool::default_size(), static_cast<int>(count));
+    EXPECT_EQ(ThreadPool().size(), static_cast<int>(count));
+  }
+  ASSERT_EQ(sched_setaffinity(0, sizeof(saved), &saved), 0);
+}
+#endif
 
 }  // namespace
 }  // namespace turbokv

@@ -124,12 +124,12 @@ def test_attention_script_head_dim(tmp_path):
 
 
 def test_attention_script_one_kv_head_splits_the_tokens(tmp_path):
-    import os
+    import turbokv
     result = run("attention.py", "--contexts", "1024", "--repeats", "1", "--heads", "4", "1",
                  tmp_path=tmp_path)
     names = {r["impl"] for r in result["rows"]}
     assert result["heads"] == [4, 1] and "turbokv fused K4V4" in names
-    threads = int(os.environ.get("TURBOKV_NUM_THREADS") or os.cpu_count() or 1)
+    threads = turbokv.attention_threads()
     assert ("turbokv fused K4V4 one thread" in names) == (threads > 1)
 
 

@@ -157,8 +157,7 @@ def test_decode_with_fewer_streams_than_threads_splits_the_sequence(rng):
     # One KV head at batch 1: the shared pool's threads split the 4096 tokens (16 blocks; several
     # parts per thread, but parts of at least 4 blocks: 4) and the parts are merged; the result
     # equals the single-thread sweep and the oracle.
-    import os
-    threads = int(os.environ.get("TURBOKV_NUM_THREADS") or os.cpu_count() or 1)
+    threads = turbokv.attention_threads()
     cache = turbokv.KVCache(64, 1, key_bits=4, value_bits=3)
     cache.update(tokens(rng, 1, 1, 4096, 64), tokens(rng, 1, 1, 4096, 64))
     q = tokens(rng, 1, 4, 1, 64)

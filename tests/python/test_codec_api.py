@@ -145,6 +145,61 @@ def test_simd_override_is_honoured(monkeypatch):
         turbokv.Codec(64, 4)
 
 
+def _fresh_python(code: str, env_threads, cpus=None):
+    """Runs ``code`` in a new interpreter (the attention pool is fixed at its first use) with
+    TURBOKV_NUM_THREADS set to ``env_threads`` (None: unset), on ``cpus`` only (None: all of this
+    process's); returns the finished process."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TURBOKV_NUM_THREADS"}
+    if env_threads is not None:
+        env["TURBOKV_NUM_THREADS"] = env_threads
+    prefix = f"import os; os.sched_setaffinity(0, {sorted(cpus)!r}); " if cpus is not None else ""
+    return subprocess.run([sys.executable, "-c", prefix + code], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_attention_threads_follow_the_environment_or_the_usable_cpus():
+    import os
+
+    done = _fresh_python("import turbokv; print(turbokv.attention_threads())", "3")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["3"]
+    if not hasattr(os, "sched_getaffinity"):
+        return
+    allowed = sorted(os.sched_getaffinity(0))
+    done = _fresh_python("import turbokv; print(turbokv.attention_threads())", None)
+    assert done.stdout.split() == [str(len(allowed))], done.stderr
+    # As under taskset or in a container given one CPU: one thread, whatever the host has.
+    done = _fresh_python("import turbokv; print(turbokv.attention_threads())", None, cpus=allowed[:1])
+    assert done.stdout.split() == ["1"], done.stderr
+
+
+@pytest.mark.parametrize("bad", ["eight", "8x", "0", "-1", "100000"])
+def test_a_thread_count_that_is_not_one_is_refused_not_ignored(bad):
+    # Threaded attention and attention_threads() raise; before, "8x" ran 8 threads and "eight" all.
+    code = ("import numpy as np, turbokv\n"
+            "c = turbokv.KVCache(64, 1, key_bits=4, value_bits=4)\n"
+            "x = np.ones((1, 1, 8, 64), np.float32)\n"
+            "c.update(x, x)\n"
+            "for call in (lambda: c.attention(np.ones((1, 2, 1, 64), np.float32)), turbokv.attention_threads):\n"
+            "    try:\n"
+            "        call()\n"
+            "    except ValueError as e:\n"
+            "        print('refused:', e)\n")
+    done = _fresh_python(code, bad)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and all(f"TURBOKV_NUM_THREADS={bad} is not a whole number from 1 to 4096" in l
+                                   for l in lines), done.stdout
+    # The calling thread alone needs no pool: threaded=False still attends.
+    done = _fresh_python(code.replace("c.attention(np.ones((1, 2, 1, 64), np.float32))",
+                                      "c.attention(np.ones((1, 2, 1, 64), np.float32), threaded=False)"), bad)
+    assert done.stdout.count("refused:") == 1, done.stdout
+
+
 def test_supported_levels_run_and_others_are_refused(monkeypatch):
     levels = turbokv.supported_simd()
     assert levels[0] == "scalar" and levels[-1] == turbokv.detect_simd()

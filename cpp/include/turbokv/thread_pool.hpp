@@ -11,7 +11,7 @@ namespace turbokv {
 
 class ThreadPool {
  public:
-  // threads = 0: TURBOKV_NUM_THREADS if set, else std::thread::hardware_concurrency().
+  // threads = 0: default_size().
   explicit ThreadPool(int threads = 0);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
@@ -23,8 +23,15 @@ class ThreadPool {
   // The first exception thrown by fn is rethrown here. Calls from several threads are serialised.
   void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
 
-  // The process-wide pool used by attention.
+  // The process-wide pool used by attention (default_size() threads, fixed at its first use).
   static ThreadPool& shared();
+
+  // Threads a default pool takes: TURBOKV_NUM_THREADS if set (a whole number from 1 to
+  // kMaxThreads, else std::invalid_argument), else the CPUs this process may run on (its affinity
+  // mask on Linux, so taskset, cpusets and container CPU sets are respected;
+  // std::thread::hardware_concurrency() elsewhere).
+  static int default_size();
+  static constexpr int kMaxThreads = 4096;
 
  private:
   void work_loop();

@@ -57,9 +57,25 @@ def routes_text() -> str:
     return f"{', '.join(names) or 'no VNNI or VBMI'}; {small}; {widths} by {lookups}{int16}, packed rows by {spread}"
 
 
+def cores_text() -> str:
+    """"N cores", or "N cores (M usable)" where this process may run on fewer of them (taskset, a
+    container's CPU set): turbokv's pool and the read pass take the usable ones."""
+    cores = os.cpu_count() or 1
+    usable = usable_cpus()
+    return f"{cores} cores" + (f" ({usable} usable)" if usable < cores else "")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one), as turbokv's thread
+    pool counts them when TURBOKV_NUM_THREADS is unset."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def machine_text() -> str:
     """This machine as the benchmarks' headers name it: CPU, cores, best SIMD level, routes."""
-    return f"{cpu_name()}, {os.cpu_count()} cores, best SIMD {detect_simd()} ({routes_text()})"
+    return f"{cpu_name()}, {cores_text()}, best SIMD {detect_simd()} ({routes_text()})"
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> float:
@@ -122,13 +138,13 @@ def interleaved_times(calls: Dict[str, Tuple[Callable[[], object], int]],
 
 
 class ReadPass:
-    """One read of a 1 GiB float32 array split over every core (numpy reductions on per-thread
+    """One read of a 1 GiB float32 array split over every usable core (numpy reductions on per-thread
     slices): the pass behind the read floor. Use as a context manager (it holds the array, paged
     in, and a thread pool); calling it reads the array once."""
 
     def __init__(self, gib: float = 1.0) -> None:
         self.array = np.ones(int(gib * 2**30) // 4, dtype=np.float32)
-        self.threads = os.cpu_count() or 1
+        self.threads = usable_cpus()
         self._parts = np.array_split(self.array, self.threads)
         self._pool = None
 

@@ -44,11 +44,9 @@ def missing_models(models: Sequence[str]) -> Dict[str, str]:
 
 
 def _machine() -> str:
-    import os
+    from .benchmarks import cores_text, cpu_name
 
-    from .benchmarks import cpu_name
-
-    return f"{cpu_name()}, {os.cpu_count()} cores"
+    return f"{cpu_name()}, {cores_text()}"
 
 
 def _causal(name: str, loader: Callable[[], Any], settings: List[Any], sequences: int, length: int,
