@@ -389,6 +389,22 @@ def test_interleaved_keys_microbenchmark_builds_runs_and_checks_its_scores(tmp_p
     assert subprocess.run([str(binary), "100"], capture_output=True, timeout=60).returncode == 2  # not 16k
 
 
+def test_pool_overhead_microbenchmark_builds_runs_and_counts_every_item(tmp_path):
+    """bench/pool_overhead.cpp times the library's pool against other wake and claim designs; it
+    exits 1 if any item of any call ran other than once, 2 on arguments it cannot take."""
+    root = BENCH.parent
+    binary = tmp_path / "pool_overhead"
+    subprocess.run(["g++", "-O2", "-std=c++17", "-pthread", f"-I{root / 'cpp' / 'include'}",
+                    str(BENCH / "pool_overhead.cpp"), str(root / "cpp" / "src" / "thread_pool.cpp"),
+                    "-o", str(binary)], check=True, capture_output=True, timeout=180)
+    done = subprocess.run([str(binary), "3", "5"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.split("|") for line in done.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert {r[1].strip() for r in rows} == {"library", "shared", "own", "tree"}
+    assert len(rows) == 4 * 6 and all(float(r[5]) >= float(r[4]) * 0.5 for r in rows)  # no call beats half its work
+    assert subprocess.run([str(binary), "1"], capture_output=True, timeout=60).returncode == 2
+
+
 def test_cli_bench_times_a_model_shape_and_refuses_bad_ones(capsys):
     """`python -m turbokv bench --heads Q KV --head-dim D --settings K,V ...` times that shape."""
     from turbokv.__main__ import main
