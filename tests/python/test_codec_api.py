@@ -250,6 +250,18 @@ def test_kernel_routes_name_this_cpus_features():
         assert not routes["gathers_slow"] and not routes["pdep_slow"] and not routes["lane_swap_slow"]
 
 
+def test_benchmark_headers_name_the_usable_cores(monkeypatch):
+    import os
+
+    from turbokv.eval import benchmarks
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert benchmarks.cores_text() == "16 cores (2 usable)" and benchmarks.usable_cpus() == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert benchmarks.cores_text() == "16 cores"
+
+
 def test_benchmark_headers_name_the_routes():
     from turbokv.eval.benchmarks import machine_text
 

@@ -58,8 +58,9 @@ def routes_text() -> str:
 
 
 def cores_text() -> str:
-    """"N cores", or "N cores (M usable)" where this process may run on fewer of them (taskset, a
-    container's CPU set): turbokv's pool and the read pass take the usable ones."""
+    """The cores as the benchmarks' headers name them: 'N cores', or 'N cores (M usable)' where
+    this process may run on fewer of them (taskset, a container's CPU set): turbokv's pool and the
+    read pass take the usable ones."""
     cores = os.cpu_count() or 1
     usable = usable_cpus()
     return f"{cores} cores" + (f" ({usable} usable)" if usable < cores else "")
