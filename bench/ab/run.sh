@@ -8,6 +8,8 @@
 # are linked into build/ab/ab, which runs the arguments after "--". AB_HEAD_FLAGS adds compiler
 # flags to the head side only, e.g. AB_HEAD_FLAGS=-DTURBOKV_AVX2_EVEX_VNNI (kernels.hpp: on an
 # AVX-512 VNNI host the head's AVX2 level then runs what an AVX-VNNI machine's does).
+# AB_LAYERS=12 before the command: attention over 12 caches per side in turn, read from memory as
+# a model's decode reads them (main.cpp).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 base=$1; shift
