@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernels.hpp"
+#include "sequence_parts.hpp"
 
 namespace turbokv {
 namespace {
@@ -412,20 +413,13 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
   const int64_t chunks = (shape.q_len + chunk - 1) / chunk;
   const int64_t streams = keys.streams();
   const int64_t items = streams * chunks;
-  // Decode with fewer items than kUnitsPerThread x threads (small batch x kv_heads): each item's
+  // Decode with fewer items than kPartsPerThread x threads (small batch x kv_heads): each item's
   // tokens are also split into parts of whole blocks, attended side by side and merged
-  // (flash-decoding), so that every core gets work, and several parts each, so that a core that
-  // starts late or runs slow (a busy host) leaves its later parts to the others instead of holding
-  // up the call. Parts keep at least 4 blocks, or 2 where that still makes two parts: on 16 cores
-  // 4K tokens in 8 parts of 2 blocks per stream took 1.31x the time of 4 parts of 4 (each part's
-  // set-up, claim and merge; kernel_choices_avx2.md, rounds 36-37).
-  constexpr int64_t kUnitsPerThread = 4;
+  // (flash-decoding), so that every core gets work (sequence_parts.hpp).
   const int64_t threads = pool ? pool->size() : 1;
-  const int64_t units = threads > 1 ? kUnitsPerThread * threads : 1;
   const int64_t blocks = (keys.length() + kBlock - 1) / kBlock;
-  const int64_t most_parts = std::max(blocks / 4, std::min<int64_t>(2, blocks / 2));
-  const int64_t splits =
-      items >= units ? 1 : std::max<int64_t>(1, std::min((units + items - 1) / items, most_parts));
+  const int64_t splits = sequence_parts(items, threads, blocks);
+  const std::vector<int64_t> part_bounds = sequence_part_bounds(blocks, splits);
   const int64_t tile_rows = min_tile_rows(keys.side().bits, keys.simd_level());
   const bool int8_keys = options.scores == ScorePrecision::kInt8 && keys.codec() &&
                          keys.codec()->int8_scores_supported();
@@ -484,17 +478,18 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
   // on which): a second parallel_for would wake every worker again for a few microseconds' work.
   std::vector<std::atomic<int64_t>> parts_left(static_cast<size_t>(splits > 1 ? items : 0));
   for (auto& left : parts_left) left.store(splits, std::memory_order_relaxed);
+  // Units in part order: every item's first (largest) part, then every item's second, ...
   auto attend = [&](int64_t unit) {
-    const int64_t item = unit / splits, part = unit % splits;
+    const int64_t item = unit % items, part = unit / items;
     auto w = make(item, part == 0);
-    const int64_t t_begin = part * blocks / splits * kBlock;
-    const int64_t t_end = part + 1 == splits ? keys.length() : (part + 1) * blocks / splits * kBlock;
+    const int64_t t_begin = part_bounds[static_cast<size_t>(part)] * kBlock;
+    const int64_t t_end = part + 1 == splits ? keys.length() : part_bounds[static_cast<size_t>(part + 1)] * kBlock;
     w->accumulate(item / chunks, t_begin, t_end);
     if (splits == 1) {
       w->finish(out_rows[static_cast<size_t>(item)].data());
       return;
     }
-    parts[static_cast<size_t>(unit)] = std::move(w);
+    parts[static_cast<size_t>(item * splits + part)] = std::move(w);
     if (parts_left[static_cast<size_t>(item)].fetch_sub(1, std::memory_order_acq_rel) == 1) merge(item);
   };
   auto run_all = [&](int64_t n, const std::function<void(int64_t)>& fn) {

@@ -7,6 +7,7 @@
 #include "turbokv/attention.hpp"
 #include "turbokv/kv_cache.hpp"
 #include "turbokv/thread_pool.hpp"
+#include "../../cpp/src/sequence_parts.hpp"
 
 using namespace turbokv;
 
@@ -456,6 +457,64 @@ TEST(KVCache, SequencePartsKeepAtLeastFourBlocks) {
                                               out.data(), &pool);
     EXPECT_EQ(r.sequence_splits, parts) << n << " tokens";
   }
+}
+
+// An item's parts fall from the first to the last (guided self-scheduling) where each keeps at least
+// 4 blocks; else they are equal. Expected bounds worked by hand from the linear weights: 128 blocks
+// in 8 parts of weights 4, 4 - 3/7, ..., 1 (sum 20) end at 25.6, 48.5, 68.6, 85.9, 100.6, 112.5,
+// 121.6 and 128 blocks.
+TEST(KVCache, SequencePartBoundsFallWhereFourBlocksStayInEveryPart) {
+  EXPECT_EQ(sequence_part_bounds(128, 8), (std::vector<int64_t>{0, 26, 48, 69, 86, 101, 112, 122, 128}));
+  EXPECT_EQ(sequence_part_bounds(32, 8), (std::vector<int64_t>{0, 4, 8, 12, 16, 20, 24, 28, 32}));
+  EXPECT_EQ(sequence_part_bounds(16, 4), (std::vector<int64_t>{0, 4, 8, 12, 16}));
+  EXPECT_EQ(sequence_part_bounds(40, 1), (std::vector<int64_t>{0, 40}));
+  EXPECT_EQ(sequence_part_bounds(3, 2), (std::vector<int64_t>{0, 1, 3}));
+  for (int64_t blocks = 1; blocks <= 600; ++blocks) {
+    for (int64_t threads : {2, 4, 8, 16, 64}) {
+      for (int64_t items : {1, 2, 8}) {
+        const int64_t parts = sequence_parts(items, threads, blocks);
+        const auto b = sequence_part_bounds(blocks, parts);
+        const std::string where = std::to_string(blocks) + " blocks in " + std::to_string(parts) + " parts";
+        ASSERT_EQ(b.size(), static_cast<size_t>(parts + 1)) << where;
+        ASSERT_EQ(b.front(), 0) << where;
+        ASSERT_EQ(b.back(), blocks) << where;
+        for (int64_t p = 0; p < parts; ++p) {
+          const int64_t size = b[p + 1] - b[p];
+          ASSERT_GE(size, std::min<int64_t>(kMinPartBlocks, blocks / parts)) << where;
+          if (p > 0) {
+            ASSERT_LE(size, b[p] - b[p - 1] + 1) << where;  // never grows (equal parts: by one at most)
+          }
+        }
+        // The fall, give or take the rounding of each end to whole blocks.
+        ASSERT_LE(b[1] - b[0], kPartFall * static_cast<double>(b[parts] - b[parts - 1] + 1)) << where;
+      }
+    }
+  }
+}
+
+// Decode whose parts fall in size merges to the unsplit result: one KV head, 157 blocks on 2
+// threads, 8 parts of 31 blocks down to 8 (the weights' ends at 31.4, 59.4, 84.1, 105.4, 123.4,
+// 137.9, 149.2 and 157 blocks).
+TEST(KVCache, SequenceSplitDecodeOfFallingPartsEqualsOneSweep) {
+  const int d = 64;
+  const int64_t n = 40000;
+  ThreadPool pool(2);
+  ASSERT_EQ(sequence_part_bounds(157, 8), (std::vector<int64_t>{0, 31, 59, 84, 105, 123, 138, 149, 157}));
+  TokenStore keys(SideConfig{4, Mode::kMse}, d, 7, 0, default_simd());
+  TokenStore values(SideConfig{4, Mode::kMse}, d, 8, 0, default_simd());
+  keys.set_streams(1);
+  values.set_streams(1);
+  const auto k = test_util::gaussian_rows(n, d, 21), v = test_util::gaussian_rows(n, d, 22);
+  keys.append(k.data(), n, n * d, d);
+  values.append(v.data(), n, n * d, d);
+  const auto q = test_util::gaussian_rows(4, d, 23);
+  std::vector<float> split(q.size()), whole(q.size());
+  AttentionOptions o;
+  o.scale = 0.125f;
+  const AttentionShape shape{1, 1, 4, 1};
+  ASSERT_EQ(fused_attention(keys, values, q.data(), shape, o, split.data(), &pool).sequence_splits, 8);
+  ASSERT_EQ(fused_attention(keys, values, q.data(), shape, o, whole.data(), nullptr).sequence_splits, 1);
+  for (size_t i = 0; i < split.size(); ++i) ASSERT_NEAR(split[i], whole[i], 2e-5f) << i;
 }
 
 // Decode with fewer (batch, kv head) items than threads splits every item's tokens into parts that

@@ -1,0 +1,61 @@
+// Internal: how decode splits one (batch, KV head) item's cached tokens into parts that threads
+// attend side by side and then merge (flash-decoding), when there are fewer items than cores.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace turbokv {
+
+// Parts per thread that decode aims for: several, so that a core that starts late or runs slow
+// (a busy host) leaves its later parts to the others instead of holding up the call.
+constexpr int64_t kPartsPerThread = 4;
+// The fewest blocks a part keeps (or 2 where that still makes two parts): on 16 cores 4K tokens in
+// 8 parts of 2 blocks per stream took 1.31x the time of 4 parts of 4 (each part's set-up, claim
+// and merge; kernel_choices_avx2.md, rounds 36-37).
+constexpr int64_t kMinPartBlocks = 4;
+// How much larger an item's first part is than its last, at most (below).
+constexpr double kPartFall = 4.0;
+
+// Parts per item for `items` items of `blocks` blocks each on `threads` threads: 1 where the items
+// alone give every thread kPartsPerThread of them.
+inline int64_t sequence_parts(int64_t items, int64_t threads, int64_t blocks) {
+  const int64_t units = threads > 1 ? kPartsPerThread * threads : 1;
+  if (items >= units) return 1;
+  const int64_t most = std::max(blocks / kMinPartBlocks, std::min<int64_t>(2, blocks / 2));
+  return std::max<int64_t>(1, std::min((units + items - 1) / items, most));
+}
+
+// Block boundaries of an item's `parts` parts: parts + 1 ascending values from 0 to `blocks`.
+// The parts shrink linearly from the first to the last (guided self-scheduling, Polychronopoulos
+// and Kuck 1987): threads claim every item's first part, then every item's second, ..., so the
+// last claims are short and the threads finish close together. On a 16-core Xeon at 32K, one KV
+// head item of 8 parts each, the first 4x the last took 0.93-0.96x the time of equal parts
+// (kernel_choices_avx2.md, round 42). No part falls below kMinPartBlocks blocks where equal parts
+// would not; where no fall fits, the parts are equal.
+inline std::vector<int64_t> sequence_part_bounds(int64_t blocks, int64_t parts) {
+  std::vector<int64_t> bounds(static_cast<size_t>(parts + 1));
+  for (int64_t p = 0; p <= parts; ++p) bounds[static_cast<size_t>(p)] = p * blocks / parts;
+  if (parts < 2) return bounds;
+  // The last part's share of the blocks is 2 / (parts * (fall + 1)): at least kMinPartBlocks.
+  const auto blocks_f = static_cast<double>(blocks), parts_f = static_cast<double>(parts);
+  double fall = std::min(kPartFall, blocks_f / (static_cast<double>(kMinPartBlocks) * parts_f) * 2.0 - 1.0);
+  for (; fall > 1.0; fall -= 0.25) {
+    std::vector<int64_t> falling(bounds.size(), 0);
+    const double total = parts_f * (fall + 1.0) / 2.0;
+    double sum = 0.0;
+    bool fits = true;
+    for (int64_t p = 0; p < parts; ++p) {
+      sum += fall + (1.0 - fall) * static_cast<double>(p) / (parts_f - 1.0);
+      const int64_t end = p + 1 == parts ? blocks : std::llround(sum / total * blocks_f);
+      falling[static_cast<size_t>(p + 1)] = end;
+      fits = fits && end - falling[static_cast<size_t>(p)] >= kMinPartBlocks;
+    }
+    if (fits) return falling;
+  }
+  return bounds;
+}
+
+}  // namespace turbokv
