@@ -34,19 +34,28 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Minimum seconds per call of a and b, called alternately `calls` times.
-std::pair<double, double> alternate(const std::function<void()>& a, const std::function<void()>& b, int calls) {
-  double best_a = 1e30, best_b = 1e30;
+struct Timings {
+  double min_a, min_b;        // fastest call of each side, seconds
+  double median_a, median_b;  // median call: where a slow thread or a late claim shows
+};
+
+// Seconds per call of a and b, called alternately `calls` times.
+Timings alternate(const std::function<void()>& a, const std::function<void()>& b, int calls) {
+  std::vector<double> ta, tb;
   for (int i = 0; i < calls; ++i) {
     const auto t0 = Clock::now();
     a();
     const auto t1 = Clock::now();
     b();
     const auto t2 = Clock::now();
-    best_a = std::min(best_a, std::chrono::duration<double>(t1 - t0).count());
-    best_b = std::min(best_b, std::chrono::duration<double>(t2 - t1).count());
+    ta.push_back(std::chrono::duration<double>(t1 - t0).count());
+    tb.push_back(std::chrono::duration<double>(t2 - t1).count());
   }
-  return {best_a, best_b};
+  auto median = [](std::vector<double> v) {
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    return v[v.size() / 2];
+  };
+  return {*std::min_element(ta.begin(), ta.end()), *std::min_element(tb.begin(), tb.end()), median(ta), median(tb)};
 }
 
 std::vector<float> gaussian(size_t n, unsigned seed) {
@@ -86,7 +95,7 @@ int main(int argc, char** argv) {
     void* head = ab_head_codec_new(d, bits, simd);
     std::vector<uint8_t> codes_base(size_t(rows) * ab_base_code_bytes(base)), codes_head(size_t(rows) * ab_head_code_bytes(head));
     std::vector<float> norms_base(rows), norms_head(rows);
-    const auto [t_base, t_head] = alternate([&] { ab_base_encode(base, x.data(), rows, codes_base.data(), norms_base.data()); },
+    const auto [t_base, t_head, median_base, median_head] = alternate([&] { ab_base_encode(base, x.data(), rows, codes_base.data(), norms_base.data()); },
                                             [&] { ab_head_encode(head, x.data(), rows, codes_head.data(), norms_head.data()); }, calls);
     const double bytes = 4.0 * d * rows;
     std::printf("encode d=%d bits=%d rows=%d simd=%d, min of %d alternating calls: base %.1f ns/vector (%.2f GB/s), "
@@ -128,7 +137,7 @@ int main(int argc, char** argv) {
     }
     const bool first_identical = out_base == out_head;  // layer 0; the last call's layer below
     size_t turn = 0;  // both sides attend layer turn % layers, then the next layer
-    const auto [t_base, t_head] = alternate(
+    const auto [t_base, t_head, median_base, median_head] = alternate(
         [&] { ab_base_attend(base[turn % base.size()], q.data(), q_heads, scale, threaded, int8, out_base.data()); },
         [&] {
           ab_head_attend(head[turn % head.size()], q.data(), q_heads, scale, threaded, int8, out_head.data());
@@ -138,9 +147,10 @@ int main(int argc, char** argv) {
     char layer_text[48] = "";
     if (layers > 1) std::snprintf(layer_text, sizeof(layer_text), " (%d layers in turn)", layers);
     std::printf("attention K%dV%d%s context=%lld heads %d/%d d=%d%s %s simd=%d, min of %d alternating calls: base %.3f ms, "
-                "head %.3f ms, head/base %.3f, identical output: %s\n",
+                "head %.3f ms, head/base %.3f, identical output: %s; medians: base %.3f ms, head %.3f ms, head/base %.3f\n",
                 kbits, vbits, int8 == 2 ? " int8 scores and values" : int8 == 1 ? " int8 scores" : "", static_cast<long long>(context), q_heads, kv_heads, d, layer_text, threaded ? "threaded" : "one thread", simd, calls,
-                t_base * 1e3, t_head * 1e3, t_head / t_base, first_identical && out_base == out_head ? "yes" : "NO");
+                t_base * 1e3, t_head * 1e3, t_head / t_base, first_identical && out_base == out_head ? "yes" : "NO",
+                median_base * 1e3, median_head * 1e3, median_head / median_base);
     for (int l = 0; l < layers; ++l) {
       ab_base_layer_delete(base[l]);
       ab_head_layer_delete(head[l]);

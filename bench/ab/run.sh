@@ -9,7 +9,8 @@
 # flags to the head side only, e.g. AB_HEAD_FLAGS=-DTURBOKV_AVX2_EVEX_VNNI (kernels.hpp: on an
 # AVX-512 VNNI host the head's AVX2 level then runs what an AVX-VNNI machine's does).
 # AB_LAYERS=12 before the command: attention over 12 caches per side in turn, read from memory as
-# a model's decode reads them (main.cpp).
+# a model's decode reads them (main.cpp). Attention lines print the min and the median call of each side:
+# the median shows a late claim or a slow thread that the fastest call hides.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 base=$1; shift
