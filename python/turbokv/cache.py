@@ -180,7 +180,8 @@ class KVCache:
         self.last_attention_values: Optional[str] = None
         #: Parts each (batch, kv head)'s tokens were split into by the last attention call: > 1
         #: when there were fewer of them than 4 per thread (decode at small batch), so every core
-        #: works and a slow core leaves its later parts to the others.
+        #: works and a slow core leaves its later parts to the others; the parts shrink from the
+        #: first to the last (up to 4x), so the threads finish close together.
         self.last_attention_splits: Optional[int] = None
 
     # Generation-loop API ----------------------------------------------------------------------
