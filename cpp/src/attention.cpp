@@ -415,10 +415,11 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
   const int64_t items = streams * chunks;
   // Decode with fewer items than kPartsPerThread x threads (small batch x kv_heads): each item's
   // tokens are also split into parts of whole blocks, attended side by side and merged
-  // (flash-decoding), so that every core gets work (sequence_parts.hpp).
+  // (flash-decoding), so that every core gets work; on many cores, decode also splits a few more
+  // items so that the call ends on short parts (sequence_parts.hpp).
   const int64_t threads = pool ? pool->size() : 1;
   const int64_t blocks = (keys.length() + kBlock - 1) / kBlock;
-  const int64_t splits = sequence_parts(items, threads, blocks);
+  const int64_t splits = sequence_parts(items, threads, blocks, shape.q_len == 1);
   const std::vector<int64_t> part_bounds = sequence_part_bounds(blocks, splits);
   const int64_t tile_rows = min_tile_rows(keys.side().bits, keys.simd_level());
   const bool int8_keys = options.scores == ScorePrecision::kInt8 && keys.codec() &&

@@ -19,11 +19,26 @@ constexpr int64_t kMinPartBlocks = 4;
 // How much larger an item's first part is than its last, at most (below).
 constexpr double kPartFall = 4.0;
 
-// Parts per item for `items` items of `blocks` blocks each on `threads` threads: 1 where the items
-// alone give every thread kPartsPerThread of them.
-inline int64_t sequence_parts(int64_t items, int64_t threads, int64_t blocks) {
-  const int64_t units = threads > 1 ? kPartsPerThread * threads : 1;
-  if (items >= units) return 1;
+// Threads from which decode also splits items that already give every thread kPartsPerThread
+// of them, up to twice that many: each into a large part and a small one (sequence_part_bounds:
+// the first 4x the last), all large parts claimed first, so that the call ends on short ones. 16
+// cores at batch 8 (64 items of 128 blocks): 0.92-0.98x the median call; 2 cores at batch 1 (8
+// items): 1.01-1.08x, the parts' set-up and merge outweighing a tail that 2 threads hardly have
+// (kernel_choices_avx2.md, round 42). Not measured in between: off.
+constexpr int64_t kTailSplitThreads = 16;
+
+// Parts per item for `items` items of `blocks` blocks each on `threads` threads: more than 1 where
+// the items alone give fewer than kPartsPerThread to each thread, or (`decode`: one query position
+// per item) to tail-split on kTailSplitThreads threads or more.
+inline int64_t sequence_parts(int64_t items, int64_t threads, int64_t blocks, bool decode) {
+  if (threads <= 1) return 1;
+  const int64_t units = kPartsPerThread * threads;
+  if (items >= units) {
+    // 5 x kMinPartBlocks blocks: the small part keeps kMinPartBlocks at the full fall.
+    const bool tail = decode && threads >= kTailSplitThreads && items < 2 * units &&
+                      blocks >= 5 * kMinPartBlocks;
+    return tail ? 2 : 1;
+  }
   const int64_t most = std::max(blocks / kMinPartBlocks, std::min<int64_t>(2, blocks / 2));
   return std::max<int64_t>(1, std::min((units + items - 1) / items, most));
 }

@@ -181,7 +181,8 @@ class KVCache:
         #: Parts each (batch, kv head)'s tokens were split into by the last attention call: > 1
         #: when there were fewer of them than 4 per thread (decode at small batch), so every core
         #: works and a slow core leaves its later parts to the others; the parts shrink from the
-        #: first to the last (up to 4x), so the threads finish close together.
+        #: first to the last (up to 4x), so the threads finish close together. On 16 threads or
+        #: more, decode with 4-8 of them per thread splits each in two (the first 4x the second).
         self.last_attention_splits: Optional[int] = None
 
     # Generation-loop API ----------------------------------------------------------------------

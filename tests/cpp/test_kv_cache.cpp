@@ -471,8 +471,8 @@ TEST(KVCache, SequencePartBoundsFallWhereFourBlocksStayInEveryPart) {
   EXPECT_EQ(sequence_part_bounds(3, 2), (std::vector<int64_t>{0, 1, 3}));
   for (int64_t blocks = 1; blocks <= 600; ++blocks) {
     for (int64_t threads : {2, 4, 8, 16, 64}) {
-      for (int64_t items : {1, 2, 8}) {
-        const int64_t parts = sequence_parts(items, threads, blocks);
+      for (int64_t items : {1, 2, 8, 64, 100}) {
+        const int64_t parts = sequence_parts(items, threads, blocks, true);
         const auto b = sequence_part_bounds(blocks, parts);
         const std::string where = std::to_string(blocks) + " blocks in " + std::to_string(parts) + " parts";
         ASSERT_EQ(b.size(), static_cast<size_t>(parts + 1)) << where;
@@ -490,6 +490,41 @@ TEST(KVCache, SequencePartBoundsFallWhereFourBlocksStayInEveryPart) {
       }
     }
   }
+}
+
+// On 16 threads or more, decode with between 4 and 8 items per thread splits each item in two, the
+// first part 4x the second (128 blocks: 102.4 and 25.6, rounded), where the second keeps 4 blocks;
+// fewer threads, fewer blocks, more items or prefill (several query positions) keep items whole.
+TEST(KVCache, ManyThreadDecodeSplitsItemsInALargeAndASmallPart) {
+  EXPECT_EQ(sequence_parts(64, 16, 128, true), 2);
+  EXPECT_EQ(sequence_parts(127, 16, 128, true), 2);
+  EXPECT_EQ(sequence_parts(128, 16, 128, true), 1);
+  EXPECT_EQ(sequence_parts(64, 16, 128, false), 1);
+  EXPECT_EQ(sequence_parts(64, 16, 19, true), 1);
+  EXPECT_EQ(sequence_parts(8, 2, 128, true), 1);
+  EXPECT_EQ(sequence_parts(32, 8, 128, true), 1);
+  EXPECT_EQ(sequence_part_bounds(128, 2), (std::vector<int64_t>{0, 102, 128}));
+  EXPECT_EQ(sequence_part_bounds(20, 2), (std::vector<int64_t>{0, 16, 20}));
+
+  // And the two parts merge to the unsplit result: 64 KV heads of 20 blocks on 16 threads.
+  const int d = 32;
+  const int64_t kv_heads = 64, n = 5120;
+  ThreadPool pool(16);
+  TokenStore keys(SideConfig{4, Mode::kMse}, d, 7, 0, default_simd());
+  TokenStore values(SideConfig{4, Mode::kMse}, d, 8, 0, default_simd());
+  keys.set_streams(kv_heads);
+  values.set_streams(kv_heads);
+  const auto k = test_util::gaussian_rows(kv_heads * n, d, 31), v = test_util::gaussian_rows(kv_heads * n, d, 32);
+  keys.append(k.data(), n, n * d, d);
+  values.append(v.data(), n, n * d, d);
+  const auto q = test_util::gaussian_rows(kv_heads * 2, d, 33);
+  std::vector<float> split(q.size()), whole(q.size());
+  AttentionOptions o;
+  o.scale = 0.2f;
+  const AttentionShape shape{1, kv_heads, kv_heads * 2, 1};
+  ASSERT_EQ(fused_attention(keys, values, q.data(), shape, o, split.data(), &pool).sequence_splits, 2);
+  ASSERT_EQ(fused_attention(keys, values, q.data(), shape, o, whole.data(), nullptr).sequence_splits, 1);
+  for (size_t i = 0; i < split.size(); ++i) ASSERT_NEAR(split[i], whole[i], 2e-5f) << i;
 }
 
 // Decode whose parts fall in size merges to the unsplit result: one KV head, 157 blocks on 2
