@@ -1,5 +1,5 @@
-// Internal: how decode splits one (batch, KV head) item's cached tokens into parts that threads
-// attend side by side and then merge (flash-decoding), when there are fewer items than cores.
+// Internal: how attention splits one (batch, KV head) item's cached tokens into parts that threads
+// attend side by side and then merge (flash-decoding), when there are few items per core.
 #pragma once
 
 #include <algorithm>
@@ -46,8 +46,8 @@ inline int64_t sequence_parts(int64_t items, int64_t threads, int64_t blocks, bo
 // Block boundaries of an item's `parts` parts: parts + 1 ascending values from 0 to `blocks`.
 // The parts shrink linearly from the first to the last (guided self-scheduling, Polychronopoulos
 // and Kuck 1987): threads claim every item's first part, then every item's second, ..., so the
-// last claims are short and the threads finish close together. On a 16-core Xeon at 32K, one KV
-// head item of 8 parts each, the first 4x the last took 0.93-0.96x the time of equal parts
+// last claims are short and the threads finish close together. On a 16-core Emerald Rapids at 32K,
+// 8 KV heads of 8 parts each, the first 4x the last took 0.93-0.96x the time of equal parts
 // (kernel_choices_avx2.md, round 42). No part falls below kMinPartBlocks blocks where equal parts
 // would not; where no fall fits, the parts are equal.
 inline std::vector<int64_t> sequence_part_bounds(int64_t blocks, int64_t parts) {
