@@ -402,7 +402,7 @@ PYBIND11_MODULE(_core, m) {
                report = c.attention(qp, q.shape(0), q.shape(1), q.shape(2), options, op, threaded);
              }
              return py::make_tuple(out, report.items, report.tiled_items, report.sequence_splits,
-                                   report.int8_items, report.int8_value_items);
+                                   report.int8_items, report.int8_value_items, report.threads);
            },
            py::arg("queries"), py::arg("scale"), py::arg("threaded") = true,
            py::arg("key_valid") = py::none(), py::arg("softcap") = 0.0f,

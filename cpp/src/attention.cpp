@@ -364,6 +364,10 @@ void check_options(const AttentionOptions& o, int64_t q_heads, int64_t length) {
     throw std::invalid_argument("softcap must be finite and > 0 (0 = none), got " +
                                 std::to_string(o.softcap));
   }
+  if (o.min_parallel_bytes < 0) {
+    throw std::invalid_argument("min_parallel_bytes must be >= 0 (0 = always the pool), got " +
+                                std::to_string(o.min_parallel_bytes));
+  }
   if (o.sinks) {
     for (int64_t h = 0; h < q_heads; ++h) {
       if (!std::isfinite(o.sinks[h])) throw std::invalid_argument("sinks hold NaN or Inf");
@@ -417,6 +421,13 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
   // tokens are also split into parts of whole blocks, attended side by side and merged
   // (flash-decoding), so that every core gets work; on many cores, decode also splits a few more
   // items so that the call ends on short parts (sequence_parts.hpp).
+  if (pool && shape.q_len == 1 && pool->size() > 1) {
+    // The codes' bytes, weighted by (query heads per KV head + 4) / 8: a key's lookups, norm and
+    // softmax cost the same at any head count, its products one per query head. Break-even on a
+    // 2-core Zen 4 VM at head_dim 64: 12/12 heads ~512 tokens (442 KB), 9/3 ~1.3K, 14/2 ~1K.
+    const int64_t bytes = keys.streams() * keys.length() * (keys.bytes_per_token() + values.bytes_per_token());
+    if (bytes * (group + 4) / 8 * (pool->size() - 1) < options.min_parallel_bytes) pool = nullptr;  // the wake costs more
+  }
   const int64_t threads = pool ? pool->size() : 1;
   const int64_t blocks = (keys.length() + kBlock - 1) / kBlock;
   const int64_t splits = sequence_parts(items, threads, blocks, shape.q_len == 1);
@@ -508,6 +519,7 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
              (options.path == AttentionPath::kAuto && rows >= tile_rows);
   }
   AttentionReport report{items, tiled, splits};
+  report.threads = threads;
   report.int8_items = int8_keys ? items - tiled : 0;
   report.int8_value_items = int8_values ? items - tiled : 0;
   return report;

@@ -184,6 +184,11 @@ class KVCache:
         #: first to the last (up to 4x), so the threads finish close together. On 16 threads or
         #: more, decode with 4-8 of them per thread splits each in two (the first 4x the second).
         self.last_attention_splits: Optional[int] = None
+        #: Threads the last attention call ran on: 1 under ``threaded=False``, and for a decode
+        #: call whose cache is too small to pay for waking the pool (under 256 KiB of codes on 2
+        #: threads at 4 query heads per KV head, less on more threads: waking a thread costs
+        #: tens of microseconds).
+        self.last_attention_threads: Optional[int] = None
 
     # Generation-loop API ----------------------------------------------------------------------
 
@@ -255,7 +260,10 @@ class KVCache:
         ``causal=False`` every query attends to every cached token and q_len is free (encoders,
         cross-attention over an encoder's cached K/V).
         Returns float32 (batch, q_heads, q_len, head_dim). Runs on all usable cores with the GIL
-        released (``threaded=False``: the calling thread only; TURBOKV_NUM_THREADS sets the pool
+        released (``threaded=False``: the calling thread only, as is a decode step over fewer than
+        256 KiB of codes per extra thread at 4 query heads per KV head (up to 1.6x that at fewer), where
+        waking the pool costs more than it saves;
+        :attr:`last_attention_threads` tells which ran; TURBOKV_NUM_THREADS sets the pool
         size, :func:`turbokv.attention_threads` reports it; a TURBOKV_NUM_THREADS that is not a
         whole number from 1 to 4096 raises ValueError).
 
@@ -358,13 +366,14 @@ class KVCache:
             return np.zeros(q.shape, np.float32)
         if self._probe is not None:
             self._protect(q, scale, causal, window, threaded)
-        out, items, tiled, splits, int8, int8_values = self._layer.attention(
+        out, items, tiled, splits, int8, int8_values, threads = self._layer.attention(
             q, scale, threaded, valid, cap, sink_logits, path, causal, int(window or 0), scores, values)
         self.last_attention_path = "tiles" if tiled == items else "codes" if tiled == 0 else "mixed"
         self.last_attention_scores = "int8" if int8 == items else "exact" if int8 == 0 else "mixed"
         self.last_attention_values = ("int8" if int8_values == items else "exact" if int8_values == 0
                                       else "mixed")
         self.last_attention_splits = splits
+        self.last_attention_threads = threads
         return out
 
     def _protect(self, q: np.ndarray, scale: float, causal: bool, window: Optional[int],

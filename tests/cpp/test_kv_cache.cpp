@@ -527,6 +527,44 @@ TEST(KVCache, ManyThreadDecodeSplitsItemsInALargeAndASmallPart) {
   for (size_t i = 0; i < split.size(); ++i) ASSERT_NEAR(split[i], whole[i], 2e-5f) << i;
 }
 
+// A decode call whose cache is small for the pool's threads runs on the calling thread (its bytes of
+// codes x (query heads per KV head + 4) / 8 under kMinParallelBytes / (threads - 1)); min_parallel_bytes
+// 0 always uses the pool; prefill (q_len > 1) keeps the pool; a negative threshold is refused.
+TEST(KVCache, SmallDecodeCallsSkipThePool) {
+  const int d = 64;
+  ThreadPool pool(2);
+  TokenStore keys(SideConfig{4, Mode::kMse}, d, 7, 0, default_simd());
+  TokenStore values(SideConfig{4, Mode::kMse}, d, 8, 0, default_simd());
+  keys.set_streams(3);
+  values.set_streams(3);
+  const int64_t per_token = keys.bytes_per_token() + values.bytes_per_token();
+  ASSERT_EQ(per_token, 2 * (32 + 4));  // 4-bit codes of 64 coordinates and a float32 norm, each side
+  const int64_t small = 1024;           // 3 x 1024 x 72 = 221,184 bytes, x 7 / 8 < 262,144
+  const auto k = test_util::gaussian_rows(3 * small, d, 41), v = test_util::gaussian_rows(3 * small, d, 42);
+  keys.append(k.data(), small, small * d, d);
+  values.append(v.data(), small, small * d, d);
+  const auto q = test_util::gaussian_rows(9 * 2, d, 43);
+  std::vector<float> out(q.size()), serial(q.size());
+  AttentionOptions o;
+  o.scale = 0.125f;
+  const AttentionShape decode{1, 3, 9, 1}, prefill{1, 3, 9, 2};
+  EXPECT_EQ(fused_attention(keys, values, q.data(), decode, o, out.data(), &pool).threads, 1);
+  EXPECT_EQ(fused_attention(keys, values, q.data(), prefill, o, out.data(), &pool).threads, 2);
+  fused_attention(keys, values, q.data(), decode, o, serial.data(), nullptr);
+  o.min_parallel_bytes = 0;
+  const AttentionReport forced = fused_attention(keys, values, q.data(), decode, o, out.data(), &pool);
+  EXPECT_EQ(forced.threads, 2);
+  for (size_t i = 0; i < 9 * d; ++i) ASSERT_NEAR(out[i], serial[i], 2e-5f) << i;
+  o.min_parallel_bytes = -1;
+  EXPECT_THROW(fused_attention(keys, values, q.data(), decode, o, out.data(), &pool), std::invalid_argument);
+  // 2,048 tokens (442,368 bytes, x 7 / 8 = 387,072) are worth the second thread.
+  o.min_parallel_bytes = kMinParallelBytes;
+  keys.append(k.data(), small, small * d, d);
+  values.append(v.data(), small, small * d, d);
+  EXPECT_EQ(fused_attention(keys, values, q.data(), decode, o, out.data(), &pool).threads, 2);
+  EXPECT_EQ(fused_attention(keys, values, q.data(), decode, o, out.data(), nullptr).threads, 1);
+}
+
 // Decode whose parts fall in size merges to the unsplit result: one KV head, 157 blocks on 2
 // threads, 8 parts of 31 blocks down to 8 (the weights' ends at 31.4, 59.4, 84.1, 105.4, 123.4,
 // 137.9, 149.2 and 157 blocks).

@@ -156,18 +156,39 @@ def test_auto_path_uses_codes_to_decode_and_tiles_to_prefill(rng):
 def test_decode_with_fewer_streams_than_threads_splits_the_sequence(rng):
     # One KV head at batch 1: the shared pool's threads split the 4096 tokens (16 blocks; several
     # parts per thread, but parts of at least 4 blocks: 4) and the parts are merged; the result
-    # equals the single-thread sweep and the oracle.
+    # equals the single-thread sweep and the oracle. head_dim 128: 475 KB of codes, past the size
+    # below which a decode call leaves the pool asleep.
     threads = turbokv.attention_threads()
-    cache = turbokv.KVCache(64, 1, key_bits=4, value_bits=3)
-    cache.update(tokens(rng, 1, 1, 4096, 64), tokens(rng, 1, 1, 4096, 64))
-    q = tokens(rng, 1, 4, 1, 64)
+    cache = turbokv.KVCache(128, 1, key_bits=4, value_bits=3)
+    cache.update(tokens(rng, 1, 1, 4096, 128), tokens(rng, 1, 1, 4096, 128))
+    q = tokens(rng, 1, 4, 1, 128)
     whole = cache.attention(q, threaded=False)
-    assert cache.last_attention_splits == 1
+    assert cache.last_attention_splits == 1 and cache.last_attention_threads == 1
     split = cache.attention(q)
     assert cache.last_attention_splits == (4 if threads > 1 else 1)
+    assert cache.last_attention_threads == threads
     np.testing.assert_allclose(split, whole, rtol=0, atol=2e-5)
     k, v = cache.fetch()
     assert relative_error(split, reference.attention(q, k, v)) < 1e-5
+
+
+def test_small_decode_calls_run_on_the_calling_thread(rng):
+    # 3 KV heads x 512 tokens of head_dim 64 at K4V4: 110,592 bytes of codes (x 7/8 for 3 query
+    # heads per KV head), under 256 KiB over the pool's extra threads wherever it has at most 3
+    # (waking a thread costs more than it saves).
+    # Prefill keeps the pool; the output does not depend on the thread count.
+    threads = turbokv.attention_threads()
+    cache = turbokv.KVCache(64, 3, key_bits=4, value_bits=4)
+    cache.update(tokens(rng, 1, 3, 512, 64), tokens(rng, 1, 3, 512, 64))
+    assert cache.used_nbytes == 3 * 512 * 2 * (32 + 4)
+    q = tokens(rng, 1, 9, 1, 64)
+    pooled = cache.attention(q)
+    if threads <= 3:
+        assert cache.last_attention_threads == 1
+    np.testing.assert_array_equal(pooled, cache.attention(q, threaded=False))
+    assert cache.last_attention_threads == 1
+    cache.attention(tokens(rng, 1, 9, 2, 64), causal=False)
+    assert cache.last_attention_threads == threads
 
 
 @pytest.mark.parametrize("softcap", [None, 3.0])

@@ -57,7 +57,18 @@ struct AttentionReport {
   int64_t int8_items = 0;
   // Items whose values were summed in int8 (ValuePrecision::kInt8 where it applies).
   int64_t int8_value_items = 0;
+  // Threads the call ran on: the pool's size, or 1 (no pool, or a decode call below
+  // AttentionOptions::min_parallel_bytes).
+  int64_t threads = 1;
 };
+
+// A decode call (q_len 1) whose cache holds fewer bytes than this per thread beyond the first
+// (weighted by (query heads per KV head + 4) / 8) runs on the calling thread alone, the pool asleep: on a 2-core Zen 4 VM, 9/3 heads of head_dim
+// 64, K4V4 int8, the pool's median call took 48 us against one thread's 30 at 1K tokens (209 KB)
+// and 52 against 57 at 2K (418 KB); 32/8 heads of head_dim 128 at 256 tokens (278 KB) 49 against
+// 52 (kernel_choices_avx2.md, round 42). Divided by the extra threads, so that many cores, where
+// the work divides further, keep the pool for all but tiny calls (16 threads: 17 KiB).
+constexpr int64_t kMinParallelBytes = 256 * 1024;
 
 struct AttentionShape {
   int64_t batch = 1;
@@ -95,6 +106,9 @@ struct AttentionOptions {
   // sliding_window masks; blocks wholly outside every query's window are not read. Needs causal.
   // 0: no window.
   int64_t window = 0;
+  // Decode calls reading fewer bytes of cache (x (query heads per KV head + 4) / 8) than this over
+  // (pool threads - 1) skip the pool (kMinParallelBytes); 0: always use the pool; >= 0.
+  int64_t min_parallel_bytes = kMinParallelBytes;
 };
 
 // queries and out: (batch, q_heads, q_len, head_dim) float32, C-contiguous. Queries must be
