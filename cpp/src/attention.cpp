@@ -417,17 +417,19 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
   const int64_t chunks = (shape.q_len + chunk - 1) / chunk;
   const int64_t streams = keys.streams();
   const int64_t items = streams * chunks;
-  // Decode with fewer items than kPartsPerThread x threads (small batch x kv_heads): each item's
-  // tokens are also split into parts of whole blocks, attended side by side and merged
-  // (flash-decoding), so that every core gets work; on many cores, decode also splits a few more
-  // items so that the call ends on short parts (sequence_parts.hpp).
   if (pool && shape.q_len == 1 && pool->size() > 1) {
     // The codes' bytes, weighted by (query heads per KV head + 4) / 8: a key's lookups, norm and
     // softmax cost the same at any head count, its products one per query head. Break-even on a
     // 2-core Zen 4 VM at head_dim 64: 12/12 heads ~512 tokens (442 KB), 9/3 ~1.3K, 14/2 ~1K.
-    const int64_t bytes = keys.streams() * keys.length() * (keys.bytes_per_token() + values.bytes_per_token());
-    if (bytes * (group + 4) / 8 * (pool->size() - 1) < options.min_parallel_bytes) pool = nullptr;  // the wake costs more
+    const int64_t bytes = streams * keys.length() * (keys.bytes_per_token() + values.bytes_per_token());
+    if (bytes * (group + 4) / 8 * (pool->size() - 1) < options.min_parallel_bytes) {
+      pool = nullptr;  // waking the pool would cost more than it saves (kMinParallelBytes)
+    }
   }
+  // Decode with fewer items than kPartsPerThread x threads (small batch x kv_heads): each item's
+  // tokens are also split into parts of whole blocks, attended side by side and merged
+  // (flash-decoding), so that every core gets work; on many cores, decode also splits a few more
+  // items so that the call ends on short parts (sequence_parts.hpp).
   const int64_t threads = pool ? pool->size() : 1;
   const int64_t blocks = (keys.length() + kBlock - 1) / kBlock;
   const int64_t splits = sequence_parts(items, threads, blocks, shape.q_len == 1);

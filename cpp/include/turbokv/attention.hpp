@@ -63,11 +63,12 @@ struct AttentionReport {
 };
 
 // A decode call (q_len 1) whose cache holds fewer bytes than this per thread beyond the first
-// (weighted by (query heads per KV head + 4) / 8) runs on the calling thread alone, the pool asleep: on a 2-core Zen 4 VM, 9/3 heads of head_dim
-// 64, K4V4 int8, the pool's median call took 48 us against one thread's 30 at 1K tokens (209 KB)
-// and 52 against 57 at 2K (418 KB); 32/8 heads of head_dim 128 at 256 tokens (278 KB) 49 against
-// 52 (kernel_choices_avx2.md, round 42). Divided by the extra threads, so that many cores, where
-// the work divides further, keep the pool for all but tiny calls (16 threads: 17 KiB).
+// (weighted by (query heads per KV head + 4) / 8) runs on the calling thread, the pool asleep: on a
+// 2-core Zen 4 VM, 9/3 heads of head_dim 64, K4V4 int8, the pool's median call took 48 us against
+// one thread's 30 at 1K tokens (221 KB) and 52 against 57 at 2K (442 KB); 32/8 heads of head_dim
+// 128 at 256 tokens (278 KB) 49 against 52 (kernel_choices_avx2.md, round 42). Divided by the
+// extra threads, so that many cores, where the work divides further, keep the pool for all but
+// tiny calls (16 threads: 17 KiB).
 constexpr int64_t kMinParallelBytes = 256 * 1024;
 
 struct AttentionShape {
