@@ -215,14 +215,18 @@ PYBIND11_MODULE(_core, m) {
     out["avx512_vbmi"] = r.avx512_vbmi;
     out["avx_vnni"] = r.avx_vnni;
     out["gathers_slow"] = r.gathers_slow;
+    out["gds_mitigation"] = r.gds_mitigation;
     out["pdep_slow"] = r.pdep_slow;
     out["lane_swap_slow"] = r.lane_swap_slow;
     return out;
   },
   "The CPU facts the kernels pick their routes by (set once at import; all False off x86), as a "
   "dict of bools: avx512_vnni, avx512_vbmi, avx_vnni (int8 sums by vpdpbusd; byte planes by "
-  "vpermb), gathers_slow, pdep_slow, lane_swap_slow (AMD Zen workarounds). For benchmark and "
-  "bug reports.");
+  "vpermb), gathers_slow (5-8-bit lookups by scalar loads: AMD Zen 1-4, or Intel's Gather Data "
+  "Sampling microcode mitigation; TURBOKV_GATHERS=fast or slow overrides), gds_mitigation (Linux "
+  "reports that mitigation, or cannot rule it out in a VM), pdep_slow, lane_swap_slow (AMD Zen "
+  "workarounds). For benchmark and bug reports. Raises ValueError if TURBOKV_GATHERS is not "
+  "auto, fast or slow.");
   m.def("int8_values_fast", [](int bits, int head_dim) {
     CodecConfig cfg;
     cfg.bits = bits;

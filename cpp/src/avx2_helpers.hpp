@@ -17,8 +17,10 @@ namespace kernels {
 // EPYC 8-bit scores 1.5x, values 1.4x, 8-bit encode 1.6x; on a Zen 4 EPYC decode at the AVX2 level
 // K8V4 1.31-1.50x, K7V7 int8 scores 1.63x (bench/results/kernel_choices_avx2.md). Elsewhere
 // vgatherdps: on a Sapphire Rapids Xeon it was 1.7x faster than loads in one run and 1.1x slower
-// in another; Zen 5 was never measured. Same table values either way; set once, before main
-// (amd_zen.hpp).
+// in another; on a 2-core Emerald Rapids VM scalar loads cost 1.15-1.37x at 7-8 bits (round 43); Zen
+// 5 was never measured. Also where Intel's Gather Data Sampling microcode mitigation slows gathers
+// (gather_speed.hpp, not measured here: no affected CPU was at hand). Same table values either
+// way; set once, before main (amd_zen.hpp, gather_speed.hpp).
 extern const bool kGathersAreSlow;
 // Zen 1 (AMD family 17h models 00-2F) runs vperm2f128 as 8 micro-ops, one per 3 cycles
 // (Zen 2 and Intel: 1): the FWHT's 4-apart butterflies there use 128-bit halves instead

@@ -1,8 +1,10 @@
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
 #include "amd_zen.hpp"
 #include "avx2_helpers.hpp"
+#include "gather_speed.hpp"
 #include "kernels.hpp"
 
 namespace turbokv {
@@ -11,8 +13,9 @@ namespace kernels {
 #if TURBOKV_X86
 namespace {
 const int kZenGeneration = amd_zen_generation();  // read once; initialised before the flags below
+const GatherSpeed kGatherSpeed = gather_speed(kZenGeneration, std::getenv("TURBOKV_GATHERS"), read_gds_status());
 }  // namespace
-const bool kGathersAreSlow = kZenGeneration >= 1 && kZenGeneration <= 4;
+const bool kGathersAreSlow = kGatherSpeed.slow;
 const bool kLaneSwapIsSlow = kZenGeneration == 1;
 const bool kPdepIsSlow = kZenGeneration == 1 || kZenGeneration == 2;
 #endif
@@ -54,6 +57,9 @@ KernelSet build(SimdLevel level) {
 }  // namespace
 
 const KernelSet& kernel_set(SimdLevel level) {
+#if TURBOKV_X86
+  if (!kGatherSpeed.error.empty()) throw std::invalid_argument(kGatherSpeed.error);
+#endif
   if (!simd_supported(level)) {
     throw std::runtime_error(std::string("SIMD level ") + simd_name(level) +
                              " is not supported by this CPU (best: " + simd_name(detect_simd()) +
@@ -73,9 +79,11 @@ const KernelSet& kernel_set(SimdLevel level) {
 
 KernelRoutes kernel_routes() {
 #if TURBOKV_X86
-  return KernelRoutes{kHasAvx512Vnni, kHasAvx512Vbmi, kHasAvxVnni, kGathersAreSlow, kPdepIsSlow, kLaneSwapIsSlow};
+  if (!kGatherSpeed.error.empty()) throw std::invalid_argument(kGatherSpeed.error);
+  return KernelRoutes{kHasAvx512Vnni, kHasAvx512Vbmi, kHasAvxVnni, kGathersAreSlow,
+                      kGatherSpeed.gds_mitigation, kPdepIsSlow, kLaneSwapIsSlow};
 #else
-  return KernelRoutes{false, false, false, false, false, false};
+  return KernelRoutes{false, false, false, false, false, false, false};
 #endif
 }
 

@@ -234,12 +234,15 @@ inline bool int8_three_bit_by_pdep(int64_t code_bytes, int d) {
 const KernelSet& kernel_set(SimdLevel level);
 
 // The CPU facts the kernels pick their routes by, each set once before main (all false off x86):
-// for benchmark reports and bug reports, so that a figure says which routes produced it.
+// for benchmark reports and bug reports, so that a figure says which routes produced it. Throws
+// std::invalid_argument, as kernel_set does, where TURBOKV_GATHERS holds a value it cannot take.
 struct KernelRoutes {
   bool avx512_vnni;     // int8 sums by 512-bit vpdpbusd (kHasAvx512Vnni)
   bool avx512_vbmi;     // byte planes and 3-bit rows by vpermb / vpmultishiftqb (kHasAvx512Vbmi)
   bool avx_vnni;        // the AVX2 level's int8 sums by 256-bit vpdpbusd (kHasAvxVnni)
-  bool gathers_slow;    // 5-8-bit lookups by scalar loads instead of vgatherdps (AMD Zen 1-4)
+  bool gathers_slow;    // 5-8-bit lookups by scalar loads instead of vgatherdps (AMD Zen 1-4, GDS
+                        // microcode mitigation; TURBOKV_GATHERS overrides: gather_speed.hpp)
+  bool gds_mitigation;  // Linux reports Intel's Gather Data Sampling microcode mitigation
   bool pdep_slow;       // 3- and 5-7-bit rows taken apart by SIMD instead of pdep (Zen 1-2)
   bool lane_swap_slow;  // the FWHT without vperm2f128 (Zen 1)
 };

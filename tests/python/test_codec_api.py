@@ -1,5 +1,9 @@
 """The public Codec API: shapes, dtypes, layouts, round trips and clear errors."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -233,7 +237,8 @@ def _cpuinfo():
 
 def test_kernel_routes_name_this_cpus_features():
     routes = turbokv.kernel_routes()
-    assert set(routes) == {"avx512_vnni", "avx512_vbmi", "avx_vnni", "gathers_slow", "pdep_slow", "lane_swap_slow"}
+    assert set(routes) == {"avx512_vnni", "avx512_vbmi", "avx_vnni", "gathers_slow", "gds_mitigation", "pdep_slow",
+                           "lane_swap_slow"}
     assert all(isinstance(v, bool) for v in routes.values())
     if "avx2" not in turbokv.supported_simd():  # arm64 (or an x86 without AVX2): no x86 routes
         assert not any(routes.values())
@@ -246,8 +251,63 @@ def test_kernel_routes_name_this_cpus_features():
     assert routes["avx512_vnni"] == ("avx512_vnni" in flags)
     assert routes["avx512_vbmi"] == ("avx512vbmi" in flags)
     assert routes["avx_vnni"] == ("avx_vnni" in flags)
-    if vendor != "AuthenticAMD":  # the slow-instruction workarounds are for AMD Zen 1-3 only
-        assert not routes["gathers_slow"] and not routes["pdep_slow"] and not routes["lane_swap_slow"]
+    # Linux's own report of Intel's Gather Data Sampling mitigation (Documentation/admin-guide/hw-vuln/
+    # gather_data_sampling.rst): the microcode's, or a guest that cannot see its host's.
+    gds = _gds_status()
+    assert routes["gds_mitigation"] == (gds.startswith("Mitigation: Microcode")
+                                        or gds.startswith("Unknown: Dependent on hypervisor status")), gds
+    if os.environ.get("TURBOKV_GATHERS", "auto") == "auto" and vendor != "AuthenticAMD":
+        # Off AMD Zen, gathers are slow only under that mitigation; pdep and lane swaps are fast.
+        assert routes["gathers_slow"] == routes["gds_mitigation"]
+        assert not routes["pdep_slow"] and not routes["lane_swap_slow"]
+
+
+def _gds_status():
+    """The first line of Linux's Gather Data Sampling report, or "" where there is none."""
+    try:
+        with open("/sys/devices/system/cpu/vulnerabilities/gather_data_sampling") as f:
+            return f.readline().strip()
+    except OSError:
+        return ""
+
+
+@pytest.mark.skipif("avx2" not in turbokv.supported_simd(), reason="gathers are an x86 route")
+@pytest.mark.parametrize("value, slow", [("fast", False), ("slow", True), ("bogus", None)])
+def test_turbokv_gathers_overrides_the_route_and_refuses_what_it_cannot_take(value, slow):
+    # The flag is set once per process: each value in a fresh interpreter. The 8-bit keys' scores
+    # must not depend on the route (same table values), compared against the numpy reference.
+    code = f"""
+import numpy as np, turbokv
+from turbokv import reference
+try:
+    routes = turbokv.kernel_routes()
+except ValueError as e:
+    print("ERROR", e)
+    try:
+        turbokv.KVCache(64, 2)
+    except ValueError as e:
+        print("CACHE ERROR", e)
+    raise SystemExit(0)
+print("SLOW", routes["gathers_slow"])
+rng = np.random.default_rng(3)
+x = rng.standard_normal((64, 128)).astype(np.float32)
+q = rng.standard_normal((4, 128)).astype(np.float32)
+ours, ref = turbokv.Codec(128, 8, seed=5), reference.Codec(128, 8, seed=5)
+enc = ours.encode(x)
+want = ref.scores(q, ref.encode(x))
+close = np.allclose(ours.scores(q, enc), want, rtol=1e-4, atol=1e-4)
+close_int16 = np.allclose(ours.scores(q, enc, precision="int8"), want, rtol=1e-3, atol=0.05)
+print("CLOSE", bool(close and close_int16))
+"""
+    # At the AVX2 level, where 8-bit lookups take the gathers or the scalar loads (AVX-512 VBMI
+    # machines read them by byte planes at their own level).
+    env = {**os.environ, "TURBOKV_GATHERS": value, "TURBOKV_SIMD": "avx2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    if slow is None:
+        assert "\nCACHE ERROR TURBOKV_GATHERS='bogus': use one of auto, fast, slow" in out.stdout, out.stdout
+        return
+    assert f"SLOW {slow}" in out.stdout and "CLOSE True" in out.stdout, out.stdout
 
 
 def test_benchmark_headers_name_the_usable_cores(monkeypatch):
@@ -270,3 +330,4 @@ def test_benchmark_headers_name_the_routes():
     if "avx2" in turbokv.supported_simd():  # the AVX2 level's 2-3-bit float32 lookups, by Zen 1 or not
         small = "byte planes" if turbokv.kernel_routes()["lane_swap_slow"] else "vpermps"
         assert f"2-3-bit lookups by {small}" in text
+        assert ("GDS mitigation reported" in text) == turbokv.kernel_routes()["gds_mitigation"]

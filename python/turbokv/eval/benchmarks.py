@@ -45,6 +45,8 @@ def routes_text() -> str:
                                       ("avx_vnni", "AVX-VNNI")) if r[key]]
     # Where gathers are slow, float32 scores broadcast each looked-up centroid (session 26).
     lookups = "scalar loads (float32 scores: broadcasts)" if r["gathers_slow"] else "gathers"
+    if r["gds_mitigation"]:  # Intel's Gather Data Sampling microcode mitigation (gather_speed.hpp)
+        lookups += " (GDS mitigation reported)"
     spread = "SIMD unpacking" if r["pdep_slow"] else "pdep"
     # 5-6-bit codes take vpshufb byte planes of the codebook's magnitudes where pdep is fast.
     widths = "5-8-bit lookups" if r["pdep_slow"] else "5-6-bit lookups by vpshufb, 7-8-bit ones"
