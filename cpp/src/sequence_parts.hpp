@@ -22,10 +22,12 @@ constexpr double kPartFall = 4.0;
 // Threads from which decode also splits items that already give every thread kPartsPerThread
 // of them, up to twice that many: each into a large part and a small one (sequence_part_bounds:
 // the first 4x the last), all large parts claimed first, so that the call ends on short ones. 16
-// cores at batch 8 (64 items of 128 blocks): 0.92-0.98x the median call; 2 cores at batch 1 (8
-// items): 1.01-1.08x, the parts' set-up and merge outweighing a tail that 2 threads hardly have
-// (kernel_choices_avx2.md, round 42). Not measured in between: off.
-constexpr int64_t kTailSplitThreads = 16;
+// cores at batch 8 (64 items of 128 blocks): 0.92-0.98x the median call; 8 and 4 threads of that
+// host (32-40 and 16-24 items): medians 0.86-0.96x (8 threads, 32 items, in 7 of 7 runs) and
+// 0.81-1.12x (median of runs 0.93-0.95); 2 cores at batch 1 (8 items): 1.01-1.08x, the parts'
+// set-up and merge outweighing a tail that 2 threads hardly have (kernel_choices_avx2.md, rounds
+// 42-43). So from 4 threads; 3 not measured.
+constexpr int64_t kTailSplitThreads = 4;
 
 // Parts per item for `items` items of `blocks` blocks each on `threads` threads: more than 1 where
 // the items alone give fewer than kPartsPerThread to each thread, or (`decode`: one query position

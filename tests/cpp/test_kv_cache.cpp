@@ -492,7 +492,7 @@ TEST(KVCache, SequencePartBoundsFallWhereFourBlocksStayInEveryPart) {
   }
 }
 
-// On 16 threads or more, decode with between 4 and 8 items per thread splits each item in two, the
+// On 4 threads or more, decode with between 4 and 8 items per thread splits each item in two, the
 // first part 4x the second (128 blocks: 102.4 and 25.6, rounded), where the second keeps 4 blocks;
 // fewer threads, fewer blocks, more items or prefill (several query positions) keep items whole.
 TEST(KVCache, ManyThreadDecodeSplitsItemsInALargeAndASmallPart) {
@@ -501,8 +501,12 @@ TEST(KVCache, ManyThreadDecodeSplitsItemsInALargeAndASmallPart) {
   EXPECT_EQ(sequence_parts(128, 16, 128, true), 1);
   EXPECT_EQ(sequence_parts(64, 16, 128, false), 1);
   EXPECT_EQ(sequence_parts(64, 16, 19, true), 1);
+  EXPECT_EQ(sequence_parts(32, 8, 128, true), 2);
+  EXPECT_EQ(sequence_parts(63, 8, 128, true), 2);
+  EXPECT_EQ(sequence_parts(64, 8, 128, true), 1);
+  EXPECT_EQ(sequence_parts(16, 4, 128, true), 2);
+  EXPECT_EQ(sequence_parts(12, 3, 128, true), 1);
   EXPECT_EQ(sequence_parts(8, 2, 128, true), 1);
-  EXPECT_EQ(sequence_parts(32, 8, 128, true), 1);
   EXPECT_EQ(sequence_part_bounds(128, 2), (std::vector<int64_t>{0, 102, 128}));
   EXPECT_EQ(sequence_part_bounds(20, 2), (std::vector<int64_t>{0, 16, 20}));
 
