@@ -422,7 +422,9 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
     // softmax cost the same at any head count, its products one per query head. Break-even on a
     // 2-core Zen 4 VM at head_dim 64: 12/12 heads ~512 tokens (442 KB), 9/3 ~1.3K, 14/2 ~1K.
     const int64_t bytes = streams * keys.length() * (keys.bytes_per_token() + values.bytes_per_token());
-    if (bytes * (group + 4) / 8 * (pool->size() - 1) < options.min_parallel_bytes) {
+    const int64_t weighted = bytes * (group + 4) / 8;
+    if (weighted * (pool->size() - 1) < options.min_parallel_bytes ||
+        weighted < options.min_parallel_bytes / 8 * 3) {
       pool = nullptr;  // waking the pool would cost more than it saves (kMinParallelBytes)
     }
   }

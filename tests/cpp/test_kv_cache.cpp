@@ -453,6 +453,7 @@ TEST(KVCache, SequencePartsKeepAtLeastFourBlocks) {
     std::vector<float> out(q.size());
     AttentionOptions o;
     o.scale = 0.125f;
+    o.min_parallel_bytes = 0;  // the partition, not the small-call rule (1K tokens: 72 KiB of codes)
     const AttentionReport r = fused_attention(keys, values, q.data(), AttentionShape{1, 1, 4, 1}, o,
                                               out.data(), &pool);
     EXPECT_EQ(r.sequence_splits, parts) << n << " tokens";
@@ -567,6 +568,35 @@ TEST(KVCache, SmallDecodeCallsSkipThePool) {
   values.append(v.data(), small, small * d, d);
   EXPECT_EQ(fused_attention(keys, values, q.data(), decode, o, out.data(), &pool).threads, 2);
   EXPECT_EQ(fused_attention(keys, values, q.data(), decode, o, out.data(), nullptr).threads, 1);
+}
+
+// On many threads the threshold divided by the extra threads stops at 3/8 of it (96 KiB): 3 KV heads
+// of 512 tokens at head_dim 64 (110,592 bytes, x 7 / 8 = 96,768) stay on the calling thread of a
+// 16-thread pool, where 1,024 tokens (193,536 weighted) and a zero threshold wake it.
+TEST(KVCache, SmallDecodeCallsSkipThePoolOfManyThreads) {
+  const int d = 64;
+  const int64_t n = 512;
+  ThreadPool pool(16);
+  TokenStore keys(SideConfig{4, Mode::kMse}, d, 7, 0, default_simd());
+  TokenStore values(SideConfig{4, Mode::kMse}, d, 8, 0, default_simd());
+  keys.set_streams(3);
+  values.set_streams(3);
+  const auto k = test_util::gaussian_rows(3 * n, d, 51), v = test_util::gaussian_rows(3 * n, d, 52);
+  keys.append(k.data(), n, n * d, d);
+  values.append(v.data(), n, n * d, d);
+  const auto q = test_util::gaussian_rows(9, d, 53);
+  std::vector<float> out(q.size());
+  AttentionOptions o;
+  o.scale = 0.125f;
+  const AttentionShape decode{1, 3, 9, 1};
+  ASSERT_LT(3 * n * (keys.bytes_per_token() + values.bytes_per_token()) * 7 / 8, kMinParallelBytes / 8 * 3);
+  EXPECT_EQ(fused_attention(keys, values, q.data(), decode, o, out.data(), &pool).threads, 1);
+  o.min_parallel_bytes = 0;
+  EXPECT_EQ(fused_attention(keys, values, q.data(), decode, o, out.data(), &pool).threads, 16);
+  o.min_parallel_bytes = kMinParallelBytes;
+  keys.append(k.data(), n, n * d, d);
+  values.append(v.data(), n, n * d, d);
+  EXPECT_EQ(fused_attention(keys, values, q.data(), decode, o, out.data(), &pool).threads, 16);
 }
 
 // Decode whose parts fall in size merges to the unsplit result: one KV head, 157 blocks on 2

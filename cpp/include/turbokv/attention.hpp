@@ -67,8 +67,10 @@ struct AttentionReport {
 // 2-core Zen 4 VM, 9/3 heads of head_dim 64, K4V4 int8, the pool's median call took 48 us against
 // one thread's 30 at 1K tokens (221 KB) and 52 against 57 at 2K (442 KB); 32/8 heads of head_dim
 // 128 at 256 tokens (278 KB) 49 against 52 (kernel_choices_avx2.md, round 42). Divided by the
-// extra threads, so that many cores, where the work divides further, keep the pool for all but
-// tiny calls (16 threads: 17 KiB).
+// extra threads, where the work divides further, but never below 3/8 of it (96 KiB): waking more
+// workers costs more, and on 8 and 16 threads of a 16-core Emerald Rapids 9/3 heads at 512 tokens
+// (97 KB weighted) took 0.95x and 0.67x the pooled median on one thread, at 1K 1.16x and 1.36x
+// (round 43; the divided threshold alone was 37 and 17 KiB there).
 constexpr int64_t kMinParallelBytes = 256 * 1024;
 
 struct AttentionShape {
@@ -108,7 +110,8 @@ struct AttentionOptions {
   // 0: no window.
   int64_t window = 0;
   // Decode calls reading fewer bytes of cache (x (query heads per KV head + 4) / 8) than this over
-  // (pool threads - 1) skip the pool (kMinParallelBytes); 0: always use the pool; >= 0.
+  // (pool threads - 1), or than 3/8 of it, skip the pool (kMinParallelBytes); 0: always use the
+  // pool; >= 0.
   int64_t min_parallel_bytes = kMinParallelBytes;
 };
 
