@@ -532,22 +532,36 @@ TEST(KVCache, ManyThreadDecodeSplitsItemsInALargeAndASmallPart) {
   for (size_t i = 0; i < split.size(); ++i) ASSERT_NEAR(split[i], whole[i], 2e-5f) << i;
 }
 
+// K4V4 stores of 3 streams (9/3 heads) at head_dim 64, each holding `n` tokens of gaussian rows;
+// append() adds the same n tokens again. The small-call tests' cache.
+struct ThreeStreamStores {
+  static constexpr int d = 64;
+  TokenStore keys{SideConfig{4, Mode::kMse}, d, 7, 0, default_simd()};
+  TokenStore values{SideConfig{4, Mode::kMse}, d, 8, 0, default_simd()};
+  int64_t n;
+  std::vector<float> k, v;
+  ThreeStreamStores(int64_t n_, uint32_t seed)
+      : n(n_), k(test_util::gaussian_rows(3 * n_, d, seed)), v(test_util::gaussian_rows(3 * n_, d, seed + 1)) {
+    keys.set_streams(3);
+    values.set_streams(3);
+    append();
+  }
+  void append() {
+    keys.append(k.data(), n, n * d, d);
+    values.append(v.data(), n, n * d, d);
+  }
+};
+
 // A decode call whose cache is small for the pool's threads runs on the calling thread (its bytes of
 // codes x (query heads per KV head + 4) / 8 under kMinParallelBytes / (threads - 1)); min_parallel_bytes
 // 0 always uses the pool; prefill (q_len > 1) keeps the pool; a negative threshold is refused.
 TEST(KVCache, SmallDecodeCallsSkipThePool) {
-  const int d = 64;
+  const int d = ThreeStreamStores::d;
   ThreadPool pool(2);
-  TokenStore keys(SideConfig{4, Mode::kMse}, d, 7, 0, default_simd());
-  TokenStore values(SideConfig{4, Mode::kMse}, d, 8, 0, default_simd());
-  keys.set_streams(3);
-  values.set_streams(3);
+  ThreeStreamStores stores(1024, 41);  // 3 x 1024 x 72 = 221,184 bytes, x 7 / 8 < 262,144
+  TokenStore &keys = stores.keys, &values = stores.values;
   const int64_t per_token = keys.bytes_per_token() + values.bytes_per_token();
   ASSERT_EQ(per_token, 2 * (32 + 4));  // 4-bit codes of 64 coordinates and a float32 norm, each side
-  const int64_t small = 1024;           // 3 x 1024 x 72 = 221,184 bytes, x 7 / 8 < 262,144
-  const auto k = test_util::gaussian_rows(3 * small, d, 41), v = test_util::gaussian_rows(3 * small, d, 42);
-  keys.append(k.data(), small, small * d, d);
-  values.append(v.data(), small, small * d, d);
   const auto q = test_util::gaussian_rows(9 * 2, d, 43);
   std::vector<float> out(q.size()), serial(q.size());
   AttentionOptions o;
@@ -564,8 +578,7 @@ TEST(KVCache, SmallDecodeCallsSkipThePool) {
   EXPECT_THROW(fused_attention(keys, values, q.data(), decode, o, out.data(), &pool), std::invalid_argument);
   // 2,048 tokens (442,368 bytes, x 7 / 8 = 387,072) are worth the second thread.
   o.min_parallel_bytes = kMinParallelBytes;
-  keys.append(k.data(), small, small * d, d);
-  values.append(v.data(), small, small * d, d);
+  stores.append();
   EXPECT_EQ(fused_attention(keys, values, q.data(), decode, o, out.data(), &pool).threads, 2);
   EXPECT_EQ(fused_attention(keys, values, q.data(), decode, o, out.data(), nullptr).threads, 1);
 }
@@ -574,16 +587,11 @@ TEST(KVCache, SmallDecodeCallsSkipThePool) {
 // of 512 tokens at head_dim 64 (110,592 bytes, x 7 / 8 = 96,768) stay on the calling thread of a
 // 16-thread pool, where 1,024 tokens (193,536 weighted) and a zero threshold wake it.
 TEST(KVCache, SmallDecodeCallsSkipThePoolOfManyThreads) {
-  const int d = 64;
+  const int d = ThreeStreamStores::d;
   const int64_t n = 512;
   ThreadPool pool(16);
-  TokenStore keys(SideConfig{4, Mode::kMse}, d, 7, 0, default_simd());
-  TokenStore values(SideConfig{4, Mode::kMse}, d, 8, 0, default_simd());
-  keys.set_streams(3);
-  values.set_streams(3);
-  const auto k = test_util::gaussian_rows(3 * n, d, 51), v = test_util::gaussian_rows(3 * n, d, 52);
-  keys.append(k.data(), n, n * d, d);
-  values.append(v.data(), n, n * d, d);
+  ThreeStreamStores stores(n, 51);
+  TokenStore &keys = stores.keys, &values = stores.values;
   const auto q = test_util::gaussian_rows(9, d, 53);
   std::vector<float> out(q.size());
   AttentionOptions o;
@@ -594,8 +602,7 @@ TEST(KVCache, SmallDecodeCallsSkipThePoolOfManyThreads) {
   o.min_parallel_bytes = 0;
   EXPECT_EQ(fused_attention(keys, values, q.data(), decode, o, out.data(), &pool).threads, 16);
   o.min_parallel_bytes = kMinParallelBytes;
-  keys.append(k.data(), n, n * d, d);
-  values.append(v.data(), n, n * d, d);
+  stores.append();
   EXPECT_EQ(fused_attention(keys, values, q.data(), decode, o, out.data(), &pool).threads, 16);
 }
 
