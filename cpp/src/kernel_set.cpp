@@ -10,11 +10,16 @@
 namespace turbokv {
 namespace kernels {
 
-#if TURBOKV_X86
 namespace {
+#if TURBOKV_X86
 const int kZenGeneration = amd_zen_generation();  // read once; initialised before the flags below
+#else
+const int kZenGeneration = 0;
+#endif
+// Everywhere, so that a TURBOKV_GATHERS value it cannot take is refused off x86 too.
 const GatherSpeed kGatherSpeed = gather_speed(kZenGeneration, std::getenv("TURBOKV_GATHERS"), read_gds_status());
 }  // namespace
+#if TURBOKV_X86
 const bool kGathersAreSlow = kGatherSpeed.slow;
 const bool kLaneSwapIsSlow = kZenGeneration == 1;
 const bool kPdepIsSlow = kZenGeneration == 1 || kZenGeneration == 2;
@@ -57,9 +62,7 @@ KernelSet build(SimdLevel level) {
 }  // namespace
 
 const KernelSet& kernel_set(SimdLevel level) {
-#if TURBOKV_X86
   if (!kGatherSpeed.error.empty()) throw std::invalid_argument(kGatherSpeed.error);
-#endif
   if (!simd_supported(level)) {
     throw std::runtime_error(std::string("SIMD level ") + simd_name(level) +
                              " is not supported by this CPU (best: " + simd_name(detect_simd()) +
@@ -78,8 +81,8 @@ const KernelSet& kernel_set(SimdLevel level) {
 }
 
 KernelRoutes kernel_routes() {
-#if TURBOKV_X86
   if (!kGatherSpeed.error.empty()) throw std::invalid_argument(kGatherSpeed.error);
+#if TURBOKV_X86
   return KernelRoutes{kHasAvx512Vnni, kHasAvx512Vbmi, kHasAvxVnni, kGathersAreSlow,
                       kGatherSpeed.gds_mitigation, kPdepIsSlow, kLaneSwapIsSlow};
 #else
