@@ -39,8 +39,8 @@ inline GatherSpeed gather_speed(int zen, const char* env, const std::string& gds
   GatherSpeed speed;
   speed.gds_mitigation = gds_status_slows_gathers(gds_status);
   speed.slow = (zen >= 1 && zen <= 4) || speed.gds_mitigation;
-  if (env == nullptr || std::string(env).empty() || std::string(env) == "auto") return speed;
-  const std::string asked(env);
+  const std::string asked = env == nullptr ? "" : env;
+  if (asked.empty() || asked == "auto") return speed;
   if (asked == "fast" || asked == "slow") {
     speed.slow = asked == "slow";
   } else {
