@@ -3,8 +3,9 @@
 # race report fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# -g1: line tables for the reports (as scripts/sanitize.sh).
 cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTURBOKV_BUILD_TESTS=ON \
-  -DTURBOKV_TSAN=ON >/dev/null
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" -DTURBOKV_TSAN=ON >/dev/null
 cmake --build build/tsan --target turbokv_tests
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
   build/tsan/turbokv_tests --gtest_filter='*Concurrency.*:KVCache.*:*ThreadPool*:WriterFirstMutex.*'
