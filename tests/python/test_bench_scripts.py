@@ -390,6 +390,18 @@ def test_interleaved_keys_microbenchmark_builds_runs_and_checks_its_scores(tmp_p
     assert subprocess.run([str(binary), "100"], capture_output=True, timeout=60).returncode == 2  # not 16k
 
 
+def test_compute_scaling_microbenchmark_times_each_thread_count(tmp_path):
+    """bench/compute_scaling.cpp times a memory-free loop on 1, 2, 4 ... N threads at once."""
+    binary = build_microbenchmark(tmp_path, "compute_scaling", "-pthread", isa="avx512_vnni")
+    done = subprocess.run([str(binary), "3", "200000"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()]
+    assert [(r[0], int(r[2].rstrip(":"))) for r in rows] == [(k, t) for k in ("vnni", "scalar") for t in (1, 2, 3)]
+    assert all(0 < float(r[5]) <= float(r[8]) for r in rows)  # the mean never exceeds the slowest thread
+    for bad in (["0"], ["2", "0"]):
+        assert subprocess.run([str(binary), *bad], capture_output=True, timeout=60).returncode == 2
+
+
 def test_pool_overhead_microbenchmark_builds_runs_and_counts_every_item(tmp_path):
     """bench/pool_overhead.cpp times the library's pool against other wake and claim designs; it
     exits 1 if any item of any call ran other than once, 2 on arguments it cannot take."""
