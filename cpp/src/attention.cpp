@@ -417,6 +417,7 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
   const int64_t chunks = (shape.q_len + chunk - 1) / chunk;
   const int64_t streams = keys.streams();
   const int64_t items = streams * chunks;
+  const bool latest_first = options.causal;  // item_place: a causal prompt's costliest ranges first
   if (pool && shape.q_len == 1 && pool->size() > 1) {
     // The codes' bytes, weighted by (query heads per KV head + 4) / 8: a key's lookups, norm and
     // softmax cost the same at any head count, its products one per query head. Break-even on a
@@ -446,7 +447,8 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
   // The work of one item with its queries loaded; `keep_rows`: record where its rows go (once per
   // item, so that parts of one item never write the same slot).
   auto make = [&](int64_t item, bool keep_rows) {
-    const int64_t s = item / chunks, c = item % chunks;
+    const ItemPlace at = item_place(item, streams, chunks, latest_first);
+    const int64_t s = at.stream, c = at.chunk;
     const int64_t b = s / shape.kv_heads, h = s % shape.kv_heads;
     const int64_t first = c * chunk, count = std::min(chunk, shape.q_len - first);
     const int64_t rows = group * count;
@@ -500,7 +502,7 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
     auto w = make(item, part == 0);
     const int64_t t_begin = part_bounds[static_cast<size_t>(part)] * kBlock;
     const int64_t t_end = part + 1 == splits ? keys.length() : part_bounds[static_cast<size_t>(part + 1)] * kBlock;
-    w->accumulate(item / chunks, t_begin, t_end);
+    w->accumulate(item_place(item, streams, chunks, latest_first).stream, t_begin, t_end);
     if (splits == 1) {
       w->finish(out_rows[static_cast<size_t>(item)].data());
       return;
@@ -518,7 +520,7 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
   run_all(items * splits, attend);
   int64_t tiled = 0;
   for (int64_t item = 0; item < items; ++item) {
-    const int64_t rows = group * std::min(chunk, shape.q_len - item % chunks * chunk);
+    const int64_t rows = group * std::min(chunk, shape.q_len - item_place(item, streams, chunks, latest_first).chunk * chunk);
     tiled += options.path == AttentionPath::kTiles ||
              (options.path == AttentionPath::kAuto && rows >= tile_rows);
   }

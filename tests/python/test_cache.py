@@ -172,6 +172,27 @@ def test_decode_with_fewer_streams_than_threads_splits_the_sequence(rng):
     assert relative_error(split, reference.attention(q, k, v)) < 1e-5
 
 
+def test_causal_prompt_ranges_land_in_their_rows_on_any_thread_count(rng):
+    # 9/3 heads: ranges of 85 positions, so a 600-token prompt is 8 ranges per KV head (the last
+    # of 5), 24 work items, numbered latest range first for a causal call (item_place). Each
+    # range's rows must land where they belong on both paths, whatever thread claims them.
+    cache = turbokv.KVCache(64, 3, key_bits=4, value_bits=4)
+    k, v = tokens(rng, 1, 3, 600, 64), tokens(rng, 1, 3, 600, 64)
+    cache.update(k, v)
+    q = tokens(rng, 1, 9, 600, 64)
+    kd, vd = cache.fetch()
+    expect = reference.attention(q, kd, vd)
+    for path in ("tiles", "codes"):
+        alone = cache.attention(q, path=path, threaded=False)
+        assert cache.last_attention_path == path and cache.last_attention_threads == 1
+        pooled = cache.attention(q, path=path)
+        assert cache.last_attention_threads == turbokv.attention_threads()
+        np.testing.assert_array_equal(pooled, alone)
+        assert relative_error(pooled, expect) < 1e-5, path
+        # Each query position sees only its past: the first position attends to its own key.
+        np.testing.assert_allclose(pooled[:, :, 0], np.repeat(vd[:, :, 0], 3, axis=1), rtol=0, atol=1e-5)
+
+
 def test_small_decode_calls_run_on_the_calling_thread(rng):
     # 3 KV heads x 512 tokens of head_dim 64 at K4V4: 110,592 bytes of codes (x 7/8 for 3 query
     # heads per KV head: 96,768), under 3/8 of 256 KiB, so on one thread at any thread count
