@@ -417,7 +417,10 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
   const int64_t chunks = (shape.q_len + chunk - 1) / chunk;
   const int64_t streams = keys.streams();
   const int64_t items = streams * chunks;
-  const bool latest_first = options.causal;  // item_place: a causal prompt's costliest ranges first
+  // Which stream and range of query positions item i covers: a causal prompt's costliest first.
+  auto place = [streams, chunks, latest_first = options.causal](int64_t item) {
+    return item_place(item, streams, chunks, latest_first);
+  };
   if (pool && shape.q_len == 1 && pool->size() > 1) {
     // The codes' bytes, weighted by (query heads per KV head + 4) / 8: a key's lookups, norm and
     // softmax cost the same at any head count, its products one per query head. Break-even on a
@@ -447,7 +450,7 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
   // The work of one item with its queries loaded; `keep_rows`: record where its rows go (once per
   // item, so that parts of one item never write the same slot).
   auto make = [&](int64_t item, bool keep_rows) {
-    const ItemPlace at = item_place(item, streams, chunks, latest_first);
+    const ItemPlace at = place(item);
     const int64_t s = at.stream, c = at.chunk;
     const int64_t b = s / shape.kv_heads, h = s % shape.kv_heads;
     const int64_t first = c * chunk, count = std::min(chunk, shape.q_len - first);
@@ -502,7 +505,7 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
     auto w = make(item, part == 0);
     const int64_t t_begin = part_bounds[static_cast<size_t>(part)] * kBlock;
     const int64_t t_end = part + 1 == splits ? keys.length() : part_bounds[static_cast<size_t>(part + 1)] * kBlock;
-    w->accumulate(item_place(item, streams, chunks, latest_first).stream, t_begin, t_end);
+    w->accumulate(place(item).stream, t_begin, t_end);
     if (splits == 1) {
       w->finish(out_rows[static_cast<size_t>(item)].data());
       return;
@@ -520,7 +523,7 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
   run_all(items * splits, attend);
   int64_t tiled = 0;
   for (int64_t item = 0; item < items; ++item) {
-    const int64_t rows = group * std::min(chunk, shape.q_len - item_place(item, streams, chunks, latest_first).chunk * chunk);
+    const int64_t rows = group * std::min(chunk, shape.q_len - place(item).chunk * chunk);
     tiled += options.path == AttentionPath::kTiles ||
              (options.path == AttentionPath::kAuto && rows >= tile_rows);
   }

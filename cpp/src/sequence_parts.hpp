@@ -1,5 +1,6 @@
-// Internal: how attention splits one (batch, KV head) item's cached tokens into parts that threads
-// attend side by side and then merge (flash-decoding), when there are few items per core.
+// Internal: the order in which attention's threads claim work items (item_place), and how it splits
+// one (batch, KV head) item's cached tokens into parts that threads attend side by side and then
+// merge (flash-decoding), when there are few items per core.
 #pragma once
 
 #include <algorithm>
