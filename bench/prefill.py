@@ -5,7 +5,9 @@ to first token on a real model, in one run, as ratios.
                             [--ttft-batches 1 2] [--no-ttft] [--out bench/results/prefill]
     python bench/prefill.py --crossover     # where tiles start to beat codes (min_tile_rows)
 
-Kernel rows (all cores; median of --repeats after a warm-up), per SIMD level the CPU has:
+Kernel rows (all cores; median of --repeats, every cell of a shape and batch timed in turns with
+SDPA, each call after 0.25 s of untimed calls of its own: turbokv.eval.benchmarks.interleaved_times),
+per SIMD level the CPU has:
   * chunk: 512 queries against an 8,192-token cache (the newest 512 are theirs, causal), 32 query /
     8 KV heads, head_dim 128, batch 1 and 4: chunked prefill of a long prompt;
   * prompt: a 2,048-token prompt attending to itself, SmolLM2-135M's shape (9 query / 3 KV heads,
@@ -28,17 +30,18 @@ probe, the conversions. Writes OUT.json and OUT.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 
-from turbokv.eval.benchmarks import cpu_name, median_time
+from turbokv.eval.benchmarks import SETTLE_S, cpu_name, interleaved_times, median_time
 
 KERNEL_SHAPES = {
     "chunk 512 x 8K, 32/8 heads, d=128": dict(q_heads=32, kv_heads=8, d=128, context=8192, q_len=512),
@@ -70,11 +73,10 @@ def kernel_rows(levels: List[str], batches: List[int], repeats: int, small: bool
             # A square prompt can use is_causal=True (flash kernel, skips masked blocks); a chunk
             # behind a cache needs the bottom-right mask (torch's is_causal is top-left).
             masking = dict(is_causal=True) if s["q_len"] == s["context"] else dict(attn_mask=mask)
-            dense = min(
-                median_time(lambda: sdpa(tq, tk, tv, enable_gqa=True, **masking), repeats),
-                median_time(lambda: sdpa(tq, tk.repeat_interleave(group, 1),
-                                         tv.repeat_interleave(group, 1), **masking), repeats))
-            row = {"shape": shape_name, "batch": batch, "sdpa_float32_s": dense, "turbokv": {}}
+            calls: Dict[str, Tuple[Callable[[], object], int]] = {
+                "sdpa enable_gqa": (lambda: sdpa(tq, tk, tv, enable_gqa=True, **masking), repeats),
+                "sdpa repeated": (lambda: sdpa(tq, tk.repeat_interleave(group, 1),
+                                               tv.repeat_interleave(group, 1), **masking), repeats)}
             for level in levels:
                 os.environ["TURBOKV_SIMD"] = level
                 for setting, (kb, vb) in SETTINGS.items():
@@ -82,12 +84,20 @@ def kernel_rows(levels: List[str], batches: List[int], repeats: int, small: bool
                     cache.update(k, v)
                     assert cache.simd == level, (cache.simd, level)
                     for path in ("tiles", "codes"):
-                        seconds = median_time(lambda: cache.attention(q, path=path), repeats)
+                        call = functools.partial(cache.attention, q, path=path)
+                        call()  # the path this cell names must be the one that runs
                         assert cache.last_attention_path == path, cache.last_attention_path
-                        row["turbokv"][f"{level} {setting} {path}"] = seconds
-                        print(f"{shape_name} batch {batch} {level} {setting} {path}: {seconds * 1e3:.1f} ms "
-                              f"({seconds / dense:.2f}x SDPA {dense * 1e3:.1f} ms)", flush=True)
+                        calls[f"{level} {setting} {path}"] = (call, repeats)
             os.environ.pop("TURBOKV_SIMD", None)
+            # Every cell timed in turns, primed (interleaved_times), so that the ratios to SDPA do
+            # not carry the machine's drift between cells timed minutes apart (session 45).
+            times = interleaved_times(calls, primed=True, settle_s=SETTLE_S)
+            medians = {name: statistics.median(t) for name, t in times.items()}
+            dense = min(medians.pop("sdpa enable_gqa"), medians.pop("sdpa repeated"))
+            row = {"shape": shape_name, "batch": batch, "sdpa_float32_s": dense, "turbokv": medians}
+            for name, seconds in medians.items():
+                print(f"{shape_name} batch {batch} {name}: {seconds * 1e3:.1f} ms "
+                      f"({seconds / dense:.2f}x SDPA {dense * 1e3:.1f} ms)", flush=True)
             rows.append(row)
     return rows
 
