@@ -5,6 +5,8 @@
 //   ab encode BITS ROWS CALLS [SIMD] [HEAD_DIM] Codec::encode of ROWS vectors (head_dim 128)
 //   ab attention KBITS VBITS CONTEXT CALLS [THREADED] [SIMD] [Q_HEADS KV_HEADS] [int8|int8kv]
 //                                             one decode step, d = 128 (32 query / 8 KV heads)
+// AB_BATCH=B: B sequences (default 1). AB_Q_LEN=Q: Q query positions at once (default 1), causal,
+// the cache's last Q (a prefill chunk: AB_Q_LEN=512 with CONTEXT 8192).
 // AB_LAYERS=L: attention over L caches per side called in turn, as a model's layers are, so that
 // once L caches pass the last-level cache every call reads its codes from memory (one cache
 // repeated stays in a large L3: 36 MB of K4V4 at 32K in a 16-core Xeon's 300 MiB).
@@ -24,8 +26,8 @@
   int64_t side##_code_bytes(void*);                                                           \
   void side##_encode(void*, const float*, int64_t, uint8_t*, float*);                        \
   void side##_codec_delete(void*);                                                           \
-  void* side##_layer_new(int, int, int, int, int, const float*, const float*, int64_t);      \
-  bool side##_attend(void*, const float*, int, float, bool, int, float*);                   \
+  void* side##_layer_new(int, int, int, int, int, const float*, const float*, int64_t, int64_t); \
+  bool side##_attend(void*, const float*, int64_t, int, int64_t, float, bool, int, float*);  \
   void side##_layer_delete(void*);
 AB_DECLARE(ab_base)
 AB_DECLARE(ab_head)
@@ -71,7 +73,8 @@ int usage() {
                "usage: ab encode BITS ROWS CALLS [SIMD] [HEAD_DIM=128]\n"
                "       ab attention KBITS VBITS CONTEXT CALLS [THREADED=1] [SIMD] [Q_HEADS=32 KV_HEADS=8] [int8|int8kv]\n"
                "SIMD: 0 scalar, 1 avx2, 2 avx512, 3 neon (default: 1 on x86, 3 on arm64)\n"
-               "attention's head_dim: AB_HEAD_DIM (default 128); caches per side called in turn: AB_LAYERS (default 1)\n");
+               "attention's head_dim: AB_HEAD_DIM (default 128); caches per side called in turn: AB_LAYERS (default 1);\n"
+               "sequences: AB_BATCH (default 1); query positions, causal: AB_Q_LEN (default 1, at most CONTEXT)\n");
   return 2;
 }
 
@@ -110,7 +113,9 @@ int main(int argc, char** argv) {
   if (mode == "attention" && argc >= 6) {
     const int d = std::getenv("AB_HEAD_DIM") ? std::atoi(std::getenv("AB_HEAD_DIM")) : 128;
     const int layers = std::getenv("AB_LAYERS") ? std::atoi(std::getenv("AB_LAYERS")) : 1;
-    if (d <= 0 || layers <= 0) return usage();
+    const int64_t batch = std::getenv("AB_BATCH") ? std::atoll(std::getenv("AB_BATCH")) : 1;
+    const int64_t q_len = std::getenv("AB_Q_LEN") ? std::atoll(std::getenv("AB_Q_LEN")) : 1;
+    if (d <= 0 || layers <= 0 || batch <= 0 || q_len <= 0) return usage();
     const int kbits = std::atoi(argv[2]), vbits = std::atoi(argv[3]);
     const int64_t context = std::atoll(argv[4]);
     const int calls = std::atoi(argv[5]);
@@ -120,35 +125,40 @@ int main(int argc, char** argv) {
     // Head counts come as a pair; the only words after them are int8 (scores) and int8kv (scores
     // and values); anything else is refused.
     const std::string word = argc == 11 ? argv[10] : "";
-    if (argc == 9 || argc > 11 || (argc == 11 && word != "int8" && word != "int8kv")) return usage();
+    if (argc == 9 || argc > 11 || (argc == 11 && word != "int8" && word != "int8kv") || q_len > context) return usage();
     const int int8 = word == "int8kv" ? 2 : word == "int8" ? 1 : 0;
-    const auto k = gaussian(size_t(kv_heads) * context * d, 2), v = gaussian(k.size(), 3), q = gaussian(size_t(q_heads) * d, 4);
+    const auto k = gaussian(size_t(batch * kv_heads * context) * d, 2), v = gaussian(k.size(), 3),
+               q = gaussian(size_t(batch * q_heads * q_len) * d, 4);
     std::vector<void*> base(static_cast<size_t>(layers)), head(base.size());
     for (int l = 0; l < layers; ++l) {  // the same keys and values in every layer: the same codes
-      base[l] = ab_base_layer_new(d, kv_heads, kbits, vbits, simd, k.data(), v.data(), context);
-      head[l] = ab_head_layer_new(d, kv_heads, kbits, vbits, simd, k.data(), v.data(), context);
+      base[l] = ab_base_layer_new(d, kv_heads, kbits, vbits, simd, k.data(), v.data(), batch, context);
+      head[l] = ab_head_layer_new(d, kv_heads, kbits, vbits, simd, k.data(), v.data(), batch, context);
     }
     std::vector<float> out_base(q.size()), out_head(q.size());
     const float scale = 1.0f / std::sqrt(float(d));
-    if (!ab_base_attend(base[0], q.data(), q_heads, scale, threaded, int8, out_base.data()) ||
-        !ab_head_attend(head[0], q.data(), q_heads, scale, threaded, int8, out_head.data())) {
+    if (!ab_base_attend(base[0], q.data(), batch, q_heads, q_len, scale, threaded, int8, out_base.data()) ||
+        !ab_head_attend(head[0], q.data(), batch, q_heads, q_len, scale, threaded, int8, out_head.data())) {
       std::fprintf(stderr, "int8kv: a side's commit has no int8 values (added in b2945d7)\n");
       return 2;
     }
     const bool first_identical = out_base == out_head;  // layer 0; the last call's layer below
     size_t turn = 0;  // both sides attend layer turn % layers, then the next layer
     const auto [t_base, t_head, median_base, median_head] = alternate(
-        [&] { ab_base_attend(base[turn % base.size()], q.data(), q_heads, scale, threaded, int8, out_base.data()); },
+        [&] { ab_base_attend(base[turn % base.size()], q.data(), batch, q_heads, q_len, scale, threaded, int8, out_base.data()); },
         [&] {
-          ab_head_attend(head[turn % head.size()], q.data(), q_heads, scale, threaded, int8, out_head.data());
+          ab_head_attend(head[turn % head.size()], q.data(), batch, q_heads, q_len, scale, threaded, int8, out_head.data());
           ++turn;
         },
         calls);
     char layer_text[48] = "";
     if (layers > 1) std::snprintf(layer_text, sizeof(layer_text), " (%d layers in turn)", layers);
-    std::printf("attention K%dV%d%s context=%lld heads %d/%d d=%d%s %s simd=%d, min of %d alternating calls: base %.3f ms, "
+    char shape_text[64] = "";
+    if (batch > 1 || q_len > 1)
+      std::snprintf(shape_text, sizeof(shape_text), " batch %lld q_len %lld causal", static_cast<long long>(batch),
+                    static_cast<long long>(q_len));
+    std::printf("attention K%dV%d%s context=%lld%s heads %d/%d d=%d%s %s simd=%d, min of %d alternating calls: base %.3f ms, "
                 "head %.3f ms, head/base %.3f, identical output: %s; medians: base %.3f ms, head %.3f ms, head/base %.3f\n",
-                kbits, vbits, int8 == 2 ? " int8 scores and values" : int8 == 1 ? " int8 scores" : "", static_cast<long long>(context), q_heads, kv_heads, d, layer_text, threaded ? "threaded" : "one thread", simd, calls,
+                kbits, vbits, int8 == 2 ? " int8 scores and values" : int8 == 1 ? " int8 scores" : "", static_cast<long long>(context), shape_text, q_heads, kv_heads, d, layer_text, threaded ? "threaded" : "one thread", simd, calls,
                 t_base * 1e3, t_head * 1e3, t_head / t_base, first_identical && out_base == out_head ? "yes" : "NO",
                 median_base * 1e3, median_head * 1e3, median_head / median_base);
     for (int l = 0; l < layers; ++l) {

@@ -31,16 +31,17 @@ void AB_NAME(encode)(void* codec, const float* x, int64_t n, uint8_t* codes, flo
 
 void AB_NAME(codec_delete)(void* codec) { delete static_cast<turbokv::Codec*>(codec); }
 
-// A layer of kv_heads x head_dim holding `context` tokens of k and v (kv_heads x context x head_dim).
+// A layer of kv_heads x head_dim holding `context` tokens of k and v (batch x kv_heads x context x
+// head_dim).
 void* AB_NAME(layer_new)(int head_dim, int kv_heads, int key_bits, int value_bits, int simd,
-                         const float* k, const float* v, int64_t context) {
+                         const float* k, const float* v, int64_t batch, int64_t context) {
   turbokv::CacheConfig config;
   config.head_dim = head_dim;
   config.kv_heads = kv_heads;
   config.key.bits = key_bits;
   config.value.bits = value_bits;
   auto* layer = new turbokv::KVCacheLayer(config, turbokv::SimdLevel(simd));
-  layer->update(k, v, 1, context);
+  layer->update(k, v, batch, context);
   return layer;
 }
 
@@ -56,15 +57,16 @@ bool set_int8_values(Options&, long) {
   return false;
 }
 
-// int8: 0 float32 sums, 1 int8 scores, 2 int8 scores and values. Returns false if the commit
-// lacks int8 values.
-bool AB_NAME(attend)(void* layer, const float* q, int q_heads, float scale, bool threaded, int int8,
-                     float* out) {
+// q, out: (batch, q_heads, q_len, head_dim); q_len > 1 is a causal prefill of the cache's last
+// q_len positions. int8: 0 float32 sums, 1 int8 scores, 2 int8 scores and values. Returns false if
+// the commit lacks int8 values.
+bool AB_NAME(attend)(void* layer, const float* q, int64_t batch, int q_heads, int64_t q_len, float scale,
+                     bool threaded, int int8, float* out) {
   turbokv::AttentionOptions options;
   options.scale = scale;
   if (int8 >= 1) options.scores = turbokv::ScorePrecision::kInt8;
   if (int8 >= 2 && !set_int8_values(options, 0)) return false;
-  static_cast<turbokv::KVCacheLayer*>(layer)->attention(q, 1, q_heads, 1, options, out, threaded);
+  static_cast<turbokv::KVCacheLayer*>(layer)->attention(q, batch, q_heads, q_len, options, out, threaded);
   return true;
 }
 
