@@ -7,10 +7,15 @@ ranges of about 256 rows (query heads x positions, as cpp/src/attention.cpp does
 the resulting items one by one in index order. An item's cost is modelled as its rows times the
 256-key blocks its last query can see (the tiles path decodes and multiplies every such block).
 This replays the claims (each item to the thread that frees up first) and prints each order's end
-against the ideal (total cost / threads): "stream by stream" numbers every range of stream 0, then
-stream 1, ...; "latest first" (what causal calls use, cpp/src/sequence_parts.hpp item_place) numbers
-every stream's latest range first, then the next latest. A model, not a timing: it leaves out
-each item's set-up and the threads' wake, and assumes equal cores.
+against the ideal (total cost / threads):
+  * "earliest first": every range of stream 0 from the first, then stream 1, ... (before session 45);
+  * "in turns, latest first": every stream's latest range, then every stream's next latest, ...
+    (session 45; on 2 cores 1.05-1.08x the call for SmolLM2's prompt: a thread's next item read
+    another stream's codes);
+  * "latest first" (what causal calls use, cpp/src/sequence_parts.hpp item_place): stream by
+    stream, each stream's ranges from its latest.
+A model, not a timing: it leaves out each item's set-up, the caches and the threads' wake, and
+assumes equal cores.
 """
 
 from __future__ import annotations
@@ -24,8 +29,11 @@ ITEM_ROWS = 256  # kItemRows in cpp/src/attention.cpp
 BLOCK = 256  # kBlock: tokens per block
 
 
-def item_costs(batch: int, kv_heads: int, group: int, q_len: int, context: int, latest_first: bool) -> List[int]:
-    """Cost of each item in claim order: rows x blocks visible to the range's last query."""
+ORDERS = ("earliest first", "in turns, latest first", "latest first")
+
+
+def item_costs(batch: int, kv_heads: int, group: int, q_len: int, context: int, order: str) -> List[int]:
+    """Cost of each item in claim order (one of ORDERS): rows x blocks visible to the range's last query."""
     chunk = min(q_len, max(1, ITEM_ROWS // group))
     chunks = math.ceil(q_len / chunk)
     streams = batch * kv_heads
@@ -35,9 +43,13 @@ def item_costs(batch: int, kv_heads: int, group: int, q_len: int, context: int, 
         last_visible = context - q_len + c * chunk + count
         return group * count * math.ceil(last_visible / BLOCK)
 
-    if latest_first:
+    if order == "earliest first":
+        return [cost(c) for _ in range(streams) for c in range(chunks)]
+    if order == "in turns, latest first":
         return [cost(chunks - 1 - r) for r in range(chunks) for _ in range(streams)]
-    return [cost(c) for _ in range(streams) for c in range(chunks)]
+    if order == "latest first":
+        return [cost(chunks - 1 - r) for _ in range(streams) for r in range(chunks)]
+    raise ValueError(f"order must be one of {ORDERS}, not {order!r}")
 
 
 def end_over_ideal(costs: List[int], threads: int) -> float:
@@ -63,15 +75,14 @@ def main() -> None:
     args = parser.parse_args()
     if min(args.threads) < 1 or min(args.batches) < 1:
         parser.error("--threads and --batches take whole numbers >= 1")
-    print("| shape | batch | threads | items | stream by stream | latest first |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| shape | batch | threads | items | " + " | ".join(ORDERS) + " |")
+    print("| --- | --- | --- | --- |" + " --- |" * len(ORDERS))
     for name, (kv_heads, group, q_len, context) in SHAPES.items():
         for batch in args.batches:
             for threads in args.threads:
-                plain = item_costs(batch, kv_heads, group, q_len, context, False)
-                latest = item_costs(batch, kv_heads, group, q_len, context, True)
-                print(f"| {name} | {batch} | {threads} | {len(plain)} | {end_over_ideal(plain, threads):.3f}x "
-                      f"| {end_over_ideal(latest, threads):.3f}x |")
+                orders = [item_costs(batch, kv_heads, group, q_len, context, order) for order in ORDERS]
+                ends = " | ".join(f"{end_over_ideal(costs, threads):.3f}x" for costs in orders)
+                print(f"| {name} | {batch} | {threads} | {len(orders[0])} | {ends} |")
 
 
 if __name__ == "__main__":

@@ -418,8 +418,8 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
   const int64_t streams = keys.streams();
   const int64_t items = streams * chunks;
   // Which stream and range of query positions item i covers: a causal prompt's costliest first.
-  auto place = [streams, chunks, latest_first = options.causal](int64_t item) {
-    return item_place(item, streams, chunks, latest_first);
+  auto place = [chunks, latest_first = options.causal](int64_t item) {
+    return item_place(item, chunks, latest_first);
   };
   if (pool && shape.q_len == 1 && pool->size() > 1) {
     // The codes' bytes, weighted by (query heads per KV head + 4) / 8: a key's lookups, norm and

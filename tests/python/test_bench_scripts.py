@@ -475,16 +475,22 @@ def test_item_schedule_replays_claims_and_orders_causal_ranges_latest_first():
     spec.loader.exec_module(schedule)
     # 64 query heads per KV head: ranges of 4 positions; a 512-token prompt's first 64 ranges see 1
     # block of keys, the last 64 two: 64 x 4 rows x 1 or 2 blocks.
-    assert schedule.item_costs(1, 1, 64, 512, 512, False) == [256] * 64 + [512] * 64
-    assert schedule.item_costs(1, 1, 64, 512, 512, True) == [512] * 64 + [256] * 64
-    # Two streams number every range of the first, then the second; latest first alternates them.
-    assert schedule.item_costs(1, 2, 64, 8, 8, True) == [256, 256, 256, 256]
+    assert schedule.item_costs(1, 1, 64, 512, 512, "earliest first") == [256] * 64 + [512] * 64
+    assert schedule.item_costs(1, 1, 64, 512, 512, "latest first") == [512] * 64 + [256] * 64
+    # Two streams of a 260-token prompt (ranges of 4 positions: 64 see one block, the 65th two):
+    # stream by stream, each from its latest range, or the streams' ranges in turns.
+    stream = [512] + [256] * 64
+    assert schedule.item_costs(1, 2, 64, 260, 260, "latest first") == stream + stream
+    assert schedule.item_costs(1, 2, 64, 260, 260, "in turns, latest first") == [512, 512] + [256] * 128
+    with pytest.raises(ValueError, match="order must be one of"):
+        schedule.item_costs(1, 1, 64, 8, 8, "newest")
     # Replayed claims: [1, 1, 1, 3] on 2 threads ends at 4 (the 3 claimed last), ideal 3.
     assert schedule.end_over_ideal([1, 1, 1, 3], 2) == pytest.approx(4 / 3)
     assert schedule.end_over_ideal([3, 1, 1, 1], 2) == pytest.approx(1.0)
     done = subprocess.run([sys.executable, str(BENCH / "item_schedule.py"), "--threads", "16", "--batches", "1"],
                           capture_output=True, text=True, check=True, timeout=60)
     rows = [line.split("|") for line in done.stdout.splitlines()[2:]]
-    assert len(rows) == 4 and all(float(r[6].strip(" x")) <= float(r[5].strip(" x")) for r in rows)
+    # Columns: earliest first, in turns, latest first; latest first never ends later than earliest.
+    assert len(rows) == 4 and all(float(r[7].strip(" x")) <= float(r[5].strip(" x")) for r in rows)
     assert subprocess.run([sys.executable, str(BENCH / "item_schedule.py"), "--threads", "0"],
                           capture_output=True, timeout=60).returncode == 2
