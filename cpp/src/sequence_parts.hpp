@@ -48,15 +48,15 @@ inline int64_t sequence_parts(int64_t items, int64_t threads, int64_t blocks, bo
 
 // Where work item `item` of a call lies: its (batch, KV head) stream and its range of query
 // positions (`chunk`, in units of the call's positions per item). Threads claim items in index
-// order, so the numbering is the schedule. Items go stream by stream: a thread's next item reads
-// the same stream's codes as its last (numbering the streams' ranges in turn cost 1.05-1.08x the
-// call on 2 cores for SmolLM2's 2K prompt, kernel_choices_avx2.md round 46). In a causal prompt a
-// later range of positions sees more keys (SmolLM2's 2K prompt: the last of 25 ranges ~2x the
-// average); numbered earliest first, every stream's costliest ranges came last and the last one
-// left the other cores idle, 1.23x the ideal end on 16 threads in a schedule simulated from the
-// ranges' key counts (bench/item_schedule.py), 1.01x on 2. `latest_first` (for causal calls)
-// numbers each stream's ranges latest first, so every stream ends on its cheapest (Graham 1969:
-// longest first is within 4/3 of the optimal end): 1.03x on 16 threads in the same simulation.
+// order, so the numbering is the schedule. Items go stream by stream (numbering the streams'
+// ranges in turns cost 1.04-1.08x the call on 2 cores for SmolLM2's 2K prompt at batch 1, each
+// item slower; kernel_choices_avx2.md round 46). In a causal prompt a later range of positions
+// sees more keys (SmolLM2's 2K prompt: the last of 25 ranges ~2x the average); numbered earliest
+// first, every stream's costliest ranges came last and the last one left the other cores idle,
+// 1.23x the ideal end on 16 threads in a schedule simulated from the ranges' key counts
+// (bench/item_schedule.py), 1.01x on 2. `latest_first` (for causal calls) numbers each stream's
+// ranges latest first, so that every stream ends on its cheapest (Graham 1969: longest first ends
+// within 4/3 of the optimum): 1.03x on 16 threads in the same simulation.
 struct ItemPlace {
   int64_t stream, chunk;
 };
