@@ -9,12 +9,12 @@ the resulting items one by one in index order. An item's cost is modelled as its
 This replays the claims (each item to the thread that frees up first) and prints each order's end
 against the ideal (total cost / threads):
   * "earliest first": every range of stream 0 from the first, then stream 1, ... (before session 45);
-  * "in turns, latest first": every stream's latest range, then every stream's next latest, ...
-    (session 45; on 2 cores 1.05-1.08x the call for SmolLM2's prompt: a thread's next item read
-    another stream's codes);
-  * "latest first" (what causal calls use, cpp/src/sequence_parts.hpp item_place): stream by
-    stream, each stream's ranges from its latest.
-A model, not a timing: it leaves out each item's set-up, the caches and the threads' wake, and
+  * "latest first": stream by stream, each stream's ranges from its latest;
+  * "in turns": every stream's latest range, then every stream's next latest, ...
+cpp/src/sequence_parts.hpp (item_order) numbers causal calls latest first, in turns where the
+streams are fewer than half the threads; "used" is the order it picks. A model, not a timing: it
+leaves out each item's set-up, the caches (on 2 cores "in turns" cost 1.04-1.08x in time for
+SmolLM2's prompt, each item slower, kernel_choices_avx2.md round 46) and the threads' wake, and
 assumes equal cores.
 """
 
@@ -29,7 +29,8 @@ ITEM_ROWS = 256  # kItemRows in cpp/src/attention.cpp
 BLOCK = 256  # kBlock: tokens per block
 
 
-ORDERS = ("earliest first", "in turns, latest first", "latest first")
+ORDERS = ("earliest first", "latest first", "in turns")
+TURNS_THREADS_PER_STREAM = 2  # kTurnsThreadsPerStream in cpp/src/sequence_parts.hpp
 
 
 def item_costs(batch: int, kv_heads: int, group: int, q_len: int, context: int, order: str) -> List[int]:
@@ -45,7 +46,7 @@ def item_costs(batch: int, kv_heads: int, group: int, q_len: int, context: int, 
 
     if order == "earliest first":
         return [cost(c) for _ in range(streams) for c in range(chunks)]
-    if order == "in turns, latest first":
+    if order == "in turns":
         return [cost(chunks - 1 - r) for r in range(chunks) for _ in range(streams)]
     if order == "latest first":
         return [cost(chunks - 1 - r) for _ in range(streams) for r in range(chunks)]
@@ -58,6 +59,11 @@ def end_over_ideal(costs: List[int], threads: int) -> float:
     for c in costs:
         heapq.heapreplace(ends, ends[0] + c)
     return max(ends) / (sum(costs) / threads)
+
+
+def used_order(streams: int, threads: int) -> str:
+    """The order a causal call takes (item_order in cpp/src/sequence_parts.hpp)."""
+    return "in turns" if streams * TURNS_THREADS_PER_STREAM < threads else "latest first"
 
 
 SHAPES = {  # name: (kv_heads, query heads per KV head, query positions, cached tokens)
@@ -75,14 +81,15 @@ def main() -> None:
     args = parser.parse_args()
     if min(args.threads) < 1 or min(args.batches) < 1:
         parser.error("--threads and --batches take whole numbers >= 1")
-    print("| shape | batch | threads | items | " + " | ".join(ORDERS) + " |")
-    print("| --- | --- | --- | --- |" + " --- |" * len(ORDERS))
+    print("| shape | batch | threads | items | " + " | ".join(ORDERS) + " | used |")
+    print("| --- | --- | --- | --- |" + " --- |" * (len(ORDERS) + 1))
     for name, (kv_heads, group, q_len, context) in SHAPES.items():
         for batch in args.batches:
             for threads in args.threads:
                 orders = [item_costs(batch, kv_heads, group, q_len, context, order) for order in ORDERS]
                 ends = " | ".join(f"{end_over_ideal(costs, threads):.3f}x" for costs in orders)
-                print(f"| {name} | {batch} | {threads} | {len(orders[0])} | {ends} |")
+                print(f"| {name} | {batch} | {threads} | {len(orders[0])} | {ends} | "
+                      f"{used_order(batch * kv_heads, threads)} |")
 
 
 if __name__ == "__main__":

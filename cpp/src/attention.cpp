@@ -417,10 +417,6 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
   const int64_t chunks = (shape.q_len + chunk - 1) / chunk;
   const int64_t streams = keys.streams();
   const int64_t items = streams * chunks;
-  // Which stream and range of query positions item i covers: a causal prompt's costliest first.
-  auto place = [chunks, latest_first = options.causal](int64_t item) {
-    return item_place(item, chunks, latest_first);
-  };
   if (pool && shape.q_len == 1 && pool->size() > 1) {
     // The codes' bytes, weighted by (query heads per KV head + 4) / 8: a key's lookups, norm and
     // softmax cost the same at any head count, its products one per query head. Break-even on a
@@ -437,6 +433,9 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
   // (flash-decoding), so that every core gets work; on many cores, decode also splits a few more
   // items so that the call ends on short parts (sequence_parts.hpp).
   const int64_t threads = pool ? pool->size() : 1;
+  // Which stream and range of query positions item i covers: a causal prompt's costliest first.
+  const ItemOrder order = item_order(options.causal, streams, threads);
+  auto place = [streams, chunks, order](int64_t item) { return item_place(item, streams, chunks, order); };
   const int64_t blocks = (keys.length() + kBlock - 1) / kBlock;
   const int64_t splits = sequence_parts(items, threads, blocks, shape.q_len == 1);
   const std::vector<int64_t> part_bounds = sequence_part_bounds(blocks, splits);

@@ -46,23 +46,47 @@ inline int64_t sequence_parts(int64_t items, int64_t threads, int64_t blocks, bo
   return std::max<int64_t>(1, std::min((units + items - 1) / items, most));
 }
 
-// Where work item `item` of a call lies: its (batch, KV head) stream and its range of query
-// positions (`chunk`, in units of the call's positions per item). Threads claim items in index
-// order, so the numbering is the schedule. Items go stream by stream (numbering the streams'
-// ranges in turns cost 1.04-1.08x the call on 2 cores for SmolLM2's 2K prompt at batch 1, each
-// item slower; kernel_choices_avx2.md round 46). In a causal prompt a later range of positions
-// sees more keys (SmolLM2's 2K prompt: the last of 25 ranges ~2x the average); numbered earliest
-// first, every stream's costliest ranges came last and the last one left the other cores idle,
-// 1.23x the ideal end on 16 threads in a schedule simulated from the ranges' key counts
-// (bench/item_schedule.py), 1.01x on 2. `latest_first` (for causal calls) numbers each stream's
-// ranges latest first, so that every stream ends on its cheapest (Graham 1969: longest first ends
-// within 4/3 of the optimum): 1.03x on 16 threads in the same simulation.
+// The order in which threads claim a call's work items (each a stream's range of query
+// positions; threads claim them in index order, so the numbering is the schedule). In a causal
+// prompt a later range sees more keys (SmolLM2's 2K prompt: the last of 25 ranges per KV head ~2x
+// the average), so earliest first left a stream's costliest ranges to the end of the call and the
+// other cores idle: 1.23x the ideal end on 16 threads in a schedule simulated from the ranges' key
+// counts (bench/item_schedule.py), 1.01x on 2. Longest first ends within 4/3 of the optimum
+// (Graham 1969), in one of two forms, chosen by measurement (kernel_choices_avx2.md round 46):
+//   kLatestFirst: stream by stream, each stream's ranges latest first. A thread's next item is
+//     mostly of the stream its last one read: on 2 cores, numbering the streams' ranges in turns
+//     instead took 1.04-1.08x the call (SmolLM2's prompt, batch 1; each item slower), and on 16
+//     cores at batch 4 (12 streams) 1.06-1.09x.
+//   kLatestInTurns: every stream's latest range, then every stream's next latest, ... With few
+//     streams on many threads the last stream's costliest ranges would otherwise start late:
+//     SmolLM2's prompt at batch 1 (3 streams) on 16 cores took 0.91-0.93x the time of kLatestFirst.
+enum class ItemOrder { kEarliestFirst, kLatestFirst, kLatestInTurns };
+
+// Fewer streams than threads / kTurnsThreadsPerStream: their ranges go in turns (16 threads: 3
+// and 2 streams in turns, 12 stream by stream, as measured; 8, the 512-query chunk's, either way
+// within 2%).
+constexpr int64_t kTurnsThreadsPerStream = 2;
+
+inline ItemOrder item_order(bool causal, int64_t streams, int64_t threads) {
+  if (!causal) return ItemOrder::kEarliestFirst;  // every range sees every key: equal costs
+  return streams * kTurnsThreadsPerStream < threads ? ItemOrder::kLatestInTurns : ItemOrder::kLatestFirst;
+}
+
+// Where work item `item` lies: its (batch, KV head) stream and its range of query positions
+// (`chunk`, in units of the call's positions per item).
 struct ItemPlace {
   int64_t stream, chunk;
 };
-inline ItemPlace item_place(int64_t item, int64_t chunks, bool latest_first) {
-  const int64_t chunk = item % chunks;
-  return {item / chunks, latest_first ? chunks - 1 - chunk : chunk};
+inline ItemPlace item_place(int64_t item, int64_t streams, int64_t chunks, ItemOrder order) {
+  switch (order) {
+    case ItemOrder::kLatestInTurns:
+      return {item % streams, chunks - 1 - item / streams};
+    case ItemOrder::kLatestFirst:
+      return {item / chunks, chunks - 1 - item % chunks};
+    case ItemOrder::kEarliestFirst:
+      break;
+  }
+  return {item / chunks, item % chunks};
 }
 
 // Block boundaries of an item's `parts` parts: parts + 1 ascending values from 0 to `blocks`.

@@ -496,30 +496,48 @@ TEST(KVCache, SequencePartBoundsFallWhereFourBlocksStayInEveryPart) {
 
 // Items number every (stream, range of query positions) once; causal calls number the latest
 // ranges first (their queries see the most keys), every stream's before the next range.
-TEST(KVCache, ItemPlacesCoverEveryRangeOnceStreamByStreamAndCausalCallsStartWithTheLatest) {
-  for (const bool latest_first : {false, true}) {
+TEST(KVCache, ItemPlacesCoverEveryRangeOnceInTheOrderNamed) {
+  for (const ItemOrder order : {ItemOrder::kEarliestFirst, ItemOrder::kLatestFirst, ItemOrder::kLatestInTurns}) {
     for (int64_t streams : {1, 3, 8}) {
       for (int64_t chunks : {1, 2, 25}) {
         std::vector<int> seen(static_cast<size_t>(streams * chunks), 0);
         for (int64_t item = 0; item < streams * chunks; ++item) {
-          const ItemPlace at = item_place(item, chunks, latest_first);
+          const ItemPlace at = item_place(item, streams, chunks, order);
           ASSERT_TRUE(at.stream >= 0 && at.stream < streams && at.chunk >= 0 && at.chunk < chunks);
           ++seen[static_cast<size_t>(at.stream * chunks + at.chunk)];
-          if (item % chunks == 0) continue;  // a stream's first item
-          const ItemPlace before = item_place(item - 1, chunks, latest_first);
-          ASSERT_EQ(at.stream, before.stream) << item;
-          ASSERT_EQ(at.chunk, before.chunk + (latest_first ? -1 : 1)) << item;
+          if (item == 0) continue;
+          const ItemPlace before = item_place(item - 1, streams, chunks, order);
+          if (order == ItemOrder::kLatestInTurns) {  // streams in turns, chunks falling per turn
+            ASSERT_EQ(at.stream, item % streams) << item;
+            ASSERT_EQ(at.chunk, chunks - 1 - item / streams) << item;
+          } else if (item % chunks != 0) {  // stream by stream
+            ASSERT_EQ(at.stream, before.stream) << item;
+            ASSERT_EQ(at.chunk, before.chunk + (order == ItemOrder::kLatestFirst ? -1 : 1)) << item;
+          }
         }
         ASSERT_EQ(std::count(seen.begin(), seen.end(), 1), streams * chunks);
       }
     }
   }
-  EXPECT_EQ(item_place(0, 25, true).chunk, 24);
-  EXPECT_EQ(item_place(24, 25, true).chunk, 0);
-  EXPECT_EQ(item_place(25, 25, true).stream, 1);
-  EXPECT_EQ(item_place(25, 25, true).chunk, 24);
-  EXPECT_EQ(item_place(0, 25, false).chunk, 0);
-  EXPECT_EQ(item_place(25, 25, false).stream, 1);
+  EXPECT_EQ(item_place(0, 3, 25, ItemOrder::kLatestFirst).chunk, 24);
+  EXPECT_EQ(item_place(25, 3, 25, ItemOrder::kLatestFirst).stream, 1);
+  EXPECT_EQ(item_place(25, 3, 25, ItemOrder::kLatestFirst).chunk, 24);
+  EXPECT_EQ(item_place(2, 3, 25, ItemOrder::kLatestInTurns).stream, 2);
+  EXPECT_EQ(item_place(3, 3, 25, ItemOrder::kLatestInTurns).chunk, 23);
+  EXPECT_EQ(item_place(25, 3, 25, ItemOrder::kEarliestFirst).stream, 1);
+  EXPECT_EQ(item_place(25, 3, 25, ItemOrder::kEarliestFirst).chunk, 0);
+}
+
+// Causal calls go latest first; in turns only where streams are fewer than half the threads
+// (round 46: 16 threads, SmolLM2's 3 streams in turns, 12 stream by stream; 2 threads never).
+TEST(KVCache, CausalCallsTakeStreamsInTurnsOnlyWhenFewerThanHalfTheThreads) {
+  EXPECT_EQ(item_order(false, 3, 16), ItemOrder::kEarliestFirst);
+  EXPECT_EQ(item_order(true, 3, 16), ItemOrder::kLatestInTurns);
+  EXPECT_EQ(item_order(true, 7, 16), ItemOrder::kLatestInTurns);
+  EXPECT_EQ(item_order(true, 8, 16), ItemOrder::kLatestFirst);
+  EXPECT_EQ(item_order(true, 12, 16), ItemOrder::kLatestFirst);
+  EXPECT_EQ(item_order(true, 1, 2), ItemOrder::kLatestFirst);
+  EXPECT_EQ(item_order(true, 1, 1), ItemOrder::kLatestFirst);
 }
 
 // On 4 threads or more, decode with between 4 and 8 items per thread splits each item in two, the

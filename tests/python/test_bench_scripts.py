@@ -481,7 +481,8 @@ def test_item_schedule_replays_claims_and_orders_causal_ranges_latest_first():
     # stream by stream, each from its latest range, or the streams' ranges in turns.
     stream = [512] + [256] * 64
     assert schedule.item_costs(1, 2, 64, 260, 260, "latest first") == stream + stream
-    assert schedule.item_costs(1, 2, 64, 260, 260, "in turns, latest first") == [512, 512] + [256] * 128
+    assert schedule.item_costs(1, 2, 64, 260, 260, "in turns") == [512, 512] + [256] * 128
+    assert schedule.used_order(3, 16) == "in turns" and schedule.used_order(8, 16) == "latest first"
     with pytest.raises(ValueError, match="order must be one of"):
         schedule.item_costs(1, 1, 64, 8, 8, "newest")
     # Replayed claims: [1, 1, 1, 3] on 2 threads ends at 4 (the 3 claimed last), ideal 3.
@@ -490,7 +491,7 @@ def test_item_schedule_replays_claims_and_orders_causal_ranges_latest_first():
     done = subprocess.run([sys.executable, str(BENCH / "item_schedule.py"), "--threads", "16", "--batches", "1"],
                           capture_output=True, text=True, check=True, timeout=60)
     rows = [line.split("|") for line in done.stdout.splitlines()[2:]]
-    # Columns: earliest first, in turns, latest first; latest first never ends later than earliest.
+    # Columns: earliest first, latest first, in turns, used; in turns never ends later than earliest.
     assert len(rows) == 4 and all(float(r[7].strip(" x")) <= float(r[5].strip(" x")) for r in rows)
     assert subprocess.run([sys.executable, str(BENCH / "item_schedule.py"), "--threads", "0"],
                           capture_output=True, timeout=60).returncode == 2
