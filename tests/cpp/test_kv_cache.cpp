@@ -494,8 +494,8 @@ TEST(KVCache, SequencePartBoundsFallWhereFourBlocksStayInEveryPart) {
   }
 }
 
-// Items number every (stream, range of query positions) once; causal calls number the latest
-// ranges first (their queries see the most keys), every stream's before the next range.
+// Items number every (stream, range of query positions) once, in the order named: earliest first
+// stream by stream; latest first stream by stream; or latest first with the streams in turns.
 TEST(KVCache, ItemPlacesCoverEveryRangeOnceInTheOrderNamed) {
   for (const ItemOrder order : {ItemOrder::kEarliestFirst, ItemOrder::kLatestFirst, ItemOrder::kLatestInTurns}) {
     for (int64_t streams : {1, 3, 8}) {

@@ -174,7 +174,7 @@ def test_decode_with_fewer_streams_than_threads_splits_the_sequence(rng):
 
 def test_causal_prompt_ranges_land_in_their_rows_on_any_thread_count(rng):
     # 9/3 heads: ranges of 85 positions, so a 600-token prompt is 8 ranges per KV head (the last
-    # of 5), 24 work items, each KV head's numbered latest range first for a causal call (item_place). Each
+    # of 5), 24 work items, numbered latest range first for a causal call (item_order). Each
     # range's rows must land where they belong on both paths, whatever thread claims them.
     cache = turbokv.KVCache(64, 3, key_bits=4, value_bits=4)
     k, v = tokens(rng, 1, 3, 600, 64), tokens(rng, 1, 3, 600, 64)
