@@ -4,6 +4,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <new>
 #include <cfloat>
 #include <cmath>
 #include <stdexcept>
@@ -17,6 +18,22 @@ namespace turbokv {
 namespace {
 
 constexpr int64_t kBlock = TokenStore::kChunkTokens;
+
+// Allocates on 64-byte boundaries: the tiles' and accumulators' rows (multiples of 64 bytes at
+// head_dim 64 and 128 and kBlock tokens) then start on cache lines, so no 512-bit load or store
+// of the prefill products splits across two.
+template <typename T>
+struct CacheLineAllocator {
+  using value_type = T;
+  CacheLineAllocator() = default;
+  template <typename U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{64}); }
+  bool operator==(const CacheLineAllocator&) const { return true; }
+  bool operator!=(const CacheLineAllocator&) const { return false; }
+};
+using Floats = std::vector<float, CacheLineAllocator<float>>;
 
 // A run of tokens [t, t + count) of one stream that is stored one way.
 struct Segment {
@@ -75,11 +92,10 @@ struct StreamWork {
   std::vector<float> row_sink;     // the sink logit of each row's query head; empty: no sinks
   std::vector<float> row_offset;   // q . key_offset per row (raw score units); empty: none
   // Per-row state of the online softmax and the three value accumulators.
-  std::vector<float> q, q_rotated, q_sketched, scores, row_max, row_sum, acc_rotated, acc_sketch,
-      acc_dense, scratch;
+  Floats q, q_rotated, q_sketched, scores, row_max, row_sum, acc_rotated, acc_sketch, acc_dense, scratch;
   // Tiles path: one block decoded. Keys transposed (d x kBlock, plus the sketch terms in prod
   // mode), values as rows (kBlock x d).
-  std::vector<float> key_tile, key_sketch_tile, value_tile, value_sketch_tile;
+  Floats key_tile, key_sketch_tile, value_tile, value_sketch_tile;
   // Int8 scores: the rotated queries rounded, one scale per row.
   std::vector<int8_t> q8;
   std::vector<int16_t> q16;  // instead of q8 for 5-8-bit keys (Codec::scores_use_int16)

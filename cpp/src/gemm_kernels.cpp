@@ -34,8 +34,8 @@ void gemm_scalar(const float* a, int64_t lda, const float* b, int64_t ldb, float
 
 // The register-blocked product, written once: Isa::block<kRows, kVecs> keeps kRows x kVecs
 // vectors of c in registers (Isa::kLanes floats each). Rows go in bands of 6 and one band of the
-// 1-5 left over; each band's columns in blocks of Isa::kWide, then of Isa::kLanes, then the scalar
-// loop for the rest.
+// 1-5 left over; each band's columns in blocks of Isa::kWide, then of Isa::kLanes, then
+// Isa::tail for the fewer than kLanes left (a masked vector, or the scalar loop).
 template <typename Isa, int kRows>
 void gemm_band(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
                int n, int depth, bool accumulate) {
@@ -44,7 +44,14 @@ void gemm_band(const float* a, int64_t lda, const float* b, int64_t ldb, float* 
     Isa::template block<kRows, Isa::kWide / Isa::kLanes>(a, lda, b + j, ldb, c + j, ldc, depth, accumulate);
   }
   for (; j + Isa::kLanes <= n; j += Isa::kLanes) Isa::template block<kRows, 1>(a, lda, b + j, ldb, c + j, ldc, depth, accumulate);
-  if (j < n) gemm_scalar(a, lda, b + j, ldb, c + j, ldc, kRows, n - j, depth, accumulate);
+  if (j < n) Isa::template tail<kRows>(a, lda, b + j, ldb, c + j, ldc, n - j, depth, accumulate);
+}
+
+// The columns left past the vectors, one at a time (Isa::tail of the AVX2 and NEON products).
+template <int kRows>
+void gemm_scalar_tail(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                      int n, int depth, bool accumulate) {
+  gemm_scalar(a, lda, b, ldb, c, ldc, kRows, n, depth, accumulate);
 }
 
 template <typename Isa>
@@ -104,11 +111,74 @@ struct Avx2 {  // 6 x 16 blocks: 12 accumulators of AVX2's 16 registers
                                         float* c, int64_t ldc, int depth, bool accumulate) {
     gemm_block_avx2<kRows, kVecs>(a, lda, b, ldb, c, ldc, depth, accumulate);
   }
+  template <int kRows>
+  static void tail(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                   int n, int depth, bool accumulate) {
+    gemm_scalar_tail<kRows>(a, lda, b, ldb, c, ldc, n, depth, accumulate);
+  }
 };
 
 void gemm_avx2(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
                int m, int n, int depth, bool accumulate) {
   gemm_in_bands<Avx2>(a, lda, b, ldb, c, ldc, m, n, depth, accumulate);
+}
+
+// The AVX-512 twin: kRows x (16 kVecs) of c in zmm registers, one FMA per depth step in order for
+// every element of c, as the AVX2 product's vectors (so where those cover every column, n a
+// multiple of 8, the two agree bit for bit); `lanes` masks the loads and stores of a block
+// narrower than a vector (the columns' tail, fused too).
+template <int kRows, int kVecs>
+TURBOKV_TARGET_AVX512 inline void gemm_block_avx512(const float* a, int64_t lda, const float* b,
+                                                    int64_t ldb, float* c, int64_t ldc, int depth,
+                                                    bool accumulate, __mmask16 lanes = 0xFFFF) {
+  __m512 acc[kRows][kVecs];
+#pragma GCC unroll 8
+  for (int r = 0; r < kRows; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) {
+      acc[r][v] = accumulate ? _mm512_maskz_loadu_ps(lanes, c + r * ldc + 16 * v) : _mm512_setzero_ps();
+    }
+  }
+  for (int k = 0; k < depth; ++k) {
+    __m512 bv[kVecs];
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) bv[v] = _mm512_maskz_loadu_ps(lanes, b + k * ldb + 16 * v);
+#pragma GCC unroll 8
+    for (int r = 0; r < kRows; ++r) {
+      const __m512 av = _mm512_set1_ps(a[r * lda + k]);
+#pragma GCC unroll 4
+      for (int v = 0; v < kVecs; ++v) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < kRows; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) _mm512_mask_storeu_ps(c + r * ldc + 16 * v, lanes, acc[r][v]);
+  }
+}
+
+// 6 x 64 blocks: 24 accumulators of AVX-512's 32 registers. On a 2-core Emerald Rapids VM the
+// 512-query chunk against an 8K cache (batch 1, K4V4 tiles) took 0.70x the time of the AVX2
+// product, and 6 x 64 0.85-0.91x of 6 x 32 (SmolLM2's 2K prompt 0.92x; kernel_choices_avx2.md,
+// round 47).
+struct Avx512 {
+  static constexpr int kLanes = 16, kWide = 64;
+  template <int kRows, int kVecs>
+  TURBOKV_TARGET_AVX512 static void block(const float* a, int64_t lda, const float* b, int64_t ldb,
+                                          float* c, int64_t ldc, int depth, bool accumulate) {
+    gemm_block_avx512<kRows, kVecs>(a, lda, b, ldb, c, ldc, depth, accumulate);
+  }
+  template <int kRows>
+  TURBOKV_TARGET_AVX512 static void tail(const float* a, int64_t lda, const float* b, int64_t ldb,
+                                         float* c, int64_t ldc, int n, int depth, bool accumulate) {
+    gemm_block_avx512<kRows, 1>(a, lda, b, ldb, c, ldc, depth, accumulate,
+                                static_cast<__mmask16>((1u << n) - 1u));
+  }
+};
+
+void gemm_avx512(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                 int m, int n, int depth, bool accumulate) {
+  gemm_in_bands<Avx512>(a, lda, b, ldb, c, ldc, m, n, depth, accumulate);
 }
 #endif
 
@@ -142,6 +212,11 @@ struct Neon {  // 6 x 16 blocks: 24 accumulators of NEON's 32 registers
                     int64_t ldc, int depth, bool accumulate) {
     gemm_block_neon<kRows, kVecs>(a, lda, b, ldb, c, ldc, depth, accumulate);
   }
+  template <int kRows>
+  static void tail(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                   int n, int depth, bool accumulate) {
+    gemm_scalar_tail<kRows>(a, lda, b, ldb, c, ldc, n, depth, accumulate);
+  }
 };
 
 void gemm_neon(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
@@ -152,13 +227,11 @@ void gemm_neon(const float* a, int64_t lda, const float* b, int64_t ldb, float* 
 
 }  // namespace
 
-// The AVX-512 level uses the AVX2 product: a 512-bit twin has not been measured yet (Zen 4 runs
-// AVX-512 on a 256-bit datapath; see DESIGN.md §4).
 GemmFn select_gemm(SimdLevel level) {
 #if defined(__aarch64__)
   if (level == SimdLevel::kNeon) return gemm_neon;
 #endif
-  return TURBOKV_PICK(level, gemm_scalar, gemm_avx2, gemm_avx2);
+  return TURBOKV_PICK(level, gemm_scalar, gemm_avx2, gemm_avx512);
 }
 
 }  // namespace kernels
