@@ -108,8 +108,8 @@ TEST(KVCache, FusedAttentionEqualsDecodedAttention) {
           }
           if (path == AttentionPath::kAuto) {  // the rule's two outcomes both occur here
             // The 255-row items take tiles; 9 rows (decode) the codes, except float16 keys, which
-            // take tiles from one row outside the AVX2 level.
-            const bool f16_tiles = cfg.key.bits == 0 && level != SimdLevel::kAvx2;
+            // take tiles from one row outside the AVX2 and AVX-512 levels.
+            const bool f16_tiles = cfg.key.bits == 0 && level != SimdLevel::kAvx2 && level != SimdLevel::kAvx512;
             EXPECT_EQ(tiled_items, q_len == 3 ? (f16_tiles ? batch * heads : 0)
                                               : (f16_tiles || 45 >= min_tile_rows(cfg.key.bits, level) ? 2 : 1) * batch * heads)
                 << where;

@@ -187,8 +187,9 @@ def test_prefill_script(tmp_path):
     assert {name.split()[-1] for row in result["kernel"] for name in row["turbokv"]} == {"tiles", "codes"}
     assert [row["cache"] for row in result["ttft"]] == ["DynamicCache + SDPA", "TurboQuantCache 4bit"]
     # 95 positions of SmolLM2's 3 query heads per KV head: ranges of 85 and 10 positions, and the
-    # last one's 30 rows are fewer than 4-bit keys' min_tile_rows (32): it takes the codes path
-    # ("mixed"); layers that prefill protection raised above 4 bits tile from 9 rows ("tiles").
+    # last one's 30 rows are fewer than 4-bit keys' min_tile_rows (32; 48 at AVX-512): it takes the
+    # codes path ("mixed"); layers that prefill protection raised above 4 bits tile from 9 rows
+    # (24 at AVX-512: "tiles").
     assert "mixed" in result["ttft"][1]["attention_paths"]
     assert set(result["ttft"][1]["attention_paths"]) <= {"tiles", "mixed"}
 

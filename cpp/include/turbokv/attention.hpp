@@ -42,7 +42,13 @@ enum class AttentionPath { kAuto, kCodes, kTiles };
 // converted every coordinate once per query (0.2 at 3 rows) and keep tiles from one row. The
 // thresholds before (16 and 8 rows, 40 for float16) came from a Zen 1 VM before the codes path's
 // byte planes and integer sums, and sent 8-row decodes (64/8 heads) to tiles 3x slower.
+// AVX-512 (session 47, with its own 512-bit product; Emerald Rapids on 2 and 16 threads:
+// crossover_emr2_s47.md, crossover_emr16_s47.md): its codes path is the faster one longer. 2-4-bit
+// keys 1.14-1.42 at 24-32 rows, 0.88-0.96 at 48 (9/3 heads); 8-bit keys 0.84-1.15 at 24 rows,
+// 1.2-1.6 at 12-16 on 2 threads; float16 keys, which took tiles from one row, 5-12x slower there
+// at 3-4 rows (decode), 1.1-1.6 at 24-32 rows, K0V0 0.59-0.61 and K0V4 0.90-1.08 at 48.
 inline int64_t min_tile_rows(int key_bits, SimdLevel level) {
+  if (level == SimdLevel::kAvx512) return key_bits >= 5 ? 24 : 48;
   if (key_bits == 0) return level == SimdLevel::kAvx2 ? 96 : 1;
   return key_bits >= 5 ? 9 : 32;
 }
