@@ -8,18 +8,6 @@
 #include "kernels.hpp"
 
 namespace turbokv {
-namespace {
-
-// Row r's softmax over its visible scores [lo, hi), in log space: log p_t = s_t - log sum exp.
-double log_normalizer(const float* scores, int64_t lo, int64_t hi) {
-  float top = -INFINITY;
-  for (int64_t t = lo; t < hi; ++t) top = std::max(top, scores[t]);
-  double sum = 0.0;
-  for (int64_t t = lo; t < hi; ++t) sum += std::exp(static_cast<double>(scores[t]) - top);
-  return top + std::log(sum);
-}
-
-}  // namespace
 
 std::vector<double> attention_kl(const float* queries, const float* exact_keys, const float* stored_keys,
                                  const ProbeShape& sh, float scale, bool causal, int64_t window,
@@ -45,22 +33,36 @@ std::vector<double> attention_kl(const float* queries, const float* exact_keys, 
       ks.gemm(q, d, keys_t.data(), n, scores->data(), n, static_cast<int>(m), static_cast<int>(n),
               static_cast<int>(d), false);
     }
+    // KL(p || q) with log p_t = s_t - z_p and log q_t = u_t - z_q is E_p[s - u] - z_p + z_q: two
+    // exponentials per score (the SIMD exp_shifted, relative error < 4e-7; sums in double) where
+    // three scalar double ones took 0.24-0.48 s of SmolLM2's 2K-token TTFT on 2 cores.
+    std::vector<float> gap(static_cast<size_t>(n));
     double total = 0.0;
     for (int64_t r = 0; r < m; ++r) {
       const int64_t position = n - sh.rows + r % sh.rows;
       const int64_t hi = causal ? position + 1 : n;
       const int64_t lo = causal && window > 0 ? std::max<int64_t>(0, hi - window) : 0;
-      float* p = exact.data() + r * n;
-      float* q_row = stored.data() + r * n;
-      for (int64_t t = lo; t < hi; ++t) {
+      float* p = exact.data() + r * n + lo;
+      float* q_row = stored.data() + r * n + lo;
+      const int64_t count = hi - lo;
+      float top_p = -INFINITY, top_q = -INFINITY;
+      for (int64_t t = 0; t < count; ++t) {
         p[t] *= scale;
         q_row[t] *= scale;
+        gap[static_cast<size_t>(t)] = p[t] - q_row[t];
+        top_p = std::max(top_p, p[t]);
+        top_q = std::max(top_q, q_row[t]);
       }
-      const double zp = log_normalizer(p, lo, hi), zq = log_normalizer(q_row, lo, hi);
-      for (int64_t t = lo; t < hi; ++t) {
-        const double log_p = p[t] - zp, log_q = q_row[t] - zq;
-        total += std::exp(log_p) * (log_p - log_q);
+      ks.exp_shifted(p, count, top_p);
+      ks.exp_shifted(q_row, count, top_q);
+      double sum_p = 0.0, sum_q = 0.0, weighted = 0.0;
+      for (int64_t t = 0; t < count; ++t) {
+        sum_p += p[t];
+        sum_q += q_row[t];
+        weighted += static_cast<double>(p[t]) * gap[static_cast<size_t>(t)];
       }
+      const double zp = top_p + std::log(sum_p), zq = top_q + std::log(sum_q);
+      total += weighted / sum_p - zp + zq;
     }
     per_stream[static_cast<size_t>(s)] = total;
   };
