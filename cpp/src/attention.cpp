@@ -444,16 +444,16 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
       pool = nullptr;  // waking the pool would cost more than it saves (kMinParallelBytes)
     }
   }
-  // Fewer items than kPartsPerThread x threads (small batch x kv_heads; whole-view prefill on many
-  // cores: kWholeViewPartsPerThread): each item's tokens are also split into parts of whole blocks,
-  // attended side by side and merged (flash-decoding), so that every core gets work; on many cores,
-  // decode also splits a few more items so that the call ends on short parts (sequence_parts.hpp).
+  // Decode with fewer items than kPartsPerThread x threads (small batch x kv_heads): each item's
+  // tokens are also split into parts of whole blocks, attended side by side and merged
+  // (flash-decoding), so that every core gets work; on many cores, decode also splits a few more
+  // items so that the call ends on short parts (sequence_parts.hpp).
   const int64_t threads = pool ? pool->size() : 1;
   // Which stream and range of query positions item i covers: a causal prompt's costliest first.
   const ItemOrder order = item_order(options.causal, streams, threads);
   auto place = [streams, chunks, order](int64_t item) { return item_place(item, streams, chunks, order); };
   const int64_t blocks = (keys.length() + kBlock - 1) / kBlock;
-  const int64_t splits = sequence_parts(items, threads, blocks, call_kind(shape.q_len, keys.length(), options.causal));
+  const int64_t splits = sequence_parts(items, threads, blocks, shape.q_len == 1);
   const std::vector<int64_t> part_bounds = sequence_part_bounds(blocks, splits);
   const int64_t tile_rows = min_tile_rows(keys.side().bits, keys.simd_level());
   const bool int8_keys = options.scores == ScorePrecision::kInt8 && keys.codec() &&

@@ -30,39 +30,18 @@ constexpr double kPartFall = 4.0;
 // 42-43). So from 4 threads; 3 not measured.
 constexpr int64_t kTailSplitThreads = 4;
 
-// What a call's work items see, for how finely sequence_parts splits them.
-enum class CallKind {
-  kDecode,        // one query position per item
-  kWholeView,     // several positions per item, each seeing (nearly) every cached key
-  kCausalPrompt,  // several positions per item, each seeing only its own past
-};
-
-// A prefill call is whole-view where it is not causal or its queries are the newest quarter of the
-// cache or less (the 512-query chunk after 7,680 cached tokens: every range sees 94-100% of the
-// keys), so that parts over the key blocks cost about the same in every range.
-inline CallKind call_kind(int64_t q_len, int64_t length, bool causal) {
-  if (q_len == 1) return CallKind::kDecode;
-  return !causal || q_len * 4 <= length ? CallKind::kWholeView : CallKind::kCausalPrompt;
-}
-
-// Parts per thread that whole-view prefill aims for on kTailSplitThreads threads or more. The
-// 512 x 8K chunk at batch 1 on 16 threads (64 items, 4 per thread; the threads busy 0.84-0.93 of
-// the call): 2 parts per item took 0.92x the median call in two runs, the threads busy 0.97-0.98;
-// 4 parts 0.87x and 1.00x (kernel_choices_avx2.md, rounds 46-47). Causal prompts keep
-// kPartsPerThread: there parts cut the whole sequence while a range sees only its past (1.44-1.51x).
-constexpr int64_t kWholeViewPartsPerThread = 8;
-
+// Prefill keeps kPartsPerThread too: 8 per thread for calls whose ranges see nearly every key (the
+// 512 x 8K chunk at batch 1 on 16 cores, 64 items in 2 parts) took 0.97-0.98x the median call with
+// the AVX2 tile product but 1.03-1.07x with the AVX-512 one (kernel_choices_avx2.md, round 47).
 // Parts per item for `items` items of `blocks` blocks each on `threads` threads: more than 1 where
-// the items alone give fewer than kPartsPerThread to each thread (whole-view prefill on
-// kTailSplitThreads threads or more: kWholeViewPartsPerThread), or (decode) to tail-split on
-// kTailSplitThreads threads or more.
-inline int64_t sequence_parts(int64_t items, int64_t threads, int64_t blocks, CallKind kind) {
+// the items alone give fewer than kPartsPerThread to each thread, or (`decode`: one query position
+// per item) to tail-split on kTailSplitThreads threads or more.
+inline int64_t sequence_parts(int64_t items, int64_t threads, int64_t blocks, bool decode) {
   if (threads <= 1) return 1;
-  const bool fine = kind == CallKind::kWholeView && threads >= kTailSplitThreads;
-  const int64_t units = (fine ? kWholeViewPartsPerThread : kPartsPerThread) * threads;
+  const int64_t units = kPartsPerThread * threads;
   if (items >= units) {
     // 5 x kMinPartBlocks blocks: the small part keeps kMinPartBlocks at the full fall.
-    const bool tail = kind == CallKind::kDecode && threads >= kTailSplitThreads && items < 2 * units &&
+    const bool tail = decode && threads >= kTailSplitThreads && items < 2 * units &&
                       blocks >= 5 * kMinPartBlocks;
     return tail ? 2 : 1;
   }

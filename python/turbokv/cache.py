@@ -181,10 +181,8 @@ class KVCache:
         #: Parts each (batch, kv head)'s tokens were split into by the last attention call: > 1
         #: when there were fewer of them than 4 per thread (decode at small batch), so every core
         #: works and a slow core leaves its later parts to the others; the parts shrink from the
-        #: first to the last (up to 4x), so the threads finish close together. On 4 threads or
-        #: more, decode with 4-8 of them per thread splits each in two (the first 4x the second),
-        #: and a prefill call whose queries each see nearly every key (not causal, or q_len at most
-        #: a quarter of the cache) aims at 8 parts per thread instead of 4.
+        #: first to the last (up to 4x), so the threads finish close together. On 16 threads or
+        #: more, decode with 4-8 of them per thread splits each in two (the first 4x the second).
         self.last_attention_splits: Optional[int] = None
         #: Threads the last attention call ran on: 1 under ``threaded=False``, and for a decode
         #: call whose cache is too small to pay for waking the pool (under 256 KiB of codes on 2

@@ -474,7 +474,7 @@ TEST(KVCache, SequencePartBoundsFallWhereFourBlocksStayInEveryPart) {
   for (int64_t blocks = 1; blocks <= 600; ++blocks) {
     for (int64_t threads : {2, 4, 8, 16, 64}) {
       for (int64_t items : {1, 2, 8, 64, 100}) {
-        const int64_t parts = sequence_parts(items, threads, blocks, CallKind::kDecode);
+        const int64_t parts = sequence_parts(items, threads, blocks, true);
         const auto b = sequence_part_bounds(blocks, parts);
         const std::string where = std::to_string(blocks) + " blocks in " + std::to_string(parts) + " parts";
         ASSERT_EQ(b.size(), static_cast<size_t>(parts + 1)) << where;
@@ -544,17 +544,17 @@ TEST(KVCache, CausalCallsTakeStreamsInTurnsOnlyWhenFewerThanHalfTheThreads) {
 // first part 4x the second (128 blocks: 102.4 and 25.6, rounded), where the second keeps 4 blocks;
 // fewer threads, fewer blocks, more items or prefill (several query positions) keep items whole.
 TEST(KVCache, ManyThreadDecodeSplitsItemsInALargeAndASmallPart) {
-  EXPECT_EQ(sequence_parts(64, 16, 128, CallKind::kDecode), 2);
-  EXPECT_EQ(sequence_parts(127, 16, 128, CallKind::kDecode), 2);
-  EXPECT_EQ(sequence_parts(128, 16, 128, CallKind::kDecode), 1);
-  EXPECT_EQ(sequence_parts(64, 16, 128, CallKind::kCausalPrompt), 1);
-  EXPECT_EQ(sequence_parts(64, 16, 19, CallKind::kDecode), 1);
-  EXPECT_EQ(sequence_parts(32, 8, 128, CallKind::kDecode), 2);
-  EXPECT_EQ(sequence_parts(63, 8, 128, CallKind::kDecode), 2);
-  EXPECT_EQ(sequence_parts(64, 8, 128, CallKind::kDecode), 1);
-  EXPECT_EQ(sequence_parts(16, 4, 128, CallKind::kDecode), 2);
-  EXPECT_EQ(sequence_parts(12, 3, 128, CallKind::kDecode), 1);
-  EXPECT_EQ(sequence_parts(8, 2, 128, CallKind::kDecode), 1);
+  EXPECT_EQ(sequence_parts(64, 16, 128, true), 2);
+  EXPECT_EQ(sequence_parts(127, 16, 128, true), 2);
+  EXPECT_EQ(sequence_parts(128, 16, 128, true), 1);
+  EXPECT_EQ(sequence_parts(64, 16, 128, false), 1);
+  EXPECT_EQ(sequence_parts(64, 16, 19, true), 1);
+  EXPECT_EQ(sequence_parts(32, 8, 128, true), 2);
+  EXPECT_EQ(sequence_parts(63, 8, 128, true), 2);
+  EXPECT_EQ(sequence_parts(64, 8, 128, true), 1);
+  EXPECT_EQ(sequence_parts(16, 4, 128, true), 2);
+  EXPECT_EQ(sequence_parts(12, 3, 128, true), 1);
+  EXPECT_EQ(sequence_parts(8, 2, 128, true), 1);
   EXPECT_EQ(sequence_part_bounds(128, 2), (std::vector<int64_t>{0, 102, 128}));
   EXPECT_EQ(sequence_part_bounds(20, 2), (std::vector<int64_t>{0, 16, 20}));
 
@@ -577,61 +577,6 @@ TEST(KVCache, ManyThreadDecodeSplitsItemsInALargeAndASmallPart) {
   ASSERT_EQ(fused_attention(keys, values, q.data(), shape, o, split.data(), &pool).sequence_splits, 2);
   ASSERT_EQ(fused_attention(keys, values, q.data(), shape, o, whole.data(), nullptr).sequence_splits, 1);
   for (size_t i = 0; i < split.size(); ++i) ASSERT_NEAR(split[i], whole[i], 2e-5f) << i;
-}
-
-// A prefill call is whole-view where it is not causal or its queries are the cache's newest quarter
-// or less; on 4 threads or more those calls aim at 8 parts per thread, causal prompts at 4 (the
-// 512 x 8K chunk at batch 1 on 16 threads: 64 items of 32 blocks, 2 parts each).
-TEST(KVCache, WholeViewPrefillOnManyThreadsAimsAtEightPartsPerThread) {
-  EXPECT_EQ(call_kind(1, 8192, true), CallKind::kDecode);
-  EXPECT_EQ(call_kind(512, 8192, true), CallKind::kWholeView);
-  EXPECT_EQ(call_kind(2048, 8192, true), CallKind::kWholeView);
-  EXPECT_EQ(call_kind(2049, 8192, true), CallKind::kCausalPrompt);
-  EXPECT_EQ(call_kind(2048, 2048, true), CallKind::kCausalPrompt);
-  EXPECT_EQ(call_kind(2048, 2048, false), CallKind::kWholeView);
-  EXPECT_EQ(sequence_parts(64, 16, 32, CallKind::kWholeView), 2);
-  EXPECT_EQ(sequence_parts(128, 16, 32, CallKind::kWholeView), 1);
-  EXPECT_EQ(sequence_parts(64, 16, 32, CallKind::kCausalPrompt), 1);
-  EXPECT_EQ(sequence_parts(16, 4, 32, CallKind::kWholeView), 2);
-  EXPECT_EQ(sequence_parts(16, 4, 32, CallKind::kCausalPrompt), 1);
-  EXPECT_EQ(sequence_parts(8, 2, 32, CallKind::kWholeView), 1);  // 2 threads: 4 per thread
-  EXPECT_EQ(sequence_parts(7, 2, 32, CallKind::kWholeView), 2);
-
-  // The parts merge to the unsplit result and the oracle: 4 KV heads (16 query heads) of 2,048
-  // tokens, 512 causal queries (8 ranges of 64 per stream: 32 items), 8 threads: 64 / 32 = 2 parts
-  // per item (kPartsPerThread alone would give 32 / 32: none).
-  const int d = 32;
-  const int64_t kv_heads = 4, q_heads = 16, q_len = 512, n = 2048;
-  ThreadPool pool(8);
-  TokenStore keys(SideConfig{4, Mode::kMse}, d, 7, 0, default_simd());
-  TokenStore values(SideConfig{4, Mode::kMse}, d, 8, 0, default_simd());
-  keys.set_streams(kv_heads);
-  values.set_streams(kv_heads);
-  const auto k = test_util::gaussian_rows(kv_heads * n, d, 61), v = test_util::gaussian_rows(kv_heads * n, d, 62);
-  keys.append(k.data(), n, n * d, d);
-  values.append(v.data(), n, n * d, d);
-  std::vector<float> kd(size_t(kv_heads * n) * d), vd(kd.size());
-  for (int64_t s = 0; s < kv_heads; ++s) {
-    keys.decode_stream(s, kd.data() + s * n * d);
-    values.decode_stream(s, vd.data() + s * n * d);
-  }
-  const auto q = test_util::gaussian_rows(q_heads * q_len, d, 63);
-  const float scale = 0.2f;
-  const auto want = naive_attention(q, kd, vd, 1, kv_heads, q_heads, q_len, n, d, scale);
-  for (AttentionPath path : {AttentionPath::kCodes, AttentionPath::kTiles}) {
-    std::vector<float> split(q.size()), whole(q.size());
-    AttentionOptions o;
-    o.scale = scale;
-    o.path = path;
-    const AttentionShape shape{1, kv_heads, q_heads, q_len};
-    const AttentionReport by_parts = fused_attention(keys, values, q.data(), shape, o, split.data(), &pool);
-    ASSERT_EQ(by_parts.items, 32);
-    ASSERT_EQ(by_parts.sequence_splits, 2);
-    ASSERT_EQ(by_parts.tiled_items, path == AttentionPath::kTiles ? 32 : 0);
-    ASSERT_EQ(fused_attention(keys, values, q.data(), shape, o, whole.data(), nullptr).sequence_splits, 1);
-    for (size_t i = 0; i < split.size(); ++i) ASSERT_NEAR(split[i], whole[i], 2e-5f) << i;
-    EXPECT_LT(relative_error(split, want), 1e-5);
-  }
 }
 
 // K4V4 stores of 3 streams (9/3 heads) at head_dim 64, each holding `n` tokens of gaussian rows;
