@@ -47,12 +47,14 @@ void gemm_band(const float* a, int64_t lda, const float* b, int64_t ldb, float* 
   if (j < n) Isa::template tail<kRows>(a, lda, b + j, ldb, c + j, ldc, n - j, depth, accumulate);
 }
 
-// The columns left past the vectors, one at a time (Isa::tail of the AVX2 and NEON products).
-template <int kRows>
-void gemm_scalar_tail(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
-                      int n, int depth, bool accumulate) {
-  gemm_scalar(a, lda, b, ldb, c, ldc, kRows, n, depth, accumulate);
-}
+// Isa::tail of the AVX2 and NEON products: the columns left past the vectors, one at a time.
+struct ScalarTail {
+  template <int kRows>
+  static void tail(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                   int n, int depth, bool accumulate) {
+    gemm_scalar(a, lda, b, ldb, c, ldc, kRows, n, depth, accumulate);
+  }
+};
 
 template <typename Isa>
 void gemm_in_bands(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
@@ -104,17 +106,12 @@ TURBOKV_TARGET_AVX2 inline void gemm_block_avx2(const float* a, int64_t lda, con
   }
 }
 
-struct Avx2 {  // 6 x 16 blocks: 12 accumulators of AVX2's 16 registers
+struct Avx2 : ScalarTail {  // 6 x 16 blocks: 12 accumulators of AVX2's 16 registers
   static constexpr int kLanes = 8, kWide = 16;
   template <int kRows, int kVecs>
   TURBOKV_TARGET_AVX2 static void block(const float* a, int64_t lda, const float* b, int64_t ldb,
                                         float* c, int64_t ldc, int depth, bool accumulate) {
     gemm_block_avx2<kRows, kVecs>(a, lda, b, ldb, c, ldc, depth, accumulate);
-  }
-  template <int kRows>
-  static void tail(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
-                   int n, int depth, bool accumulate) {
-    gemm_scalar_tail<kRows>(a, lda, b, ldb, c, ldc, n, depth, accumulate);
   }
 };
 
@@ -205,17 +202,12 @@ inline void gemm_block_neon(const float* a, int64_t lda, const float* b, int64_t
   }
 }
 
-struct Neon {  // 6 x 16 blocks: 24 accumulators of NEON's 32 registers
+struct Neon : ScalarTail {  // 6 x 16 blocks: 24 accumulators of NEON's 32 registers
   static constexpr int kLanes = 4, kWide = 16;
   template <int kRows, int kVecs>
   static void block(const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
                     int64_t ldc, int depth, bool accumulate) {
     gemm_block_neon<kRows, kVecs>(a, lda, b, ldb, c, ldc, depth, accumulate);
-  }
-  template <int kRows>
-  static void tail(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
-                   int n, int depth, bool accumulate) {
-    gemm_scalar_tail<kRows>(a, lda, b, ldb, c, ldc, n, depth, accumulate);
   }
 };
 
