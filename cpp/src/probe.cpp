@@ -8,6 +8,23 @@
 #include "kernels.hpp"
 
 namespace turbokv {
+namespace {
+
+// keys (n x d, row-major) into out (d x n) in blocks of 16 tokens: each row of out takes a whole
+// cache line per block while the block's keys stay in L1 (token by token, one strided store per
+// coordinate, the transposes took ~40% of the probe's time; perf, session 47).
+void transpose_keys(const float* keys, int64_t n, int64_t d, float* out) {
+  constexpr int64_t kTokens = 16;
+  for (int64_t t0 = 0; t0 < n; t0 += kTokens) {
+    const int64_t t1 = std::min(n, t0 + kTokens);
+    for (int64_t i = 0; i < d; ++i) {
+      float* row = out + i * n;
+      for (int64_t t = t0; t < t1; ++t) row[t] = keys[t * d + i];
+    }
+  }
+}
+
+}  // namespace
 
 std::vector<double> attention_kl(const float* queries, const float* exact_keys, const float* stored_keys,
                                  const ProbeShape& sh, float scale, bool causal, int64_t window,
@@ -26,10 +43,7 @@ std::vector<double> attention_kl(const float* queries, const float* exact_keys, 
     std::vector<float> keys_t(static_cast<size_t>(d * n));
     std::vector<float> exact(static_cast<size_t>(m * n)), stored(exact.size());
     for (auto [keys, scores] : {std::pair{exact_keys, &exact}, std::pair{stored_keys, &stored}}) {
-      const float* k = keys + s * n * d;
-      for (int64_t t = 0; t < n; ++t) {
-        for (int64_t i = 0; i < d; ++i) keys_t[i * n + t] = k[t * d + i];
-      }
+      transpose_keys(keys + s * n * d, n, d, keys_t.data());
       ks.gemm(q, d, keys_t.data(), n, scores->data(), n, static_cast<int>(m), static_cast<int>(n),
               static_cast<int>(d), false);
     }
@@ -45,14 +59,8 @@ std::vector<double> attention_kl(const float* queries, const float* exact_keys, 
       float* p = exact.data() + r * n + lo;
       float* q_row = stored.data() + r * n + lo;
       const int64_t count = hi - lo;
-      float top_p = -INFINITY, top_q = -INFINITY;
-      for (int64_t t = 0; t < count; ++t) {
-        p[t] *= scale;
-        q_row[t] *= scale;
-        gap[static_cast<size_t>(t)] = p[t] - q_row[t];
-        top_p = std::max(top_p, p[t]);
-        top_q = std::max(top_q, q_row[t]);
-      }
+      const float top_p = ks.scale_max(p, count, scale), top_q = ks.scale_max(q_row, count, scale);
+      for (int64_t t = 0; t < count; ++t) gap[static_cast<size_t>(t)] = p[t] - q_row[t];
       ks.exp_shifted(p, count, top_p);
       ks.exp_shifted(q_row, count, top_q);
       double sum_p = 0.0, sum_q = 0.0, weighted = 0.0;
