@@ -332,6 +332,28 @@ PYBIND11_MODULE(_core, m) {
              py::gil_scoped_release release;
              c.reencode_keys(side, kp, batch, n);
            })
+      .def("attention_kl",
+           [](const KVCacheLayer& c, py::array q, py::array exact, float scale, bool causal,
+              int64_t window, bool threaded) {
+             const int64_t d = c.config().head_dim;
+             const float* ep = tokens4d(exact, "exact_keys", c.config().kv_heads, d);
+             if (q.ndim() != 4 || q.shape(0) != exact.shape(0) || q.shape(3) != d) {
+               throw py::value_error("attention_kl: queries must have shape (batch, q_heads, rows, head_dim) "
+                                     "with the exact keys' batch and head_dim");
+             }
+             const float* qp = buffer<float>(q, static_cast<size_t>(q.size()), "queries", false);
+             std::vector<double> kl;
+             {
+               py::gil_scoped_release release;
+               kl = c.attention_kl(qp, ep, q.shape(0), q.shape(1), q.shape(2), exact.shape(2), scale,
+                                   causal, window, threaded);
+             }
+             return py::array_t<double>(static_cast<py::ssize_t>(kl.size()), kl.data());
+           },
+           py::arg("queries"), py::arg("exact_keys"), py::arg("scale"), py::arg("causal"),
+           py::arg("window"), py::arg("threaded") = true,
+           "Prefill protection's KL per KV head of the stored keys against exact_keys (the keys "
+           "of the cache's only update), as _core.attention_kl on fetch()'s keys.")
       .def_property_readonly("length", unlocked(&KVCacheLayer::length))
       .def_property_readonly("batch", unlocked(&KVCacheLayer::batch))
       .def_property_readonly("allocated_bytes", unlocked(&KVCacheLayer::allocated_bytes))

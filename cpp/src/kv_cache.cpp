@@ -157,6 +157,33 @@ void KVCacheLayer::reencode_keys(const SideConfig& key, const float* k, int64_t 
   }
 }
 
+std::vector<double> KVCacheLayer::attention_kl(const float* queries, const float* exact_keys, int64_t batch,
+                                               int64_t q_heads, int64_t rows, int64_t length,
+                                               float scale, bool causal, int64_t window,
+                                               bool threaded) const {
+  ReadLock lock(mutex_);
+  if (batch != batch_ || length != keys_.length() || length == 0) {
+    throw std::invalid_argument("attention_kl: exact keys of batch " + std::to_string(batch) + " and " +
+                                std::to_string(length) + " tokens, but the cache holds batch " +
+                                std::to_string(batch_) + " and " + std::to_string(keys_.length()) +
+                                " tokens");
+  }
+  const int64_t d = config_.head_dim;
+  const ProbeShape shape{batch, q_heads, config_.kv_heads, rows, keys_.length(), d};
+  const StoredKeys stored = [this, d](int64_t s, float* scratch) {
+    keys_.decode_stream(s, scratch);
+    if (!key_offset_.empty()) {  // as fetch: the keys as given, not centred
+      const float* mu = key_offset_.data() + s * d;
+      for (int64_t t = 0; t < keys_.length(); ++t) {
+        for (int64_t i = 0; i < d; ++i) scratch[t * d + i] += mu[i];
+      }
+    }
+    return static_cast<const float*>(scratch);
+  };
+  return turbokv::attention_kl(queries, exact_keys, stored, shape, scale, causal, window, level_,
+                               threaded ? &ThreadPool::shared() : nullptr);
+}
+
 CacheSnapshot KVCacheLayer::fetch() const {
   ReadLock lock(mutex_);
   return fetch_locked();

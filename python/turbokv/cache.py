@@ -393,16 +393,16 @@ class KVCache:
             self._probe = None
             if self._layer.length != keys.shape[2] or self._layer.batch != keys.shape[0]:
                 return
+            queries = np.ascontiguousarray(queries)
             tried = []
             for bits in protection.escalation(self.key_bits):
                 if bits != self._layer.key_bits:
                     self._layer.reencode_keys(bits, keys)
-                stored, _ = self._layer.fetch()
-                # C++ (turbokv's kernels and pool): numpy's BLAS threads would keep spinning
-                # after the products and slow the model's next ones (protection.attention_kl is
-                # the numpy reference it is tested against).
-                kl = _core.attention_kl(np.ascontiguousarray(queries), keys, stored, scale, causal,
-                                        int(window or 0), self.simd, threaded)
+                # C++ (turbokv's kernels and pool, each stream's stored keys decoded there):
+                # numpy's BLAS threads would keep spinning after the products and slow the
+                # model's next ones (protection.attention_kl is the numpy reference it is tested
+                # against).
+                kl = self._layer.attention_kl(queries, keys, scale, causal, int(window or 0), threaded)
                 tried.append(protection.record(bits, kl, self.key_bits, self.key_mode))
                 if protection.accepts(bits, tried[-1]["excess"], self.refine_bound, self.protection_bound):
                     break

@@ -279,3 +279,32 @@ def test_the_probe_the_cache_runs_equals_the_numpy_reference(rng, causal, window
         _core.attention_kl(q, k[:, :, :16], stored[:, :, :16], 0.2, True, 0, "scalar")  # rows > keys
     with pytest.raises(TypeError):
         _core.attention_kl(q.astype(np.float64), k, stored, 0.2, True, 0, "scalar")
+
+
+@pytest.mark.parametrize("key_bits, key_mode", [(4, "mse"), (3, "prod"), (0, "mse")])
+def test_the_cache_measures_its_stored_keys_as_fetch_returns_them(rng, key_bits, key_mode, monkeypatch):
+    """The layer's probe decodes each stream's keys itself (no values, no whole-layer copy): it
+    equals the numpy reference on fetch()'s keys, centred keys (offset added back) and float16
+    keys included, at every SIMD level."""
+    k = rng.standard_normal((2, 3, 300, 32)).astype(np.float32) + 4.0  # a shared offset to centre
+    v = rng.standard_normal(k.shape).astype(np.float32)
+    q = rng.standard_normal((2, 6, 32, 32)).astype(np.float32)
+    for simd in turbokv.supported_simd():
+        monkeypatch.setenv("TURBOKV_SIMD", simd)
+        cache = turbokv.KVCache(head_dim=32, num_kv_heads=3, key_bits=key_bits, key_mode=key_mode,
+                                protect_keys=False)
+        cache.update(k, v)
+        assert cache.simd == simd
+        assert (cache._layer.key_offset.size > 0) == (key_bits > 0)
+        stored = cache.fetch()[0]
+        for causal, window in [(True, 0), (True, 7), (False, 0)]:
+            want = protection.attention_kl(q, k, stored, 0.2, causal, window or None)
+            got = cache._layer.attention_kl(q, k, 0.2, causal, window)
+            # atol: float32 scores leave ~1e-8 nats of noise, felt by float16 keys' KL (~5e-7).
+            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-7, err_msg=f"{simd} {causal} {window}")
+        with pytest.raises(ValueError, match="tokens"):
+            cache._layer.attention_kl(q, k[:, :, :299].copy(), 0.2, True, 0)  # not the cache's length
+        with pytest.raises(ValueError, match="batch"):
+            cache._layer.attention_kl(q[:1], k[:1].copy(), 0.2, True, 0)  # not the cache's batch
+        with pytest.raises(TypeError):
+            cache._layer.attention_kl(q.astype(np.float64), k, 0.2, True, 0)

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "turbokv/attention.hpp"
+#include "turbokv/probe.hpp"
 #include "turbokv/token_store.hpp"
 #include "turbokv/writer_first_mutex.hpp"
 
@@ -73,6 +74,13 @@ class KVCacheLayer {
   // tokens) with another key side, e.g. more bits after a prefill showed the requested ones fail.
   // Values are untouched. Throws std::invalid_argument if the cache holds anything else.
   void reencode_keys(const SideConfig& key, const float* k, int64_t batch, int64_t n);
+  // Prefill protection's KL (probe.hpp) of the stored keys against exact_keys (batch, kv_heads,
+  // length, head_dim: the keys of the cache's only update), decoding each stream's keys on the
+  // pool's threads (no values, no copy of the whole layer). Throws std::invalid_argument if the
+  // cache's batch or length differ from exact_keys'.
+  std::vector<double> attention_kl(const float* queries, const float* exact_keys, int64_t batch,
+                                   int64_t q_heads, int64_t rows, int64_t length, float scale,
+                                   bool causal, int64_t window, bool threaded) const;
 
   // Keeps batch rows sources[0], sources[1], ... (any row any number of times, in any order) as
   // the new batch: beam search's reorder, num_return_sequences' repeat. Codes are copied, never
