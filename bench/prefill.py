@@ -19,7 +19,7 @@ and K/V repeated per query head (the best dense baseline, not the slowest).
 
 TTFT rows: SmolLM2-135M (from the smollm2 package, nothing downloaded), one forward over a
 2,048-token prompt (seeded random token ids: time does not depend on the text), with
-transformers' DynamicCache + SDPA vs TurboQuantCache presets with attn_implementation="turbokv"
+transformers' DynamicCache + SDPA vs TurboQuantCache(config=model.config, preset=...) with attn_implementation="turbokv"
 (fused, asserted; every layer's prompt on tiles, except a last query range of fewer rows than
 min_tile_rows, which takes the codes path), batch --ttft-batches; median of --ttft-rounds, the
 order rotated each round.
@@ -144,7 +144,8 @@ def ttft_rows(presets: List[str], batches: List[int], rounds: int, context: int)
 
         def once(name: str) -> float:
             model = dense if name.startswith("Dynamic") else fused
-            cache = DynamicCache() if name.startswith("Dynamic") else TurboQuantCache(preset=name.split()[-1])
+            cache = (DynamicCache() if name.startswith("Dynamic")
+                     else TurboQuantCache(config=fused.config, preset=name.split()[-1]))  # as README
             with torch.no_grad():
                 start = time.perf_counter()
                 model(ids, **{CACHE_KEYWORD: cache}, use_cache=True)

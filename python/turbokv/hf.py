@@ -21,7 +21,7 @@ Tested with transformers 5.25, 5.18 and 4.57. CPU tensors only (turbokv is a CPU
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -53,7 +53,8 @@ class TurboQuantLayer(CacheLayerMixin):
     is_sliding = False
 
     def __init__(self, layer_index: int = 0, fused: Optional[bool] = None,
-                 mask_check: Optional["_MaskCheck"] = None, **settings: Any) -> None:
+                 mask_check: Optional["_MaskCheck"] = None,
+                 on_fused: Optional[Callable[[], None]] = None, **settings: Any) -> None:
         super().__init__()
         self.layer_index = layer_index
         self.settings = settings
@@ -66,6 +67,7 @@ class TurboQuantLayer(CacheLayerMixin):
         self.fused_calls = 0    # turbokv attention calls served from the codes
         self.sliding_window: Optional[int] = None  # the window the last turbokv attention applied
         self._mask_check = mask_check if mask_check is not None else _MaskCheck()
+        self._on_fused = on_fused  # tells the owning cache that turbokv attention read this layer
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.dtype, self.device = key_states.dtype, key_states.device
@@ -153,8 +155,10 @@ class TurboQuantCache(Cache):
     ``config``: the model's config. With it the cache knows from the first step whether the model
     runs ``attn_implementation="turbokv"`` (read as each layer is created, so a
     ``set_attn_implementation`` before the first step counts) and never decodes under fused
-    attention. Without it the first step returns decoded K/V (a transient float32 copy of each
-    layer's prompt K/V), since another attention implementation would need them.
+    attention. Without it the first layer's first update returns decoded K/V (a transient float32
+    copy of its prompt K/V), since another attention implementation would need them; once
+    turbokv attention has read one layer, the layers created after it are taken as fused too
+    (one model, one attention implementation).
 
     Example:
         >>> cache = TurboQuantCache(config=model.config, preset="4bit")
@@ -175,12 +179,19 @@ class TurboQuantCache(Cache):
         self.layer_settings = None if layer_settings is None else list(layer_settings)
         self.config = config
         self._mask_check = _MaskCheck()  # one mask check per forward, shared by the layers
+        self._fused_seen = False  # turbokv attention has read a layer (learned without config)
 
     def _new_layer(self) -> TurboQuantLayer:
         index = len(self.layers)
         fused = None if self.config is None else self.config._attn_implementation == "turbokv"
+        if fused is None and self._fused_seen:
+            fused = True
         return TurboQuantLayer(layer_index=index, fused=fused, mask_check=self._mask_check,
+                               on_fused=self._saw_fused,
                                **settings_for_layer(index, self.settings, self.layer_settings))
+
+    def _saw_fused(self) -> None:
+        self._fused_seen = True
 
     def summary(self) -> Dict[str, Any]:
         """Per-layer choices and totals: see :func:`turbokv.layers.summarize`."""
@@ -227,6 +238,7 @@ class TurboQuantCache(Cache):
         from .persist import copy_cache
 
         cache = TurboQuantCache(layer_settings=self.layer_settings, config=self.config, **self.settings)
+        cache._fused_seen = self._fused_seen
         for layer in self.layers:
             if layer.cache is None:
                 break
@@ -362,6 +374,8 @@ def turbokv_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
         # transformers' masks already carry the sliding window for SDPA.
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
                                       dropout=dropout, **kwargs)
+    if not layer.fused and layer._on_fused is not None:
+        layer._on_fused()
     layer.fused = True
     layer.fused_calls += 1
     layer.sliding_window = window or None

@@ -123,13 +123,21 @@ def test_prefill_runs_on_tiles_and_decode_on_codes(models):
     torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
 
 
-def test_without_config_the_first_step_decodes_then_fuses(models):
+def test_without_config_the_first_layer_decodes_once_then_every_layer_fuses(models):
+    """Without config only layer 0's first update decodes (the cache cannot know the attention
+    yet); the layers created after turbokv attention read layer 0 are fused from the start, and
+    so is a copy of the cache."""
     _, fused = models
     ids = torch.randint(0, 512, (1, 12), generator=torch.Generator().manual_seed(7))
     cache = thf.TurboQuantCache(key_bits=4, value_bits=4)
     stepwise_logits(fused, cache, ids, steps=3)
-    assert [layer.decoded_steps for layer in cache.layers] == [1, 1, 1]
+    assert [layer.decoded_steps for layer in cache.layers] == [1, 0, 0]
     assert all(layer.fused and layer.fused_calls == 4 for layer in cache.layers)
+    copied = cache.copy()
+    with torch.no_grad():
+        fused(ids[:, :1], **{CACHE_KEYWORD: copied}, use_cache=True)
+    assert [layer.decoded_steps for layer in copied.layers] == [0, 0, 0]
+    assert all(layer.fused_calls == 1 for layer in copied.layers)
 
 
 def test_left_padding_in_batched_generation(models):
