@@ -216,7 +216,9 @@ class KVCache:
         head_dim): numpy float16/float32/float64 arrays or CPU torch float16/bfloat16/float32
         tensors (C-contiguous float32 input is read in place; any other input costs one float32
         copy). All or nothing: on bad input (NaN/Inf, values too large for float16
-        storage, wrong shape or batch) it raises and the cache is unchanged."""
+        storage, wrong shape or batch) it raises and the cache is unchanged. An update of at
+        least 2**18 floats per side (a prefill) without a residual window is encoded on
+        turbokv's thread pool (as ``attention``; the codes do not depend on it)."""
         self._update(keys, values, probe=True)
 
     def _update(self, keys: Any, values: Any, probe: bool) -> None:

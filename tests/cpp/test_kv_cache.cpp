@@ -292,6 +292,38 @@ double relative_error(const std::vector<float>& got, const std::vector<double>& 
   return max_err / max_ref;
 }
 
+TEST(KVCache, PrefillAppendOnThePoolStoresTheSameBytes) {
+  // A prefill large enough for the pool (3 streams x 1000 tokens x 128 floats), appended after 37
+  // tokens so that its pieces start inside a chunk, and a second append across chunk edges: every
+  // field's bytes equal a serial append's, at every level, for every width, prod mode and float16.
+  const int d = 128;
+  constexpr int64_t streams = 3, n = 1000;
+  static_assert(streams * n * d >= TokenStore::kParallelAppendFloats, "the second append takes the pool");
+  static_assert(streams * 37 * d < TokenStore::kParallelAppendFloats, "the first does not");
+  ThreadPool pool(4);
+  const auto x = test_util::gaussian_rows(streams * (n + 37), d, 31);
+  for (SimdLevel level : supported_simd()) {
+    for (SideConfig side : {SideConfig{1, Mode::kMse}, SideConfig{3, Mode::kMse}, SideConfig{4, Mode::kMse},
+                            SideConfig{5, Mode::kProd}, SideConfig{8, Mode::kMse}, SideConfig{0, Mode::kMse}}) {
+      TokenStore serial(side, d, 7, 0, level), threaded(side, d, 7, 0, level);
+      for (TokenStore* store : {&serial, &threaded}) {
+        store->set_streams(streams);
+        store->append(x.data(), 37, (n + 37) * d, d, store == &threaded ? &pool : nullptr);
+        store->append(x.data() + 37 * d, n, (n + 37) * d, d, store == &threaded ? &pool : nullptr);
+      }
+      const TokenStore::State a = serial.export_state(), b = threaded.export_state();
+      EXPECT_EQ(a.chunk_length, n + 37);
+      EXPECT_EQ(b.chunk_length, n + 37);
+      EXPECT_EQ(a.codes, b.codes) << simd_name(level) << " bits " << side.bits;
+      EXPECT_EQ(a.norms, b.norms);
+      EXPECT_EQ(a.qjl, b.qjl);
+      EXPECT_EQ(a.residual_norms, b.residual_norms);
+      EXPECT_EQ(a.halves, b.halves);
+      EXPECT_FALSE(a.codes.empty() && a.halves.empty());
+    }
+  }
+}
+
 }  // namespace
 
 TEST(KVCache, SoftcapAndSinksMatchTheNaiveSoftmax) {

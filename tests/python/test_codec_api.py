@@ -183,25 +183,31 @@ def test_attention_threads_follow_the_environment_or_the_usable_cpus():
 
 @pytest.mark.parametrize("bad", ["eight", "8x", "0", "-1", "100000"])
 def test_a_thread_count_that_is_not_one_is_refused_not_ignored(bad):
-    # Threaded attention and attention_threads() raise; before, "8x" ran 8 threads and "eight" all.
+    # Threaded attention, attention_threads() and an update large enough to encode on the pool
+    # (a prefill: 4,096 x 64 floats) raise, that update leaving the cache as it was; small updates
+    # need no pool. Before, "8x" ran 8 threads and "eight" all.
     code = ("import numpy as np, turbokv\n"
             "c = turbokv.KVCache(64, 1, key_bits=4, value_bits=4)\n"
             "x = np.ones((1, 1, 8, 64), np.float32)\n"
+            "big = np.ones((1, 1, 4096, 64), np.float32)\n"
             "c.update(x, x)\n"
-            "for call in (lambda: c.attention(np.ones((1, 2, 1, 64), np.float32)), turbokv.attention_threads):\n"
+            "for call in (lambda: c.attention(np.ones((1, 2, 1, 64), np.float32)), turbokv.attention_threads,\n"
+            "             lambda: c.update(big, big)):\n"
             "    try:\n"
             "        call()\n"
             "    except ValueError as e:\n"
-            "        print('refused:', e)\n")
+            "        print('refused:', e)\n"
+            "print('offset', c.offset)\n")
     done = _fresh_python(code, bad)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert len(lines) == 2 and all(f"TURBOKV_NUM_THREADS={bad} is not a whole number from 1 to 4096" in l
-                                   for l in lines), done.stdout
+    assert lines[-1] == "offset 8", done.stdout
+    assert len(lines) == 4 and all(f"TURBOKV_NUM_THREADS={bad} is not a whole number from 1 to 4096" in l
+                                   for l in lines[:3]), done.stdout
     # The calling thread alone needs no pool: threaded=False still attends.
     done = _fresh_python(code.replace("c.attention(np.ones((1, 2, 1, 64), np.float32))",
                                       "c.attention(np.ones((1, 2, 1, 64), np.float32), threaded=False)"), bad)
-    assert done.stdout.count("refused:") == 1, done.stdout
+    assert done.stdout.count("refused:") == 2, done.stdout
 
 
 def test_supported_levels_run_and_others_are_refused(monkeypatch):

@@ -5,6 +5,7 @@
 // goes before new readers.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "turbokv/attention.hpp"
@@ -93,9 +94,11 @@ class KVCacheLayer {
 
  private:
   void update_locked(const float* k, const float* v, int64_t batch, int64_t n);
+  // The shared pool for an append of n tokens large enough to encode on it (a prefill), else null.
+  ThreadPool* append_pool(int64_t batch, int64_t n) const;
   CacheSnapshot fetch_locked() const;
   // k centred by key_offset_ (into scratch), or k itself when there is no offset.
-  const float* centred_keys(const float* k, int64_t batch, int64_t n, std::vector<float>& scratch) const;
+  const float* centred_keys(const float* k, int64_t batch, int64_t n, std::unique_ptr<float[]>& scratch) const;
   void set_key_offset(const float* k, int64_t batch, int64_t n);
 
   CacheConfig config_;

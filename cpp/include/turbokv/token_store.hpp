@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "turbokv/codec.hpp"
+#include "turbokv/thread_pool.hpp"
 
 namespace turbokv {
 
@@ -49,8 +50,15 @@ class TokenStore {
   // append so a rejected update changes nothing.
   void validate(const float* x, int64_t n, int64_t stream_stride, int64_t token_stride) const;
   // Appends n tokens to every stream; token t of stream s starts at
-  // x + s * stream_stride + t * token_stride (in floats), head_dim contiguous floats.
-  void append(const float* x, int64_t n, int64_t stream_stride, int64_t token_stride);
+  // x + s * stream_stride + t * token_stride (in floats), head_dim contiguous floats. With a pool,
+  // an append of at least kParallelAppendFloats floats without a residual window (a prefill) is
+  // encoded on all its threads, in pieces of kAppendPieceTokens tokens of a stream; the codes are
+  // the same either way.
+  void append(const float* x, int64_t n, int64_t stream_stride, int64_t token_stride,
+              ThreadPool* pool = nullptr);
+  static constexpr int64_t kAppendPieceTokens = 256;
+  // Below ~1 MB of input waking the pool costs more than it saves (decode steps stay serial).
+  static constexpr int64_t kParallelAppendFloats = int64_t{1} << 18;
   // Drops the newest n tokens of every stream (n <= length()).
   void trim(int64_t n);
   void clear();
