@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "../src/kernels.hpp"
 #include "turbokv/codebook.hpp"
@@ -88,6 +89,24 @@ Rows rows(const Codec& c, const py::array& x, const char* name) {
 }
 
 // A (batch, heads, tokens, head_dim) float32 C-contiguous array.
+// A float32 (batch, heads, rows, head_dim) array whose last axis is contiguous, in any layout of
+// the other three (a transposed view of a model's (batch, rows, heads, head_dim) queries): its
+// data and its row strides in floats. Anything else is refused.
+std::pair<const float*, RowStrides> strided_rows(const py::array& a, const char* name) {
+  if (!py::isinstance<py::array_t<float>>(a)) {
+    throw py::type_error(std::string(name) + ": wrong dtype " + std::string(py::str(a.dtype())));
+  }
+  const auto f = static_cast<py::ssize_t>(sizeof(float));
+  if (a.ndim() != 4 || (a.shape(3) > 1 && a.strides(3) != f)) {
+    throw py::value_error(std::string(name) + " must be 4-D with a contiguous last axis");
+  }
+  for (int axis = 0; axis < 3; ++axis) {
+    if (a.strides(axis) % f != 0) throw py::value_error(std::string(name) + " has unaligned strides");
+  }
+  return {static_cast<const float*>(a.data()),
+          RowStrides{true, a.strides(0) / f, a.strides(1) / f, a.strides(2) / f}};
+}
+
 const float* tokens4d(py::array& a, const char* name, int64_t heads, int64_t d) {
   if (a.ndim() != 4 || a.shape(1) != heads || a.shape(3) != d) {
     throw py::value_error(std::string(name) + " must have shape (batch, heads, tokens, head_dim)");
@@ -387,7 +406,7 @@ PYBIND11_MODULE(_core, m) {
            [](const KVCacheLayer& c, py::array q, float scale, bool threaded,
               std::optional<py::array> key_valid, float softcap, std::optional<py::array> sinks,
               const std::string& path, bool causal, int64_t window, const std::string& scores,
-              const std::string& values) {
+              const std::string& values, bool positions_first) {
              if (q.ndim() != 4 || q.shape(3) != c.config().head_dim) {
                throw py::value_error("queries must have shape (batch, q_heads, q_len, head_dim)");
              }
@@ -407,7 +426,7 @@ PYBIND11_MODULE(_core, m) {
              }
              options.scores = score_precision(scores);
              options.values = value_precision(values);
-             const float* qp = buffer<float>(q, static_cast<size_t>(q.size()), "queries", false);
+             const auto [qp, q_strides] = strided_rows(q, "queries");
              if (key_valid) {
                // The mask's token count travels with it; the cache checks it under its lock.
                if (key_valid->ndim() != 2 || key_valid->shape(0) != q.shape(0)) {
@@ -420,12 +439,18 @@ PYBIND11_MODULE(_core, m) {
              if (sinks) {
                options.sinks = buffer<float>(*sinks, static_cast<size_t>(q.shape(1)), "sinks", false);
              }
-             py::array_t<float> out({q.shape(0), q.shape(1), q.shape(2), q.shape(3)});
+             // positions_first: (batch, q_len, q_heads, head_dim), what a model's output
+             // projection reads, written in place.
+             const py::ssize_t b = q.shape(0), h = q.shape(1), l = q.shape(2), d = q.shape(3);
+             py::array_t<float> out = positions_first ? py::array_t<float>({b, l, h, d})
+                                                      : py::array_t<float>({b, h, l, d});
+             const RowStrides out_strides =
+                 positions_first ? RowStrides{true, l * h * d, d, h * d} : RowStrides{};
              float* op = out.mutable_data();
              AttentionReport report;
              {
                py::gil_scoped_release release;
-               report = c.attention(qp, q.shape(0), q.shape(1), q.shape(2), options, op, threaded);
+               report = c.attention(qp, b, h, l, options, op, threaded, q_strides, out_strides);
              }
              return py::make_tuple(out, report.items, report.tiled_items, report.sequence_splits,
                                    report.int8_items, report.int8_value_items, report.threads);
@@ -433,7 +458,8 @@ PYBIND11_MODULE(_core, m) {
            py::arg("queries"), py::arg("scale"), py::arg("threaded") = true,
            py::arg("key_valid") = py::none(), py::arg("softcap") = 0.0f,
            py::arg("sinks") = py::none(), py::arg("path") = "auto", py::arg("causal") = true,
-           py::arg("window") = 0, py::arg("scores") = "exact", py::arg("values") = "exact")
+           py::arg("window") = 0, py::arg("scores") = "exact", py::arg("values") = "exact",
+           py::arg("positions_first") = false)
       .def("select_batch",
            [](KVCacheLayer& c, std::vector<int64_t> rows) {
              py::gil_scoped_release release;

@@ -358,12 +358,12 @@ void check_finite_queries(const kernels::KernelSet& ks, const float* q, const At
                           int64_t d) {
   const int64_t rows = shape.batch * shape.q_heads * shape.q_len;
   for (int64_t r = 0; r < rows; ++r) {
-    const float* row = q + r * d;
+    const int64_t l = r % shape.q_len, h = (r / shape.q_len) % shape.q_heads,
+                  b = r / (shape.q_len * shape.q_heads);
+    const float* row = q + shape.row(shape.queries, b, h, l, d);
     if (ks.sum_squares(row, static_cast<int>(d)) <= FLT_MAX) continue;  // fast path: all finite
     for (int64_t i = 0; i < d; ++i) {
       if (!std::isfinite(row[i])) {
-        const int64_t l = r % shape.q_len, h = (r / shape.q_len) % shape.q_heads,
-                      b = r / (shape.q_len * shape.q_heads);
         throw std::invalid_argument("queries hold NaN or Inf (batch " + std::to_string(b) +
                                     ", head " + std::to_string(h) + ", position " +
                                     std::to_string(l) + "): an overflow upstream of attention");
@@ -486,14 +486,13 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
     std::vector<float*> rows_out(static_cast<size_t>(rows));
     for (int64_t g = 0; g < group; ++g) {
       const int64_t head = h * group + g;  // query heads of kv head h: contiguous, as repeat_kv
-      const int64_t base = ((b * shape.q_heads + head) * shape.q_len + first) * d;
-      std::copy_n(queries + base, count * d, w->q.data() + g * count * d);
       for (int64_t l = 0; l < count; ++l) {
         const size_t r = static_cast<size_t>(g * count + l);
-        rows_out[r] = out + base + l * d;
+        const float* qrow = queries + shape.row(shape.queries, b, head, first + l, d);
+        std::copy_n(qrow, d, w->q.data() + (g * count + l) * d);
+        rows_out[r] = out + shape.row(shape.out, b, head, first + l, d);
         if (options.sinks) w->row_sink[r] = options.sinks[head];
         if (add_offset) {
-          const float* qrow = queries + base + l * d;
           const float* mu = options.key_offset + s * d;
           double dot = 0.0;
           for (int64_t i = 0; i < d; ++i) dot += static_cast<double>(qrow[i]) * mu[i];

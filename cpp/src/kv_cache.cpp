@@ -223,10 +223,11 @@ CacheSnapshot KVCacheLayer::fetch_locked() const {
 
 AttentionReport KVCacheLayer::attention(const float* q, int64_t batch, int64_t q_heads,
                                         int64_t q_len, const AttentionOptions& options, float* out,
-                                        bool threaded) const {
+                                        bool threaded, const RowStrides& q_strides,
+                                        const RowStrides& out_strides) const {
   ReadLock lock(mutex_);
   if (keys_.length() == 0) throw std::invalid_argument("attention on an empty cache: update it first");
-  AttentionShape shape{batch, config_.kv_heads, q_heads, q_len};
+  AttentionShape shape{batch, config_.kv_heads, q_heads, q_len, q_strides, out_strides};
   AttentionOptions with_offset = options;
   with_offset.key_offset = key_offset_.empty() ? nullptr : key_offset_.data();
   return fused_attention(keys_, values_, q, shape, with_offset, out,

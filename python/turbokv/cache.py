@@ -45,6 +45,19 @@ def _as_float32(x: Any, name: str, head_dim: int, heads_label: str) -> np.ndarra
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+def _as_query_rows(x: Any, head_dim: int) -> np.ndarray:
+    """Queries as a float32 (batch, q_heads, q_len, head_dim) array whose last axis is
+    contiguous: a model's transposed view of (batch, q_len, q_heads, head_dim) is read in place
+    (the kernels take row strides); anything else is copied once."""
+    x = as_float_array(x, "queries")
+    if x.ndim != 4 or x.shape[3] != head_dim:
+        raise ValueError(f"queries has shape {x.shape}; expected (batch, q_heads, tokens, "
+                         f"head_dim={head_dim})")
+    if x.dtype == np.float32 and x.strides[3] == 4 and all(st % 4 == 0 for st in x.strides):
+        return x
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
 def _as_tokens(x: Any, name: str, heads: int, head_dim: int) -> np.ndarray:
     x = _as_float32(x, name, head_dim, f"num_kv_heads={heads}")
     if x.shape[1] != heads:
@@ -251,7 +264,7 @@ class KVCache:
                   key_mask: Optional[np.ndarray] = None, softcap: Optional[float] = None,
                   sinks: Optional[Any] = None, path: Optional[str] = None, causal: bool = True,
                   window: Optional[int] = None, scores: Optional[str] = None,
-                  values: Optional[str] = None) -> np.ndarray:
+                  values: Optional[str] = None, positions_first: bool = False) -> np.ndarray:
         """Softmax attention of ``queries`` over the cache, computed on the codes; causal unless
         ``causal=False``.
 
@@ -260,8 +273,11 @@ class KVCache:
         ``update`` takes. The newest q_len cached tokens are the queries' own positions (so call
         ``update`` first); query i attends to tokens [0, offset - q_len + i]. With
         ``causal=False`` every query attends to every cached token and q_len is free (encoders,
-        cross-attention over an encoder's cached K/V).
-        Returns float32 (batch, q_heads, q_len, head_dim). Runs on all usable cores with the GIL
+        cross-attention over an encoder's cached K/V). Queries need not be contiguous: a
+        transposed view of a model's (batch, q_len, q_heads, head_dim) projection is read in place.
+        Returns float32 (batch, q_heads, q_len, head_dim), or with ``positions_first=True``
+        (batch, q_len, q_heads, head_dim), the layout a model's output projection reads, written
+        in place instead of transposed by a copy. Runs on all usable cores with the GIL
         released (``threaded=False``: the calling thread only, as is a decode step over fewer than
         256 KiB of codes per extra thread at 4 query heads per KV head (up to 1.6x that at fewer), where
         waking the pool costs more than it saves;
@@ -333,6 +349,8 @@ class KVCache:
         """
         if not isinstance(causal, bool):
             raise TypeError(f"causal must be bool, got {causal!r}")
+        if not isinstance(positions_first, bool):
+            raise TypeError(f"positions_first must be bool, got {positions_first!r}")
         path = self.path if path is None else _check_path(path)
         scores = self.scores if scores is None else _check_scores(scores)
         values = self.values if values is None else _check_values(values)
@@ -341,7 +359,7 @@ class KVCache:
                 raise ValueError(f"window must be an int > 0 or None, got {window!r}")
             if not causal:
                 raise ValueError("window (sliding-window attention) needs causal=True")
-        q = _as_float32(queries, "queries", self.head_dim, "q_heads")
+        q = _as_query_rows(queries, self.head_dim)
         if q.shape[1] % self.num_kv_heads:
             raise ValueError(f"q_heads={q.shape[1]} must be a multiple of num_kv_heads={self.num_kv_heads}")
         scale = 1.0 / math.sqrt(self.head_dim) if scale is None else float(scale)
@@ -365,11 +383,13 @@ class KVCache:
             if not np.isfinite(sink_logits).all():
                 raise ValueError("sinks hold NaN or Inf")
         if q.size == 0:
-            return np.zeros(q.shape, np.float32)
+            return np.zeros((q.shape[0], q.shape[2], q.shape[1], q.shape[3]) if positions_first
+                            else q.shape, np.float32)
         if self._probe is not None:
             self._protect(q, scale, causal, window, threaded)
         out, items, tiled, splits, int8, int8_values, threads = self._layer.attention(
-            q, scale, threaded, valid, cap, sink_logits, path, causal, int(window or 0), scores, values)
+            q, scale, threaded, valid, cap, sink_logits, path, causal, int(window or 0), scores, values,
+            positions_first)
         self.last_attention_path = "tiles" if tiled == items else "codes" if tiled == 0 else "mixed"
         self.last_attention_scores = "int8" if int8 == items else "exact" if int8 == 0 else "mixed"
         self.last_attention_values = ("int8" if int8_values == items else "exact" if int8_values == 0

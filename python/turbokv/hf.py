@@ -383,9 +383,11 @@ def turbokv_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
     batch, _, q_len, _ = query.shape
     mask = layer._mask_check(attention_mask, batch, q_len, cache.offset, window)
     sinks = None if s_aux is None else as_float_array(s_aux, "s_aux").reshape(-1)
+    # The model's transposed query view is read in place and the output comes back as
+    # (batch, q_len, q_heads, head_dim), what the output projection reads: no transposing copies.
     out = cache.attention(query, scale=scaling, key_mask=mask, softcap=softcap or None, sinks=sinks,
-                          window=window or None)
-    return torch.from_numpy(out).to(query.dtype).transpose(1, 2).contiguous(), None
+                          window=window or None, positions_first=True)
+    return torch.from_numpy(out).to(query.dtype), None
 
 
 AttentionInterface.register("turbokv", turbokv_attention)

@@ -292,6 +292,40 @@ double relative_error(const std::vector<float>& got, const std::vector<double>& 
   return max_err / max_ref;
 }
 
+TEST(KVCache, StridedQueriesAndPositionsFirstOutputEqualTheContiguousLayout) {
+  // Queries read in a model's (batch, q_len, q_heads, head_dim) layout and the output written in
+  // it: bit for bit the contiguous call's rows, on both paths, threaded.
+  const int d = 64;
+  const int64_t batch = 2, kv_heads = 2, q_heads = 6, q_len = 40, n = 300;
+  KVCacheLayer cache(config(d, kv_heads, 4, 4, 0));
+  const auto kv = test_util::gaussian_rows(batch * kv_heads * n, d, 41);
+  cache.update(kv.data(), kv.data(), batch, n);
+  const auto model = test_util::gaussian_rows(batch * q_len * q_heads, d, 42);  // (b, l, h, d)
+  std::vector<float> contiguous(model.size());
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t h = 0; h < q_heads; ++h)
+      for (int64_t l = 0; l < q_len; ++l)
+        std::copy_n(model.data() + ((b * q_len + l) * q_heads + h) * d, d,
+                    contiguous.data() + ((b * q_heads + h) * q_len + l) * d);
+  const RowStrides model_layout{true, q_len * q_heads * d, d, q_heads * d};
+  for (AttentionPath path : {AttentionPath::kCodes, AttentionPath::kTiles}) {
+    AttentionOptions o;
+    o.scale = 0.125f;
+    o.path = path;
+    std::vector<float> want(model.size()), got(model.size());
+    const AttentionReport a = cache.attention(contiguous.data(), batch, q_heads, q_len, o, want.data());
+    const AttentionReport b = cache.attention(model.data(), batch, q_heads, q_len, o, got.data(), true,
+                                              model_layout, model_layout);
+    EXPECT_EQ(a.tiled_items, path == AttentionPath::kTiles ? a.items : 0);
+    EXPECT_EQ(b.tiled_items, a.tiled_items);
+    for (int64_t bb = 0; bb < batch; ++bb)
+      for (int64_t h = 0; h < q_heads; ++h)
+        for (int64_t l = 0; l < q_len; ++l)
+          for (int64_t i = 0; i < d; ++i)
+            ASSERT_EQ(got[((bb * q_len + l) * q_heads + h) * d + i], want[((bb * q_heads + h) * q_len + l) * d + i]);
+  }
+}
+
 TEST(KVCache, PrefillAppendOnThePoolStoresTheSameBytes) {
   // A prefill large enough for the pool (3 streams x 1000 tokens x 128 floats), appended after 37
   // tokens so that its pieces start inside a chunk, and a second append across chunk edges: every

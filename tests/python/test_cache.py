@@ -67,6 +67,36 @@ def test_prefill_sized_attention_on_tiles_equals_the_oracle(settings, simd, rng,
 
 
 @pytest.mark.parametrize("path", ["codes", "tiles"])
+def test_strided_queries_are_read_in_place_and_positions_first_output_is_written_in_place(path, rng):
+    """A model's queries (a transposed view of (batch, q_len, q_heads, head_dim)), broadcast and
+    reversed views are read through their strides with the results of a contiguous copy, bit for
+    bit; positions_first=True writes (batch, q_len, q_heads, head_dim), the transpose of the
+    default output, bit for bit. NaN in a strided view is still refused, naming its place."""
+    d = 64
+    cache = turbokv.KVCache(d, 2, protect_keys=False)
+    cache.update(tokens(rng, 2, 2, 300, d), tokens(rng, 2, 2, 300, d))
+    model_layout = rng.standard_normal((2, 40, 6, d), dtype=np.float32)
+    views = {"transposed": model_layout.transpose(0, 2, 1, 3),
+             "broadcast": np.broadcast_to(model_layout[:1, :1, :1].transpose(0, 2, 1, 3), (2, 6, 40, d)),
+             "reversed heads": model_layout.transpose(0, 2, 1, 3)[:, ::-1]}
+    for name, q in views.items():
+        assert not q.flags.c_contiguous, name
+        want = cache.attention(np.ascontiguousarray(q), path=path)
+        assert np.array_equal(cache.attention(q, path=path), want), name
+        assert cache.last_attention_path == path
+        out = cache.attention(q, path=path, positions_first=True)
+        assert out.shape == (2, 40, 6, d) and out.flags.c_contiguous
+        assert np.array_equal(out, want.transpose(0, 2, 1, 3)), name
+    bad = model_layout.copy()
+    bad[1, 7, 4, 3] = np.nan
+    with pytest.raises(ValueError, match="batch 1, head 4, position 7"):
+        cache.attention(bad.transpose(0, 2, 1, 3))
+    with pytest.raises(TypeError, match="positions_first"):
+        cache.attention(views["transposed"], positions_first=1)
+    assert cache.attention(views["transposed"][:, :, :0], positions_first=True).shape == (2, 0, 6, d)
+
+
+@pytest.mark.parametrize("path", ["codes", "tiles"])
 @pytest.mark.parametrize("q_len", [1, 40, 90])  # 90 queries over 60 cached tokens: cross-attention
 def test_non_causal_attention_sees_every_token(path, q_len, rng):
     d = 32

@@ -79,11 +79,28 @@ struct AttentionReport {
 // (round 43; the divided threshold alone was 37 and 17 KiB there).
 constexpr int64_t kMinParallelBytes = 256 * 1024;
 
+// Where row (batch b, query head h, position l) of the queries or the output starts: b * batch +
+// h * head + l * position floats from the first (head_dim floats contiguous from there); not
+// `given`: the contiguous (batch, q_heads, q_len, head_dim) layout. A model's queries arrive as a
+// transposed view of (batch, q_len, q_heads, head_dim) and its output projection reads that
+// layout: read and written in place, neither needs a transposing copy.
+struct RowStrides {
+  bool given = false;
+  int64_t batch = 0, head = 0, position = 0;
+};
+
 struct AttentionShape {
   int64_t batch = 1;
   int64_t kv_heads = 1;
   int64_t q_heads = 1;
   int64_t q_len = 1;
+  RowStrides queries, out;  // layouts (default: contiguous)
+
+  // Float offset of row (b, h, l) in `layout`.
+  int64_t row(const RowStrides& layout, int64_t b, int64_t h, int64_t l, int64_t head_dim) const {
+    if (!layout.given) return ((b * q_heads + h) * q_len + l) * head_dim;
+    return b * layout.batch + h * layout.head + l * layout.position;
+  }
 };
 
 // What the softmax sees besides the scores. Defaults: plain causal attention.

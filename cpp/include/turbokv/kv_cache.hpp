@@ -64,10 +64,12 @@ class KVCacheLayer {
   CacheSnapshot fetch() const;
   // update, then fetch, under one lock (no other writer can slip in between).
   CacheSnapshot update_and_fetch(const float* k, const float* v, int64_t batch, int64_t n);
-  // q, out: (batch, q_heads, q_len, head_dim) float32; options as in fused_attention (its
+  // q, out: (batch, q_heads, q_len, head_dim) float32, contiguous or laid out as q_strides and
+  // out_strides say (attention.hpp's RowStrides); options as in fused_attention (its
   // key_valid_tokens is checked against the length under the lock).
   AttentionReport attention(const float* q, int64_t batch, int64_t q_heads, int64_t q_len,
-                            const AttentionOptions& options, float* out, bool threaded = true) const;
+                            const AttentionOptions& options, float* out, bool threaded = true,
+                            const RowStrides& q_strides = {}, const RowStrides& out_strides = {}) const;
   void trim(int64_t n);
   void clear();
 
