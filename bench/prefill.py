@@ -23,6 +23,9 @@ transformers' DynamicCache + SDPA vs TurboQuantCache(config=model.config, preset
 (fused, asserted; every layer's prompt on tiles, except a last query range of fewer rows than
 min_tile_rows, which takes the codes path), batch --ttft-batches; median of --ttft-rounds, the
 order rotated each round.
+--random-weights: the same architecture with seeded random weights (where the model files cannot
+be had): the same work per forward except prefill protection's escalations, which follow the
+weights; each row lists the key bits its layers chose.
 TTFT includes everything a user waits for: encoding the prompt's K/V, prefill protection's
 probe, the conversions. Writes OUT.json and OUT.md.
 """
@@ -126,21 +129,47 @@ def crossover(repeats: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ttft_rows(presets: List[str], batches: List[int], rounds: int, context: int) -> List[Dict[str, Any]]:
+def smollm2_shaped(attn_implementation: str) -> Any:
+    """SmolLM2-135M's architecture (30 layers, 9/3 heads, head_dim 64, RoPE theta 1e5, tied
+    embeddings, float32) with seeded random weights, for machines that cannot hold the real
+    weights (the device host: nothing can be downloaded there and the 94 MB GGUF exceeds what a
+    call carries). A forward costs what the real model's does, except prefill protection's
+    escalations: they follow the weights (each row records the key bits it chose per layer)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                         num_attention_heads=9, num_key_value_heads=3, head_dim=64, vocab_size=49152,
+                         max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=100000.0,
+                         tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    model.set_attn_implementation(attn_implementation)
+    return model
+
+
+def ttft_rows(presets: List[str], batches: List[int], rounds: int, context: int,
+              random_weights: bool = False) -> List[Dict[str, Any]]:
     import torch
     from transformers import DynamicCache
 
     from turbokv.hf import CACHE_KEYWORD, TurboQuantCache
-    from turbokv.models import smollm2
 
-    fused, _ = smollm2.load("turbokv")
-    dense, _ = smollm2.load("sdpa")
+    if random_weights:
+        fused, dense = smollm2_shaped("turbokv"), smollm2_shaped("sdpa")
+    else:
+        from turbokv.models import smollm2
+
+        fused, _ = smollm2.load("turbokv")
+        dense, _ = smollm2.load("sdpa")
+    model_name = "SmolLM2-135M's shape, random weights" if random_weights else "SmolLM2-135M"
     rows = []
     for batch in batches:
         ids = torch.randint(100, 40000, (batch, context), generator=torch.Generator().manual_seed(batch))
         runs: Dict[str, List[float]] = {"DynamicCache + SDPA": []}
         runs.update({f"TurboQuantCache {p}": [] for p in presets})
         paths_seen: Dict[str, set] = {name: set() for name in runs}
+        key_bits: Dict[str, List[int]] = {}
 
         def once(name: str) -> float:
             model = dense if name.startswith("Dynamic") else fused
@@ -157,6 +186,7 @@ def ttft_rows(presets: List[str], batches: List[int], rounds: int, context: int)
                 assert paths and paths <= {"tiles", "mixed"}, paths
                 paths_seen[name] |= paths
                 assert all(layer.fused for layer in cache.layers)
+                key_bits[name] = [layer.cache.stored_key_bits for layer in cache.layers]
             return seconds
 
         names = list(runs)
@@ -167,9 +197,10 @@ def ttft_rows(presets: List[str], batches: List[int], rounds: int, context: int)
                 print(f"TTFT batch {batch} round {r}: {name} {runs[name][-1]:.2f} s", flush=True)
         base = statistics.median(runs["DynamicCache + SDPA"])
         for name, times in runs.items():
-            rows.append({"model": "SmolLM2-135M", "prompt_tokens": context, "batch": batch, "cache": name,
+            rows.append({"model": model_name, "prompt_tokens": context, "batch": batch, "cache": name,
                          "ttft_s": statistics.median(times), "all_s": times,
                          "attention_paths": sorted(paths_seen[name]),
+                         "stored_key_bits": key_bits.get(name),
                          "vs_dense": statistics.median(times) / base})
     return rows
 
@@ -185,12 +216,14 @@ def markdown(result: Dict[str, Any]) -> str:
         cells = [f"{t * 1e3:.0f} ({t / row['sdpa_float32_s']:.2f}x)" for t in row["turbokv"].values()]
         lines.append(f"| {row['shape']} | {row['batch']} | {row['sdpa_float32_s'] * 1e3:.0f} | " + " | ".join(cells) + " |")
     if result.get("ttft"):
-        lines += ["", "### Time to first token, SmolLM2-135M, one forward over the prompt", "",
-                  "| batch | prompt tokens | cache | TTFT (s, median) | vs DynamicCache + SDPA |",
-                  "| --- | --- | --- | --- | --- |"]
+        lines += ["", f"### Time to first token, {result['ttft'][0]['model']}, one forward over the prompt", "",
+                  "| batch | prompt tokens | cache | TTFT (s, median) | vs DynamicCache + SDPA | stored key bits per layer |",
+                  "| --- | --- | --- | --- | --- | --- |"]
         for row in result["ttft"]:
+            bits = row.get("stored_key_bits")
+            spread = ", ".join(f"{b}: {bits.count(b)}" for b in sorted(set(bits))) if bits else ""
             lines.append(f"| {row['batch']} | {row['prompt_tokens']} | {row['cache']} | {row['ttft_s']:.2f} | "
-                         f"{row['vs_dense']:.2f}x |")
+                         f"{row['vs_dense']:.2f}x | {spread} |")
     return "\n".join(lines) + "\n"
 
 
@@ -208,6 +241,8 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["k8v4", "4bit"])
     parser.add_argument("--no-ttft", action="store_true")
     parser.add_argument("--no-kernel", action="store_true", help="only the TTFT rows")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="TTFT on SmolLM2-135M's architecture with random weights (no model files)")
     parser.add_argument("--crossover", action="store_true", help="only the tiles/codes crossover table")
     parser.add_argument("--small", action="store_true",
                         help="kernel rows at small shapes (a smoke test; not the figures)")
@@ -225,7 +260,8 @@ def main() -> None:
     }
     result["kernel"] = [] if args.no_kernel else kernel_rows(levels, args.batches, args.repeats, args.small)
     if not args.no_ttft:
-        result["ttft"] = ttft_rows(args.presets, args.ttft_batches, args.ttft_rounds, args.ttft_context)
+        result["ttft"] = ttft_rows(args.presets, args.ttft_batches, args.ttft_rounds, args.ttft_context,
+                                   args.random_weights)
     text = markdown(result)
     print(text)
     if args.out:
