@@ -205,9 +205,13 @@ def ttft_rows(presets: List[str], batches: List[int], rounds: int, context: int,
     return rows
 
 
+ENV_NAMED = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "TURBOKV_NUM_THREADS", "TURBOKV_SIMD")
+
+
 def markdown(result: Dict[str, Any]) -> str:
+    env = " ".join(f"{k}={v}" for k, v in result.get("env", {}).items())
     lines = [f"Machine: {result['machine']}, {result['cores']} cores; torch {result['torch']}, "
-             f"{result['threads']} threads. Command: `{result['command']}`.", ""]
+             f"{result['threads']} threads. Command: `{(env + ' ') if env else ''}{result['command']}`.", ""]
     if result["kernel"]:
         lines += ["### Prefill attention (ms, ratio to the best torch SDPA float32)", "",
                   "| shape | batch | SDPA float32 | " + " | ".join(result["kernel"][0]["turbokv"]) + " |",
@@ -257,6 +261,9 @@ def main() -> None:
         "machine": f"{cpu_name()} ({platform.machine()}, best SIMD {turbokv.detect_simd()})",
         "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "command": "python bench/prefill.py " + " ".join(os.sys.argv[1:]),
+        # Thread settings that change the figures (OpenMP's spin after torch's ops, section
+        # "Many cores: torch's OpenMP threads" in README).
+        "env": {k: os.environ[k] for k in ENV_NAMED if k in os.environ},
     }
     result["kernel"] = [] if args.no_kernel else kernel_rows(levels, args.batches, args.repeats, args.small)
     if not args.no_ttft:

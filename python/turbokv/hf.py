@@ -21,6 +21,7 @@ Tested with transformers 5.25, 5.18 and 4.57. CPU tensors only (turbokv is a CPU
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -36,13 +37,62 @@ from . import presets
 from .cache import KVCache
 from .layers import settings_for_layer, summarize, summary_text
 
-__all__ = ["CACHE_KEYWORD", "TurboQuantCache", "TurboQuantLayer", "turbokv_attention"]
+__all__ = ["CACHE_KEYWORD", "OpenMPSpinWarning", "TurboQuantCache", "TurboQuantLayer", "openmp_spin_advice",
+           "turbokv_attention"]
 
 #: The keyword argument by which the installed transformers' ``forward`` and ``generate`` take a
 #: cache: ``"cache"`` from 5.24 on, ``"past_key_values"`` before. Version-neutral calls:
 #: ``model(ids, **{turbokv.hf.CACHE_KEYWORD: cache})``.
 CACHE_KEYWORD: str = ("cache" if Version(transformers.__version__) >= Version("5.24.0.dev0")
                       else "past_key_values")
+
+
+#: torch thread counts from which turbokv attention warns (once per process) about OpenMP's spin.
+SPIN_WARNING_THREADS = 4
+#: Environment variables that settle how torch's OpenMP threads wait (read when torch loads).
+SPIN_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+
+
+class OpenMPSpinWarning(RuntimeWarning):
+    """torch's OpenMP threads spin after each op and slow turbokv's thread pool (see
+    :func:`openmp_spin_advice`)."""
+
+
+def openmp_spin_advice() -> Optional[str]:
+    """What to set before starting Python so that torch's OpenMP threads stop taking turbokv's
+    cores, or None where nothing needs setting (fewer than ``SPIN_WARNING_THREADS`` torch threads,
+    or one of ``SPIN_SETTINGS`` already in the environment).
+
+    After each parallel op torch's OpenMP threads keep spinning before they sleep (GNU OpenMP,
+    torch's on Linux: 300,000 ``pause`` instructions, milliseconds where one takes ~140 cycles, as
+    on Intel cores since Skylake; LLVM's, on macOS: 200 ms), while
+    turbokv's encode, probe and attention run on turbokv's own pool between two of torch's ops:
+    both sets of threads then share the cores. Measured with SmolLM2-135M's shape, a 2K-token
+    prompt (``bench/prefill.py --random-weights``, session 48): on 16 Emerald Rapids cores TTFT
+    1.59-1.65x DynamicCache + SDPA's by default, 1.07-1.09x with ``GOMP_SPINCOUNT=1000``, 1.07-1.08x
+    with ``OMP_WAIT_POLICY=PASSIVE`` (batch 1); on 2 cores 1.08-1.10x and 1.02-1.06x."""
+    threads = torch.get_num_threads()
+    if threads < SPIN_WARNING_THREADS or any(name in os.environ for name in SPIN_SETTINGS):
+        return None
+    return (f"torch's {threads} OpenMP threads keep spinning for milliseconds after each op and take "
+            "the cores turbokv's thread pool needs between them (a 2K-token prompt's first token: "
+            "1.6x the dense time on 16 cores by default, 1.07-1.09x with GOMP_SPINCOUNT=1000). Start "
+            "Python with GOMP_SPINCOUNT=1000 (GNU OpenMP: torch on Linux) or OMP_WAIT_POLICY=PASSIVE "
+            "(any OpenMP) in the environment; setting either silences this warning "
+            "(turbokv.hf.openmp_spin_advice).")
+
+
+_spin_checked = False
+
+
+def _warn_about_openmp_spin() -> None:
+    global _spin_checked
+    if _spin_checked:
+        return
+    _spin_checked = True
+    advice = openmp_spin_advice()
+    if advice:
+        warnings.warn(advice, OpenMPSpinWarning, stacklevel=3)
 
 
 class TurboQuantLayer(CacheLayerMixin):
@@ -376,6 +426,7 @@ def turbokv_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
                                       dropout=dropout, **kwargs)
     if not layer.fused and layer._on_fused is not None:
         layer._on_fused()
+    _warn_about_openmp_spin()
     layer.fused = True
     layer.fused_calls += 1
     layer.sliding_window = window or None

@@ -4,6 +4,8 @@ A tiny random-weight Llama (no download): random weights give near-tied logits, 
 compare next-token distributions (KL) and logits, not greedy tokens.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -497,3 +499,37 @@ def test_int8_in_a_model_runs_on_the_codes_and_stays_close(models, which, key_bi
     codec_kl = kl(reference, exact)[:, 1:].mean()
     int8_kl = kl(exact, int8)[:, 1:].mean()  # decode steps only: the prefill is the same
     assert 0 < int8_kl < 0.1 * codec_kl, (int8_kl, codec_kl)
+
+
+def test_many_torch_threads_without_an_openmp_wait_setting_warn_once(models, monkeypatch):
+    """torch's spinning OpenMP threads took turbokv's cores (TTFT 1.6x on 16 cores, session 48):
+    the first turbokv attention of a process with SPIN_WARNING_THREADS or more torch threads and
+    no OMP_WAIT_POLICY / GOMP_SPINCOUNT / KMP_BLOCKTIME warns once, naming the settings; either
+    setting, or fewer threads, silences it."""
+    _, fused = models
+    ids = torch.randint(0, 512, (1, 12), generator=torch.Generator().manual_seed(5))
+    threads = torch.get_num_threads()
+    for name in thf.SPIN_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+
+    def attention_warnings():
+        monkeypatch.setattr(thf, "_spin_checked", False)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            for _ in range(2):
+                with torch.no_grad():
+                    fused(ids, **{CACHE_KEYWORD: cache_for(fused, key_bits=4, value_bits=4)})
+        return [w for w in seen if issubclass(w.category, thf.OpenMPSpinWarning)]
+
+    try:
+        torch.set_num_threads(thf.SPIN_WARNING_THREADS)
+        got = attention_warnings()
+        assert len(got) == 1 and "GOMP_SPINCOUNT=1000" in str(got[0].message)
+        assert "OMP_WAIT_POLICY=PASSIVE" in str(got[0].message)
+        monkeypatch.setenv("GOMP_SPINCOUNT", "1000")
+        assert attention_warnings() == [] and thf.openmp_spin_advice() is None
+        monkeypatch.delenv("GOMP_SPINCOUNT")
+        torch.set_num_threads(thf.SPIN_WARNING_THREADS - 1)
+        assert attention_warnings() == [] and thf.openmp_spin_advice() is None
+    finally:
+        torch.set_num_threads(threads)
