@@ -205,13 +205,16 @@ def ttft_rows(presets: List[str], batches: List[int], rounds: int, context: int,
     return rows
 
 
-ENV_NAMED = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "TURBOKV_NUM_THREADS", "TURBOKV_SIMD")
+ENV_NAMED = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "TURBOKV_NUM_THREADS", "TURBOKV_SIMD",
+             "TURBOKV_OPENMP")
 
 
 def markdown(result: Dict[str, Any]) -> str:
     env = " ".join(f"{k}={v}" for k, v in result.get("env", {}).items())
     lines = [f"Machine: {result['machine']}, {result['cores']} cores; torch {result['torch']}, "
-             f"{result['threads']} threads. Command: `{(env + ' ') if env else ''}{result['command']}`.", ""]
+             f"{result['threads']} threads. Command: `{(env + ' ') if env else ''}{result['command']}`."
+             + (f" turbokv's parallel work ran on: {result['thread_backend']}." if "thread_backend" in result else ""),
+             ""]
     if result["kernel"]:
         lines += ["### Prefill attention (ms, ratio to the best torch SDPA float32)", "",
                   "| shape | batch | SDPA float32 | " + " | ".join(result["kernel"][0]["turbokv"]) + " |",
@@ -269,6 +272,8 @@ def main() -> None:
     if not args.no_ttft:
         result["ttft"] = ttft_rows(args.presets, args.ttft_batches, args.ttft_rounds, args.ttft_context,
                                    args.random_weights)
+        # turbokv.hf shares torch's OpenMP threads where it can (turbokv.share_openmp_threads).
+        result["thread_backend"] = turbokv.thread_backend()
     text = markdown(result)
     print(text)
     if args.out:

@@ -223,10 +223,24 @@ PYBIND11_MODULE(_core, m) {
   });
   m.def("default_simd", [] { return std::string(simd_name(default_simd())); });
   m.def("attention_threads", [] { return ThreadPool::shared().size(); },
-        "Threads of the pool that threaded attention runs on (the caller's among them): "
-        "TURBOKV_NUM_THREADS if set, else the CPUs this process may run on (its affinity mask on "
-        "Linux). Fixed at the pool's first use. Raises ValueError if TURBOKV_NUM_THREADS is not a "
-        "whole number from 1 to 4096.");
+        "Threads that threaded attention, probe and prefill encode run on (the caller's among "
+        "them): TURBOKV_NUM_THREADS if set, else the CPUs this process may run on (its affinity "
+        "mask on Linux), fixed at the pool's first use; once torch's OpenMP runtime is shared "
+        "(turbokv.share_openmp_threads) without TURBOKV_NUM_THREADS, its omp_get_max_threads() "
+        "(torch.get_num_threads()). Raises ValueError if TURBOKV_NUM_THREADS is not a whole "
+        "number from 1 to 4096.");
+  m.def("adopt_openmp_runtime",
+        [](const std::string& library, int threads) {
+          py::gil_scoped_release release;  // waits for a parallel_for in flight
+          return adopt_openmp_runtime(library, threads);
+        },
+        py::arg("library"), py::arg("threads"),
+        "Runs turbokv's parallel work on the threads of the OpenMP runtime already loaded from "
+        "`library` (never loads one); threads > 0: that many, 0: its omp_get_max_threads() at "
+        "each call. False, changing nothing, where it is not loaded or lacks GOMP_parallel.");
+  m.def("thread_backend", [] { return ThreadPool::shared().uses_openmp() ? "openmp" : "pool"; },
+        "\"openmp\" once a host OpenMP runtime's threads run turbokv's parallel work, else "
+        "\"pool\" (turbokv's own threads).");
   m.def("kernel_routes", [] {
     const kernels::KernelRoutes r = kernels::kernel_routes();
     py::dict out;

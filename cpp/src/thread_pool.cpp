@@ -8,6 +8,9 @@
 #ifdef __linux__
 #include <sched.h>
 #endif
+#if defined(__linux__) || defined(__APPLE__)
+#include <dlfcn.h>
+#endif
 
 namespace turbokv {
 
@@ -36,6 +39,64 @@ int ThreadPool::default_size() {
 #endif
   const int n = static_cast<int>(std::thread::hardware_concurrency());
   return n > 0 ? std::min(n, kMaxThreads) : 1;
+}
+
+namespace {
+
+// One parallel_for handed to an OpenMP region: its threads claim items from one counter.
+struct OpenMpJob {
+  const std::function<void(int64_t)>* fn;
+  int64_t n;
+  std::atomic<int64_t> next{0};
+  std::mutex mutex;
+  std::exception_ptr error;
+};
+
+// Runs on every thread of the region; no exception may cross the runtime's C frames.
+void run_openmp_job(void* data) {
+  auto* job = static_cast<OpenMpJob*>(data);
+  for (int64_t i = job->next.fetch_add(1); i < job->n; i = job->next.fetch_add(1)) {
+    try {
+      (*job->fn)(i);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(job->mutex);
+      if (!job->error) job->error = std::current_exception();
+    }
+  }
+}
+
+}  // namespace
+
+int ThreadPool::size() const {
+  if (uses_openmp()) {
+    const int fixed = omp_threads_.load(std::memory_order_relaxed);
+    return std::clamp(fixed > 0 ? fixed : omp_max_threads_.load(std::memory_order_relaxed)(), 1, kMaxThreads);
+  }
+  return static_cast<int>(workers_.size()) + 1;
+}
+
+void ThreadPool::use_openmp(OpenMpParallel parallel, OpenMpMaxThreads max_threads, int threads) {
+  std::lock_guard<std::mutex> call(call_mutex_);  // not while a parallel_for runs
+  omp_threads_.store(threads, std::memory_order_relaxed);
+  omp_max_threads_.store(max_threads, std::memory_order_relaxed);
+  omp_parallel_.store(parallel, std::memory_order_release);
+}
+
+bool adopt_openmp_runtime(const std::string& library, int threads) {
+#if defined(__linux__) || defined(__APPLE__)
+  void* handle = dlopen(library.c_str(), RTLD_NOW | RTLD_NOLOAD);
+  if (!handle) return false;
+  auto parallel = reinterpret_cast<OpenMpParallel>(dlsym(handle, "GOMP_parallel"));
+  auto max_threads = reinterpret_cast<OpenMpMaxThreads>(dlsym(handle, "omp_get_max_threads"));
+  // The handle stays open: the runtime must outlive the pool's use of it.
+  if (!parallel || !max_threads || threads < 0) return false;
+  ThreadPool::shared().use_openmp(parallel, max_threads, threads);
+  return true;
+#else
+  (void)library;
+  (void)threads;
+  return false;
+#endif
 }
 
 ThreadPool::ThreadPool(int threads) {
@@ -93,11 +154,19 @@ void ThreadPool::work_loop() {
 
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
   if (n <= 0) return;
-  if (n == 1 || workers_.empty()) {
+  if (n == 1 || size() == 1) {
     for (int64_t i = 0; i < n; ++i) fn(i);
     return;
   }
   std::lock_guard<std::mutex> call(call_mutex_);
+  if (OpenMpParallel omp = omp_parallel_.load(std::memory_order_acquire)) {
+    OpenMpJob job;
+    job.fn = &fn;
+    job.n = n;
+    omp(run_openmp_job, &job, static_cast<unsigned>(std::min<int64_t>(n, size())), 0);
+    if (job.error) std::rethrow_exception(job.error);
+    return;
+  }
   {
     std::lock_guard<std::mutex> lock(mutex_);
     fn_ = &fn;

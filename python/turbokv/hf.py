@@ -36,6 +36,7 @@ from ._validation import as_float_array
 from . import presets
 from .cache import KVCache
 from .layers import settings_for_layer, summarize, summary_text
+from .threads import share_openmp_threads, thread_backend
 
 __all__ = ["CACHE_KEYWORD", "OpenMPSpinWarning", "TurboQuantCache", "TurboQuantLayer", "openmp_spin_advice",
            "turbokv_attention"]
@@ -60,25 +61,29 @@ class OpenMPSpinWarning(RuntimeWarning):
 
 def openmp_spin_advice() -> Optional[str]:
     """What to set before starting Python so that torch's OpenMP threads stop taking turbokv's
-    cores, or None where nothing needs setting (fewer than ``SPIN_WARNING_THREADS`` torch threads,
-    or one of ``SPIN_SETTINGS`` already in the environment).
+    cores, or None where nothing needs setting: turbokv runs on torch's OpenMP threads
+    (:func:`turbokv.share_openmp_threads`, which ``import turbokv.hf`` calls; Linux), fewer than
+    ``SPIN_WARNING_THREADS`` torch threads, or one of ``SPIN_SETTINGS`` in the environment.
 
     After each parallel op torch's OpenMP threads keep spinning before they sleep (GNU OpenMP,
     torch's on Linux: 300,000 ``pause`` instructions, milliseconds where one takes ~140 cycles, as
     on Intel cores since Skylake; LLVM's, on macOS: 200 ms), while
     turbokv's encode, probe and attention run on turbokv's own pool between two of torch's ops:
     both sets of threads then share the cores. Measured with SmolLM2-135M's shape, a 2K-token
-    prompt (``bench/prefill.py --random-weights``, session 48): on 16 Emerald Rapids cores TTFT
-    1.59-1.65x DynamicCache + SDPA's by default, 1.07-1.09x with ``GOMP_SPINCOUNT=1000``, 1.07-1.08x
-    with ``OMP_WAIT_POLICY=PASSIVE`` (batch 1); on 2 cores 1.08-1.10x and 1.02-1.06x."""
+    prompt (``bench/prefill.py --random-weights``, session 48), on turbokv's own pool: on 16
+    Emerald Rapids cores TTFT 1.42-1.65x DynamicCache + SDPA's, 1.07-1.09x with
+    ``GOMP_SPINCOUNT=1000``, 1.07-1.08x with ``OMP_WAIT_POLICY=PASSIVE`` (batch 1); on 2 cores
+    1.08-1.10x and 1.02-1.06x. On torch's OpenMP threads: 1.01-1.05x and 1.05-1.06x."""
     threads = torch.get_num_threads()
-    if threads < SPIN_WARNING_THREADS or any(name in os.environ for name in SPIN_SETTINGS):
+    if (thread_backend() == "openmp" or threads < SPIN_WARNING_THREADS
+            or any(name in os.environ for name in SPIN_SETTINGS)):
         return None
     return (f"torch's {threads} OpenMP threads keep spinning for milliseconds after each op and take "
-            "the cores turbokv's thread pool needs between them (a 2K-token prompt's first token: "
-            "1.6x the dense time on 16 cores by default, 1.07-1.09x with GOMP_SPINCOUNT=1000). Start "
-            "Python with GOMP_SPINCOUNT=1000 (GNU OpenMP: torch on Linux) or OMP_WAIT_POLICY=PASSIVE "
-            "(any OpenMP) in the environment; setting either silences this warning "
+            "the cores turbokv's own thread pool needs between them (torch's OpenMP runtime could "
+            "not be shared here, or TURBOKV_OPENMP=0; a 2K-token prompt's first token: 1.4-1.6x the "
+            "dense time on 16 cores, 1.07-1.09x with GOMP_SPINCOUNT=1000). Start Python with "
+            "GOMP_SPINCOUNT=1000 (GNU OpenMP: torch on Linux) or OMP_WAIT_POLICY=PASSIVE (any "
+            "OpenMP) in the environment; setting either silences this warning "
             "(turbokv.hf.openmp_spin_advice).")
 
 
@@ -442,4 +447,6 @@ def turbokv_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
 
 
 AttentionInterface.register("turbokv", turbokv_attention)
+#: The OpenMP runtime whose threads run turbokv's parallel work (torch's), or None: turbokv's pool.
+OPENMP_LIBRARY: Optional[str] = share_openmp_threads("torch")
 AttentionMaskInterface.register("turbokv", sdpa_mask)

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "turbokv/thread_pool.hpp"
@@ -114,4 +115,41 @@ TEST(ThreadPool, DefaultSizeCountsTheCpusThisProcessMayRunOn) {
 #endif
 
 }  // namespace
+// A stand-in for GOMP_parallel: fn(data) on `threads` threads (the caller among them), as a
+// host OpenMP runtime runs a region; records the team sizes asked for.
+std::atomic<int> fake_regions{0}, fake_last_team{0}, fake_max{3};
+void fake_gomp_parallel(void (*fn)(void*), void* data, unsigned threads, unsigned) {
+  ++fake_regions;
+  fake_last_team = static_cast<int>(threads);
+  std::vector<std::thread> team;
+  for (unsigned t = 1; t < threads; ++t) team.emplace_back(fn, data);
+  fn(data);
+  for (auto& th : team) th.join();
+}
+int fake_max_threads() { return fake_max.load(); }
+
+TEST(ThreadPool, AHostOpenMpRuntimeRunsEveryItemOnceAndRethrows) {
+  ThreadPool pool(2);
+  EXPECT_FALSE(pool.uses_openmp());
+  pool.use_openmp(fake_gomp_parallel, fake_max_threads, 0);
+  ASSERT_TRUE(pool.uses_openmp());
+  EXPECT_EQ(pool.size(), 3);  // the runtime's omp_get_max_threads(), read at each call
+  fake_max = 5;
+  EXPECT_EQ(pool.size(), 5);
+  std::vector<int> hits(1000, 0);
+  pool.parallel_for(1000, [&](int64_t i) { hits[static_cast<size_t>(i)] += 1; });
+  EXPECT_TRUE(std::all_of(hits.begin(), hits.end(), [](int h) { return h == 1; }));
+  EXPECT_EQ(fake_regions.load(), 1);
+  EXPECT_EQ(fake_last_team.load(), 5);
+  pool.parallel_for(3, [](int64_t) {});
+  EXPECT_EQ(fake_last_team.load(), 3);  // never more threads than items
+  EXPECT_THROW(pool.parallel_for(50, [](int64_t i) { if (i == 17) throw std::runtime_error("item 17"); }),
+               std::runtime_error);
+  std::atomic<int> after{0};
+  pool.parallel_for(10, [&](int64_t) { ++after; });  // still usable
+  EXPECT_EQ(after.load(), 10);
+  pool.use_openmp(fake_gomp_parallel, fake_max_threads, 2);  // a fixed count (TURBOKV_NUM_THREADS)
+  EXPECT_EQ(pool.size(), 2);
+}
+
 }  // namespace turbokv

@@ -1,13 +1,21 @@
-// A small fixed pool of worker threads for parallel_for over independent (batch, head) items.
+// A small fixed pool of worker threads for parallel_for over independent (batch, head) items, or
+// the threads of a host's OpenMP runtime (torch's) once adopted.
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
 namespace turbokv {
+
+// GNU OpenMP's entry point for a parallel region (libgomp's ABI, which LLVM's libomp exports too):
+// fn(data) on `threads` threads, the caller among them, returning when all have finished.
+using OpenMpParallel = void (*)(void (*fn)(void*), void* data, unsigned threads, unsigned flags);
+using OpenMpMaxThreads = int (*)();
 
 class ThreadPool {
  public:
@@ -17,7 +25,8 @@ class ThreadPool {
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
-  int size() const { return static_cast<int>(workers_.size()) + 1; }
+  // Threads a parallel_for runs on (the caller included).
+  int size() const;
 
   // Runs fn(i) for i in [0, n) on the pool and the calling thread; returns when all are done.
   // The first exception thrown by fn is rethrown here. Calls from several threads are serialised.
@@ -33,6 +42,14 @@ class ThreadPool {
   static int default_size();
   static constexpr int kMaxThreads = 4096;
 
+  // From now on parallel_for runs on a host OpenMP runtime's threads instead of this pool's:
+  // between two of the host's ops (torch's) its threads spin, waiting for the next region, and
+  // would share the cores with this pool's (a 2K-token prompt's TTFT 1.6x the dense one on 16
+  // cores, session 48); in a region of their own they take the items at once. threads > 0: that
+  // many; 0: the runtime's omp_get_max_threads() at each call (torch.set_num_threads follows).
+  void use_openmp(OpenMpParallel parallel, OpenMpMaxThreads max_threads, int threads);
+  bool uses_openmp() const { return omp_parallel_.load(std::memory_order_acquire) != nullptr; }
+
  private:
   void work_loop();
   void run_items();
@@ -46,6 +63,15 @@ class ThreadPool {
   uint64_t generation_ = 0;
   bool stop_ = false;
   std::exception_ptr error_;
+  std::atomic<OpenMpParallel> omp_parallel_{nullptr};
+  std::atomic<OpenMpMaxThreads> omp_max_threads_{nullptr};
+  std::atomic<int> omp_threads_{0};
 };
+
+// Adopts the OpenMP runtime already loaded from `library` (a shared library path) for
+// ThreadPool::shared(): found with dlopen(RTLD_NOLOAD), so one that is not loaded is never loaded;
+// its GOMP_parallel and omp_get_max_threads looked up by name. threads as in use_openmp. Returns
+// false, changing nothing, where it is not loaded, lacks them, or off Linux and macOS.
+bool adopt_openmp_runtime(const std::string& library, int threads);
 
 }  // namespace turbokv
