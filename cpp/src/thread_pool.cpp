@@ -10,6 +10,7 @@
 #endif
 #if defined(__linux__) || defined(__APPLE__)
 #include <dlfcn.h>
+#include <pthread.h>
 #endif
 
 namespace turbokv {
@@ -82,6 +83,8 @@ void ThreadPool::use_openmp(OpenMpParallel parallel, OpenMpMaxThreads max_thread
   omp_parallel_.store(parallel, std::memory_order_release);
 }
 
+void ThreadPool::leave_openmp_after_fork() { omp_parallel_.store(nullptr, std::memory_order_release); }
+
 bool adopt_openmp_runtime(const std::string& library, int threads) {
 #if defined(__linux__) || defined(__APPLE__)
   void* handle = dlopen(library.c_str(), RTLD_NOW | RTLD_NOLOAD);
@@ -90,6 +93,10 @@ bool adopt_openmp_runtime(const std::string& library, int threads) {
   auto max_threads = reinterpret_cast<OpenMpMaxThreads>(dlsym(handle, "omp_get_max_threads"));
   // The handle stays open: the runtime must outlive the pool's use of it.
   if (!parallel || !max_threads || threads < 0) return false;
+  // A forked child has none of the runtime's threads (GNU OpenMP would wait for them): it goes
+  // back to this pool, whose caller then runs every item itself.
+  static const int registered = pthread_atfork(nullptr, nullptr, [] { ThreadPool::shared().leave_openmp_after_fork(); });
+  (void)registered;
   ThreadPool::shared().use_openmp(parallel, max_threads, threads);
   return true;
 #else

@@ -83,3 +83,33 @@ def test_turbokv_openmp_0_keeps_the_pool():
     got = run("import turbokv.hf; assert turbokv.hf.OPENMP_LIBRARY is None", TURBOKV_OPENMP="0",
               TURBOKV_NUM_THREADS="2")
     assert got[0] == "pool"
+
+
+def test_a_forked_child_goes_back_to_turbokvs_pool_and_computes_the_same():
+    """A forked child has none of the OpenMP runtime's threads: it uses turbokv's pool (its caller
+    runs the items) and computes the parent's results, instead of waiting on threads that do not
+    exist there."""
+    pytest.importorskip("transformers")
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    code = """
+import os, numpy as np, torch, turbokv, turbokv.hf
+torch.set_num_threads(2)
+c = turbokv.KVCache(64, 2, protect_keys=False)
+rng = np.random.default_rng(0)
+k = rng.standard_normal((1, 2, 3000, 64), dtype=np.float32)
+c.update(k, k)
+q = rng.standard_normal((1, 8, 300, 64), dtype=np.float32)
+want = c.attention(q)
+torch.ones(500, 500) @ torch.ones(500, 500)  # torch's OpenMP threads exist in the parent
+pid = os.fork()
+if pid == 0:
+    same = np.array_equal(c.attention(q), want)
+    os._exit(0 if same and turbokv.thread_backend() == "pool" else 3)
+_, status = os.waitpid(pid, 0)
+print(turbokv.thread_backend(), os.waitstatus_to_exitcode(status))
+"""
+    environment = {k: v for k, v in os.environ.items() if k not in ("TURBOKV_OPENMP", "TURBOKV_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.split() == ["openmp", "0"], done.stderr

@@ -49,6 +49,8 @@ class ThreadPool {
   // many; 0: the runtime's omp_get_max_threads() at each call (torch.set_num_threads follows).
   void use_openmp(OpenMpParallel parallel, OpenMpMaxThreads max_threads, int threads);
   bool uses_openmp() const { return omp_parallel_.load(std::memory_order_acquire) != nullptr; }
+  // Back to this pool's own threads (in a forked child: no lock may be taken there).
+  void leave_openmp_after_fork();
 
  private:
   void work_loop();
