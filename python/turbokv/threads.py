@@ -32,16 +32,26 @@ def _loaded_libraries() -> List[str]:
 
 
 def _openmp_library(host: str) -> Optional[str]:
-    """The OpenMP runtime loaded from under ``host``'s package folder, if any."""
+    """The OpenMP runtime loaded from ``host``'s package folder, or from the ``<host>.libs``
+    folder beside it (where auditwheel puts a wheel's bundled libraries), if any."""
     module = sys.modules.get(host)
     if module is None or not getattr(module, "__file__", None):
         return None
     folder = Path(module.__file__).resolve().parent
+    homes = (folder, folder.parent / f"{folder.name}.libs")
     for path in _loaded_libraries():
-        name = os.path.basename(path)
-        if name.startswith(_OPENMP_NAMES) and Path(path).resolve().is_relative_to(folder):
+        resolved = Path(path).resolve()
+        if resolved.name.startswith(_OPENMP_NAMES) and any(_inside(resolved, home) for home in homes):
             return path
     return None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
 
 
 def share_openmp_threads(host: str = "torch") -> Optional[str]:
