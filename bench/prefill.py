@@ -40,7 +40,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -105,21 +105,31 @@ def kernel_rows(levels: List[str], batches: List[int], repeats: int, small: bool
     return rows
 
 
-def crossover(repeats: int) -> str:
+CROSSOVER_Q_LENS = (1, 2, 3, 4, 6, 8, 16)
+CROSSOVER_BITS = ((8, 8), (8, 4), (4, 4), (3, 3), (2, 2), (0, 0), (0, 4))  # (0, 4): protected keys
+
+
+def parse_bits(text: str) -> Tuple[int, int]:
+    key, value = (int(part) for part in text.split(","))
+    return key, value
+
+
+def crossover(repeats: int, q_lens: Sequence[int] = CROSSOVER_Q_LENS,
+              settings: Sequence[Tuple[int, int]] = CROSSOVER_BITS) -> str:
     """time(tiles) / time(codes) by query rows per KV head, 8K cached tokens, batch 1: the
     measurement behind min_tile_rows in cpp/include/turbokv/attention.hpp."""
     import turbokv
 
     rng = np.random.default_rng(0)
-    lines = ["| heads (q/kv), d | key/value bits | " + " | ".join(f"q_len {n}" for n in (1, 2, 3, 4, 6, 8, 16)) + " |",
-             "| --- | --- |" + " --- |" * 7]
+    lines = ["| heads (q/kv), d | key/value bits | " + " | ".join(f"q_len {n}" for n in q_lens) + " |",
+             "| --- | --- |" + " --- |" * len(q_lens)]
     for q_heads, kv_heads, d in ((32, 8, 128), (9, 3, 64)):
         k = rng.standard_normal((1, kv_heads, 8192, d), dtype=np.float32)
-        for bits in ((8, 8), (8, 4), (4, 4), (3, 3), (2, 2), (0, 0), (0, 4)):  # (0, 4): protected keys
+        for bits in settings:
             cache = turbokv.KVCache(d, kv_heads, *bits, protect_keys=False)
             cache.update(k, k)
             cells = []
-            for q_len in (1, 2, 3, 4, 6, 8, 16):
+            for q_len in q_lens:
                 q = rng.standard_normal((1, q_heads, q_len, d), dtype=np.float32)
                 codes = median_time(lambda: cache.attention(q, path="codes"), repeats)
                 tiles = median_time(lambda: cache.attention(q, path="tiles"), repeats)
@@ -251,13 +261,16 @@ def main() -> None:
     parser.add_argument("--random-weights", action="store_true",
                         help="TTFT on SmolLM2-135M's architecture with random weights (no model files)")
     parser.add_argument("--crossover", action="store_true", help="only the tiles/codes crossover table")
+    parser.add_argument("--crossover-q-lens", type=int, nargs="+", default=list(CROSSOVER_Q_LENS))
+    parser.add_argument("--crossover-bits", type=parse_bits, nargs="+", default=list(CROSSOVER_BITS),
+                        help="key,value bits pairs (0: float16), e.g. 0,4 0,0")
     parser.add_argument("--small", action="store_true",
                         help="kernel rows at small shapes (a smoke test; not the figures)")
     parser.add_argument("--out", default=None, help="write OUT.json and OUT.md")
     args = parser.parse_args()
     if args.crossover:
         print(f"time(tiles) / time(codes), {cpu_name()}, best SIMD {turbokv.detect_simd()}")
-        print(crossover(max(args.repeats, 7)))
+        print(crossover(max(args.repeats, 7), args.crossover_q_lens, args.crossover_bits))
         return
     levels = args.simd or turbokv.supported_simd()
     result: Dict[str, Any] = {

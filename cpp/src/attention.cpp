@@ -455,7 +455,7 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
   const int64_t blocks = (keys.length() + kBlock - 1) / kBlock;
   const int64_t splits = sequence_parts(items, threads, blocks, shape.q_len == 1);
   const std::vector<int64_t> part_bounds = sequence_part_bounds(blocks, splits);
-  const int64_t tile_rows = min_tile_rows(keys.side().bits, keys.simd_level());
+  const int64_t tile_rows = min_tile_rows(keys.side().bits, values.side().bits, keys.simd_level());
   const bool int8_keys = options.scores == ScorePrecision::kInt8 && keys.codec() &&
                          keys.codec()->int8_scores_supported();
   const bool int8_values = options.values == ValuePrecision::kInt8 && values.codec() &&

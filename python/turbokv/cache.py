@@ -306,7 +306,8 @@ class KVCache:
                 query rows (query heads per KV head x q_len) for them to win: 32 for 1-4-bit keys,
                 9 for 5-8-bit keys, 1 for float16 keys (96 at the AVX2 level, whose codes
                 path converts float16 once for 4 queries; measured on Zen 3, ``bench/prefill.py
-                --crossover``). Both compute the same decoded keys and values and differ only in
+                --crossover``); at the AVX-512 level 48, 24, and 48 for float16 keys with float16
+                values, 64 with coded values (Emerald Rapids, sessions 47-48). Both compute the same decoded keys and values and differ only in
                 float rounding; ``last_attention_path`` says which ran. (In a model, that rounding
                 can move a later layer's input across a quantization boundary: a code then
                 differs by one step, as it would between any two float kernels.)

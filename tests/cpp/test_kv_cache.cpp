@@ -103,7 +103,7 @@ TEST(KVCache, FusedAttentionEqualsDecodedAttention) {
           int64_t tiled_items = 0;
           for (int64_t rows : item_rows) {
             const bool tiled = path == AttentionPath::kTiles ||
-                               (path == AttentionPath::kAuto && rows >= min_tile_rows(cfg.key.bits, level));
+                               (path == AttentionPath::kAuto && rows >= min_tile_rows(cfg.key.bits, cfg.value.bits, level));
             tiled_items += tiled ? batch * heads : 0;
           }
           if (path == AttentionPath::kAuto) {  // the rule's two outcomes both occur here
@@ -111,7 +111,7 @@ TEST(KVCache, FusedAttentionEqualsDecodedAttention) {
             // take tiles from one row outside the AVX2 and AVX-512 levels.
             const bool f16_tiles = cfg.key.bits == 0 && level != SimdLevel::kAvx2 && level != SimdLevel::kAvx512;
             EXPECT_EQ(tiled_items, q_len == 3 ? (f16_tiles ? batch * heads : 0)
-                                              : (f16_tiles || 45 >= min_tile_rows(cfg.key.bits, level) ? 2 : 1) * batch * heads)
+                                              : (f16_tiles || 45 >= min_tile_rows(cfg.key.bits, cfg.value.bits, level) ? 2 : 1) * batch * heads)
                 << where;
           }
           EXPECT_EQ(report.tiled_items, tiled_items) << where;

@@ -163,29 +163,32 @@ def test_value_head_size_different_from_keys_is_refused_clearly(rng):
     assert cache.offset == 0
 
 
-# min_tile_rows (cpp/include/turbokv/attention.hpp), restated by key bits: 2-4, 5-8, float16.
-# AVX-512's codes path stays the faster one longer (crossover_emr2_s47.md, crossover_emr16_s47.md).
-MIN_TILE_ROWS = {"avx512": {4: 48, 8: 24, 0: 48}, "avx2": {4: 32, 8: 9, 0: 96}}
+# min_tile_rows (cpp/include/turbokv/attention.hpp), restated by (key bits, value bits): 2-4, 5-8,
+# float16 keys with coded values, float16 both. AVX-512's codes path stays the faster one longer
+# (crossover_emr2_s47.md, crossover_emr16_s47.md; float16 keys with coded values
+# crossover_emr2_s48.md).
+MIN_TILE_ROWS = {"avx512": {(4, 4): 48, (8, 4): 24, (0, 4): 64, (0, 0): 48},
+                 "avx2": {(4, 4): 32, (8, 4): 9, (0, 4): 96, (0, 0): 96}}
 
 
 @pytest.mark.parametrize("simd", SIMD_LEVELS)
 def test_auto_path_uses_codes_to_decode_and_tiles_from_min_tile_rows(simd, rng, monkeypatch):
     monkeypatch.setenv("TURBOKV_SIMD", simd)
-    rows_for = MIN_TILE_ROWS.get(simd, {4: 32, 8: 9, 0: 1})
-    for key_bits, rows in rows_for.items():
-        cache = turbokv.KVCache(64, 2, key_bits=key_bits, value_bits=4, protect_keys=False)
+    rows_for = MIN_TILE_ROWS.get(simd, {(4, 4): 32, (8, 4): 9, (0, 4): 1, (0, 0): 1})
+    for (key_bits, value_bits), rows in rows_for.items():
+        cache = turbokv.KVCache(64, 2, key_bits=key_bits, value_bits=value_bits, protect_keys=False)
         assert cache.simd == simd
         cache.update(tokens(rng, 1, 2, 300, 64), tokens(rng, 1, 2, 300, 64))
         assert cache.last_attention_path is None
         if rows > 1:
             cache.attention(tokens(rng, 1, 8, 1, 64))  # 4 query rows per KV head: decode
-            assert cache.last_attention_path == "codes", (simd, key_bits)
+            assert cache.last_attention_path == "codes", (simd, key_bits, value_bits)
             cache.attention(tokens(rng, 1, 2 * (rows - 1), 1, 64))  # one row short
-            assert cache.last_attention_path == "codes", (simd, key_bits)
+            assert cache.last_attention_path == "codes", (simd, key_bits, value_bits)
         cache.attention(tokens(rng, 1, 2 * rows, 1, 64))
-        assert cache.last_attention_path == "tiles", (simd, key_bits)
+        assert cache.last_attention_path == "tiles", (simd, key_bits, value_bits)
         cache.attention(tokens(rng, 1, 8, 64, 64))  # 256 rows: a prompt's range
-        assert cache.last_attention_path == "tiles", (simd, key_bits)
+        assert cache.last_attention_path == "tiles", (simd, key_bits, value_bits)
     with pytest.raises(ValueError, match="path"):
         cache.attention(tokens(rng, 1, 8, 1, 64), path="dense")
 

@@ -21,7 +21,7 @@
 namespace turbokv {
 
 // How blocks are done (see above). kAuto: tiles when a work item holds at least
-// min_tile_rows(key bits) query rows (query heads of a KV head x query positions), else codes.
+// min_tile_rows(key bits, value bits) query rows (query heads of a KV head x query positions), else codes.
 enum class AttentionPath { kAuto, kCodes, kTiles };
 
 // AttentionOptions::scores (ScorePrecision, codec.hpp) applies to keys scored on the codes path
@@ -47,8 +47,11 @@ enum class AttentionPath { kAuto, kCodes, kTiles };
 // keys 1.14-1.42 at 24-32 rows, 0.88-0.96 at 48 (9/3 heads); 8-bit keys 0.84-1.15 at 24 rows,
 // 1.2-1.6 at 12-16 on 2 threads; float16 keys, which took tiles from one row, 5-12x slower there
 // at 3-4 rows (decode), 1.1-1.6 at 24-32 rows, K0V0 0.59-0.61 and K0V4 0.90-1.08 at 48.
-inline int64_t min_tile_rows(int key_bits, SimdLevel level) {
-  if (level == SimdLevel::kAvx512) return key_bits >= 5 ? 24 : 48;
+// Float16 keys beside coded values (prefill protection's layers), session 48 on 2 threads
+// (crossover_emr2_s48.md): K0V4 at 32/8 heads d 128 1.40 at 48 rows, 1.18 at 64, 0.90 at 96; at 9/3
+// heads d 64 1.02 at 48, 0.60 at 72; K0V0 0.93 and 0.68 at 48: 64 rows for them, 48 for K0V0.
+inline int64_t min_tile_rows(int key_bits, int value_bits, SimdLevel level) {
+  if (level == SimdLevel::kAvx512) return key_bits >= 5 ? 24 : key_bits == 0 && value_bits != 0 ? 64 : 48;
   if (key_bits == 0) return level == SimdLevel::kAvx2 ? 96 : 1;
   return key_bits >= 5 ? 9 : 32;
 }
