@@ -2,7 +2,8 @@
 
     python bench/attention.py [--contexts 1024 4096 16384 32768 65536] [--settings 4,4 4,2]
         [--batch 1] [--heads 32 8] [--head-dim 128] [--simd avx2 avx512] [--scores exact int8]
-        [--values exact int8] [--layers 1] [--torch-isa avx2] [--json bench/results/attention.json]
+        [--values exact int8] [--layers 1] [--torch-isa avx2] [--threads pool|openmp]
+        [--json bench/results/attention.json]
 
 Shape: batch --batch (1), 8 KV heads, 32 query heads (GQA 4), head_dim --head-dim (128), one query
 token. Rows:
@@ -12,7 +13,8 @@ once with the 4 query heads of a KV head riding as a query sequence); decode-the
 decodes the whole cache, then numpy attention). Each row prints its KV bytes, and turbokv rows
 print the memory-read floor: their compressed bytes divided by this machine's read bandwidth,
 measured in the same run. All implementations use every core (turbokv's thread pool, BLAS and
-torch threads). --layers N gives each row N caches (and dense arrays), called in turn as a model's
+torch threads); --threads openmp runs turbokv's work on torch's OpenMP threads instead, as
+`import turbokv.hf` does in a transformers loop. --layers N gives each row N caches (and dense arrays), called in turn as a model's
 layers are, so that a last-level cache larger than one layer's bytes cannot hold them between
 calls (300 MiB of L3 holds a 32K K4V4 cache, 36 MB). --torch-isa avx2 runs torch's kernels at AVX2,
 as they run on an AVX2 machine (with --simd avx2 on an AVX-512 one: both sides at AVX2). Timing: median of --repeats calls after a
@@ -49,6 +51,9 @@ def main() -> None:
     parser.add_argument("--torch-isa", default=None, choices=["scalar", "avx2", "avx512"],
                         help="instruction set of torch's kernels (ATEN_CPU_CAPABILITY), e.g. avx2 with --simd avx2 "
                              "to time the dense baselines as an AVX2 machine runs them; default: torch's pick")
+    parser.add_argument("--threads", default="pool", choices=["pool", "openmp"],
+                        help="where turbokv's parallel work runs: its own pool (as in a numpy loop) or torch's "
+                             "OpenMP threads (as import turbokv.hf arranges in a transformers loop)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     try:
@@ -58,7 +63,7 @@ def main() -> None:
     results = run_attention(args.contexts, args.repeats, settings=settings, batch=args.batch,
                             simd_levels=args.simd or (None,), heads=tuple(args.heads),
                             score_modes=args.scores, value_modes=args.values, head_dim=args.head_dim,
-                            layers=args.layers, torch_isa=args.torch_isa)
+                            layers=args.layers, torch_isa=args.torch_isa, threads=args.threads)
     if not results["torch"]:
         print("torch not installed: no torch SDPA rows (pip install torch==2.13.0)")
     print(attention_table(results))

@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -496,3 +497,28 @@ def test_item_schedule_replays_claims_and_orders_causal_ranges_latest_first():
     assert len(rows) == 4 and all(float(r[7].strip(" x")) <= float(r[5].strip(" x")) for r in rows)
     assert subprocess.run([sys.executable, str(BENCH / "item_schedule.py"), "--threads", "0"],
                           capture_output=True, timeout=60).returncode == 2
+
+
+def test_attention_runs_on_the_thread_backend_it_names():
+    """--threads openmp times turbokv on torch's OpenMP threads (as a transformers loop runs it),
+    the table says so, and a process already on them refuses "pool" rather than time the wrong
+    backend under its name. A fresh interpreter: the backend holds for the rest of a process."""
+    pytest.importorskip("torch")
+    code = """
+import pytest, turbokv
+from turbokv.eval import benchmarks
+benchmarks.SETTLE_S = 0.0
+pool = benchmarks.run_attention([300], repeats=1, show_progress=False, settings=[(4, 4)], threads="pool")
+assert pool["thread_backend"] == "pool" and "turbokv's own thread pool" in benchmarks.attention_table(pool)
+result = benchmarks.run_attention([300], repeats=1, show_progress=False, settings=[(4, 4)], threads="openmp")
+assert result["thread_backend"] == "openmp" == turbokv.thread_backend(), result["thread_backend"]
+assert "turbokv on torch's OpenMP threads" in benchmarks.attention_table(result)
+with pytest.raises(RuntimeError, match="already runs on openmp"):
+    benchmarks.run_attention([300], repeats=1, show_progress=False, threads="pool")
+with pytest.raises(ValueError, match="threads must be"):
+    benchmarks.run_attention([300], repeats=1, show_progress=False, threads="omp")
+print("ok")
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TURBOKV_OPENMP"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.split()[-1] == "ok", done.stderr

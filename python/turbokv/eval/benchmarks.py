@@ -20,6 +20,7 @@ import numpy as np
 
 from ..cache import KVCache
 from .._core import detect_simd, kernel_routes, supported_simd
+from ..threads import share_openmp_threads, thread_backend
 
 KV_HEADS, Q_HEADS, HEAD_DIM = 8, 32, 128
 
@@ -230,6 +231,26 @@ def layer_caches(k: np.ndarray, v: np.ndarray, key_bits: int, value_bits: int,
 TORCH_ISAS = {"scalar": "default", "avx2": "avx2", "avx512": "avx512"}
 
 
+# Where run_attention runs turbokv's parallel work (``threads``).
+THREAD_CHOICES = ("pool", "openmp")
+
+
+def use_thread_backend(threads: str) -> None:
+    """Runs turbokv's parallel work on ``threads``: "pool" (its own) or "openmp" (torch's OpenMP
+    threads, as in a transformers loop). Raises RuntimeError where the process already runs on the
+    other one (the choice holds for the process), or where "openmp" cannot be had (torch not
+    installed or without an OpenMP runtime in /proc/self/maps, TURBOKV_OPENMP=0)."""
+    if threads not in THREAD_CHOICES:
+        raise ValueError(f"threads must be one of {THREAD_CHOICES}, got {threads!r}")
+    if threads == "openmp" and thread_backend() != "openmp":
+        if import_torch() is None or share_openmp_threads("torch") is None:
+            raise RuntimeError("threads='openmp' needs torch's OpenMP runtime (Linux, torch installed, "
+                               "TURBOKV_OPENMP not 0); thread backend stays " + thread_backend())
+    if thread_backend() != threads:
+        raise RuntimeError(f"turbokv already runs on {thread_backend()} threads in this process (import turbokv.hf "
+                           f"shares torch's OpenMP threads); threads={threads!r} needs a fresh process")
+
+
 def import_torch(isa: Optional[str] = None):
     """torch, its kernels at ``isa`` ("scalar", "avx2", "avx512"; None: torch's own pick), or None
     where torch is not installed. The dense baselines of a run that emulates an AVX2 machine on an
@@ -277,9 +298,9 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
                   heads: Tuple[int, int] = (Q_HEADS, KV_HEADS),
                   score_modes: Sequence[str] = ("exact",),
                   value_modes: Sequence[str] = ("exact",), head_dim: int = HEAD_DIM,
-                  layers: int = 1, torch_isa: Optional[str] = None) -> Dict:
+                  layers: int = 1, torch_isa: Optional[str] = None, threads: Optional[str] = None) -> Dict:
     """Runs the benchmark; returns {"machine", "batch", "heads", "head_dim", "layers", "read_bandwidth_gbs",
-    "torch", "torch_isa", "read_bandwidth_start_gbs", "read_passes", "rows": [...]}, one row per (context,
+    "torch", "torch_isa", "thread_backend", "read_bandwidth_start_gbs", "read_passes", "rows": [...]}, one row per (context,
     implementation) with ms, kv_bytes and the speedup / floor ratios. The read floor is the
     fastest read pass of the run (``read_bandwidth_gbs``): the best of 10 at the start
     (``read_bandwidth_start_gbs``) or one of those timed in turns with each context's rows
@@ -307,18 +328,27 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
     :func:`import_torch`), so that a run of ``simd_levels=("avx2",)`` on an AVX-512 machine times
     the dense baselines as an AVX2 machine runs them; None leaves torch's pick, and
     ``results["torch_isa"]`` names the level torch ran at either way (numpy's BLAS keeps its own).
+    ``threads``: where turbokv's parallel work runs, for the whole process from here on: "pool"
+    (its own pool, as in a numpy loop) or "openmp" (torch's OpenMP threads, as ``import
+    turbokv.hf`` arranges in a transformers loop: :func:`turbokv.share_openmp_threads`; those threads
+    spin between calls, so a call finds them awake); None: as the process runs now.
+    ``results["thread_backend"]`` says which ran.
     ``show_progress`` draws a progress bar on stderr (tqdm). Raises ValueError for heads that are
     not (query, KV) with query a positive multiple of KV, and for a batch, repeat count or context
     below 1 (head_dim and bits: as KVCache refuses them)."""
     q_heads, kv_heads = heads
     if kv_heads < 1 or q_heads < 1 or q_heads % kv_heads:
         raise ValueError(f"heads must be (query, KV) with query a positive multiple of KV, got {tuple(heads)}")
+    if threads is not None and threads not in THREAD_CHOICES:
+        raise ValueError(f"threads must be one of {THREAD_CHOICES} or None, got {threads!r}")
     if batch < 1 or repeats < 1 or layers < 1 or not contexts or min(contexts) < 1:
         raise ValueError(f"batch, repeats, layers and every context must be at least 1, got batch {batch}, "
                          f"repeats {repeats}, layers {layers}, contexts {list(contexts)}")
     torch = import_torch(torch_isa)
     if torch is not None:
         import torch.nn.functional as F
+    if threads is not None:
+        use_thread_backend(threads)
     from ._progress import tqdm
 
     with ReadPass() as read_pass:  # held for the run: timed at the start and in turns with the rows
@@ -328,7 +358,7 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
                    "batch": batch, "heads": [q_heads, kv_heads], "head_dim": head_dim, "layers": layers,
                    "read_bandwidth_start_gbs": start_bandwidth, "torch": torch is not None,
                    "torch_isa": torch.backends.cpu.get_cpu_capability().lower() if torch is not None else None,
-                   "read_passes": [], "rows": []}
+                   "thread_backend": thread_backend(), "read_passes": [], "rows": []}
         for T in tqdm(contexts, desc="contexts", disable=not show_progress, leave=False):
             k = rng.standard_normal((batch, kv_heads, T, head_dim), dtype=np.float32)
             v = rng.standard_normal((batch, kv_heads, T, head_dim), dtype=np.float32)
@@ -422,9 +452,12 @@ def attention_table(results: Dict) -> str:
     layers = results.get("layers", 1)
     in_turns = f", {layers} layers' caches per row called in turn" if layers > 1 else ""
     torch_isa = f"; torch's kernels at {results['torch_isa']}" if results.get("torch_isa") else ""
+    backend = {"pool": "turbokv's own thread pool", "openmp": "turbokv on torch's OpenMP threads"}.get(
+        results.get("thread_backend"), "")
+    backend = f"; {backend}" if backend else ""
     lines = [f"Decode attention, batch {results.get('batch', 1)}, {q_heads} query / {kv_heads} KV heads, "
              f"head_dim {results.get('head_dim', HEAD_DIM)}{in_turns}, "
-             f"on {results['machine']}{torch_isa}; read bandwidth {results['read_bandwidth_gbs']:.1f} GB/s{spread}", "",
+             f"on {results['machine']}{torch_isa}{backend}; read bandwidth {results['read_bandwidth_gbs']:.1f} GB/s{spread}", "",
              "| context | implementation | ms | KV MB | vs best dense | vs decode-then-attend | x read floor |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in results["rows"]:
