@@ -44,7 +44,7 @@ TokenStore::TokenStore(const SideConfig& side, int head_dim, uint64_t seed,
 }
 
 void TokenStore::set_streams(int64_t streams) {
-  if (length() != 0 || !chunks_.empty()) {
+  if (length() != 0 || chunks_.capacity() != 0) {
     throw std::logic_error("set_streams on a non-empty store");
   }
   if (streams <= 0) throw std::invalid_argument("the cache needs at least one (batch, head) stream");
@@ -63,18 +63,16 @@ void TokenStore::set_streams(int64_t streams) {
     place(halves_, 2 * int64_t{head_dim_});
   }
   chunk_bytes_ = offset;
+  chunks_.reset(chunk_bytes_);
   window_.assign(static_cast<size_t>(streams * residual_window_ * head_dim_), 0);
 }
 
 uint8_t* TokenStore::field_ptr(int64_t chunk, const Field& f, int64_t s, int64_t token) const {
-  return chunks_[chunk].get() + f.offset + (s * kChunkTokens + token) * f.bytes_per_token;
+  return chunks_.chunk(chunk) + f.offset + (s * kChunkTokens + token) * f.bytes_per_token;
 }
 
 void TokenStore::ensure_chunks(int64_t tokens) {
-  const int64_t needed = (tokens + kChunkTokens - 1) / kChunkTokens;
-  while (static_cast<int64_t>(chunks_.size()) < needed) {
-    chunks_.emplace_back(new uint8_t[chunk_bytes_]);
-  }
+  chunks_.reserve((tokens + kChunkTokens - 1) / kChunkTokens);
 }
 
 int64_t TokenStore::bytes_per_token() const {
@@ -83,8 +81,7 @@ int64_t TokenStore::bytes_per_token() const {
 }
 
 int64_t TokenStore::allocated_bytes() const {
-  return static_cast<int64_t>(chunks_.size()) * chunk_bytes_ +
-         static_cast<int64_t>(window_.size()) * 2;
+  return chunks_.reserved_bytes() + static_cast<int64_t>(window_.size()) * 2;
 }
 
 int64_t TokenStore::used_bytes() const {
@@ -232,7 +229,7 @@ void TokenStore::trim(int64_t n) {
   window_length_ -= from_window;
   chunk_length_ -= n - from_window;
   const int64_t needed = (chunk_length_ + kChunkTokens - 1) / kChunkTokens;
-  chunks_.resize(static_cast<size_t>(needed));  // free emptied chunks
+  chunks_.release_after(needed);  // free the slabs it emptied
 }
 
 void TokenStore::clear() {

@@ -450,7 +450,8 @@ class KVCache:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of memory the cache holds (storage grows in chunks of 256 tokens)."""
+        """Bytes of memory the cache holds: its slabs of 256-token chunks (1, 2, 4, ... chunks each, up
+        to ~2 MiB), so up to ~2 MiB per layer and side more than ``used_nbytes`` on long caches."""
         return self._layer.allocated_bytes
 
     @property

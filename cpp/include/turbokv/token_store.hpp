@@ -1,7 +1,8 @@
 // One side (keys or values) of one layer of the KV cache: the tokens of every (batch, head) stream.
 //
 // Storage: tokens live in chunks of kChunkTokens tokens for all streams, so growth never copies
-// what is stored (amortised O(1) append) and a stream's tokens inside a chunk are contiguous.
+// what is stored (amortised O(1) append) and a stream's tokens inside a chunk are contiguous; the
+// chunks are carved from slabs (ChunkSlabs) that long caches get on huge pages.
 // A side with bits > 0 keeps TurboQuant codes in the chunks and, if residual_window R > 0, the
 // newest R tokens as float16 beside them (KIVI-style); a token is encoded when it leaves the
 // window, from its float16 value. A side with bits = 0 keeps every token as float16 in the chunks.
@@ -11,6 +12,7 @@
 #include <memory>
 #include <vector>
 
+#include "turbokv/chunk_slabs.hpp"
 #include "turbokv/codec.hpp"
 #include "turbokv/thread_pool.hpp"
 
@@ -63,7 +65,7 @@ class TokenStore {
   void trim(int64_t n);
   void clear();
 
-  // Bytes allocated (chunks at capacity, window at capacity) and bytes of the stored tokens.
+  // Bytes allocated (every slab of chunks, window at capacity) and bytes of the stored tokens.
   int64_t allocated_bytes() const;
   int64_t used_bytes() const;
   int64_t bytes_per_token() const;  // per stream, in chunks
@@ -109,7 +111,7 @@ class TokenStore {
   int64_t chunk_length_ = 0, window_length_ = 0;
   Field codes_{0, 0}, norms_{0, 0}, qjl_{0, 0}, residual_norms_{0, 0}, halves_{0, 0};
   int64_t chunk_bytes_ = 0;  // per chunk, all streams
-  std::vector<std::unique_ptr<uint8_t[]>> chunks_;
+  ChunkSlabs chunks_;  // at least ceil(chunk_length_ / kChunkTokens) chunks
   std::vector<uint16_t> window_;  // streams x residual_window x head_dim
 };
 
