@@ -15,7 +15,7 @@ void ChunkSlabs::reset(int64_t chunk_bytes) {
     throw std::logic_error("chunk bytes must be a multiple of 64");
   }
   slabs_.clear();
-  chunks_.clear();
+  spots_.clear();
   chunk_bytes_ = chunk_bytes;
   reserved_bytes_ = 0;
 }
@@ -37,13 +37,13 @@ void ChunkSlabs::reserve(int64_t chunks) {
 #endif
     slabs_.push_back(Slab{std::unique_ptr<uint8_t, Free>(static_cast<uint8_t*>(p)), count, bytes});
     reserved_bytes_ += bytes;
-    for (int64_t c = 0; c < count; ++c) chunks_.push_back(static_cast<uint8_t*>(p) + c * chunk_bytes_);
+    for (int64_t c = 0; c < count; ++c) spots_.push_back(Spot{static_cast<uint8_t*>(p), count, c});
   }
 }
 
 void ChunkSlabs::release_after(int64_t chunks) {
   while (!slabs_.empty() && capacity() - slabs_.back().chunks >= chunks) {
-    chunks_.resize(chunks_.size() - static_cast<size_t>(slabs_.back().chunks));
+    spots_.resize(spots_.size() - static_cast<size_t>(slabs_.back().chunks));
     reserved_bytes_ -= slabs_.back().bytes;
     slabs_.pop_back();
   }

@@ -1,5 +1,5 @@
 // ChunkSlabs: the memory under a TokenStore's chunks (slab growth, alignment, release, huge pages),
-// and a TokenStore's accounting of it.
+// and how a TokenStore lays its streams out in it.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -25,24 +25,28 @@ TEST(ChunkSlabs, SlabsDoubleUpToTheirSizeAndChunksNeverMove) {
   slabs.reserve(1);
   EXPECT_EQ(slabs.capacity(), 1);
   EXPECT_EQ(slabs.reserved_bytes(), chunk_bytes);
-  uint8_t* const first = slabs.chunk(0);
+  uint8_t* const first = slabs.spot(0).slab;
   slabs.reserve(60);  // slabs of 1, 2, 4, 8, 16, 32 chunks: 63
   EXPECT_EQ(slabs.capacity(), 63);
   EXPECT_EQ(slabs.reserved_bytes(), 63 * chunk_bytes);
-  EXPECT_EQ(slabs.chunk(0), first);
+  EXPECT_EQ(slabs.spot(0).slab, first);
   slabs.reserve(64);  // one more slab of 32 (2 MiB): they stop doubling
   EXPECT_EQ(slabs.capacity(), 95);
-  for (int64_t c = 0; c < slabs.capacity(); ++c) {
-    EXPECT_EQ(address(slabs.chunk(c)) % ChunkSlabs::kAlignment, 0u) << "chunk " << c;
-    slabs.chunk(c)[chunk_bytes - 1] = 1;  // every byte of every chunk is ours (ASan checks)
-    slabs.chunk(c)[0] = 1;
+  const int64_t sizes[] = {1, 2, 4, 8, 16, 32, 32};
+  int64_t c = 0;
+  for (int64_t size : sizes) {
+    const ChunkSlabs::Spot& start = slabs.spot(c);
+    EXPECT_EQ(address(start.slab) % ChunkSlabs::kAlignment, 0u) << "chunk " << c;
+    // Slabs of 2 MiB start on a huge page.
+    if (size == 32) EXPECT_EQ(address(start.slab) % ChunkSlabs::kHugePageBytes, 0u) << "chunk " << c;
+    for (int64_t i = 0; i < size; ++i, ++c) {
+      EXPECT_EQ(slabs.spot(c).slab, start.slab);
+      EXPECT_EQ(slabs.spot(c).chunks, size);
+      EXPECT_EQ(slabs.spot(c).index, i);
+    }
+    start.slab[0] = 1;  // every byte of every slab is ours (ASan checks)
+    start.slab[size * chunk_bytes - 1] = 1;
   }
-  // Inside a slab the chunks follow each other: slab 5 holds chunks 31..62.
-  EXPECT_EQ(slabs.chunk(32), slabs.chunk(31) + chunk_bytes);
-  EXPECT_EQ(slabs.chunk(62), slabs.chunk(31) + 31 * chunk_bytes);
-  // Slabs of 2 MiB start on a huge page (slabs 5 and 6); smaller ones need not.
-  EXPECT_EQ(address(slabs.chunk(31)) % ChunkSlabs::kHugePageBytes, 0u);
-  EXPECT_EQ(address(slabs.chunk(63)) % ChunkSlabs::kHugePageBytes, 0u);
 }
 
 TEST(ChunkSlabs, ReleaseFreesOnlySlabsWithNoChunkInUse) {
@@ -103,13 +107,13 @@ TEST(ChunkSlabs, LargeSlabsAskForHugePages) {
   ChunkSlabs slabs;
   slabs.reset(ChunkSlabs::kHugePageBytes);  // every slab one or more huge pages
   slabs.reserve(1);
-  slabs.chunk(0)[0] = 1;
-  const std::string eligible = huge_page_eligibility(slabs.chunk(0));
+  slabs.spot(0).slab[0] = 1;
+  const std::string eligible = huge_page_eligibility(slabs.spot(0).slab);
   if (eligible.empty()) GTEST_SKIP() << "this kernel's smaps has no THPeligible line";
   EXPECT_EQ(eligible, "1") << "the slab's mapping is not eligible for huge pages (mode " << mode << ")";
 }
 
-TEST(ChunkSlabs, TokenStoreReportsItsSlabsAndFreesThemOnTrim) {
+TEST(ChunkSlabs, TokenStoreKeepsAStreamContiguousAcrossASlabsChunks) {
   SideConfig side;
   side.bits = 4;  // head_dim 128: 64 code bytes and a 4-byte norm per token
   TokenStore store(side, 128, 7, 0, SimdLevel::kScalar);
@@ -119,6 +123,13 @@ TEST(ChunkSlabs, TokenStoreReportsItsSlabsAndFreesThemOnTrim) {
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 97) - 48.0f;
   store.append(x.data(), 1000, 1000 * 128, 128);  // 4 chunks: slabs of 1, 2, 4
   EXPECT_EQ(store.allocated_bytes(), 7 * chunk_bytes);
+  // Chunks 1 and 2 share a slab: each stream's codes and norms run on from one to the next.
+  for (int64_t s = 0; s < 2; ++s) {
+    const ConstEncodedBuffers one = store.chunk_codes(s, 1), two = store.chunk_codes(s, 2);
+    EXPECT_EQ(two.codes, one.codes + 256 * 64) << "stream " << s;
+    EXPECT_EQ(static_cast<const uint8_t*>(two.norms), static_cast<const uint8_t*>(one.norms) + 256 * 4);
+    EXPECT_EQ(address(one.codes) % 64, 0u);
+  }
   std::vector<float> before(static_cast<size_t>(1000 * 128)), back(static_cast<size_t>(300 * 128));
   store.decode_stream(1, before.data());
   store.trim(1000 - 300);  // 2 chunks in use: the slab of 4 goes

@@ -1,10 +1,9 @@
 // The memory of a TokenStore's chunks: slabs of consecutive chunks, each slab one allocation.
 //
 // Slabs double (1, 2, 4, ... chunks) up to about kSlabBytes, so a short cache reserves little
-// and a long one few allocations. A slab of at least kHugePageBytes starts on a 2 MiB boundary
-// and asks the kernel for transparent huge pages (madvise): decode reads every chunk of a long
-// cache once per step, and on 4 KiB pages it took 1.04-1.08x the time (TLB walks, and hardware
-// prefetchers that stop at each page; bench/results/kernel_choices_avx2.md round 50).
+// and a long one few allocations. Every slab starts on a cache line; one of at least
+// kHugePageBytes starts on a 2 MiB boundary and asks the kernel for transparent huge pages
+// (madvise). How a slab's bytes are laid out is the TokenStore's business (token_store.cpp).
 #pragma once
 #include <cstdint>
 #include <cstdlib>
@@ -17,18 +16,24 @@ class ChunkSlabs {
  public:
   static constexpr int64_t kSlabBytes = int64_t{2} << 20;      // slabs stop doubling here
   static constexpr int64_t kHugePageBytes = int64_t{2} << 20;  // x86-64 and arm64 (4 KiB base pages)
-  static constexpr int64_t kAlignment = 64;                    // every chunk: a cache line
+  static constexpr int64_t kAlignment = 64;
+
+  // Where chunk c lives: chunk `index` of the `chunks` chunks of the slab at `slab`.
+  struct Spot {
+    uint8_t* slab;
+    int64_t chunks, index;
+  };
 
   // chunk_bytes: a multiple of kAlignment. Frees every chunk.
   void reset(int64_t chunk_bytes);
-  // At least `chunks` chunks available (new ones uninitialised); earlier ones never move.
+  // At least `chunks` chunks available (new ones uninitialised); existing ones never move.
   void reserve(int64_t chunks);
   // Frees the slabs none of whose chunks is among the first `chunks`.
   void release_after(int64_t chunks);
   void clear() { reset(chunk_bytes_); }
 
-  int64_t capacity() const { return static_cast<int64_t>(chunks_.size()); }
-  uint8_t* chunk(int64_t c) const { return chunks_[static_cast<size_t>(c)]; }
+  int64_t capacity() const { return static_cast<int64_t>(spots_.size()); }
+  const Spot& spot(int64_t c) const { return spots_[static_cast<size_t>(c)]; }
   // Bytes of all slabs (the chunks not yet used included).
   int64_t reserved_bytes() const { return reserved_bytes_; }
 
@@ -42,7 +47,7 @@ class ChunkSlabs {
   };
   int64_t chunk_bytes_ = 0, reserved_bytes_ = 0;
   std::vector<Slab> slabs_;
-  std::vector<uint8_t*> chunks_;  // every chunk of every slab, in order
+  std::vector<Spot> spots_;  // every chunk of every slab, in order
 };
 
 }  // namespace turbokv
