@@ -451,7 +451,8 @@ class KVCache:
     @property
     def nbytes(self) -> int:
         """Bytes of memory the cache holds: its slabs of 256-token chunks (1, 2, 4, ... chunks each, up
-        to ~2 MiB), so up to ~2 MiB per layer and side more than ``used_nbytes`` on long caches."""
+        to the fewest that make 2 MiB), so a long cache holds up to about one slab per layer and side
+        more than ``used_nbytes``."""
         return self._layer.allocated_bytes
 
     @property

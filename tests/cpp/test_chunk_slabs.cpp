@@ -49,6 +49,24 @@ TEST(ChunkSlabs, SlabsDoubleUpToTheirSizeAndChunksNeverMove) {
   }
 }
 
+TEST(ChunkSlabs, FullSizeSlabsReachAHugePage) {
+  // 1.1 MB chunks (batch 8 x 8 KV heads at 4 bits): two per slab, not one.
+  const int64_t chunk_bytes = 64 * 256 * (64 + 4) + 64;
+  ChunkSlabs slabs;
+  slabs.reset(chunk_bytes);
+  slabs.reserve(5);  // slabs of 1, 2, 2
+  ASSERT_EQ(slabs.capacity(), 5);
+  EXPECT_EQ(slabs.spot(3).chunks, 2);
+  EXPECT_GE(2 * chunk_bytes, ChunkSlabs::kHugePageBytes);
+  EXPECT_EQ(address(slabs.spot(1).slab) % ChunkSlabs::kHugePageBytes, 0u);
+  EXPECT_EQ(address(slabs.spot(3).slab) % ChunkSlabs::kHugePageBytes, 0u);
+  // A chunk of 2 MiB or more is a slab of its own.
+  slabs.reset(ChunkSlabs::kHugePageBytes + 64);
+  slabs.reserve(3);
+  EXPECT_EQ(slabs.capacity(), 3);
+  EXPECT_EQ(slabs.spot(2).chunks, 1);
+}
+
 TEST(ChunkSlabs, ReleaseFreesOnlySlabsWithNoChunkInUse) {
   ChunkSlabs slabs;
   slabs.reset(4096);
