@@ -60,8 +60,9 @@ struct RowsAhead {
 // hardware prefetchers left the key loads of a 256-key block waiting on memory (perf: a quarter of
 // the AVX-512 int8 kernel's samples on them). 16 and 32 measured alike (kernel_choices round 18).
 constexpr int64_t kKeysAhead = 16;
-inline void fetch_key_ahead(const uint8_t* codes, int64_t code_bytes, int64_t j, int64_t n) {
-  if (j + kKeysAhead < n) __builtin_prefetch(codes + (j + kKeysAhead) * code_bytes);
+inline void fetch_key_ahead(const uint8_t* codes, int64_t code_bytes, int64_t j, int64_t n,
+                            int64_t ahead = kKeysAhead) {
+  if (j + ahead < n) __builtin_prefetch(codes + (j + ahead) * code_bytes);
 }
 
 // Tables handed to lookups and to quantize are padded to at least this many floats.
