@@ -1,9 +1,9 @@
 // The memory of a TokenStore's chunks: slabs of consecutive chunks, each slab one allocation.
 //
 // Slabs double (1, 2, 4, ... chunks) up to the fewest chunks that make kSlabBytes, so a short
-// cache reserves little and a long one few allocations. Every slab starts on a cache line; one of at least
-// kHugePageBytes starts on a 2 MiB boundary and asks the kernel for transparent huge pages
-// (madvise). How a slab's bytes are laid out is the TokenStore's business (token_store.cpp).
+// cache reserves little and a long one few allocations. Every slab starts on a cache line; one of
+// at least kHugePageBytes starts on a 2 MiB boundary and asks the kernel for transparent huge
+// pages (madvise). How a slab's bytes are laid out is the TokenStore's business (token_store.cpp).
 #pragma once
 #include <cstdint>
 #include <cstdlib>

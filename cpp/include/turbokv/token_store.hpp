@@ -2,8 +2,8 @@
 //
 // Storage: tokens live in chunks of kChunkTokens tokens for all streams, so growth never copies
 // what is stored (amortised O(1) append) and a stream's tokens are contiguous inside a chunk and
-// on across the chunks of one slab (ChunkSlabs: 1, 2, 4, ... chunks, up to ~2 MiB, the large ones
-// on huge pages).
+// on across the chunks of one slab (ChunkSlabs: 1, 2, 4, ... chunks, up to about 2 MiB, the large
+// ones on huge pages).
 // A side with bits > 0 keeps TurboQuant codes in the chunks and, if residual_window R > 0, the
 // newest R tokens as float16 beside them (KIVI-style); a token is encoded when it leaves the
 // window, from its float16 value. A side with bits = 0 keeps every token as float16 in the chunks.
