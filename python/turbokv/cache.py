@@ -451,9 +451,9 @@ class KVCache:
     @property
     def nbytes(self) -> int:
         """Bytes of memory the cache holds: its slabs of 256-token chunks (1, 2, 4, ... chunks each, up
-        to the fewest that make 2 MiB). That is up to twice ``used_nbytes`` while a layer's side is
-        under ~2 MiB, then up to about one slab (~2 MiB) more per layer and side; pages of a small slab
-        that were never written are not resident."""
+        to the fewest that make 2 MiB): up to twice the chunks in use while a layer's side is under
+        ~2 MiB, then up to about one slab (~2 MiB) more per layer and side. Pages of a small slab that
+        were never written are not resident."""
         return self._layer.allocated_bytes
 
     @property
