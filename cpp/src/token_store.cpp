@@ -62,8 +62,7 @@ void TokenStore::set_streams(int64_t streams) {
   } else {
     place(halves_, 2 * int64_t{head_dim_});
   }
-  chunk_bytes_ = offset;
-  chunks_.reset(chunk_bytes_);
+  chunks_.reset(offset);  // the bytes of one chunk, all streams
   window_.assign(static_cast<size_t>(streams * residual_window_ * head_dim_), 0);
 }
 

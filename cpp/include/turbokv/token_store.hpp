@@ -111,7 +111,6 @@ class TokenStore {
   int64_t streams_ = 0;
   int64_t chunk_length_ = 0, window_length_ = 0;
   Field codes_{0, 0}, norms_{0, 0}, qjl_{0, 0}, residual_norms_{0, 0}, halves_{0, 0};
-  int64_t chunk_bytes_ = 0;  // per chunk, all streams
   ChunkSlabs chunks_;  // at least ceil(chunk_length_ / kChunkTokens) chunks
   std::vector<uint16_t> window_;  // streams x residual_window x head_dim
 };
