@@ -41,17 +41,26 @@ struct Timings {
   double median_a, median_b;  // median call: where a slow thread or a late claim shows
 };
 
-// Seconds per call of a and b, called alternately `calls` times.
+// Seconds per call of a and b, called alternately `calls` times, a first in even rounds and b
+// first in odd ones, so that neither side always follows the other. That is not all of it: the
+// same build on both sides still read head/base 0.87-0.97 (fastest calls) and 0.95-0.99 (medians)
+// in K4V4 int8 decode at 32K on the 2-core VM, whichever was allocated or linked first: time a
+// change both ways round (run.sh A B, then run.sh B A; kernel_choices_avx2.md round 51).
 Timings alternate(const std::function<void()>& a, const std::function<void()>& b, int calls) {
   std::vector<double> ta, tb;
-  for (int i = 0; i < calls; ++i) {
+  auto timed = [](const std::function<void()>& f) {
     const auto t0 = Clock::now();
-    a();
-    const auto t1 = Clock::now();
-    b();
-    const auto t2 = Clock::now();
-    ta.push_back(std::chrono::duration<double>(t1 - t0).count());
-    tb.push_back(std::chrono::duration<double>(t2 - t1).count());
+    f();
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+  };
+  for (int i = 0; i < calls; ++i) {
+    if (i % 2 == 0) {
+      ta.push_back(timed(a));
+      tb.push_back(timed(b));
+    } else {
+      tb.push_back(timed(b));
+      ta.push_back(timed(a));
+    }
   }
   auto median = [](std::vector<double> v) {
     std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
@@ -142,13 +151,10 @@ int main(int argc, char** argv) {
       return 2;
     }
     const bool first_identical = out_base == out_head;  // layer 0; the last call's layer below
-    size_t turn = 0;  // both sides attend layer turn % layers, then the next layer
+    size_t turn_base = 0, turn_head = 0;  // each side attends its layers in turn
     const auto [t_base, t_head, median_base, median_head] = alternate(
-        [&] { ab_base_attend(base[turn % base.size()], q.data(), batch, q_heads, q_len, scale, threaded, int8, out_base.data()); },
-        [&] {
-          ab_head_attend(head[turn % head.size()], q.data(), batch, q_heads, q_len, scale, threaded, int8, out_head.data());
-          ++turn;
-        },
+        [&] { ab_base_attend(base[turn_base++ % base.size()], q.data(), batch, q_heads, q_len, scale, threaded, int8, out_base.data()); },
+        [&] { ab_head_attend(head[turn_head++ % head.size()], q.data(), batch, q_heads, q_len, scale, threaded, int8, out_head.data()); },
         calls);
     char layer_text[48] = "";
     if (layers > 1) std::snprintf(layer_text, sizeof(layer_text), " (%d layers in turn)", layers);

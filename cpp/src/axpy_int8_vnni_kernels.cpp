@@ -3,8 +3,9 @@
 // integers and performs the same float steps, so it returns the same floats.
 //
 // vpdpbusd adds 4 neighbouring byte products into each int32 lane, so a lane must hold 4 tokens'
-// bytes of one coordinate: once per call the rows are transposed to steps of 4 tokens (byte 4k + t
-// = row t's byte k; transpose_rows; 3-bit rows are rewritten as the 4-bit rows of their indices on
+// bytes of one coordinate: the rows are transposed to steps of 4 tokens (byte 4k + t = row t's byte
+// k): 4-bit rows in registers as they are summed (accumulate_tile_from_rows), the others once per
+// call into memory (transpose_rows; 3-bit rows are rewritten as the 4-bit rows of their indices on
 // the way, ThreeBitNibbles). The fields of each byte (the 2, 4 or 8 indices it packs) are masked
 // out in place and looked up by
 // vpshufb in the int8 centroids, and each (field, query) pair costs one vpdpbusd against the
@@ -29,6 +30,10 @@ namespace kernels {
 bool int8_values_vnni_fit(int bits, int64_t code_bytes, int d) {
   return kHasAvx512Vnni && kHasAvx512Vbmi &&
          (int8_packed_lanes(bits, code_bytes, d) || (bits == 3 && int8_three_bit_in_registers(code_bytes, d)));
+}
+
+bool int8_values_vnni_in_registers(int bits, int64_t code_bytes, int d) {
+  return int8_values_vnni_fit(bits, code_bytes, d) && bits == 4;
 }
 
 namespace {
@@ -141,6 +146,105 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI void accumulate_tile(const ValueCall& c, int a0,
   }
 }
 
+// What accumulate_tile_from_rows reads: the code rows themselves.
+struct ValueRowsCall {
+  const uint8_t* codes;
+  int64_t code_bytes;
+  int64_t n;
+  int chunks;           // 16-byte chunks per row
+  int64_t groups;       // weight groups: ceil(n / kInt8ValueGroup)
+  const uint8_t* w8;    // per query: groups * kInt8ValueGroup weight bytes, zero past n
+  const float* scales;  // per query: one scale per group
+  float* acc;           // per query: d floats in lane order (chunk, field, lane)
+  int d;
+};
+
+// accumulate_tile's sums for 4-bit rows with the transposition done in registers instead of by
+// transpose_rows through memory (K4V4 decode at 32K: 0.85-0.9x the time; 2-bit rows, with 4
+// fields per pass, lost 3-6%: kernel_choices_avx2.md round 51): per step, 32 bytes of rows 0 and
+// 1 from chunk 2p on fill one register, of rows 2 and 3 another, and one vpermt2b per chunk gives
+// its step of 4 tokens (byte 4k + t = row t's byte 16 c + k). kChunks (2 where the row has an
+// even count) chunks per pass, 16 int32 sums for 4 queries, so that the queries' broadcast
+// weights serve both. Same integers, same float steps, in the same order per accumulator lane,
+// as accumulate_tile.
+template <int kTile, int kChunks>
+TURBOKV_TARGET_AVX512_VNNI_VBMI void accumulate_tile_from_rows(const ValueRowsCall& c, int a0, __m512i table) {
+  constexpr int kFields = 2, kBits = 4;
+  const __m512i field_mask = _mm512_set1_epi8(static_cast<char>((1 << kBits) - 1));
+  alignas(64) uint8_t order[2][64];
+  for (int h = 0; h < 2; ++h) {
+    for (int k = 0; k < 16; ++k) {
+      for (int t = 0; t < kTokensPerStep; ++t) {
+        order[h][4 * k + t] = static_cast<uint8_t>((t >> 1) * 64 + (t & 1) * 32 + 16 * h + k);
+      }
+    }
+  }
+  const int64_t w8_stride = c.groups * kInt8ValueGroup;
+  for (int g = 0; g < c.chunks; g += kChunks) {
+    const int pair = g & ~1;  // the 32 bytes loaded start at chunk `pair`; g is its first or second
+    const int64_t left = c.code_bytes - 16 * int64_t{pair};
+    const __mmask32 valid = left >= 32 ? ~__mmask32{0} : (__mmask32{1} << left) - 1;
+    __m512i order_of[kChunks];
+    for (int h = 0; h < kChunks; ++h) order_of[h] = _mm512_load_si512(order[(g & 1) + h]);
+    for (int64_t group = 0; group < c.groups; ++group) {
+      __m512i sums[kTile][kChunks][kFields];
+      for (auto& query : sums) {
+        for (auto& chunk : query) {
+          for (__m512i& v : chunk) v = _mm512_setzero_si512();
+        }
+      }
+#pragma GCC unroll 2
+      for (int64_t s = group * kStepsPerGroup; s < (group + 1) * kStepsPerGroup; ++s) {
+        const int64_t j = s * kTokensPerStep;
+        __m256i half[4];
+        // Tokens past n repeat the last one: their weight bytes are zero. No byte past a row's
+        // end is read (masked loads).
+        for (int t = 0; t < 4; ++t) {
+          half[t] = _mm256_maskz_loadu_epi8(valid, c.codes + std::min(j + t, c.n - 1) * c.code_bytes + 16 * pair);
+        }
+        const __m512i x01 = _mm512_inserti64x4(_mm512_castsi256_si512(half[0]), half[1], 1);
+        const __m512i x23 = _mm512_inserti64x4(_mm512_castsi256_si512(half[2]), half[3], 1);
+        __m512i weights[kTile];
+        for (int a = 0; a < kTile; ++a) {
+          int32_t four;
+          __builtin_memcpy(&four, c.w8 + (a0 + a) * w8_stride + j, sizeof four);
+          weights[a] = _mm512_set1_epi32(four);
+        }
+        for (int h = 0; h < kChunks; ++h) {
+          const __m512i step = _mm512_permutex2var_epi8(x01, order_of[h], x23);
+          for (int f = 0; f < kFields; ++f) {
+            const __m512i idx = _mm512_and_si512(_mm512_srli_epi16(step, f * kBits), field_mask);
+            const __m512i centroids = _mm512_shuffle_epi8(table, idx);
+            for (int a = 0; a < kTile; ++a) dpbusd(sums[a][h][f], weights[a], centroids);
+          }
+        }
+      }
+      for (int a = 0; a < kTile; ++a) {
+        const __m512 scale = _mm512_set1_ps(c.scales[(a0 + a) * c.groups + group]);
+        for (int h = 0; h < kChunks; ++h) {
+          for (int f = 0; f < kFields; ++f) {
+            float* p = c.acc + static_cast<int64_t>(a0 + a) * c.d + ((g + h) * kFields + f) * 16;
+            _mm512_storeu_ps(p, _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(sums[a][h][f]), _mm512_loadu_ps(p)));
+          }
+        }
+      }
+    }
+  }
+}
+
+// Query tiles of kTile, then the rest in one.
+template <int kChunks>
+TURBOKV_TARGET_AVX512_VNNI_VBMI void accumulate_from_rows(const ValueRowsCall& c, int m, __m512i table) {
+  int a = 0;
+  for (; a + 4 <= m; a += 4) accumulate_tile_from_rows<4, kChunks>(c, a, table);
+  switch (m - a) {
+    case 3: accumulate_tile_from_rows<3, kChunks>(c, a, table); break;
+    case 2: accumulate_tile_from_rows<2, kChunks>(c, a, table); break;
+    case 1: accumulate_tile_from_rows<1, kChunks>(c, a, table); break;
+    default: break;
+  }
+}
+
 // Lane k of the result: the largest of v[k]'s 16 lanes, for 16 registers at once (a transpose and
 // a max tree: 45 instructions where 16 reductions take ~130, each a dependent chain). Exact: the
 // maximum does not depend on the order.
@@ -215,24 +319,33 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI void axpy_int8_fields(const float* w, int64_t w_
       throw std::invalid_argument(kBadWeights);
     }
   }
-  rows.reserve(static_cast<size_t>(steps * chunks * 64));
-  transpose_rows<kThreeBit>(codes, code_bytes, n, chunks, rows.data());
   lanes.resize(static_cast<size_t>(m) * d);
   to_lanes_avx512<kFields>(acc, m, d, chunks, lanes.data());
-  const ValueCall call{rows.data(), steps, chunks, groups, w8.data(), scales.data(), lanes.data(), d};
   alignas(64) int8_t repeated[64];
   for (int k = 0; k < 64; ++k) repeated[k] = table8[k & 15];
   const __m512i table = _mm512_load_si512(repeated);
   // Tiles of 4 queries share each lookup where their 4 x fields int32 sums fit in registers (2 and
   // 4 bits: 16 and 8); 1 bit takes 2 queries per tile.
   constexpr int kTile = kFields >= 8 ? 2 : 4;
-  int a = 0;
-  for (; a + kTile <= m; a += kTile) accumulate_tile<kFields, kTile>(call, a, table);
-  switch (m - a) {
-    case 3: accumulate_tile<kFields, 3>(call, a, table); break;
-    case 2: accumulate_tile<kFields, 2>(call, a, table); break;
-    case 1: accumulate_tile<kFields, 1>(call, a, table); break;
-    default: break;
+  if constexpr (kFields == 2 && !kThreeBit) {
+    const ValueRowsCall call{codes, code_bytes, n, chunks, groups, w8.data(), scales.data(), lanes.data(), d};
+    if (chunks % 2 == 0) {
+      accumulate_from_rows<2>(call, m, table);
+    } else {
+      accumulate_from_rows<1>(call, m, table);
+    }
+  } else {
+    rows.reserve(static_cast<size_t>(steps * chunks * 64));
+    transpose_rows<kThreeBit>(codes, code_bytes, n, chunks, rows.data());
+    const ValueCall call{rows.data(), steps, chunks, groups, w8.data(), scales.data(), lanes.data(), d};
+    int a = 0;
+    for (; a + kTile <= m; a += kTile) accumulate_tile<kFields, kTile>(call, a, table);
+    switch (m - a) {
+      case 3: accumulate_tile<kFields, 3>(call, a, table); break;
+      case 2: accumulate_tile<kFields, 2>(call, a, table); break;
+      case 1: accumulate_tile<kFields, 1>(call, a, table); break;
+      default: break;
+    }
   }
   from_lanes_avx512<kFields>(lanes.data(), m, d, chunks, acc);
   _mm256_zeroupper();
@@ -252,6 +365,7 @@ void axpy_packed_int8_vnni(const float* w, int64_t w_stride, int m, const uint8_
 }
 #else
 bool int8_values_vnni_fit(int, int64_t, int) { return false; }
+bool int8_values_vnni_in_registers(int, int64_t, int) { return false; }
 void axpy_packed_int8_vnni(const float*, int64_t, int, const uint8_t*, int64_t, int64_t,
                            const int8_t*, float, int, int, float*) {
   throw std::logic_error("axpy_packed_int8_vnni called off x86 (int8_values_vnni_fit is false)");

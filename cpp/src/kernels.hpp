@@ -212,6 +212,9 @@ extern const char* const kBadWeights;
 // multiple of 32 as 4-bit rows); elsewhere the AVX2 kernel. Same contract as
 // KernelSet::axpy_packed_int8; x86 only (fit is false elsewhere).
 bool int8_values_vnni_fit(int bits, int64_t code_bytes, int d);
+// Where that kernel transposes each step of 4 rows in registers (4-bit rows); the others go
+// through a transposed copy in memory (transpose_rows).
+bool int8_values_vnni_in_registers(int bits, int64_t code_bytes, int d);
 void axpy_packed_int8_vnni(const float* w, int64_t w_stride, int m, const uint8_t* codes,
                            int64_t code_bytes, int64_t n, const int8_t* table8, float table_scale,
                            int bits, int d, float* acc);

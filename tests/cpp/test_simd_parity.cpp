@@ -543,6 +543,10 @@ TEST(SimdParity, Int8ValuesAreBitIdenticalToScalar) {
         const bool three = bits == 3 && d % 32 == 0;  // as 4-bit rows (ThreeBitNibbles)
         EXPECT_EQ(kernels::int8_values_vnni_fit(bits, code_bytes, d),
                   kernels::kHasAvx512Vnni && kernels::kHasAvx512Vbmi && (packed_lanes || three)) << bits << " " << d;
+        // Both routes of that kernel run here: 4-bit rows transposed in registers (an odd count of
+        // 16-byte chunks at d = 32 and 96, even ones above), the others through memory.
+        EXPECT_EQ(kernels::int8_values_vnni_in_registers(bits, code_bytes, d),
+                  kernels::kHasAvx512Vnni && kernels::kHasAvx512Vbmi && packed_lanes && bits == 4) << bits << " " << d;
         for (int64_t n : {1, 5, 16, 37, 300, 777}) {  // 777: whole batches of 16 groups and a rest
           std::vector<uint8_t> codes(size_t(code_bytes * n));
           for (auto& c : codes) c = uint8_t(gen());
