@@ -11,6 +11,10 @@
 # AB_LAYERS=12 before the command: attention over 12 caches per side in turn, read from memory as
 # a model's decode reads them (main.cpp). Attention lines print the min and the median call of each side:
 # the median shows a late claim or a slow thread that the fastest call hides.
+# AB_BOTH=1 before the command: also a second binary with the sides' roles swapped (the head's code
+# in the base's place), run right after, and the two orders' geometric mean of head/base printed:
+# the same code on both sides read head/base 0.87-0.97 on the 2-core VM (main.cpp, alternate), a
+# bias that one order alone takes for a gain.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 base=$1; shift
@@ -22,7 +26,8 @@ out=$root/build/ab
 eigen=$(pkg-config --cflags eigen3 2>/dev/null || echo -I/usr/include/eigen3)
 flags="-O3 -DNDEBUG -std=c++17 -ffp-contract=off -fPIC"
 
-build_side() {  # build_side NAME REVISION ("" for the working tree) [EXTRA_FLAGS]
+build_side() {  # build_side OUT NAME REVISION ("" for the working tree) [EXTRA_FLAGS]
+  local out=$1; shift
   local name=$1 rev=$2 extra=${3:-} src=$out/$1/src
   rm -rf "$out/$name" && mkdir -p "$src" "$out/$name/obj"
   if [[ -z $rev ]]; then
@@ -41,9 +46,29 @@ build_side() {  # build_side NAME REVISION ("" for the working tree) [EXTRA_FLAG
   ar rcs "$out/$name/lib.a" "$out/$name"/obj/*.o
 }
 
-build_side ab_base "$base"
-build_side ab_head "$head" "${AB_HEAD_FLAGS:-}"
+build_side "$out" ab_base "$base"
+build_side "$out" ab_head "$head" "${AB_HEAD_FLAGS:-}"
 g++ -O2 -std=c++17 "$root/bench/ab/main.cpp" "$out/ab_base/lib.a" "$out/ab_head/lib.a" -lpthread -o "$out/ab"
 describe() { if [[ -d $1/cpp ]]; then echo "folder $1"; else echo "$1 ($(git -C "$root" rev-parse --short "$1"))"; fi; }
 echo "base: $(describe "$base"); head: ${head:+$(describe "$head")}${head:-working tree}${AB_HEAD_FLAGS:+ with $AB_HEAD_FLAGS}; $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | xargs)"
-"$out/ab" "$@"
+if [[ -z ${AB_BOTH:-} ]]; then
+  "$out/ab" "$@"
+  exit
+fi
+swapped=$out/swapped
+mkdir -p "$swapped"
+build_side "$swapped" ab_base "$head" "${AB_HEAD_FLAGS:-}"
+build_side "$swapped" ab_head "$base"
+g++ -O2 -std=c++17 "$root/bench/ab/main.cpp" "$swapped/ab_base/lib.a" "$swapped/ab_head/lib.a" -lpthread -o "$swapped/ab"
+first=$("$out/ab" "$@" | tail -1)
+second=$("$swapped/ab" "$@" | tail -1)
+echo "order 1 (head's code as head): $first"
+echo "order 2 (head's code as base): $second"
+# head/base of order 1 over head/base of order 2 (old/new there), square-rooted: new/old with the
+# sides' bias cancelled; for attention lines the fastest calls', then the medians'.
+python3 - "$first" "$second" <<'PY'
+import re, sys
+one, two = (list(map(float, re.findall(r"head/base ([0-9.]+)", line))) for line in sys.argv[1:3])
+both = [(a / b) ** 0.5 for a, b in zip(one, two)]
+print("both orders, new/old:", ", ".join(f"{x:.3f}" for x in both), "(fastest calls, then medians)" if len(both) > 1 else "")
+PY
