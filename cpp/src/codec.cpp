@@ -328,16 +328,16 @@ void Codec::finish_scores(const float* sketched, int64_t m, const ConstEncodedBu
     const float* norms = load_norms(keys.norms, j0, count, norm_buffer);
     const float* residual_norms =
         prod ? load_norms(keys.residual_norms, j0, count, residual_buffer) : nullptr;
-    for (int64_t a = 0; a < m; ++a) {
-      float* row = out + a * out_stride + j0;
-      for (int64_t j = 0; j < count; ++j) {
-        if (prod) {
+    if (prod) {
+      for (int64_t a = 0; a < m; ++a) {
+        float* row = out + a * out_stride + j0;
+        for (int64_t j = 0; j < count; ++j) {
           const uint8_t* signs = keys.qjl_signs + (j0 + j) * static_cast<int64_t>(qjl_bytes());
           row[j] += residual_norms[j] * kernels_->sign_dot(sketched + a * d, signs, d);
         }
-        row[j] *= norms[j];
       }
     }
+    kernels_->scale_rows(out + j0, out_stride, static_cast<int>(m), norms, 1.0f, count, out + j0, out_stride);
   }
 }
 
@@ -409,11 +409,7 @@ void Codec::accumulate(const float* w, int64_t w_stride, int64_t m,
   // decode(v_j) = R^T (||v_j|| c[idx_j] / sqrt(d) + ||v_j|| beta gamma_j S^T s_j): fold the
   // per-token scalars into the weights, then sum codes and signs in their own domains.
   const float* norms = load_norms(values.norms, 0, n, scratch + m * n);  // scratch: (m + 1) n
-  for (int64_t a = 0; a < m; ++a) {
-    const float* wa = w + a * w_stride;
-    float* sa = scratch + a * n;
-    for (int64_t j = 0; j < n; ++j) sa[j] = wa[j] * (norms[j] * inv_sqrt_dim_);
-  }
+  kernels_->scale_rows(w, w_stride, static_cast<int>(m), norms, inv_sqrt_dim_, n, scratch, n);
   if (int8) {
     // The kernel refuses negative, NaN and infinite weights (rounded on each group's largest) before
     // adding anything.

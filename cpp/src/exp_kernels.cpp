@@ -1,5 +1,6 @@
-// The row operations of the online softmax in fused attention: one exponential per (query,
-// token) pair, so a scalar libm call per score would cost more than the scoring itself.
+// The row operations of fused attention: the online softmax's (one exponential per (query, token)
+// pair, so a scalar libm call per score would cost more than the scoring itself) and the per-token
+// scalings of scores and weights (scale_rows).
 #include <cmath>
 
 #include "kernels.hpp"
@@ -18,6 +19,13 @@ float exp_shifted_scalar(float* x, int64_t n, float shift) {
   return sum;
 }
 
+void scale_rows_scalar(const float* w, int64_t w_stride, int m, const float* v, float c, int64_t n,
+                       float* out, int64_t out_stride) {
+  for (int a = 0; a < m; ++a) {
+    for (int64_t j = 0; j < n; ++j) out[a * out_stride + j] = w[a * w_stride + j] * (v[j] * c);
+  }
+}
+
 float scale_max_scalar(float* x, int64_t n, float scale) {
   float max = -INFINITY;
   for (int64_t i = 0; i < n; ++i) {
@@ -28,6 +36,20 @@ float scale_max_scalar(float* x, int64_t n, float scale) {
 }
 
 #if TURBOKV_X86
+TURBOKV_TARGET_AVX2 void scale_rows_avx2(const float* w, int64_t w_stride, int m, const float* v, float c,
+                                         int64_t n, float* out, int64_t out_stride) {
+  const __m256 vc = _mm256_set1_ps(c);
+  for (int a = 0; a < m; ++a) {
+    const float* wa = w + a * w_stride;
+    float* oa = out + a * out_stride;
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+      _mm256_storeu_ps(oa + j, _mm256_mul_ps(_mm256_loadu_ps(wa + j), _mm256_mul_ps(_mm256_loadu_ps(v + j), vc)));
+    }
+    for (; j < n; ++j) oa[j] = wa[j] * (v[j] * c);
+  }
+}
+
 TURBOKV_TARGET_AVX2 float scale_max_avx2(float* x, int64_t n, float scale) {
   const __m256 vscale = _mm256_set1_ps(scale);
   __m256 max = _mm256_set1_ps(-INFINITY);
@@ -118,6 +140,20 @@ TURBOKV_TARGET_AVX512 float exp_shifted_avx512(float* x, int64_t n, float shift)
   return _mm512_reduce_add_ps(sum);
 }
 
+TURBOKV_TARGET_AVX512 void scale_rows_avx512(const float* w, int64_t w_stride, int m, const float* v, float c,
+                                             int64_t n, float* out, int64_t out_stride) {
+  const __m512 vc = _mm512_set1_ps(c);
+  for (int a = 0; a < m; ++a) {
+    const float* wa = w + a * w_stride;
+    float* oa = out + a * out_stride;
+    for (int64_t j = 0; j < n; j += 16) {
+      const __mmask16 mask = static_cast<__mmask16>(n - j >= 16 ? 0xFFFF : (1u << (n - j)) - 1u);
+      const __m512 scaled = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, v + j), vc);
+      _mm512_mask_storeu_ps(oa + j, mask, _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, wa + j), scaled));
+    }
+  }
+}
+
 TURBOKV_TARGET_AVX512 float scale_max_avx512(float* x, int64_t n, float scale) {
   const __m512 vscale = _mm512_set1_ps(scale);
   __m512 max = _mm512_set1_ps(-INFINITY);
@@ -134,6 +170,17 @@ TURBOKV_TARGET_AVX512 float scale_max_avx512(float* x, int64_t n, float scale) {
 
 #if defined(__aarch64__)
 // NEON twins of the AVX2 versions: the same range reduction, polynomial and two-factor 2^k.
+void scale_rows_neon(const float* w, int64_t w_stride, int m, const float* v, float c, int64_t n,
+                     float* out, int64_t out_stride) {
+  for (int a = 0; a < m; ++a) {
+    const float* wa = w + a * w_stride;
+    float* oa = out + a * out_stride;
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) vst1q_f32(oa + j, vmulq_f32(vld1q_f32(wa + j), vmulq_n_f32(vld1q_f32(v + j), c)));
+    for (; j < n; ++j) oa[j] = wa[j] * (v[j] * c);
+  }
+}
+
 float scale_max_neon(float* x, int64_t n, float scale) {
   float32x4_t max = vdupq_n_f32(-INFINITY);
   int64_t i = 0;
@@ -188,6 +235,13 @@ float exp_shifted_neon(float* x, int64_t n, float shift) {
 #endif
 
 }  // namespace
+
+ScaleRowsFn select_scale_rows(SimdLevel level) {
+#if defined(__aarch64__)
+  if (level == SimdLevel::kNeon) return scale_rows_neon;
+#endif
+  return TURBOKV_PICK(level, scale_rows_scalar, scale_rows_avx2, scale_rows_avx512);
+}
 
 ScaleMaxFn select_scale_max(SimdLevel level) {
 #if defined(__aarch64__)

@@ -54,6 +54,7 @@ KernelSet build(SimdLevel level) {
   k.from_half = select_from_half(level);
   k.exp_shifted = select_exp_shifted(level);
   k.scale_max = select_scale_max(level);
+  k.scale_rows = select_scale_rows(level);
   k.gemm = select_gemm(level);
   if (level == SimdLevel::kNeon) use_neon_kernels(k);
   return k;

@@ -154,6 +154,11 @@ struct KernelSet {
   float (*exp_shifted)(float* x, int64_t n, float shift);
   // x[i] *= scale, returning the maximum (-inf for n = 0).
   float (*scale_max)(float* x, int64_t n, float scale);
+  // out[a * out_stride + j] = w[a * w_stride + j] * (v[j] * c) for a < m, j < n (out may be w):
+  // scores times their keys' norms (c = 1), softmax weights times their values' norms / sqrt(d).
+  // The same two products per element at every level.
+  void (*scale_rows)(const float* w, int64_t w_stride, int m, const float* v, float c, int64_t n,
+                     float* out, int64_t out_stride);
   // c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0) + sum_k a[i * lda + k] * b[k * ldb + j]
   // for i < m, j < n, k < depth: the dense products over decoded prefill tiles.
   void (*gemm)(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
@@ -394,6 +399,8 @@ using ExpShiftedFn = float (*)(float*, int64_t, float);
 using ScaleMaxFn = float (*)(float*, int64_t, float);
 ExpShiftedFn select_exp_shifted(SimdLevel level);
 ScaleMaxFn select_scale_max(SimdLevel level);
+using ScaleRowsFn = void (*)(const float*, int64_t, int, const float*, float, int64_t, float*, int64_t);
+ScaleRowsFn select_scale_rows(SimdLevel level);
 using GemmFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, int, int, int,
                         bool);
 GemmFn select_gemm(SimdLevel level);

@@ -1040,6 +1040,41 @@ TEST(SimdParity, ExpMatchesLibm) {
   }
 }
 
+// Scores times key norms and weights times value norms / sqrt(d): the same two products per
+// element as the scalar loop, bit for bit, for every length 0..300 (vector bodies, tails), row
+// strides wider than the rows, a few queries, and in place (out = w, as finish_scores calls it).
+TEST(SimdParity, ScaleRowsMatchScalar) {
+  std::mt19937 gen(11);
+  std::uniform_real_distribution<float> value(-50.0f, 50.0f), norm(0.0f, 30.0f);
+  const auto scalar = kernels::kernel_set(SimdLevel::kScalar).scale_rows;
+  for (SimdLevel level : simd_levels()) {
+    const auto kernel = kernels::kernel_set(level).scale_rows;
+    ASSERT_NE(kernel, scalar) << simd_name(level) << ": a SIMD kernel of its own";
+    for (int n = 0; n <= 300; ++n) {
+      for (int m : {1, 4, 5}) {
+        const int64_t stride = n + 3;
+        std::vector<float> w(static_cast<size_t>(m * stride)), v(static_cast<size_t>(n));
+        for (auto& x : w) x = value(gen);
+        for (auto& x : v) x = norm(gen);
+        const float c = n % 2 ? 0.088388f : 1.0f;
+        std::vector<float> want(w.size(), -7.0f), got(w.size(), -7.0f);
+        scalar(w.data(), stride, m, v.data(), c, n, want.data(), stride);
+        kernel(w.data(), stride, m, v.data(), c, n, got.data(), stride);
+        ASSERT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float)))
+            << simd_name(level) << " n=" << n << " m=" << m << " (the gap past each row stays untouched too)";
+        kernel(w.data(), stride, m, v.data(), c, n, w.data(), stride);  // in place
+        for (int a = 0; a < m; ++a) {
+          ASSERT_EQ(0, std::memcmp(want.data() + a * stride, w.data() + a * stride, size_t(n) * sizeof(float)))
+              << simd_name(level) << " in place, n=" << n << " m=" << m;
+        }
+      }
+    }
+    float one = 3.0f, two = 0.5f, out = 0.0f;
+    kernel(&one, 1, 1, &two, 4.0f, 1, &out, 1);
+    ASSERT_EQ(out, 6.0f) << simd_name(level) << ": 3 * (0.5 * 4)";
+  }
+}
+
 // Softmax rows as attention makes them: every length 1..300 (vector bodies and scalar tails), a
 // shift at or above every value, masked -inf entries.
 TEST(SimdParity, ExpShiftedOnSoftmaxRows) {
