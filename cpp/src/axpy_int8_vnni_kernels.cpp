@@ -45,15 +45,19 @@ namespace {
 constexpr int kTokensPerStep = 4;  // the 4 bytes that vpdpbusd sums into one lane
 constexpr int kStepsPerGroup = kInt8ValueGroup / kTokensPerStep;
 
-// What a call shares across its query tiles.
+// What a call shares across its query tiles. The rows come as stored (codes: 4-bit rows,
+// accumulate_tile_from_rows) or transposed (rows, steps: the others, accumulate_tile).
 struct ValueCall {
-  const uint8_t* rows;  // steps of 4 tokens: per chunk, 64 transposed bytes (transpose_rows)
-  int64_t steps;        // groups * kStepsPerGroup
-  int chunks;           // 16-byte chunks per row
-  int64_t groups;       // weight groups: ceil(n / kInt8ValueGroup)
-  const uint8_t* w8;    // per query: groups * kInt8ValueGroup weight bytes, zero past n
-  const float* scales;  // per query: one scale per group
-  float* acc;           // per query: d floats in lane order (chunk, field, lane)
+  const uint8_t* rows;   // steps of 4 tokens: per chunk, 64 transposed bytes (transpose_rows)
+  int64_t steps;         // groups * kStepsPerGroup
+  const uint8_t* codes;  // n rows of code_bytes, as stored
+  int64_t code_bytes;
+  int64_t n;
+  int chunks;            // 16-byte chunks per row
+  int64_t groups;        // weight groups: ceil(n / kInt8ValueGroup)
+  const uint8_t* w8;     // per query: groups * kInt8ValueGroup weight bytes, zero past n
+  const float* scales;   // per query: one scale per group
+  float* acc;            // per query: d floats in lane order (chunk, field, lane)
   int d;
 };
 
@@ -146,19 +150,6 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI void accumulate_tile(const ValueCall& c, int a0,
   }
 }
 
-// What accumulate_tile_from_rows reads: the code rows themselves.
-struct ValueRowsCall {
-  const uint8_t* codes;
-  int64_t code_bytes;
-  int64_t n;
-  int chunks;           // 16-byte chunks per row
-  int64_t groups;       // weight groups: ceil(n / kInt8ValueGroup)
-  const uint8_t* w8;    // per query: groups * kInt8ValueGroup weight bytes, zero past n
-  const float* scales;  // per query: one scale per group
-  float* acc;           // per query: d floats in lane order (chunk, field, lane)
-  int d;
-};
-
 // accumulate_tile's sums for 4-bit rows with the transposition done in registers instead of by
 // transpose_rows through memory (K4V4 decode at 32K: 0.85-0.9x the time; 2-bit rows, with 4
 // fields per pass, lost 3-6%: kernel_choices_avx2.md round 51): per step, 32 bytes of rows 0 and
@@ -168,7 +159,7 @@ struct ValueRowsCall {
 // weights serve both. Same integers, same float steps, in the same order per accumulator lane,
 // as accumulate_tile.
 template <int kTile, int kChunks>
-TURBOKV_TARGET_AVX512_VNNI_VBMI void accumulate_tile_from_rows(const ValueRowsCall& c, int a0, __m512i table) {
+TURBOKV_TARGET_AVX512_VNNI_VBMI void accumulate_tile_from_rows(const ValueCall& c, int a0, __m512i table) {
   constexpr int kFields = 2, kBits = 4;
   const __m512i field_mask = _mm512_set1_epi8(static_cast<char>((1 << kBits) - 1));
   alignas(64) uint8_t order[2][64];
@@ -234,7 +225,7 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI void accumulate_tile_from_rows(const ValueRowsCa
 
 // Query tiles of kTile, then the rest in one.
 template <int kChunks>
-TURBOKV_TARGET_AVX512_VNNI_VBMI void accumulate_from_rows(const ValueRowsCall& c, int m, __m512i table) {
+TURBOKV_TARGET_AVX512_VNNI_VBMI void accumulate_from_rows(const ValueCall& c, int m, __m512i table) {
   int a = 0;
   for (; a + 4 <= m; a += 4) accumulate_tile_from_rows<4, kChunks>(c, a, table);
   switch (m - a) {
@@ -328,7 +319,7 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI void axpy_int8_fields(const float* w, int64_t w_
   // 4 bits: 16 and 8); 1 bit takes 2 queries per tile.
   constexpr int kTile = kFields >= 8 ? 2 : 4;
   if constexpr (kFields == 2 && !kThreeBit) {
-    const ValueRowsCall call{codes, code_bytes, n, chunks, groups, w8.data(), scales.data(), lanes.data(), d};
+    const ValueCall call{nullptr, 0, codes, code_bytes, n, chunks, groups, w8.data(), scales.data(), lanes.data(), d};
     if (chunks % 2 == 0) {
       accumulate_from_rows<2>(call, m, table);
     } else {
@@ -337,7 +328,7 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI void axpy_int8_fields(const float* w, int64_t w_
   } else {
     rows.reserve(static_cast<size_t>(steps * chunks * 64));
     transpose_rows<kThreeBit>(codes, code_bytes, n, chunks, rows.data());
-    const ValueCall call{rows.data(), steps, chunks, groups, w8.data(), scales.data(), lanes.data(), d};
+    const ValueCall call{rows.data(), steps, nullptr, 0, 0, chunks, groups, w8.data(), scales.data(), lanes.data(), d};
     int a = 0;
     for (; a + kTile <= m; a += kTile) accumulate_tile<kFields, kTile>(call, a, table);
     switch (m - a) {
