@@ -170,17 +170,6 @@ TURBOKV_TARGET_AVX512 float scale_max_avx512(float* x, int64_t n, float scale) {
 
 #if defined(__aarch64__)
 // NEON twins of the AVX2 versions: the same range reduction, polynomial and two-factor 2^k.
-void scale_rows_neon(const float* w, int64_t w_stride, int m, const float* v, float c, int64_t n,
-                     float* out, int64_t out_stride) {
-  for (int a = 0; a < m; ++a) {
-    const float* wa = w + a * w_stride;
-    float* oa = out + a * out_stride;
-    int64_t j = 0;
-    for (; j + 4 <= n; j += 4) vst1q_f32(oa + j, vmulq_f32(vld1q_f32(wa + j), vmulq_n_f32(vld1q_f32(v + j), c)));
-    for (; j < n; ++j) oa[j] = wa[j] * (v[j] * c);
-  }
-}
-
 float scale_max_neon(float* x, int64_t n, float scale) {
   float32x4_t max = vdupq_n_f32(-INFINITY);
   int64_t i = 0;
@@ -231,6 +220,17 @@ float exp_shifted_neon(float* x, int64_t n, float shift) {
   float lanes[4];
   vst1q_f32(lanes, sum);
   return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + exp_shifted_scalar(x + i, n - i, shift);
+}
+
+void scale_rows_neon(const float* w, int64_t w_stride, int m, const float* v, float c, int64_t n,
+                     float* out, int64_t out_stride) {
+  for (int a = 0; a < m; ++a) {
+    const float* wa = w + a * w_stride;
+    float* oa = out + a * out_stride;
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) vst1q_f32(oa + j, vmulq_f32(vld1q_f32(wa + j), vmulq_n_f32(vld1q_f32(v + j), c)));
+    for (; j < n; ++j) oa[j] = wa[j] * (v[j] * c);
+  }
 }
 #endif
 
