@@ -70,7 +70,8 @@ uint8_t* TokenStore::field_ptr(int64_t chunk, const Field& f, int64_t s, int64_t
   // A slab of C chunks holds each field in turn (f.offset * C bytes before it), and inside a field
   // each stream's C * kChunkTokens tokens in order: a stream's tokens run on across the chunks of
   // a slab, so decode reads one sequence per stream and side where chunks laid out one after
-  // another made it jump every 256 tokens (0.91-0.93x the time at 32K; kernel_choices round 50).
+  // another made it jump every 256 tokens (0.91-0.93x the time at 32K, kernel_choices round 50, timed
+  // in one A/B order only: round 51 found the harness favouring its head side by 1-4% at the median).
   const ChunkSlabs::Spot& at = chunks_.spot(chunk);
   return at.slab + f.offset * at.chunks +
          ((s * at.chunks + at.index) * kChunkTokens + token) * f.bytes_per_token;
