@@ -45,7 +45,7 @@ struct Timings {
 // first in odd ones, so that neither side always follows the other. That is not all of it: the
 // same build on both sides still read head/base 0.87-0.97 (fastest calls) and 0.95-0.99 (medians)
 // in K4V4 int8 decode at 32K on the 2-core VM, whichever was allocated or linked first: time a
-// change both ways round (run.sh A B, then run.sh B A; kernel_choices_avx2.md round 51).
+// change both ways round (AB_BOTH=1 in run.sh; kernel_choices_avx2.md round 51).
 Timings alternate(const std::function<void()>& a, const std::function<void()>& b, int calls) {
   std::vector<double> ta, tb;
   auto timed = [](const std::function<void()>& f) {
