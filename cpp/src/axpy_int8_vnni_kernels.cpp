@@ -32,8 +32,11 @@ bool int8_values_vnni_fit(int bits, int64_t code_bytes, int d) {
          (int8_packed_lanes(bits, code_bytes, d) || (bits == 3 && int8_three_bit_in_registers(code_bytes, d)));
 }
 
+// The one route decision: int8_values_vnni_in_registers and axpy_int8_fields both ask it.
+constexpr bool rows_in_registers(int bits) { return bits == 4; }
+
 bool int8_values_vnni_in_registers(int bits, int64_t code_bytes, int d) {
-  return int8_values_vnni_fit(bits, code_bytes, d) && bits == 4;
+  return int8_values_vnni_fit(bits, code_bytes, d) && rows_in_registers(bits);
 }
 
 namespace {
@@ -151,13 +154,13 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI void accumulate_tile(const ValueCall& c, int a0,
 }
 
 // accumulate_tile's sums for 4-bit rows with the transposition done in registers instead of by
-// transpose_rows through memory (K4V4 decode at 32K: 0.85-0.9x the time; 2-bit rows, with 4
-// fields per pass, lost 3-6%: kernel_choices_avx2.md round 51): per step, 32 bytes of rows 0 and
-// 1 from chunk 2p on fill one register, of rows 2 and 3 another, and one vpermt2b per chunk gives
-// its step of 4 tokens (byte 4k + t = row t's byte 16 c + k). kChunks (2 where the row has an
-// even count) chunks per pass, 16 int32 sums for 4 queries, so that the queries' broadcast
-// weights serve both. Same integers, same float steps, in the same order per accumulator lane,
-// as accumulate_tile.
+// transpose_rows through memory (K4V4 decode at 32K: 0.92-0.97x the time from memory, ~0.85x from
+// L3, both A/B orders; 2-bit rows, with 4 fields per pass, lost 3-6%: kernel_choices_avx2.md round
+// 51): per step, 32 bytes of rows 0 and 1 from chunk 2p on fill one register, of rows 2 and 3
+// another, and one vpermt2b per chunk gives its step of 4 tokens (byte 4k + t = row t's byte
+// 16 c + k). kChunks (2 where the row has an even count) chunks per pass, 16 int32 sums for 4
+// queries, so that the queries' broadcast weights serve both. Same integers, same float steps, in
+// the same order per accumulator lane, as accumulate_tile.
 template <int kTile, int kChunks>
 TURBOKV_TARGET_AVX512_VNNI_VBMI void accumulate_tile_from_rows(const ValueCall& c, int a0, __m512i table) {
   constexpr int kFields = 2, kBits = 4;
@@ -318,7 +321,7 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI void axpy_int8_fields(const float* w, int64_t w_
   // Tiles of 4 queries share each lookup where their 4 x fields int32 sums fit in registers (2 and
   // 4 bits: 16 and 8); 1 bit takes 2 queries per tile.
   constexpr int kTile = kFields >= 8 ? 2 : 4;
-  if constexpr (kFields == 2 && !kThreeBit) {
+  if constexpr (rows_in_registers(kThreeBit ? 3 : 8 / kFields)) {
     const ValueCall call{nullptr, 0, codes, code_bytes, n, chunks, groups, w8.data(), scales.data(), lanes.data(), d};
     if (chunks % 2 == 0) {
       accumulate_from_rows<2>(call, m, table);
