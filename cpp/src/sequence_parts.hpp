@@ -13,6 +13,12 @@ namespace turbokv {
 // Parts per thread that decode aims for: several, so that a core that starts late or runs slow
 // (a busy host) leaves its later parts to the others instead of holding up the call.
 constexpr int64_t kPartsPerThread = 4;
+// Decode with few items (fewer than kPartsPerThread per thread) splits them into about this many
+// parts per thread, at least 2 per item: batch 1 at 32K on 16 Emerald Rapids cores (8 items, K4V4
+// int8) in 4 parts each took 0.92-0.94x the time of 8 parts each (both A/B orders, 12 layers from
+// memory; 1 layer in L3: 0.93-0.95x), 6 parts each the same as 4, 16 parts 1.24x and 2 parts
+// 1.46x; on 8 threads (2 parts each, not 4) 1.00-1.01x (kernel_choices_avx2.md, round 52).
+constexpr int64_t kDecodePartsPerThread = 2;
 // The fewest blocks a part keeps (or 2 where that still makes two parts): on 16 cores 4K tokens in
 // 8 parts of 2 blocks per stream took 1.31x the time of 4 parts of 4 (each part's set-up, claim
 // and merge; kernel_choices_avx2.md, rounds 36-37).
@@ -34,8 +40,9 @@ constexpr int64_t kTailSplitThreads = 4;
 // 512 x 8K chunk at batch 1 on 16 cores, 64 items in 2 parts) took 0.97-0.98x the median call with
 // the AVX2 tile product but 1.03-1.07x with the AVX-512 one (kernel_choices_avx2.md, round 47).
 // Parts per item for `items` items of `blocks` blocks each on `threads` threads: more than 1 where
-// the items alone give fewer than kPartsPerThread to each thread, or (`decode`: one query position
-// per item) to tail-split on kTailSplitThreads threads or more.
+// the items alone give fewer than kPartsPerThread to each thread (decode: kDecodePartsPerThread
+// parts per thread, at least 2 per item), or (`decode`: one query position per item) to
+// tail-split on kTailSplitThreads threads or more.
 inline int64_t sequence_parts(int64_t items, int64_t threads, int64_t blocks, bool decode) {
   if (threads <= 1) return 1;
   const int64_t units = kPartsPerThread * threads;
@@ -46,7 +53,9 @@ inline int64_t sequence_parts(int64_t items, int64_t threads, int64_t blocks, bo
     return tail ? 2 : 1;
   }
   const int64_t most = std::max(blocks / kMinPartBlocks, std::min<int64_t>(2, blocks / 2));
-  return std::max<int64_t>(1, std::min((units + items - 1) / items, most));
+  const int64_t wanted = decode ? std::max<int64_t>(2, (kDecodePartsPerThread * threads + items - 1) / items)
+                                : (units + items - 1) / items;
+  return std::max<int64_t>(1, std::min(wanted, most));
 }
 
 // The order in which threads claim a call's work items (each a stream's range of query

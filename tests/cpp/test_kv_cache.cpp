@@ -500,14 +500,14 @@ TEST(KVCache, ReencodeKeysChangesOnlyTheKeys) {
   EXPECT_EQ(cache.fetch().keys[5], half_to_float(float_to_half(k[5])));
 }
 
-// How many parts decode splits one item's tokens into: 4 per thread wanted, each of at least 4
+// How many parts decode splits one item's tokens into: 2 per thread wanted, each of at least 4
 // blocks, or of 2 where that still gives two parts (below: 8 threads, one KV head, 256-token
 // blocks). Parts of 2 blocks took 1.31x the time of parts of 4 at 4K on 16 cores.
 TEST(KVCache, SequencePartsKeepAtLeastFourBlocks) {
   const int d = 64;
   ThreadPool pool(8);
   const std::vector<std::pair<int64_t, int64_t>> tokens_to_parts = {
-      {400, 1}, {1024, 2}, {2048, 2}, {3000, 3}, {4096, 4}, {8192, 8}, {40000, 32}};
+      {400, 1}, {1024, 2}, {2048, 2}, {3000, 3}, {4096, 4}, {8192, 8}, {40000, 16}};
   for (const auto& [n, parts] : tokens_to_parts) {
     TokenStore keys(SideConfig{4, Mode::kMse}, d, 7, 0, default_simd());
     TokenStore values(SideConfig{4, Mode::kMse}, d, 8, 0, default_simd());
@@ -604,6 +604,24 @@ TEST(KVCache, CausalCallsTakeStreamsInTurnsOnlyWhenFewerThanHalfTheThreads) {
   EXPECT_EQ(item_order(true, 12, 16), ItemOrder::kLatestFirst);
   EXPECT_EQ(item_order(true, 1, 2), ItemOrder::kLatestFirst);
   EXPECT_EQ(item_order(true, 1, 1), ItemOrder::kLatestFirst);
+}
+
+// Decode with fewer items than 4 per thread splits each into ceil(2 x threads / items) parts, at
+// least 2 (kDecodePartsPerThread: 4 per item at batch 1, 8 KV heads, 16 threads); prefill aims
+// at 4 parts per thread; a short cache keeps 4 blocks per part.
+TEST(KVCache, FewItemDecodeAimsAtTwoPartsPerThread) {
+  EXPECT_EQ(sequence_parts(8, 16, 128, true), 4);
+  EXPECT_EQ(sequence_parts(8, 16, 128, false), 8);
+  EXPECT_EQ(sequence_parts(8, 8, 128, true), 2);
+  EXPECT_EQ(sequence_parts(40, 16, 128, true), 2);  // between 2 and 4 items per thread
+  EXPECT_EQ(sequence_parts(3, 2, 128, true), 2);    // 3 KV heads on 2 cores (SmolLM2)
+  EXPECT_EQ(sequence_parts(3, 2, 128, false), 3);
+  EXPECT_EQ(sequence_parts(1, 2, 128, true), 4);
+  EXPECT_EQ(sequence_parts(1, 16, 128, true), 32);
+  EXPECT_EQ(sequence_parts(1, 16, 64, true), 16);   // 64 blocks: 4 per part at most 16 parts
+  EXPECT_EQ(sequence_parts(1, 2, 4, true), 2);      // 4 blocks: 2 parts of 2
+  EXPECT_EQ(sequence_parts(1, 2, 3, true), 1);      // 3 blocks: no part of 2 blocks fits twice
+  EXPECT_EQ(sequence_parts(8, 1, 128, true), 1);
 }
 
 // On 4 threads or more, decode with between 4 and 8 items per thread splits each item in two, the
@@ -719,13 +737,13 @@ TEST(KVCache, SmallDecodeCallsSkipThePoolOfManyThreads) {
   EXPECT_EQ(fused_attention(keys, values, q.data(), decode, o, out.data(), &pool).threads, 16);
 }
 
-// Decode whose parts fall in size merges to the unsplit result: one KV head, 157 blocks on 2
+// Decode whose parts fall in size merges to the unsplit result: one KV head, 157 blocks on 4
 // threads, 8 parts of 31 blocks down to 8 (the weights' ends at 31.4, 59.4, 84.1, 105.4, 123.4,
 // 137.9, 149.2 and 157 blocks).
 TEST(KVCache, SequenceSplitDecodeOfFallingPartsEqualsOneSweep) {
   const int d = 64;
   const int64_t n = 40000;
-  ThreadPool pool(2);
+  ThreadPool pool(4);
   ASSERT_EQ(sequence_part_bounds(157, 8), (std::vector<int64_t>{0, 31, 59, 84, 105, 123, 138, 149, 157}));
   TokenStore keys(SideConfig{4, Mode::kMse}, d, 7, 0, default_simd());
   TokenStore values(SideConfig{4, Mode::kMse}, d, 8, 0, default_simd());
