@@ -10,8 +10,9 @@
 
 namespace turbokv {
 
-// Parts per thread that decode aims for: several, so that a core that starts late or runs slow
-// (a busy host) leaves its later parts to the others instead of holding up the call.
+// Parts per thread that prefill aims for, and the items per thread below which decode splits
+// items (into kDecodePartsPerThread per thread): several, so that a core that starts late or runs
+// slow (a busy host) leaves its later parts to the others instead of holding up the call.
 constexpr int64_t kPartsPerThread = 4;
 // Decode with few items (fewer than kPartsPerThread per thread) splits them into about this many
 // parts per thread, at least 2 per item: batch 1 at 32K on 16 Emerald Rapids cores (8 items, K4V4
