@@ -332,7 +332,11 @@ TURBOKV_TARGET_AVX512_VBMI_VNNI void dot_int16_tile(const Int16Planes<kBits>& pl
   for (int64_t j = 0; j < n; ++j) {
     ahead.fetch(j);
     const uint8_t* key = codes + j * code_bytes;
+    // Both lines of a 5-8-bit row (80-128 bytes at head_dim 128): with the second too, K8V4 int8
+    // decode at 32K took 0.80-0.84x the time and K6V4 0.97x, both A/B orders (model-167 VM,
+    // kernel_choices_avx2.md round 52).
     _mm_prefetch(reinterpret_cast<const char*>(key + 16 * code_bytes), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(key + 16 * code_bytes + 64), _MM_HINT_T0);
     __m512i even[4], odd[4];
     for (int a = 0; a < 4; ++a) even[a] = odd[a] = _mm512_setzero_si512();
     for (int c = 0; c < d / 64; ++c) {
