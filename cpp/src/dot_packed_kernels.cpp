@@ -339,10 +339,18 @@ TURBOKV_TARGET_AVX2 void dot_signed_planes32_avx2(const float* q, int m, const u
   PermutedScratch lanes(static_cast<int64_t>(m) * d);
   to_lane_order32(q, m, d, lanes.data());
   int64_t j = 0;
+  // Every line of the key kKeysAhead on, as the 5-8-bit rows kernels: K6V4 decode at 32K from
+  // memory 0.90-0.95x the time at 4 queries per KV head, 0.96-1.00x at 1; K5V4 ~1.0x
+  // (kernel_choices_avx2.md round 53).
+  const RowsAhead own_rows{codes, code_bytes};
   if (m == 4) {  // keys two at a time (dot_two_keys_avx2)
     for (; j + 2 <= n; j += 2) {
       ahead.fetch(j);
       ahead.fetch(j + 1);
+      if (j + kKeysAhead + 1 < n) {
+        own_rows.fetch(j + kKeysAhead);
+        own_rows.fetch(j + kKeysAhead + 1);
+      }
       const uint8_t* key = codes + j * code_bytes;
       const SignedPlaneKey32<kBits> ka{key, d, &planes}, kb{key + code_bytes, d, &planes};
       dot_two_keys_avx2<32>(lanes.data(), d, ka, kb, out + j, out_stride);
@@ -350,6 +358,7 @@ TURBOKV_TARGET_AVX2 void dot_signed_planes32_avx2(const float* q, int m, const u
   }
   for (; j < n; ++j) {
     ahead.fetch(j);
+    if (j + kKeysAhead < n) own_rows.fetch(j + kKeysAhead);
     const SignedPlaneKey32<kBits> key{codes + j * code_bytes, d, &planes};
     int a = 0;
     for (; a + 4 <= m; a += 4) dot32_tile_avx2<4>(lanes.data() + static_cast<int64_t>(a) * d, d, key, out + a * out_stride + j, out_stride);
@@ -753,10 +762,17 @@ TURBOKV_TARGET_AVX2 int64_t dot_key_pairs_avx2(const float* q, const uint8_t* co
                                                const float* table, int bits, int d, bool spread, float* out,
                                                int64_t out_stride, RowsAhead ahead) {
   const uint64_t mask = spread_mask(bits);
+  // Every line of the keys kKeysAhead on (7-8-bit rows span two lines): K8V4 and K7V4 decode at
+  // 32K from memory 0.96-0.97x the time, both A/B orders (kernel_choices_avx2.md round 53).
+  const RowsAhead own_rows{codes, code_bytes};
   int64_t j = 0;
   for (; j + 2 <= n; j += 2) {
     ahead.fetch(j);
     ahead.fetch(j + 1);
+    if (j + kKeysAhead + 1 < n) {
+      own_rows.fetch(j + kKeysAhead);
+      own_rows.fetch(j + kKeysAhead + 1);
+    }
     const uint8_t* key = codes + j * code_bytes;
     if (spread) {
       using Key = SpreadKey<Lookup8::kGather>;
@@ -838,8 +854,12 @@ TURBOKV_TARGET_AVX2 void dot_packed_rows_avx2(const float* q, int m, const uint8
   if (j == 0 && fused && m == 4 && (bits == 8 || spread) && route == Lookup8::kGather) {
     j = dot_key_pairs_avx2(q, codes, code_bytes, n, table, bits, d, spread, out, out_stride, ahead);
   }
+  // Every line of the key kKeysAhead on. One query per KV head (Phi-2's 32/32 heads), K8V4 decode
+  // at 32K from memory: 0.51x the time, K7V4 0.89x, K5V4 1.00x (kernel_choices_avx2.md round 53).
+  const RowsAhead own_rows{codes, code_bytes};
   for (; j < n; ++j) {
     ahead.fetch(j);
+    if (j + kKeysAhead < n) own_rows.fetch(j + kKeysAhead);
     const uint8_t* key = codes + j * code_bytes;
     if (spread) {
       if (route == Lookup8::kLoads) {
