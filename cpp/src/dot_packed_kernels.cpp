@@ -795,9 +795,14 @@ TURBOKV_TARGET_AVX2 int64_t dot_broadcast_keys(const float* q, int m, const uint
   interleave_rows<kLanes>(q, d, m, d, qt.data());
   const InPlaceWords in_place{codes, code_bytes};
   const SpreadWords spread{codes, code_bytes, bits, d, spread_mask(bits)};
+  // Every line of keys kKeysAhead on, as the other 5-8-bit kernels: K8V4 decode at 32K with
+  // TURBOKV_GATHERS=slow on the model-167 VM 0.95x the time both A/B orders, K7V4 and 8 queries
+  // per KV head 0.98x (kernel_choices_avx2.md round 53; unmeasured on Zen).
+  const RowsAhead own_rows{codes, code_bytes};
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) {
     for (int k = 0; k < 8; ++k) ahead.fetch(j + k);
+    for (int64_t k = j + kKeysAhead; k < std::min(n, j + kKeysAhead + 8); ++k) own_rows.fetch(k);
     if (bits == 8) {
       dot_eight_keys_broadcast<kLanes>(qt.data(), m, d, table, in_place, j, out, out_stride);
     } else {
