@@ -347,10 +347,7 @@ TURBOKV_TARGET_AVX2 void dot_signed_planes32_avx2(const float* q, int m, const u
     for (; j + 2 <= n; j += 2) {
       ahead.fetch(j);
       ahead.fetch(j + 1);
-      if (j + kKeysAhead + 1 < n) {
-        own_rows.fetch(j + kKeysAhead);
-        own_rows.fetch(j + kKeysAhead + 1);
-      }
+      own_rows.fetch_below(j + kKeysAhead, 2, n);
       const uint8_t* key = codes + j * code_bytes;
       const SignedPlaneKey32<kBits> ka{key, d, &planes}, kb{key + code_bytes, d, &planes};
       dot_two_keys_avx2<32>(lanes.data(), d, ka, kb, out + j, out_stride);
@@ -358,7 +355,7 @@ TURBOKV_TARGET_AVX2 void dot_signed_planes32_avx2(const float* q, int m, const u
   }
   for (; j < n; ++j) {
     ahead.fetch(j);
-    if (j + kKeysAhead < n) own_rows.fetch(j + kKeysAhead);
+    own_rows.fetch_below(j + kKeysAhead, 1, n);
     const SignedPlaneKey32<kBits> key{codes + j * code_bytes, d, &planes};
     int a = 0;
     for (; a + 4 <= m; a += 4) dot32_tile_avx2<4>(lanes.data() + static_cast<int64_t>(a) * d, d, key, out + a * out_stride + j, out_stride);
@@ -769,10 +766,7 @@ TURBOKV_TARGET_AVX2 int64_t dot_key_pairs_avx2(const float* q, const uint8_t* co
   for (; j + 2 <= n; j += 2) {
     ahead.fetch(j);
     ahead.fetch(j + 1);
-    if (j + kKeysAhead + 1 < n) {
-      own_rows.fetch(j + kKeysAhead);
-      own_rows.fetch(j + kKeysAhead + 1);
-    }
+    own_rows.fetch_below(j + kKeysAhead, 2, n);
     const uint8_t* key = codes + j * code_bytes;
     if (spread) {
       using Key = SpreadKey<Lookup8::kGather>;
@@ -802,7 +796,7 @@ TURBOKV_TARGET_AVX2 int64_t dot_broadcast_keys(const float* q, int m, const uint
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) {
     for (int k = 0; k < 8; ++k) ahead.fetch(j + k);
-    for (int64_t k = j + kKeysAhead; k < std::min(n, j + kKeysAhead + 8); ++k) own_rows.fetch(k);
+    own_rows.fetch_below(j + kKeysAhead, 8, n);
     if (bits == 8) {
       dot_eight_keys_broadcast<kLanes>(qt.data(), m, d, table, in_place, j, out, out_stride);
     } else {
@@ -864,7 +858,7 @@ TURBOKV_TARGET_AVX2 void dot_packed_rows_avx2(const float* q, int m, const uint8
   const RowsAhead own_rows{codes, code_bytes};
   for (; j < n; ++j) {
     ahead.fetch(j);
-    if (j + kKeysAhead < n) own_rows.fetch(j + kKeysAhead);
+    own_rows.fetch_below(j + kKeysAhead, 1, n);
     const uint8_t* key = codes + j * code_bytes;
     if (spread) {
       if (route == Lookup8::kLoads) {

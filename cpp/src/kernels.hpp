@@ -54,6 +54,10 @@ struct RowsAhead {
     for (int64_t offset = 0; offset < stride; offset += 64) __builtin_prefetch(row + offset);
   }
   RowsAhead from(int64_t j) const { return rows ? RowsAhead{rows + j * stride, stride} : RowsAhead{}; }
+  // Rows j .. j + count - 1 that lie below n (a kernel's own rows kKeysAhead on, every line).
+  void fetch_below(int64_t j, int64_t count, int64_t n) const {
+    for (int64_t k = j; k < n && k < j + count; ++k) fetch(k);
+  }
 };
 
 // Keys ahead of the one being scored that a score kernel prefetches from its own rows: the
