@@ -178,7 +178,7 @@ TURBOKV_TARGET_AVX512_VBMI void dot_tile(const Chunk& chunk, const float* q, int
     const uint8_t* key = codes + j * code_bytes;
     _mm_prefetch(reinterpret_cast<const char*>(key + 16 * code_bytes), _MM_HINT_T0);
     // The second line of 5-8-bit rows too: K8V4 decode at 32K 0.91x the time at 4 queries per KV
-    // head, 0.80x at 1; K5-K7 0.98-1.01x (kernel_choices_avx2.md round 53).
+    // head, 0.80x at 1; K5-K7 0.97-1.00x (kernel_choices_avx2.md round 53).
     if (code_bytes > 64) _mm_prefetch(reinterpret_cast<const char*>(key + 16 * code_bytes + 64), _MM_HINT_T0);
     __m512 even[kTile], odd[kTile];
     for (int a = 0; a < kTile; ++a) even[a] = odd[a] = _mm512_setzero_ps();
