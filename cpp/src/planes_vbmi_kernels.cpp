@@ -337,7 +337,8 @@ TURBOKV_TARGET_AVX512_VBMI_VNNI void dot_int16_tile(const Int16Planes<kBits>& pl
     const uint8_t* key = codes + j * code_bytes;
     // Both lines of a 5-8-bit row (80-128 bytes at head_dim 128): with the second too, K8V4 int8
     // decode at 32K took 0.80-0.84x the time and K6V4 0.97x, both A/B orders (model-167 VM,
-    // kernel_choices_avx2.md round 52).
+    // kernel_choices_avx2.md round 52). Two plain prefetches, not RowsAhead::fetch_below: its
+    // bounded loop here took 1.03-1.07x the time, both A/B orders (round 53).
     _mm_prefetch(reinterpret_cast<const char*>(key + 16 * code_bytes), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(key + 16 * code_bytes + 64), _MM_HINT_T0);
     __m512i even[4], odd[4];
