@@ -26,7 +26,7 @@ section "C++ tests on arm64 (cross-compiled, qemu-user; scalar and NEON)"
 bash scripts/test_arm.sh
 
 section "Fuzzing (libFuzzer, bounded)"
-bash scripts/fuzz.sh 20
+bash scripts/fuzz.sh 30
 
 section "Leak check of the Python extension (valgrind)"
 bash scripts/leakcheck.sh

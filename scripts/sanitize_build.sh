@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Configures and builds build/sanitize: the GoogleTest suite and the libFuzzer harnesses against one
+# core compiled once with clang, AddressSanitizer, UndefinedBehaviorSanitizer and the fuzzer's
+# coverage hooks (scripts/sanitize.sh runs the suite, scripts/fuzz.sh the harnesses). One build
+# for both instead of one each saves ~3 minutes of CI's 30.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/apt_install.sh clang-14 libclang-rt-14-dev  # libFuzzer lives in the second
+# -g1 (clang: line tables only): enough for the reports' stack traces, without the variable
+# descriptions of -g, which made this build ~1.4x longer; debug info never changes the code.
+CXX=clang++-14 cmake -S . -B build/sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" \
+  -DTURBOKV_BUILD_TESTS=ON -DTURBOKV_SANITIZE=ON -DTURBOKV_BUILD_FUZZ=ON >/dev/null
+cmake --build build/sanitize
