@@ -192,6 +192,24 @@ TURBOKV_TARGET_AVX2 inline uint64_t sixteen_nibbles(const uint8_t* p, const uint
   return _pdep_u64(word >> (8 * (p - (end - 8))), 0x7777777777777777ull);
 }
 
+// The 64 3-bit indices packed in the 24 bytes at p as 32 nibble bytes (packing.hpp's 4-bit layout),
+// indices 0-31 in the low 128-bit lane, with no pdep: each dword gets 3 bytes (8 indices) as the
+// words (b0 b1) and (b1 b2); a multiply by 16 and a shift leave 12 bits (4 indices) in each word,
+// 6 of them move to its high byte, and x + (x & 0x38) moves each byte's second index up a bit.
+// Reads [p, p + 24) only (lane 1 loads from p + 8).
+TURBOKV_TARGET_AVX2 inline __m256i sixty_four_nibbles_avx2(const uint8_t* p) {
+  const __m256i raw = _mm256_inserti128_si256(
+      _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))),
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8)), 1);
+  const __m256i words = _mm256_setr_epi8(0, 1, 1, 2, 3, 4, 4, 5, 6, 7, 7, 8, 9, 10, 10, 11,
+                                         4, 5, 5, 6, 7, 8, 8, 9, 10, 11, 11, 12, 13, 14, 14, 15);
+  __m256i x = _mm256_shuffle_epi8(raw, words);
+  x = _mm256_srli_epi16(_mm256_mullo_epi16(x, _mm256_set1_epi32(0x00010010)), 4);
+  x = _mm256_or_si256(_mm256_and_si256(x, _mm256_set1_epi16(0x003F)),
+                      _mm256_and_si256(_mm256_slli_epi16(x, 2), _mm256_set1_epi16(0x3F00)));
+  return _mm256_add_epi8(x, _mm256_and_si256(x, _mm256_set1_epi8(0x38)));
+}
+
 TURBOKV_TARGET_AVX2 inline float horizontal_sum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));

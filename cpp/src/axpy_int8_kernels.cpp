@@ -203,35 +203,49 @@ TURBOKV_TARGET_AVX2 inline __m128i value_chunk(const uint8_t* row, int64_t code_
 // The AVX-512 kernel's transposed layout (out[(g * steps + s) * 64 + 4k + t] = token 4s + t's byte
 // 16 g + k; tokens past n repeat the last one, whose weight bytes are zero there), by 32-bit and
 // 64-bit unpacks of four rows' chunks (value_chunk) and one in-lane pshufb per 32 bytes.
+// Four rows' registers, each two chunks (chunk g in the low 128-bit lane, g + 1 in the high one),
+// into the transposed layout at o0 (chunk g) and o1 (g + 1): 256-bit unpacks (bytes then words),
+// each 128-bit lane a chunk's quarter, and one lane exchange per output: 20 operations per 32
+// bytes of four rows where the 128-bit route (one chunk at a time) takes 36.
+TURBOKV_TARGET_AVX2 inline void store_two_chunks(const __m256i (&c)[4], uint8_t* o0, uint8_t* o1) {
+  const __m256i p01l = _mm256_unpacklo_epi8(c[0], c[1]), p01h = _mm256_unpackhi_epi8(c[0], c[1]);
+  const __m256i p23l = _mm256_unpacklo_epi8(c[2], c[3]), p23h = _mm256_unpackhi_epi8(c[2], c[3]);
+  // Bytes 0-3 | 16-19, 4-7 | 20-23, 8-11 | 24-27, 12-15 | 28-31 of the pair, 4 tokens each.
+  const __m256i q0 = _mm256_unpacklo_epi16(p01l, p23l), q1 = _mm256_unpackhi_epi16(p01l, p23l);
+  const __m256i q2 = _mm256_unpacklo_epi16(p01h, p23h), q3 = _mm256_unpackhi_epi16(p01h, p23h);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(o0), _mm256_permute2x128_si256(q0, q1, 0x20));
+  _mm256_store_si256(reinterpret_cast<__m256i*>(o0 + 32), _mm256_permute2x128_si256(q2, q3, 0x20));
+  _mm256_store_si256(reinterpret_cast<__m256i*>(o1), _mm256_permute2x128_si256(q0, q1, 0x31));
+  _mm256_store_si256(reinterpret_cast<__m256i*>(o1 + 32), _mm256_permute2x128_si256(q2, q3, 0x31));
+}
+
+// The AVX-512 kernel's transposed layout (out[(g * steps + s) * 64 + 4k + t] = token 4s + t's byte
+// 16 g + k; tokens past n repeat the last one, whose weight bytes are zero there): two chunks at a
+// time where whole (store_two_chunks; 3-bit rows as nibbles by sixty_four_nibbles_avx2), the rest
+// by 32-bit and 64-bit unpacks of four rows' chunks (value_chunk) and one in-lane pshufb per 32 bytes.
 template <ValueRows kRows>
 TURBOKV_TARGET_AVX2 void transpose_rows_avx2(const uint8_t* codes, int64_t code_bytes, int64_t n,
                                              int chunks, int64_t steps, uint8_t* out) {
   const __m256i order = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
                                          0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  // Packed bytes per pair of chunks: 32 of codes, 24 of 3-bit rows (64 indices).
+  constexpr int64_t kPairBytes = kRows == ValueRows::kCodes ? 32 : 24;
   for (int64_t s = 0; s < steps; ++s) {
     const int64_t j = s * kTokensPerStep;
     const uint8_t* r[4];
     for (int t = 0; t < 4; ++t) r[t] = codes + std::min(j + t, n - 1) * code_bytes;
     int g = 0;
-    if constexpr (kRows == ValueRows::kCodes) {
-      // Two whole chunks at a time by 256-bit unpacks of the four rows (bytes then words), each
-      // 128-bit lane a chunk's quarter, and one lane exchange per output: 20 operations per 32
-      // bytes of four rows where the 128-bit route below takes 36 (the same bytes).
-      for (; g + 2 <= chunks && 16 * (g + 2) <= code_bytes; g += 2) {
-        __m256i c[4];
-        for (int t = 0; t < 4; ++t) c[t] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r[t] + 16 * g));
-        const __m256i p01l = _mm256_unpacklo_epi8(c[0], c[1]), p01h = _mm256_unpackhi_epi8(c[0], c[1]);
-        const __m256i p23l = _mm256_unpacklo_epi8(c[2], c[3]), p23h = _mm256_unpackhi_epi8(c[2], c[3]);
-        // Bytes 0-3 | 16-19, 4-7 | 20-23, 8-11 | 24-27, 12-15 | 28-31 of the pair, 4 tokens each.
-        const __m256i q0 = _mm256_unpacklo_epi16(p01l, p23l), q1 = _mm256_unpackhi_epi16(p01l, p23l);
-        const __m256i q2 = _mm256_unpacklo_epi16(p01h, p23h), q3 = _mm256_unpackhi_epi16(p01h, p23h);
-        uint8_t* o0 = out + (g * steps + s) * 64;
-        uint8_t* o1 = out + ((g + 1) * steps + s) * 64;
-        _mm256_store_si256(reinterpret_cast<__m256i*>(o0), _mm256_permute2x128_si256(q0, q1, 0x20));
-        _mm256_store_si256(reinterpret_cast<__m256i*>(o0 + 32), _mm256_permute2x128_si256(q2, q3, 0x20));
-        _mm256_store_si256(reinterpret_cast<__m256i*>(o1), _mm256_permute2x128_si256(q0, q1, 0x31));
-        _mm256_store_si256(reinterpret_cast<__m256i*>(o1 + 32), _mm256_permute2x128_si256(q2, q3, 0x31));
+    for (; g + 2 <= chunks && kPairBytes / 2 * (g + 2) <= code_bytes; g += 2) {
+      __m256i c[4];
+      for (int t = 0; t < 4; ++t) {
+        const uint8_t* p = r[t] + kPairBytes / 2 * g;
+        if constexpr (kRows == ValueRows::kCodes) {
+          c[t] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+        } else {
+          c[t] = sixty_four_nibbles_avx2(p);
+        }
       }
+      store_two_chunks(c, out + (g * steps + s) * 64, out + ((g + 1) * steps + s) * 64);
     }
     for (; g < chunks; ++g) {
       __m128i c[4];
