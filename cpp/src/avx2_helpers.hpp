@@ -195,7 +195,8 @@ TURBOKV_TARGET_AVX2 inline uint64_t sixteen_nibbles(const uint8_t* p, const uint
 // The 64 3-bit indices packed in the 24 bytes at p as 32 nibble bytes (packing.hpp's 4-bit layout),
 // indices 0-31 in the low 128-bit lane, with no pdep: each dword gets 3 bytes (8 indices) as the
 // words (b0 b1) and (b1 b2); a multiply by 16 and a shift leave 12 bits (4 indices) in each word,
-// 6 of them move to its high byte, and x + (x & 0x38) moves each byte's second index up a bit.
+// its upper 6 (2 indices) move to its high byte, and x + (x & 0x38) moves each byte's second
+// index up a bit.
 // Reads [p, p + 24) only (lane 1 loads from p + 8).
 TURBOKV_TARGET_AVX2 inline __m256i sixty_four_nibbles_avx2(const uint8_t* p) {
   const __m256i raw = _mm256_inserti128_si256(

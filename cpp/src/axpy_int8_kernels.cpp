@@ -170,9 +170,9 @@ TURBOKV_TARGET_AVX2 inline __m128i row_chunk(const uint8_t* row, int64_t code_by
 // Where the AVX2 value kernel takes a block's rows from: the code rows as stored, or 3-bit rows
 // rewritten as the 4-bit rows of their indices (packing.hpp: index 2k in byte k's low nibble, 2k + 1
 // in its high one) so that the 4-bit kernel sums them, with no unpacked copy of the block; head_dim
-// a multiple of 32 (int8_three_bit_in_registers), or by pdep a multiple of 16. The nibbles come
-// from pdep (two per 32 indices) or, where pdep is slow (kPdepIsSlow), from unpack3_x16_avx2 and
-// maddubs.
+// a multiple of 32 (int8_three_bit_in_registers), or by pdep a multiple of 16. Whole pairs of
+// chunks come from sixty_four_nibbles_avx2 in both routes (no pdep); a chunk left alone from pdep
+// (two per 32 indices) or, where pdep is slow (kPdepIsSlow), from unpack3_x16_avx2 and maddubs.
 enum class ValueRows { kCodes, kThreeBitBySimd, kThreeBitByPdep };
 
 // Chunk g of a 3-bit row (its 32 indices in 12 packed bytes) as 16 nibble bytes by SIMD: the
@@ -200,9 +200,6 @@ TURBOKV_TARGET_AVX2 inline __m128i value_chunk(const uint8_t* row, int64_t code_
   return row_chunk(row, code_bytes, g);
 }
 
-// The AVX-512 kernel's transposed layout (out[(g * steps + s) * 64 + 4k + t] = token 4s + t's byte
-// 16 g + k; tokens past n repeat the last one, whose weight bytes are zero there), by 32-bit and
-// 64-bit unpacks of four rows' chunks (value_chunk) and one in-lane pshufb per 32 bytes.
 // Four rows' registers, each two chunks (chunk g in the low 128-bit lane, g + 1 in the high one),
 // into the transposed layout at o0 (chunk g) and o1 (g + 1): 256-bit unpacks (bytes then words),
 // each 128-bit lane a chunk's quarter, and one lane exchange per output: 20 operations per 32
