@@ -6,6 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/apt_install.sh clang-14 libclang-rt-14-dev  # libFuzzer lives in the second
+# A build/sanitize configured with another compiler (GCC, before this build served the fuzzers
+# too) keeps it in its cache, which CXX does not override: start that one afresh.
+if [ -f build/sanitize/CMakeCache.txt ] && ! grep -q '^CMAKE_CXX_COMPILER:[A-Z]*=.*clang++-14$' build/sanitize/CMakeCache.txt; then
+  rm -rf build/sanitize
+fi
 # -g1 (clang: line tables only): enough for the reports' stack traces, without the variable
 # descriptions of -g, which made this build ~1.4x longer; debug info never changes the code.
 CXX=clang++-14 cmake -S . -B build/sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \

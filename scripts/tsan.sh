@@ -3,7 +3,7 @@
 # race report fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# -g1: line tables for the reports (as scripts/sanitize.sh).
+# -g1: line tables for the reports (as scripts/sanitize_build.sh).
 cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTURBOKV_BUILD_TESTS=ON \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" -DTURBOKV_TSAN=ON >/dev/null
 cmake --build build/tsan --target turbokv_tests
