@@ -8,6 +8,8 @@
 # are linked into build/ab/ab, which runs the arguments after "--". AB_HEAD_FLAGS adds compiler
 # flags to the head side only, e.g. AB_HEAD_FLAGS=-DTURBOKV_AVX2_EVEX_VNNI (kernels.hpp: on an
 # AVX-512 VNNI host the head's AVX2 level then runs what an AVX-VNNI machine's does).
+# AB_FLAGS adds compiler flags to both sides, e.g. AB_FLAGS=-DTURBOKV_AVX2_PLAIN (kernels.hpp: the
+# AVX2 level then runs its plain form, as AMD Zen 1-4 do, on a host with AVX-VNNI).
 # AB_LAYERS=12 before the command: attention over 12 caches per side in turn, read from memory as
 # a model's decode reads them (main.cpp). Attention lines print the min and the median call of each side:
 # the median shows a late claim or a slow thread that the fastest call hides.
@@ -24,7 +26,7 @@ if [[ $# -gt 0 && $1 != "--" ]]; then head=$1; shift; fi
 shift
 out=$root/build/ab
 eigen=$(pkg-config --cflags eigen3 2>/dev/null || echo -I/usr/include/eigen3)
-flags="-O3 -DNDEBUG -std=c++17 -ffp-contract=off -fPIC"
+flags="-O3 -DNDEBUG -std=c++17 -ffp-contract=off -fPIC ${AB_FLAGS:-}"
 
 build_side() {  # build_side OUT NAME REVISION ("" for the working tree) [EXTRA_FLAGS]
   local out=$1; shift

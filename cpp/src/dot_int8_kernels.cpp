@@ -231,6 +231,9 @@ const bool kHasAvxVnni = [] {
 }();
 
 const VnniForm kAvx2VnniForm = [] {
+#ifdef TURBOKV_AVX2_PLAIN  // timing only (bench/ab/run.sh's AB_FLAGS): what Zen 1-4's AVX2 level runs
+  return VnniForm::kNone;
+#endif
   if (kHasAvxVnni) return VnniForm::kVex;
 #ifdef TURBOKV_AVX2_EVEX_VNNI
   __builtin_cpu_init();

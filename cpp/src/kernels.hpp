@@ -319,7 +319,8 @@ enum class VnniForm { kNone, kVex, kEvex };
 bool vnni_form_runs(VnniForm form);
 // The form the AVX2 level takes: kVex where the CPU has AVX-VNNI, else kNone; a build with
 // TURBOKV_AVX2_EVEX_VNNI defined (for timing only: bench/ab/run.sh's AB_HEAD_FLAGS) takes kEvex on
-// AVX-512 VNNI hosts without AVX-VNNI, to time there what an AVX-VNNI machine's AVX2 level runs.
+// AVX-512 VNNI hosts without AVX-VNNI, to time there what an AVX-VNNI machine's AVX2 level runs;
+// one with TURBOKV_AVX2_PLAIN takes kNone, what AMD Zen 1-4 run.
 extern const VnniForm kAvx2VnniForm;
 DotPackedInt8Fn dot_packed_int8_avx2_variant(VnniForm vnni, bool pdep);
 // out[i] = round(x[i] * top / max|x|), returning max|x| / top (0 and all zeros for x = 0; 1 <= top
