@@ -640,15 +640,18 @@ TEST(SimdParity, Int8ValuesStayWithinTheirRoundingBound) {
         }
         EXPECT_TRUE(differs) << "int8 values equal float32 ones everywhere (path not taken?)";
         // Negative, NaN and infinite weights cannot be rounded on their group's largest: refused
-        // before anything is added (in a late group, to see that).
+        // before anything is added (in a late group, to see that; and in the first 8 whole groups,
+        // which the AVX2 level rounds together).
         const std::vector<float> before = int8;
         for (float bad : {-1.0f, std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
-          std::vector<float> w_bad = w;
-          w_bad[size_t(3) * n + n - 2] = bad;
-          EXPECT_THROW(codec.accumulate(w_bad.data(), n, m, enc.in(), n, int8.data(), sketch.data(),
-                                        scratch.data(), ValuePrecision::kInt8),
-                       std::invalid_argument) << bad;
-          EXPECT_EQ(int8, before) << "something was added before the refusal";
+          for (int at : {n - 2, 20}) {
+            std::vector<float> w_bad = w;
+            w_bad[size_t(3) * n + size_t(at)] = bad;
+            EXPECT_THROW(codec.accumulate(w_bad.data(), n, m, enc.in(), n, int8.data(), sketch.data(),
+                                          scratch.data(), ValuePrecision::kInt8),
+                         std::invalid_argument) << bad << " at " << at;
+            EXPECT_EQ(int8, before) << "something was added before the refusal";
+          }
         }
       }
     }
