@@ -150,7 +150,7 @@ TURBOKV_TARGET_AVX2 bool quantize_weights_avx2(const float* w, int64_t n, int64_
   const __m256 smallest = _mm256_set1_ps(kSmallestGroupMax);
   __m256 bad = _mm256_setzero_ps();
   int64_t group = 0;
-  for (; group + 8 <= groups && (group + 8) * kInt8ValueGroup <= n; group += 8) {
+  for (; (group + 8) * kInt8ValueGroup <= n; group += 8) {  // 8 whole groups left
     const float* v = w + group * kInt8ValueGroup;
     __m256 tops[8];
     for (int g = 0; g < 8; ++g) {
