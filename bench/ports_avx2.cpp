@@ -3,6 +3,9 @@
 //
 //   g++ -O2 -mavx2 -mfma bench/ports_avx2.cpp -o /tmp/ports_avx2 && /tmp/ports_avx2 [ITERATIONS]
 //
+// With -mavxvnni as well (a CPU with AVX-VNNI: Intel since Alder Lake, Zen 5) it also times the
+// VEX vpdpbusd that the int8 kernels' AVX-VNNI form issues (round 56).
+//
 // Each row runs 8 independent dependency chains of one operation (or of a pair, counted as one
 // step), so the time per step is the reciprocal throughput, not the latency. ns per step; at a
 // known clock, steps per cycle = 1 / (ns * GHz). vpaddd issues on every vector pipe, so the
@@ -62,5 +65,10 @@ int main(int argc, char** argv) {
   row("vpsignb + vpmaddubsw + vpmaddwd + vpaddd",
       [](__m256i a, __m256i b) { return _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(b, _mm256_sign_epi8(a, b)), b), a); },
       iterations);
+#ifdef __AVXVNNI__
+  row("vpdpbusd (VEX)", [](__m256i a, __m256i b) { return _mm256_dpbusd_avx_epi32(a, b, b); }, iterations);
+  row("vpdpbusd + vpshufb", [](__m256i a, __m256i b) { return _mm256_dpbusd_avx_epi32(a, _mm256_shuffle_epi8(b, a), b); },
+      iterations);
+#endif
   return 0;
 }

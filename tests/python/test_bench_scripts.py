@@ -368,6 +368,18 @@ def test_ports_microbenchmark_builds_and_runs(tmp_path):
     out = subprocess.run([str(binary), "1000"], check=True, capture_output=True, text=True, timeout=60).stdout
     rows = [line for line in out.splitlines() if line.startswith("| vp")]
     assert len(rows) == 12 and all(float(r.rsplit("|", 2)[1]) > 0 for r in rows)
+    assert "vpdpbusd" not in out  # its rows need -mavxvnni
+
+
+def test_ports_microbenchmark_times_vpdpbusd_with_avx_vnni(tmp_path):
+    import turbokv
+    binary = build_microbenchmark(tmp_path, "ports_avx2", "-mfma", "-mavxvnni")
+    if not turbokv.kernel_routes()["avx_vnni"]:
+        pytest.skip("built with -mavxvnni (compiled above); this CPU has no AVX-VNNI to run it")
+    out = subprocess.run([str(binary), "1000"], check=True, capture_output=True, text=True, timeout=60).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| vp")]
+    assert [r.split("|")[1].strip() for r in rows[-2:]] == ["vpdpbusd (VEX)", "vpdpbusd + vpshufb"]
+    assert len(rows) == 14 and all(float(r.rsplit("|", 2)[1]) > 0 for r in rows)
 
 
 def test_read_layout_microbenchmark_builds_and_runs(tmp_path):
