@@ -354,13 +354,12 @@ void Codec::scores_prepared(const float* rotated, const float* sketched, int64_t
 }
 
 void Codec::prepare_queries_int8(const float* rotated, int64_t m, int8_t* q8, float* scales) const {
-  const int d = config_.head_dim;
-  for (int64_t a = 0; a < m; ++a) scales[a] = kernels::quantize_int8(rotated + a * d, d, q8 + a * d);
+  kernels_->quantize_rows_int8(rotated, m, config_.head_dim, q8, scales);
 }
 
 void Codec::prepare_queries_int16(const float* rotated, int64_t m, int16_t* q16, float* scales) const {
-  const int d = config_.head_dim, top = kernels::int16_top(d);
-  for (int64_t a = 0; a < m; ++a) scales[a] = kernels::quantize_int16(rotated + a * d, d, top, q16 + a * d);
+  const int d = config_.head_dim;
+  kernels_->quantize_rows_int16(rotated, m, d, kernels::int16_top(d), q16, scales);
 }
 
 void Codec::scores_prepared_int16(const int16_t* q16, const float* scales, const float* sketched,

@@ -39,28 +39,17 @@ float quantize_to(const float* x, int n, int top_int, Int* out) {
     std::fill(out, out + n, Int{0});
     return 0.0f;
   }
-  // Below top_int / FLT_MAX (subnormal rows and near them) top_int / top is infinite: such rows are
-  // scaled by 2^64 first, which is exact there (a power of two, every result normal and small).
-  const float pre = top < 1e-30f ? 0x1p64f : 1.0f;
-  const float inv = static_cast<float>(top_int) / (top * pre);
-  // |x_i| * inv <= top_int up to one rounding, rounded to the nearest integer, ties to even: adding
-  // and subtracting 1.5 * 2^23 does that for |v| < 2^22 in the default rounding mode, as lrint
-  // does, without a libm call per element (one was 1.4% of K4V4 int8 decode at a 1K context).
-  // (The build's -ffp-contract=off keeps the product rounded before the add.)
-  // Non-finite coordinates (which the Python API refuses; C++ callers may pass them) would make
-  // the cast undefined: NaN rounds to 0 and an infinity, which makes inv 0, to 0 too (found by
-  // fuzz_packed_readers). Finite rows never take that branch: |v| <= top_int after rounding.
-  constexpr float kRound = 12582912.0f;
-  const float limit = static_cast<float>(top_int);
-  for (int i = 0; i < n; ++i) {
-    float r = ((x[i] * pre) * inv + kRound) - kRound;
-    if (!(std::fabs(r) <= limit)) r = r > 0.0f ? limit : r < 0.0f ? -limit : 0.0f;
-    out[i] = static_cast<Int>(static_cast<int>(r));
-  }
+  const RowRounding r = row_rounding(top, top_int);
+  for (int i = 0; i < n; ++i) out[i] = static_cast<Int>(static_cast<int>(round_scaled(x[i], r)));
   return top / static_cast<float>(top_int);
 }
 
 }  // namespace
+
+RowRounding row_rounding(float top, int top_int) {
+  const float pre = top < 1e-30f ? 0x1p64f : 1.0f;
+  return {pre, static_cast<float>(top_int) / (top * pre), static_cast<float>(top_int)};
+}
 
 float quantize_int8(const float* x, int n, int8_t* out, int top) {
   if (top < 1 || top > 127) throw std::invalid_argument("quantize_int8: top must be in [1, 127]");

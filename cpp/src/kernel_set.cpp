@@ -56,6 +56,8 @@ KernelSet build(SimdLevel level) {
   k.scale_max = select_scale_max(level);
   k.scale_rows = select_scale_rows(level);
   k.gemm = select_gemm(level);
+  k.quantize_rows_int8 = select_quantize_rows_int8(level);
+  k.quantize_rows_int16 = select_quantize_rows_int16(level);
   if (level == SimdLevel::kNeon) use_neon_kernels(k);
   return k;
 }

@@ -6,6 +6,7 @@
 // compiler cannot fuse a multiply and an add behind our back. Kernels that only produce floats for
 // the caller (lookups, decode) may use FMA and differ in the last bits.
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 #include "turbokv/simd.hpp"
@@ -167,6 +168,11 @@ struct KernelSet {
   // for i < m, j < n, k < depth: the dense products over decoded prefill tiles.
   void (*gemm)(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
                int m, int n, int depth, bool accumulate);
+  // Rows of d floats (x, rows x d) each rounded as quantize_int8 (top 127) or quantize_int16 (top)
+  // rounds it into out (rows x d), scales[r] its returned scale: the rotated queries of int8 and
+  // int16 scores, the same integers and scales at every level.
+  void (*quantize_rows_int8)(const float* x, int64_t rows, int d, int8_t* out, float* scales);
+  void (*quantize_rows_int16)(const float* x, int64_t rows, int d, int top, int16_t* out, float* scales);
 };
 
 // 3- and 5-8-bit codes by byte planes on AVX-512 with VBMI (planes_vbmi_kernels.cpp):
@@ -341,6 +347,27 @@ int int16_top(int d);
 // out[i] = round(x[i] * top / max|x|), returning max|x| / top (0 and all zeros for x = 0); the
 // rounding of quantize_int8 with another top (1 <= top <= 32767).
 float quantize_int16(const float* x, int n, int top, int16_t* out);
+// How quantize_int8 and quantize_int16 round a row whose largest magnitude is top (> 0): every
+// level's row kernel (KernelSet::quantize_rows_int8 / _int16) multiplies and rounds with these
+// same floats, so the integers agree bit for bit.
+struct RowRounding {
+  float pre;    // 2^64 where top < 1e-30 (top_int / top would overflow; exact there), else 1
+  float inv;    // top_int / (top * pre)
+  float limit;  // top_int
+};
+RowRounding row_rounding(float top, int top_int);
+// ((x * pre) * inv) to the nearest integer, ties to even: adding and subtracting 1.5 * 2^23 does
+// that for |v| < 2^22 in the default rounding mode, as lrint does, without a libm call per element
+// (one was 1.4% of K4V4 int8 decode at a 1K context; the build's -ffp-contract=off keeps the
+// product rounded before the add). A finite row never leaves +-limit; a non-finite coordinate
+// (which the Python API refuses; C++ callers may pass one) rounds to 0 instead of reaching an
+// undefined cast (found by fuzz_packed_readers): NaN, and an infinity, whose row has inv 0.
+inline float round_scaled(float x, const RowRounding& r) {
+  constexpr float kRound = 12582912.0f;
+  float v = ((x * r.pre) * r.inv + kRound) - kRound;
+  if (!(std::fabs(v) <= r.limit)) v = v > 0.0f ? r.limit : v < 0.0f ? -r.limit : 0.0f;
+  return v;
+}
 using DotPackedInt16Fn = void (*)(const int16_t*, const float*, int, const uint8_t*, int64_t, int64_t,
                                   const int32_t*, float, int, int, float*, int64_t, RowsAhead);
 DotPackedInt16Fn select_dot_packed_int16(SimdLevel level);
@@ -409,6 +436,10 @@ ScaleRowsFn select_scale_rows(SimdLevel level);
 using GemmFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, int, int, int,
                         bool);
 GemmFn select_gemm(SimdLevel level);
+using QuantizeRowsInt8Fn = void (*)(const float*, int64_t, int, int8_t*, float*);
+using QuantizeRowsInt16Fn = void (*)(const float*, int64_t, int, int, int16_t*, float*);
+QuantizeRowsInt8Fn select_quantize_rows_int8(SimdLevel level);
+QuantizeRowsInt16Fn select_quantize_rows_int16(SimdLevel level);
 DotHalfFn select_dot_half(SimdLevel level);
 AxpyHalfFn select_axpy_half(SimdLevel level);
 ToHalfFn select_to_half(SimdLevel level);

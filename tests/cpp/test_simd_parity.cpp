@@ -518,6 +518,65 @@ TEST(SimdParity, QuantizeInt8RoundsAsLrint) {
   EXPECT_THROW(kernels::quantize_int8(x.data(), 1, one.data(), 128), std::invalid_argument);
 }
 
+// The rotated queries of int8 and int16 scores are rounded by the level's row kernel: every level
+// must give quantize_int8's / quantize_int16's integers and scales exactly, at head_dims that
+// leave every tail length, on rows of every scale, ties, zeros, subnormal rows and (C++ callers
+// only) NaN and infinities. The x86 levels run their own kernels (asserted); NEON the scalar one.
+TEST(SimdParity, QuantizeRowsGiveQuantizeInt8AndInt16Integers) {
+  const auto& scalar = kernels::kernel_set(SimdLevel::kScalar);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::mt19937 gen(11);
+  std::normal_distribution<float> normal;
+  for (SimdLevel level : simd_levels()) {
+    const auto& k = kernels::kernel_set(level);
+    if (level != SimdLevel::kNeon) {
+      ASSERT_NE(k.quantize_rows_int8, scalar.quantize_rows_int8) << simd_name(level);
+      ASSERT_NE(k.quantize_rows_int16, scalar.quantize_rows_int16) << simd_name(level);
+    }
+    for (int d : {1, 7, 8, 9, 15, 16, 17, 31, 64, 100, 128, 333}) {
+      std::vector<std::vector<float>> rows;
+      for (float scale : {1e-38f, 1e-30f, 3e-3f, 1.0f, 7.7e4f, 1e30f}) {
+        std::vector<float> row(static_cast<size_t>(d));
+        for (auto& v : row) v = normal(gen) * scale;
+        rows.push_back(row);
+      }
+      std::vector<float> ties(static_cast<size_t>(d));  // top 127: the scale is 1 and x.5 must round to even
+      for (int i = 0; i < d; ++i) ties[size_t(i)] = i == 0 ? 127.0f : float(int(gen() % 253) - 126) + 0.5f;
+      rows.push_back(ties);
+      rows.push_back(std::vector<float>(size_t(d), 0.0f));
+      rows.push_back(std::vector<float>(size_t(d), nan));
+      for (float bad : {nan, inf, -inf}) {
+        std::vector<float> row(static_cast<size_t>(d));
+        for (auto& v : row) v = normal(gen);
+        row[size_t(d / 2)] = bad;
+        rows.push_back(row);
+      }
+      const int64_t count = int64_t(rows.size());
+      std::vector<float> x;
+      for (const auto& row : rows) x.insert(x.end(), row.begin(), row.end());
+      std::vector<int8_t> q8(x.size()), want8(x.size());
+      std::vector<float> scales(static_cast<size_t>(count)), want(static_cast<size_t>(count));
+      k.quantize_rows_int8(x.data(), count, d, q8.data(), scales.data());
+      for (int64_t r = 0; r < count; ++r) want[size_t(r)] = kernels::quantize_int8(x.data() + r * d, d, want8.data() + r * d);
+      ASSERT_EQ(q8, want8) << simd_name(level) << " d=" << d;
+      ASSERT_EQ(std::memcmp(scales.data(), want.data(), scales.size() * sizeof(float)), 0) << simd_name(level) << " d=" << d;
+      for (int top : {1, 4095, kernels::int16_top(d), 32767}) {
+        std::vector<int16_t> q16(x.size()), want16(x.size());
+        k.quantize_rows_int16(x.data(), count, d, top, q16.data(), scales.data());
+        for (int64_t r = 0; r < count; ++r) {
+          want[size_t(r)] = kernels::quantize_int16(x.data() + r * d, d, top, want16.data() + r * d);
+        }
+        ASSERT_EQ(q16, want16) << simd_name(level) << " d=" << d << " top=" << top;
+        ASSERT_EQ(std::memcmp(scales.data(), want.data(), scales.size() * sizeof(float)), 0)
+            << simd_name(level) << " d=" << d << " top=" << top;
+      }
+      std::vector<int16_t> one(static_cast<size_t>(d));
+      EXPECT_THROW(k.quantize_rows_int16(x.data(), 1, d, 0, one.data(), scales.data()), std::invalid_argument);
+      EXPECT_THROW(k.quantize_rows_int16(x.data(), 1, d, 32768, one.data(), scales.data()), std::invalid_argument);
+    }
+  }
+}
+
 // Int8 values sum integers exactly and take the same float steps at every level, so every level
 // must return the scalar reference's floats bit for bit: weights with zeros, a heavy token, an
 // all-zero group and a partial last group, 1-9 queries, every width of at most 4 bits. The path is
