@@ -18,7 +18,12 @@ void quantize_rows_int8_scalar(const float* x, int64_t rows, int d, int8_t* out,
   for (int64_t r = 0; r < rows; ++r) scales[r] = quantize_int8(x + r * d, d, out + r * d);
 }
 
+void require_int16_top(int top) {
+  if (top < 1 || top > 32767) throw std::invalid_argument("quantize_int16: top must be in [1, 32767]");
+}
+
 void quantize_rows_int16_scalar(const float* x, int64_t rows, int d, int top, int16_t* out, float* scales) {
+  require_int16_top(top);  // also with no rows, as every level
   for (int64_t r = 0; r < rows; ++r) scales[r] = quantize_int16(x + r * d, d, top, out + r * d);
 }
 
@@ -80,7 +85,7 @@ TURBOKV_TARGET_AVX2 void quantize_rows_int8_avx2(const float* x, int64_t rows, i
 
 TURBOKV_TARGET_AVX2 void quantize_rows_int16_avx2(const float* x, int64_t rows, int d, int top, int16_t* out,
                                                   float* scales) {
-  if (top < 1 || top > 32767) throw std::invalid_argument("quantize_int16: top must be in [1, 32767]");
+  require_int16_top(top);
   for (int64_t r = 0; r < rows; ++r) scales[r] = quantize_row_avx2(x + r * d, d, top, out + r * d);
 }
 
@@ -124,7 +129,7 @@ TURBOKV_TARGET_AVX512 void quantize_rows_int8_avx512(const float* x, int64_t row
 
 TURBOKV_TARGET_AVX512 void quantize_rows_int16_avx512(const float* x, int64_t rows, int d, int top,
                                                       int16_t* out, float* scales) {
-  if (top < 1 || top > 32767) throw std::invalid_argument("quantize_int16: top must be in [1, 32767]");
+  require_int16_top(top);
   for (int64_t r = 0; r < rows; ++r) scales[r] = quantize_row_avx512(x + r * d, d, top, out + r * d);
 }
 #endif

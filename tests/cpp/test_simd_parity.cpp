@@ -575,6 +575,11 @@ TEST(SimdParity, QuantizeRowsGiveQuantizeInt8AndInt16Integers) {
       EXPECT_THROW(k.quantize_rows_int16(x.data(), 1, d, 32768, one.data(), scales.data()), std::invalid_argument);
     }
   }
+  for (SimdLevel level : supported_simd()) {  // refused with no rows as well, at every level
+    std::vector<float> none(1);
+    EXPECT_THROW(kernels::kernel_set(level).quantize_rows_int16(none.data(), 0, 8, 0, nullptr, none.data()),
+                 std::invalid_argument) << simd_name(level);
+  }
 }
 
 // Int8 values sum integers exactly and take the same float steps at every level, so every level
