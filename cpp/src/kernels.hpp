@@ -155,7 +155,8 @@ struct KernelSet {
   void (*to_half)(const float* x, uint16_t* out, int64_t n);
   void (*from_half)(const uint16_t* x, float* out, int64_t n);
   // x[i] = exp(x[i] - shift), returning the sum; -inf maps to 0. SIMD versions: a degree-6
-  // polynomial after range reduction, relative error below 4e-7 (tested against std::exp).
+  // polynomial after range reduction, relative error below 4e-7 (tested against std::exp), for
+  // x[i] - shift up to 88 (a softmax row's are at most 0; AVX2 gives inf from 88.03 on).
   float (*exp_shifted)(float* x, int64_t n, float shift);
   // x[i] *= scale, returning the maximum (-inf for n = 0).
   float (*scale_max)(float* x, int64_t n, float scale);
