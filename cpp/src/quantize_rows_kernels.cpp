@@ -137,21 +137,11 @@ TURBOKV_TARGET_AVX512 void quantize_rows_int16_avx512(const float* x, int64_t ro
 }  // namespace
 
 QuantizeRowsInt8Fn select_quantize_rows_int8(SimdLevel level) {
-#if TURBOKV_X86
-  if (level == SimdLevel::kAvx512) return quantize_rows_int8_avx512;
-  if (level == SimdLevel::kAvx2) return quantize_rows_int8_avx2;
-#endif
-  (void)level;
-  return quantize_rows_int8_scalar;
+  return TURBOKV_PICK(level, quantize_rows_int8_scalar, quantize_rows_int8_avx2, quantize_rows_int8_avx512);
 }
 
 QuantizeRowsInt16Fn select_quantize_rows_int16(SimdLevel level) {
-#if TURBOKV_X86
-  if (level == SimdLevel::kAvx512) return quantize_rows_int16_avx512;
-  if (level == SimdLevel::kAvx2) return quantize_rows_int16_avx2;
-#endif
-  (void)level;
-  return quantize_rows_int16_scalar;
+  return TURBOKV_PICK(level, quantize_rows_int16_scalar, quantize_rows_int16_avx2, quantize_rows_int16_avx512);
 }
 
 }  // namespace kernels
