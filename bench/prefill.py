@@ -64,6 +64,9 @@ def kernel_rows(levels: List[str], batches: List[int], repeats: int, small: bool
 
     rows = []
     rng = np.random.default_rng(0)
+    # Each level is chosen through TURBOKV_SIMD below; the caller's own setting is put back
+    # afterwards, so that the TTFT rows run at the level the command line named.
+    callers_level = os.environ.get("TURBOKV_SIMD")
     for shape_name, s in (SMALL_SHAPES if small else KERNEL_SHAPES).items():
         for batch in batches:
             k = rng.standard_normal((batch, s["kv_heads"], s["context"], s["d"]), dtype=np.float32)
@@ -91,7 +94,10 @@ def kernel_rows(levels: List[str], batches: List[int], repeats: int, small: bool
                         call()  # the path this cell names must be the one that runs
                         assert cache.last_attention_path == path, cache.last_attention_path
                         calls[f"{level} {setting} {path}"] = (call, repeats)
-            os.environ.pop("TURBOKV_SIMD", None)
+            if callers_level is None:
+                os.environ.pop("TURBOKV_SIMD", None)
+            else:
+                os.environ["TURBOKV_SIMD"] = callers_level
             # Every cell timed in turns, primed (interleaved_times), so that the ratios to SDPA do
             # not carry the machine's drift between cells timed minutes apart (session 45).
             times = interleaved_times(calls, primed=True, settle_s=SETTLE_S)
@@ -179,6 +185,7 @@ def ttft_rows(presets: List[str], batches: List[int], rounds: int, context: int,
         runs: Dict[str, List[float]] = {"DynamicCache + SDPA": []}
         runs.update({f"TurboQuantCache {p}": [] for p in presets})
         paths_seen: Dict[str, set] = {name: set() for name in runs}
+        levels_seen: Dict[str, set] = {name: set() for name in runs}
         key_bits: Dict[str, List[int]] = {}
 
         def once(name: str) -> float:
@@ -195,6 +202,7 @@ def ttft_rows(presets: List[str], batches: List[int], rounds: int, context: int,
                 paths = {layer.cache.last_attention_path for layer in cache.layers}
                 assert paths and paths <= {"tiles", "mixed"}, paths
                 paths_seen[name] |= paths
+                levels_seen[name] |= {layer.cache.simd for layer in cache.layers}
                 assert all(layer.fused for layer in cache.layers)
                 key_bits[name] = [layer.cache.stored_key_bits for layer in cache.layers]
             return seconds
@@ -210,13 +218,14 @@ def ttft_rows(presets: List[str], batches: List[int], rounds: int, context: int,
             rows.append({"model": model_name, "prompt_tokens": context, "batch": batch, "cache": name,
                          "ttft_s": statistics.median(times), "all_s": times,
                          "attention_paths": sorted(paths_seen[name]),
+                         "simd": sorted(levels_seen[name]),
                          "stored_key_bits": key_bits.get(name),
                          "vs_dense": statistics.median(times) / base})
     return rows
 
 
 ENV_NAMED = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "TURBOKV_NUM_THREADS", "TURBOKV_SIMD",
-             "TURBOKV_OPENMP")
+             "TURBOKV_OPENMP", "ATEN_CPU_CAPABILITY")
 
 
 def markdown(result: Dict[str, Any]) -> str:
@@ -234,13 +243,14 @@ def markdown(result: Dict[str, Any]) -> str:
         lines.append(f"| {row['shape']} | {row['batch']} | {row['sdpa_float32_s'] * 1e3:.0f} | " + " | ".join(cells) + " |")
     if result.get("ttft"):
         lines += ["", f"### Time to first token, {result['ttft'][0]['model']}, one forward over the prompt", "",
-                  "| batch | prompt tokens | cache | TTFT (s, median) | vs DynamicCache + SDPA | stored key bits per layer |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+                  "| batch | prompt tokens | cache | TTFT (s, median) | vs DynamicCache + SDPA | stored key bits per layer "
+                  "| turbokv SIMD |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for row in result["ttft"]:
             bits = row.get("stored_key_bits")
             spread = ", ".join(f"{b}: {bits.count(b)}" for b in sorted(set(bits))) if bits else ""
             lines.append(f"| {row['batch']} | {row['prompt_tokens']} | {row['cache']} | {row['ttft_s']:.2f} | "
-                         f"{row['vs_dense']:.2f}x | {spread} |")
+                         f"{row['vs_dense']:.2f}x | {spread} | {', '.join(row.get('simd', []))} |")
     return "\n".join(lines) + "\n"
 
 

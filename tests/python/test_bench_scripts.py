@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+import turbokv
+
 BENCH = pathlib.Path(__file__).resolve().parents[2] / "bench"
 
 
@@ -180,12 +182,19 @@ def test_needle_script(tmp_path):
 
 def test_prefill_script(tmp_path):
     out = tmp_path / "prefill"
+    levels = turbokv.supported_simd()
+    # The kernel rows choose each level through TURBOKV_SIMD; the TTFT rows must still run at the
+    # caller's own setting (here scalar, below every level the kernel rows named last).
+    env = dict(os.environ, TURBOKV_SIMD="scalar")
     subprocess.run([sys.executable, str(BENCH / "prefill.py"), "--small", "--batches", "1", "--repeats", "1",
-                    "--ttft-batches", "1", "--ttft-rounds", "1", "--ttft-context", "95", "--presets", "4bit",
-                    "--out", str(out)], check=True, capture_output=True, timeout=300)
+                    "--simd", *levels, "--ttft-batches", "1", "--ttft-rounds", "1", "--ttft-context", "95",
+                    "--presets", "4bit", "--out", str(out)], check=True, capture_output=True, timeout=300, env=env)
     result = json.loads(out.with_suffix(".json").read_text())
     # Every kernel cell ran the path and level it names (asserted inside the script).
     assert {name.split()[-1] for row in result["kernel"] for name in row["turbokv"]} == {"tiles", "codes"}
+    assert {name.split()[0] for row in result["kernel"] for name in row["turbokv"]} == set(levels)
+    assert result["env"]["TURBOKV_SIMD"] == "scalar"
+    assert result["ttft"][1]["simd"] == ["scalar"]
     assert [row["cache"] for row in result["ttft"]] == ["DynamicCache + SDPA", "TurboQuantCache 4bit"]
     # 95 positions of SmolLM2's 3 query heads per KV head: ranges of 85 and 10 positions, and the
     # last one's 30 rows are fewer than 4-bit keys' min_tile_rows (32; 48 at AVX-512): it takes the
