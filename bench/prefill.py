@@ -1,8 +1,8 @@
 """Prefill speed: many queries at once on the compressed cache vs the best dense attention, and time
 to first token on a real model, in one run, as ratios.
 
-    python bench/prefill.py [--simd scalar avx2 avx512] [--repeats 5] [--ttft-rounds 3]
-                            [--ttft-batches 1 2] [--no-ttft] [--out bench/results/prefill]
+    python bench/prefill.py [--simd scalar avx2 avx512] [--torch-isa avx2] [--repeats 5]
+                            [--ttft-rounds 3] [--ttft-batches 1 2] [--no-ttft] [--out bench/results/prefill]
     python bench/prefill.py --crossover     # where tiles start to beat codes (min_tile_rows)
 
 Kernel rows (all cores; median of --repeats, every cell of a shape and batch timed in turns with
@@ -15,7 +15,10 @@ per SIMD level the CPU has:
 turbokv rows run fused attention with path="tiles" (blocks decoded once, matrix products) and
 path="codes" (every query scored on the codes), each asserting the path and SIMD level that ran.
 The baseline is torch's scaled_dot_product_attention on float32 K/V, the faster of enable_gqa=True
-and K/V repeated per query head (the best dense baseline, not the slowest).
+and K/V repeated per query head (the best dense baseline, not the slowest). --torch-isa avx2 runs
+torch at AVX2 (ATen's kernels and MKL's products: turbokv.eval.benchmarks.import_torch), as an
+AVX2 machine runs it, for runs that emulate one with --simd avx2 (and TURBOKV_SIMD=avx2 for the
+TTFT rows); the header gives the rate torch's float32 products ran at either way.
 
 TTFT rows: SmolLM2-135M (from the smollm2 package, nothing downloaded), one forward over a
 2,048-token prompt (seeded random token ids: time does not depend on the text), with
@@ -44,7 +47,8 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from turbokv.eval.benchmarks import SETTLE_S, cpu_name, interleaved_times, median_time
+from turbokv.eval.benchmarks import (SETTLE_S, TORCH_ISAS, cpu_name, import_torch, interleaved_times, median_time,
+                                     torch_sgemm_gflops)
 
 KERNEL_SHAPES = {
     "chunk 512 x 8K, 32/8 heads, d=128": dict(q_heads=32, kv_heads=8, d=128, context=8192, q_len=512),
@@ -225,13 +229,14 @@ def ttft_rows(presets: List[str], batches: List[int], rounds: int, context: int,
 
 
 ENV_NAMED = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "TURBOKV_NUM_THREADS", "TURBOKV_SIMD",
-             "TURBOKV_OPENMP", "ATEN_CPU_CAPABILITY")
+             "TURBOKV_OPENMP", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def markdown(result: Dict[str, Any]) -> str:
     env = " ".join(f"{k}={v}" for k, v in result.get("env", {}).items())
     lines = [f"Machine: {result['machine']}, {result['cores']} cores; torch {result['torch']}, "
-             f"{result['threads']} threads. Command: `{(env + ' ') if env else ''}{result['command']}`."
+             f"{result['threads']} threads, kernels at {result['torch_isa']}, its 1024^3 float32 product "
+             f"{result['torch_sgemm_gflops']:.0f} GFLOP/s. Command: `{(env + ' ') if env else ''}{result['command']}`."
              + (f" turbokv's parallel work ran on: {result['thread_backend']}." if "thread_backend" in result else ""),
              ""]
     if result["kernel"]:
@@ -255,11 +260,10 @@ def markdown(result: Dict[str, Any]) -> str:
 
 
 def main() -> None:
-    import torch
-    import turbokv
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--simd", nargs="+", default=None, help="levels (default: every level the CPU has)")
+    parser.add_argument("--torch-isa", default=None, choices=sorted(TORCH_ISAS),
+                        help="instruction set of torch's kernels and products (default: torch's own pick)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--ttft-batches", type=int, nargs="+", default=[1, 2])
@@ -278,6 +282,9 @@ def main() -> None:
                         help="kernel rows at small shapes (a smoke test; not the figures)")
     parser.add_argument("--out", default=None, help="write OUT.json and OUT.md")
     args = parser.parse_args()
+    torch = import_torch(args.torch_isa)  # before anything else runs torch: it fixes its level then
+    import turbokv
+
     if args.crossover:
         print(f"time(tiles) / time(codes), {cpu_name()}, best SIMD {turbokv.detect_simd()}")
         print(crossover(max(args.repeats, 7), args.crossover_q_lens, args.crossover_bits))
@@ -286,6 +293,7 @@ def main() -> None:
     result: Dict[str, Any] = {
         "machine": f"{cpu_name()} ({platform.machine()}, best SIMD {turbokv.detect_simd()})",
         "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "torch_isa": torch.backends.cpu.get_cpu_capability().lower(), "torch_sgemm_gflops": torch_sgemm_gflops(torch),
         "command": "python bench/prefill.py " + " ".join(os.sys.argv[1:]),
         # Thread settings that change the figures (OpenMP's spin after torch's ops, section
         # "Many cores: torch's OpenMP threads" in README).

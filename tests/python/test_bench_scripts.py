@@ -47,9 +47,34 @@ def test_attention_script_runs_torch_at_the_level_asked(tmp_path):
                  tmp_path=tmp_path)
     assert "avx2" in turbokv.supported_simd()  # x86-64 hosts of this suite; else the script refuses
     # torch's own report of its kernels' level, read after the import the option steered
-    assert result["torch_isa"] == "avx2" and result["torch"]
+    assert result["torch_isa"] == "avx2" and result["torch"] and result["torch_sgemm_gflops"] > 0
     names = {r["impl"] for r in result["rows"]}
     assert {"turbokv fused K4V4 avx2", "torch SDPA float32 (query heads as q_len)"} <= names
+
+
+def _torch_has_mkl() -> bool:
+    code = "import torch; print(torch.backends.mkl.is_available())"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.strip() == "True"
+
+
+@pytest.mark.skipif(not _torch_has_mkl(), reason="torch without MKL: no MKL level to cap")
+def test_torch_at_avx2_runs_its_mkl_products_at_avx2():
+    # ATen's level alone leaves MKL at its own pick (AVX-512 where the CPU has it); MKL reads its
+    # cap at its first call, which must come before the variable is put back.
+    code = ("import os\n"
+            "from turbokv.eval.benchmarks import import_torch\n"
+            "torch = import_torch('avx2')\n"
+            "assert 'MKL_ENABLE_INSTRUCTIONS' not in os.environ  # put back as it was\n"
+            "a = torch.ones(64, 64)\n"
+            "a @ a\n")
+    import os
+    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")}
+    env["MKL_VERBOSE"] = "1"  # MKL names the instruction set it runs at in its first line
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120,
+                         env=env).stdout
+    banner = [line for line in out.splitlines() if line.startswith("MKL_VERBOSE") and "Intel(R) 64" in line]
+    assert banner, out
+    assert "(Intel(R) AVX2)" in banner[0] and "AVX-512" not in banner[0], banner[0]
 
 
 def test_torch_at_another_level_than_it_was_imported_at_is_refused():

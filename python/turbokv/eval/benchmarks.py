@@ -230,6 +230,13 @@ def layer_caches(k: np.ndarray, v: np.ndarray, key_bits: int, value_bits: int,
 # torch's kernels for an instruction set (ATEN_CPU_CAPABILITY), by the names --simd takes.
 TORCH_ISAS = {"scalar": "default", "avx2": "avx2", "avx512": "avx512"}
 
+# The cap on MKL's instruction set (MKL_ENABLE_INSTRUCTIONS) that goes with each level below the
+# machine's best (None: MKL's own pick). torch's float products (matmul, SDPA's blocks) run in MKL,
+# which picks its level whatever ATen's is: on the model-167 VM (AVX-512) with ATen at AVX2, a
+# 2048^3 sgemm still ran at 335 GFLOP/s, 214 with MKL at AVX2, and bench/prefill.py's 512-query
+# chunk in SDPA took 312 ms, 432 ms with MKL at AVX2 (session 59).
+TORCH_BLAS_ISAS = {"scalar": "SSE4_2", "avx2": "AVX2", "avx512": None}
+
 
 # Where run_attention runs turbokv's parallel work (``threads``).
 THREAD_CHOICES = ("pool", "openmp")
@@ -256,30 +263,45 @@ def import_torch(isa: Optional[str] = None):
     where torch is not installed. The dense baselines of a run that emulates an AVX2 machine on an
     AVX-512 one (``--simd avx2``) should run at AVX2 as well, as torch does on such a machine (on
     the Zen 4 VM, session 38, a lone SDPA decode call at 32K took 1.1-1.2x the time at AVX2, the
-    same call among this benchmark's rows ~1%: memory-bound there). torch fixes its level
-    (``ATEN_CPU_CAPABILITY``) at its first kernel call or query of it, so this raises RuntimeError
-    where torch already runs at another one, and ValueError for an unknown ``isa``; the level torch took is
-    ``torch.backends.cpu.get_cpu_capability()``."""
+    same call among this benchmark's rows ~1%: memory-bound there): ATen's own kernels
+    (``ATEN_CPU_CAPABILITY``) and MKL's products (``MKL_ENABLE_INSTRUCTIONS``, TORCH_BLAS_ISAS).
+    Each reads its variable once, at its first call (torch's level also at a query of it), so this
+    makes both calls before putting the variables back; it raises RuntimeError where torch already
+    runs at another level, and ValueError for an unknown ``isa``. A process that ran an MKL product
+    before keeps MKL's level: :func:`torch_sgemm_gflops` shows the rate it runs at. The level torch
+    took is ``torch.backends.cpu.get_cpu_capability()``."""
     if isa is not None and isa not in TORCH_ISAS:
         raise ValueError(f"torch's instruction set must be one of {sorted(TORCH_ISAS)}, got {isa!r}")
-    saved = os.environ.get("ATEN_CPU_CAPABILITY")
-    if isa is not None:
-        os.environ["ATEN_CPU_CAPABILITY"] = TORCH_ISAS[isa]
+    asked = {} if isa is None else {"ATEN_CPU_CAPABILITY": TORCH_ISAS[isa],
+                                    "MKL_ENABLE_INSTRUCTIONS": TORCH_BLAS_ISAS[isa]}
+    asked = {name: value for name, value in asked.items() if value is not None}
+    saved = {name: os.environ.get(name) for name in asked}
+    os.environ.update(asked)
     try:
         import torch
-        # The first query or kernel call reads the variable and fixes the level for the process.
         running = torch.backends.cpu.get_cpu_capability().lower()
+        if "MKL_ENABLE_INSTRUCTIONS" in asked:
+            torch.ones(64, 64) @ torch.ones(64, 64)  # MKL's first call reads its variable
     except ImportError:
         return None
-    finally:  # read by now: no later process inherits it from here
-        if saved is None:
-            os.environ.pop("ATEN_CPU_CAPABILITY", None)
-        else:
-            os.environ["ATEN_CPU_CAPABILITY"] = saved
+    finally:  # read by now: no later process inherits them from here
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     if isa is not None and running != TORCH_ISAS[isa]:
         raise RuntimeError(f"torch runs its kernels at {running}, not {isa}: it had run or reported its level before "
                            f"(fixed then), or this CPU lacks {isa}; run in a fresh process")
     return torch
+
+
+def torch_sgemm_gflops(torch, n: int = 1024, repeats: int = 3) -> float:
+    """GFLOP/s of torch's float32 n x n x n product on all its threads (median of ``repeats``
+    after one untimed): where a run names the instruction set of its dense baselines, this says
+    the rate their products ran at (an AVX2 cap on MKL shows as ~0.65x the AVX-512 rate)."""
+    a = torch.ones(n, n)
+    return 2 * n ** 3 / median_time(lambda: a @ a, repeats) / 1e9
 
 
 def parse_bits_pair(text: str) -> Tuple[int, int]:
@@ -358,6 +380,7 @@ def run_attention(contexts: Sequence[int] = (1024, 4096, 16384, 32768, 65536), r
                    "batch": batch, "heads": [q_heads, kv_heads], "head_dim": head_dim, "layers": layers,
                    "read_bandwidth_start_gbs": start_bandwidth, "torch": torch is not None,
                    "torch_isa": torch.backends.cpu.get_cpu_capability().lower() if torch is not None else None,
+                   "torch_sgemm_gflops": torch_sgemm_gflops(torch) if torch is not None else None,
                    "thread_backend": thread_backend(), "read_passes": [], "rows": []}
         for T in tqdm(contexts, desc="contexts", disable=not show_progress, leave=False):
             k = rng.standard_normal((batch, kv_heads, T, head_dim), dtype=np.float32)
@@ -452,6 +475,8 @@ def attention_table(results: Dict) -> str:
     layers = results.get("layers", 1)
     in_turns = f", {layers} layers' caches per row called in turn" if layers > 1 else ""
     torch_isa = f"; torch's kernels at {results['torch_isa']}" if results.get("torch_isa") else ""
+    if results.get("torch_sgemm_gflops"):
+        torch_isa += f" (its 1024^3 float32 product {results['torch_sgemm_gflops']:.0f} GFLOP/s)"
     backend = {"pool": "turbokv's own thread pool", "openmp": "turbokv on torch's OpenMP threads"}.get(
         results.get("thread_backend"), "")
     backend = f"; {backend}" if backend else ""
