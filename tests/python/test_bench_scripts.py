@@ -77,6 +77,18 @@ def test_torch_at_avx2_runs_its_mkl_products_at_avx2():
     assert "(Intel(R) AVX2)" in banner[0] and "AVX-512" not in banner[0], banner[0]
 
 
+@pytest.mark.skipif(not _torch_has_mkl(), reason="torch without MKL: no MKL level to cap")
+def test_torch_levels_script_runs_each_cap_in_its_own_process(tmp_path):
+    out = tmp_path / "levels"
+    subprocess.run([sys.executable, str(BENCH / "torch_levels.py"), "--rounds", "1", "--small", "--out", str(out)],
+                   check=True, capture_output=True, timeout=300)
+    result = json.loads(out.with_suffix(".json").read_text())
+    # ATen's level as torch itself reports it in each cell's process
+    assert result["runs"]["ATen at AVX2"][0]["aten"] == "AVX2" == result["runs"]["both at AVX2"][0]["aten"]
+    assert all(cell[0]["decode_s"] > 0 and cell[0]["chunk_s"] > 0 for cell in result["runs"].values())
+    assert "| MKL at AVX2 |" in out.with_suffix(".md").read_text()
+
+
 def test_torch_at_another_level_than_it_was_imported_at_is_refused():
     # torch fixes its level at import: asking for another one afterwards must fail, not be ignored
     code = ("import os, torch\n"
