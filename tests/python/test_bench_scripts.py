@@ -53,11 +53,15 @@ def test_attention_script_runs_torch_at_the_level_asked(tmp_path):
 
 
 def _torch_has_mkl() -> bool:
+    # asked in a child: importing torch here would fix its level for this worker's later tests
     code = "import torch; print(torch.backends.mkl.is_available())"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.strip() == "True"
 
 
-@pytest.mark.skipif(not _torch_has_mkl(), reason="torch without MKL: no MKL level to cap")
+TORCH_HAS_MKL = _torch_has_mkl()
+
+
+@pytest.mark.skipif(not TORCH_HAS_MKL, reason="torch without MKL: no MKL level to cap")
 def test_torch_at_avx2_runs_its_mkl_products_at_avx2():
     # ATen's level alone leaves MKL at its own pick (AVX-512 where the CPU has it); MKL reads its
     # cap at its first call, which must come before the variable is put back.
@@ -77,7 +81,7 @@ def test_torch_at_avx2_runs_its_mkl_products_at_avx2():
     assert "(Intel(R) AVX2)" in banner[0] and "AVX-512" not in banner[0], banner[0]
 
 
-@pytest.mark.skipif(not _torch_has_mkl(), reason="torch without MKL: no MKL level to cap")
+@pytest.mark.skipif(not TORCH_HAS_MKL, reason="torch without MKL: no MKL level to cap")
 def test_torch_levels_script_runs_each_cap_in_its_own_process(tmp_path):
     out = tmp_path / "levels"
     subprocess.run([sys.executable, str(BENCH / "torch_levels.py"), "--rounds", "1", "--small", "--out", str(out)],

@@ -232,9 +232,9 @@ TORCH_ISAS = {"scalar": "default", "avx2": "avx2", "avx512": "avx512"}
 
 # The cap on MKL's instruction set (MKL_ENABLE_INSTRUCTIONS) that goes with each level below the
 # machine's best (None: MKL's own pick). torch's float products (matmul, SDPA's blocks) run in MKL,
-# which picks its level whatever ATen's is: on the model-167 VM (AVX-512) with ATen at AVX2, a
-# 2048^3 sgemm still ran at 335 GFLOP/s, 214 with MKL at AVX2, and bench/prefill.py's 512-query
-# chunk in SDPA took 312 ms, 432 ms with MKL at AVX2 (session 59).
+# which picks its level whatever ATen's is: on the model-167 VM (AVX-512), SDPA's decode at 32K
+# took 13.86 ms with ATen alone at AVX2 and 21.12 with MKL at AVX2 too, the 512 x 8K chunk 312 and
+# 419 ms (bench/torch_levels.py, session 59).
 TORCH_BLAS_ISAS = {"scalar": "SSE4_2", "avx2": "AVX2", "avx512": None}
 
 
@@ -299,7 +299,8 @@ def import_torch(isa: Optional[str] = None):
 def torch_sgemm_gflops(torch, n: int = 1024, repeats: int = 3) -> float:
     """GFLOP/s of torch's float32 n x n x n product on all its threads (median of ``repeats``
     after one untimed): where a run names the instruction set of its dense baselines, this says
-    the rate their products ran at (an AVX2 cap on MKL shows as ~0.65x the AVX-512 rate)."""
+    the rate their products ran at (an AVX2 cap on MKL shows as a lower rate than MKL's own pick
+    on an AVX-512 machine)."""
     a = torch.ones(n, n)
     return 2 * n ** 3 / median_time(lambda: a @ a, repeats) / 1e9
 
