@@ -101,13 +101,13 @@ TURBOKV_TARGET_AVX512 int64_t encode_rows_of(const float* x, int64_t n, int64_t 
   const int64_t bytes = int64_t{d} * Codes::kBits / 8;
   switch (d) {
     case 64:
-      return encode_rows_pipelined(RowInRegisters<4, Codes>{pre, codes_of}, x, n, row_stride, bytes, sqrt_dim,
+      return encode_rows_pipelined(RowInRegisters<4, Codes>{pre, codes_of}, x, n, row_stride, d, bytes, sqrt_dim,
                                    min_sum_squares, codes, norms);
     case 128:
-      return encode_rows_pipelined(RowInRegisters<8, Codes>{pre, codes_of}, x, n, row_stride, bytes, sqrt_dim,
+      return encode_rows_pipelined(RowInRegisters<8, Codes>{pre, codes_of}, x, n, row_stride, d, bytes, sqrt_dim,
                                    min_sum_squares, codes, norms);
     case 256:
-      return encode_rows_pipelined(RowInRegisters<16, Codes>{pre, codes_of}, x, n, row_stride, bytes, sqrt_dim,
+      return encode_rows_pipelined(RowInRegisters<16, Codes>{pre, codes_of}, x, n, row_stride, d, bytes, sqrt_dim,
                                    min_sum_squares, codes, norms);
     default: return 0;
   }

@@ -448,7 +448,7 @@ TURBOKV_TARGET_AVX2 int64_t encode_rows_avx2(const float* x, int64_t n, int64_t 
   alignas(32) float rotated[256];
   const RowByStages row_of{select_sum_squares(SimdLevel::kAvx2), select_fwht(SimdLevel::kAvx2), pre, boundaries,
                            &grid, d, bits, rotated};
-  return encode_rows_pipelined(row_of, x, n, row_stride, int64_t{d} * bits / 8, sqrt_dim, min_sum_squares, codes,
+  return encode_rows_pipelined(row_of, x, n, row_stride, d, int64_t{d} * bits / 8, sqrt_dim, min_sum_squares, codes,
                                norms);
 }
 
