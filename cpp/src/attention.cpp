@@ -57,16 +57,6 @@ struct Segment {
   const uint16_t* halves = nullptr;  // float16 tokens (chunks of a bits = 0 side, or the window)
 };
 
-// Prefetches every 64-byte line that [p, p + bytes) touches (p need not start one), by address:
-// nothing is read.
-void prefetch_lines(const void* p, int64_t bytes) {
-  const uintptr_t first = reinterpret_cast<uintptr_t>(p);
-  const uintptr_t end = first + static_cast<uintptr_t>(bytes);
-  for (uintptr_t line = first & ~uintptr_t{63}; line < end; line += 64) {
-    __builtin_prefetch(reinterpret_cast<const void*>(line));
-  }
-}
-
 Segment segment_at(const TokenStore& st, int64_t s, int64_t t) {
   Segment seg;
   const int64_t d = st.head_dim();
@@ -279,11 +269,11 @@ struct StreamWork {
     // that the first pass over them does not wait on memory.
     const uint8_t* value_rows = vs.halves ? nullptr : vs.codes.codes;
     const int64_t value_bytes = value_rows ? static_cast<int64_t>(values.codec()->code_bytes()) : 0;
-    if (value_rows && ks.halves) prefetch_lines(value_rows, n * value_bytes);
+    if (value_rows && ks.halves) kernels::prefetch_lines(value_rows, n * value_bytes);
     // The norms of both sides (float16: 512 bytes per 256 tokens), read after the codes of each
     // side: a few lines, fetched now.
-    if (!ks.halves) prefetch_lines(ks.codes.norms, n * static_cast<int64_t>(keys.codec()->norm_bytes()));
-    if (!vs.halves) prefetch_lines(vs.codes.norms, n * static_cast<int64_t>(values.codec()->norm_bytes()));
+    if (!ks.halves) kernels::prefetch_lines(ks.codes.norms, n * static_cast<int64_t>(keys.codec()->norm_bytes()));
+    if (!vs.halves) kernels::prefetch_lines(vs.codes.norms, n * static_cast<int64_t>(values.codec()->norm_bytes()));
     if (ks.halves) {
       k.dot_half(q.data(), static_cast<int>(rows), ks.halves, n, static_cast<int>(d), scores.data(), n);
     } else if (int8 && keys.codec()->scores_use_int16()) {

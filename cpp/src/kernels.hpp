@@ -42,11 +42,14 @@ namespace kernels {
 
 struct BoundaryGrid;  // boundary_grid.hpp
 
-// Every 64-byte line that bytes [p, p + bytes) touch, fetched into L1 (a hint: nothing is read).
-inline void prefetch_line_range(const uint8_t* p, int64_t bytes) {
-  const uintptr_t first = reinterpret_cast<uintptr_t>(p) & ~uintptr_t{63};
-  const uintptr_t end = reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(bytes);
-  for (uintptr_t line = first; line < end; line += 64) __builtin_prefetch(reinterpret_cast<const void*>(line));
+// Prefetches every 64-byte line that [p, p + bytes) touches (p need not start one), by address:
+// nothing is read.
+inline void prefetch_lines(const void* p, int64_t bytes) {
+  const uintptr_t first = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t end = first + static_cast<uintptr_t>(bytes);
+  for (uintptr_t line = first & ~uintptr_t{63}; line < end; line += 64) {
+    __builtin_prefetch(reinterpret_cast<const void*>(line));
+  }
 }
 
 // Rows the caller reads right after a score kernel (decode: the block's value codes). Row j, at
@@ -64,7 +67,7 @@ struct RowsAhead {
   // Rows j .. j + count - 1, each line they touch once: rows shorter than a line share lines, which
   // fetch(j) for each row would request once per row.
   void fetch_lines(int64_t j, int64_t count) const {
-    if (rows) prefetch_line_range(rows + j * stride, count * stride);
+    if (rows) prefetch_lines(rows + j * stride, count * stride);
   }
   RowsAhead from(int64_t j) const { return rows ? RowsAhead{rows + j * stride, stride} : RowsAhead{}; }
   // Rows j .. j + count - 1 that lie below n (a kernel's own rows kKeysAhead on, every line).
