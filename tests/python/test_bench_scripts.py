@@ -350,12 +350,38 @@ def test_attention_layers_call_their_caches_in_turn(monkeypatch):
     result = benchmarks.run_attention([300], repeats=4, show_progress=False, settings=[(4, 4)], layers=3)
     assert result["layers"] == 3
     assert "3 layers' caches per row called in turn" in benchmarks.attention_table(result)
-    # The path check calls the first layer's cache; then every call of the row takes the next one.
-    turns = used[1:]
+    # Each layer's cache is called once first (its key probe), then the path check calls the first
+    # layer's; then every call of the row takes the next one.
+    turns = used[4:]
     assert len(turns) >= 6 and len(set(turns)) == 3, turns
     assert all(turns[i] == turns[i % 3] for i in range(len(turns))), turns
     with pytest.raises(ValueError, match="layers"):
         benchmarks.run_attention([300], repeats=1, show_progress=False, layers=0)
+
+
+def test_attention_times_no_cache_on_its_first_call(monkeypatch):
+    from turbokv.eval import benchmarks
+
+    made = []
+
+    class Recording(benchmarks.KVCache):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    real = benchmarks.interleaved_times
+    probed_at_timing = []
+
+    def checked(calls, **kwargs):
+        # A cache's first attention runs its key probe (protection is None until then).
+        probed_at_timing.append([c.protection is not None for c in made])
+        return real(calls, **kwargs)
+
+    monkeypatch.setattr(benchmarks, "KVCache", Recording)
+    monkeypatch.setattr(benchmarks, "interleaved_times", checked)
+    monkeypatch.setattr(benchmarks, "SETTLE_S", 0.0)
+    benchmarks.run_attention([300], repeats=1, show_progress=False, settings=[(2, 2), (4, 4)], layers=3)
+    assert len(made) == 6 and probed_at_timing == [[True] * 6], probed_at_timing
 
 
 def test_interleaved_times_primes_every_timed_call():
