@@ -7,7 +7,7 @@
 // the products u_j * c8[idx] summed exactly in int32 and added once per group:
 // acc = fma((max / 127) * table_scale, float(sum), acc).
 // Integer sums are exact and the float steps are the same at every level, so every level returns
-// the same floats. Scaling per group of 16 keeps a heavy token (an attention sink) from rounding
+// the same floats. Scaling per group of kInt8ValueGroup (32) keeps a heavy token (an attention sink) from rounding
 // its neighbours' weights away beyond its own group: a weight's rounding error is at most 1/254 of
 // its group's largest.
 //
@@ -146,17 +146,23 @@ TURBOKV_TARGET_AVX2 inline __m256 eight_maxima(const __m256 (&m)[8]) {
 // divisions and a horizontal maximum per 16 weights); the rest one group at a time, 8 lanes at once.
 TURBOKV_TARGET_AVX2 bool quantize_weights_avx2(const float* w, int64_t n, int64_t groups,
                                                float table_scale, uint8_t* out, float* scales) {
+  constexpr int kG = kInt8ValueGroup, kVectors = kG / 8;
+  static_assert(kG % 16 == 0, "store_rounded writes 16 bytes");
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256 smallest = _mm256_set1_ps(kSmallestGroupMax);
   __m256 bad = _mm256_setzero_ps();
   int64_t group = 0;
-  for (; (group + 8) * kInt8ValueGroup <= n; group += 8) {  // 8 whole groups left
-    const float* v = w + group * kInt8ValueGroup;
+  for (; (group + 8) * kG <= n; group += 8) {  // 8 whole groups left
+    const float* v = w + group * kG;
     __m256 tops[8];
     for (int g = 0; g < 8; ++g) {
-      const __m256 v0 = _mm256_loadu_ps(v + 16 * g), v1 = _mm256_loadu_ps(v + 16 * g + 8);
-      bad = _mm256_or_ps(bad, _mm256_or_ps(bad_weights(v0), bad_weights(v1)));
-      tops[g] = _mm256_max_ps(v0, v1);
+      __m256 top = _mm256_setzero_ps();
+      for (int i = 0; i < kVectors; ++i) {
+        const __m256 x = _mm256_loadu_ps(v + kG * g + 8 * i);
+        bad = _mm256_or_ps(bad, bad_weights(x));
+        top = _mm256_max_ps(top, x);
+      }
+      tops[g] = top;
     }
     const __m256 top = eight_maxima(tops);
     const __m256 kept = _mm256_cmp_ps(top, smallest, _CMP_GE_OQ);
@@ -165,22 +171,29 @@ TURBOKV_TARGET_AVX2 bool quantize_weights_avx2(const float* w, int64_t n, int64_
     _mm256_storeu_ps(scales + group, _mm256_and_ps(kept, _mm256_mul_ps(_mm256_div_ps(top, _mm256_set1_ps(127.0f)),
                                                                          _mm256_set1_ps(table_scale))));
     for (int g = 0; g < 8; ++g) {
-      store_rounded(_mm256_loadu_ps(v + 16 * g), _mm256_loadu_ps(v + 16 * g + 8), _mm256_broadcast_ss(inv + g),
-                    out + (group + g) * kInt8ValueGroup);
+      for (int h = 0; h < kG; h += 16) {
+        store_rounded(_mm256_loadu_ps(v + kG * g + h), _mm256_loadu_ps(v + kG * g + h + 8), _mm256_broadcast_ss(inv + g),
+                      out + (group + g) * kG + h);
+      }
     }
   }
   for (; group < groups; ++group) {
-    const int64_t j = group * kInt8ValueGroup;
-    const int count = static_cast<int>(std::min<int64_t>(kInt8ValueGroup, n - j));
-    const __m256 v0 = _mm256_maskload_ps(w + j, _mm256_cmpgt_epi32(_mm256_set1_epi32(count), lane));
-    const __m256 v1 = _mm256_maskload_ps(w + j + 8, _mm256_cmpgt_epi32(_mm256_set1_epi32(count - 8), lane));
-    bad = _mm256_or_ps(bad, _mm256_or_ps(bad_weights(v0), bad_weights(v1)));
-    __m256 top8 = _mm256_max_ps(v0, v1);
+    const int64_t j = group * kG;
+    const int count = static_cast<int>(std::min<int64_t>(kG, n - j));
+    __m256 v[kVectors];
+    __m256 top8 = _mm256_setzero_ps();
+    for (int i = 0; i < kVectors; ++i) {
+      v[i] = _mm256_maskload_ps(w + j + 8 * i, _mm256_cmpgt_epi32(_mm256_set1_epi32(count - 8 * i), lane));
+      bad = _mm256_or_ps(bad, bad_weights(v[i]));
+      top8 = _mm256_max_ps(top8, v[i]);
+    }
     top8 = _mm256_max_ps(top8, _mm256_permute2f128_ps(top8, top8, 1));
     top8 = _mm256_max_ps(top8, _mm256_shuffle_ps(top8, top8, 0x4E));
     top8 = _mm256_max_ps(top8, _mm256_shuffle_ps(top8, top8, 0xB1));
     const float top = _mm256_cvtss_f32(top8);
-    store_rounded(v0, v1, _mm256_set1_ps(top >= kSmallestGroupMax ? 127.0f / top : 0.0f), out + j);
+    for (int i = 0; i < kVectors; i += 2) {
+      store_rounded(v[i], v[i + 1], _mm256_set1_ps(top >= kSmallestGroupMax ? 127.0f / top : 0.0f), out + j + 8 * i);
+    }
     scales[group] = top >= kSmallestGroupMax ? (top / 127.0f) * table_scale : 0.0f;
   }
   return _mm256_movemask_ps(bad) == 0;

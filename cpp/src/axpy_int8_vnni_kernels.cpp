@@ -268,15 +268,23 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI bool quantize_weights(const float* w, int64_t n,
   __mmask16 bad = 0;
   for (int64_t g0 = 0; g0 < groups; g0 += 16) {
     const int batch = static_cast<int>(std::min<int64_t>(16, groups - g0));
-    __m512 v[16];
+    // Each group's weights, kVectors of 16 (zero past n), and their lane-wise maximum.
+    constexpr int kVectors = kInt8ValueGroup / 16;
+    static_assert(kInt8ValueGroup % 16 == 0, "a group is whole 512-bit vectors");
+    __m512 v[16][kVectors], tops[16];
     for (int k = 0; k < 16; ++k) {
       const int64_t j = (g0 + k) * kInt8ValueGroup;
       const int64_t count = k < batch ? std::min<int64_t>(kInt8ValueGroup, n - j) : 0;
-      v[k] = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << count) - 1u), w + j);
-      bad = _kor_mask16(bad, _kor_mask16(_mm512_cmp_ps_mask(v[k], _mm512_setzero_ps(), _CMP_NGE_UQ),  // < 0, NaN
-                                         _mm512_cmp_ps_mask(v[k], _mm512_set1_ps(FLT_MAX), _CMP_GT_OQ)));  // +Inf
+      tops[k] = _mm512_setzero_ps();
+      for (int i = 0; i < kVectors; ++i) {
+        const int64_t left = std::clamp<int64_t>(count - 16 * i, 0, 16);
+        v[k][i] = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << left) - 1u), w + j + 16 * i);
+        bad = _kor_mask16(bad, _kor_mask16(_mm512_cmp_ps_mask(v[k][i], _mm512_setzero_ps(), _CMP_NGE_UQ),  // < 0, NaN
+                                           _mm512_cmp_ps_mask(v[k][i], _mm512_set1_ps(FLT_MAX), _CMP_GT_OQ)));  // +Inf
+        tops[k] = _mm512_max_ps(tops[k], v[k][i]);
+      }
     }
-    const __m512 top = maxima16(v);  // the zeros past n change nothing (weights >= 0)
+    const __m512 top = maxima16(tops);  // the zeros past n change nothing (weights >= 0)
     // Groups below kSmallestGroupMax (all-zero ones included): inverse and scale +0, not -0.
     const __mmask16 live = _mm512_cmp_ps_mask(top, _mm512_set1_ps(kSmallestGroupMax), _CMP_GE_OQ);
     const __m512 inv = _mm512_maskz_div_ps(live, _mm512_set1_ps(127.0f), top);
@@ -285,8 +293,10 @@ TURBOKV_TARGET_AVX512_VNNI_VBMI bool quantize_weights(const float* w, int64_t n,
     _mm512_mask_storeu_ps(scales + g0, static_cast<__mmask16>((1u << batch) - 1u), scale);
     for (int k = 0; k < batch; ++k) {
       const __m512 inv_k = _mm512_permutexvar_ps(_mm512_set1_epi32(k), inv);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + (g0 + k) * kInt8ValueGroup),
-                       _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v[k], inv_k))));
+      for (int i = 0; i < kVectors; ++i) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + (g0 + k) * kInt8ValueGroup + 16 * i),
+                         _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v[k][i], inv_k))));
+      }
     }
   }
   return bad == 0;

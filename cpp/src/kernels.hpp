@@ -226,10 +226,14 @@ void dot_packed_int8_vnni(const int8_t* q8, const float* q_scale, int m, const u
                           int bits, int d, float* out, int64_t out_stride, RowsAhead ahead);
 
 // Int8 values (axpy_int8_kernels.cpp): tokens per weight scale, counted from a call's first token.
-constexpr int kInt8ValueGroup = 16;
+// 32: each group's int32 sums of a query meet their float epilogue (convert, scale, add) half as
+// often as at 16. Int8 decode at 32K, 12 layers, one thread, AVX2 level with AVX-VNNI, model-167
+// VM, both A/B orders: K2V2 0.95x the time, K4V4 0.94x; 64 tokens gained no more (K2V2 0.95x)
+// (kernel_choices_avx2.md round 61). A multiple of 16 (the rounding kernels' stores).
+constexpr int kInt8ValueGroup = 32;
 // A group whose largest weight is below this counts as all zeros (scale 0), so that 127 / max stays
 // finite (a denormal max made it infinite and the rounding undefined; found by
-// fuzz_packed_readers). Such a group adds nothing instead of at most 16 x 2^-120 x |centroid|.
+// fuzz_packed_readers). Such a group adds nothing instead of at most 32 x 2^-120 x |centroid|.
 constexpr float kSmallestGroupMax = 0x1p-120f;
 // out[j] = nearest(w[j] * 127 / max w) for the count <= kInt8ValueGroup weights of one group (all
 // finite and >= 0, else std::invalid_argument), returning (max w / 127) * table_scale (0 if max w is

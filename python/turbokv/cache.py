@@ -129,7 +129,7 @@ class KVCache:
             (float32, default) or ``"int8"`` (query and centroids rounded to integers, int8 up to
             4-bit keys and int16 for 5-8-bit ones, summed exactly; see ``attention``).
         values: how ``attention`` sums values on the codes unless told otherwise: ``"exact"``
-            (float32, default) or ``"int8"`` (weights rounded to 7-bit bytes per 16 tokens,
+            (float32, default) or ``"int8"`` (weights rounded to 7-bit bytes per 32 tokens,
             centroids to int8 (+-63), summed exactly; values of at most 4 bits; see ``attention``).
         path: how ``attention`` does each block unless told otherwise: ``"auto"`` (default),
             ``"codes"`` or ``"tiles"`` (see ``attention``). ``"codes"`` makes a prompt's queries
@@ -329,7 +329,7 @@ class KVCache:
                 and tiles stay float32. ``last_attention_scores`` says which ran.
             values: how the codes path sums values (default: the cache's ``values`` setting,
                 itself ``"exact"`` unless set). ``"exact"``: float32 multiply-adds with the
-                codebook. ``"int8"``: per query and group of 16 tokens the softmax weights are
+                codebook. ``"int8"``: per query and group of 32 tokens the softmax weights are
                 rounded to 7-bit bytes on the group's largest, the centroids to int8 (+-63), and the
                 products summed exactly in int32 (the same integers at every SIMD level). Faster
                 than ``"exact"`` with ``vpdpbusd`` (AVX-VNNI; AVX-512 VNNI, with VBMI for 3 bits)

@@ -85,7 +85,7 @@ SETTINGS: List[Setting] = [
     _s("K8V4 int8 scores", "scores", key_bits=8, value_bits=4, scores="int8", path="codes"),
     _s("K8V4 int8 scores and values", "scores", key_bits=8, value_bits=4, scores="int8", values="int8",
        path="codes"),
-    # Int8 values (weights rounded to bytes per 16 tokens, centroids to int8, exact integer sums).
+    # Int8 values (weights rounded to bytes per 32 tokens, centroids to int8, exact integer sums).
     _s("K4V4 int8 values", "scores", key_bits=4, value_bits=4, values="int8", path="codes"),
     _s("K4V4 int8 scores and values", "scores", key_bits=4, value_bits=4, scores="int8", values="int8",
        path="codes"),
