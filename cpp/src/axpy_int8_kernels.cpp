@@ -7,9 +7,9 @@
 // the products u_j * c8[idx] summed exactly in int32 and added once per group:
 // acc = fma((max / 127) * table_scale, float(sum), acc).
 // Integer sums are exact and the float steps are the same at every level, so every level returns
-// the same floats. Scaling per group of kInt8ValueGroup (32) keeps a heavy token (an attention sink) from rounding
-// its neighbours' weights away beyond its own group: a weight's rounding error is at most 1/254 of
-// its group's largest.
+// the same floats. Scaling per group of kInt8ValueGroup (32) tokens keeps a heavy token (an
+// attention sink) from rounding its neighbours' weights away beyond its own group: a weight's
+// rounding error is at most 1/254 of its group's largest.
 //
 // This file holds the scalar reference, the AVX2 kernels (axpy_int8_avx2_kernel.inc, plain and with
 // AVX-VNNI) and the selector; the AVX-512 kernel (vpdpbusd: 64 products per instruction against 16

@@ -619,10 +619,11 @@ TEST(SimdParity, Int8ValuesAreBitIdenticalToScalar) {
             std::uniform_real_distribution<float> unit(0.0f, 1.0f);
             for (auto& v : w) v = unit(gen) < 0.1f ? 0.0f : unit(gen) * 1e-3f;
             w[0] = 0.9f;  // a heavy token in the first group
-            if (n >= 32) std::fill(w.begin() + 16, w.begin() + 32, 0.0f);  // an all-zero group
-            if (n >= 48) std::fill(w.begin() + 32, w.begin() + 48, 1e-40f);  // denormal: counts as zero
-            if (n >= 64) w[50] = 1e-36f;  // just above kSmallestGroupMax, with denormal neighbours
-            if (n >= 64) w[51] = 1e-40f;
+            constexpr int64_t G = kernels::kInt8ValueGroup;  // groups 1, 2 and 3 of a call:
+            if (n >= 2 * G) std::fill(w.begin() + G, w.begin() + 2 * G, 0.0f);  // all zeros
+            if (n >= 3 * G) std::fill(w.begin() + 2 * G, w.begin() + 3 * G, 1e-40f);  // denormal: counts as zero
+            if (n >= 4 * G) w[3 * G + 2] = 1e-36f;  // just above kSmallestGroupMax, with denormal neighbours
+            if (n >= 4 * G) w[3 * G + 3] = 1e-40f;
             std::vector<float> init(size_t(m) * d);
             for (auto& v : init) v = unit(gen) - 0.5f;
             std::vector<float> a = init, b = init;
