@@ -291,6 +291,43 @@ __attribute__((target("avx512f,avx512vnni"))) void BM_Avx512DpbusdPeak(benchmark
 }
 BENCHMARK(BM_Avx512DpbusdPeak);
 
+// Peak rate of plain AVX2's int8 step (vpmaddubsw, vpmaddwd with ones, vpaddd: 32 byte products
+// into 8 int32 lanes) on one core: the compute floor of int8 decode where the CPU has no VNNI (AMD
+// Zen 1-4 at the AVX2 level). Four distinct products per round (2 x 2 operands, opaque to the
+// compiler each round, so none is computed once for all) into four accumulators, all in registers
+// (six spilled two to the stack, whose store-forward round trip then set the pace). At GQA 4 and
+// head_dim 128 the scores take 16 such steps per token and KV head, the values 16 vpmaddubsw and 8
+// vpmaddwd (two steps share a widening, axpy_int8_avx2_kernel.inc): 28 steps' worth of multiplies.
+__attribute__((target("avx2"))) inline __m256i int8_step(__m256i u, __m256i q, __m256i ones) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, q), ones);
+}
+__attribute__((target("avx2"))) void BM_Avx2MaddubsPeak(benchmark::State& state) {
+  if (!__builtin_cpu_supports("avx2")) {
+    state.SkipWithError("no AVX2");
+    return;
+  }
+  constexpr int64_t kRounds = 1 << 20;
+  __m256i acc0 = _mm256_set1_epi32(0), acc1 = _mm256_set1_epi32(1), acc2 = _mm256_set1_epi32(2),
+          acc3 = _mm256_set1_epi32(3);
+  __m256i u0 = _mm256_set1_epi8(3), u1 = _mm256_set1_epi8(7), q0 = _mm256_set1_epi8(-5), q1 = _mm256_set1_epi8(9);
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (auto _ : state) {
+    for (int64_t i = 0; i < kRounds; ++i) {
+      asm volatile("" : "+x"(u0), "+x"(u1), "+x"(q0), "+x"(q1));
+      acc0 = _mm256_add_epi32(acc0, int8_step(u0, q0, ones));
+      acc1 = _mm256_add_epi32(acc1, int8_step(u1, q0, ones));
+      acc2 = _mm256_add_epi32(acc2, int8_step(u0, q1, ones));
+      acc3 = _mm256_add_epi32(acc3, int8_step(u1, q1, ones));
+    }
+    benchmark::DoNotOptimize(acc0);
+    benchmark::DoNotOptimize(acc1);
+    benchmark::DoNotOptimize(acc2);
+    benchmark::DoNotOptimize(acc3);
+  }
+  state.SetItemsProcessed(state.iterations() * kRounds * 4);  // steps
+}
+BENCHMARK(BM_Avx2MaddubsPeak);
+
 // The value kernels alone as decode calls them: 4 queries, head_dim d, 256 tokens per call,
 // 32K tokens per iteration. kernel: 0 AVX2 float32, 1 AVX2 int8 (plain), 2 AVX2 int8 with
 // AVX-VNNI (or its EVEX form where the CPU has AVX-512 VNNI only: VnniForm), 3 AVX-512 float32,
