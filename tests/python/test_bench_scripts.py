@@ -79,7 +79,12 @@ def test_torch_at_avx2_runs_its_mkl_products_at_avx2():
                          env=env).stdout
     banner = [line for line in out.splitlines() if line.startswith("MKL_VERBOSE") and "Intel(R) 64" in line]
     assert banner, out
-    assert "(Intel(R) AVX2)" in banner[0] and "AVX-512" not in banner[0], banner[0]
+    assert "AVX-512" not in banner[0], banner[0]
+    if "(Intel(R) AVX" not in banner[0]:
+        # On AMD CPUs MKL's banner reads "Intel(R) Architecture processors", naming no instruction
+        # set (seen on a Zen 3 EPYC VM, session 62): the level it runs at cannot be read here.
+        pytest.skip(f"MKL names no instruction set on this CPU: {banner[0]!r}")
+    assert "(Intel(R) AVX2)" in banner[0], banner[0]
 
 
 @pytest.mark.skipif(not TORCH_HAS_MKL, reason="torch without MKL: no MKL level to cap")
