@@ -447,8 +447,13 @@ void axpy_packed_int8_avx512(const float* w, int64_t w_stride, int m, const uint
 AxpyPackedInt8Fn axpy_packed_int8_avx2_variant(VnniForm vnni, bool pdep) {
   switch (vnni) {
     case VnniForm::kNone: return pdep ? plain::axpy_packed_int8_with<true> : plain::axpy_packed_int8_with<false>;
+#if TURBOKV_VNNI_FORMS
     case VnniForm::kVex: return pdep ? avx_vnni::axpy_packed_int8_with<true> : avx_vnni::axpy_packed_int8_with<false>;
     case VnniForm::kEvex: return pdep ? evex_vnni::axpy_packed_int8_with<true> : evex_vnni::axpy_packed_int8_with<false>;
+#else
+    case VnniForm::kVex:
+    case VnniForm::kEvex: return nullptr;
+#endif
   }
   return nullptr;
 }

@@ -153,8 +153,13 @@ template <Int16Lookup kLookup>
 DotPackedInt16Fn int16_variant(VnniForm vnni) {
   switch (vnni) {
     case VnniForm::kNone: return plain::dot_packed_int16_with<kLookup>;
+#if TURBOKV_VNNI_FORMS
     case VnniForm::kVex: return avx_vnni::dot_packed_int16_with<kLookup>;
     case VnniForm::kEvex: return evex_vnni::dot_packed_int16_with<kLookup>;
+#else
+    case VnniForm::kVex:
+    case VnniForm::kEvex: return nullptr;
+#endif
   }
   return nullptr;
 }

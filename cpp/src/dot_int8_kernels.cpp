@@ -223,8 +223,8 @@ const VnniForm kAvx2VnniForm = [] {
 #ifdef TURBOKV_AVX2_PLAIN  // timing only (bench/ab/run.sh's AB_FLAGS): what Zen 1-4's AVX2 level runs
   return VnniForm::kNone;
 #endif
-  if (kHasAvxVnni) return VnniForm::kVex;
-#ifdef TURBOKV_AVX2_EVEX_VNNI
+  if (TURBOKV_VNNI_FORMS && kHasAvxVnni) return VnniForm::kVex;
+#if defined(TURBOKV_AVX2_EVEX_VNNI) && TURBOKV_VNNI_FORMS
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) return VnniForm::kEvex;
 #endif
@@ -234,8 +234,8 @@ const VnniForm kAvx2VnniForm = [] {
 bool vnni_form_runs(VnniForm form) {
   switch (form) {
     case VnniForm::kNone: return true;
-    case VnniForm::kVex: return kHasAvxVnni;
-    case VnniForm::kEvex: return kHasAvx512Vnni && __builtin_cpu_supports("avx512vl");
+    case VnniForm::kVex: return TURBOKV_VNNI_FORMS && kHasAvxVnni;
+    case VnniForm::kEvex: return TURBOKV_VNNI_FORMS && kHasAvx512Vnni && __builtin_cpu_supports("avx512vl");
   }
   return false;
 }
@@ -243,8 +243,13 @@ bool vnni_form_runs(VnniForm form) {
 DotPackedInt8Fn dot_packed_int8_avx2_variant(VnniForm vnni, bool pdep) {
   switch (vnni) {
     case VnniForm::kNone: return pdep ? plain::dot_packed_int8_with<true> : plain::dot_packed_int8_with<false>;
+#if TURBOKV_VNNI_FORMS
     case VnniForm::kVex: return pdep ? avx_vnni::dot_packed_int8_with<true> : avx_vnni::dot_packed_int8_with<false>;
     case VnniForm::kEvex: return pdep ? evex_vnni::dot_packed_int8_with<true> : evex_vnni::dot_packed_int8_with<false>;
+#else
+    case VnniForm::kVex:
+    case VnniForm::kEvex: return nullptr;
+#endif
   }
   return nullptr;
 }

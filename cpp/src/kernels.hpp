@@ -342,6 +342,11 @@ extern const bool kHasAvxVnni;
 // VNNI). kEvex runs kVex's code on AVX-512 machines without AVX-VNNI, so that tests there (as on
 // CI) cover what AVX-VNNI laptops run; no level picks it. vnni_form_runs: this CPU can run it.
 enum class VnniForm { kNone, kVex, kEvex };
+// 0 in test builds made without kVex and kEvex (CMake's TURBOKV_VNNI_FORMS=OFF, for CPUs that run
+// neither): their variants are nullptr, vnni_form_runs says false, and the level takes kNone.
+#ifndef TURBOKV_VNNI_FORMS
+#define TURBOKV_VNNI_FORMS 1
+#endif
 bool vnni_form_runs(VnniForm form);
 // The form the AVX2 level takes: kVex where the CPU has AVX-VNNI, else kNone; a build with
 // TURBOKV_AVX2_EVEX_VNNI defined (for timing only: bench/ab/run.sh's AB_HEAD_FLAGS) takes kEvex on

@@ -39,12 +39,13 @@ std::vector<kernels::VnniForm> runnable_vnni_forms(const char* kernel) {
     out.push_back(form);
     names += (names.empty() ? "" : ", ") + std::string(name);
   }
-  EXPECT_EQ(kernels::vnni_form_runs(kernels::VnniForm::kVex), kernels::kHasAvxVnni);
+  const char* partial = "a test build without the VNNI forms (TURBOKV_VNNI_FORMS=OFF) on a CPU that runs them";
+  EXPECT_EQ(kernels::vnni_form_runs(kernels::VnniForm::kVex), kernels::kHasAvxVnni) << partial;
   // The level's pick: AVX-VNNI where the CPU has it, else plain (EVEX only in timing builds).
-  EXPECT_EQ(kernels::kAvx2VnniForm, kernels::kHasAvxVnni ? kernels::VnniForm::kVex : kernels::VnniForm::kNone);
+  EXPECT_EQ(kernels::kAvx2VnniForm, kernels::kHasAvxVnni ? kernels::VnniForm::kVex : kernels::VnniForm::kNone) << partial;
 #if TURBOKV_X86
   EXPECT_EQ(kernels::vnni_form_runs(kernels::VnniForm::kEvex),
-            kernels::kHasAvx512Vnni && __builtin_cpu_supports("avx512vl"));
+            kernels::kHasAvx512Vnni && __builtin_cpu_supports("avx512vl")) << partial;
 #else
   EXPECT_FALSE(kernels::vnni_form_runs(kernels::VnniForm::kEvex));
 #endif

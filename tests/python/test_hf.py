@@ -528,14 +528,26 @@ print(turbokv.thread_backend(), len(spin), all("GOMP_SPINCOUNT=1000" in m and "O
 """
     base = {k: v for k, v in os.environ.items() if k not in thf.SPIN_SETTINGS + ("TURBOKV_OPENMP",)}
 
-    def run(threads, **env):
-        done = subprocess.run([sys.executable, "-c", code, str(threads)], env={**base, **env},
-                              capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
-        return done.stdout.split()
+    def start(threads, **env):
+        return subprocess.Popen([sys.executable, "-c", code, str(threads)], env={**base, **env},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
+    def result(process):
+        out, err = process.communicate(timeout=240)
+        assert process.returncode == 0, err
+        return out.split()
+
+    # The four interpreters side by side: each spends most of its ~10 s importing torch and
+    # transformers.
     n = thf.SPIN_WARNING_THREADS
-    assert run(n, TURBOKV_OPENMP="0") == ["pool", "1", "True"]
-    assert run(n) == ["openmp", "0", "True"]
-    assert run(n, TURBOKV_OPENMP="0", GOMP_SPINCOUNT="1000") == ["pool", "0", "True"]
-    assert run(n - 1, TURBOKV_OPENMP="0") == ["pool", "0", "True"]
+    runs = [start(n, TURBOKV_OPENMP="0"), start(n), start(n, TURBOKV_OPENMP="0", GOMP_SPINCOUNT="1000"),
+            start(n - 1, TURBOKV_OPENMP="0")]
+    try:
+        pool_many, openmp_many, pool_spincount, pool_fewer = (result(p) for p in runs)
+    finally:
+        for p in runs:
+            p.kill()
+    assert pool_many == ["pool", "1", "True"]
+    assert openmp_many == ["openmp", "0", "True"]
+    assert pool_spincount == ["pool", "0", "True"]
+    assert pool_fewer == ["pool", "0", "True"]
