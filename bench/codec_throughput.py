@@ -2,7 +2,9 @@
 
     python bench/codec_throughput.py [--head-dim 128] [--bits 2 3 4 8] [--json bench/results/codec_throughput.json]
 
-Prints, for each SIMD level this CPU has, encode throughput (vectors/s and GB/s of float32 input)
+Prints, for each SIMD level this CPU has, encode throughput (vectors/s and GB/s of float32 input;
+`Codec.encode`, whose new output arrays the kernel must first zero page by page, and a second row
+into arrays allocated once, which shows what the encoder itself takes)
 and fused-scores throughput (float32, and integer rows: Codec.scores(precision="int8"), int16 sums for 5-8 bits), beside this machine's single-core memory-read bandwidth (measured in
 the same run) and beside the numpy reference (encode) and decode-then-numpy-matmul (scores), one column per
 width. BLAS is pinned to one
@@ -79,6 +81,12 @@ def main() -> None:
         for level in levels:
             codec = codec_for(level, head_dim=d, bits=bits)
             encode_row(f"turbokv {level}", bits, lambda: codec.encode(x), len(x))
+            # The same call into output arrays made once: Codec.encode's fresh ones are zeroed by
+            # the kernel at first touch (on the Zen 3 VM 32 MiB of codes took ~5 ms more to write
+            # the first time, 13-17% of an 8-bit call; kernel_choices_avx2.md round 64).
+            outputs = [np.empty((len(x), codec.code_bytes), np.uint8), np.empty(len(x), codec.norm_dtype),
+                       np.empty((len(x), 0), np.uint8), np.empty(0, codec.norm_dtype)]  # mse: no sketch
+            encode_row(f"turbokv {level}, into reused arrays", bits, lambda: codec._core.encode(x, *outputs), len(x))
         encode_row("turbokv.reference (numpy)", bits, lambda: reference.Codec(d, bits).encode(small), len(small))
         for m in (1, 8, 32):
             q = rng.standard_normal((m, d), dtype=np.float32)

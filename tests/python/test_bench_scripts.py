@@ -28,7 +28,8 @@ def test_codec_throughput_script(tmp_path):
                  "--bits", "3", "8", tmp_path=tmp_path)
     import turbokv
     levels = turbokv.supported_simd()
-    assert {(r["impl"], r["bits"]) for r in result["encode"]} >= {(f"turbokv {lv}", b) for lv in levels for b in (3, 8)}
+    assert {(r["impl"], r["bits"]) for r in result["encode"]} >= {(f"turbokv {lv}{into}", b) for lv in levels
+                                                                   for b in (3, 8) for into in ("", ", into reused arrays")}
     simd = [lv for lv in levels if lv != "scalar"]
     # float32 rows per (queries, level, width), plus integer rows for both widths on SIMD levels
     assert len(result["scores"]) == 3 * len(levels) * 2 + 3 * len(simd) * 2
