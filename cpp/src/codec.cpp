@@ -298,16 +298,28 @@ void Codec::scores(const float* q, int64_t m, int64_t q_stride, const ConstEncod
   const size_t size = static_cast<size_t>(m) * config_.head_dim;
   std::vector<float> rotated(size), sketched(config_.mode == Mode::kProd ? size : 0);
   prepare_queries(q, m, q_stride, rotated.data(), sketched.data());
+  // Integer rounding maps NaN coordinates to 0 (an all-NaN query would score 0 everywhere): a
+  // query row that is not all finite gets a NaN scale instead, so that its integer scores are NaN
+  // as its exact ones are (IEEE arithmetic for any query, as numpy's matmul). KVCache's attention
+  // refuses such queries before it gets here.
+  const auto nan_scales_where_not_finite = [&](float* scales) {
+    for (int64_t r = 0; r < m; ++r) {
+      const float* row = rotated.data() + r * config_.head_dim;
+      if (!std::all_of(row, row + config_.head_dim, [](float v) { return std::isfinite(v); })) scales[r] = NAN;
+    }
+  };
   if (precision == ScorePrecision::kInt8 && scores_use_int16()) {
     std::vector<int16_t> q16(size);
     std::vector<float> scales(static_cast<size_t>(m));
     prepare_queries_int16(rotated.data(), m, q16.data(), scales.data());
+    nan_scales_where_not_finite(scales.data());
     return scores_prepared_int16(q16.data(), scales.data(), sketched.data(), m, keys, n, out, n);
   }
   if (precision == ScorePrecision::kInt8) {
     std::vector<int8_t> q8(size);
     std::vector<float> scales(static_cast<size_t>(m));
     prepare_queries_int8(rotated.data(), m, q8.data(), scales.data());
+    nan_scales_where_not_finite(scales.data());
     return scores_prepared_int8(q8.data(), scales.data(), sketched.data(), m, keys, n, out, n);
   }
   scores_prepared(rotated.data(), sketched.data(), m, keys, n, out, n);

@@ -153,6 +153,8 @@ class Codec:
         for codes of 1-4 bits: query bytes to +-127, centroids to +-63; int16 for 5-8 bits) and
         the products summed exactly
         (``KVCache.attention``'s ``scores="int8"``).
+        A query holding NaN or Inf scores NaN against every key at either precision, as
+        numpy's matmul would (``KVCache.attention`` refuses such queries instead).
         """
         if precision not in ("exact", "int8"):
             raise ValueError(f"precision must be 'exact' or 'int8', got {precision!r}")

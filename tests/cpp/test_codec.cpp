@@ -164,6 +164,39 @@ TEST(Codec, NonFiniteInputIsRejectedWithItsRow) {
   EXPECT_THROW(codec.encode(huge.data(), 1, d, enc.out()), NonFiniteInput);
 }
 
+// Integer rounding maps NaN coordinates to 0; Codec::scores gives such a query NaN scores at
+// every precision instead (int8 sums up to 4 bits, int16 ones above), as the float32 path does,
+// and leaves the other queries' scores as they are.
+TEST(Codec, IntegerScoresOfANonFiniteQueryAreNan) {
+  const int d = 64, n = 5, m = 3;
+  for (SimdLevel level : supported_simd()) {
+    for (int bits : {3, 4, 8}) {
+      CodecConfig c;
+      c.head_dim = d;
+      c.bits = bits;
+      const Codec codec(c, level);
+      auto x = test_util::gaussian_rows(n, d, 3);
+      const auto q = test_util::gaussian_rows(m, d, 4);
+      EncodedStore enc(codec, n);
+      codec.encode(x.data(), n, d, enc.out());
+      std::vector<float> clean(size_t(m) * n), got(size_t(m) * n);
+      codec.scores(q.data(), m, d, enc.in(), n, clean.data(), ScorePrecision::kInt8);
+      for (float bad : {NAN, INFINITY, -INFINITY}) {
+        for (bool whole_row : {false, true}) {
+          auto p = q;
+          for (int i = whole_row ? 0 : 7; i < (whole_row ? d : 8); ++i) p[d + i] = bad;
+          codec.scores(p.data(), m, d, enc.in(), n, got.data(), ScorePrecision::kInt8);
+          for (int j = 0; j < n; ++j) {
+            EXPECT_TRUE(std::isnan(got[n + j])) << simd_name(level) << " bits " << bits << " bad " << bad;
+            EXPECT_EQ(got[j], clean[j]);
+            EXPECT_EQ(got[2 * n + j], clean[2 * n + j]);
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(Codec, ZeroTinyAndLargeVectors) {
   const int d = 64;
   Codec codec = make(d, 4);

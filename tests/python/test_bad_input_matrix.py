@@ -149,7 +149,8 @@ SHAPE_AND_DTYPE = [
     ("0-d", np.float32(1.0), ValueError),
     ("wrong head_dim", np.zeros((2, D + 1), np.float32), ValueError),
 ]
-# Values only encode refuses (scores follows IEEE arithmetic for any query, as numpy's matmul).
+# Values only encode refuses (scores follows IEEE arithmetic for any query, as numpy's matmul:
+# test_codec_scores_of_a_non_finite_query_are_nan).
 VALUES = [
     ("NaN", np.full((2, D), np.nan, np.float32), ValueError),
     ("Inf", np.full((2, D), np.inf, np.float32), ValueError),
@@ -172,6 +173,25 @@ def test_codec_scores(impl, label, x, error):
     codec = impl(D, 4)
     with pytest.raises(error):
         codec.scores(x, codec.encode(np.ones((3, D), np.float32)))
+
+
+@pytest.mark.parametrize("bits, precision", [(4, "exact"), (4, "int8"), (3, "int8"), (8, "int8")],
+                         ids=["exact", "int8 sums", "int8 sums, 3-bit", "int16 sums"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["NaN", "+Inf", "-Inf"])
+def test_codec_scores_of_a_non_finite_query_are_nan(bits, precision, bad):
+    """A query holding NaN or Inf scores NaN against every key at either precision, as numpy's
+    matmul would; the integer rounding alone would turn NaN coordinates into 0 (zero scores).
+    The other queries' scores are what they are without it."""
+    codec = turbokv.Codec(D, bits)
+    enc = codec.encode(rng.standard_normal((5, D), dtype=np.float32))
+    q = rng.standard_normal((3, D), dtype=np.float32)
+    clean = codec.scores(q, enc, precision=precision)
+    for poisoned in ([7], list(range(D))):  # one coordinate, then the whole row
+        bad_q = q.copy()
+        bad_q[1, poisoned] = bad
+        got = codec.scores(bad_q, enc, precision=precision)
+        assert np.isnan(got[1]).all(), got[1]
+        np.testing.assert_array_equal(got[[0, 2]], clean[[0, 2]])
 
 
 def test_huge_sizes_fail_cleanly():

@@ -101,7 +101,7 @@ class Codec {
 
   // out[a * n + j] = <q_a, decode(key j)>, computed from the codes: the query is rotated once and
   // each key costs a table lookup per coordinate (plus a signed sum of the sketch in prod mode).
-  // Query a starts at q + a * q_stride.
+  // Query a starts at q + a * q_stride. A query holding NaN or Inf scores NaN at every precision.
   void scores(const float* q, int64_t m, int64_t q_stride, const ConstEncodedBuffers& keys,
               int64_t n, float* out, ScorePrecision precision = ScorePrecision::kExact) const;
 
