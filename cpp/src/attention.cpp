@@ -420,9 +420,11 @@ AttentionReport fused_attention(const TokenStore& keys, const TokenStore& values
                                 ") must be a multiple of kv_heads (" + std::to_string(shape.kv_heads) + ")");
   }
   if (keys.streams() != shape.batch * shape.kv_heads || values.streams() != keys.streams()) {
-    throw std::invalid_argument("queries have batch " + std::to_string(shape.batch) +
-                                " but the cache holds " + std::to_string(keys.streams()) +
-                                " (batch x kv_heads) streams");
+    const int64_t held = keys.streams();
+    throw std::invalid_argument(
+        "queries have batch " + std::to_string(shape.batch) + " (" + std::to_string(shape.batch * shape.kv_heads) +
+        " streams of " + std::to_string(shape.kv_heads) + " KV heads) but the cache holds " + std::to_string(held) +
+        " streams" + (held % shape.kv_heads == 0 ? " (batch " + std::to_string(held / shape.kv_heads) + ")" : ""));
   }
   if (keys.length() != values.length()) throw std::logic_error("keys and values differ in length");
   if (options.causal && shape.q_len > keys.length()) {

@@ -102,6 +102,12 @@ def test_kvcache_attention_rejects_bad_queries(label, q, error):
     assert_unchanged(cache, before)
 
 
+def test_kvcache_attention_names_both_batches():
+    with pytest.raises(ValueError, match=r"batch 2 \(4 streams of 2 KV heads\) but the cache holds 2 streams "
+                                         r"\(batch 1\)"):
+        fresh_cache().attention(np.zeros((2, 4, 1, D), np.float32))
+
+
 GOOD_Q = np.zeros((1, 4, 1, D), np.float32)
 OPTION_CASES = [
     ("scale 0", dict(scale=0.0)),
