@@ -289,7 +289,8 @@ class KVCache:
             scale: score scale, finite and > 0; default 1/sqrt(head_dim).
             key_mask: optional bool (batch, offset); False hides that cached token from every
                 query of its batch row (left padding in batched generation). Its length is
-                checked against the cache under the cache's lock.
+                checked against the cache under the cache's lock. A query that sees no token
+                (all masked) gets zeros, not NaN.
             softcap: optional > 0: scores become ``softcap * tanh(score * scale / softcap)``
                 (Gemma 2's attention logit softcapping).
             sinks: optional (q_heads,) logits, one per query head: an extra softmax column whose
