@@ -42,7 +42,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from ._validation import as_float_array
 from . import presets
 from .cache import KVCache
-from .layers import settings_for_layer, summarize, summary_text
+from .layers import check_setting_names, settings_for_layer, summarize, summary_text
 from .threads import share_openmp_threads, thread_backend
 
 __all__ = ["CACHE_KEYWORD", "OpenMPSpinWarning", "TurboQuantCache", "TurboQuantLayer", "openmp_spin_advice",
@@ -232,6 +232,9 @@ class TurboQuantCache(Cache):
                  config: Any = None, *, preset: Optional[str] = None, **settings: Any) -> None:
         settings = presets.resolve(preset, settings)
         # Validate every layer's settings now, not at first use.
+        check_setting_names("TurboQuantCache", settings)
+        for i, entry in enumerate(layer_settings or ()):
+            check_setting_names(f"TurboQuantCache's layer_settings[{i}]", entry)
         for i in range(len(layer_settings) if layer_settings else 1):
             KVCache(head_dim=8, num_kv_heads=1, **settings_for_layer(i, settings, layer_settings))
         if config is not None and not hasattr(config, "_attn_implementation"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import presets
@@ -26,6 +27,17 @@ def boundary_layer_settings(num_layers: int, protect_boundary_layers: int,
     boundary = {"key_bits": 8, "value_bits": 8} if boundary_settings is None else boundary_settings
     return [dict(boundary) if i < protect_boundary_layers or i >= num_layers - protect_boundary_layers
             else None for i in range(num_layers)]
+
+
+def check_setting_names(owner: str, settings: Optional[Dict[str, Any]]) -> None:
+    """Raises TypeError naming ``owner`` and the settings it takes where ``settings`` holds a name
+    that :class:`KVCache` does not take (else the error would name ``KVCache.__init__``)."""
+    known = [name for name in inspect.signature(KVCache.__init__).parameters
+             if name not in ("self", "head_dim", "num_kv_heads", "layer_index")]
+    unknown = sorted(set(settings or ()) - set(known))
+    if unknown:
+        raise TypeError(f"{owner} got unknown setting{'s' if len(unknown) > 1 else ''} "
+                        f"{', '.join(map(repr, unknown))}; the settings are {', '.join(known)}")
 
 
 def settings_for_layer(index: int, settings: Dict[str, Any],
@@ -61,8 +73,12 @@ def make_cache(num_layers: int, head_dim: int, num_kv_heads: int, *,
         >>> caches = make_cache(32, 128, 8, key_bits=4, value_bits=3, protect_boundary_layers=2)
     """
     settings = presets.resolve(preset, settings)
+    check_setting_names("make_cache", settings)
+    check_setting_names("make_cache's boundary_settings", boundary_settings)
     if layer_settings is not None and len(layer_settings) != num_layers:
         raise ValueError(f"layer_settings has {len(layer_settings)} entries for {num_layers} layers")
+    for i, entry in enumerate(layer_settings or ()):
+        check_setting_names(f"make_cache's layer_settings[{i}]", entry)
     boundary = boundary_layer_settings(num_layers, protect_boundary_layers, boundary_settings)
     caches = []
     for i in range(num_layers):

@@ -247,3 +247,26 @@ def test_hf_cache_rejects_bad_states(label, corrupt, error):
     after = cache.layers[0].cache.state
     for k in before:
         np.testing.assert_array_equal(before[k], after[k])
+
+
+MISNAMED_SETTINGS = [
+    ("make_cache", lambda: turbokv.make_cache(2, D, HEADS, bits=4), "make_cache got unknown setting 'bits'"),
+    ("make_cache boundary", lambda: turbokv.make_cache(2, D, HEADS, protect_boundary_layers=1,
+                                                       boundary_settings={"kbits": 8}),
+     "make_cache's boundary_settings got unknown setting 'kbits'"),
+    ("make_cache layer", lambda: turbokv.make_cache(2, D, HEADS, layer_settings=[None, {"keybits": 8, "vbits": 8}]),
+     r"make_cache's layer_settings\[1\] got unknown settings 'keybits', 'vbits'"),
+    ("TurboQuantCache", lambda: __import__("turbokv.hf").hf.TurboQuantCache(key_bits=4, foo=3),
+     "TurboQuantCache got unknown setting 'foo'"),
+    ("TurboQuantCache layer", lambda: __import__("turbokv.hf").hf.TurboQuantCache(layer_settings=[{"key_bit": 8}]),
+     r"TurboQuantCache's layer_settings\[0\] got unknown setting 'key_bit'"),
+]
+
+
+@pytest.mark.parametrize("label, build, message", MISNAMED_SETTINGS, ids=[c[0] for c in MISNAMED_SETTINGS])
+def test_misnamed_settings_name_the_builder_and_the_settings_it_takes(label, build, message):
+    """A misspelt setting is named with the function that got it and the list of settings,
+    not as KVCache.__init__'s unexpected keyword."""
+    with pytest.raises(TypeError, match=message) as caught:
+        build()
+    assert "key_bits, value_bits" in str(caught.value)
