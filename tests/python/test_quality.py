@@ -204,6 +204,15 @@ def test_demo_rejects_bad_arguments(capsys):
         demo.run_text("kjv", tokens=4, prompt="", show_progress=False)
     with pytest.raises(ValueError, match="model must be"):
         demo.run_text("gpt2", tokens=4)
+    # KJV Llama: 1024 positions; the prompt "And" and 1023 generated tokens (1022 fed back) fit.
+    with pytest.raises(ValueError, match="exceed the model's 1024 positions: ask for at most"):
+        demo.run_text("kjv", tokens=5000, prompt="And", show_progress=False)
+    for tokens in (0, 600):  # stories260K has 512 positions
+        assert main(["demo", "--model", "stories260k", "--tokens", str(tokens)]) == 2
+    err = capsys.readouterr().err
+    assert "tokens must be a positive integer, got 0" in err and "ask for at most 512 tokens" in err
+    assert main(["demo", "--model", "stories260k", "--prompt", "Once upon"]) == 2
+    assert "--prompt is for the text models" in capsys.readouterr().err
 
 
 def test_missing_model_package_names_the_install_command():

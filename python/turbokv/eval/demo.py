@@ -30,13 +30,29 @@ SETTINGS: List[tuple] = [
 ]
 
 
+def check_tokens(tokens: Any, prompt_tokens: int, positions: Optional[int]) -> None:
+    """Raises ValueError unless ``tokens`` is a positive integer and the prompt plus the tokens
+    fed back (all but the last) fit the model's ``positions`` (None: no limit known)."""
+    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1:
+        raise ValueError(f"tokens must be a positive integer, got {tokens!r}")
+    if positions is not None and prompt_tokens + tokens - 1 > positions:
+        raise ValueError(f"the prompt's {prompt_tokens} tokens and {tokens} generated ones exceed the model's "
+                         f"{positions} positions: ask for at most {positions - prompt_tokens + 1} tokens")
+
+
 def run_stories(tokens: int = 100, show_progress: bool = True) -> Dict[str, Any]:
     """stories260K: generates ``tokens`` greedy tokens from BOS per setting; returns rows.
-    ``show_progress`` draws a progress bar on stderr (tqdm)."""
+    ``show_progress`` draws a progress bar on stderr (tqdm).
+
+    Raises:
+        ValueError: ``tokens`` is not a positive integer, or BOS and the tokens fed back exceed
+            the model's positions (512).
+    """
     from ._progress import tqdm
 
     model = llama2c.load()
     cfg = model.config
+    check_tokens(tokens, prompt_tokens=1, positions=cfg.seq_len)
 
     def dense():
         return [DenseKVCache(cfg.head_dim, cfg.n_kv_heads) for _ in range(cfg.n_layers)]
@@ -107,8 +123,7 @@ def run_text(model: str = "kjv", tokens: int = 100, prompt: Optional[str] = None
 
     if model not in ("kjv", "smollm2"):
         raise ValueError(f"model must be 'kjv' or 'smollm2', got {model!r}")
-    if not isinstance(tokens, int) or tokens < 1:
-        raise ValueError(f"tokens must be a positive integer, got {tokens!r}")
+    check_tokens(tokens, prompt_tokens=1, positions=None)
     loader = {"kjv": kjv_llama, "smollm2": smollm2}[model]
     net, tokenizer = loader.load()
     prompt = PROMPTS[model] if prompt is None else prompt
@@ -116,6 +131,7 @@ def run_text(model: str = "kjv", tokens: int = 100, prompt: Optional[str] = None
     if ids.shape[1] == 0:
         raise ValueError("the prompt is empty")
     cfg = net.config
+    check_tokens(tokens, prompt_tokens=ids.shape[1], positions=getattr(cfg, "max_position_embeddings", None))
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     total = ids.shape[1] + tokens
     float32_bytes = 2 * 4 * cfg.num_key_value_heads * head_dim * total * cfg.num_hidden_layers
