@@ -97,6 +97,9 @@ def _bench(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from turbokv.eval import evaluation
 
+    if args.key_rows and args.settings is not None:
+        print("eval: --key-rows and --settings both choose the rows; pass one", file=sys.stderr)
+        return 2
     models = args.models
     if args.models == ["all"]:
         models = list(evaluation.DEFAULT_MODELS)

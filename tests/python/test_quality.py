@@ -194,7 +194,7 @@ def test_delta_ppl_interval():
     assert math.isnan(eval_causal.delta_ppl_interval(base[:, :10], base[:, :10])[0])  # one segment: no interval
 
 
-def test_demo_rejects_bad_arguments(capsys):
+def test_demo_and_eval_reject_bad_arguments(capsys):
     from turbokv.eval import demo
     from turbokv.__main__ import main
 
@@ -213,6 +213,8 @@ def test_demo_rejects_bad_arguments(capsys):
     assert "tokens must be a positive integer, got 0" in err and "ask for at most 512 tokens" in err
     assert main(["demo", "--model", "stories260k", "--prompt", "Once upon"]) == 2
     assert "--prompt is for the text models" in capsys.readouterr().err
+    assert main(["eval", "--models", "kjv", "--key-rows", "--settings", "K4V4"]) == 2  # --settings was ignored
+    assert "--key-rows and --settings both choose the rows" in capsys.readouterr().err
 
 
 def test_missing_model_package_names_the_install_command():
