@@ -23,8 +23,12 @@ def _codec_table(args: argparse.Namespace) -> int:
     from turbokv.eval.distortion import codec_table
 
     start = time.perf_counter()
-    rows = codec_table(turbokv.Codec, head_dim=args.head_dim, n=args.vectors, seed=args.seed,
-                       show_progress=not args.json)
+    try:
+        rows = codec_table(turbokv.Codec, head_dim=args.head_dim, n=args.vectors, seed=args.seed,
+                           show_progress=not args.json)
+    except ValueError as e:
+        print(f"codec-table: {e}", file=sys.stderr)
+        return 2
     if args.json:
         json.dump({"head_dim": args.head_dim, "vectors": args.vectors, "rows": rows}, sys.stdout,
                   indent=2)

@@ -65,8 +65,19 @@ def measure_prod(codec_class: Callable, bits: int, head_dim: int = 128, n: int =
 
 def codec_table(codec_class: Callable, head_dim: int = 128, n: int = 20000, seed: int = 0,
                 show_progress: bool = False):
-    """Rows of measured distortion vs its target for mse (1..4 bits) and prod (1..4 bits) modes."""
+    """Rows of measured distortion vs its target for mse (1..4 bits) and prod (1..4 bits) modes.
+
+    Raises:
+        ValueError: fewer than 2 vectors (the bias needs a standard error), a negative seed, or
+            a head_dim the codec does not take.
+    """
     from ._progress import tqdm
+
+    if not isinstance(n, int) or n < 2:
+        raise ValueError(f"vectors must be an integer >= 2, got {n!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    codec_class(head_dim, 4)  # its own check of head_dim, before any work
 
     bar = tqdm(total=8, desc="codec settings", disable=not show_progress, leave=False)
     rows = []
