@@ -270,3 +270,60 @@ def test_misnamed_settings_name_the_builder_and_the_settings_it_takes(label, bui
     with pytest.raises(TypeError, match=message) as caught:
         build()
     assert "key_bits, value_bits" in str(caught.value)
+
+
+def fresh_dense_cache():
+    cache = turbokv.DenseKVCache(D, HEADS)
+    cache.update(GOOD, GOOD)
+    return cache
+
+
+def dense_snapshot(cache):
+    return cache.offset, [a.copy() for a in cache.fetch()]
+
+
+# The dense baseline stores float32: 1e30 fits it.
+DENSE_BAD_TOKENS = [case for case in BAD_TOKENS if case[0] != "beyond float16 storage"]
+
+
+@pytest.mark.parametrize("label, bad, error", DENSE_BAD_TOKENS, ids=[b[0] for b in DENSE_BAD_TOKENS])
+@pytest.mark.parametrize("entry", ["update keys", "update values", "update_and_fetch"])
+def test_dense_cache_updates_reject_bad_tokens_as_kvcache_does(entry, label, bad, error):
+    cache = fresh_dense_cache()
+    offset, before = dense_snapshot(cache)
+    with pytest.raises(error):
+        if entry == "update keys":
+            cache.update(bad, GOOD)
+        elif entry == "update values":
+            cache.update(GOOD, bad)
+        else:
+            cache.update_and_fetch(bad, bad)
+    assert cache.offset == offset
+    for a, b in zip(before, cache.fetch()):
+        np.testing.assert_array_equal(a, b)
+
+
+DENSE_QUERY_CASES = [case for case in QUERY_CASES if not isinstance(case[1], str)]  # no key_mask
+
+
+@pytest.mark.parametrize("label, q, error", DENSE_QUERY_CASES, ids=[c[0] for c in DENSE_QUERY_CASES])
+def test_dense_cache_attention_rejects_bad_queries_as_kvcache_does(label, q, error):
+    with pytest.raises(error):
+        fresh_dense_cache().attention(q)
+
+
+def test_dense_cache_refuses_what_it_does_not_take():
+    with pytest.raises(TypeError, match="DenseKVCache got unknown setting 'key_bit'"):
+        turbokv.DenseKVCache(D, HEADS, key_bit=4)
+    turbokv.DenseKVCache(D, HEADS, key_bits=4, value_bits=2)  # KVCache's settings: accepted, no effect
+    with pytest.raises(TypeError, match="dtype"):
+        turbokv.DenseKVCache(D, HEADS, dtype=np.int8)
+    for scale in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="scale"):
+            fresh_dense_cache().attention(np.zeros((1, 4, 1, D), np.float32), scale=scale)
+    with pytest.raises(ValueError, match="empty"):
+        turbokv.DenseKVCache(D, HEADS).attention(np.zeros((1, 4, 1, D), np.float32))
+    cache = turbokv.DenseKVCache(D, HEADS, dtype=np.float16)
+    with pytest.raises(ValueError, match="float16 range"):
+        cache.update(with_value(1e30), GOOD)
+    assert cache.offset == 0
