@@ -6,6 +6,7 @@ import inspect
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import presets
+from ._validation import check_int
 from .cache import KVCache
 
 __all__ = ["make_cache", "boundary_layer_settings", "summarize", "summary_text"]
@@ -72,6 +73,7 @@ def make_cache(num_layers: int, head_dim: int, num_kv_heads: int, *,
         >>> caches = make_cache(32, 128, 8, preset="4bit")
         >>> caches = make_cache(32, 128, 8, key_bits=4, value_bits=3, protect_boundary_layers=2)
     """
+    check_int("num_layers", num_layers, 0, 1 << 20)
     settings = presets.resolve(preset, settings)
     check_setting_names("make_cache", settings)
     check_setting_names("make_cache's boundary_settings", boundary_settings)
@@ -94,6 +96,9 @@ def summarize(caches: Sequence[Optional[KVCache]]) -> Dict[str, Any]:
     float16 tokens; keys and values), "protected_layers": layers whose keys prefill protection
     raised, "centred_layers": layers with centred keys}``. None entries (layers not reached yet)
     are skipped."""
+    for c in caches:
+        if c is not None and not isinstance(c, KVCache):
+            raise TypeError(f"summarize takes KVCache objects (or None), got {type(c).__name__}")
     layers = [c.summary() for c in caches if c is not None]
     used = sum(c.used_nbytes for c in caches if c is not None)
     coords = sum(2 * c.batch * c.num_kv_heads * c.offset * c.head_dim for c in caches if c is not None)
@@ -102,8 +107,10 @@ def summarize(caches: Sequence[Optional[KVCache]]) -> Dict[str, Any]:
             "centred_layers": [s["layer"] for s in layers if s["centred"]]}
 
 
-def summary_text(summary: Dict[str, Any]) -> str:
-    """A short human-readable table of :func:`summarize`'s result."""
+def summary_text(summary: "Dict[str, Any] | Sequence[Optional[KVCache]]") -> str:
+    """A short human-readable table of :func:`summarize`'s result (or of the caches themselves)."""
+    if not isinstance(summary, dict):
+        summary = summarize(summary)
     lines = ["layer  key bits (stored)  value bits  centred  probe excess  bits/coord"]
     for s in summary["layers"]:
         tried = (s["protection"] or {}).get("tried", [])

@@ -327,3 +327,12 @@ def test_dense_cache_refuses_what_it_does_not_take():
     with pytest.raises(ValueError, match="float16 range"):
         cache.update(with_value(1e30), GOOD)
     assert cache.offset == 0
+
+
+def test_layer_helpers_refuse_what_they_do_not_take():
+    with pytest.raises(ValueError, match="num_layers must be in 0..1048576, got -1"):
+        turbokv.make_cache(-1, D, HEADS)
+    with pytest.raises(TypeError, match="summarize takes KVCache objects"):
+        turbokv.summarize([fresh_cache(), 3])
+    caches = [fresh_cache(), None]
+    assert turbokv.summary_text(caches) == turbokv.summary_text(turbokv.summarize(caches))
