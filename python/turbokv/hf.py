@@ -27,6 +27,7 @@ Tested with transformers 5.25, 5.18 and 4.57. CPU tensors only (turbokv is a CPU
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
@@ -36,7 +37,7 @@ import torch
 import transformers
 from packaging.version import Version
 from transformers import AttentionInterface
-from transformers.cache_utils import Cache, CacheLayerMixin
+from transformers.cache_utils import Cache, CacheLayerMixin, DynamicLayer
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from ._validation import as_float_array
@@ -54,6 +55,11 @@ __all__ = ["CACHE_KEYWORD", "OpenMPSpinWarning", "TurboQuantCache", "TurboQuantL
 CACHE_KEYWORD: str = ("cache" if Version(transformers.__version__) >= Version("5.24.0.dev0")
                       else "past_key_values")
 
+#: Whether the installed transformers' ``crop(n)`` takes a count of newest tokens to remove (5.x:
+#: ``crop(tokens_to_remove)``, 0 removes nothing; assisted generation calls ``crop(0)`` after every
+#: fully accepted draft) rather than a length to keep (4.x: ``crop(max_length)``, 0 empties the
+#: cache). Read from its own ``DynamicLayer.crop``, whose convention generate() follows.
+CROP_TAKES_A_COUNT: bool = "tokens_to_remove" in inspect.signature(DynamicLayer.crop).parameters
 
 #: torch thread counts from which turbokv attention warns (once per process) about OpenMP's spin.
 SPIN_WARNING_THREADS = 4
@@ -178,8 +184,12 @@ class TurboQuantLayer(CacheLayerMixin):
             self.cache.clear()
 
     def crop(self, tokens_to_remove: int) -> None:
-        """Negative: remove that many newest tokens; positive (older transformers): keep that many."""
+        """Negative: remove that many newest tokens; positive (the legacy convention): keep that
+        many; 0 as the installed transformers reads it (:data:`CROP_TAKES_A_COUNT`: remove none,
+        or on 4.x keep none)."""
         length = self.get_seq_length()
+        if tokens_to_remove == 0 and CROP_TAKES_A_COUNT:
+            return
         remove = -tokens_to_remove if tokens_to_remove < 0 else max(0, length - tokens_to_remove)
         if remove and self.cache is not None:
             self.cache.trim(min(remove, length))

@@ -240,6 +240,49 @@ def test_crop_and_unsupported_features(models):
         thf.TurboQuantCache(key_bits=12)
 
 
+def test_crop_reads_its_argument_as_this_transformers_does(models):
+    """crop(0) removes nothing on transformers 5 (crop(tokens_to_remove)) and empties the cache on
+    4.x (crop(max_length)); DynamicCache of the installed version is the oracle."""
+    _, fused = models
+    ids = torch.randint(0, 512, (1, 10), generator=torch.Generator().manual_seed(7))
+    for amount in (0, -3, -10):
+        cache, dynamic = cache_for(fused, key_bits=4, value_bits=4), DynamicCache()
+        with torch.no_grad():
+            fused(ids, **{CACHE_KEYWORD: cache})
+            fused(ids, **{CACHE_KEYWORD: dynamic})
+        cache.crop(amount)
+        dynamic.crop(amount)
+        assert cache.get_seq_length() == dynamic.get_seq_length(), (amount, thf.CROP_TAKES_A_COUNT)
+    assert thf.CROP_TAKES_A_COUNT == (not __import__("transformers").__version__.startswith("4."))
+
+
+def test_assisted_and_prompt_lookup_generation_keep_the_cache():
+    """Speculative decoding (an assistant model, or prompt lookup) verifies several tokens per
+    forward and crops the rejected ones: its greedy tokens are plain greedy decoding's, every layer
+    keeps the asked settings, and the cache ends holding prompt + new tokens - 1 (the last token
+    was never fed back). On the trained KJV Llama (in the package), whose greedy margins are real;
+    transformers 5 calls crop(0) after a draft all accepted (or none found), which emptied the
+    cache before CROP_TAKES_A_COUNT."""
+    from turbokv.models import kjv_llama
+
+    net, tokenizer = kjv_llama.load()
+    ids = tokenizer("And God said unto Moses, Go in unto Pharaoh, and", return_tensors="pt").input_ids
+    new = 24
+
+    def generate(**kwargs):
+        cache = thf.TurboQuantCache(key_bits=4, value_bits=4)
+        with torch.inference_mode():
+            out = net.generate(ids, **{CACHE_KEYWORD: cache}, max_new_tokens=new,
+                               do_sample=False, pad_token_id=0, **kwargs)
+        assert cache.get_seq_length() == ids.shape[1] + new - 1, kwargs
+        assert all(layer.cache.key_bits == 4 and layer.cache.value_bits == 4 for layer in cache.layers)
+        return out[0, ids.shape[1]:].tolist()
+
+    plain = generate()
+    assert generate(prompt_lookup_num_tokens=3) == plain
+    assert generate(assistant_model=net) == plain
+
+
 def eager_and_fused(model_class, config_class, **config):
     """One tiny model of a family twice, with the same weights: eager attention (transformers'
     reference, which implements every argument) and turbokv attention."""
