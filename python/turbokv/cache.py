@@ -507,6 +507,13 @@ class KVCache:
         offset = self._layer.key_offset
         return offset if offset.size else None
 
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "KVCache":
+        """``copy.deepcopy``: an independent copy, as :func:`turbokv.persist.copy_cache` (codes
+        copied, never decoded, read under the cache's lock)."""
+        from .persist import copy_cache
+
+        return copy_cache(self)
+
     def summary(self) -> Dict[str, Any]:
         """What this layer stores: requested and stored key bits, value bits, whether keys are
         centred, what prefill protection measured (None if it has not run), and the stored bits

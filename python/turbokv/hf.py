@@ -320,6 +320,11 @@ class TurboQuantCache(Cache):
             cache._adopt(copy_cache(layer.cache), layer.dtype)
         return cache
 
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "TurboQuantCache":
+        """``copy.deepcopy(cache)``, transformers' documented way to reuse a prefilled prompt
+        cache: :meth:`copy` (the C++ stores cannot be pickled)."""
+        return self.copy()
+
     def _adopt(self, store: KVCache, dtype: torch.dtype) -> None:
         """Appends a layer holding ``store`` (for load and copy)."""
         layer = self._new_layer()

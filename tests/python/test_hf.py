@@ -4,6 +4,8 @@ A tiny random-weight Llama (no download): random weights give near-tied logits, 
 compare next-token distributions (KL) and logits, not greedy tokens.
 """
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -498,18 +500,19 @@ def test_saved_loaded_and_copied_caches_continue_exactly(models, tmp_path):
     original.save(tmp_path / "prompt.tkv")
     loaded = thf.TurboQuantCache.load(tmp_path / "prompt.tkv", config=fused.config)
     copied = original.copy()
-    assert loaded.get_seq_length() == copied.get_seq_length() == 20
+    deep = copy.deepcopy(original)  # transformers' documented prompt reuse
+    assert loaded.get_seq_length() == copied.get_seq_length() == deep.get_seq_length() == 20
     assert loaded.summary()["layers"][0]["stored_key_bits"] == original.summary()["layers"][0]["stored_key_bits"]
     more = torch.randint(0, 512, (2, 5), generator=torch.Generator().manual_seed(13))
     outputs = []
-    for cache in (copied, loaded, original):  # the original last: the copy must not share its state
+    for cache in (copied, loaded, deep, original):  # the original last: a copy must not share its state
         with torch.no_grad():
             outputs.append(torch.stack([fused(more[:, t:t + 1], **{CACHE_KEYWORD: cache}).logits[:, -1]
                                         for t in range(5)], 1))
         assert_path(cache, fused=True)
         assert cache.get_seq_length() == 25
-    torch.testing.assert_close(outputs[0], outputs[2], rtol=0, atol=0)
-    torch.testing.assert_close(outputs[1], outputs[2], rtol=0, atol=0)
+    for output in outputs[:3]:
+        torch.testing.assert_close(output, outputs[3], rtol=0, atol=0)
     data = bytearray((tmp_path / "prompt.tkv").read_bytes())
     data[100] ^= 1
     (tmp_path / "bad.tkv").write_bytes(bytes(data))
