@@ -507,6 +507,12 @@ class KVCache:
         offset = self._layer.key_offset
         return offset if offset.size else None
 
+    def __reduce__(self) -> Tuple[Any, Tuple[Dict[str, np.ndarray], Dict[str, Any]]]:
+        """pickle (multiprocessing, joblib): the codes and settings of :meth:`snapshot`, rebuilt
+        by :meth:`from_state`, which checks them; never decoded."""
+        meta, state = self.snapshot()
+        return KVCache.from_state, (state, meta)
+
     def __deepcopy__(self, memo: Dict[int, Any]) -> "KVCache":
         """``copy.deepcopy``: an independent copy, as :func:`turbokv.persist.copy_cache` (codes
         copied, never decoded, read under the cache's lock)."""

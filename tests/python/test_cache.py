@@ -523,18 +523,22 @@ def test_key_mask_equals_attention_without_the_padding(rng):
         cache.attention(q, key_mask=mask[:, :10])
 
 
-def test_deepcopy_is_an_independent_cache_that_continues_exactly(rng):
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_deepcopy_and_pickle_give_an_independent_cache_that_continues_exactly(rng, how):
     import copy
+    import pickle
 
     d = 64
-    cache = turbokv.KVCache(d, 2, key_bits=4, value_bits=3, residual_window=4)
+    cache = turbokv.KVCache(d, 2, key_bits=4, value_bits=3, residual_window=4, center_keys=True)
     k, v = tokens(rng, 1, 2, 30, d), tokens(rng, 1, 2, 30, d)
     cache.update(k[:, :, :20], v[:, :, :20])
-    twin = copy.deepcopy(cache)
-    assert twin is not cache and twin.offset == 20
+    twin = copy.deepcopy(cache) if how == "deepcopy" else pickle.loads(pickle.dumps(cache))
+    assert twin is not cache and twin.offset == 20 and twin.key_offset is not None
     q = tokens(rng, 1, 4, 1, d)
     for c in (twin, cache):  # the copy first: it must not change the original
         c.update(k[:, :, 20:], v[:, :, 20:])
     np.testing.assert_array_equal(twin.attention(q), cache.attention(q))
     twin.update(k[:, :, :1], v[:, :, :1])
     assert (twin.offset, cache.offset) == (31, 30)
+    empty = turbokv.KVCache(d, 2)
+    assert pickle.loads(pickle.dumps(empty)).offset == 0

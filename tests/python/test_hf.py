@@ -5,6 +5,7 @@ compare next-token distributions (KL) and logits, not greedy tokens.
 """
 
 import copy
+import pickle
 
 import numpy as np
 import pytest
@@ -501,18 +502,20 @@ def test_saved_loaded_and_copied_caches_continue_exactly(models, tmp_path):
     loaded = thf.TurboQuantCache.load(tmp_path / "prompt.tkv", config=fused.config)
     copied = original.copy()
     deep = copy.deepcopy(original)  # transformers' documented prompt reuse
+    pickled = pickle.loads(pickle.dumps(original))  # multiprocessing
     assert loaded.get_seq_length() == copied.get_seq_length() == deep.get_seq_length() == 20
+    assert pickled.get_seq_length() == 20
     assert loaded.summary()["layers"][0]["stored_key_bits"] == original.summary()["layers"][0]["stored_key_bits"]
     more = torch.randint(0, 512, (2, 5), generator=torch.Generator().manual_seed(13))
     outputs = []
-    for cache in (copied, loaded, deep, original):  # the original last: a copy must not share its state
+    for cache in (copied, loaded, deep, pickled, original):  # the original last: a copy must not share its state
         with torch.no_grad():
             outputs.append(torch.stack([fused(more[:, t:t + 1], **{CACHE_KEYWORD: cache}).logits[:, -1]
                                         for t in range(5)], 1))
         assert_path(cache, fused=True)
         assert cache.get_seq_length() == 25
-    for output in outputs[:3]:
-        torch.testing.assert_close(output, outputs[3], rtol=0, atol=0)
+    for output in outputs[:-1]:
+        torch.testing.assert_close(output, outputs[-1], rtol=0, atol=0)
     data = bytearray((tmp_path / "prompt.tkv").read_bytes())
     data[100] ^= 1
     (tmp_path / "bad.tkv").write_bytes(bytes(data))
