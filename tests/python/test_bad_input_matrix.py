@@ -55,18 +55,26 @@ def assert_unchanged(cache, before):
         np.testing.assert_array_equal(after[k], state[k])
 
 
+UPDATE_ENTRIES = ["update keys", "update values", "update_and_fetch"]
+
+
+def update_with(cache, entry, bad):
+    """The update entry point named by ``entry``, with ``bad`` where it names."""
+    if entry == "update keys":
+        cache.update(bad, GOOD)
+    elif entry == "update values":
+        cache.update(GOOD, bad)
+    else:
+        cache.update_and_fetch(bad, bad)
+
+
 @pytest.mark.parametrize("label, bad, error", BAD_TOKENS, ids=[b[0] for b in BAD_TOKENS])
-@pytest.mark.parametrize("entry", ["update keys", "update values", "update_and_fetch"])
+@pytest.mark.parametrize("entry", UPDATE_ENTRIES)
 def test_kvcache_updates_reject_bad_tokens(entry, label, bad, error):
     cache = fresh_cache()
     before = snapshot(cache)
     with pytest.raises(error):
-        if entry == "update keys":
-            cache.update(bad, GOOD)
-        elif entry == "update values":
-            cache.update(GOOD, bad)
-        else:
-            cache.update_and_fetch(bad, bad)
+        update_with(cache, entry, bad)
     assert_unchanged(cache, before)
 
 
@@ -287,17 +295,12 @@ DENSE_BAD_TOKENS = [case for case in BAD_TOKENS if case[0] != "beyond float16 st
 
 
 @pytest.mark.parametrize("label, bad, error", DENSE_BAD_TOKENS, ids=[b[0] for b in DENSE_BAD_TOKENS])
-@pytest.mark.parametrize("entry", ["update keys", "update values", "update_and_fetch"])
+@pytest.mark.parametrize("entry", UPDATE_ENTRIES)
 def test_dense_cache_updates_reject_bad_tokens_as_kvcache_does(entry, label, bad, error):
     cache = fresh_dense_cache()
     offset, before = dense_snapshot(cache)
     with pytest.raises(error):
-        if entry == "update keys":
-            cache.update(bad, GOOD)
-        elif entry == "update values":
-            cache.update(GOOD, bad)
-        else:
-            cache.update_and_fetch(bad, bad)
+        update_with(cache, entry, bad)
     assert cache.offset == offset
     for a, b in zip(before, cache.fetch()):
         np.testing.assert_array_equal(a, b)
