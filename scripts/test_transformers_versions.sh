@@ -19,7 +19,7 @@ test_version() {  # test_version VERSION [PACKAGES the version needs beyond the 
   echo "transformers $version:"
   PYTHONPATH="$PWD/$target${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -c \
     "import transformers; assert transformers.__version__ == '$version', transformers.__version__"
-  PYTHONPATH="$PWD/$target${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m pytest -q -W error::FutureWarning \
+  TURBOKV_TEST_HF=1 PYTHONPATH="$PWD/$target${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m pytest -q -W error::FutureWarning \
     tests/python/test_hf.py
 }
 

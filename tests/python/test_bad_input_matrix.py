@@ -238,6 +238,7 @@ HF_BAD = [
 ]
 
 
+@pytest.mark.hf
 @pytest.mark.parametrize("label, corrupt, error", HF_BAD, ids=[c[0] for c in HF_BAD])
 def test_hf_cache_rejects_bad_states(label, corrupt, error):
     import torch  # the [hf] extra, which scripts/setup.sh installs
@@ -264,14 +265,17 @@ MISNAMED_SETTINGS = [
      "make_cache's boundary_settings got unknown setting 'kbits'"),
     ("make_cache layer", lambda: turbokv.make_cache(2, D, HEADS, layer_settings=[None, {"keybits": 8, "vbits": 8}]),
      r"make_cache's layer_settings\[1\] got unknown settings 'keybits', 'vbits'"),
-    ("TurboQuantCache", lambda: __import__("turbokv.hf").hf.TurboQuantCache(key_bits=4, foo=3),
-     "TurboQuantCache got unknown setting 'foo'"),
-    ("TurboQuantCache layer", lambda: __import__("turbokv.hf").hf.TurboQuantCache(layer_settings=[{"key_bit": 8}]),
-     r"TurboQuantCache's layer_settings\[0\] got unknown setting 'key_bit'"),
+    pytest.param("TurboQuantCache", lambda: __import__("turbokv.hf").hf.TurboQuantCache(key_bits=4, foo=3),
+                 "TurboQuantCache got unknown setting 'foo'", marks=pytest.mark.hf, id="TurboQuantCache"),
+    pytest.param("TurboQuantCache layer",
+                 lambda: __import__("turbokv.hf").hf.TurboQuantCache(layer_settings=[{"key_bit": 8}]),
+                 r"TurboQuantCache's layer_settings\[0\] got unknown setting 'key_bit'", marks=pytest.mark.hf,
+                 id="TurboQuantCache layer"),
 ]
 
 
-@pytest.mark.parametrize("label, build, message", MISNAMED_SETTINGS, ids=[c[0] for c in MISNAMED_SETTINGS])
+@pytest.mark.parametrize("label, build, message", MISNAMED_SETTINGS,
+                         ids=[c[0] if isinstance(c, tuple) else c.id for c in MISNAMED_SETTINGS])
 def test_misnamed_settings_name_the_builder_and_the_settings_it_takes(label, build, message):
     """A misspelt setting is named with the function that got it and the list of settings,
     not as KVCache.__init__'s unexpected keyword."""

@@ -8,6 +8,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 import turbokv
 
 BENCH = pathlib.Path(__file__).resolve().parents[2] / "bench"
@@ -22,6 +24,7 @@ def test_quality_script(tmp_path):
     assert "| K8V8 |" in out.with_suffix(".md").read_text()
 
 
+@pytest.mark.hf
 def test_key_outliers_script(tmp_path):
     out = tmp_path / "outliers"
     subprocess.run([sys.executable, str(BENCH / "key_outliers.py"), "--tokens", "96", "--out", str(out)],
@@ -32,6 +35,7 @@ def test_key_outliers_script(tmp_path):
     assert all(0 < r["error_mean"] < 1 for r in rows.values())
 
 
+@pytest.mark.hf
 def test_hf_speed_script(tmp_path):
     out = tmp_path / "hf_speed.json"
     subprocess.run([sys.executable, str(BENCH / "hf_speed.py"), "--contexts", "64", "--batches", "1", "--dtypes",
@@ -47,6 +51,7 @@ def test_hf_speed_script(tmp_path):
     assert best == 1.0
 
 
+@pytest.mark.hf
 def test_needle_script(tmp_path):
     out = tmp_path / "needle"
     subprocess.run([sys.executable, str(BENCH / "needle.py"), "--contexts", "300", "--presets", "4bit",
@@ -59,6 +64,7 @@ def test_needle_script(tmp_path):
     assert f"| 4bit | {result['rows'][1]['bits_per_coordinate']:.2f} |" in table
 
 
+@pytest.mark.hf
 def test_prefill_script(tmp_path):
     out = tmp_path / "prefill"
     levels = turbokv.supported_simd()
@@ -83,6 +89,7 @@ def test_prefill_script(tmp_path):
     assert set(result["ttft"][1]["attention_paths"]) <= {"tiles", "mixed"}
 
 
+@pytest.mark.hf
 def test_prompt_cache_script(tmp_path):
     out = tmp_path / "prompt_cache"
     subprocess.run([sys.executable, str(BENCH / "prompt_cache.py"), "--context", "64", "--question", "4",

@@ -43,6 +43,7 @@ def test_attention_script(tmp_path):
     assert "turbokv fused K4V4" in names and "numpy float32 dense" in names
 
 
+@pytest.mark.hf
 def test_attention_script_runs_torch_at_the_level_asked(tmp_path):
     import turbokv
     result = run("attention.py", "--contexts", "300", "--repeats", "1", "--simd", "avx2", "--torch-isa", "avx2",
@@ -63,6 +64,7 @@ def _torch_has_mkl() -> bool:
 TORCH_HAS_MKL = _torch_has_mkl()
 
 
+@pytest.mark.hf
 @pytest.mark.skipif(not TORCH_HAS_MKL, reason="torch without MKL: no MKL level to cap")
 def test_torch_at_avx2_runs_its_mkl_products_at_avx2():
     # ATen's level alone leaves MKL at its own pick (AVX-512 where the CPU has it); MKL reads its
@@ -88,6 +90,7 @@ def test_torch_at_avx2_runs_its_mkl_products_at_avx2():
     assert "(Intel(R) AVX2)" in banner[0], banner[0]
 
 
+@pytest.mark.hf
 @pytest.mark.skipif(not TORCH_HAS_MKL, reason="torch without MKL: no MKL level to cap")
 def test_torch_levels_script_runs_each_cap_in_its_own_process(tmp_path):
     out = tmp_path / "levels"
@@ -100,6 +103,7 @@ def test_torch_levels_script_runs_each_cap_in_its_own_process(tmp_path):
     assert "| MKL at AVX2 |" in out.with_suffix(".md").read_text()
 
 
+@pytest.mark.hf
 def test_torch_at_another_level_than_it_was_imported_at_is_refused():
     # torch fixes its level at import: asking for another one afterwards must fail, not be ignored
     code = ("import os, torch\n"
@@ -521,11 +525,11 @@ def test_item_schedule_replays_claims_and_orders_causal_ranges_latest_first():
                           capture_output=True, timeout=60).returncode == 2
 
 
+@pytest.mark.hf
 def test_attention_runs_on_the_thread_backend_it_names():
     """--threads openmp times turbokv on torch's OpenMP threads (as a transformers loop runs it),
     the table says so, and a process already on them refuses "pool" rather than time the wrong
     backend under its name. A fresh interpreter: the backend holds for the rest of a process."""
-    pytest.importorskip("torch")
     code = """
 import pytest, turbokv
 from turbokv.eval import benchmarks

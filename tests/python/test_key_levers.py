@@ -113,6 +113,7 @@ def test_outlier_split_refuses_what_it_does_not_implement(rng):
         cache.trim(1)
 
 
+@pytest.mark.hf
 def test_lever_caches_choose_the_layer_class_by_setting():
     from turbokv import hf
     from turbokv.eval.levers import lever_caches

@@ -6,6 +6,7 @@ import shutil
 import nbclient  # from the [test] extra, like matplotlib and ipykernel
 import nbformat
 import pytest
+from hf_extra import uses_hf
 
 NOTEBOOKS = sorted((pathlib.Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
 
@@ -14,7 +15,8 @@ def test_there_are_notebooks():
     assert len(NOTEBOOKS) >= 4
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [pytest.param(p, marks=[pytest.mark.hf] if uses_hf(p.read_text()) else [])
+                                  for p in NOTEBOOKS], ids=lambda p: p.name)
 def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv("TURBOKV_BENCH_RESULTS", str(path.parents[1] / "bench" / "results"))
     (tmp_path / "figures").mkdir()

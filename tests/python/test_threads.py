@@ -43,11 +43,11 @@ def run(setup: str, **env: str) -> str:
     return done.stdout.split()
 
 
+@pytest.mark.hf
 def test_torch_openmp_threads_give_the_pools_results_bit_for_bit():
     """After import turbokv.hf the work runs on torch's OpenMP threads (their count: torch's),
     and every output equals the one of turbokv's own pool of as many threads, bit for bit (one
     thread differs in the decode's rounding: it does not split the sequence)."""
-    pytest.importorskip("transformers")
     shared = run("import torch, turbokv.hf; torch.set_num_threads(4)\n"
                  "assert turbokv.hf.OPENMP_LIBRARY and 'torch' in turbokv.hf.OPENMP_LIBRARY")
     own = run("", TURBOKV_NUM_THREADS="4")
@@ -55,8 +55,8 @@ def test_torch_openmp_threads_give_the_pools_results_bit_for_bit():
     assert shared[2] == own[2]
 
 
+@pytest.mark.hf
 def test_the_shared_thread_count_follows_torch_unless_turbokv_num_threads_is_set():
-    pytest.importorskip("transformers")
     code = ("import torch, turbokv, turbokv.hf\n"
             "counts = []\n"
             "for n in (3, 1, 2):\n"
@@ -72,24 +72,25 @@ def test_the_shared_thread_count_follows_torch_unless_turbokv_num_threads_is_set
 
 @pytest.mark.parametrize("setup, backend", [
     ("", "pool"),  # torch not imported: nothing to share
-    ("import torch; assert turbokv.share_openmp_threads('numpy') is None", "pool"),  # no runtime there
+    pytest.param("import torch; assert turbokv.share_openmp_threads('numpy') is None", "pool",  # no runtime there
+                 marks=pytest.mark.hf),
 ])
 def test_without_a_host_runtime_turbokv_keeps_its_pool(setup, backend):
     assert run(setup, TURBOKV_NUM_THREADS="2")[0] == backend
 
 
+@pytest.mark.hf
 def test_turbokv_openmp_0_keeps_the_pool():
-    pytest.importorskip("transformers")
     got = run("import turbokv.hf; assert turbokv.hf.OPENMP_LIBRARY is None", TURBOKV_OPENMP="0",
               TURBOKV_NUM_THREADS="2")
     assert got[0] == "pool"
 
 
+@pytest.mark.hf
 def test_a_forked_child_goes_back_to_turbokvs_pool_and_computes_the_same():
     """A forked child has none of the OpenMP runtime's threads: it uses turbokv's pool (its caller
     runs the items) and computes the parent's results, instead of waiting on threads that do not
     exist there."""
-    pytest.importorskip("transformers")
     if not hasattr(os, "fork"):
         pytest.skip("no fork on this platform")
     code = """

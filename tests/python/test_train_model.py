@@ -6,11 +6,14 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "bench" / "train_model"
 SHIPPED = ROOT / "python" / "turbokv" / "models" / "data" / "kjv_llama"
 
 
+@pytest.mark.hf
 def test_prepare_reproduces_the_shipped_tokenizer_and_split(tmp_path):
     out, build = tmp_path / "out", tmp_path / "build"
     subprocess.run([sys.executable, str(SCRIPTS / "prepare.py"), "--out", str(out), "--build", str(build)],
