@@ -20,7 +20,7 @@ test_version() {  # test_version VERSION [PACKAGES the version needs beyond the 
   PYTHONPATH="$PWD/$target${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -c \
     "import transformers; assert transformers.__version__ == '$version', transformers.__version__"
   TURBOKV_TEST_HF=1 PYTHONPATH="$PWD/$target${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m pytest -q -W error::FutureWarning \
-    tests/python/test_hf.py
+    tests/python/test_hf.py tests/python/test_hf_models.py
 }
 
 test_version 4.57.6 "huggingface-hub==0.36.2" "tokenizers==0.22.2"

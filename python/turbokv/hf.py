@@ -22,11 +22,16 @@ transformers 5.24 renamed the cache argument of ``forward`` and ``generate`` fro
 ``past_key_values`` to ``cache`` (the old name warns there and leaves ``forward`` in 5.40);
 :data:`CACHE_KEYWORD` is the name the installed version takes.
 
+Hybrid models (linear-attention or state-space layers among attention layers: Qwen3.5,
+Qwen3-Next, Nemotron-H, ...) need ``config=model.config`` and transformers 5: the cache compresses
+the attention layers and keeps the others as transformers does (:mod:`turbokv.hf_layers`).
+
 Tested with transformers 5.25, 5.18 and 4.57. CPU tensors only (turbokv is a CPU library).
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import os
 import warnings
@@ -43,6 +48,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from ._validation import as_float_array
 from . import presets
 from .cache import KVCache
+from .hf_layers import state_layer_plan
 from .layers import check_setting_names, settings_for_layer, summarize, summary_text
 from .threads import share_openmp_threads, thread_backend
 
@@ -209,6 +215,24 @@ class TurboQuantLayer(CacheLayerMixin):
             self.cache.select_batch(indices)
 
 
+_STATE_METHODS = tuple(name for name in ("update_conv_state", "update_recurrent_state", "get_conv_state",
+                                         "get_recurrent_state") if hasattr(Cache, name))
+
+
+def _checked_state_method(name: str) -> Callable[..., Any]:
+    """Cache's state method ``name``, after TurboQuantCache._check_state_layer of its layer_idx."""
+    base = getattr(Cache, name)
+    signature = inspect.signature(base)
+
+    def method(self: "TurboQuantCache", *args: Any, **kwargs: Any) -> Any:
+        self._check_state_layer(signature.bind(self, *args, **kwargs).arguments["layer_idx"])
+        return base(self, *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = base.__doc__
+    return method
+
+
 class TurboQuantCache(Cache):
     """A transformers ``Cache`` that stores every layer's keys and values TurboQuant-compressed.
 
@@ -224,7 +248,9 @@ class TurboQuantCache(Cache):
     centring and prefill key protection are on by default (``center_keys``, ``protect_keys``);
     :meth:`summary` says what each layer chose.
 
-    ``config``: the model's config. With it the cache knows from the first step whether the model
+    ``config``: the model's config (required for hybrid models, whose linear-attention and
+    state-space layers the cache then keeps in transformers' own layer classes, uncompressed: a
+    few fixed-size states per sequence). With it the cache knows from the first step whether the model
     runs ``attn_implementation="turbokv"`` (read as each layer is created, so a
     ``set_attn_implementation`` before the first step counts) and never decodes under fused
     attention. Without it the first layer's first update returns decoded K/V (a transient float32
@@ -249,15 +275,19 @@ class TurboQuantCache(Cache):
             KVCache(head_dim=8, num_kv_heads=1, **settings_for_layer(i, settings, layer_settings))
         if config is not None and not hasattr(config, "_attn_implementation"):
             raise TypeError(f"config must be a transformers model config, got {type(config).__name__}")
-        super().__init__(layer_class_to_replicate=self._new_layer)
         self.settings = settings
         self.layer_settings = None if layer_settings is None else list(layer_settings)
         self.config = config
         self._mask_check = _MaskCheck()  # one mask check per forward, shared by the layers
         self._fused_seen = False  # turbokv attention has read a layer (learned without config)
+        plan = None if config is None else state_layer_plan(config)
+        if plan is None:
+            super().__init__(layer_class_to_replicate=self._new_layer)
+        else:  # a hybrid model: every layer laid out now, state layers as transformers keeps them
+            super().__init__(layers=[self._new_layer(i) if make is None else make() for i, make in enumerate(plan)])
 
-    def _new_layer(self) -> TurboQuantLayer:
-        index = len(self.layers)
+    def _new_layer(self, index: Optional[int] = None) -> TurboQuantLayer:
+        index = len(self.layers) if index is None else index
         fused = None if self.config is None else self.config._attn_implementation == "turbokv"
         if fused is None and self._fused_seen:
             fused = True
@@ -268,9 +298,19 @@ class TurboQuantCache(Cache):
     def _saw_fused(self) -> None:
         self._fused_seen = True
 
+    # A hybrid model's linear-attention and state-space layers (transformers 5.x) -------------
+
+    def _check_state_layer(self, layer_idx: int) -> None:
+        if layer_idx >= len(self.layers) or isinstance(self.layers[layer_idx], TurboQuantLayer):
+            raise ValueError(
+                f"layer {layer_idx} of this model keeps a linear-attention or state-space state (a "
+                "hybrid model such as Qwen3.5 or Qwen3-Next): create the cache with "
+                "TurboQuantCache(config=model.config, ...) so that it lays those layers out")
+
+
     def summary(self) -> Dict[str, Any]:
         """Per-layer choices and totals: see :func:`turbokv.layers.summarize`."""
-        return summarize([layer.cache for layer in self.layers])
+        return summarize([layer.cache for layer in self._kv_layers() if layer.cache is not None])
 
     def summary_text(self) -> str:
         """:meth:`summary` as a short table."""
@@ -284,6 +324,9 @@ class TurboQuantCache(Cache):
         long prompt once, save it, and :meth:`load` it for every request that starts with it."""
         from .persist import save_cache
 
+        if len(self._kv_layers()) != len(self.layers):
+            raise NotImplementedError("saving the cache of a hybrid model (its linear-attention or "
+                                      "state-space layers' states) is not implemented; copy() is")
         if not self.layers or any(layer.cache is None for layer in self.layers):
             raise ValueError("nothing to save: run the model on a prompt with this cache first")
         dtype = str(self.layers[0].dtype).replace("torch.", "")
@@ -314,6 +357,13 @@ class TurboQuantCache(Cache):
 
         cache = TurboQuantCache(layer_settings=self.layer_settings, config=self.config, **self.settings)
         cache._fused_seen = self._fused_seen
+        if cache.layer_class_to_replicate is None:  # a hybrid model's layers, laid out up front
+            for index, layer in enumerate(self.layers):
+                if not isinstance(layer, TurboQuantLayer):
+                    cache.layers[index] = copy.deepcopy(layer)  # a few state tensors
+                elif layer.cache is not None:
+                    cache._hold(cache.layers[index], copy_cache(layer.cache), layer.dtype)
+            return cache
         for layer in self.layers:
             if layer.cache is None:
                 break
@@ -327,17 +377,31 @@ class TurboQuantCache(Cache):
 
     def _adopt(self, store: KVCache, dtype: torch.dtype) -> None:
         """Appends a layer holding ``store`` (for load and copy)."""
-        layer = self._new_layer()
+        self.layers.append(self._hold(self._new_layer(), store, dtype))
+
+    @staticmethod
+    def _hold(layer: "TurboQuantLayer", store: KVCache, dtype: torch.dtype) -> "TurboQuantLayer":
+        """``layer``, made to hold ``store`` as if its updates had filled it."""
         layer.cache, layer.dtype, layer.device = store, dtype, torch.device("cpu")
         layer.keys = torch.empty(0, dtype=dtype)
         layer.values = torch.empty(0, dtype=dtype)
         layer.is_initialized = True
-        self.layers.append(layer)
+        return layer
+
+    def _kv_layers(self) -> "list[TurboQuantLayer]":
+        """The layers holding compressed K/V (all of them but a hybrid model's state layers)."""
+        return [layer for layer in self.layers if isinstance(layer, TurboQuantLayer)]
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by all layers' compressed stores."""
-        return sum(layer.cache.nbytes for layer in self.layers if layer.cache is not None)
+        """Bytes held by all layers' compressed stores (a hybrid model's state layers not counted)."""
+        return sum(layer.cache.nbytes for layer in self._kv_layers() if layer.cache is not None)
+
+
+# The state methods this transformers has (5.18: update_*; 5.25 adds get_*), each checking its
+# layer first: without config the layers they index do not exist.
+for _name in _STATE_METHODS:
+    setattr(TurboQuantCache, _name, _checked_state_method(_name))
 
 
 class _MaskCheck:
@@ -447,6 +511,12 @@ def turbokv_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
     if layer is None:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+        if key.device.type == "meta":  # a TurboQuantLayer's placeholder, changed on its way here
+            raise NotImplementedError(
+                "this model changes the cached keys/values between the cache and the attention "
+                "call (JetMoE repeats them per expert), so turbokv attention cannot find the "
+                "compressed store; use attn_implementation=\"sdpa\" with the TurboQuantCache, "
+                "which then returns decoded K/V")
         if s_aux is not None or softcap is not None:
             raise NotImplementedError("turbokv attention without a TurboQuantCache falls back to "
                                       "SDPA, which has no softcap or attention sinks: pass a "

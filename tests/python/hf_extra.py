@@ -15,7 +15,7 @@ SKIP_HF = not HF_INSTALLED and not HF_REQUIRED
 HF_REASON = "needs the [hf] extra (torch, transformers): pip install '.[hf]'"
 
 # Whole test files that import torch or transformers at the top.
-HF_FILES = ["test_hf.py", "test_inputs.py", "test_model_loading.py", "test_quality.py"]
+HF_FILES = ["test_hf.py", "test_hf_models.py", "test_inputs.py", "test_model_loading.py", "test_quality.py"]
 
 _HF_CODE = re.compile(r"\b(import torch|from transformers|import transformers|turbokv\.hf|turbokv\.models)\b")
 
