@@ -119,6 +119,31 @@ def _warn_about_openmp_spin() -> None:
         warnings.warn(advice, OpenMPSpinWarning, stacklevel=3)
 
 
+class _KVPlaceholder(torch.Tensor):
+    """Shape-only K/V on the meta device, standing for a TurboQuantLayer's compressed store.
+
+    Moving it to the CPU returns it unchanged, with the store attached: Gemma 3n and Gemma 4's
+    KV-sharing layers call ``.to(query.device)`` on the K/V of the layer they share before
+    attending (transformers 5.18), which a plain meta tensor refuses. Anything that reads its
+    values fails as on any meta tensor; other ops give plain meta tensors without the store.
+    """
+
+    @classmethod
+    def of(cls, shape: Tuple[int, ...], dtype: torch.dtype) -> "_KVPlaceholder":
+        return torch.Tensor._make_subclass(cls, torch.empty(shape, dtype=dtype, device="meta"))
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func is torch.Tensor.to:
+            targets = list(args[1:]) + list(kwargs.values())
+            if len(targets) == 1 and isinstance(targets[0], (torch.device, str)) and \
+                    torch.device(targets[0]).type == "cpu":
+                return args[0]
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*args, **kwargs)
+
+
 class TurboQuantLayer(CacheLayerMixin):
     """One layer of :class:`TurboQuantCache`: a :class:`turbokv.KVCache` behind transformers' layer API."""
 
@@ -161,8 +186,8 @@ class TurboQuantLayer(CacheLayerMixin):
             # Shape-only placeholders on the meta device: any attention other than turbokv's that
             # tried to read them would fail loudly instead of computing with garbage.
             shape = (self.cache.batch, self.cache.num_kv_heads, self.cache.offset, self.cache.head_dim)
-            keys = torch.empty(shape, dtype=self.dtype, device="meta")
-            values = torch.empty(shape, dtype=self.dtype, device="meta")
+            keys = _KVPlaceholder.of(shape, self.dtype)
+            values = _KVPlaceholder.of(shape, self.dtype)
         else:
             k, v = self.cache.fetch()
             keys, values = torch.from_numpy(k).to(self.dtype), torch.from_numpy(v).to(self.dtype)

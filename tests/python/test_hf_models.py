@@ -113,3 +113,45 @@ def test_a_model_that_changes_the_cached_kv_is_refused_under_turbokv_attention_a
         want = model(ids, **{CACHE_KEYWORD: DynamicCache()}).logits
     assert all(layer.decoded_steps > 0 for layer in cache.layers)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-3)  # float16 storage
+
+
+# Gemma 3n and Gemma 4 (E2B/E4B-style): the last layers attend on the K/V of an earlier layer of
+# their kind instead of keeping their own.
+KV_SHARING = [family for family in ("gemma3n_text", "gemma4_text") if family in transformers.CONFIG_MAPPING]
+GEMMA3N = dict(altup_num_inputs=2, laurel_rank=8, hidden_size_per_layer_input=16,
+               vocab_size_per_layer_input=256, activation_sparsity_pattern=[0.0] * 6)
+
+
+@pytest.mark.parametrize("family", KV_SHARING)
+def test_kv_sharing_layers_attend_on_the_codes_of_the_layer_they_share(family):
+    """On transformers 5.18 these layers move the shared K/V to the query's device first, which
+    the fused path's meta placeholders refused ("Cannot copy out of meta tensor") before session
+    65. Fused attention on float16 storage equals the decoded path on the same stored K/V."""
+    kinds = ["sliding_attention"] * 2 + ["full_attention"] + ["sliding_attention"] * 2 + ["full_attention"]
+    # initializer_range 0.02: at 0.1 Gemma 4 amplifies float32 rounding so far that SDPA and eager
+    # attention on the same K/V differ by 9e-4 in the logits.
+    config = AutoConfig.for_model(family, **{**SMALL, "num_hidden_layers": 6, "initializer_range": 0.02},
+                                  num_kv_shared_layers=2, layer_types=kinds,
+                                  **(GEMMA3N if family == "gemma3n_text" else {}))
+    torch.manual_seed(0)
+    decoded = AutoModelForCausalLM.from_config(copy.deepcopy(config)).eval()
+    fused = AutoModelForCausalLM.from_config(copy.deepcopy(config)).eval()
+    fused.load_state_dict(decoded.state_dict())
+    decoded.set_attn_implementation("sdpa")
+    fused.set_attn_implementation("turbokv")
+    ids = torch.randint(1, 256, (2, 12), generator=torch.Generator().manual_seed(1))
+
+    def run(model, cache):
+        with torch.no_grad():
+            return torch.cat([model(ids[:, a:b], **{CACHE_KEYWORD: cache}).logits
+                              for a, b in ((0, 9), (9, 10), (10, 11), (11, 12))], dim=1)
+
+    cache = thf.TurboQuantCache(config=fused.config, key_bits=0, value_bits=0)
+    got = run(fused, cache)
+    on_decoded = thf.TurboQuantCache(config=decoded.config, key_bits=0, value_bits=0)
+    want = run(decoded, on_decoded)
+    layers = [layer for layer in cache.layers if isinstance(layer, thf.TurboQuantLayer)]
+    assert len(layers) == 4  # the shared layers keep nothing of their own
+    # The last sliding and full layers also serve the two sharing layers: twice the calls.
+    assert [layer.fused_calls for layer in layers] == [4, 4, 8, 8]
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-3)  # summation order differs only
