@@ -124,8 +124,10 @@ class _KVPlaceholder(torch.Tensor):
 
     Moving it to the CPU returns it unchanged, with the store attached: Gemma 3n and Gemma 4's
     KV-sharing layers call ``.to(query.device)`` on the K/V of the layer they share before
-    attending (transformers 5.18), which a plain meta tensor refuses. Anything that reads its
-    values fails as on any meta tensor; other ops give plain meta tensors without the store.
+    attending (transformers 5.18), which a plain meta tensor refuses. Other ops on it give
+    placeholders without the store (shapes only); one that combines it with real tensors (a model
+    computing with its cached K/V outside attention, as Doge's dynamic mask does) raises
+    NotImplementedError saying so, and reading values fails as on any meta tensor.
     """
 
     @classmethod
@@ -140,8 +142,24 @@ class _KVPlaceholder(torch.Tensor):
             if len(targets) == 1 and isinstance(targets[0], (torch.device, str)) and \
                     torch.device(targets[0]).type == "cpu":
                 return args[0]
-        with torch._C.DisableTorchFunctionSubclass():
-            return func(*args, **kwargs)
+        with torch._C.DisableTorchFunctionSubclass():  # reading .device here must not recurse
+            mixed = any(t.device.type != "meta" for t in _tensor_leaves((args, kwargs)))
+        if mixed:
+            raise NotImplementedError(
+                "this model computes with the cached keys/values outside the attention call (e.g. "
+                "Doge's dynamic mask); under attn_implementation=\"turbokv\" the cache holds them "
+                "only as codes: use attn_implementation=\"sdpa\" with the TurboQuantCache, which "
+                "then returns decoded K/V")
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+def _tensor_leaves(tree: Any) -> list:
+    """The tensors in nested tuples, lists and dicts of arguments."""
+    if isinstance(tree, (tuple, list)):
+        return [leaf for item in tree for leaf in _tensor_leaves(item)]
+    if isinstance(tree, dict):
+        return [leaf for item in tree.values() for leaf in _tensor_leaves(item)]
+    return [tree] if isinstance(tree, torch.Tensor) else []
 
 
 class TurboQuantLayer(CacheLayerMixin):

@@ -90,22 +90,32 @@ def test_a_hybrid_model_without_config_and_saving_one_are_refused_with_the_way_o
     assert not (tmp_path / "cache.tkv").exists()
 
 
-def test_a_model_that_changes_the_cached_kv_is_refused_under_turbokv_attention_and_runs_under_sdpa():
-    """JetMoE repeats the K/V the cache returns before attending: turbokv attention cannot find its
-    store in the repeated placeholders, so it says so (not a device error from SDPA); with sdpa the
-    cache returns decoded K/V and the model runs. (transformers 4.57's JetMoE takes no attention
-    interface: set_attn_implementation leaves it on sdpa.)"""
-    config = AutoConfig.for_model("jetmoe", vocab_size=256, hidden_size=64, num_hidden_layers=2,
-                                  num_attention_heads=4, num_key_value_heads=2, kv_channels=16)
+# Models that use the K/V the cache returns for more than attention: JetMoE repeats them per
+# expert before attending, Doge computes its dynamic mask from the values.
+KV_USERS = {
+    "jetmoe": (dict(vocab_size=256, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, kv_channels=16), "changes the cached keys/values"),
+    "doge": (dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2), "computes with the cached keys/values"),
+}
+
+
+@pytest.mark.parametrize("family", sorted(KV_USERS))
+def test_a_model_that_uses_the_cached_kv_outside_attention_is_refused_under_turbokv_and_runs_under_sdpa(family):
+    """turbokv attention's K/V placeholders hold no values: such a model gets a NotImplementedError
+    that says so and names the way out (not a meta-device error from deep inside torch); with sdpa
+    the cache returns decoded K/V and the model runs. (transformers 4.57's JetMoE takes no
+    attention interface: set_attn_implementation leaves it on sdpa.)"""
+    settings, message = KV_USERS[family]
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config).eval()
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **settings)).eval()
     ids = torch.randint(1, 256, (1, 6), generator=torch.Generator().manual_seed(6))
     model.set_attn_implementation("turbokv")
     if model.config._attn_implementation == "turbokv":
-        with pytest.raises(NotImplementedError, match="changes the cached keys/values"):
+        with pytest.raises(NotImplementedError, match=message):
             model(ids, **{CACHE_KEYWORD: thf.TurboQuantCache(config=model.config)})
     else:
-        assert transformers.__version__.startswith("4."), transformers.__version__
+        assert (family, transformers.__version__[:2]) == ("jetmoe", "4."), transformers.__version__
     model.set_attn_implementation("sdpa")
     cache = thf.TurboQuantCache(config=model.config, key_bits=0, value_bits=0)
     with torch.no_grad():
