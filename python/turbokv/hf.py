@@ -388,6 +388,9 @@ class TurboQuantCache(Cache):
         if extra.get("kind") != "TurboQuantCache":
             raise ValueError(f"{path} holds layer caches, not a TurboQuantCache: use turbokv.load_cache")
         cache = cls(layer_settings=extra.get("layer_settings"), config=config, **extra["settings"])
+        if cache.layer_class_to_replicate is None:  # laid out for a hybrid model, which save refuses
+            raise ValueError(f"{path} was saved from a model of attention layers only; config is a "
+                             "hybrid model's (linear-attention or state-space layers)")
         dtype = getattr(torch, extra.get("dtype", "float32"))
         for store in caches:
             cache._adopt(store, dtype)

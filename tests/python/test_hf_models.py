@@ -88,6 +88,16 @@ def test_a_hybrid_model_without_config_and_saving_one_are_refused_with_the_way_o
     with pytest.raises(NotImplementedError, match="hybrid model"):
         cache.save(tmp_path / "cache.tkv")
     assert not (tmp_path / "cache.tkv").exists()
+    # A file saved from a model of attention layers, loaded with the hybrid model's config.
+    torch.manual_seed(0)
+    llama = AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", **SMALL)).eval()
+    saved = thf.TurboQuantCache(config=llama.config)
+    with torch.no_grad():
+        llama(ids, **{CACHE_KEYWORD: saved})
+    saved.save(tmp_path / "llama.tkv")
+    with pytest.raises(ValueError, match="hybrid model's"):
+        thf.TurboQuantCache.load(tmp_path / "llama.tkv", config=model.config)
+    assert len(thf.TurboQuantCache.load(tmp_path / "llama.tkv", config=llama.config).layers) == 4
 
 
 # Models that use the K/V the cache returns for more than attention: JetMoE repeats them per
