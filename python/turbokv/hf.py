@@ -350,7 +350,6 @@ class TurboQuantCache(Cache):
                 "hybrid model such as Qwen3.5 or Qwen3-Next): create the cache with "
                 "TurboQuantCache(config=model.config, ...) so that it lays those layers out")
 
-
     def summary(self) -> Dict[str, Any]:
         """Per-layer choices and totals: see :func:`turbokv.layers.summarize`."""
         return summarize([layer.cache for layer in self._kv_layers() if layer.cache is not None])
