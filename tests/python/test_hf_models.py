@@ -138,8 +138,9 @@ def test_a_model_that_uses_the_cached_kv_outside_attention_is_refused_under_turb
 # Gemma 3n and Gemma 4 (E2B/E4B-style): the last layers attend on the K/V of an earlier layer of
 # their kind instead of keeping their own.
 KV_SHARING = [family for family in ("gemma3n_text", "gemma4_text") if family in transformers.CONFIG_MAPPING]
-GEMMA3N = dict(altup_num_inputs=2, laurel_rank=8, hidden_size_per_layer_input=16,
-               vocab_size_per_layer_input=256, activation_sparsity_pattern=[0.0] * 6)
+# Both families' per-layer input embeddings default to a 262,144-token vocabulary: 17 s to build.
+PER_LAYER_INPUT = dict(hidden_size_per_layer_input=16, vocab_size_per_layer_input=256)
+GEMMA3N = dict(altup_num_inputs=2, laurel_rank=8, activation_sparsity_pattern=[0.0] * 6)
 
 
 @pytest.mark.parametrize("family", KV_SHARING)
@@ -151,7 +152,7 @@ def test_kv_sharing_layers_attend_on_the_codes_of_the_layer_they_share(family):
     # initializer_range 0.02: at 0.1 Gemma 4 amplifies float32 rounding so far that SDPA and eager
     # attention on the same K/V differ by 9e-4 in the logits.
     config = AutoConfig.for_model(family, **{**SMALL, "num_hidden_layers": 6, "initializer_range": 0.02},
-                                  num_kv_shared_layers=2, layer_types=kinds,
+                                  num_kv_shared_layers=2, layer_types=kinds, **PER_LAYER_INPUT,
                                   **(GEMMA3N if family == "gemma3n_text" else {}))
     torch.manual_seed(0)
     decoded = AutoModelForCausalLM.from_config(copy.deepcopy(config)).eval()
