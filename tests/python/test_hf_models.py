@@ -175,4 +175,7 @@ def test_kv_sharing_layers_attend_on_the_codes_of_the_layer_they_share(family):
     assert len(layers) == 4  # the shared layers keep nothing of their own
     # The last sliding and full layers also serve the two sharing layers: twice the calls.
     assert [layer.fused_calls for layer in layers] == [4, 4, 8, 8]
+    assert all(layer.decoded_steps == 0 for layer in layers)
+    decoded_layers = [layer for layer in on_decoded.layers if isinstance(layer, thf.TurboQuantLayer)]
+    assert all(layer.fused_calls == 0 and layer.decoded_steps > 0 for layer in decoded_layers)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-3)  # summation order differs only
